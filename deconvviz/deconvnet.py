@@ -1,0 +1,242 @@
+"""The deconvnet of Zeiler & Fergus (arXiv 1311.2901, section 2.1).
+
+A feature map of layer L is projected back to pixels by walking the conv stack
+backwards from the end of block L. At each module, in reverse:
+
+* ``MaxPool2d``: **unpool**. ``unpool="switches"`` puts each value back where the
+  max came from in *that image's* forward pass (the recorded switches).
+  Where windows overlap (e.g. AlexNet's 3x3 stride-2 pools) two values can land
+  on one position; they are **summed**, which is what the gradient does (and
+  unlike ``max_unpool2d``, deterministic). ``unpool="nearest"`` is the
+  switch-free shortcut of the source material: each value is copied to its
+  whole pooling window (overlaps summed too).
+* ``ReLU``: **rectify** according to ``rule``: ``"deconvnet"`` passes
+  ``relu(signal)`` (the paper); ``"guided"`` also masks by the forward
+  activation (guided backprop); ``"gradient"`` masks by the forward activation
+  only (plain backprop).
+* ``Conv2d``: **filter** with the transposed convolution that shares the conv's
+  own weight tensor (no bias, no copy).
+
+All variants are parameters of :func:`deconvolve`; :func:`project` is the
+one-feature convenience used from notebooks.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Sequence, Tuple, Union
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from .errors import DeconvvizError
+from .layers import LayerInfo, conv_stack, get_layer
+from .recording import Recording, record
+
+__all__ = ["RULES", "UNPOOLS", "MODES", "Projection", "deconvolve", "project",
+           "seed_maps", "reverse_pass"]
+
+RULES = ("deconvnet", "guided", "gradient")
+UNPOOLS = ("switches", "nearest")
+MODES = ("max", "map", "position")
+
+
+@dataclass
+class Projection:
+    """Result of a batched projection of S seeds.
+
+    ``projections``: raw, signed ``(S, 3, H, W)`` in the model's input space;
+    ``image_index``: ``(S,)`` index into the batch of images; ``feature``: ``(S,)``;
+    ``activation``: ``(S,)`` the seeded activation (its maximum for ``mode="map"``);
+    ``position``: ``(S, 2)`` (row, col) in the layer's output of that activation.
+    """
+
+    projections: torch.Tensor
+    image_index: torch.Tensor
+    feature: torch.Tensor
+    activation: torch.Tensor
+    position: torch.Tensor
+    layer: int
+    mode: str
+    rule: str
+    unpool: str
+
+
+def _check_choice(name: str, value: str, choices) -> None:
+    if value not in choices:
+        raise DeconvvizError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _crop(full: torch.Tensor, pad: Tuple[int, int], size: Tuple[int, int]) -> torch.Tensor:
+    """Cut a full transposed-conv output down to the forward input's size."""
+    ph, pw = pad
+    out = full[..., ph:ph + size[0], pw:pw + size[1]]
+    short_h, short_w = size[0] - out.shape[-2], size[1] - out.shape[-1]
+    if short_h > 0 or short_w > 0:
+        out = F.pad(out, (0, max(0, short_w), 0, max(0, short_h)))
+    return out
+
+
+def _pair(v):
+    return (v, v) if isinstance(v, int) else tuple(v)
+
+
+def _unpool(m: nn.MaxPool2d, signal: torch.Tensor, switches: Optional[torch.Tensor],
+            in_size: Tuple[int, int], how: str) -> torch.Tensor:
+    s, c, h, w = signal.shape
+    if how == "switches":
+        out = signal.new_zeros((s, c, in_size[0] * in_size[1]))
+        out.scatter_add_(2, switches.reshape(s, c, h * w), signal.reshape(s, c, h * w))
+        return out.view(s, c, in_size[0], in_size[1])
+    k, st = _pair(m.kernel_size), _pair(m.stride if m.stride is not None else m.kernel_size)
+    ones = signal.new_ones((c, 1) + k)
+    full = F.conv_transpose2d(signal, ones, stride=st, dilation=_pair(m.dilation), groups=c)
+    return _crop(full, _pair(m.padding), in_size)
+
+
+def _rectify(signal: torch.Tensor, mask: torch.Tensor, rule: str) -> torch.Tensor:
+    if rule == "deconvnet":
+        return signal.clamp(min=0)
+    if rule == "guided":
+        return signal.clamp(min=0) * mask
+    return signal * mask
+
+
+def _filter(m: nn.Conv2d, signal: torch.Tensor, in_size: Tuple[int, int]) -> torch.Tensor:
+    full = F.conv_transpose2d(signal, m.weight, stride=m.stride, dilation=m.dilation,
+                              groups=m.groups)
+    return _crop(full, _pair(m.padding), in_size)
+
+
+def reverse_pass(model: nn.Module, rec: Recording, end: int, signal: torch.Tensor,
+                 image_index: torch.Tensor, rule: str = "deconvnet",
+                 unpool: str = "switches") -> torch.Tensor:
+    """Send ``signal`` (S, C, h, w), the output of ``stack[:end]``, back to pixels.
+
+    Seed ``s`` uses the recorded switches and masks of image ``image_index[s]``.
+    """
+    modules = list(conv_stack(model))
+    idx = image_index.to(signal.device)
+    for i in range(end - 1, -1, -1):
+        m = modules[i]
+        if isinstance(m, nn.MaxPool2d):
+            sw = rec.switches[i].index_select(0, idx) if unpool == "switches" else None
+            signal = _unpool(m, signal, sw, rec.in_sizes[i], unpool)
+        elif isinstance(m, nn.ReLU):
+            mask = None if rule == "deconvnet" else rec.masks[i].index_select(0, idx)
+            signal = _rectify(signal, mask, rule)
+        else:
+            signal = _filter(m, signal, rec.in_sizes[i])
+    return signal
+
+
+def seed_maps(output: torch.Tensor, image_index: torch.Tensor, feature: torch.Tensor,
+              mode: str, position: Optional[torch.Tensor] = None):
+    """Build the seed maps for a layer output ``(B, C, h, w)``.
+
+    Every channel but the chosen feature is zero. ``mode="max"``: only the
+    feature's strongest activation is kept (the paper); ``"map"``: its whole
+    map (the source material); ``"position"``: the activation at ``position``.
+    Returns ``(seeds (S, C, h, w), activation (S,), position (S, 2))``.
+    Ties for the maximum go to the first position in row-major order.
+    """
+    b, c, h, w = output.shape
+    s = image_index.shape[0]
+    maps = output[image_index, feature]                      # (S, h, w)
+    flat = maps.reshape(s, h * w)
+    if mode == "position":
+        pos = position.to(torch.int64)
+        flat_pos = pos[:, 0] * w + pos[:, 1]
+    else:
+        flat_pos = flat.argmax(dim=1)
+        pos = torch.stack([flat_pos // w, flat_pos % w], dim=1)
+    act = flat.gather(1, flat_pos.view(s, 1)).view(s)
+    seeds = output.new_zeros((s, c, h * w))
+    rows = torch.arange(s, device=output.device)
+    if mode == "map":
+        seeds[rows, feature] = flat
+    else:
+        seeds[rows, feature, flat_pos] = act
+    return seeds.view(s, c, h, w), act, pos
+
+
+def _as_index(v, n: int, name: str) -> torch.Tensor:
+    t = torch.as_tensor(v, dtype=torch.int64).reshape(-1)
+    if t.numel() == 1 and n > 1:
+        t = t.expand(n).clone()
+    return t
+
+
+def deconvolve(model: nn.Module, images: torch.Tensor, layer: int,
+               feature: Union[int, Sequence[int], torch.Tensor],
+               image_index: Optional[Union[Sequence[int], torch.Tensor]] = None, *,
+               mode: str = "max", rule: str = "deconvnet", unpool: str = "switches",
+               position: Optional[torch.Tensor] = None) -> Projection:
+    """Project many (image, feature) seeds of one layer in **one batched pass**.
+
+    ``images``: model input ``(B, 3, H, W)``. Seed ``s`` is feature ``feature[s]``
+    of image ``image_index[s]`` (default: one seed per image, ``feature``
+    broadcast). One forward pass records switches and masks for the B images;
+    one reverse pass projects all seeds. Returns a :class:`Projection`.
+    """
+    _check_choice("mode", mode, MODES)
+    _check_choice("rule", rule, RULES)
+    _check_choice("unpool", unpool, UNPOOLS)
+    if images.ndim != 4:
+        raise DeconvvizError(f"images must be (B, C, H, W); got shape {tuple(images.shape)}")
+    info: LayerInfo = get_layer(model, layer, tuple(images.shape[-2:]))
+    if images.shape[1] != conv_stack(model)[0].in_channels:
+        raise DeconvvizError(f"images have {images.shape[1]} channels; the network takes "
+                             f"{conv_stack(model)[0].in_channels}")
+    b = images.shape[0]
+    if image_index is None:
+        image_index = torch.arange(b)
+    idx = _as_index(image_index, b, "image_index")
+    feat = _as_index(feature, idx.numel(), "feature")
+    if feat.numel() != idx.numel():
+        raise DeconvvizError(f"{feat.numel()} features for {idx.numel()} images")
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= b):
+        raise DeconvvizError(f"image index out of range 0..{b - 1}")
+    if feat.numel() and (int(feat.min()) < 0 or int(feat.max()) >= info.features):
+        bad = int(feat.max()) if int(feat.max()) >= info.features else int(feat.min())
+        raise DeconvvizError(f"feature {bad} is out of range: layer {layer} has features "
+                             f"0..{info.features - 1} (see 'deconvviz layers')")
+    if mode == "position":
+        if position is None:
+            raise DeconvvizError("mode 'position' needs a position (row, col)")
+        position = torch.as_tensor(position, dtype=torch.int64).reshape(-1, 2)
+        if position.shape[0] == 1 and idx.numel() > 1:
+            position = position.expand(idx.numel(), 2)
+        oh, ow = info.output_size
+        if (position[:, 0].min() < 0 or position[:, 0].max() >= oh or position[:, 1].min() < 0
+                or position[:, 1].max() >= ow):
+            raise DeconvvizError(f"position out of range: layer {layer} output is {oh}x{ow}")
+    stack = conv_stack(model)
+    device = images.device
+    with torch.no_grad(), record(model, stop=info.end) as rec:
+        stack[:info.end](images)
+        output = rec.blocks[layer].output
+        idx_d, feat_d = idx.to(device), feat.to(device)
+        seeds, act, pos = seed_maps(output, idx_d, feat_d, mode,
+                                    None if position is None else position.to(device))
+        proj = reverse_pass(model, rec, info.end, seeds, idx_d, rule=rule, unpool=unpool)
+    return Projection(projections=proj, image_index=idx, feature=feat, activation=act.cpu(),
+                      position=pos.cpu(), layer=layer, mode=mode, rule=rule, unpool=unpool)
+
+
+def project(model: nn.Module, images: torch.Tensor, layer: int, feature: int, mode: str = "max",
+            rule: str = "deconvnet", unpool: str = "switches") -> torch.Tensor:
+    """Project feature ``feature`` of layer ``layer`` back to pixels for each image.
+
+    ``images``: model input ``(B, 3, H, W)`` (e.g. from :func:`deconvviz.load_data`).
+    Returns the raw, signed projections ``(B, 3, H, W)``, one per image (all zero
+    where the feature does not fire). ``mode``: ``"max"`` seeds the feature's
+    strongest activation (Zeiler & Fergus, arXiv 1311.2901), ``"map"`` its whole
+    map. ``rule``: ``"deconvnet"``, ``"guided"`` or ``"gradient"``; ``unpool``:
+    ``"switches"`` or ``"nearest"``. See :mod:`deconvviz.deconvnet`.
+    """
+    if mode == "position":
+        raise DeconvvizError("project() takes mode 'max' or 'map'; use deconvolve() for positions")
+    return deconvolve(model, images, layer, feature, mode=mode, rule=rule,
+                      unpool=unpool).projections

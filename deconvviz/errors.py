@@ -1,0 +1,19 @@
+"""The one exception type for mistakes a user can fix (bad paths, ranges, files)."""
+
+from __future__ import annotations
+
+import sys
+
+__all__ = ["DeconvvizError", "notice"]
+
+
+class DeconvvizError(ValueError):
+    """A user-facing error: its message is one line that says what was wrong.
+
+    The command line prints it as ``Error: <message>`` and exits with status 1.
+    """
+
+
+def notice(message: str) -> None:
+    """Print a one-line notice (not an error) to standard error."""
+    print(f"deconvviz: {message}", file=sys.stderr, flush=True)

@@ -1,0 +1,70 @@
+"""A small progress bar on standard error: count, rate, time left and custom fields."""
+
+from __future__ import annotations
+
+import sys
+import time
+
+__all__ = ["Progress"]
+
+
+class Progress:
+    """``with Progress(total, "scan") as p: p.update(n, loss=0.3)``.
+
+    Redraws at most 5 times a second on a terminal; elsewhere (logs, CI) it
+    prints one line when it closes, so logs stay short.
+    """
+
+    def __init__(self, total: int, desc: str, unit: str = "img", enabled: bool = True,
+                 stream=None):
+        self.total, self.desc, self.unit = int(total), desc, unit
+        self.stream = stream or sys.stderr
+        self.enabled = enabled
+        self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.done = 0
+        self.fields = {}
+        self.start = time.perf_counter()
+        self._last = 0.0
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        self.close(failed=exc_type is not None)
+        return False
+
+    @property
+    def rate(self) -> float:
+        elapsed = time.perf_counter() - self.start
+        return self.done / elapsed if elapsed > 0 else 0.0
+
+    def line(self) -> str:
+        rate = self.rate
+        left = (self.total - self.done) / rate if rate > 0 else float("nan")
+        pct = 100.0 * self.done / self.total if self.total else 100.0
+        width = 20
+        filled = int(width * pct / 100)
+        bar = "#" * filled + "-" * (width - filled)
+        extra = "".join(f" {k} {v:.4f}" if isinstance(v, float) else f" {k} {v}"
+                        for k, v in self.fields.items())
+        left_s = f"{left:5.0f}s left" if left == left else "   ?s left"
+        return (f"{self.desc} [{bar}] {self.done}/{self.total} {rate:7.0f} {self.unit}/s "
+                f"{left_s}{extra}")
+
+    def update(self, n: int, **fields) -> None:
+        self.done += int(n)
+        self.fields.update(fields)
+        if self.tty:
+            now = time.perf_counter()
+            if now - self._last > 0.2 or self.done >= self.total:
+                self._last = now
+                print("\r" + self.line(), end="", file=self.stream, flush=True)
+
+    def close(self, failed: bool = False) -> None:
+        if not self.enabled:
+            return
+        if self.tty:
+            print("\r" + self.line(), file=self.stream, flush=True)
+        elif not failed:
+            elapsed = time.perf_counter() - self.start
+            print(f"{self.line()} ({elapsed:.1f}s)", file=self.stream, flush=True)

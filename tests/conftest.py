@@ -1,0 +1,146 @@
+"""Shared fixtures: tiny hand-weighted models, an independent autograd reference,
+small checkpoints and data made in the test."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+SHARED_CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "cifar10"
+
+
+@pytest.fixture(autouse=True)
+def _isolated_cache(tmp_path_factory, monkeypatch):
+    """Every test decodes into its own cache, except the shared CIFAR-10 cache."""
+    if "DECONVVIZ_TEST_CACHE" in os.environ:
+        monkeypatch.setenv("DECONVVIZ_CACHE", os.environ["DECONVVIZ_TEST_CACHE"])
+    else:
+        monkeypatch.setenv("DECONVVIZ_CACHE", str(tmp_path_factory.getbasetemp() / "cache"))
+
+
+def needs_shared_cifar():
+    return pytest.mark.skipif(
+        not SHARED_CIFAR.is_dir(),
+        reason=f"the CIFAR-10 copy at {SHARED_CIFAR} is not here (it sits beside the repo in CI)")
+
+
+def tiny_model() -> nn.Sequential:
+    """Two hand-set layers, float64.
+
+    layer 1: conv 1->2 (2x2; channel 0 = x[i,j] - x[i+1,j+1], channel 1 =
+    x[i,j+1] + x[i+1,j] - 10) -> ReLU -> 2x2 max pool;
+    layer 2: 1x1 conv 2->1 (channel 0 minus channel 1) -> ReLU.
+    """
+    conv1 = nn.Conv2d(1, 2, kernel_size=2, bias=True)
+    conv2 = nn.Conv2d(2, 1, kernel_size=1, bias=False)
+    with torch.no_grad():
+        conv1.weight.copy_(torch.tensor([[[[1.0, 0.0], [0.0, -1.0]]],
+                                         [[[0.0, 1.0], [1.0, 0.0]]]]))
+        conv1.bias.copy_(torch.tensor([0.0, -10.0]))
+        conv2.weight.copy_(torch.tensor([[[[1.0]], [[-1.0]]]]))
+    return nn.Sequential(conv1, nn.ReLU(), nn.MaxPool2d(2), conv2, nn.ReLU()).double()
+
+
+TINY_INPUT = torch.tensor([[[[3.0, 1.0, 4.0, 1.0, 5.0],
+                             [9.0, 2.0, 6.0, 5.0, 3.0],
+                             [5.0, 8.0, 9.0, 7.0, 9.0],
+                             [3.0, 2.0, 3.0, 8.0, 4.0],
+                             [6.0, 2.0, 6.0, 4.0, 3.0]]]], dtype=torch.float64)
+
+
+def alexnet_like(seed: int = 0) -> nn.Sequential:
+    """A small AlexNet-shaped stack: strides, overlapping 3x3/2 pools, dilation, ceil mode."""
+    torch.manual_seed(seed)
+    return nn.Sequential(
+        nn.Conv2d(3, 8, kernel_size=5, stride=2, padding=2),
+        nn.ReLU(inplace=True),
+        nn.MaxPool2d(kernel_size=3, stride=2),
+        nn.Conv2d(8, 12, kernel_size=3, padding=2, dilation=2),
+        nn.ReLU(inplace=True),
+        nn.Conv2d(12, 16, kernel_size=3, padding=1),
+        nn.ReLU(),
+        nn.MaxPool2d(kernel_size=3, stride=2, ceil_mode=True),
+    ).double()
+
+
+class _RuleReLU(torch.autograd.Function):
+    """ReLU whose backward follows a rule (the independent reference for the tests)."""
+
+    @staticmethod
+    def forward(ctx, x, rule):
+        ctx.rule = rule
+        ctx.save_for_backward(x > 0)
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, g):
+        (mask,) = ctx.saved_tensors
+        if ctx.rule == "deconvnet":
+            return g.clamp(min=0), None
+        if ctx.rule == "guided":
+            return g.clamp(min=0) * mask, None
+        return g * mask, None
+
+
+def _sum_pool(h, m):
+    k = m.kernel_size if isinstance(m.kernel_size, tuple) else (m.kernel_size,) * 2
+    ones = torch.ones((h.shape[1], 1) + k, dtype=h.dtype)
+    return F.conv2d(h, ones, stride=m.stride, padding=m.padding, dilation=m.dilation,
+                    groups=h.shape[1])
+
+
+def reference_projection(stack, image, layer_end, feature, mode="max", rule="deconvnet",
+                         unpool="switches", position=None):
+    """torch.autograd.grad of the seeded activation, every ReLU's backward set by ``rule``.
+
+    ``image`` (1, C, H, W). ``nearest`` unpooling is the gradient of a sum pool
+    standing in for the max pool on the way back.
+    """
+    x = image.clone().requires_grad_(True)
+    h = x
+    for m in list(stack)[:layer_end]:
+        if isinstance(m, nn.Conv2d):
+            h = F.conv2d(h, m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups)
+        elif isinstance(m, nn.ReLU):
+            h = _RuleReLU.apply(h, rule)
+        else:
+            pooled = F.max_pool2d(h, m.kernel_size, m.stride, m.padding, m.dilation,
+                                  ceil_mode=m.ceil_mode)
+            if unpool == "nearest":
+                st = m.stride if isinstance(m.stride, int) else m.stride[0]
+                s = _sum_pool(F.pad(h, (0, st, 0, st)) if m.ceil_mode else h, m)
+                s = s[..., :pooled.shape[-2], :pooled.shape[-1]]
+                pooled = pooled.detach() + s - s.detach()
+            h = pooled
+    fmap = h[0, feature]
+    if mode == "map":
+        target = (fmap * fmap.detach()).sum()
+    else:
+        if position is None:
+            flat = int(fmap.detach().reshape(-1).argmax())
+            position = (flat // fmap.shape[1], flat % fmap.shape[1])
+        v = fmap[position[0], position[1]]
+        target = v * v.detach()
+    (grad,) = torch.autograd.grad(target, x, allow_unused=True)
+    return torch.zeros_like(image) if grad is None else grad
+
+
+@pytest.fixture
+def tiny_checkpoint(tmp_path):
+    """A CifarCNN checkpoint with random weights, trained on nothing (fast)."""
+    from deconvviz.checkpoint import save_checkpoint
+    from deconvviz.data import BUILTIN_CLASSES
+    from deconvviz.models import build_model
+
+    torch.manual_seed(0)
+    model = build_model("cifar_cnn", num_classes=10, hidden=16)
+    path = tmp_path / "tiny.pt"
+    save_checkpoint(path, model, arch="cifar_cnn", config={"num_classes": 10, "hidden": 16},
+                    class_names=BUILTIN_CLASSES, mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25],
+                    epochs=0, test_accuracy=0.1)
+    return path
