@@ -161,7 +161,8 @@ def seed_maps(output: torch.Tensor, image_index: torch.Tensor, feature: torch.Te
     return seeds.view(s, c, h, w), act, pos
 
 
-def _as_index(v, n: int, name: str) -> torch.Tensor:
+def _as_index(v, n: int) -> torch.Tensor:
+    """A 1-D int64 tensor; a single value is broadcast to ``n`` entries."""
     t = torch.as_tensor(v, dtype=torch.int64).reshape(-1)
     if t.numel() == 1 and n > 1:
         t = t.expand(n).clone()
@@ -192,8 +193,8 @@ def deconvolve(model: nn.Module, images: torch.Tensor, layer: int,
     b = images.shape[0]
     if image_index is None:
         image_index = torch.arange(b)
-    idx = _as_index(image_index, b, "image_index")
-    feat = _as_index(feature, idx.numel(), "feature")
+    idx = torch.as_tensor(image_index, dtype=torch.int64).reshape(-1)
+    feat = _as_index(feature, idx.numel())
     if feat.numel() != idx.numel():
         raise DeconvvizError(f"{feat.numel()} features for {idx.numel()} images")
     if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= b):

@@ -122,12 +122,8 @@ def list_layers(model: nn.Module, input_size: Optional[Tuple[int, int]] = None) 
     conv_idx = [i for i, m in enumerate(stack) if isinstance(m, nn.Conv2d)]
     layers = []
     for n, ci in enumerate(conv_idx):
+        # A block runs up to the next conv; the last one to the end of the stack.
         end = conv_idx[n + 1] if n + 1 < len(conv_idx) else len(stack)
-        # Modules after the last conv: the block runs through ReLUs and pools only.
-        if n + 1 == len(conv_idx):
-            end = ci + 1
-            while end < len(stack) and isinstance(stack[end], (nn.ReLU, nn.MaxPool2d)):
-                end += 1
         in_size = (h, w)
         for m in stack[ci:end]:
             geo = _geometry(m)

@@ -115,7 +115,7 @@ def reference_projection(stack, image, layer_end, feature, mode="max", rule="dec
                 st = m.stride if isinstance(m.stride, int) else m.stride[0]
                 s = _sum_pool(F.pad(h, (0, st, 0, st)) if m.ceil_mode else h, m)
                 s = s[..., :pooled.shape[-2], :pooled.shape[-1]]
-                pooled = pooled.detach() + s - s.detach()
+                pooled = pooled.detach() + (s - s.detach())  # value exact, gradient of s
             h = pooled
     fmap = h[0, feature]
     if mode == "map":
