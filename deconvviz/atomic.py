@@ -28,6 +28,12 @@ def check_writable_dir(folder: Union[str, Path], create: bool = True) -> Path:
     return folder
 
 
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
 @contextlib.contextmanager
 def atomic_path(target: Union[str, Path]) -> Iterator[Path]:
     """``with atomic_path(out) as tmp: write(tmp)``: ``out`` appears only if the block succeeds.
@@ -51,7 +57,9 @@ def atomic_paths(targets: Sequence[Union[str, Path]]) -> Iterator[Sequence[Path]
             os.close(fd)
             tmps.append(Path(tmp))
         yield tmps
+        mode = 0o666 & ~_umask()  # mkstemp makes 0600 files; give them the usual mode
         for tmp, t in zip(tmps, targets):
+            os.chmod(tmp, mode)
             os.replace(tmp, t)
     finally:
         for tmp in tmps:

@@ -92,6 +92,8 @@ def main():
 
 @main.command()
 @data_option()
+@click.option("--download", is_flag=True,
+              help="download the official CIFAR-10 into --data first if it is not there")
 @click.option("--test-data", default=None,
               help="source evaluated after each epoch (default: the test split of --data)")
 @click.option("--epochs", type=click.IntRange(1), default=30, show_default=True,
@@ -117,13 +119,13 @@ def main():
 @click.option("--out", type=click.Path(dir_okay=False), default="outputs/model.pt",
               show_default=True, help="checkpoint to write")
 @click.option("--quiet", is_flag=True, help="no progress bar")
-def train(data, test_data, epochs, batch_size, lr, optimizer, weight_decay, label_smoothing,
+def train(data, download, test_data, epochs, batch_size, lr, optimizer, weight_decay, label_smoothing,
           augment, seed, device, arch, save_epochs, out, quiet):
     """Train a network on a data source and save a checkpoint."""
     import torch
     from .checkpoint import save_checkpoint
     from .data import resolve_source
-    from .models import ARCHITECTURES, build_model
+    from .models import ARCHITECTURES, build_model, full_config
     from .train import TrainConfig, channel_stats, train_model
 
     device = resolve_device(device)
@@ -140,7 +142,7 @@ def train(data, test_data, epochs, batch_size, lr, optimizer, weight_decay, labe
     if any(e < 1 or e > epochs for e in snapshots):
         raise click.BadParameter(f"epochs must lie in 1..{epochs}, got {save_epochs!r}",
                                  param_hint="--save-epochs")
-    train_src = resolve_source(data, split="train")
+    train_src = resolve_source(data, split="train", download=download)
     test_src = resolve_source(test_data if test_data else data, split="test")
     if int(train_src.labels.min()) < 0:
         raise DeconvvizError(f"{train_src.description} has no labels (an ImageFolder tree, a "
@@ -148,13 +150,14 @@ def train(data, test_data, epochs, batch_size, lr, optimizer, weight_decay, labe
     classes = train_src.class_names
     mean, std = channel_stats(train_src)
     torch.manual_seed(seed)
-    config = {"num_classes": len(classes)}
+    config = full_config(arch, num_classes=len(classes))
     model = build_model(arch, **config)
     hp = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                      weight_decay=weight_decay, label_smoothing=label_smoothing,
                      augment=augment, seed=seed)
     started = time.perf_counter()
     meta_common = dict(
+        input_size=[3, *train_src.image_size],
         train_data={"source": train_src.description, "kind": train_src.kind,
                     "split": train_src.split, "num_images": len(train_src),
                     "fingerprint": train_src.fingerprint},

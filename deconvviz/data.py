@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import Dataset
 
 from .errors import DeconvvizError, notice
+from .progress import Progress
 
 __all__ = [
     "ImageSource",
@@ -203,52 +204,61 @@ def synthetic_images(n: int, seed: int = 0, size: int = 32) -> Tuple[torch.Tenso
     a little noise. The same ``(n, seed, size)`` always gives the same images.
     """
     g = torch.Generator().manual_seed(int(seed))
-    u = lambda *shape: torch.rand(shape, generator=g)  # noqa: E731
+
+    def u(*shape):
+        return torch.rand(shape, generator=g)
+
     coords = (torch.arange(size, dtype=torch.float32) + 0.5) / size
     yy, xx = torch.meshgrid(coords, coords, indexing="ij")
+    yy, xx = yy.unsqueeze(0), xx.unsqueeze(0)                       # (1, S, S)
     labels = torch.arange(n) % len(BUILTIN_CLASSES)
     labels = labels[torch.randperm(n, generator=g)]
-    out = torch.empty((n, 3, size, size), dtype=torch.uint8)
-    for i in range(n):
-        c = int(labels[i])
-        bg0, bg1, fg = u(3), u(3), u(3)
-        # Keep the figure distinguishable from the background.
-        while float((fg - (bg0 + bg1) / 2).abs().sum()) < 0.6:
-            fg = u(3)
-        ang = float(u(1)) * 2 * np.pi
-        t = (xx * np.cos(ang) + yy * np.sin(ang) + 1.5) / 3.0
-        img = bg0.view(3, 1, 1) * (1 - t) + bg1.view(3, 1, 1) * t
-        cx, cy = 0.25 + 0.5 * float(u(1)), 0.25 + 0.5 * float(u(1))
-        r = 0.15 + 0.2 * float(u(1))
+    bg0, bg1, fg = u(n, 3), u(n, 3), u(n, 3)
+    for _ in range(16):  # keep the figure distinguishable from the background
+        bad = (fg - (bg0 + bg1) / 2).abs().sum(1) < 0.6
+        fg = torch.where(bad.unsqueeze(1), u(n, 3), fg)
+    ang = u(n, 1, 1) * 2 * np.pi
+    t = (xx * torch.cos(ang) + yy * torch.sin(ang) + 1.5) / 3.0        # (n, S, S)
+    img = bg0.view(n, 3, 1, 1) * (1 - t.unsqueeze(1)) + bg1.view(n, 3, 1, 1) * t.unsqueeze(1)
+    cx, cy = 0.25 + 0.5 * u(n, 1, 1), 0.25 + 0.5 * u(n, 1, 1)
+    r = 0.15 + 0.2 * u(n, 1, 1)
+    a, b, c3 = u(n, 1, 1), u(n, 1, 1), u(n, 1, 1)                     # per-class extras
+    blobs = u(n, 3, 3)
+    mask = torch.zeros((n, size, size), dtype=torch.bool)
+    for c in range(len(BUILTIN_CLASSES)):
+        k = (labels == c).nonzero().flatten()
+        if k.numel() == 0:
+            continue
+        X, Y, CX, CY, R = xx, yy, cx[k], cy[k], r[k]
         if c == 0:  # disc
-            mask = ((xx - cx) ** 2 + (yy - cy) ** 2) < r ** 2
+            m = (X - CX) ** 2 + (Y - CY) ** 2 < R ** 2
         elif c == 1:  # square (axis-aligned)
-            mask = ((xx - cx).abs() < r * 0.9) & ((yy - cy).abs() < r * 0.9)
+            m = ((X - CX).abs() < R * 0.9) & ((Y - CY).abs() < R * 0.9)
         elif c == 2:  # upward triangle
-            top, h = cy - r, 2 * r
-            rel = (yy - top) / h
-            mask = (rel >= 0) & (rel <= 1) & ((xx - cx).abs() <= rel * r)
-        elif c == 3:  # colour blobs
-            mask = torch.zeros_like(xx, dtype=torch.bool)
-            for _ in range(3):
-                bx, by, br = float(u(1)), float(u(1)), 0.08 + 0.1 * float(u(1))
-                mask |= ((xx - bx) ** 2 + (yy - by) ** 2) < br ** 2
-        elif 4 <= c <= 7:  # stripes at 0, 45, 90, 135 degrees
-            theta = np.deg2rad(45 * (c - 4) + 10 * (float(u(1)) - 0.5))
-            period = 0.12 + 0.15 * float(u(1))
-            phase = float(u(1))
-            proj = yy * np.cos(theta) - xx * np.sin(theta)
-            mask = torch.frac(proj / period + phase) < 0.5
+            rel = (Y - (CY - R)) / (2 * R)
+            m = (rel >= 0) & (rel <= 1) & ((X - CX).abs() <= rel * R)
+        elif c == 3:  # three colour blobs
+            bl = blobs[k]
+            m = torch.zeros((k.numel(), size, size), dtype=torch.bool)
+            for j in range(3):
+                bx, by = bl[:, j, 0].view(-1, 1, 1), bl[:, j, 1].view(-1, 1, 1)
+                br = 0.08 + 0.1 * bl[:, j, 2].view(-1, 1, 1)
+                m |= (X - bx) ** 2 + (Y - by) ** 2 < br ** 2
+        elif 4 <= c <= 7:  # stripes at 0, 45, 90, 135 degrees (+-5)
+            theta = np.deg2rad(45 * (c - 4)) + np.deg2rad(10) * (a[k] - 0.5)
+            period = 0.12 + 0.15 * b[k]
+            proj = Y * torch.cos(theta) - X * torch.sin(theta)
+            m = torch.frac(proj / period + c3[k]) < 0.5
         elif c == 8:  # checkerboard
-            period = 0.15 + 0.15 * float(u(1))
-            ox, oy = float(u(1)), float(u(1))
-            mask = ((torch.floor(xx / period + ox) + torch.floor(yy / period + oy)) % 2) == 0
+            period = 0.15 + 0.15 * a[k]
+            m = ((torch.floor(X / period + b[k]) + torch.floor(Y / period + c3[k])) % 2) == 0
         else:  # straight edge through the image at a random angle
-            theta = float(u(1)) * 2 * np.pi
-            mask = ((xx - cx) * np.cos(theta) + (yy - cy) * np.sin(theta)) > 0
-        img = torch.where(mask.unsqueeze(0), fg.view(3, 1, 1), img)
-        img = img + 0.04 * torch.randn((3, size, size), generator=g)
-        out[i] = (img.clamp(0, 1) * 255).round().to(torch.uint8)
+            theta = a[k] * 2 * np.pi
+            m = (X - CX) * torch.cos(theta) + (Y - CY) * torch.sin(theta) > 0
+        mask[k] = m
+    img = torch.where(mask.unsqueeze(1), fg.view(n, 3, 1, 1), img)
+    img = img + 0.04 * torch.randn((n, 3, size, size), generator=g)
+    out = (img.clamp(0, 1) * 255).round().to(torch.uint8)
     return out, labels.to(torch.int64)
 
 
@@ -389,18 +399,15 @@ def _decode_to_cache(paths: Sequence[str], size: Tuple[int, int], target: Path,
                 f, {"descr": "|u1", "fortran_order": False, "shape": shape})
             chunk = []
             total = len(paths)
-            for i, p in enumerate(paths):
-                chunk.append(_decode(p, size, stats))
-                if len(chunk) == 2048 or i == total - 1:
-                    block = np.ascontiguousarray(np.stack(chunk))
-                    f.write(block.tobytes())
-                    h.update(block.tobytes())
-                    chunk = []
-                    if progress and total > 4096:
-                        print(f"\rdeconvviz: decoding images {i + 1}/{total}", end="",
-                              file=__import__("sys").stderr, flush=True)
-            if progress and total > 4096:
-                print(file=__import__("sys").stderr)
+            with Progress(total, "decoding images (once)", enabled=progress) as bar:
+                for i, p in enumerate(paths):
+                    chunk.append(_decode(p, size, stats))
+                    if len(chunk) == 2048 or i == total - 1:
+                        block = np.ascontiguousarray(np.stack(chunk))
+                        f.write(block.tobytes())
+                        h.update(block.tobytes())
+                        bar.update(len(chunk))
+                        chunk = []
         os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
@@ -428,7 +435,7 @@ def _folder_source(paths: List[str], labels: List[int], classes: Sequence[str], 
                 meta = None
         if meta is None:
             try:
-                stats = _decode_to_cache(paths, size, target, progress=True)
+                stats = _decode_to_cache(paths, size, target, progress=len(paths) > 4096)
             except OSError as exc:  # unwritable cache: fall back to decoding in memory
                 notice(f"cannot write the decoded-image cache ({exc}); decoding in memory")
                 return _folder_source(paths, labels, classes, description=description, kind=kind,

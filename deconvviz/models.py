@@ -12,7 +12,7 @@ from typing import Callable, Dict
 import torch
 from torch import nn
 
-__all__ = ["CifarCNN", "ARCHITECTURES", "build_model", "register_architecture"]
+__all__ = ["CifarCNN", "ARCHITECTURES", "build_model", "full_config", "register_architecture"]
 
 
 class CifarCNN(nn.Module):
@@ -60,6 +60,17 @@ def register_architecture(name: str, factory: Callable[..., nn.Module]) -> None:
 
 
 register_architecture("cifar_cnn", CifarCNN)
+
+
+def full_config(arch: str, **config) -> dict:
+    """``config`` completed with the factory's defaults, so a checkpoint records every
+    setting and still loads if a default changes later."""
+    import inspect
+
+    params = inspect.signature(ARCHITECTURES[arch]).parameters
+    full = {k: p.default for k, p in params.items() if p.default is not inspect.Parameter.empty}
+    full.update(config)
+    return {k: list(v) if isinstance(v, tuple) else v for k, v in full.items()}
 
 
 def build_model(arch: str, **config) -> nn.Module:

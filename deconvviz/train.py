@@ -157,7 +157,7 @@ def train_model(model: nn.Module, train_source: ImageSource, mean: Sequence[floa
                 loss.backward()
                 opt.step()
                 step += 1
-                loss_sum += float(loss) * len(idx)
+                loss_sum += loss.item() * len(idx)
                 correct += int((logits.argmax(1) == y).sum())
                 seen += len(idx)
                 bar.update(len(idx), loss=loss_sum / seen, acc=correct / seen)

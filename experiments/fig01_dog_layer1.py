@@ -1,0 +1,58 @@
+"""Source material, figure 1: one training image (a dog) and the projections of all
+32 features of layer 1.
+
+    python experiments/fig01_dog_layer1.py [--data D] [--model M] [--out O]
+"""
+
+import sys
+from pathlib import Path
+
+import click
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # run from a checkout without installing
+
+from deconvviz.figures import (all_features_figure, experiment_command,  # noqa: E402
+                               find_class_image, load_images, save_png, write_h5)
+
+DATA = str(REPO.parent / "shared" / "datasets" / "cifar10")
+OUT = str(REPO / "outputs" / "figures")
+LAYER = 1
+NAME = "fig01_dog_layer1"
+
+__all__ = ["main", "dog_figure"]
+
+
+def dog_figure(model, source, out, layer, name, dog, mode, rule, unpool):
+    """Project every feature of ``layer`` for the ``dog``-th dog of ``source``; write PNG + HDF5."""
+    index = find_class_image(source, "dog", dog)
+    raw, x, _ = load_images(model, source, [index])
+    fig, proj = all_features_figure(model, raw, x, layer, f"dog #{index} ({source.split or ''})",
+                                    mode=mode, rule=rule, unpool=unpool)
+    png = save_png(fig, Path(out) / f"{name}.png")
+    h5 = write_h5(Path(out) / f"{name}.h5",
+                  {"image": raw, "image_index": [index], "projections": proj.projections,
+                   "feature": proj.feature, "activation": proj.activation,
+                   "position": proj.position},
+                  {"layer": layer, "mode": mode, "rule": rule, "unpool": unpool,
+                   "data": source.description})
+    return [png, h5]
+
+
+@experiment_command(DATA, OUT, split="train")
+@click.option("--dog", type=click.IntRange(0), default=0, show_default=True,
+              help="which dog of the split (0 = the first image of class 'dog')")
+@click.option("--mode", type=click.Choice(["map", "max"]), default="map", show_default=True,
+              help="seed the whole feature map (source material) or its maximum (paper)")
+@click.option("--rule", type=click.Choice(["deconvnet", "guided", "gradient"]),
+              default="deconvnet", show_default=True, help="how ReLUs are passed backwards")
+@click.option("--unpool", type=click.Choice(["switches", "nearest"]), default="switches",
+              show_default=True, help="unpooling with switches or the switch-free shortcut")
+def main(model, source, out, dog, mode, rule, unpool):
+    """The dog and the projections of all 32 features of layer 1 (source figure 1)."""
+    return dog_figure(model, source, out, LAYER, NAME, dog, mode, rule, unpool)
+
+
+if __name__ == "__main__":
+    main()

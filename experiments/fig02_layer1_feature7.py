@@ -1,0 +1,59 @@
+"""Source material, figure 2: layer 1, feature 7 (0-based) projected for a variety of
+training images, each image beside its projection.
+
+    python experiments/fig02_layer1_feature7.py [--data D] [--model M] [--out O]
+"""
+
+import sys
+from pathlib import Path
+
+import click
+
+REPO = Path(__file__).resolve().parents[1]
+if str(REPO) not in sys.path:
+    sys.path.insert(0, str(REPO))  # run from a checkout without installing
+
+from deconvviz.figures import (across_images_figure, experiment_command,  # noqa: E402
+                               save_png, seeded_indices, write_h5)
+
+DATA = str(REPO.parent / "shared" / "datasets" / "cifar10")
+OUT = str(REPO / "outputs" / "figures")
+LAYER, FEATURE = 1, 7
+NAME = "fig02_layer1_feature7"
+
+__all__ = ["main", "feature_figure"]
+
+
+def feature_figure(model, source, out, layer, feature, name, count, seed, mode, rule, unpool):
+    """Project ``feature`` of ``layer`` for ``count`` seeded images; write PNG + HDF5."""
+    indices = seeded_indices(len(source), count, seed)
+    fig, proj, raw = across_images_figure(model, source, indices, layer, feature, mode=mode,
+                                          rule=rule, unpool=unpool)
+    png = save_png(fig, Path(out) / f"{name}.png")
+    h5 = write_h5(Path(out) / f"{name}.h5",
+                  {"images": raw, "image_index": indices, "label": source.labels[indices],
+                   "projections": proj.projections, "activation": proj.activation,
+                   "position": proj.position},
+                  {"layer": layer, "feature": feature, "mode": mode, "rule": rule,
+                   "unpool": unpool, "seed": seed, "data": source.description})
+    return [png, h5]
+
+
+@experiment_command(DATA, OUT, split="train")
+@click.option("--count", type=click.IntRange(1), default=16, show_default=True,
+              help="number of images (chosen at random with --seed)")
+@click.option("--seed", type=int, default=0, show_default=True, help="seed of the image choice")
+@click.option("--mode", type=click.Choice(["map", "max"]), default="map", show_default=True,
+              help="seed the whole feature map (source material) or its maximum (paper)")
+@click.option("--rule", type=click.Choice(["deconvnet", "guided", "gradient"]),
+              default="deconvnet", show_default=True, help="how ReLUs are passed backwards")
+@click.option("--unpool", type=click.Choice(["switches", "nearest"]), default="switches",
+              show_default=True, help="unpooling with switches or the switch-free shortcut")
+def main(model, source, out, count, seed, mode, rule, unpool):
+    """Layer 1, feature 7 (0-based) for a variety of images (source figure 2)."""
+    return feature_figure(model, source, out, LAYER, FEATURE, NAME, count, seed, mode, rule,
+                          unpool)
+
+
+if __name__ == "__main__":
+    main()
