@@ -6,7 +6,7 @@ from typing import Optional
 
 from torch import nn
 
-from .checkpoint import load_model, read_checkpoint
+from .checkpoint import read_checkpoint
 from .data import ImageDataset, resolve_source
 
 __all__ = ["load_data", "model_normalization"]

@@ -165,6 +165,17 @@ class ImageSource:
             e = min(stop, s + batch_size)
             yield s, self.read(s, e), self.labels[s:e]
 
+    def subset(self, indices: Sequence[int]) -> "ImageSource":
+        """The images at ``indices`` (in that order) as an in-memory source."""
+        idx = [int(i) for i in indices]
+        if any(not 0 <= i < len(self) for i in idx):
+            raise DeconvvizError(f"image index out of range 0..{len(self) - 1}")
+        return ImageSource(description=f"{self.description} (subset of {len(idx)})",
+                           kind=self.kind, split=self.split,
+                           labels=self.labels[torch.as_tensor(idx, dtype=torch.long)],
+                           class_names=self.class_names, images=self.read_indices(idx),
+                           paths=[self.paths[i] for i in idx] if self.paths else None)
+
     def all_images(self) -> torch.Tensor:
         """Every image in memory as ``uint8`` ``(N, 3, H, W)``."""
         if self._images is not None:

@@ -35,7 +35,7 @@ from .layers import LayerInfo, conv_stack, get_layer
 from .recording import Recording, record
 
 __all__ = ["RULES", "UNPOOLS", "MODES", "Projection", "deconvolve", "project",
-           "seed_maps", "reverse_pass"]
+           "seed_maps", "reverse_pass", "project_recorded"]
 
 RULES = ("deconvnet", "guided", "gradient")
 UNPOOLS = ("switches", "nearest")
@@ -149,8 +149,7 @@ def seed_maps(output: torch.Tensor, image_index: torch.Tensor, feature: torch.Te
         pos = position.to(torch.int64)
         flat_pos = pos[:, 0] * w + pos[:, 1]
     else:
-        flat_pos = flat.argmax(dim=1)
-        pos = torch.stack([flat_pos // w, flat_pos % w], dim=1)
+        flat_pos, _, pos = _max_positions(output, image_index, feature)
     act = flat.gather(1, flat_pos.view(s, 1)).view(s)
     seeds = output.new_zeros((s, c, h * w))
     rows = torch.arange(s, device=output.device)
@@ -159,6 +158,94 @@ def seed_maps(output: torch.Tensor, image_index: torch.Tensor, feature: torch.Te
     else:
         seeds[rows, feature, flat_pos] = act
     return seeds.view(s, c, h, w), act, pos
+
+
+def _point_seed_block(model: nn.Module, rec: Recording, info: LayerInfo, idx: torch.Tensor,
+                      feat: torch.Tensor, pos: torch.Tensor, act: torch.Tensor,
+                      rule: str) -> torch.Tensor:
+    """Reverse pass through the seed's own block for one-position seeds: ``(S, C_in, H, W)``.
+
+    Equal to :func:`reverse_pass` over the block with switches: a seed is one
+    value of one channel and stays one value through the block's unpools (that
+    channel's switch) and ReLUs, so the block's transposed conv reduces to
+    stamping the filter ``W[f]`` at one place. This skips the ``S x C x h x w``
+    tensors and the full transposed conv, which dominate the cost of projecting
+    many seeds of a wide layer.
+    """
+    modules = list(conv_stack(model))
+    y, x, v = pos[:, 0].clone(), pos[:, 1].clone(), act.clone()
+    for i in range(info.end - 1, info.start, -1):
+        m = modules[i]
+        if isinstance(m, nn.MaxPool2d):
+            flat = rec.switches[i][idx, feat, y, x]      # flat index into the pool's input
+            w_in = rec.in_sizes[i][1]
+            y, x = flat // w_in, flat % w_in
+        elif isinstance(m, nn.ReLU):
+            if rule == "deconvnet":
+                v = v.clamp(min=0)
+            else:
+                mask = rec.masks[i][idx, feat, y, x].to(v.dtype)
+                v = v.clamp(min=0) * mask if rule == "guided" else v * mask
+    conv = modules[info.start]
+    H, W = rec.in_sizes[info.start]
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (_pair(conv.kernel_size), _pair(conv.stride),
+                                              _pair(conv.padding), _pair(conv.dilation))
+    # Seed s stamps v[s] * W[f_s]; kernel row ky lands on input row y*stride - pad + ky*dilation.
+    stamps = conv.weight[feat] * v.view(-1, 1, 1, 1)     # (S, C_in, kh, kw)
+    out = stamps.new_zeros((feat.shape[0], stamps.shape[1], H, W))
+
+    def span(p0: int, n: int, d: int, size: int):
+        lo = 0
+        while lo < n and p0 + lo * d < 0:
+            lo += 1
+        hi = n
+        while hi > lo and p0 + (hi - 1) * d >= size:
+            hi -= 1
+        return lo, hi
+
+    for s_, (yy, xx) in enumerate(zip((y * sh - ph).tolist(), (x * sw - pw).tolist())):
+        ky0, ky1 = span(yy, kh, dh, H)
+        kx0, kx1 = span(xx, kw, dw, W)
+        if ky1 <= ky0 or kx1 <= kx0:
+            continue
+        out[s_, :, yy + ky0 * dh:yy + (ky1 - 1) * dh + 1:dh,
+            xx + kx0 * dw:xx + (kx1 - 1) * dw + 1:dw] = stamps[s_, :, ky0:ky1, kx0:kx1]
+    return out
+
+
+def project_recorded(model: nn.Module, rec: Recording, info: LayerInfo, image_index: torch.Tensor,
+                     feature: torch.Tensor, *, mode: str = "max", rule: str = "deconvnet",
+                     unpool: str = "switches", position: Optional[torch.Tensor] = None):
+    """Seed and project S seeds of layer ``info`` from a recorded forward pass.
+
+    Seed ``s`` is feature ``feature[s]`` of recorded image ``image_index[s]``.
+    Returns ``(projections (S, 3, H, W), activation (S,), position (S, 2))``.
+    One-position seeds with switches take the closed form through their own
+    block (:func:`_point_seed_block`); everything else the general reverse pass.
+    """
+    output = rec.blocks[info.index].output
+    conv = conv_stack(model)[info.start]
+    if mode != "map" and unpool == "switches" and conv.groups == 1:
+        if mode == "max":
+            _, act, pos = _max_positions(output, image_index, feature)
+        else:
+            pos = position.to(torch.int64)
+            act = output[image_index, feature, pos[:, 0], pos[:, 1]]
+        signal = _point_seed_block(model, rec, info, image_index, feature, pos, act, rule)
+        proj = reverse_pass(model, rec, info.start, signal, image_index, rule=rule, unpool=unpool)
+        return proj, act, pos
+    seeds, act, pos = seed_maps(output, image_index, feature, mode, position)
+    proj = reverse_pass(model, rec, info.end, seeds, image_index, rule=rule, unpool=unpool)
+    return proj, act, pos
+
+
+def _max_positions(output: torch.Tensor, image_index: torch.Tensor, feature: torch.Tensor):
+    """First row-major maximum of each seed's map: ``(flat, activation, (row, col))``."""
+    w = output.shape[-1]
+    flat = output[image_index, feature].flatten(1)
+    where = flat.argmax(dim=1)
+    act = flat.gather(1, where.view(-1, 1)).view(-1)
+    return where, act, torch.stack([where // w, where % w], dim=1)
 
 
 def _as_index(v, n: int) -> torch.Tensor:
@@ -217,11 +304,9 @@ def deconvolve(model: nn.Module, images: torch.Tensor, layer: int,
     device = images.device
     with torch.no_grad(), record(model, stop=info.end) as rec:
         stack[:info.end](images)
-        output = rec.blocks[layer].output
-        idx_d, feat_d = idx.to(device), feat.to(device)
-        seeds, act, pos = seed_maps(output, idx_d, feat_d, mode,
-                                    None if position is None else position.to(device))
-        proj = reverse_pass(model, rec, info.end, seeds, idx_d, rule=rule, unpool=unpool)
+        proj, act, pos = project_recorded(
+            model, rec, info, idx.to(device), feat.to(device), mode=mode, rule=rule,
+            unpool=unpool, position=None if position is None else position.to(device))
     return Projection(projections=proj, image_index=idx, feature=feat, activation=act.cpu(),
                       position=pos.cpu(), layer=layer, mode=mode, rule=rule, unpool=unpool)
 

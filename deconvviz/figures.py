@@ -121,7 +121,6 @@ def load_images(model: nn.Module, source: ImageSource, indices: Sequence[int]):
     return raw, normalize(raw, norm["mean"], norm["std"]), source.labels[indices]
 
 
-@torch.no_grad()
 def strongest_images(model: nn.Module, source: ImageSource, layer,
                      indices: Optional[Sequence[int]] = None, limit: Optional[int] = None,
                      batch_size: int = 500):
@@ -131,44 +130,22 @@ def strongest_images(model: nn.Module, source: ImageSource, layer,
 
     Returns ``(values (F,) float64, image indices (F,) int64)``; ties go to the
     image scanned first. With a list of layers, one pass over the data serves them
-    all and the result is a dict ``{layer: (values, indices)}``.
+    all and the result is a dict ``{layer: (values, indices)}``. This is the
+    report's streaming top-k (:func:`deconvviz.report.scan_topk`) with k = 1.
     """
+    from .report import scan_topk
+
     layers = [layer] if isinstance(layer, int) else list(layer)
-    infos = [get_layer(model, lay, source.image_size) for lay in layers]
-    norm = model.meta["normalization"]
-    stack = conv_stack(model)
-    if indices is None:
-        stop = len(source) if limit is None else min(int(limit), len(source))
-        chunks = ((torch.arange(s, s + len(raw)), raw) for s, raw, _ in
-                  source.batches(batch_size, 0, stop))
-    else:
-        idx = [int(i) for i in indices]
-        stop = len(idx)
-        if any(not 0 <= i < len(source) for i in idx):
-            raise DeconvvizError(f"image index out of range 0..{len(source) - 1}")
-        chunks = ((torch.as_tensor(idx[s:s + batch_size]), source.read_indices(idx[s:s + batch_size]))
-                  for s in range(0, len(idx), batch_size))
+    scanned = source if indices is None else source.subset(indices)
+    stop = len(scanned) if limit is None or indices is not None else min(int(limit), len(scanned))
     if stop == 0:
         raise DeconvvizError(f"{source.description} has no images to scan")
-    was_training = model.training
-    model.eval()
-    best = {i.index: torch.full((i.features,), -float("inf"), dtype=torch.float64) for i in infos}
-    where = {i.index: torch.zeros(i.features, dtype=torch.int64) for i in infos}
-    ends = {i.end: i.index for i in infos}
-    try:
-        for ids, raw in chunks:
-            h = normalize(raw, norm["mean"], norm["std"])
-            for k in range(max(ends)):
-                h = stack[k](h)
-                if k + 1 in ends:
-                    lay = ends[k + 1]
-                    val, arg = h.flatten(2).amax(dim=2).double().max(dim=0)   # (F,)
-                    better = val > best[lay]
-                    best[lay] = torch.where(better, val, best[lay])
-                    where[lay] = torch.where(better, ids[arg], where[lay])
-    finally:
-        model.train(was_training)
-    result = {lay: (best[lay], where[lay]) for lay in best}
+    tops = scan_topk(model, scanned, layers, k=1, batch_size=batch_size, stop=stop)
+    back = None if indices is None else torch.as_tensor([int(i) for i in indices])
+    result = {}
+    for lay, top in tops.items():
+        where = top.image_index[:, 0]
+        result[lay] = (top.activation[:, 0].double(), where if back is None else back[where])
     return result[layers[0]] if isinstance(layer, int) else result
 
 

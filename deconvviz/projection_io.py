@@ -12,10 +12,9 @@ from torch import nn
 
 from . import __version__
 from .atomic import atomic_paths
-from .data import ImageSource, normalize
+from .data import ImageSource
 from .deconvnet import Projection
 from .errors import DeconvvizError
-from .layers import conv_stack, get_layer
 from .render import image_to_display, pairs_figure, save_figure, to_display
 
 __all__ = ["strongest_images", "save_projection", "read_projection_h5", "PROJECTION_FORMAT",
@@ -25,32 +24,17 @@ PROJECTION_FORMAT = "deconvviz-projection"
 PROJECTION_FORMAT_VERSION = 1
 
 
-@torch.no_grad()
 def strongest_images(model: nn.Module, source: ImageSource, layer: int, feature: int, k: int,
                      mean, std, batch_size: int = 500, device: str = "cpu"):
     """Indices ``(k,)`` and activations ``(k,)`` of the ``k`` images of ``source`` on which
     ``feature`` of ``layer`` fires most (its maximum over positions), strongest first;
-    ties go to the smaller image index."""
-    info = get_layer(model, layer, source.image_size)
-    head = conv_stack(model)[:info.end]
-    was_training = model.training
-    model.eval()
-    best_v = torch.empty(0)
-    best_i = torch.empty(0, dtype=torch.int64)
-    try:
-        for start, imgs, _ in source.batches(batch_size):
-            out = head(normalize(imgs.to(device), mean, std))[:, feature]
-            v = out.flatten(1).amax(dim=1).float().cpu()
-            i = torch.arange(start, start + len(v))
-            best_v, best_i = torch.cat([best_v, v]), torch.cat([best_i, i])
-            # Sorting by index, then stably by value, breaks ties by the smaller index.
-            order = torch.argsort(best_i, stable=True)
-            best_v, best_i = best_v[order], best_i[order]
-            order = torch.sort(best_v, descending=True, stable=True).indices[:k]
-            best_v, best_i = best_v[order], best_i[order]
-    finally:
-        model.train(was_training)
-    return best_i, best_v
+    ties go to the smaller image index. One streaming pass (:func:`report.scan_topk`)."""
+    from .report import finalize_topk, scan_topk
+
+    top = scan_topk(model, source, [layer], k, batch_size=batch_size, device=device,
+                    mean=mean, std=std)[layer]
+    top = finalize_topk(top, len(source))
+    return top.image_index[feature], top.activation[feature]
 
 
 def save_projection(out_dir: Path, stem: str, proj: Projection, images_uint8: torch.Tensor, *,

@@ -36,7 +36,7 @@ from torch import nn
 from . import __version__
 from .atomic import atomic_paths, check_writable_dir
 from .data import ImageSource, normalize
-from .deconvnet import RULES, reverse_pass
+from .deconvnet import RULES, project_recorded
 from .errors import DeconvvizError
 from .layers import LayerInfo, boxes_for, check_supported, conv_stack, get_layer, list_layers
 from .progress import Progress
@@ -317,62 +317,6 @@ def extract_patches(info: LayerInfo, images: torch.Tensor, position: torch.Tenso
     return patches, boxes, origin
 
 
-def _seed_block_reverse(model: nn.Module, rec, info: LayerInfo, idx: torch.Tensor,
-                        feat: torch.Tensor, pos: torch.Tensor, act: torch.Tensor,
-                        rule: str) -> torch.Tensor:
-    """The deconvnet through the seed's own block, for one-pixel seeds: ``(S, C_in, H, W)``.
-
-    Same result as :func:`~deconvviz.deconvnet.reverse_pass` over the block, but a
-    seed is one value of one channel, and it stays one value through the block's
-    unpools (the switch of that channel) and ReLUs, so the block's transposed conv
-    reduces to stamping that channel's filter ``W[f]`` at one place. This skips the
-    ``S x C x h x w`` tensors and the full transposed conv, which dominate the cost
-    of projecting many seeds of a wide layer. Seed ``s``: feature ``feat[s]`` of
-    recorded image ``idx[s]`` at block-output position ``pos[s]``, value ``act[s]``.
-    """
-    modules = list(conv_stack(model))
-    y, x, v = pos[:, 0].clone(), pos[:, 1].clone(), act.clone()
-    for i in range(info.end - 1, info.start, -1):
-        m = modules[i]
-        if isinstance(m, nn.MaxPool2d):
-            sw = rec.switches[i]
-            flat = sw[idx, feat, y, x]            # flat index into the pool's input plane
-            w_in = rec.in_sizes[i][1]
-            y, x = flat // w_in, flat % w_in
-        elif isinstance(m, nn.ReLU):
-            if rule == "deconvnet":
-                v = v.clamp(min=0)
-            else:
-                mask = rec.masks[i][idx, feat, y, x].to(v.dtype)
-                v = v.clamp(min=0) * mask if rule == "guided" else v * mask
-    conv = modules[info.start]
-    H, W = rec.in_sizes[info.start]
-    (kh, kw), (sh, sw_), (ph, pw), (dh, dw) = (conv.kernel_size, conv.stride, conv.padding,
-                                               conv.dilation)
-    # The stamp of seed s is v[s] * W[f_s]; its kernel row ky lands on input row
-    # y * stride - pad + ky * dilation (the same for columns), clipped to the input.
-    stamps = conv.weight[feat] * v.view(-1, 1, 1, 1)   # (S, C_in, kh, kw), groups == 1
-    out = stamps.new_zeros((feat.shape[0], stamps.shape[1], H, W))
-
-    def span(p0: int, n: int, d: int, size: int):
-        lo = 0
-        while lo < n and p0 + lo * d < 0:
-            lo += 1
-        hi = n
-        while hi > lo and p0 + (hi - 1) * d >= size:
-            hi -= 1
-        return lo, hi
-
-    for s_, (yy, xx) in enumerate(zip((y * sh - ph).tolist(), (x * sw_ - pw).tolist())):
-        ky0, ky1 = span(yy, kh, dh, H)
-        kx0, kx1 = span(xx, kw, dw, W)
-        if ky1 <= ky0 or kx1 <= kx0:
-            continue
-        out[s_, :, yy + ky0 * dh:yy + (ky1 - 1) * dh + 1:dh,
-            xx + kx0 * dw:xx + (kx1 - 1) * dw + 1:dw] = stamps[s_, :, ky0:ky1, kx0:kx1]
-    return out
-
-
 def project_seeds(model: nn.Module, images: Dict[int, torch.Tensor], tops: Dict[int, TopK], *,
                   rule: str = "deconvnet", device: Union[str, torch.device] = "cpu",
                   mean=None, std=None, images_per_pass: int = 512, seeds_per_pass: int = 1024
@@ -386,8 +330,7 @@ def project_seeds(model: nn.Module, images: Dict[int, torch.Tensor], tops: Dict[
     The distinct images go through **one** recorded forward pass (in chunks of
     ``images_per_pass``) shared by all layers; each layer's seeds of a chunk then
     go back through one batched reverse pass per ``seeds_per_pass`` seeds (the
-    seed's own block in closed form, see :func:`_seed_block_reverse`, the blocks
-    below with :func:`~deconvviz.deconvnet.reverse_pass`).
+    seed's own block in closed form, see :func:`deconvviz.deconvnet.project_recorded`).
     Returns ``({L: projections (F, k, 3, H, W) float32}, {L: seeded activation (F, k)})``.
     """
     mean, std = _normalization(model, mean, std)
@@ -405,10 +348,6 @@ def project_seeds(model: nn.Module, images: Dict[int, torch.Tensor], tops: Dict[
     wanted = sorted({int(i) for t in tops.values() for i in t.image_index.reshape(-1).tolist()})
     if not wanted:
         return projections, activations
-    for L in tops:
-        if conv_stack(model)[infos[L].start].groups != 1:
-            raise DeconvvizError(f"layer {L} is a grouped convolution; reports support "
-                                 "groups=1 only")
     end = max(infos[L].end for L in tops)
     for c0 in range(0, len(wanted), images_per_pass):
         chunk = wanted[c0:c0 + images_per_pass]
@@ -423,44 +362,13 @@ def project_seeds(model: nn.Module, images: Dict[int, torch.Tensor], tops: Dict[
                 inside = (flat_idx <= chunk[-1]) & (flat_idx >= chunk[0])
                 inside &= local_of[flat_idx.clamp(0, chunk[-1])] >= 0
                 which = inside.nonzero().view(-1)
-                output = rec.blocks[L].output
                 for s0 in range(0, which.numel(), seeds_per_pass):
                     sel = which[s0:s0 + seeds_per_pass]
                     idx = local_of[flat_idx[sel]].to(device)
                     feat = (sel // k).to(device)
                     pos = top.position.reshape(-1, 2)[sel].to(device)
-                    act = output[idx, feat, pos[:, 0], pos[:, 1]]
-                    signal = _seed_block_reverse(model, rec, infos[L], idx, feat, pos, act, rule)
-                    proj = reverse_pass(model, rec, infos[L].start, signal, idx, rule=rule)
-                    projections[L].view(F_ * k, *shape)[sel] = proj.float().cpu()
-                    activations[L].view(-1)[sel] = act.float().cpu()
-    return projections, activations
-    for L in tops:
-        if conv_stack(model)[infos[L].start].groups != 1:
-            raise DeconvvizError(f"layer {L} is a grouped convolution; reports support "
-                                 "groups=1 only")
-    end = max(infos[L].end for L in tops)
-    for c0 in range(0, len(wanted), images_per_pass):
-        chunk = wanted[c0:c0 + images_per_pass]
-        local_of = torch.full((chunk[-1] + 1,), -1, dtype=torch.int64)
-        local_of[torch.as_tensor(chunk)] = torch.arange(len(chunk))
-        x = normalize(torch.stack([images[i] for i in chunk]).to(device), mean, std).to(dtype)
-        with torch.no_grad(), record(model, stop=end) as rec:
-            stack[:end](x)
-            for L, top in tops.items():
-                F_, k = top.image_index.shape
-                flat_idx = top.image_index.reshape(-1)
-                inside = (flat_idx <= chunk[-1]) & (flat_idx >= chunk[0])
-                inside &= local_of[flat_idx.clamp(0, chunk[-1])] >= 0
-                which = inside.nonzero().view(-1)
-                output = rec.blocks[L].output
-                for s0 in range(0, which.numel(), seeds_per_pass):
-                    sel = which[s0:s0 + seeds_per_pass]
-                    idx = local_of[flat_idx[sel]].to(device)
-                    feat = (sel // k).to(device)
-                    pos = top.position.reshape(-1, 2)[sel].to(device)
-                    seeds, act, _ = seed_maps(output, idx, feat, "position", pos)
-                    proj = reverse_pass(model, rec, infos[L].end, seeds, idx, rule=rule)
+                    proj, act, _ = project_recorded(model, rec, infos[L], idx, feat,
+                                                    mode="position", rule=rule, position=pos)
                     projections[L].view(F_ * k, *shape)[sel] = proj.float().cpu()
                     activations[L].view(-1)[sel] = act.float().cpu()
     return projections, activations

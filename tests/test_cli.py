@@ -1,6 +1,5 @@
 """The command line through click's CliRunner: outputs read back, errors pinned."""
 
-import h5py
 import numpy as np
 import pytest
 import torch
