@@ -57,10 +57,12 @@ def _pool_with_switches(m: nn.MaxPool2d, x: torch.Tensor):
 
 
 @contextlib.contextmanager
-def record(model: nn.Module, stop: Optional[int] = None) -> Iterator[Recording]:
+def record(model: nn.Module, stop: Optional[int] = None, masks: bool = True
+           ) -> Iterator[Recording]:
     """``with record(model) as rec: model(x)`` fills ``rec`` with the pass's records.
 
     Hooks go on the conv stack's modules up to index ``stop`` (all by default).
+    ``masks=False`` skips the ReLU masks (the deconvnet rule does not need them).
     The model is put in eval mode for the pass and left as it was found: mode,
     ``requires_grad`` flags and hooks.
     """
@@ -83,7 +85,8 @@ def record(model: nn.Module, stop: Optional[int] = None) -> Iterator[Recording]:
             x = inputs[0]
             blk = rec.blocks.setdefault(block_of.get(i, 0), BlockRecord())
             if isinstance(m, nn.ReLU):
-                rec.masks[i] = (output > 0).detach()
+                if masks:
+                    rec.masks[i] = (output > 0).detach()
                 blk.activation = output.detach()
             elif isinstance(m, nn.MaxPool2d):
                 # The switches are the pool's own argmax, so the pooled values match exactly.

@@ -36,7 +36,7 @@ from torch import nn
 from . import __version__
 from .atomic import atomic_paths, check_writable_dir
 from .data import ImageSource, normalize
-from .deconvnet import RULES, project_recorded
+from .deconvnet import RULES, project_recorded, recorded_forward
 from .errors import DeconvvizError
 from .layers import LayerInfo, boxes_for, check_supported, conv_stack, get_layer, list_layers
 from .progress import Progress
@@ -354,8 +354,8 @@ def project_seeds(model: nn.Module, images: Dict[int, torch.Tensor], tops: Dict[
         local_of = torch.full((chunk[-1] + 1,), -1, dtype=torch.int64)
         local_of[torch.as_tensor(chunk)] = torch.arange(len(chunk))
         x = normalize(torch.stack([images[i] for i in chunk]).to(device), mean, std).to(dtype)
-        with torch.no_grad(), record(model, stop=end) as rec:
-            stack[:end](x)
+        with torch.no_grad(), record(model, stop=end, masks=rule != "deconvnet") as rec:
+            recorded_forward(model, x, end)
             for L, top in tops.items():
                 F_, k = top.image_index.shape
                 flat_idx = top.image_index.reshape(-1)

@@ -146,3 +146,19 @@ def test_project_feature_that_never_fires(tmp_path, tiny_checkpoint):
     assert r.output.strip() == ("Error: feature 4 of layer 1 does not fire on any of the 1 "
                                 "image(s) (all activations are 0); nothing to project")
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
+
+
+def test_train_download_offline_is_one_line(tmp_path, monkeypatch):
+    import socket
+
+    def refuse(*a, **k):
+        raise OSError("network is unreachable")
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+    r = run("train", "--data", tmp_path / "cifar", "--download", "--out", tmp_path / "m.pt")
+    assert r.exit_code == 1
+    line = r.output.strip()
+    assert line.startswith(f"Error: could not download CIFAR-10 into {tmp_path / 'cifar'} (")
+    assert line.endswith("without internet access, point --data at an existing copy")
+    assert "\n" not in line and not (tmp_path / "m.pt").exists()
