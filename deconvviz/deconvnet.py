@@ -312,7 +312,6 @@ def deconvolve(model: nn.Module, images: torch.Tensor, layer: int,
         if (position[:, 0].min() < 0 or position[:, 0].max() >= oh or position[:, 1].min() < 0
                 or position[:, 1].max() >= ow):
             raise DeconvvizError(f"position out of range: layer {layer} output is {oh}x{ow}")
-    stack = conv_stack(model)
     device = images.device
     with torch.no_grad(), record(model, stop=info.end, masks=rule != "deconvnet") as rec:
         recorded_forward(model, images, info.end)

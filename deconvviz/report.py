@@ -319,7 +319,7 @@ def extract_patches(info: LayerInfo, images: torch.Tensor, position: torch.Tenso
 
 def project_seeds(model: nn.Module, images: Dict[int, torch.Tensor], tops: Dict[int, TopK], *,
                   rule: str = "deconvnet", device: Union[str, torch.device] = "cpu",
-                  mean=None, std=None, images_per_pass: int = 512, seeds_per_pass: int = 1024
+                  mean=None, std=None, images_per_pass: int = 1024
                   ) -> Tuple[Dict[int, torch.Tensor], Dict[int, torch.Tensor]]:
     """Deconvnet projections of every kept seed of several layers, in batched passes.
 
@@ -327,50 +327,39 @@ def project_seeds(model: nn.Module, images: Dict[int, torch.Tensor], tops: Dict[
     layer to its :class:`TopK` (no unfilled slots). Seed ``(f, j)`` of layer
     ``L`` is feature ``f`` at ``tops[L].position[f, j]`` of image
     ``tops[L].image_index[f, j]``, projected with that image's own switches.
-    The distinct images go through **one** recorded forward pass (in chunks of
-    ``images_per_pass``) shared by all layers; each layer's seeds of a chunk then
-    go back through one batched reverse pass per ``seeds_per_pass`` seeds (the
-    seed's own block in closed form, see :func:`deconvviz.deconvnet.project_recorded`).
+    Per layer, the distinct images of its seeds go through one recorded forward
+    pass up to that layer only (in chunks of ``images_per_pass`` images), and all
+    the chunk's seeds go back in one batched reverse pass
+    (:func:`deconvviz.deconvnet.project_recorded`).
     Returns ``({L: projections (F, k, 3, H, W) float32}, {L: seeded activation (F, k)})``.
     """
     mean, std = _normalization(model, mean, std)
     if rule not in RULES:
         raise DeconvvizError(f"rule must be one of {', '.join(RULES)}; got {rule!r}")
     dtype = _model_dtype(model)
-    stack = conv_stack(model)
     some = next(iter(images.values()), None)
     shape = tuple(some.shape) if some is not None else (3, 0, 0)
-    infos = {L: get_layer(model, L, shape[1:]) for L in tops}
-    projections = {L: torch.zeros(tuple(t.image_index.shape) + shape, dtype=torch.float32)
-                   for L, t in tops.items()}
-    activations = {L: torch.zeros(tuple(t.image_index.shape), dtype=torch.float32)
-                   for L, t in tops.items()}
-    wanted = sorted({int(i) for t in tops.values() for i in t.image_index.reshape(-1).tolist()})
-    if not wanted:
-        return projections, activations
-    end = max(infos[L].end for L in tops)
-    for c0 in range(0, len(wanted), images_per_pass):
-        chunk = wanted[c0:c0 + images_per_pass]
-        local_of = torch.full((chunk[-1] + 1,), -1, dtype=torch.int64)
-        local_of[torch.as_tensor(chunk)] = torch.arange(len(chunk))
-        x = normalize(torch.stack([images[i] for i in chunk]).to(device), mean, std).to(dtype)
-        with torch.no_grad(), record(model, stop=end, masks=rule != "deconvnet") as rec:
-            recorded_forward(model, x, end)
-            for L, top in tops.items():
-                F_, k = top.image_index.shape
-                flat_idx = top.image_index.reshape(-1)
-                inside = (flat_idx <= chunk[-1]) & (flat_idx >= chunk[0])
-                inside &= local_of[flat_idx.clamp(0, chunk[-1])] >= 0
-                which = inside.nonzero().view(-1)
-                for s0 in range(0, which.numel(), seeds_per_pass):
-                    sel = which[s0:s0 + seeds_per_pass]
-                    idx = local_of[flat_idx[sel]].to(device)
-                    feat = (sel // k).to(device)
-                    pos = top.position.reshape(-1, 2)[sel].to(device)
-                    proj, act, _ = project_recorded(model, rec, infos[L], idx, feat,
-                                                    mode="position", rule=rule, position=pos)
-                    projections[L].view(F_ * k, *shape)[sel] = proj.float().cpu()
-                    activations[L].view(-1)[sel] = act.float().cpu()
+    projections, activations = {}, {}
+    for L, top in tops.items():
+        info = get_layer(model, L, shape[1:])
+        F_, k = top.image_index.shape
+        projections[L] = torch.zeros((F_, k) + shape, dtype=torch.float32)
+        activations[L] = torch.zeros((F_, k), dtype=torch.float32)
+        flat_idx = top.image_index.reshape(-1)
+        wanted = torch.unique(flat_idx)            # sorted
+        for c0 in range(0, wanted.numel(), images_per_pass):
+            chunk = wanted[c0:c0 + images_per_pass]
+            sel = torch.isin(flat_idx, chunk).nonzero().view(-1)
+            local = torch.searchsorted(chunk, flat_idx[sel])
+            pix = torch.stack([images[int(i)] for i in chunk])
+            x = normalize(pix.to(device), mean, std).to(dtype)
+            with torch.no_grad(), record(model, stop=info.end, masks=rule != "deconvnet") as rec:
+                recorded_forward(model, x, info.end)
+                proj, act, _ = project_recorded(
+                    model, rec, info, local.to(device), (sel // k).to(device), mode="position",
+                    rule=rule, position=top.position.reshape(-1, 2)[sel].to(device))
+            projections[L].view(F_ * k, *shape)[sel] = proj.float().cpu()
+            activations[L].view(-1)[sel] = act.float().cpu()
     return projections, activations
 
 
@@ -438,7 +427,7 @@ def build_report(model: nn.Module, source: ImageSource, layers: Optional[Sequenc
                  k: int = 9, *, batch_size: int = 500, device: Union[str, torch.device] = "cpu",
                  rule: str = "deconvnet", progress: bool = True, limit: Optional[int] = None,
                  shard: Optional[Tuple[int, int]] = None, command_line: str = "",
-                 seeds_per_pass: int = 1024, timings: Optional[dict] = None
+                 timings: Optional[dict] = None
                  ) -> Optional[Report]:
     """Scan ``source`` once and build the paper's Figure 2 for every feature of ``layers``.
 
@@ -497,7 +486,7 @@ def build_report(model: nn.Module, source: ImageSource, layers: Optional[Sequenc
         "world_size": world,
     })
     projections, _ = project_seeds(model, images, tops, rule=rule, device=device, mean=mean,
-                                   std=std, seeds_per_pass=seeds_per_pass)
+                                   std=std)
     for info in infos:
         top = tops[info.index]
         flat_idx = top.image_index.reshape(-1)

@@ -426,7 +426,7 @@ def test_batched_seed_projection_equals_autograd_on_a_strided_dilated_stack(rule
         tops[info.index] = TopK(torch.zeros(F_, k), idx, pos)
     pix = {i: images[i] for i in range(5)}
     proj, acts = project_seeds(model, pix, tops, rule=rule, mean=[0.0] * 3, std=[1.0] * 3,
-                               seeds_per_pass=7)
+                               images_per_pass=2)
     x_all = images.double() / 255.0
     for info in list_layers(model, (32, 32)):
         L, t = info.index, tops[info.index]
