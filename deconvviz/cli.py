@@ -13,11 +13,8 @@ import click
 
 from . import __version__
 from .errors import DeconvvizError
-
-DATA_HELP = ("data source: 'builtin' (generated images, no files needed), an official "
-             "cifar-10-batches-py folder, an ImageFolder tree, a folder with train/ and test/ "
-             "trees, a folder of images, or one image file")
-
+from .options import (data_option, device_option, model_option,  # noqa: F401
+                      projection_options, split_option)
 
 class _Group(click.Group):
     """Turns library errors into one line and a non-zero exit, never a traceback."""
@@ -58,25 +55,6 @@ def _out_file_check(path: Path) -> None:
         raise DeconvvizError(f"cannot write {path}: folder {parent} is not writable")
     if path.is_dir():
         raise DeconvvizError(f"cannot write {path}: it is a folder")
-
-
-def data_option(default="builtin"):
-    return click.option("--data", "data", default=default, show_default=True, help=DATA_HELP)
-
-
-def split_option(default):
-    return click.option("--split", type=click.Choice(["train", "test"]), default=default,
-                        show_default=True, help="split to use where the source has several")
-
-
-def model_option():
-    return click.option("--model", "checkpoint", type=click.Path(dir_okay=False), default=None,
-                        help="checkpoint file (default: the bundled CIFAR-10 network)")
-
-
-def device_option():
-    return click.option("--device", default="cpu", show_default=True,
-                        help="'cpu', 'cuda', 'cuda:N' or 'auto'")
 
 
 @click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
@@ -246,12 +224,7 @@ def layers(checkpoint):
               help="project the images at these indices of --data (repeatable)")
 @click.option("--top", type=click.IntRange(1), default=9, show_default=True,
               help="without --image/--index: how many of the strongest images to show")
-@click.option("--mode", type=click.Choice(["max", "map"]), default="max", show_default=True,
-              help="seed with the feature's strongest activation (paper) or its whole map")
-@click.option("--rule", type=click.Choice(["deconvnet", "guided", "gradient"]),
-              default="deconvnet", show_default=True, help="backward ReLU rule")
-@click.option("--unpool", type=click.Choice(["switches", "nearest"]), default="switches",
-              show_default=True, help="unpool with the recorded switches, or copy to the window")
+@projection_options("max")
 @click.option("--batch-size", type=click.IntRange(1), default=500, show_default=True,
               help="images per forward pass while searching")
 @device_option()

@@ -10,6 +10,8 @@ from pathlib import Path
 
 import click
 
+from .options import data_option, device_option, model_option, split_option
+
 __all__ = ["occlusion", "run_occlusion"]
 
 
@@ -60,13 +62,9 @@ def run_occlusion(model, source, indices, out_png: Path, *, layer: int = 2, feat
 
 
 @click.command()
-@click.option("--model", "checkpoint", type=click.Path(dir_okay=False), default=None,
-              help="checkpoint file (default: the bundled CIFAR-10 network)")
-@click.option("--data", "data", default="builtin", show_default=True,
-              help="data source: 'builtin', a CIFAR-10 folder, an ImageFolder tree, a folder "
-                   "with train/ and test/ trees, a folder of images, or one image file")
-@click.option("--split", type=click.Choice(["train", "test"]), default="test", show_default=True,
-              help="split to use where the source has several")
+@model_option()
+@data_option()
+@split_option("test")
 @click.option("--index", "indices", type=click.IntRange(0), multiple=True,
               help="image to occlude (repeatable; default: 0)")
 @click.option("--layer", type=click.IntRange(1), default=2, show_default=True,
@@ -79,8 +77,7 @@ def run_occlusion(model, source, indices, out_png: Path, *, layer: int = 2, feat
               help="step of the square in pixels")
 @click.option("--fill", default="grey", show_default=True,
               help="'grey' (pixel 0.5), 'mean' (the training mean colour) or a pixel value in [0, 1]")
-@click.option("--device", default="cpu", show_default=True,
-              help="'cpu', 'cuda', 'cuda:N' or 'auto'")
+@device_option()
 @click.option("--out", type=click.Path(dir_okay=False), default="outputs/occlusion.png",
               show_default=True, help="PNG to write; the maps go to the same name with .h5")
 def occlusion(checkpoint, data, split, indices, layer, feature, size, stride, fill, device, out):

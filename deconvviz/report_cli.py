@@ -6,8 +6,8 @@ from pathlib import Path
 
 import click
 
-from .cli import command_line, data_option, device_option, model_option, resolve_device, \
-    split_option
+from .cli import command_line, resolve_device
+from .options import data_option, device_option, model_option, split_option
 from .deconvnet import RULES
 from .errors import DeconvvizError
 

@@ -13,6 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
+from deconvviz.options import projection_options  # noqa: E402
 from deconvviz.figures import (all_features_figure, experiment_command,  # noqa: E402
                                find_class_image, load_images, save_png, write_h5)
 
@@ -43,12 +44,7 @@ def dog_figure(model, source, out, layer, name, dog, mode, rule, unpool):
 @experiment_command(DATA, OUT, split="train")
 @click.option("--dog", type=click.IntRange(0), default=0, show_default=True,
               help="which dog of the split (0 = the first image of class 'dog')")
-@click.option("--mode", type=click.Choice(["map", "max"]), default="map", show_default=True,
-              help="seed the whole feature map (source material) or its maximum (paper)")
-@click.option("--rule", type=click.Choice(["deconvnet", "guided", "gradient"]),
-              default="deconvnet", show_default=True, help="how ReLUs are passed backwards")
-@click.option("--unpool", type=click.Choice(["switches", "nearest"]), default="switches",
-              show_default=True, help="unpooling with switches or the switch-free shortcut")
+@projection_options("map")
 def main(model, source, out, dog, mode, rule, unpool):
     """The dog and the projections of all 32 features of layer 1 (source figure 1)."""
     return dog_figure(model, source, out, LAYER, NAME, dog, mode, rule, unpool)

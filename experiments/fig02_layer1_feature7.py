@@ -13,6 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
+from deconvviz.options import projection_options  # noqa: E402
 from deconvviz.figures import (across_images_figure, experiment_command,  # noqa: E402
                                save_png, seeded_indices, write_h5)
 
@@ -43,12 +44,7 @@ def feature_figure(model, source, out, layer, feature, name, count, seed, mode, 
 @click.option("--count", type=click.IntRange(1), default=16, show_default=True,
               help="number of images (chosen at random with --seed)")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of the image choice")
-@click.option("--mode", type=click.Choice(["map", "max"]), default="map", show_default=True,
-              help="seed the whole feature map (source material) or its maximum (paper)")
-@click.option("--rule", type=click.Choice(["deconvnet", "guided", "gradient"]),
-              default="deconvnet", show_default=True, help="how ReLUs are passed backwards")
-@click.option("--unpool", type=click.Choice(["switches", "nearest"]), default="switches",
-              show_default=True, help="unpooling with switches or the switch-free shortcut")
+@projection_options("map")
 def main(model, source, out, count, seed, mode, rule, unpool):
     """Layer 1, feature 7 (0-based) for a variety of images (source figure 2)."""
     return feature_figure(model, source, out, LAYER, FEATURE, NAME, count, seed, mode, rule,

@@ -13,6 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
+from deconvviz.options import projection_options  # noqa: E402
 from deconvviz.figures import experiment_command  # noqa: E402
 
 DATA = str(REPO.parent / "shared" / "datasets" / "cifar10")
@@ -26,12 +27,7 @@ __all__ = ["main"]
 @experiment_command(DATA, OUT, split="train")
 @click.option("--dog", type=click.IntRange(0), default=0, show_default=True,
               help="which dog of the split (0 = the first image of class 'dog')")
-@click.option("--mode", type=click.Choice(["map", "max"]), default="map", show_default=True,
-              help="seed the whole feature map (source material) or its maximum (paper)")
-@click.option("--rule", type=click.Choice(["deconvnet", "guided", "gradient"]),
-              default="deconvnet", show_default=True, help="how ReLUs are passed backwards")
-@click.option("--unpool", type=click.Choice(["switches", "nearest"]), default="switches",
-              show_default=True, help="unpooling with switches or the switch-free shortcut")
+@projection_options("map")
 def main(model, source, out, dog, mode, rule, unpool):
     """The dog and the projections of all 64 features of layer 2 (source figure 4)."""
     from fig01_dog_layer1 import dog_figure

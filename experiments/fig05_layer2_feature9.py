@@ -13,6 +13,7 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
+from deconvviz.options import projection_options  # noqa: E402
 from deconvviz.figures import experiment_command  # noqa: E402
 
 DATA = str(REPO.parent / "shared" / "datasets" / "cifar10")
@@ -27,12 +28,7 @@ __all__ = ["main"]
 @click.option("--count", type=click.IntRange(1), default=16, show_default=True,
               help="number of images (chosen at random with --seed)")
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of the image choice")
-@click.option("--mode", type=click.Choice(["map", "max"]), default="map", show_default=True,
-              help="seed the whole feature map (source material) or its maximum (paper)")
-@click.option("--rule", type=click.Choice(["deconvnet", "guided", "gradient"]),
-              default="deconvnet", show_default=True, help="how ReLUs are passed backwards")
-@click.option("--unpool", type=click.Choice(["switches", "nearest"]), default="switches",
-              show_default=True, help="unpooling with switches or the switch-free shortcut")
+@projection_options("map")
 def main(model, source, out, count, seed, mode, rule, unpool):
     """Layer 2, feature 9 (0-based) for a variety of images (source figure 5)."""
     from fig02_layer1_feature7 import feature_figure

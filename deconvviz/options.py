@@ -1,0 +1,50 @@
+"""Click options shared by every command and experiment script (one definition each)."""
+
+from __future__ import annotations
+
+import click
+
+__all__ = ["DATA_HELP", "data_option", "split_option", "model_option", "device_option",
+           "projection_options"]
+
+DATA_HELP = ("data source: 'builtin' (generated images, no files needed), an official "
+             "cifar-10-batches-py folder, an ImageFolder tree, a folder with train/ and test/ "
+             "trees, a folder of images, or one image file")
+
+
+def data_option(default="builtin"):
+    return click.option("--data", "data", default=default, show_default=True, help=DATA_HELP)
+
+
+def split_option(default):
+    return click.option("--split", type=click.Choice(["train", "test"]), default=default,
+                        show_default=True, help="split to use where the source has several")
+
+
+def model_option():
+    return click.option("--model", "checkpoint", type=click.Path(dir_okay=False), default=None,
+                        help="checkpoint file (default: the bundled CIFAR-10 network)")
+
+
+def device_option():
+    return click.option("--device", default="cpu", show_default=True,
+                        help="'cpu', 'cuda', 'cuda:N' or 'auto'")
+
+
+def projection_options(mode_default: str = "max"):
+    """``--mode``, ``--rule`` and ``--unpool``: the variants of one projection."""
+    def decorate(f):
+        f = click.option("--unpool", type=click.Choice(["switches", "nearest"]),
+                         default="switches", show_default=True,
+                         help="unpool with the recorded switches, or copy each value to its "
+                              "whole pooling window (the switch-free shortcut)")(f)
+        f = click.option("--rule", type=click.Choice(["deconvnet", "guided", "gradient"]),
+                         default="deconvnet", show_default=True,
+                         help="backward ReLU rule: deconvnet (paper), guided backprop, or "
+                              "the plain gradient")(f)
+        f = click.option("--mode", type=click.Choice(["max", "map"]), default=mode_default,
+                         show_default=True,
+                         help="seed the feature's strongest activation (paper) or its whole "
+                              "map (source material)")(f)
+        return f
+    return decorate
