@@ -14,24 +14,18 @@ import click
 from . import __version__
 from .errors import DeconvvizError
 from .options import (data_option, device_option, model_option,  # noqa: F401
-                      projection_options, split_option)
+                      one_line_errors, projection_options, split_option)
 
 class _Group(click.Group):
     """Turns library errors into one line and a non-zero exit, never a traceback."""
 
     def invoke(self, ctx):
         try:
-            return super().invoke(ctx)
-        except DeconvvizError as exc:
-            raise click.ClickException(str(exc)) from None
+            with one_line_errors():
+                return super().invoke(ctx)
         except KeyboardInterrupt:
             click.echo("interrupted; nothing was written", err=True)
             ctx.exit(130)
-        except MemoryError:
-            raise click.ClickException("out of memory; try a smaller --batch-size") from None
-        except OSError as exc:
-            where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-            raise click.ClickException(f"{exc.strerror or exc}{where}") from None
 
 
 def command_line() -> str:

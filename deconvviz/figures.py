@@ -24,6 +24,7 @@ from .atomic import atomic_path, check_writable_dir
 from .data import ImageSource, normalize
 from .errors import DeconvvizError
 from .layers import conv_stack, get_layer
+from .options import one_line_errors
 
 __all__ = ["experiment_command", "find_class_image", "seeded_indices", "load_images",
            "strongest_images", "randomized_copy", "tiles_figure", "table_figure", "write_h5",
@@ -36,13 +37,8 @@ class _ExperimentCommand(click.Command):
     """A click command that turns user errors into one line and exit status 1."""
 
     def invoke(self, ctx):
-        try:
+        with one_line_errors():
             return super().invoke(ctx)
-        except DeconvvizError as exc:
-            raise click.ClickException(str(exc)) from None
-        except OSError as exc:
-            where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
-            raise click.ClickException(f"{exc.strerror or exc}{where}") from None
 
 
 def experiment_command(default_data: str, default_out: str, split: str,

@@ -2,14 +2,32 @@
 
 from __future__ import annotations
 
+import contextlib
+
 import click
 
-__all__ = ["DATA_HELP", "data_option", "split_option", "model_option", "device_option",
+from .errors import DeconvvizError
+
+__all__ = ["one_line_errors", "DATA_HELP", "data_option", "split_option", "model_option", "device_option",
            "projection_options"]
 
 DATA_HELP = ("data source: 'builtin' (generated images, no files needed), an official "
              "cifar-10-batches-py folder, an ImageFolder tree, a folder with train/ and test/ "
              "trees, a folder of images, or one image file")
+
+
+@contextlib.contextmanager
+def one_line_errors():
+    """Turn library and OS errors into one ``Error: ...`` line and exit status 1."""
+    try:
+        yield
+    except DeconvvizError as exc:
+        raise click.ClickException(str(exc)) from None
+    except MemoryError:
+        raise click.ClickException("out of memory; try a smaller --batch-size") from None
+    except OSError as exc:
+        where = f" ({exc.filename})" if getattr(exc, "filename", None) else ""
+        raise click.ClickException(f"{exc.strerror or exc}{where}") from None
 
 
 def data_option(default="builtin"):

@@ -22,7 +22,7 @@ OUT = str(REPO / "outputs" / "figures")
 LAYER = 1
 NAME = "fig01_dog_layer1"
 
-__all__ = ["main", "dog_figure"]
+__all__ = ["main", "dog_figure", "dog_command"]
 
 
 def dog_figure(model, source, out, layer, name, dog, mode, rule, unpool):
@@ -41,13 +41,20 @@ def dog_figure(model, source, out, layer, name, dog, mode, rule, unpool):
     return [png, h5]
 
 
-@experiment_command(DATA, OUT, split="train")
-@click.option("--dog", type=click.IntRange(0), default=0, show_default=True,
-              help="which dog of the split (0 = the first image of class 'dog')")
-@projection_options("map")
-def main(model, source, out, dog, mode, rule, unpool):
-    """The dog and the projections of all 32 features of layer 1 (source figure 1)."""
-    return dog_figure(model, source, out, LAYER, NAME, dog, mode, rule, unpool)
+def dog_command(layer, name, doc):
+    """The click command of a "dog, all features of ``layer``" figure (figures 1 and 4)."""
+    @experiment_command(DATA, OUT, split="train")
+    @click.option("--dog", type=click.IntRange(0), default=0, show_default=True,
+                  help="which dog of the split (0 = the first image of class 'dog')")
+    @projection_options("map")
+    def command(model, source, out, dog, mode, rule, unpool):
+        return dog_figure(model, source, out, layer, name, dog, mode, rule, unpool)
+    command.help = doc
+    return command
+
+
+main = dog_command(LAYER, NAME, "The dog and the projections of all 32 features of layer 1 "
+                                "(source figure 1).")
 
 
 if __name__ == "__main__":

@@ -22,7 +22,7 @@ OUT = str(REPO / "outputs" / "figures")
 LAYER, FEATURE = 1, 7
 NAME = "fig02_layer1_feature7"
 
-__all__ = ["main", "feature_figure"]
+__all__ = ["main", "feature_figure", "feature_command"]
 
 
 def feature_figure(model, source, out, layer, feature, name, count, seed, mode, rule, unpool):
@@ -40,15 +40,23 @@ def feature_figure(model, source, out, layer, feature, name, count, seed, mode, 
     return [png, h5]
 
 
-@experiment_command(DATA, OUT, split="train")
-@click.option("--count", type=click.IntRange(1), default=16, show_default=True,
-              help="number of images (chosen at random with --seed)")
-@click.option("--seed", type=int, default=0, show_default=True, help="seed of the image choice")
-@projection_options("map")
-def main(model, source, out, count, seed, mode, rule, unpool):
-    """Layer 1, feature 7 (0-based) for a variety of images (source figure 2)."""
-    return feature_figure(model, source, out, LAYER, FEATURE, NAME, count, seed, mode, rule,
-                          unpool)
+def feature_command(layer, feature, name, doc):
+    """The click command of a "one feature across images" figure (figures 2 and 5)."""
+    @experiment_command(DATA, OUT, split="train")
+    @click.option("--count", type=click.IntRange(1), default=16, show_default=True,
+                  help="number of images (chosen at random with --seed)")
+    @click.option("--seed", type=int, default=0, show_default=True,
+                  help="seed of the image choice")
+    @projection_options("map")
+    def command(model, source, out, count, seed, mode, rule, unpool):
+        return feature_figure(model, source, out, layer, feature, name, count, seed, mode, rule,
+                              unpool)
+    command.help = doc
+    return command
+
+
+main = feature_command(LAYER, FEATURE, NAME, "Layer 1, feature 7 (0-based) for a variety of "
+                                             "images (source figure 2).")
 
 
 if __name__ == "__main__":

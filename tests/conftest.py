@@ -144,3 +144,26 @@ def tiny_checkpoint(tmp_path):
                     class_names=BUILTIN_CLASSES, mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25],
                     epochs=0, test_accuracy=0.1)
     return path
+
+
+@pytest.fixture
+def cifar_checkpoint(tiny_checkpoint):
+    """The tiny checkpoint, its classes renamed to CIFAR-10's."""
+    from deconvviz.data import CIFAR10_CLASSES
+
+    payload = torch.load(tiny_checkpoint, weights_only=True)
+    payload["class_names"] = list(CIFAR10_CLASSES)
+    torch.save(payload, tiny_checkpoint)
+    return tiny_checkpoint
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No network: every connection attempt fails at once."""
+    import socket
+
+    def refuse(*a, **k):
+        raise OSError("network is unreachable")
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    monkeypatch.setattr(socket, "create_connection", refuse)
+    monkeypatch.setattr(socket, "getaddrinfo", refuse)

@@ -148,14 +148,7 @@ def test_project_feature_that_never_fires(tmp_path, tiny_checkpoint):
     assert not (tmp_path / "o").exists() or not list((tmp_path / "o").iterdir())
 
 
-def test_train_download_offline_is_one_line(tmp_path, monkeypatch):
-    import socket
-
-    def refuse(*a, **k):
-        raise OSError("network is unreachable")
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+def test_train_download_offline_is_one_line(tmp_path, offline):
     r = run("train", "--data", tmp_path / "cifar", "--download", "--out", tmp_path / "m.pt")
     assert r.exit_code == 1
     line = r.output.strip()

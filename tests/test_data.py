@@ -1,7 +1,6 @@
 """The data-source resolver on every kind of source, made in the test."""
 
 import pickle
-import socket
 
 import numpy as np
 import pytest
@@ -48,12 +47,7 @@ def test_official_missing_batch_is_clear(tmp_path):
         resolve_source(str(root), split="train")
 
 
-def test_download_offline_fails_with_one_line(tmp_path, monkeypatch):
-    def refuse(*a, **k):
-        raise OSError("network is unreachable")
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(socket, "create_connection", refuse)
-    monkeypatch.setattr(socket, "getaddrinfo", refuse)
+def test_download_offline_fails_with_one_line(tmp_path, offline):
     with pytest.raises(DeconvvizError) as err:
         resolve_source(str(tmp_path / "dl"), split="test", download=True)
     msg = str(err.value)

@@ -33,18 +33,7 @@ def _loop_reference(model, image, label, layer_end, feature, size, ys, xs, fill)
     return act, prob, pred
 
 
-CLASSES = ("airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship",
-           "truck")
-
-
-@pytest.fixture
-def cifar_checkpoint(tiny_checkpoint):
-    """The tiny checkpoint, its classes renamed to CIFAR-10's."""
-    payload = torch.load(tiny_checkpoint, weights_only=True)
-    payload["class_names"] = list(CLASSES)
-    torch.save(payload, tiny_checkpoint)
-    return tiny_checkpoint
-
+from deconvviz.data import CIFAR10_CLASSES as CLASSES
 
 @pytest.fixture
 def tiny_tree(tmp_path):
