@@ -38,10 +38,12 @@ from torch import nn
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from deconvviz.checkpoint import load_model  # noqa: E402
-from deconvviz.data import normalize, resolve_source  # noqa: E402
-from deconvviz.layers import conv_stack, get_layer  # noqa: E402
-from deconvviz.report import TopK, build_report, project_seeds, save_report  # noqa: E402
+from deconvviz.models.checkpoint import load_model  # noqa: E402
+from deconvviz.data.sources import normalize, resolve_source  # noqa: E402
+from deconvviz.engine.layers import conv_stack, get_layer  # noqa: E402
+from deconvviz.engine.seeds import project_seeds  # noqa: E402
+from deconvviz.engine.topk import TopK  # noqa: E402
+from deconvviz.report import build_report, save_report  # noqa: E402
 
 
 class _DeconvReLU(torch.autograd.Function):
@@ -165,7 +167,7 @@ def main() -> None:
     source = resolve_source(args.data, split=args.split)
     if args.limit:
         # A view of the first N images through the same reader.
-        from deconvviz.data import ImageSource
+        from deconvviz.data.sources import ImageSource
         n = min(args.limit, len(source))
         source = ImageSource(description=f"{source.description}[:{n}]", kind=source.kind,
                              split=source.split, labels=source.labels[:n],
@@ -179,7 +181,7 @@ def main() -> None:
           f"{torch.get_num_threads()} threads", flush=True)
 
     if args.seeds_from:
-        from deconvviz.report import read_report_h5
+        from deconvviz.store.report import read_report_h5
         report = read_report_h5(args.seeds_from)
         if report.attrs["checkpoint_sha256"] != model.meta["sha256"]:
             sys.exit(f"{args.seeds_from} was made with another checkpoint")

@@ -15,12 +15,13 @@ Layers count from 1, features (channels) from 0.
 __version__ = "0.1.0"
 
 from .api import load_data, model_normalization  # noqa: E402
-from .checkpoint import load_model  # noqa: E402
-from .deconvnet import Projection, deconvolve, project  # noqa: E402
+from .engine.deconvnet import Projection, deconvolve, project  # noqa: E402
+from .engine.layers import list_layers  # noqa: E402
+from .engine.receptive import receptive_box  # noqa: E402
+from .engine.recording import record  # noqa: E402
 from .errors import DeconvvizError  # noqa: E402
-from .layers import list_layers, receptive_box  # noqa: E402
-from .recording import record  # noqa: E402
-from .render import to_display  # noqa: E402
+from .models.checkpoint import load_model  # noqa: E402
+from .render.display import to_display  # noqa: E402
 
 __all__ = ["__version__", "load_model", "load_data", "project", "deconvolve", "Projection",
            "list_layers", "receptive_box", "record", "to_display", "model_normalization",

@@ -6,8 +6,8 @@ from typing import Optional
 
 from torch import nn
 
-from .checkpoint import read_checkpoint
-from .data import ImageDataset, resolve_source
+from .data.sources import ImageDataset, resolve_source
+from .models.checkpoint import read_checkpoint
 
 __all__ = ["load_data", "model_normalization"]
 

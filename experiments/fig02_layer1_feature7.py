@@ -13,9 +13,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from deconvviz.options import projection_options  # noqa: E402
-from deconvviz.figures import (across_images_figure, experiment_command,  # noqa: E402
-                               save_png, seeded_indices, write_h5)
+from deconvviz.cli.common import projection_options  # noqa: E402
+from deconvviz.cli.experiment import experiment_command  # noqa: E402
+from deconvviz.figures import across_images_figure, seeded_indices  # noqa: E402
+from deconvviz.render.figures import save_png  # noqa: E402
+from deconvviz.store.figure import write_h5  # noqa: E402
 
 DATA = str(REPO.parent / "shared" / "datasets" / "cifar10")
 OUT = str(REPO / "outputs" / "figures")

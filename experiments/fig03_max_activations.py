@@ -16,10 +16,12 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from deconvviz import deconvolve, to_display  # noqa: E402
-from deconvviz.figures import (class_name, experiment_command, load_images,  # noqa: E402
-                               model_caption, save_png, seeded_indices, short_description,
-                               strongest_images, write_h5)
-from deconvviz.render import image_to_display, pairs_figure  # noqa: E402
+from deconvviz.cli.experiment import experiment_command  # noqa: E402
+from deconvviz.engine.topk import strongest_images  # noqa: E402
+from deconvviz.figures import load_images, seeded_indices  # noqa: E402
+from deconvviz.render.figures import class_name, model_caption, save_png, short_description  # noqa: E402
+from deconvviz.store.figure import write_h5  # noqa: E402
+from deconvviz.render.display import image_to_display, pairs_figure  # noqa: E402
 
 DATA = str(REPO.parent / "shared" / "datasets" / "cifar10")
 OUT = str(REPO / "outputs" / "figures")
@@ -42,6 +44,7 @@ def main(model, source, out, layer, batch, seed, mode, unpool):
     """For each layer-1 feature, the batch image that drives it most and its projection."""
     indices = seeded_indices(len(source), batch, seed)
     values, best = strongest_images(model, source, layer, indices=indices)
+    values, best = values[:, 0].double(), best[:, 0]      # each feature's strongest image
     nfeat = len(values)
     raw, x, labels = load_images(model, source, best.tolist())
     proj = deconvolve(model, x, layer, torch.arange(nfeat), torch.arange(nfeat), mode=mode,

@@ -17,9 +17,11 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from deconvviz.figures import (experiment_command, model_caption, save_png,  # noqa: E402
-                               short_description, table_figure)
-from deconvviz.report import build_report, layer_cell, write_report_h5  # noqa: E402
+from deconvviz.cli.experiment import experiment_command  # noqa: E402
+from deconvviz.render.figures import model_caption, save_png, short_description, table_figure  # noqa: E402
+from deconvviz.render.report_png import layer_cell  # noqa: E402
+from deconvviz.report import build_report  # noqa: E402
+from deconvviz.store.report import write_report_h5  # noqa: E402
 
 DATA = str(REPO.parent / "shared" / "datasets" / "cifar10")
 OUT = str(REPO / "outputs" / "figures")

@@ -22,9 +22,12 @@ if str(REPO) not in sys.path:
 
 from deconvviz import deconvolve, list_layers, load_model  # noqa: E402
 from deconvviz.errors import DeconvvizError  # noqa: E402
-from deconvviz.layers import get_layer  # noqa: E402
-from deconvviz.figures import (experiment_command, load_images,  # noqa: E402
-                               receptive_crops, save_png, short_description, strongest_images, table_figure, write_h5)
+from deconvviz.engine.layers import get_layer  # noqa: E402
+from deconvviz.cli.experiment import experiment_command  # noqa: E402
+from deconvviz.engine.topk import strongest_images  # noqa: E402
+from deconvviz.figures import load_images, receptive_crops  # noqa: E402
+from deconvviz.render.figures import save_png, short_description, table_figure  # noqa: E402
+from deconvviz.store.figure import write_h5  # noqa: E402
 
 DATA = str(REPO.parent / "shared" / "datasets" / "cifar10")
 OUT = str(REPO / "outputs" / "figures")
@@ -70,6 +73,7 @@ def main(source, out, checkpoints, per_layer, seed, limit):
     for j, model in enumerate(models):
         scan = strongest_images(model, source, sorted({c[0] for c in chosen}), limit=limit)
         for layer, (values, best) in scan.items():
+            values, best = values[:, 0].double(), best[:, 0]
             picks = [(r, f) for r, (lay, f) in enumerate(chosen) if lay == layer]
             idx = [int(best[f]) for _, f in picks]
             _, x, _ = load_images(model, source, idx)

@@ -16,8 +16,9 @@ REPO = Path(__file__).resolve().parents[1]
 if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
-from deconvviz.figures import experiment_command, seeded_indices  # noqa: E402
-from deconvviz.occlusion_cli import run_occlusion  # noqa: E402
+from deconvviz.cli.experiment import experiment_command  # noqa: E402
+from deconvviz.figures import seeded_indices  # noqa: E402
+from deconvviz.figures import run_occlusion  # noqa: E402
 
 DATA = str(REPO.parent / "shared" / "datasets" / "cifar10")
 OUT = str(REPO / "outputs" / "figures")

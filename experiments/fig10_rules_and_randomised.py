@@ -16,11 +16,12 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from deconvviz import deconvolve, to_display  # noqa: E402
-from deconvviz.figures import (class_name, experiment_command, load_images,  # noqa: E402
-                               model_caption, randomized_copy, rank_correlation, save_png,
-                               seeded_indices, short_description, strongest_features,
-                               table_figure, write_h5)
-from deconvviz.render import image_to_display  # noqa: E402
+from deconvviz.cli.experiment import experiment_command  # noqa: E402
+from deconvviz.engine.analysis import randomized_copy, rank_correlation, strongest_features  # noqa: E402
+from deconvviz.figures import load_images, seeded_indices  # noqa: E402
+from deconvviz.render.figures import class_name, model_caption, save_png, short_description, table_figure  # noqa: E402
+from deconvviz.store.figure import write_h5  # noqa: E402
+from deconvviz.render.display import image_to_display  # noqa: E402
 
 DATA = str(REPO.parent / "shared" / "datasets" / "cifar10")
 OUT = str(REPO / "outputs" / "figures")

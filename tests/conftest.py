@@ -133,9 +133,9 @@ def reference_projection(stack, image, layer_end, feature, mode="max", rule="dec
 @pytest.fixture
 def tiny_checkpoint(tmp_path):
     """A CifarCNN checkpoint with random weights, trained on nothing (fast)."""
-    from deconvviz.checkpoint import save_checkpoint
-    from deconvviz.data import BUILTIN_CLASSES
-    from deconvviz.models import build_model
+    from deconvviz.models.checkpoint import save_checkpoint
+    from deconvviz.data.sources import BUILTIN_CLASSES
+    from deconvviz.models.architectures import build_model
 
     torch.manual_seed(0)
     model = build_model("cifar_cnn", num_classes=10, hidden=16)
@@ -149,7 +149,7 @@ def tiny_checkpoint(tmp_path):
 @pytest.fixture
 def cifar_checkpoint(tiny_checkpoint):
     """The tiny checkpoint, its classes renamed to CIFAR-10's."""
-    from deconvviz.data import CIFAR10_CLASSES
+    from deconvviz.data.sources import CIFAR10_CLASSES
 
     payload = torch.load(tiny_checkpoint, weights_only=True)
     payload["class_names"] = list(CIFAR10_CLASSES)

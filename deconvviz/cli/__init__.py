@@ -1,0 +1,51 @@
+"""The ``deconvviz`` command line: a group of thin commands over the library.
+
+One module per command family registers its commands here; commands import the
+shared helpers of :mod:`deconvviz.cli.common`, never each other.
+"""
+
+from __future__ import annotations
+
+import click
+
+from .. import __version__
+from .common import one_line_errors
+
+__all__ = ["main"]
+
+
+class _Group(click.Group):
+    """Turns library errors into one line and a non-zero exit, never a traceback."""
+
+    def invoke(self, ctx):
+        try:
+            with one_line_errors():
+                return super().invoke(ctx)
+        except KeyboardInterrupt:
+            click.echo("interrupted; nothing was written", err=True)
+            ctx.exit(130)
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="deconvviz")
+def main():
+    """deconvviz: see what the features of a convolutional network respond to.
+
+    Projects features of a CIFAR-10 CNN back to pixels with the deconvolutional
+    network of Zeiler & Fergus (arXiv 1311.2901). Layers count from 1 (conv
+    block 1 and 2); features count from 0 (channel indices).
+    """
+
+
+# Each family module registers on the group; adding a family is one line here.
+from .model import evaluate, info, train  # noqa: E402
+from .occlusion import occlusion  # noqa: E402
+from .project import layers, project  # noqa: E402
+from .report import render, report  # noqa: E402
+
+for _command in (train, evaluate, layers, project, info, occlusion, report, render):
+    main.add_command(_command)
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

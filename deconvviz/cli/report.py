@@ -1,0 +1,106 @@
+"""The ``report`` and ``render`` commands (registered on the ``deconvviz`` group in :mod:`deconvviz.cli`)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import click
+
+from ..engine.deconvnet import RULES
+from ..errors import DeconvvizError
+from .common import (command_line, data_option, device_option, model_option, resolve_device,
+                     split_option)
+
+__all__ = ["report", "render"]
+
+
+def _echo_written(paths, out_dir: Path) -> None:
+    pngs = [p for p in paths if p.suffix == ".png"]
+    for p in paths:
+        # One line per HDF5 file and per layer grid; per-feature PNGs summarised per folder.
+        if p.suffix != ".png" or p.parent == out_dir:
+            click.echo(f"wrote {p}")
+    folders = sorted({p.parent for p in pngs if p.parent != out_dir})
+    for d in folders:
+        n = sum(1 for p in pngs if p.parent == d)
+        click.echo(f"wrote {n} feature PNGs in {d}")
+
+
+@click.command()
+@model_option()
+@data_option()
+@split_option("train")
+@click.option("--layer", "layers", type=click.IntRange(1), multiple=True,
+              help="layer to report (repeatable)  [default: every conv layer]")
+@click.option("--top", "k", type=click.IntRange(1), default=9, show_default=True,
+              help="images kept per feature")
+@click.option("--batch-size", type=click.IntRange(1), default=500, show_default=True,
+              help="images per forward pass of the scan")
+@click.option("--limit", type=click.IntRange(1), default=None,
+              help="scan only the first N images of the source  [default: all]")
+@device_option()
+@click.option("--rule", type=click.Choice(RULES), default="deconvnet", show_default=True,
+              help="how the projection passes ReLUs (the paper: deconvnet)")
+@click.option("--out", type=click.Path(file_okay=False), default="outputs/report",
+              show_default=True, help="folder for report.h5 and the PNGs")
+@click.option("--png/--no-png", default=True, show_default=True,
+              help="also draw the PNGs (they can be redrawn later with 'deconvviz render')")
+@click.option("--quiet", is_flag=True, help="no progress bars")
+def report(checkpoint, data, split, layers, k, batch_size, limit, device, rule, out, png, quiet):
+    """Top-K images of every feature over a whole data set (the paper's Figure 2).
+
+    Scans the data once, keeps for each feature of the chosen layers the K
+    images on which it fires most, projects each back to pixels with that
+    image's switches, and writes OUT/report.h5 plus one PNG grid per layer and
+    one PNG per feature. Runs under 'torchrun --nproc_per_node N' too: each
+    process scans a share and rank 0 writes.
+    """
+    from ..data.sources import resolve_source
+    from ..engine.distributed import distributed_context
+    from ..engine.layers import get_layer
+    from ..models.checkpoint import load_model
+    from ..report import build_report, save_report
+    from ..store.atomic import check_writable_dir
+
+    device = resolve_device(device)
+    out_dir = Path(out)
+    with distributed_context(device) as (rank, world, device):
+        if rank == 0:
+            check_writable_dir(out_dir)
+        model = load_model(checkpoint, device=device)
+        for L in layers:  # before reading (maybe decoding) the data: fail fast
+            get_layer(model, L)
+        if world > 1:
+            import torch.distributed as dist
+            # Rank 0 decodes (and caches) the images first; the others then read the cache.
+            if rank == 0:
+                source = resolve_source(data, split=split)
+            dist.barrier()
+            if rank != 0:
+                source = resolve_source(data, split=split)
+        else:
+            source = resolve_source(data, split=split)
+        result = build_report(model, source, list(layers) or None, k, batch_size=batch_size,
+                              device=device, rule=rule, progress=not quiet, limit=limit,
+                              shard=(rank, world), command_line=command_line())
+        if result is None:  # another rank writes
+            return
+        written = save_report(result, out_dir, h5=True, png=png)
+    _echo_written(written, out_dir)
+
+
+@click.command()
+@click.argument("report_file", metavar="REPORT.h5", type=click.Path(dir_okay=False))
+@click.option("--out", type=click.Path(file_okay=False), default=None,
+              help="folder for the PNGs  [default: the report's folder]")
+def render(report_file, out):
+    """Redraw a report's PNGs from its HDF5 file alone (no model, no data)."""
+    from ..report import render_report
+    from ..store.report import read_report_h5
+
+    path = Path(report_file)
+    rep = read_report_h5(path)
+    out_dir = Path(out) if out else (path.parent if str(path.parent) else Path("."))
+    if not rep.layers:
+        raise DeconvvizError(f"report {path} holds no layers")
+    _echo_written(render_report(rep, out_dir), out_dir)

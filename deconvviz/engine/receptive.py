@@ -1,0 +1,62 @@
+"""Receptive-field geometry: the input box under an output unit, and the image patch in it."""
+
+from __future__ import annotations
+
+from typing import Optional, Tuple
+
+import torch
+
+from .layers import LayerInfo
+
+__all__ = ["receptive_box", "boxes_for", "extract_patches"]
+
+
+def receptive_box(info: LayerInfo, position: Tuple[int, int],
+                  image_size: Optional[Tuple[int, int]] = None) -> Tuple[int, int, int, int]:
+    """Input-pixel box ``(y0, x0, y1, x1)`` (end exclusive) under output unit ``position``.
+
+    The box is the unit's receptive field, computed from the kernel, stride,
+    padding and dilation of every layer below, clipped at the image border.
+    """
+    H, W = image_size if image_size is not None else info.image_size
+    y, x = int(position[0]), int(position[1])
+    y0 = info.rf_start[0] + y * info.rf_jump[0]
+    x0 = info.rf_start[1] + x * info.rf_jump[1]
+    y1, x1 = y0 + info.rf_size[0], x0 + info.rf_size[1]
+    return max(0, y0), max(0, x0), min(H, y1), min(W, x1)
+
+
+def boxes_for(info: LayerInfo, positions: torch.Tensor) -> torch.Tensor:
+    """Vectorised :func:`receptive_box`: positions ``(..., 2)`` -> boxes ``(..., 4)`` int64."""
+    pos = positions.to(torch.int64)
+    y0 = info.rf_start[0] + pos[..., 0] * info.rf_jump[0]
+    x0 = info.rf_start[1] + pos[..., 1] * info.rf_jump[1]
+    H, W = info.image_size
+    return torch.stack([y0.clamp(0, H), x0.clamp(0, W), (y0 + info.rf_size[0]).clamp(0, H),
+                        (x0 + info.rf_size[1]).clamp(0, W)], dim=-1)
+
+def extract_patches(info: LayerInfo, images: torch.Tensor, position: torch.Tensor
+                    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Image patches under the receptive fields of output ``position`` s.
+
+    ``images``: ``uint8 (S, 3, H, W)``, one per seed; ``position``: ``(S, 2)``.
+    Returns ``(patch uint8 (S, 3, rf_h, rf_w), box int64 (S, 4), origin int64 (S, 2))``:
+    ``box`` is ``(y0, x0, y1, x1)`` in image pixels, end exclusive, clipped at the
+    border; ``origin`` the unclipped top-left of the receptive field. The patch
+    is the full receptive-field window, the clipped crop placed at
+    ``box[:2] - origin`` and zero where the window leaves the image.
+    """
+    pos = position.to(torch.int64).reshape(-1, 2)
+    boxes = boxes_for(info, pos)
+    origin = torch.stack([info.rf_start[0] + pos[:, 0] * info.rf_jump[0],
+                          info.rf_start[1] + pos[:, 1] * info.rf_jump[1]], dim=1)
+    rh, rw = info.rf_size
+    patches = torch.zeros((pos.shape[0], images.shape[1], rh, rw), dtype=images.dtype)
+    for s in range(pos.shape[0]):
+        y0, x0, y1, x1 = (int(v) for v in boxes[s])
+        if y1 <= y0 or x1 <= x0:
+            continue
+        oy, ox = y0 - int(origin[s, 0]), x0 - int(origin[s, 1])
+        patches[s, :, oy:oy + y1 - y0, ox:ox + x1 - x0] = images[s, :, y0:y1, x0:x1]
+    return patches, boxes, origin
+

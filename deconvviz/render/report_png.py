@@ -1,0 +1,93 @@
+"""Drawing a report: one grid per layer (the paper's Figure 2) and one PNG per feature."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Optional, Tuple
+
+import numpy as np
+import torch
+
+from ..store.report import LayerReport
+from .display import grid_image, image_to_display, to_display
+
+__all__ = ["layer_cell", "feature_panel", "layer_figure", "write_png"]
+
+_TILE = 64  # per-feature PNG tiles are enlarged (nearest neighbour) to about this many pixels
+
+
+def _tiles(lr: LayerReport, f: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Display tiles of feature ``f``: projections cut to the receptive field, and patches.
+
+    Both ``(k, rf_h, rf_w, 3)`` in ``[0, 1]``. The projection of a seed is zero
+    outside its receptive field, so the cut loses nothing and lines it up with
+    the patch; patch pixels outside the image are drawn mid-grey.
+    """
+    rh, rw = lr.rf_size
+    k = lr.k
+    proj_cut = np.zeros((k, 3, rh, rw), dtype=np.float32)
+    inside = np.zeros((k, rh, rw), dtype=bool)
+    for j in range(k):
+        y0, x0, y1, x1 = (int(v) for v in lr.patch_box[f, j])
+        oy, ox = y0 - int(lr.patch_origin[f, j, 0]), x0 - int(lr.patch_origin[f, j, 1])
+        proj_cut[j, :, oy:oy + y1 - y0, ox:ox + x1 - x0] = lr.projection[f, j, :, y0:y1, x0:x1]
+        inside[j, oy:oy + y1 - y0, ox:ox + x1 - x0] = True
+    proj = to_display(torch.from_numpy(proj_cut)) if k else np.zeros((0, rh, rw, 3))
+    patch = image_to_display(torch.from_numpy(lr.patch[f])) if k else np.zeros((0, rh, rw, 3))
+    patch = np.where(inside[..., None], patch, 0.5)
+    return proj, patch
+
+
+def layer_cell(lr: LayerReport, f: int) -> np.ndarray:
+    """One feature's cell of the layer grid (as in the paper's Figure 2): its ``k``
+    projections in a square block, beside its ``k`` patches in the same order.
+    RGB ``(h, w, 3)`` in ``[0, 1]``."""
+    proj, patch = _tiles(lr, f)
+    cols = max(1, int(np.ceil(np.sqrt(lr.k))))
+    left = grid_image(list(proj), cols, pad=1, background=1.0)
+    right = grid_image(list(patch), cols, pad=1, background=1.0)
+    gap = np.ones((left.shape[0], 2, 3))
+    return np.concatenate([left, gap, right], axis=1)
+
+
+def feature_panel(lr: LayerReport, f: int, scale: Optional[int] = None) -> np.ndarray:
+    """One feature's PNG: top row its ``k`` projections (best first), bottom row the
+    matching patches, each tile upscaled ``scale`` times (default: to about 64
+    pixels, e.g. 4x for a 16x16 field). ``uint8 (h, w, 3)``, 2-pixel white gaps."""
+    if scale is None:
+        scale = max(1, _TILE // max(lr.rf_size))
+    proj, patch = _tiles(lr, f)
+    tiles = [np.kron(t, np.ones((scale, scale, 1))) for t in list(proj) + list(patch)]
+    grid = grid_image(tiles, max(1, lr.k), pad=2, background=1.0)
+    return (grid * 255).round().clip(0, 255).astype(np.uint8)
+
+
+def layer_figure(lr: LayerReport, title: str):
+    from matplotlib.figure import Figure
+
+    F_ = lr.features
+    cols = max(1, int(np.ceil(np.sqrt(F_))))
+    rows = -(-F_ // cols)
+    cells = [layer_cell(lr, f) for f in range(F_)]
+    ch, cw = cells[0].shape[:2]
+    # At least 2.5 screen pixels per image pixel and 180 per cell, so small
+    # receptive fields (6x6 in layer 1) stay legible.
+    inch = max(2.5 * cw, 180) / 100
+    fig = Figure(figsize=(cols * inch, rows * inch * (ch / cw) * 1.15 + 0.75), dpi=100)
+    fig.suptitle(title, fontsize=10)
+    axes = fig.subplots(rows, cols, squeeze=False)
+    for ax in axes.ravel():
+        ax.set_axis_off()
+    for f, cell in enumerate(cells):
+        ax = axes.ravel()[f]
+        ax.imshow(cell, interpolation="nearest")
+        ax.set_title(f"feature {f}", fontsize=6, pad=2)
+    fig.subplots_adjust(left=0.005, right=0.995, bottom=0.005,
+                        top=1 - 0.75 / fig.get_figheight(), wspace=0.04, hspace=0.18)
+    return fig
+
+
+def write_png(array: np.ndarray, path: Path) -> None:
+    from PIL import Image
+    Image.fromarray(array).save(path, format="PNG")
+

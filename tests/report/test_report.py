@@ -1,0 +1,444 @@
+"""Max-activation reports: top-k scan, merge, patches, HDF5, render, CLI, atomic writes."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from torch import nn
+
+from conftest import alexnet_like, reference_projection
+from deconvviz.models.checkpoint import load_model
+from deconvviz.cli import main
+from deconvviz.data.sources import BUILTIN_CLASSES, ImageSource, normalize, synthetic_images
+from deconvviz.errors import DeconvvizError
+from deconvviz.engine.layers import conv_stack, get_layer, list_layers
+from deconvviz.engine.receptive import extract_patches
+from deconvviz.engine.seeds import project_seeds
+from deconvviz.engine.topk import TopK, empty_topk, finalize_topk, merge_topk, scan_topk
+from deconvviz.render.report_png import feature_panel
+from deconvviz.report import build_report, render_report, save_report
+from deconvviz.store.report import REPORT_FORMAT, REPORT_VERSION, read_report_h5
+
+
+def _subset(n: int, dup: bool = False) -> ImageSource:
+    """``n`` generated images (optionally followed by exact duplicates, for ties).
+
+    Made directly with ``synthetic_images``: generating the whole 2,000-image
+    builtin split would cost more than the tests themselves.
+    """
+    images, labels = synthetic_images(n, seed=1)
+    if dup:  # images 0..n-1 followed by the same images again: every value ties exactly
+        images, labels = torch.cat([images, images]), torch.cat([labels, labels])
+    return ImageSource(description=f"generated[:{n}]", kind="builtin", split="test",
+                       labels=labels, class_names=BUILTIN_CLASSES, images=images)
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    """A small ImageFolder tree (two classes, 40 PNGs) for the command-line tests."""
+    from PIL import Image
+    root = tmp_path_factory.mktemp("folder")
+    images, _ = synthetic_images(40, seed=2)
+    for i in range(40):
+        d = root / ("a" if i % 2 else "b")
+        d.mkdir(exist_ok=True)
+        Image.fromarray(images[i].permute(1, 2, 0).numpy()).save(d / f"{i:02d}.png")
+    return root
+
+
+def _brute_force(model, source, layer, k):
+    """Sort every (image, feature) maximum with Python's sort: independent of the scan."""
+    info = get_layer(model, layer)
+    mean, std = model.meta["normalization"]["mean"], model.meta["normalization"]["std"]
+    with torch.no_grad():
+        x = normalize(source.read(0, len(source)), mean, std).double()
+        out = conv_stack(model).double()[:info.end](x)
+    conv_stack(model).float()
+    n, c, h, w = out.shape
+    expect = []
+    for f in range(c):
+        entries = []
+        for i in range(n):
+            plane = out[i, f].reshape(-1).tolist()
+            best = max(plane)
+            p = plane.index(best)  # first maximum in row-major order
+            entries.append((-best, i, (p // w, p % w)))
+        entries.sort(key=lambda e: (e[0], e[1]))
+        expect.append(entries[:k])
+    return expect
+
+
+@pytest.fixture
+def model(tiny_checkpoint):
+    return load_model(tiny_checkpoint)
+
+
+def _check_against(top: TopK, expect, rtol=1e-5):
+    for f, entries in enumerate(expect):
+        assert top.image_index[f].tolist() == [e[1] for e in entries], f"feature {f}"
+        assert [tuple(p) for p in top.position[f].tolist()] == [e[2] for e in entries]
+        np.testing.assert_allclose(top.activation[f].numpy(), [-e[0] for e in entries],
+                                   rtol=rtol, atol=1e-5)
+
+
+def test_scan_topk_matches_brute_force(model):
+    src = _subset(150)
+    tops = scan_topk(model, src, [1, 2], k=5, batch_size=32)  # several batches, last partial
+    for L in (1, 2):
+        _check_against(tops[L], _brute_force(model, src, L, 5))
+        assert tops[L].activation.dtype == torch.float32
+        assert (tops[L].activation[:, :-1] >= tops[L].activation[:, 1:]).all()
+
+
+def test_ties_go_to_the_smaller_image_index(model):
+    # A dead feature (activation 0 everywhere) ties on every image and every position.
+    stack = conv_stack(model)
+    with torch.no_grad():
+        stack[3].bias[7] = -1e6
+    src = _subset(40, dup=True)  # image i and i + 40 are identical
+    tops = scan_topk(model, src, [2], k=6, batch_size=16)
+    t = tops[2]
+    assert t.image_index[7].tolist() == [0, 1, 2, 3, 4, 5]
+    assert t.position[7].tolist() == [[0, 0]] * 6
+    assert t.activation[7].tolist() == [0.0] * 6
+    # Every other feature: each kept image's duplicate ties with it; the copy ranks right after.
+    for f in range(t.image_index.shape[0]):
+        if f == 7:
+            continue
+        idx = t.image_index[f].tolist()
+        assert idx[0] < 40 and idx[1] == idx[0] + 40, (f, idx)
+        assert t.activation[f, 0] == t.activation[f, 1]
+    _check_against(t, _brute_force(model, src, 2, 6))
+
+
+def test_k_larger_than_the_data_set(model):
+    src = _subset(5)
+    tops = scan_topk(model, src, [1], k=9, batch_size=2)
+    t = tops[1]
+    assert t.image_index.shape == (32, 9)
+    assert (t.image_index[:, 5:] == -1).all() and torch.isinf(t.activation[:, 5:]).all()
+    fin = finalize_topk(t, len(src))
+    assert fin.image_index.shape == (32, 5)
+    for f in range(32):
+        assert sorted(fin.image_index[f].tolist()) == [0, 1, 2, 3, 4]
+    _check_against(fin, _brute_force(model, src, 1, 9))
+    rep = build_report(model, src, [1], 9, progress=False)
+    assert rep.layers[1].k == 5 and rep.layers[1].projection.shape == (32, 5, 3, 32, 32)
+
+
+def test_merge_is_associative_and_sharded_scans_merge_exactly(model):
+    src = _subset(120, dup=True)  # with ties across shards
+    full = scan_topk(model, src, [1, 2], k=4, batch_size=20)
+    shards = [scan_topk(model, src, [1, 2], k=4, batch_size=20, shard=(r, 3)) for r in range(3)]
+    for L in (1, 2):
+        a, b, c = (s[L] for s in shards)
+        left, right = merge_topk(merge_topk(a, b), c), merge_topk(a, merge_topk(b, c))
+        swapped = merge_topk(c, merge_topk(b, a))
+        for got in (left, right, swapped):
+            assert torch.equal(got.image_index, full[L].image_index)
+            assert torch.equal(got.position, full[L].position)
+            assert torch.equal(got.activation, full[L].activation)
+        ident = merge_topk(empty_topk(full[L].activation.shape[0], 4), full[L])
+        assert torch.equal(ident.image_index, full[L].image_index)
+
+
+def test_scan_rejects_bad_arguments_and_restores_the_model(model):
+    src = _subset(4)
+    model.train()
+    with pytest.raises(DeconvvizError, match=r"layer 3 is out of range: this network has layers 1\.\.2"):
+        scan_topk(model, src, [3], k=2)
+    with pytest.raises(DeconvvizError, match="top k must be at least 1, got 0"):
+        scan_topk(model, src, [1], k=0)
+    scan_topk(model, src, [1], k=2)
+    assert model.training
+    assert all(not m._forward_hooks for m in model.modules())
+
+
+def test_hand_computed_boxes_and_patches():
+    # CifarCNN: layer 1 = conv5 p2 + pool2 -> field 6, jump 2, start -2;
+    # layer 2 adds conv5 p2 + pool2 -> field 16, jump 4, start -6.
+    model = torch.nn.Sequential(nn.Conv2d(3, 2, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
+                                nn.Conv2d(2, 2, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2))
+    l1, l2 = list_layers(model, (32, 32))
+    images = torch.arange(4 * 3 * 32 * 32, dtype=torch.int64).remainder(251).to(torch.uint8)
+    images = images.view(4, 3, 32, 32)
+    cases = [(l1, (0, 0), (0, 0, 4, 4), (-2, -2)), (l1, (5, 7), (8, 12, 14, 18), (8, 12)),
+             (l2, (0, 0), (0, 0, 10, 10), (-6, -6)), (l2, (7, 7), (22, 22, 32, 32), (22, 22))]
+    for n, (info, pos, box, origin) in enumerate(cases):
+        patch, got_box, got_origin = extract_patches(info, images[n:n + 1], torch.tensor([pos]))
+        assert got_box[0].tolist() == list(box)
+        assert got_origin[0].tolist() == list(origin)
+        assert patch.shape == (1, 3) + info.rf_size
+        y0, x0, y1, x1 = box
+        oy, ox = y0 - origin[0], x0 - origin[1]
+        expect = torch.zeros((3,) + info.rf_size, dtype=torch.uint8)
+        expect[:, oy:oy + y1 - y0, ox:ox + x1 - x0] = images[n, :, y0:y1, x0:x1]
+        assert torch.equal(patch[0], expect)
+
+
+def test_boxes_on_a_strided_dilated_stack_contain_the_projection():
+    # alexnet_like layer 1: conv k5 s2 p2 -> field 5, jump 2, start -2; pool k3 s2 ->
+    # field 5 + 2*2 = 9, jump 4, start -2. Layer 2 adds conv k3 dilation 2 p2 -> field
+    # 9 + 4*4 = 25, jump 4, start -2 - 2*4 = -10.
+    model = alexnet_like()
+    l1, l2, _ = list_layers(model, (32, 32))
+    assert (l1.rf_size, l1.rf_jump, l1.rf_start) == ((9, 9), (4, 4), (-2, -2))
+    assert (l2.rf_size, l2.rf_jump, l2.rf_start) == ((25, 25), (4, 4), (-10, -10))
+    _, box, _ = extract_patches(l2, torch.zeros(1, 3, 32, 32, dtype=torch.uint8),
+                                torch.tensor([[3, 1]]))
+    assert box[0].tolist() == [2, 0, 27, 19]
+    # The deconvnet projection of that unit is zero outside the box.
+    torch.manual_seed(1)
+    x = torch.randn(1, 3, 32, 32, dtype=torch.float64)
+    g = reference_projection(conv_stack(model), x, l2.end, feature=0, position=(3, 1))
+    outside = g.clone()
+    outside[..., 2:27, 0:19] = 0
+    assert outside.abs().max() == 0 and g.abs().max() > 0
+
+
+def test_projections_equal_autograd_reference_and_the_scan(model):
+    src = _subset(60)
+    rep = build_report(model, src, [1, 2], 3, batch_size=25, progress=False)
+    mean, std = model.meta["normalization"]["mean"], model.meta["normalization"]["std"]
+    stack = conv_stack(model)
+    tops = {L: TopK(torch.from_numpy(lr.activation), torch.from_numpy(lr.image_index),
+                    torch.from_numpy(lr.position)) for L, lr in rep.layers.items()}
+    images = {i: src.read(i, i + 1)[0] for i in range(len(src))}
+    _, acts = project_seeds(model, images, tops)
+    for L, lr in rep.layers.items():
+        # The seeded activation (recorded forward) is the one the scan ranked.
+        np.testing.assert_allclose(acts[L].numpy(), lr.activation, rtol=1e-5, atol=1e-6)
+        info = get_layer(model, L)
+        for f in (0, lr.features - 1):
+            for j in range(lr.k):
+                i = int(lr.image_index[f, j])
+                x = normalize(src.read(i, i + 1), mean, std).double()
+                ref = reference_projection(stack.double(), x, info.end, f,
+                                           position=tuple(int(v) for v in lr.position[f, j]))
+                stack.float()
+                np.testing.assert_allclose(lr.projection[f, j], ref[0].numpy(), rtol=1e-4,
+                                           atol=1e-4 * max(1e-6, float(ref.abs().max())))
+
+
+def test_hdf5_round_trip_and_render(model, tmp_path):
+    src = _subset(80)
+    rep = build_report(model, src, [1, 2], 4, batch_size=30, progress=False,
+                       command_line="deconvviz report --test")
+    written = save_report(rep, tmp_path / "r", h5=True, png=False)
+    h5 = tmp_path / "r" / "report.h5"
+    assert h5 in written
+    with h5py.File(h5, "r") as f:
+        assert f.attrs["format"] == REPORT_FORMAT and f.attrs["format_version"] == REPORT_VERSION
+        assert f.attrs["num_images"] == 80 and f.attrs["command_line"] == "deconvviz report --test"
+        assert list(f.keys()) == ["layer1", "layer2"]
+        assert f["layer2/activation"].dtype == np.float32
+        assert f["layer2/image_index"].dtype == np.int64
+        assert f["layer2/projection"].shape == (64, 4, 3, 32, 32)
+        assert f["layer2/patch"].shape == (64, 4, 3, 16, 16)
+    back = read_report_h5(h5)
+    for L, lr in rep.layers.items():
+        for name in ("activation", "image_index", "label", "position", "projection", "patch",
+                     "patch_box", "patch_origin"):
+            assert np.array_equal(getattr(back.layers[L], name), getattr(lr, name)), name
+        assert back.layers[L].rf_size == lr.rf_size
+    # Redraw from the file alone: same PNG pixels as drawn from the report in memory.
+    out = tmp_path / "rendered"
+    render_report(h5, out)
+    from PIL import Image
+    for L, f in ((1, 0), (2, 63)):
+        got = np.asarray(Image.open(out / f"layer{L}" / f"feature{f:03d}.png"))
+        assert np.array_equal(got, feature_panel(rep.layers[L], f))
+    assert (out / "layer1.png").is_file() and (out / "layer2.png").is_file()
+    assert len(list((out / "layer2").glob("*.png"))) == 64
+    # The patch row of a feature PNG shows the stored patch pixels (4x nearest upscaling).
+    panel = np.asarray(Image.open(out / "layer2" / "feature005.png"))
+    patch = back.layers[2].patch[5, 0].transpose(1, 2, 0)
+    y, x = 2 + 64 + 2, 2  # second row, first tile (tiles are 64x64, 2-pixel gaps)
+    box, origin = back.layers[2].patch_box[5, 0], back.layers[2].patch_origin[5, 0]
+    oy, ox = box[0] - origin[0], box[1] - origin[1]
+    inner = panel[y + 4 * oy:y + 4 * (oy + box[2] - box[0]):4,
+                  x + 4 * ox:x + 4 * (ox + box[3] - box[1]):4]
+    assert np.array_equal(inner, patch[oy:oy + box[2] - box[0], ox:ox + box[3] - box[1]])
+
+
+def _run(args):
+    return CliRunner().invoke(main, args, catch_exceptions=False)
+
+
+def test_cli_report_and_render(tiny_checkpoint, image_folder, tmp_path):
+    out = tmp_path / "rep"
+    res = _run(["report", "--model", str(tiny_checkpoint), "--data", str(image_folder),
+                "--limit", "30", "--top", "3", "--layer", "2", "--batch-size", "20",
+                "--out", str(out), "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert f"wrote {out / 'report.h5'}" in res.output
+    assert f"wrote 64 feature PNGs in {out / 'layer2'}" in res.output
+    rep = read_report_h5(out / "report.h5")
+    assert list(rep.layers) == [2] and rep.attrs["num_images"] == 30
+    assert rep.attrs["data_source"] == str(image_folder)
+    # Indices follow torchvision's ImageFolder order: class "a" (odd files) first.
+    order = sorted(image_folder.glob("*/*.png"), key=lambda p: (p.parent.name, p.name))
+    src_images = [np.asarray(__import__("PIL.Image").Image.open(p)) for p in order]
+    lr = rep.layers[2]
+    y0, x0, y1, x1 = lr.patch_box[3, 0]
+    oy, ox = y0 - lr.patch_origin[3, 0, 0], x0 - lr.patch_origin[3, 0, 1]
+    assert np.array_equal(lr.patch[3, 0, :, oy:oy + y1 - y0, ox:ox + x1 - x0].transpose(1, 2, 0),
+                          src_images[lr.image_index[3, 0]][y0:y1, x0:x1])
+    assert len(rep.attrs["checkpoint_sha256"]) == 64
+    res = _run(["render", str(out / "report.h5"), "--out", str(tmp_path / "png")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "png" / "layer2.png").is_file()
+    # Checked before the data is read: the default source is never generated here.
+    res = _run(["report", "--model", str(tiny_checkpoint), "--layer", "5", "--out", str(out)])
+    assert res.exit_code != 0
+    assert "Error: layer 5 is out of range: this network has layers 1..2" in res.output
+
+
+def test_render_rejects_damaged_and_foreign_files(tmp_path):
+    junk = tmp_path / "junk.h5"
+    junk.write_bytes(b"\x89HDF\r\n\x1a\n" + os.urandom(200))
+    foreign = tmp_path / "foreign.h5"
+    with h5py.File(foreign, "w") as f:
+        f.attrs["format"] = "keras"
+        f.create_dataset("x", data=[1, 2, 3])
+    newer = tmp_path / "newer.h5"
+    with h5py.File(newer, "w") as f:
+        f.attrs["format"] = REPORT_FORMAT
+        for a in ("format_version", "package_version", "checkpoint_sha256", "data_source",
+                  "split", "num_images", "command_line", "top_k", "layers"):
+            f.attrs[a] = 99
+    cases = [(junk, "is not a readable HDF5 file"),
+             (foreign, "is not a deconvviz report (format attribute 'keras'"),
+             (newer, "has format version 99; this deconvviz reads versions 1..1"),
+             (tmp_path / "missing.h5", "does not exist")]
+    for path, message in cases:
+        res = _run(["render", str(path), "--out", str(tmp_path / "o")])
+        assert res.exit_code == 1, res.output
+        lines = res.output.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0] and "Traceback" not in res.output
+    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
+
+
+def test_damaged_layer_arrays_are_reported(model, tmp_path):
+    rep = build_report(model, _subset(10), [1], 2, progress=False)
+    save_report(rep, tmp_path, png=False)
+    with h5py.File(tmp_path / "report.h5", "a") as f:
+        del f["layer1/patch_box"]
+        f["layer1"].create_dataset("patch_box", data=np.zeros((3, 3), dtype=np.int64))
+    with pytest.raises(DeconvvizError, match=r"layer1/patch_box has shape \(3, 3\), "
+                                             r"expected \(32, 2, 4\)"):
+        read_report_h5(tmp_path / "report.h5")
+
+
+def _snapshot(folder: Path):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_interrupted_runs_leave_the_earlier_report_untouched(tiny_checkpoint, image_folder,
+                                                             tmp_path, monkeypatch):
+    out = tmp_path / "rep"
+    base = ["report", "--model", str(tiny_checkpoint), "--data", str(image_folder), "--top", "2", "--layer", "1", "--batch-size", "10", "--out", str(out),
+            "--quiet"]
+    assert _run(base).exit_code == 0
+    before = _snapshot(out)
+    assert Path("report.h5") in before and len(before) == 1 + 1 + 32
+
+    # Ctrl-C in the middle of the scan.
+    import deconvviz.report as report_mod
+    calls = {"n": 0}
+    real_read = ImageSource.read
+
+    def interrupted_read(self, start, stop):
+        calls["n"] += 1
+        if calls["n"] == 3:
+            raise KeyboardInterrupt
+        return real_read(self, start, stop)
+
+    monkeypatch.setattr(ImageSource, "read", interrupted_read)
+    res = _run(base + ["--top", "3"])
+    assert res.exit_code == 130
+    monkeypatch.setattr(ImageSource, "read", real_read)
+    assert _snapshot(out) == before
+
+    # Disk full while the PNGs are written (the HDF5 temp file is complete by then).
+    written = {"n": 0}
+    real_png = report_mod.write_png
+
+    def full_disk(array, path):
+        written["n"] += 1
+        if written["n"] == 5:
+            raise OSError(28, "No space left on device", str(path))
+        real_png(array, path)
+
+    monkeypatch.setattr(report_mod, "write_png", full_disk)
+    res = _run(base + ["--top", "3"])
+    assert res.exit_code == 1 and "No space left on device" in res.output
+    assert "Traceback" not in res.output
+    assert _snapshot(out) == before  # no temp file left, nothing replaced
+
+
+def test_second_report_does_not_decode_again(tiny_checkpoint, tmp_path, monkeypatch):
+    from PIL import Image
+    import deconvviz.data.sources as data_mod
+    root = tmp_path / "jpegs" / "cls"
+    root.mkdir(parents=True)
+    images, _ = synthetic_images(6, seed=4)
+    for i in range(6):
+        Image.fromarray(images[i].permute(1, 2, 0).numpy()).save(root / f"{i}.jpg")
+    decoded = {"n": 0}
+    real = data_mod._decode
+
+    def counting(*a, **kw):
+        decoded["n"] += 1
+        return real(*a, **kw)
+
+    monkeypatch.setattr(data_mod, "_decode", counting)
+    args = ["report", "--model", str(tiny_checkpoint), "--data", str(tmp_path / "jpegs"),
+            "--top", "2", "--layer", "1", "--no-png", "--quiet"]
+    assert _run(args + ["--out", str(tmp_path / "a")]).exit_code == 0
+    assert decoded["n"] == 6
+    assert _run(args + ["--out", str(tmp_path / "b")]).exit_code == 0
+    assert decoded["n"] == 6  # read back from the decoded-image cache
+    a, b = read_report_h5(tmp_path / "a" / "report.h5"), read_report_h5(tmp_path / "b" / "report.h5")
+    assert np.array_equal(a.layers[1].projection, b.layers[1].projection)
+
+
+@pytest.mark.parametrize("rule", ["deconvnet", "guided", "gradient"])
+def test_batched_seed_projection_equals_autograd_on_a_strided_dilated_stack(rule):
+    # Overlapping 3x3/2 pools, stride 2, dilation 2, ceil mode, a block without a pool,
+    # and positions at every border: the closed-form seed block must match autograd.
+    model = alexnet_like(seed=3)
+    images, _ = synthetic_images(5, seed=5)
+    gen = torch.Generator().manual_seed(0)
+    tops = {}
+    for info in list_layers(model, (32, 32)):
+        F_, k = info.features, 2
+        oh, ow = info.output_size
+        pos = torch.stack([torch.randint(0, oh, (F_, k), generator=gen),
+                           torch.randint(0, ow, (F_, k), generator=gen)], dim=-1)
+        pos[0, 0] = torch.tensor([0, 0])
+        pos[1, 0] = torch.tensor([oh - 1, ow - 1])
+        idx = torch.randint(0, 5, (F_, k), generator=gen)
+        tops[info.index] = TopK(torch.zeros(F_, k), idx, pos)
+    pix = {i: images[i] for i in range(5)}
+    proj, acts = project_seeds(model, pix, tops, rule=rule, mean=[0.0] * 3, std=[1.0] * 3,
+                               images_per_pass=2)
+    x_all = images.double() / 255.0
+    for info in list_layers(model, (32, 32)):
+        L, t = info.index, tops[info.index]
+        with torch.no_grad():
+            out = model[:info.end](x_all)
+        for f in range(info.features):
+            for j in range(2):
+                i, (py, px) = int(t.image_index[f, j]), t.position[f, j].tolist()
+                assert acts[L][f, j] == pytest.approx(float(out[i, f, py, px]), abs=1e-6)
+                ref = reference_projection(model, x_all[i:i + 1], info.end, f, rule=rule,
+                                           position=(py, px))
+                np.testing.assert_allclose(proj[L][f, j].numpy(), ref[0].numpy(),
+                                           rtol=1e-5, atol=1e-6)

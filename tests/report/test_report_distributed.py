@@ -1,0 +1,65 @@
+"""``deconvviz report`` under torchrun: 2 gloo processes give exactly the 1-process report."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+
+from deconvviz.data.sources import synthetic_images
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def _env(tmp_path):
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + os.pathsep + env.get("PYTHONPATH", "")
+    env["DECONVVIZ_CACHE"] = str(tmp_path / "cache")
+    # torchrun sets one thread per worker; the 1-process run uses the same, so that the
+    # two runs do the same arithmetic.
+    env["OMP_NUM_THREADS"] = "1"
+    return env
+
+
+def test_two_gloo_processes_match_one_process(tiny_checkpoint, tmp_path):
+    pytest.importorskip("torch.distributed")
+    import torch.distributed as dist
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("this torch build has no gloo backend")
+    from PIL import Image
+    data = tmp_path / "data"
+    images, _ = synthetic_images(60, seed=3)
+    for i in range(60):
+        d = data / f"c{i % 3}"
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(images[i].permute(1, 2, 0).numpy()).save(d / f"{i:02d}.png")
+    launcher = tmp_path / "launch.py"
+    launcher.write_text("from deconvviz.cli import main\nmain()\n")
+    args = ["report", "--model", str(tiny_checkpoint), "--data", str(data), "--top", "4",
+            "--batch-size", "8", "--no-png", "--quiet"]
+    env = _env(tmp_path)
+    one = subprocess.run([sys.executable, str(launcher)] + args + ["--out", str(tmp_path / "one")],
+                         env=env, capture_output=True, text=True, timeout=240)
+    assert one.returncode == 0, one.stderr
+    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                          "--nproc_per_node", "2", str(launcher)] + args
+                         + ["--out", str(tmp_path / "two")],
+                         env=env, capture_output=True, text=True, timeout=240)
+    assert two.returncode == 0, two.stderr[-3000:]
+    # Only rank 0 writes and prints.
+    assert two.stdout.count("wrote ") == 1, two.stdout
+    with h5py.File(tmp_path / "one" / "report.h5") as a, \
+            h5py.File(tmp_path / "two" / "report.h5") as b:
+        assert b.attrs["world_size"] == 2 and a.attrs["world_size"] == 1
+        assert b.attrs["num_images"] == a.attrs["num_images"] == 60
+        assert list(a.keys()) == list(b.keys()) == ["layer1", "layer2"]
+        for group in a:
+            for name in a[group]:
+                x, y = a[group][name][()], b[group][name][()]
+                assert x.dtype == y.dtype and np.array_equal(x, y), f"{group}/{name}"
+    assert not list((tmp_path / "two").glob(".*part"))
