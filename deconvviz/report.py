@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Union
 
 import numpy as np
 import torch
@@ -28,7 +28,7 @@ from torch import nn
 from . import __version__
 from .data.sources import ImageSource
 from .engine.deconvnet import RULES
-from .engine.distributed import gather_topk
+from .engine.distributed import Ranks, gather_topk
 from .engine.receptive import extract_patches
 from .engine.seeds import project_seeds
 from .engine.topk import finalize_topk, layer_infos, normalization_of, scan_topk
@@ -45,7 +45,7 @@ __all__ = ["build_report", "report_paths", "save_report", "render_report"]
 def build_report(model: nn.Module, source: ImageSource, layers: Optional[Sequence[int]] = None,
                  k: int = 9, *, batch_size: int = 500, device: Union[str, torch.device] = "cpu",
                  rule: str = "deconvnet", progress: bool = True, limit: Optional[int] = None,
-                 shard: Optional[Tuple[int, int]] = None, command_line: str = "",
+                 ranks: Optional[Ranks] = None, command_line: str = "",
                  timings: Optional[dict] = None
                  ) -> Optional[Report]:
     """Scan ``source`` once and build the paper's Figure 2 for every feature of ``layers``.
@@ -53,10 +53,10 @@ def build_report(model: nn.Module, source: ImageSource, layers: Optional[Sequenc
     ``model``: a network loaded with :func:`~deconvviz.checkpoint.load_model` (its
     ``meta`` gives normalisation and checkpoint hash); ``layers``: layer numbers
     (default: every conv layer); ``k``: images kept per feature; ``limit``: scan
-    only the first ``limit`` images. With ``shard=(rank, world)`` inside an
-    initialised ``torch.distributed`` group, each rank scans its share, the
-    lists are merged exactly, and rank 0 projects and returns the report while
-    other ranks return ``None``. The returned :class:`Report` is what
+    only the first ``limit`` images. With ``ranks`` (a
+    :class:`~deconvviz.engine.distributed.Ranks` of a ``torchrun`` job), each rank
+    scans its share in one agreed stage, the lists are merged exactly, and rank
+    0 projects and returns the report while other ranks return ``None``. The returned :class:`Report` is what
     :func:`write_report_h5` stores and :func:`render_report` draws. ``timings``, if
     given, receives the seconds spent in ``"scan"`` (including the merge across
     ranks) and ``"project"`` (projections and patches), for benchmarks.
@@ -68,16 +68,19 @@ def build_report(model: nn.Module, source: ImageSource, layers: Optional[Sequenc
     if n < 1:
         raise DeconvvizError(f"{source.description} has no images to scan")
     infos = layer_infos(model, layers, source.image_size)
-    rank, world = shard if shard is not None else (0, 1)
+    ranks = ranks if ranks is not None else Ranks(0, 1, str(device))
+    rank, world = ranks.rank, ranks.world
     timings = {} if timings is None else timings
     t0 = time.perf_counter()
     # Each rank's share of images, for its progress bar (batches are dealt round-robin).
     mine = sum(min(n, s + batch_size) - s for b, s in enumerate(range(0, n, batch_size))
                if b % world == rank)
-    with Progress(mine, "scan" if world == 1 else f"scan (rank {rank}/{world})",
-                  enabled=progress and rank == 0) as bar:
+    with ranks.stage("the scan"), Progress(
+            mine, "scan" if world == 1 else f"scan (rank {rank}/{world})",
+            enabled=progress and rank == 0) as bar:
         tops = scan_topk(model, source, [i.index for i in infos], k, batch_size=batch_size,
-                         device=device, progress=bar, shard=shard, stop=n, mean=mean, std=std)
+                         device=device, progress=bar, shard=(rank, world), stop=n, mean=mean,
+                         std=std)
     if world > 1:
         tops = gather_topk(tops, device)
         if rank != 0:

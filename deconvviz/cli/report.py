@@ -64,29 +64,31 @@ def report(checkpoint, data, split, layers, k, batch_size, limit, device, rule, 
 
     device = resolve_device(device)
     out_dir = Path(out)
-    with distributed_context(device) as (rank, world, device):
-        if rank == 0:
-            check_writable_dir(out_dir)
-        model = load_model(checkpoint, device=device)
-        for L in layers:  # before reading (maybe decoding) the data: fail fast
-            get_layer(model, L)
-        if world > 1:
-            import torch.distributed as dist
-            # Rank 0 decodes (and caches) the images first; the others then read the cache.
-            if rank == 0:
+    written = None
+    # Under torchrun every rank runs the same stages; at the end of each they agree whether
+    # all succeeded, so an error on one rank stops every rank with one line, and no rank
+    # leaves the process group while rank 0 is still writing.
+    with distributed_context(device) as ranks:
+        with ranks.stage("setup"):
+            if ranks.writer:
+                check_writable_dir(out_dir)
+            model = load_model(checkpoint, device=ranks.device)
+            for L in layers:  # before reading (maybe decoding) the data: fail fast
+                get_layer(model, L)
+            if ranks.writer:  # rank 0 decodes (and caches) the images first ...
                 source = resolve_source(data, split=split)
-            dist.barrier()
-            if rank != 0:
+        with ranks.stage("reading the data"):
+            if not ranks.writer:  # ... the others then read the cache
                 source = resolve_source(data, split=split)
-        else:
-            source = resolve_source(data, split=split)
-        result = build_report(model, source, list(layers) or None, k, batch_size=batch_size,
-                              device=device, rule=rule, progress=not quiet, limit=limit,
-                              shard=(rank, world), command_line=command_line())
-        if result is None:  # another rank writes
-            return
-        written = save_report(result, out_dir, h5=True, png=png)
-    _echo_written(written, out_dir)
+        with ranks.stage("the report"):
+            result = build_report(model, source, list(layers) or None, k,
+                                  batch_size=batch_size, device=ranks.device, rule=rule,
+                                  progress=not quiet, limit=limit, ranks=ranks,
+                                  command_line=command_line())
+            if result is not None:  # rank 0 writes; the others wait here for it
+                written = save_report(result, out_dir, h5=True, png=png)
+    if written is not None:
+        _echo_written(written, out_dir)
 
 
 @click.command()

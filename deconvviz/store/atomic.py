@@ -60,7 +60,10 @@ def atomic_paths(targets: Sequence[Union[str, Path]]) -> Iterator[Sequence[Path]
         mode = 0o666 & ~_umask()  # mkstemp makes 0600 files; give them the usual mode
         for tmp, t in zip(tmps, targets):
             os.chmod(tmp, mode)
-            os.replace(tmp, t)
+            try:
+                os.replace(tmp, t)
+            except OSError as exc:
+                raise DeconvvizError(f"cannot write {t}: {exc.strerror or exc}") from None
     finally:
         for tmp in tmps:
             if tmp.exists():

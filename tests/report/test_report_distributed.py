@@ -63,3 +63,37 @@ def test_two_gloo_processes_match_one_process(tiny_checkpoint, tmp_path):
                 x, y = a[group][name][()], b[group][name][()]
                 assert x.dtype == y.dtype and np.array_equal(x, y), f"{group}/{name}"
     assert not list((tmp_path / "two").glob(".*part"))
+
+
+def test_a_failing_rank_stops_every_rank_with_one_line(tiny_checkpoint, tmp_path):
+    """Rank 0 fails while writing (report.h5 is a folder): every rank says so in one line,
+    exits non-zero, and nothing half-written is left."""
+    pytest.importorskip("torch.distributed")
+    import torch.distributed as dist
+    if not dist.is_available() or not dist.is_gloo_available():
+        pytest.skip("this torch build has no gloo backend")
+    from PIL import Image
+    data = tmp_path / "data"
+    images, _ = synthetic_images(12, seed=3)
+    for i in range(12):
+        d = data / f"c{i % 2}"
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(images[i].permute(1, 2, 0).numpy()).save(d / f"{i:02d}.png")
+    launcher = tmp_path / "launch.py"
+    launcher.write_text("from deconvviz.cli import main\nmain()\n")
+    out = tmp_path / "out"
+    (out / "report.h5").mkdir(parents=True)
+    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
+                        "--nproc_per_node", "2", str(launcher), "report", "--model",
+                        str(tiny_checkpoint), "--data", str(data), "--top", "2", "--batch-size",
+                        "4", "--no-png", "--quiet", "--out", str(out)],
+                       env=_env(tmp_path), capture_output=True, text=True, timeout=240)
+    assert r.returncode != 0
+    ours = [line for line in (r.stdout + r.stderr).splitlines() if line.startswith("Error:")]
+    assert sorted(ours) == sorted([
+        f"Error: cannot write {out / 'report.h5'}: Is a directory",
+        "Error: process 0 of this torchrun job failed during the report (see its error); "
+        "process 1 stopped too"]), r.stderr[-3000:]
+    assert "terminate called" not in r.stderr
+    assert sorted(p.name for p in out.iterdir()) == ["report.h5"]
+    assert not list((out / "report.h5").iterdir())
