@@ -19,7 +19,7 @@ from __future__ import annotations
 import json
 import time
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -34,33 +34,26 @@ from .engine.seeds import project_seeds
 from .engine.topk import finalize_topk, layer_infos, normalization_of, scan_topk
 from .errors import DeconvvizError
 from .progress import Progress
-from .render.report_png import feature_panel, layer_figure, write_png
+from .render.report_png import feature_png, layer_figure, write_png
 from .store.atomic import atomic_paths, check_writable_dir
-from .store.report import (REPORT_FILE, REPORT_FORMAT, REPORT_VERSION, LayerReport, Report,
-                           read_report_h5, write_report_h5)
+from .store.report import (PROJECTION_DTYPES, REPORT_FILE, REPORT_FORMAT, REPORT_VERSION,
+                           ImageTable, LayerReport, Report, ReportWriter, read_report_h5,
+                           write_report_h5)
 
-__all__ = ["build_report", "report_paths", "save_report", "render_report"]
+__all__ = ["build_report", "write_report", "report_paths", "save_report", "render_report"]
 
 
-def build_report(model: nn.Module, source: ImageSource, layers: Optional[Sequence[int]] = None,
-                 k: int = 9, *, batch_size: int = 500, device: Union[str, torch.device] = "cpu",
-                 rule: str = "deconvnet", progress: bool = True, limit: Optional[int] = None,
-                 ranks: Optional[Ranks] = None, command_line: str = "",
-                 timings: Optional[dict] = None
-                 ) -> Optional[Report]:
-    """Scan ``source`` once and build the paper's Figure 2 for every feature of ``layers``.
+class _Scan:
+    """What the scan found (on the rank that writes): layers, top-k lists, kept images."""
 
-    ``model``: a network loaded with :func:`~deconvviz.checkpoint.load_model` (its
-    ``meta`` gives normalisation and checkpoint hash); ``layers``: layer numbers
-    (default: every conv layer); ``k``: images kept per feature; ``limit``: scan
-    only the first ``limit`` images. With ``ranks`` (a
-    :class:`~deconvviz.engine.distributed.Ranks` of a ``torchrun`` job), each rank
-    scans its share in one agreed stage, the lists are merged exactly, and rank
-    0 projects and returns the report while other ranks return ``None``. The returned :class:`Report` is what
-    :func:`write_report_h5` stores and :func:`render_report` draws. ``timings``, if
-    given, receives the seconds spent in ``"scan"`` (including the merge across
-    ranks) and ``"project"`` (projections and patches), for benchmarks.
-    """
+    def __init__(self, infos, tops, n, mean, std, world):
+        self.infos, self.tops, self.n = infos, tops, n
+        self.mean, self.std, self.world = mean, std, world
+
+
+def _scan(model, source, layers, k, *, batch_size, device, rule, progress, limit, ranks,
+          timings) -> Optional[_Scan]:
+    """Scan ``source`` (each rank its share, merged exactly); None on ranks that do not write."""
     if rule not in RULES:
         raise DeconvvizError(f"rule must be one of {', '.join(RULES)}; got {rule!r}")
     mean, std = normalization_of(model)
@@ -70,7 +63,6 @@ def build_report(model: nn.Module, source: ImageSource, layers: Optional[Sequenc
     infos = layer_infos(model, layers, source.image_size)
     ranks = ranks if ranks is not None else Ranks(0, 1, str(device))
     rank, world = ranks.rank, ranks.world
-    timings = {} if timings is None else timings
     t0 = time.perf_counter()
     # Each rank's share of images, for its progress bar (batches are dealt round-robin).
     mine = sum(min(n, s + batch_size) - s for b, s in enumerate(range(0, n, batch_size))
@@ -87,73 +79,184 @@ def build_report(model: nn.Module, source: ImageSource, layers: Optional[Sequenc
             return None
     tops = {L: finalize_topk(t, n) for L, t in tops.items()}
     timings["scan"] = time.perf_counter() - t0
-    t0 = time.perf_counter()
-    # Read every kept image once, whatever the number of layers that keep it.
-    wanted = sorted({int(i) for t in tops.values() for i in t.image_index.reshape(-1).tolist()})
-    pixels = source.read_indices(wanted)
-    images = {i: pixels[j] for j, i in enumerate(wanted)}
+    return _Scan(infos, tops, n, mean, std, world)
+
+
+def _attrs(model, source, scan: _Scan, k: int, rule: str, command_line: str) -> dict:
     meta = getattr(model, "meta", None) or {}
-    report = Report(attrs={
+    return {
         "format": REPORT_FORMAT, "format_version": REPORT_VERSION,
         "package_version": __version__,
         "checkpoint_sha256": str(meta.get("sha256", "")),
         "checkpoint_path": str(meta.get("path", "")),
         "data_source": source.description, "data_kind": source.kind,
         "data_fingerprint": source.fingerprint,
-        "split": source.split or "", "num_images": n, "command_line": command_line,
-        "top_k": int(k), "layers": [i.index for i in infos], "rule": rule, "unpool": "switches",
-        "mean": [float(v) for v in mean], "std": [float(v) for v in std],
+        "split": source.split or "", "num_images": scan.n, "command_line": command_line,
+        "top_k": int(k), "layers": [i.index for i in scan.infos], "rule": rule,
+        "unpool": "switches",
+        "mean": [float(v) for v in scan.mean], "std": [float(v) for v in scan.std],
         "image_size": list(source.image_size),
         "class_names": json.dumps(list(source.class_names)),
-        "world_size": world,
-    })
-    projections, _ = project_seeds(model, images, tops, rule=rule, device=device, mean=mean,
-                                   std=std)
-    for info in infos:
-        top = tops[info.index]
+        "world_size": scan.world,
+    }
+
+
+def _kept_images(source: ImageSource, scan: _Scan) -> ImageTable:
+    """Every kept image, read once whatever the number of layers that keep it."""
+    wanted = sorted({int(i) for t in scan.tops.values() for i in t.image_index.reshape(-1).tolist()})
+    pixels = source.read_indices(wanted)
+    paths = list(source.paths) if source.paths else []
+    return ImageTable(index=np.asarray(wanted, dtype=np.int64),
+                      pixels=pixels.numpy().astype(np.uint8, copy=False),
+                      label=source.labels[wanted].numpy().astype(np.int64) if wanted else
+                      np.zeros(0, np.int64),
+                      path=[str(paths[i]) if paths else "" for i in wanted])
+
+
+def _layer_reports(model, scan: _Scan, table: ImageTable, *, rule, device
+                   ) -> Iterator[LayerReport]:
+    """Project and cut one layer at a time (memory holds one layer's results)."""
+    images = {int(i): torch.from_numpy(table.pixels[j]) for j, i in enumerate(table.index)}
+    for info in scan.infos:
+        top = scan.tops[info.index]
+        projections, _ = project_seeds(model, images, {info.index: top}, rule=rule,
+                                       device=device, mean=scan.mean, std=scan.std, windows=True)
         flat_idx = top.image_index.reshape(-1)
-        seed_pix = torch.stack([images[int(i)] for i in flat_idx]) if flat_idx.numel() else \
-            torch.zeros((0, 3) + tuple(source.image_size), dtype=torch.uint8)
+        rows = np.searchsorted(table.index, flat_idx.numpy())
+        seed_pix = torch.from_numpy(table.pixels[rows]) if flat_idx.numel() else \
+            torch.zeros((0, 3) + tuple(info.image_size), dtype=torch.uint8)
         patch, box, origin = extract_patches(info, seed_pix, top.position.reshape(-1, 2))
         F_, kk = top.image_index.shape
-        labels = source.labels[flat_idx] if flat_idx.numel() else flat_idx
-        report.layers[info.index] = LayerReport(
+        yield LayerReport(
             layer=info.index, path=info.path, output_size=info.output_size,
             rf_size=info.rf_size, rf_jump=info.rf_jump, rf_start=info.rf_start,
             activation=top.activation.numpy().astype(np.float32),
             image_index=top.image_index.numpy(),
-            label=labels.reshape(F_, kk).numpy().astype(np.int64),
+            label=table.label[rows].reshape(F_, kk).astype(np.int64),
             position=top.position.numpy(),
             projection=projections[info.index].numpy(),
             patch=patch.reshape(F_, kk, *patch.shape[1:]).numpy(),
             patch_box=box.reshape(F_, kk, 4).numpy(),
             patch_origin=origin.reshape(F_, kk, 2).numpy())
+
+
+def build_report(model: nn.Module, source: ImageSource, layers: Optional[Sequence[int]] = None,
+                 k: int = 9, *, batch_size: int = 500, device: Union[str, torch.device] = "cpu",
+                 rule: str = "deconvnet", progress: bool = True, limit: Optional[int] = None,
+                 ranks: Optional[Ranks] = None, command_line: str = "",
+                 timings: Optional[dict] = None
+                 ) -> Optional[Report]:
+    """Scan ``source`` once and build the paper's Figure 2 for every feature of ``layers``,
+    in memory (:func:`write_report` streams it to disk instead).
+
+    ``model``: a network loaded with :func:`~deconvviz.models.checkpoint.load_model`
+    (its ``meta`` gives normalisation and checkpoint hash); ``layers``: layer
+    numbers (default: every conv layer); ``k``: images kept per feature;
+    ``limit``: scan only the first ``limit`` images. With ``ranks`` (a
+    :class:`~deconvviz.engine.distributed.Ranks` of a ``torchrun`` job), each
+    rank scans its share in one agreed stage, the lists are merged exactly, and
+    rank 0 projects and returns the report while other ranks return ``None``.
+    The returned :class:`Report` is what
+    :func:`~deconvviz.store.report.write_report_h5` stores and
+    :func:`render_report` draws. ``timings``, if given, receives the seconds spent
+    in ``"scan"`` (including the merge across ranks) and ``"project"``
+    (projections and patches), for benchmarks.
+    """
+    timings = {} if timings is None else timings
+    scan = _scan(model, source, layers, k, batch_size=batch_size, device=device, rule=rule,
+                 progress=progress, limit=limit, ranks=ranks, timings=timings)
+    if scan is None:
+        return None
+    t0 = time.perf_counter()
+    table = _kept_images(source, scan)
+    report = Report(attrs=_attrs(model, source, scan, k, rule, command_line), images=table)
+    for lr in _layer_reports(model, scan, table, rule=rule, device=device):
+        report.layers[lr.layer] = lr
     timings["project"] = time.perf_counter() - t0
     return report
+
+
+def write_report(model: nn.Module, source: ImageSource, out_dir: Union[str, Path],
+                 layers: Optional[Sequence[int]] = None, k: int = 9, *, batch_size: int = 500,
+                 device: Union[str, torch.device] = "cpu", rule: str = "deconvnet",
+                 progress: bool = True, limit: Optional[int] = None,
+                 ranks: Optional[Ranks] = None, command_line: str = "", png: bool = True,
+                 projection_dtype: str = "float32", timings: Optional[dict] = None
+                 ) -> Optional[List[Path]]:
+    """Like :func:`build_report`, but each layer goes to ``out_dir`` as soon as it is
+    computed (``report.h5``, and with ``png`` the layer's PNGs), so peak memory does
+    not grow with the number of layers or images. All files appear together, only
+    when every one is complete: a failure or Ctrl-C leaves an earlier report
+    untouched and nothing half-written. Returns the paths written (None on ranks
+    that do not write). ``projection_dtype``: ``"float32"`` or ``"float16"``.
+    """
+    if projection_dtype not in PROJECTION_DTYPES:
+        raise DeconvvizError(f"projection dtype must be one of {', '.join(PROJECTION_DTYPES)}; "
+                             f"got {projection_dtype!r}")
+    timings = {} if timings is None else timings
+    out_dir = check_writable_dir(out_dir)
+    scan = _scan(model, source, layers, k, batch_size=batch_size, device=device, rule=rule,
+                 progress=progress, limit=limit, ranks=ranks, timings=timings)
+    if scan is None:
+        return None
+    t0 = time.perf_counter()
+    attrs = _attrs(model, source, scan, k, rule, command_line)
+    paths = _paths(out_dir, [(i.index, i.features) for i in scan.infos])
+    keys = [key for key in paths if key == "h5" or png]
+    if png:
+        for info in scan.infos:
+            check_writable_dir(out_dir / f"layer{info.index}")
+    targets = [paths[key] for key in keys]
+    with atomic_paths(targets) as tmps:
+        tmp = dict(zip(keys, tmps))
+        table = _kept_images(source, scan)
+        with ReportWriter(tmp["h5"], attrs, projection_dtype) as writer:
+            writer.add_images(table)
+            for lr in _layer_reports(model, scan, table, rule=rule, device=device):
+                writer.add_layer(lr)
+                if png:
+                    _draw_layer(lr, attrs, tmp)
+    timings["project"] = time.perf_counter() - t0
+    return targets
+
+
+def _paths(out_dir: Path, layers: Sequence[Tuple[int, int]]) -> Dict[str, Path]:
+    paths = {"h5": out_dir / REPORT_FILE}
+    for L, features in layers:
+        paths[f"layer{L}"] = out_dir / f"layer{L}.png"
+        for f in range(features):
+            paths[f"layer{L}/feature{f}"] = out_dir / f"layer{L}" / f"feature{f:03d}.png"
+    return paths
 
 
 def report_paths(report: Report, out_dir: Union[str, Path]) -> Dict[str, Path]:
     """Where a report's files go: ``report.h5``, ``layer{L}.png`` and
     ``layer{L}/feature{f:03d}.png`` under ``out_dir`` (keys: ``"h5"``, ``"layer{L}"``,
     ``"layer{L}/feature{f}"``)."""
-    out_dir = Path(out_dir)
-    paths = {"h5": out_dir / REPORT_FILE}
-    for L in sorted(report.layers):
-        paths[f"layer{L}"] = out_dir / f"layer{L}.png"
-        for f in range(report.layers[L].features):
-            paths[f"layer{L}/feature{f}"] = out_dir / f"layer{L}" / f"feature{f:03d}.png"
-    return paths
+    return _paths(Path(out_dir), [(L, report.layers[L].features) for L in sorted(report.layers)])
+
+
+def _draw_layer(lr: LayerReport, attrs: dict, tmp: Dict[str, Path]) -> None:
+    src = attrs.get("data_source", "")
+    title = (f"layer {lr.layer}: top {lr.k} of {attrs.get('num_images', '?')} images per "
+             f"feature ({src})\nleft: deconvnet projections, right: image patches")
+    layer_figure(lr, title).savefig(tmp[f"layer{lr.layer}"], format="png")
+    classes = _class_names(attrs)
+    for f in range(lr.features):
+        write_png(feature_png(lr, f, classes), tmp[f"layer{lr.layer}/feature{f}"])
+
+
+def _class_names(attrs: dict) -> List[str]:
+    try:
+        names = json.loads(attrs.get("class_names", "[]") or "[]")
+    except (TypeError, ValueError):
+        return []
+    return [str(n) for n in names] if isinstance(names, list) else []
 
 
 def _draw_all(report: Report, targets: Dict[str, Path], tmp: Dict[str, Path]) -> None:
-    src = report.attrs.get("data_source", "")
     for L in sorted(report.layers):
-        lr = report.layers[L]
-        title = (f"layer {L}: top {lr.k} of {report.attrs.get('num_images', '?')} images per "
-                 f"feature ({src})\nleft: deconvnet projections, right: image patches")
-        layer_figure(lr, title).savefig(tmp[f"layer{L}"], format="png")
-        for f in range(lr.features):
-            write_png(feature_panel(lr, f), tmp[f"layer{L}/feature{f}"])
+        _draw_layer(report.layers[L], report.attrs, tmp)
 
 
 def save_report(report: Report, out_dir: Union[str, Path], *, h5: bool = True,

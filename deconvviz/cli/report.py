@@ -8,6 +8,7 @@ import click
 
 from ..engine.deconvnet import RULES
 from ..errors import DeconvvizError
+from ..store.report import PROJECTION_DTYPES
 from .common import (command_line, data_option, device_option, model_option, resolve_device,
                      split_option)
 
@@ -45,8 +46,11 @@ def _echo_written(paths, out_dir: Path) -> None:
               show_default=True, help="folder for report.h5 and the PNGs")
 @click.option("--png/--no-png", default=True, show_default=True,
               help="also draw the PNGs (they can be redrawn later with 'deconvviz render')")
+@click.option("--projection-dtype", type=click.Choice(PROJECTION_DTYPES), default="float32",
+              show_default=True, help="how projections are stored (float16 halves the file)")
 @click.option("--quiet", is_flag=True, help="no progress bars")
-def report(checkpoint, data, split, layers, k, batch_size, limit, device, rule, out, png, quiet):
+def report(checkpoint, data, split, layers, k, batch_size, limit, device, rule, out, png,
+           projection_dtype, quiet):
     """Top-K images of every feature over a whole data set (the paper's Figure 2).
 
     Scans the data once, keeps for each feature of the chosen layers the K
@@ -59,7 +63,7 @@ def report(checkpoint, data, split, layers, k, batch_size, limit, device, rule, 
     from ..engine.distributed import distributed_context
     from ..engine.layers import get_layer
     from ..models.checkpoint import load_model
-    from ..report import build_report, save_report
+    from ..report import write_report
     from ..store.atomic import check_writable_dir
 
     device = resolve_device(device)
@@ -80,13 +84,12 @@ def report(checkpoint, data, split, layers, k, batch_size, limit, device, rule, 
         with ranks.stage("reading the data"):
             if not ranks.writer:  # ... the others then read the cache
                 source = resolve_source(data, split=split)
-        with ranks.stage("the report"):
-            result = build_report(model, source, list(layers) or None, k,
-                                  batch_size=batch_size, device=ranks.device, rule=rule,
-                                  progress=not quiet, limit=limit, ranks=ranks,
-                                  command_line=command_line())
-            if result is not None:  # rank 0 writes; the others wait here for it
-                written = save_report(result, out_dir, h5=True, png=png)
+        with ranks.stage("the report"):  # rank 0 writes; the others wait here for it
+            written = write_report(model, source, out_dir, list(layers) or None, k,
+                                   batch_size=batch_size, device=ranks.device, rule=rule,
+                                   progress=not quiet, limit=limit, ranks=ranks,
+                                   command_line=command_line(), png=png,
+                                   projection_dtype=projection_dtype)
     if written is not None:
         _echo_written(written, out_dir)
 

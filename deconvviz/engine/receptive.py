@@ -8,7 +8,7 @@ import torch
 
 from .layers import LayerInfo
 
-__all__ = ["receptive_box", "boxes_for", "extract_patches"]
+__all__ = ["receptive_box", "boxes_for", "windows_for", "cut_windows", "extract_patches"]
 
 
 def receptive_box(info: LayerInfo, position: Tuple[int, int],
@@ -35,28 +35,45 @@ def boxes_for(info: LayerInfo, positions: torch.Tensor) -> torch.Tensor:
     return torch.stack([y0.clamp(0, H), x0.clamp(0, W), (y0 + info.rf_size[0]).clamp(0, H),
                         (x0 + info.rf_size[1]).clamp(0, W)], dim=-1)
 
+def windows_for(info: LayerInfo, position: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Receptive-field windows of output ``position`` s ``(S, 2)``: ``(box (S, 4), origin (S, 2))``.
+
+    ``box`` is ``(y0, x0, y1, x1)`` in image pixels, end exclusive, clipped at the
+    border; ``origin`` the unclipped top-left corner of the ``rf_size`` window.
+    """
+    pos = position.to(torch.int64).reshape(-1, 2)
+    origin = torch.stack([info.rf_start[0] + pos[:, 0] * info.rf_jump[0],
+                          info.rf_start[1] + pos[:, 1] * info.rf_jump[1]], dim=1)
+    return boxes_for(info, pos), origin
+
+
+def cut_windows(full: torch.Tensor, box: torch.Tensor, origin: torch.Tensor,
+                size: Tuple[int, int]) -> torch.Tensor:
+    """Cut ``full`` ``(S, C, H, W)`` to one window per row: ``(S, C, size_h, size_w)``.
+
+    Row ``s``'s clipped ``box[s]`` lands at ``box[s, :2] - origin[s]`` in its window;
+    the rest of the window (outside the image) is zero.
+    """
+    rh, rw = size
+    out = full.new_zeros((full.shape[0], full.shape[1], rh, rw))
+    for s in range(full.shape[0]):
+        y0, x0, y1, x1 = (int(v) for v in box[s])
+        if y1 <= y0 or x1 <= x0:
+            continue
+        oy, ox = y0 - int(origin[s, 0]), x0 - int(origin[s, 1])
+        out[s, :, oy:oy + y1 - y0, ox:ox + x1 - x0] = full[s, :, y0:y1, x0:x1]
+    return out
+
+
 def extract_patches(info: LayerInfo, images: torch.Tensor, position: torch.Tensor
                     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Image patches under the receptive fields of output ``position`` s.
 
     ``images``: ``uint8 (S, 3, H, W)``, one per seed; ``position``: ``(S, 2)``.
-    Returns ``(patch uint8 (S, 3, rf_h, rf_w), box int64 (S, 4), origin int64 (S, 2))``:
-    ``box`` is ``(y0, x0, y1, x1)`` in image pixels, end exclusive, clipped at the
-    border; ``origin`` the unclipped top-left of the receptive field. The patch
-    is the full receptive-field window, the clipped crop placed at
-    ``box[:2] - origin`` and zero where the window leaves the image.
+    Returns ``(patch uint8 (S, 3, rf_h, rf_w), box int64 (S, 4), origin int64 (S, 2))``
+    (see :func:`windows_for`): the patch is the full receptive-field window, the
+    clipped crop placed at ``box[:2] - origin`` and zero where the window leaves
+    the image.
     """
-    pos = position.to(torch.int64).reshape(-1, 2)
-    boxes = boxes_for(info, pos)
-    origin = torch.stack([info.rf_start[0] + pos[:, 0] * info.rf_jump[0],
-                          info.rf_start[1] + pos[:, 1] * info.rf_jump[1]], dim=1)
-    rh, rw = info.rf_size
-    patches = torch.zeros((pos.shape[0], images.shape[1], rh, rw), dtype=images.dtype)
-    for s in range(pos.shape[0]):
-        y0, x0, y1, x1 = (int(v) for v in boxes[s])
-        if y1 <= y0 or x1 <= x0:
-            continue
-        oy, ox = y0 - int(origin[s, 0]), x0 - int(origin[s, 1])
-        patches[s, :, oy:oy + y1 - y0, ox:ox + x1 - x0] = images[s, :, y0:y1, x0:x1]
-    return patches, boxes, origin
-
+    box, origin = windows_for(info, position)
+    return cut_windows(images, box, origin, info.rf_size), box, origin

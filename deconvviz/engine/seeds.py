@@ -11,6 +11,7 @@ from ..data.sources import ImageSource, normalize
 from ..errors import DeconvvizError
 from .deconvnet import RULES, project_recorded, recorded_forward
 from .layers import get_layer
+from .receptive import cut_windows, windows_for
 from .recording import record
 from .topk import TopK, model_dtype, normalization_of
 
@@ -19,7 +20,7 @@ __all__ = ["project_seeds", "project_topk"]
 
 def project_seeds(model: nn.Module, images: Dict[int, torch.Tensor], tops: Dict[int, TopK], *,
                   rule: str = "deconvnet", device: Union[str, torch.device] = "cpu",
-                  mean=None, std=None, images_per_pass: int = 1024
+                  mean=None, std=None, images_per_pass: int = 1024, windows: bool = False
                   ) -> Tuple[Dict[int, torch.Tensor], Dict[int, torch.Tensor]]:
     """Deconvnet projections of every kept seed of several layers, in batched passes.
 
@@ -32,6 +33,10 @@ def project_seeds(model: nn.Module, images: Dict[int, torch.Tensor], tops: Dict[
     the chunk's seeds go back in one batched reverse pass
     (:func:`deconvviz.deconvnet.project_recorded`).
     Returns ``({L: projections (F, k, 3, H, W) float32}, {L: seeded activation (F, k)})``.
+    With ``windows=True`` each projection is cut, chunk by chunk, to its seed's
+    receptive-field window (:func:`~deconvviz.engine.receptive.cut_windows`; the
+    projection is zero outside it): ``(F, k, 3, rf_h, rf_w)``, so memory does not
+    grow with the image size.
     """
     mean, std = normalization_of(model, mean, std)
     if rule not in RULES:
@@ -43,7 +48,8 @@ def project_seeds(model: nn.Module, images: Dict[int, torch.Tensor], tops: Dict[
     for L, top in tops.items():
         info = get_layer(model, L, shape[1:])
         F_, k = top.image_index.shape
-        projections[L] = torch.zeros((F_, k) + shape, dtype=torch.float32)
+        size = tuple(info.rf_size) if windows else shape[1:]
+        projections[L] = torch.zeros((F_, k, shape[0]) + size, dtype=torch.float32)
         activations[L] = torch.zeros((F_, k), dtype=torch.float32)
         flat_idx = top.image_index.reshape(-1)
         wanted = torch.unique(flat_idx)            # sorted
@@ -58,7 +64,11 @@ def project_seeds(model: nn.Module, images: Dict[int, torch.Tensor], tops: Dict[
                 proj, act, _ = project_recorded(
                     model, rec, info, local.to(device), (sel // k).to(device), mode="position",
                     rule=rule, position=top.position.reshape(-1, 2)[sel].to(device))
-            projections[L].view(F_ * k, *shape)[sel] = proj.float().cpu()
+            proj = proj.float().cpu()
+            if windows:
+                box, origin = windows_for(info, top.position.reshape(-1, 2)[sel])
+                proj = cut_windows(proj, box, origin, size)
+            projections[L].view(F_ * k, shape[0], *size)[sel] = proj
             activations[L].view(-1)[sel] = act.float().cpu()
     return projections, activations
 

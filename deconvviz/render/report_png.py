@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import numpy as np
 import torch
@@ -11,28 +11,28 @@ import torch
 from ..store.report import LayerReport
 from .display import grid_image, image_to_display, to_display
 
-__all__ = ["layer_cell", "feature_panel", "layer_figure", "write_png"]
+__all__ = ["layer_cell", "feature_panel", "feature_png", "layer_figure", "write_png",
+           "PANEL_TITLE_HEIGHT"]
 
 _TILE = 64  # per-feature PNG tiles are enlarged (nearest neighbour) to about this many pixels
 
 
 def _tiles(lr: LayerReport, f: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Display tiles of feature ``f``: projections cut to the receptive field, and patches.
+    """Display tiles of feature ``f``: its projections and patches, both cut to the
+    receptive-field window (as stored) and lined up.
 
-    Both ``(k, rf_h, rf_w, 3)`` in ``[0, 1]``. The projection of a seed is zero
-    outside its receptive field, so the cut loses nothing and lines it up with
-    the patch; patch pixels outside the image are drawn mid-grey.
+    Both ``(k, rf_h, rf_w, 3)`` in ``[0, 1]``. Window pixels outside the image are
+    drawn mid-grey in the patch (the projection is zero there anyway).
     """
     rh, rw = lr.rf_size
     k = lr.k
-    proj_cut = np.zeros((k, 3, rh, rw), dtype=np.float32)
     inside = np.zeros((k, rh, rw), dtype=bool)
     for j in range(k):
         y0, x0, y1, x1 = (int(v) for v in lr.patch_box[f, j])
         oy, ox = y0 - int(lr.patch_origin[f, j, 0]), x0 - int(lr.patch_origin[f, j, 1])
-        proj_cut[j, :, oy:oy + y1 - y0, ox:ox + x1 - x0] = lr.projection[f, j, :, y0:y1, x0:x1]
         inside[j, oy:oy + y1 - y0, ox:ox + x1 - x0] = True
-    proj = to_display(torch.from_numpy(proj_cut)) if k else np.zeros((0, rh, rw, 3))
+    proj = to_display(torch.from_numpy(np.asarray(lr.projection[f], dtype=np.float32))) if k \
+        else np.zeros((0, rh, rw, 3))
     patch = image_to_display(torch.from_numpy(lr.patch[f])) if k else np.zeros((0, rh, rw, 3))
     patch = np.where(inside[..., None], patch, 0.5)
     return proj, patch
@@ -60,6 +60,45 @@ def feature_panel(lr: LayerReport, f: int, scale: Optional[int] = None) -> np.nd
     tiles = [np.kron(t, np.ones((scale, scale, 1))) for t in list(proj) + list(patch)]
     grid = grid_image(tiles, max(1, lr.k), pad=2, background=1.0)
     return (grid * 255).round().clip(0, 255).astype(np.uint8)
+
+
+PANEL_TITLE_HEIGHT = 18   # pixels above the tiles of a feature PNG (its title)
+_CAPTION_LINE = 12        # pixels per caption line under each column
+
+
+def _caption_lines(lr: LayerReport, f: int, j: int, class_names: Sequence[str]) -> List[str]:
+    label = int(lr.label[f, j])
+    cls = class_names[label] if 0 <= label < len(class_names) else (
+        "unlabelled" if label < 0 else f"class {label}")
+    return [f"act {float(lr.activation[f, j]):.3g}", f"#{int(lr.image_index[f, j])}", cls]
+
+
+def feature_png(lr: LayerReport, f: int, class_names: Sequence[str] = (),
+                scale: Optional[int] = None) -> np.ndarray:
+    """One feature's PNG as written by reports: a title (layer, feature, k), then
+    :func:`feature_panel` (projections above patches) at ``(PANEL_TITLE_HEIGHT, 0)``,
+    then under each column its activation, image index and class ("unlabelled"
+    where the image has no label). ``uint8 (h, w, 3)``."""
+    from PIL import Image, ImageDraw
+
+    grid = feature_panel(lr, f, scale)
+    scale = scale or max(1, _TILE // max(lr.rf_size))
+    col_w = lr.rf_size[1] * scale + 2
+    lines = 3 if lr.k else 0
+    title = f"layer {lr.layer}, feature {f}: top {lr.k} (projection above, image patch below)"
+    width = max(grid.shape[1], 6 * len(title) + 8)
+    canvas = Image.new("RGB", (width, PANEL_TITLE_HEIGHT + grid.shape[0] + lines * _CAPTION_LINE
+                               + 2), "white")
+    canvas.paste(Image.fromarray(grid), (0, PANEL_TITLE_HEIGHT))
+    draw = ImageDraw.Draw(canvas)
+    draw.text((2, 3), title, fill=(0, 0, 0))
+    y0 = PANEL_TITLE_HEIGHT + grid.shape[0]
+    for j in range(lr.k):
+        for n, text in enumerate(_caption_lines(lr, f, j, class_names)):
+            # Cut captions to the column so neighbours never overlap.
+            text = text if 6 * len(text) <= col_w else text[:max(1, col_w // 6 - 1)] + "."
+            draw.text((2 + j * col_w, y0 + n * _CAPTION_LINE), text, fill=(0, 0, 0))
+    return np.asarray(canvas)
 
 
 def layer_figure(lr: LayerReport, title: str):

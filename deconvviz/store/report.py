@@ -1,36 +1,42 @@
 """The report file: HDF5 layout ``deconvviz-report`` (see the README's file layouts).
 
-A :class:`Report` is root metadata plus one :class:`LayerReport` per layer; this
-module writes and reads it, checking format, version and array shapes.
+A :class:`Report` is root metadata, the kept images (:class:`ImageTable`) and one
+:class:`LayerReport` per layer. :class:`ReportWriter` writes a file layer by
+layer as the layers are computed (so memory does not grow with their number);
+:func:`read_report_h5` reads and checks one. Version 2 stores each projection
+cut to its receptive-field window (the same window as its patch), the kept
+images themselves, and every layer dataset chunked per feature and compressed;
+version 1 files (whole-image projections, no images) are still read, their
+projections cut to the same windows on reading.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
 from ..errors import DeconvvizError
 from .h5 import STAMPED, attr_value, h5py_module, open_checked, stamp
 
-__all__ = ["REPORT_FORMAT", "REPORT_VERSION", "REPORT_FILE", "LayerReport", "Report",
-           "write_report_h5", "read_report_h5"]
+__all__ = ["REPORT_FORMAT", "REPORT_VERSION", "REPORT_FILE", "PROJECTION_DTYPES", "LayerReport",
+           "ImageTable", "Report", "ReportWriter", "write_report_h5", "read_report_h5"]
 
 REPORT_FORMAT = "deconvviz-report"
-REPORT_VERSION = 1
+REPORT_VERSION = 2
 REPORT_FILE = "report.h5"
+PROJECTION_DTYPES = ("float32", "float16")
 
 _LAYER_DATASETS = {
     "activation": np.float32, "image_index": np.int64, "position": np.int64,
     "projection": np.float32, "patch": np.uint8, "patch_box": np.int64,
     "patch_origin": np.int64, "label": np.int64,
 }
-
-
 _ROOT_ATTRS = ("format", "format_version", "package_version", "checkpoint_sha256",
                "data_source", "split", "num_images", "command_line", "top_k", "layers")
+_COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
 
 
 @dataclass
@@ -39,9 +45,13 @@ class LayerReport:
 
     ``activation (F, k)`` float32 descending; ``image_index (F, k)`` int64;
     ``label (F, k)`` int64 (-1 where unknown); ``position (F, k, 2)`` int64;
-    ``projection (F, k, 3, H, W)`` float32 raw and signed; ``patch
-    (F, k, 3, rf_h, rf_w)`` uint8; ``patch_box (F, k, 4)`` int64 (y0, x0, y1, x1);
-    ``patch_origin (F, k, 2)`` int64 (see :func:`extract_patches`).
+    ``projection (F, k, 3, rf_h, rf_w)`` raw and signed (float32, or float16 when
+    the report was written so), cut to the seed's receptive-field window exactly
+    like its patch; ``patch (F, k, 3, rf_h, rf_w)`` uint8; ``patch_box (F, k, 4)``
+    int64 (y0, x0, y1, x1) in image pixels, end exclusive; ``patch_origin
+    (F, k, 2)`` int64, the window's unclipped top-left corner (see
+    :func:`deconvviz.engine.receptive.extract_patches`). Window pixels outside
+    the image are zero in both.
     """
 
     layer: int
@@ -67,86 +77,211 @@ class LayerReport:
     def k(self) -> int:
         return int(self.activation.shape[1])
 
+    @property
+    def name(self) -> str:
+        """The layer's group name in the file (``layer2``)."""
+        return f"layer{self.layer}"
+
+
+@dataclass
+class ImageTable:
+    """The distinct images a report keeps, in ascending source index.
+
+    ``index (M,)`` int64 source indices; ``pixels (M, 3, H, W)`` uint8 as the
+    network saw them; ``label (M,)`` int64 (-1: unlabelled); ``path``: the file of
+    each image (empty strings where the source has no files).
+    """
+
+    index: np.ndarray
+    pixels: np.ndarray
+    label: np.ndarray
+    path: List[str]
+
+    def row(self, image_index: int) -> int:
+        """Row of source index ``image_index`` (a :class:`KeyError` if not kept)."""
+        j = int(np.searchsorted(self.index, image_index))
+        if j >= len(self.index) or int(self.index[j]) != int(image_index):
+            raise KeyError(image_index)
+        return j
+
 
 @dataclass
 class Report:
-    """A whole report: root metadata ``attrs`` and a :class:`LayerReport` per layer."""
+    """A whole report: root metadata ``attrs``, the kept ``images`` (None in version 1
+    files) and a :class:`LayerReport` per layer."""
 
     attrs: dict
     layers: Dict[int, LayerReport] = field(default_factory=dict)
+    images: Optional[ImageTable] = None
 
 
-def write_report_h5(report: Report, path: Union[str, Path]) -> Path:
-    """Write ``report`` to ``path`` as HDF5 (layout: ``docs/report.md``).
+class ReportWriter:
+    """``with ReportWriter(path, attrs) as w: w.add_images(t); w.add_layer(lr); ...``
 
-    Writes straight to ``path``; callers that must not leave half-written files
-    write to a temporary path and rename (see :func:`save_report`).
+    Writes straight to ``path`` (callers write to a temporary path and rename):
+    the stamped root attributes first, then the images, then each layer as it
+    comes, every dataset without timestamps so the same report gives the same
+    bytes. ``projection_dtype``: ``"float32"`` or ``"float16"``.
     """
-    h5py = h5py_module()
-    with h5py.File(path, "w", track_order=True) as f:
-        stamp(f, REPORT_FORMAT, REPORT_VERSION,
-              {k: v for k, v in report.attrs.items() if k not in STAMPED})
+
+    def __init__(self, path: Union[str, Path], attrs: dict, projection_dtype: str = "float32"):
+        if projection_dtype not in PROJECTION_DTYPES:
+            raise DeconvvizError(f"projection dtype must be one of {', '.join(PROJECTION_DTYPES)}; "
+                                 f"got {projection_dtype!r}")
+        self.path = Path(path)
+        self.dtype = np.dtype(projection_dtype)
+        h5py = h5py_module()
+        self._f = h5py.File(self.path, "w", track_order=True)
+        attrs = {k: v for k, v in attrs.items() if k not in STAMPED}
+        attrs["projection_dtype"] = projection_dtype
+        stamp(self._f, REPORT_FORMAT, REPORT_VERSION, attrs)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+    def close(self) -> None:
+        if self._f is not None:
+            self._f.close()
+            self._f = None
+
+    def _dataset(self, g, name: str, data: np.ndarray, per_feature: bool) -> None:
+        kw = {}
+        if per_feature and data.size and data.ndim >= 2:
+            kw = dict(_COMPRESSION, chunks=(1,) + data.shape[1:])
+        g.create_dataset(name, data=data, track_times=False, **kw)
+
+    def add_images(self, table: ImageTable) -> None:
+        h5py = h5py_module()
+        g = self._f.create_group("images", track_order=True)
+        g.create_dataset("index", data=np.asarray(table.index, np.int64), track_times=False)
+        pixels = np.ascontiguousarray(table.pixels, dtype=np.uint8)
+        kw = dict(_COMPRESSION, chunks=(1,) + pixels.shape[1:]) if pixels.size else {}
+        g.create_dataset("pixels", data=pixels, track_times=False, **kw)
+        g.create_dataset("label", data=np.asarray(table.label, np.int64), track_times=False)
+        g.create_dataset("path", data=np.asarray(list(table.path), dtype=h5py.string_dtype()),
+                         track_times=False)
+
+    def add_layer(self, lr: LayerReport) -> None:
+        g = self._f.create_group(lr.name, track_order=True)
+        g.attrs["layer"] = lr.layer
+        g.attrs["path"] = lr.path
+        g.attrs["features"] = lr.features
+        g.attrs["k"] = lr.k
+        for name in ("output_size", "rf_size", "rf_jump", "rf_start"):
+            g.attrs[name] = np.asarray(getattr(lr, name), dtype=np.int64)
+        for name, dtype in _LAYER_DATASETS.items():
+            dtype = self.dtype if name == "projection" else dtype
+            data = np.ascontiguousarray(getattr(lr, name), dtype=dtype)
+            self._dataset(g, name, data, per_feature=name in ("projection", "patch"))
+
+
+def write_report_h5(report: Report, path: Union[str, Path],
+                    projection_dtype: str = "float32") -> Path:
+    """Write a whole in-memory ``report`` to ``path`` (see :class:`ReportWriter`)."""
+    with ReportWriter(path, report.attrs, projection_dtype) as w:
+        if report.images is not None:
+            w.add_images(report.images)
         for L in sorted(report.layers):
-            lr = report.layers[L]
-            g = f.create_group(f"layer{L}")
-            g.attrs["layer"] = lr.layer
-            g.attrs["path"] = lr.path
-            g.attrs["features"] = lr.features
-            g.attrs["k"] = lr.k
-            for name in ("output_size", "rf_size", "rf_jump", "rf_start"):
-                g.attrs[name] = np.asarray(getattr(lr, name), dtype=np.int64)
-            for name, dtype in _LAYER_DATASETS.items():
-                data = np.ascontiguousarray(getattr(lr, name), dtype=dtype)
-                # No timestamps, so the same report gives the same bytes.
-                g.create_dataset(name, data=data, track_times=False)
+            w.add_layer(report.layers[L])
     return Path(path)
 
 
-def read_report_h5(path: Union[str, Path]) -> Report:
-    """Read and check a report written by :func:`write_report_h5`.
+def _windows_of_v1(projection: np.ndarray, box: np.ndarray, origin: np.ndarray,
+                   rf: Tuple[int, int]) -> np.ndarray:
+    """Version 1 stored whole-image projections ``(F, k, 3, H, W)``: cut them to the
+    patch windows ``(F, k, 3, rf_h, rf_w)`` as version 2 stores them."""
+    F_, k = projection.shape[:2]
+    out = np.zeros((F_, k, projection.shape[2]) + tuple(rf), dtype=projection.dtype)
+    for f in range(F_):
+        for j in range(k):
+            y0, x0, y1, x1 = (int(v) for v in box[f, j])
+            if y1 > y0 and x1 > x0:
+                oy, ox = y0 - int(origin[f, j, 0]), x0 - int(origin[f, j, 1])
+                out[f, j, :, oy:oy + y1 - y0, ox:ox + x1 - x0] = projection[f, j, :, y0:y1, x0:x1]
+    return out
+
+
+def _read_images(f, path: Path) -> Optional[ImageTable]:
+    h5py = h5py_module()
+    if "images" not in f:
+        return None
+    g = f["images"]
+    for ds in ("index", "pixels", "label", "path"):
+        if ds not in g or not isinstance(g[ds], h5py.Dataset):
+            raise DeconvvizError(f"report {path} is damaged: images/{ds} missing")
+    table = ImageTable(index=np.asarray(g["index"][()], np.int64),
+                       pixels=np.asarray(g["pixels"][()], np.uint8),
+                       label=np.asarray(g["label"][()], np.int64),
+                       path=[attr_value(p) for p in g["path"][()]])
+    m = table.index.shape[0]
+    if table.pixels.shape[:1] != (m,) or table.label.shape != (m,) or len(table.path) != m:
+        raise DeconvvizError(f"report {path} is damaged: the images datasets do not fit together")
+    return table
+
+
+def read_report_h5(path: Union[str, Path], layers: Optional[Sequence[int]] = None) -> Report:
+    """Read and check a report written by :class:`ReportWriter` (version 2) or by
+    deconvviz 0.1 (version 1). ``layers``: read only these (default: all).
 
     Raises :class:`~deconvviz.errors.DeconvvizError` (one line) for a missing,
     damaged, foreign or newer-format file, or one whose arrays do not fit together.
     """
-    h5py = h5py_module()
     try:
         with open_checked(path, REPORT_FORMAT, REPORT_VERSION, "report", _ROOT_ATTRS) as f:
             attrs = {k: attr_value(v) for k, v in f.attrs.items()}
-            report = Report(attrs=attrs)
-            layers = attrs["layers"]
-            layers = [int(v) for v in (layers if isinstance(layers, list) else [layers])]
+            version = int(attrs["format_version"])
+            report = Report(attrs=attrs, images=_read_images(f, Path(path)))
+            stored = attrs["layers"]
+            stored = [int(v) for v in (stored if isinstance(stored, list) else [stored])]
+            if layers is not None:
+                missing = sorted(set(int(v) for v in layers) - set(stored))
+                if missing:
+                    raise DeconvvizError(f"report {path} has no layer {missing[0]} (it has "
+                                         f"layers {', '.join(map(str, stored))})")
+                stored = [L for L in stored if L in set(int(v) for v in layers)]
             H, W = (int(v) for v in attrs.get("image_size", [32, 32]))
-            for L in layers:
-                name = f"layer{L}"
-                if name not in f or not isinstance(f[name], h5py.Group):
-                    raise DeconvvizError(f"report {path} is damaged: group {name} missing")
-                g = f[name]
-                arrays = {}
-                for ds, dtype in _LAYER_DATASETS.items():
-                    if ds not in g or not isinstance(g[ds], h5py.Dataset):
-                        raise DeconvvizError(f"report {path} is damaged: {name}/{ds} missing")
-                    arrays[ds] = np.asarray(g[ds][()], dtype=dtype)
-                F_, k = arrays["activation"].shape if arrays["activation"].ndim == 2 else (-1, -1)
-                rf = tuple(int(v) for v in attr_value(g.attrs.get("rf_size", [0, 0])))
-                expect = {"activation": (F_, k), "image_index": (F_, k), "label": (F_, k),
-                          "position": (F_, k, 2), "projection": (F_, k, 3, H, W),
-                          "patch": (F_, k, 3) + rf, "patch_box": (F_, k, 4),
-                          "patch_origin": (F_, k, 2)}
-                for ds, shape in expect.items():
-                    if F_ < 0 or arrays[ds].shape != shape:
-                        raise DeconvvizError(f"report {path} is damaged: {name}/{ds} has shape "
-                                             f"{arrays[ds].shape}, expected {shape}")
-                report.layers[L] = LayerReport(
-                    layer=L, path=str(attr_value(g.attrs.get("path", ""))),
-                    output_size=tuple(int(v) for v in attr_value(g.attrs["output_size"])),
-                    rf_size=rf,
-                    rf_jump=tuple(int(v) for v in attr_value(g.attrs["rf_jump"])),
-                    rf_start=tuple(int(v) for v in attr_value(g.attrs["rf_start"])),
-                    **arrays)
+            for L in stored:
+                report.layers[L] = _read_layer(f, path, L, version, (H, W))
     except DeconvvizError:
         raise
     except (OSError, KeyError, ValueError, TypeError) as exc:
         # h5py raises these for corrupted objects inside a readable file.
-        raise DeconvvizError(f"report {path} is damaged: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+        raise DeconvvizError(f"report {path} is damaged: "
+                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
     return report
 
+
+def _read_layer(f, path, L: int, version: int, image_size: Tuple[int, int]) -> LayerReport:
+    h5py = h5py_module()
+    name = f"layer{L}"
+    if name not in f or not isinstance(f[name], h5py.Group):
+        raise DeconvvizError(f"report {path} is damaged: group {name} missing")
+    g = f[name]
+    arrays = {}
+    for ds, dtype in _LAYER_DATASETS.items():
+        if ds not in g or not isinstance(g[ds], h5py.Dataset):
+            raise DeconvvizError(f"report {path} is damaged: {name}/{ds} missing")
+        keep = g[ds].dtype if ds == "projection" and g[ds].dtype == np.float16 else dtype
+        arrays[ds] = np.asarray(g[ds][()], dtype=keep)
+    F_, k = arrays["activation"].shape if arrays["activation"].ndim == 2 else (-1, -1)
+    rf = tuple(int(v) for v in attr_value(g.attrs.get("rf_size", [0, 0])))
+    stored_proj = (F_, k, 3) + (tuple(image_size) if version == 1 else rf)
+    expect = {"activation": (F_, k), "image_index": (F_, k), "label": (F_, k),
+              "position": (F_, k, 2), "projection": stored_proj,
+              "patch": (F_, k, 3) + rf, "patch_box": (F_, k, 4), "patch_origin": (F_, k, 2)}
+    for ds, shape in expect.items():
+        if F_ < 0 or arrays[ds].shape != shape:
+            raise DeconvvizError(f"report {path} is damaged: {name}/{ds} has shape "
+                                 f"{arrays[ds].shape}, expected {shape}")
+    if version == 1:
+        arrays["projection"] = _windows_of_v1(arrays["projection"], arrays["patch_box"],
+                                              arrays["patch_origin"], rf)
+    return LayerReport(
+        layer=L, path=str(attr_value(g.attrs.get("path", ""))),
+        output_size=tuple(int(v) for v in attr_value(g.attrs["output_size"])),
+        rf_size=rf, rf_jump=tuple(int(v) for v in attr_value(g.attrs["rf_jump"])),
+        rf_start=tuple(int(v) for v in attr_value(g.attrs["rf_start"])), **arrays)

@@ -21,8 +21,8 @@ from deconvviz.engine.layers import conv_stack, get_layer, list_layers
 from deconvviz.engine.receptive import extract_patches
 from deconvviz.engine.seeds import project_seeds
 from deconvviz.engine.topk import TopK, empty_topk, finalize_topk, merge_topk, scan_topk
-from deconvviz.render.report_png import feature_panel
-from deconvviz.report import build_report, render_report, save_report
+from deconvviz.render.report_png import PANEL_TITLE_HEIGHT, feature_png
+from deconvviz.report import build_report, render_report, save_report, write_report
 from deconvviz.store.report import REPORT_FORMAT, REPORT_VERSION, read_report_h5
 
 
@@ -129,7 +129,7 @@ def test_k_larger_than_the_data_set(model):
         assert sorted(fin.image_index[f].tolist()) == [0, 1, 2, 3, 4]
     _check_against(fin, _brute_force(model, src, 1, 9))
     rep = build_report(model, src, [1], 9, progress=False)
-    assert rep.layers[1].k == 5 and rep.layers[1].projection.shape == (32, 5, 3, 32, 32)
+    assert rep.layers[1].k == 5 and rep.layers[1].projection.shape == (32, 5, 3, 6, 6)
 
 
 def test_merge_is_associative_and_sharded_scans_merge_exactly(model):
@@ -222,7 +222,13 @@ def test_projections_equal_autograd_reference_and_the_scan(model):
                 ref = reference_projection(stack.double(), x, info.end, f,
                                            position=tuple(int(v) for v in lr.position[f, j]))
                 stack.float()
-                np.testing.assert_allclose(lr.projection[f, j], ref[0].numpy(), rtol=1e-4,
+                # Stored cut to the receptive-field window; nothing of it lies outside.
+                y0, x0, y1, x1 = lr.patch_box[f, j]
+                oy, ox = y0 - lr.patch_origin[f, j, 0], x0 - lr.patch_origin[f, j, 1]
+                window = np.zeros((3,) + lr.rf_size)
+                window[:, oy:oy + y1 - y0, ox:ox + x1 - x0] = ref[0, :, y0:y1, x0:x1].numpy()
+                assert float(ref.abs().sum()) == pytest.approx(float(np.abs(window).sum()))
+                np.testing.assert_allclose(lr.projection[f, j], window, rtol=1e-4,
                                            atol=1e-4 * max(1e-6, float(ref.abs().max())))
 
 
@@ -236,10 +242,11 @@ def test_hdf5_round_trip_and_render(model, tmp_path):
     with h5py.File(h5, "r") as f:
         assert f.attrs["format"] == REPORT_FORMAT and f.attrs["format_version"] == REPORT_VERSION
         assert f.attrs["num_images"] == 80 and f.attrs["command_line"] == "deconvviz report --test"
-        assert list(f.keys()) == ["layer1", "layer2"]
+        assert list(f.keys()) == ["images", "layer1", "layer2"]
         assert f["layer2/activation"].dtype == np.float32
         assert f["layer2/image_index"].dtype == np.int64
-        assert f["layer2/projection"].shape == (64, 4, 3, 32, 32)
+        assert f["layer2/projection"].shape == (64, 4, 3, 16, 16)   # cut to the 16x16 field
+        assert f["images/pixels"].shape[1:] == (3, 32, 32)
         assert f["layer2/patch"].shape == (64, 4, 3, 16, 16)
     back = read_report_h5(h5)
     for L, lr in rep.layers.items():
@@ -253,13 +260,14 @@ def test_hdf5_round_trip_and_render(model, tmp_path):
     from PIL import Image
     for L, f in ((1, 0), (2, 63)):
         got = np.asarray(Image.open(out / f"layer{L}" / f"feature{f:03d}.png"))
-        assert np.array_equal(got, feature_panel(rep.layers[L], f))
+        assert np.array_equal(got, feature_png(rep.layers[L], f, list(BUILTIN_CLASSES)))
     assert (out / "layer1.png").is_file() and (out / "layer2.png").is_file()
     assert len(list((out / "layer2").glob("*.png"))) == 64
     # The patch row of a feature PNG shows the stored patch pixels (4x nearest upscaling).
     panel = np.asarray(Image.open(out / "layer2" / "feature005.png"))
     patch = back.layers[2].patch[5, 0].transpose(1, 2, 0)
-    y, x = 2 + 64 + 2, 2  # second row, first tile (tiles are 64x64, 2-pixel gaps)
+    # second row, first tile (below the title; tiles are 64x64, 2-pixel gaps)
+    y, x = PANEL_TITLE_HEIGHT + 2 + 64 + 2, 2
     box, origin = back.layers[2].patch_box[5, 0], back.layers[2].patch_origin[5, 0]
     oy, ox = box[0] - origin[0], box[1] - origin[1]
     inner = panel[y + 4 * oy:y + 4 * (oy + box[2] - box[0]):4,
@@ -315,7 +323,7 @@ def test_render_rejects_damaged_and_foreign_files(tmp_path):
             f.attrs[a] = 99
     cases = [(junk, "is not a readable HDF5 file"),
              (foreign, "is not a deconvviz report (format attribute 'keras'"),
-             (newer, "has format version 99; this deconvviz reads versions 1..1"),
+             (newer, "has format version 99; this deconvviz reads versions 1..2"),
              (tmp_path / "missing.h5", "does not exist")]
     for path, message in cases:
         res = _run(["render", str(path), "--out", str(tmp_path / "o")])
@@ -442,3 +450,60 @@ def test_batched_seed_projection_equals_autograd_on_a_strided_dilated_stack(rule
                                            position=(py, px))
                 np.testing.assert_allclose(proj[L][f, j].numpy(), ref[0].numpy(),
                                            rtol=1e-5, atol=1e-6)
+
+
+FIXTURES = Path(__file__).resolve().parent / "fixtures"
+
+
+def test_a_version_1_report_reads_back_and_draws_as_before(tmp_path):
+    # fixtures/v1 was written by deconvviz 0.1.0 before the report format moved to version 2:
+    # whole-image projections, no stored images. It still reads, its projections cut to
+    # the patch windows, and its layer grid redraws byte for byte as 0.1.0 drew it.
+    path = FIXTURES / "v1" / "report.h5"
+    rep = read_report_h5(path)
+    assert rep.attrs["format_version"] == 1 and rep.images is None
+    lr = rep.layers[1]
+    assert lr.projection.shape == (2, 2, 3, 4, 4) and lr.patch.shape == (2, 2, 3, 4, 4)
+    with h5py.File(path, "r") as f:
+        full = f["layer1/projection"][()]
+    for fe in range(2):
+        for j in range(2):
+            y0, x0, y1, x1 = lr.patch_box[fe, j]
+            oy, ox = y0 - lr.patch_origin[fe, j, 0], x0 - lr.patch_origin[fe, j, 1]
+            assert np.array_equal(lr.projection[fe, j, :, oy:oy + y1 - y0, ox:ox + x1 - x0],
+                                  full[fe, j, :, y0:y1, x0:x1])
+            assert np.abs(lr.projection[fe, j]).sum() == pytest.approx(np.abs(full[fe, j]).sum())
+    render_report(path, tmp_path / "drawn")
+    assert (tmp_path / "drawn" / "layer1.png").read_bytes() == \
+        (FIXTURES / "v1" / "layer1.png").read_bytes()
+
+
+def test_streamed_report_equals_the_in_memory_one_and_float16_halves_projections(model, tmp_path):
+    src = _subset(40)
+    rep = build_report(model, src, [1, 2], 3, batch_size=16, progress=False,
+                       command_line="deconvviz report --test")
+    written = write_report(model, src, tmp_path / "s", [1, 2], 3, batch_size=16,
+                           progress=False, command_line="deconvviz report --test")
+    assert sorted(p.name for p in written if p.suffix == ".h5") == ["report.h5"]
+    back = read_report_h5(tmp_path / "s" / "report.h5")
+    for L, lr in rep.layers.items():
+        for name in ("activation", "image_index", "label", "position", "projection", "patch"):
+            assert np.array_equal(getattr(back.layers[L], name), getattr(lr, name)), name
+    assert np.array_equal(back.images.index, rep.images.index)
+    assert np.array_equal(back.images.pixels, src.read_indices(rep.images.index.tolist()).numpy())
+    # Same bytes as writing the in-memory report (no timestamps, same order).
+    save_report(rep, tmp_path / "m", png=False)
+    assert (tmp_path / "m" / "report.h5").read_bytes() == (tmp_path / "s" / "report.h5").read_bytes()
+    write_report(model, src, tmp_path / "h", [1, 2], 3, batch_size=16, progress=False, png=False,
+                 projection_dtype="float16")
+    half = read_report_h5(tmp_path / "h" / "report.h5")
+    assert half.attrs["projection_dtype"] == "float16"
+    assert half.layers[2].projection.dtype == np.float16
+    np.testing.assert_allclose(half.layers[2].projection.astype(np.float32),
+                               rep.layers[2].projection, rtol=2e-3,
+                               atol=2e-3 * float(np.abs(rep.layers[2].projection).max()))
+    with h5py.File(tmp_path / "h" / "report.h5") as f, h5py.File(tmp_path / "s" / "report.h5") as g:
+        assert f["layer2/projection"].id.get_storage_size() < \
+            0.6 * g["layer2/projection"].id.get_storage_size()
+        assert g["layer2/projection"].chunks == (1, 3, 3, 16, 16)
+        assert g["layer2/projection"].compression == "gzip"

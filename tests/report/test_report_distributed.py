@@ -57,7 +57,7 @@ def test_two_gloo_processes_match_one_process(tiny_checkpoint, tmp_path):
             h5py.File(tmp_path / "two" / "report.h5") as b:
         assert b.attrs["world_size"] == 2 and a.attrs["world_size"] == 1
         assert b.attrs["num_images"] == a.attrs["num_images"] == 60
-        assert list(a.keys()) == list(b.keys()) == ["layer1", "layer2"]
+        assert list(a.keys()) == list(b.keys()) == ["images", "layer1", "layer2"]
         for group in a:
             for name in a[group]:
                 x, y = a[group][name][()], b[group][name][()]
