@@ -31,11 +31,12 @@ from .engine.deconvnet import RULES
 from .engine.distributed import Ranks, gather_topk
 from .engine.receptive import extract_patches
 from .engine.seeds import project_seeds
-from .engine.topk import finalize_topk, layer_infos, normalization_of, scan_topk
-from .errors import DeconvvizError
+from .engine.topk import (TopK, empty_topk, finalize_topk, layer_infos, merge_topk,
+                          normalization_of, scan_topk)
+from .errors import DeconvvizError, notice
 from .progress import Progress
 from .render.report_png import feature_png, layer_figure, write_png
-from .store.atomic import atomic_paths, check_writable_dir
+from .store.atomic import atomic_path, atomic_paths, check_writable_dir
 from .store.report import (PROJECTION_DTYPES, REPORT_FILE, REPORT_FORMAT, REPORT_VERSION,
                            ImageTable, LayerReport, Report, ReportWriter, read_report_h5,
                            write_report_h5)
@@ -51,9 +52,62 @@ class _Scan:
         self.mean, self.std, self.world = mean, std, world
 
 
+SCAN_STATE = ".scan-state{suffix}.pt"
+
+
+def scan_state_path(out_dir: Union[str, Path], rank: int = 0, world: int = 1) -> Path:
+    """Where a report's resumable scan state lives (one file per rank under torchrun)."""
+    return Path(out_dir) / SCAN_STATE.format(suffix="" if world <= 1 else f".rank{rank}of{world}")
+
+
+class _ScanState:
+    """The top-k lists so far and where the scan goes on, saved atomically every few
+    batches so that ``--resume`` continues an interrupted scan to the same result."""
+
+    def __init__(self, path: Path, identity: dict):
+        self.path, self.identity = path, identity
+
+    def load(self, k_features: Dict[int, int], k: int):
+        """``(tops, next image)`` from the saved file, checked against this run."""
+        try:
+            state = torch.load(self.path, map_location="cpu", weights_only=True)
+            saved = state["identity"]
+            tops = {int(L): TopK(t["activation"], t["image_index"], t["position"])
+                    for L, t in state["tops"].items()}
+            start = int(state["next"])
+        except Exception as exc:  # noqa: BLE001 - any damage: one line
+            raise DeconvvizError(f"--resume: cannot read the saved scan state {self.path} "
+                                 f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+                                 "; remove it or run without --resume") from None
+        differ = [key for key in self.identity if saved.get(key) != self.identity[key]]
+        if differ:
+            raise DeconvvizError(f"--resume: the saved scan state {self.path} is from another "
+                                 f"run (its {', '.join(differ)} differ); remove it or run "
+                                 "without --resume")
+        for L, F_ in k_features.items():
+            if L not in tops or tuple(tops[L].activation.shape) != (F_, k):
+                raise DeconvvizError(f"--resume: the saved scan state {self.path} is damaged "
+                                     f"(layer {L}); remove it or run without --resume")
+        return tops, start
+
+    def save(self, tops: Dict[int, TopK], next_image: int) -> None:
+        state = {"identity": self.identity, "next": int(next_image),
+                 "tops": {str(L): {"activation": t.activation, "image_index": t.image_index,
+                                   "position": t.position} for L, t in tops.items()}}
+        with atomic_path(self.path) as tmp:
+            torch.save(state, tmp)
+
+
 def _scan(model, source, layers, k, *, batch_size, device, rule, progress, limit, ranks,
-          timings) -> Optional[_Scan]:
-    """Scan ``source`` (each rank its share, merged exactly); None on ranks that do not write."""
+          timings, state_dir: Optional[Path] = None, resume: bool = False,
+          save_every: int = 20) -> Optional[_Scan]:
+    """Scan ``source`` (each rank its share, merged exactly); None on ranks that do not write.
+
+    With ``state_dir`` the scan runs in segments of ``save_every`` batches (per rank)
+    and saves its state after each (:func:`scan_state_path`); ``resume`` first
+    loads a saved state of the same run. Segments merge exactly (the merge is
+    associative and tie-stable), so the result equals one uninterrupted scan.
+    """
     if rule not in RULES:
         raise DeconvvizError(f"rule must be one of {', '.join(RULES)}; got {rule!r}")
     mean, std = normalization_of(model)
@@ -67,12 +121,39 @@ def _scan(model, source, layers, k, *, batch_size, device, rule, progress, limit
     # Each rank's share of images, for its progress bar (batches are dealt round-robin).
     mine = sum(min(n, s + batch_size) - s for b, s in enumerate(range(0, n, batch_size))
                if b % world == rank)
-    with ranks.stage("the scan"), Progress(
-            mine, "scan" if world == 1 else f"scan (rank {rank}/{world})",
-            enabled=progress and rank == 0) as bar:
-        tops = scan_topk(model, source, [i.index for i in infos], k, batch_size=batch_size,
-                         device=device, progress=bar, shard=(rank, world), stop=n, mean=mean,
-                         std=std)
+    with ranks.stage("the scan"):
+        state = None
+        if state_dir is not None:
+            meta = getattr(model, "meta", None) or {}
+            state = _ScanState(scan_state_path(state_dir, rank, world), {
+                "checkpoint_sha256": str(meta.get("sha256", "")),
+                "data_fingerprint": source.fingerprint, "layers": [i.index for i in infos],
+                "top_k": int(k), "batch_size": int(batch_size), "num_images": int(n),
+                "world_size": int(world)})
+        tops = {i.index: empty_topk(i.features, k) for i in infos}
+        start = 0
+        if state is not None and resume:
+            if state.path.is_file():
+                tops, start = state.load({i.index: i.features for i in infos}, k)
+                notice(f"resuming the scan at image {start} of {n} from {state.path}")
+            else:
+                notice(f"no saved scan state in {state.path.parent}; scanning from the start")
+        done = sum(min(n, s + batch_size) - s for b, s in enumerate(range(0, start, batch_size))
+                   if b % world == rank)
+        # Segments of whole rounds of batches keep the round-robin dealing of one scan.
+        step = n if state is None else max(1, int(save_every)) * batch_size * world
+        with Progress(mine, "scan" if world == 1 else f"scan (rank {rank}/{world})",
+                      enabled=progress and rank == 0) as bar:
+            bar.update(done)
+            for s0 in range(start, n, step):
+                part = scan_topk(model, source, [i.index for i in infos], k,
+                                 batch_size=batch_size, device=device, progress=bar,
+                                 shard=(rank, world), start=s0, stop=min(n, s0 + step),
+                                 mean=mean, std=std)
+                tops = part if s0 == 0 and state is None else \
+                    {L: merge_topk(tops[L], part[L], k) for L in tops}
+                if state is not None:
+                    state.save(tops, min(n, s0 + step))
     if world > 1:
         tops = gather_topk(tops, device)
         if rank != 0:
@@ -181,7 +262,8 @@ def write_report(model: nn.Module, source: ImageSource, out_dir: Union[str, Path
                  device: Union[str, torch.device] = "cpu", rule: str = "deconvnet",
                  progress: bool = True, limit: Optional[int] = None,
                  ranks: Optional[Ranks] = None, command_line: str = "", png: bool = True,
-                 projection_dtype: str = "float32", timings: Optional[dict] = None
+                 projection_dtype: str = "float32", timings: Optional[dict] = None,
+                 resume: bool = False, save_every: int = 20
                  ) -> Optional[List[Path]]:
     """Like :func:`build_report`, but each layer goes to ``out_dir`` as soon as it is
     computed (``report.h5``, and with ``png`` the layer's PNGs), so peak memory does
@@ -189,6 +271,12 @@ def write_report(model: nn.Module, source: ImageSource, out_dir: Union[str, Path
     when every one is complete: a failure or Ctrl-C leaves an earlier report
     untouched and nothing half-written. Returns the paths written (None on ranks
     that do not write). ``projection_dtype``: ``"float32"`` or ``"float16"``.
+
+    The scan saves its state every ``save_every`` batches next to the output
+    (:func:`scan_state_path`); ``resume=True`` continues from a saved state of the
+    same run (same model, data, layers, k, batch size, number of images and
+    processes; otherwise one line and nothing is overwritten) and gives the same
+    report as an uninterrupted run. The state is removed once the report is written.
     """
     if projection_dtype not in PROJECTION_DTYPES:
         raise DeconvvizError(f"projection dtype must be one of {', '.join(PROJECTION_DTYPES)}; "
@@ -196,7 +284,8 @@ def write_report(model: nn.Module, source: ImageSource, out_dir: Union[str, Path
     timings = {} if timings is None else timings
     out_dir = check_writable_dir(out_dir)
     scan = _scan(model, source, layers, k, batch_size=batch_size, device=device, rule=rule,
-                 progress=progress, limit=limit, ranks=ranks, timings=timings)
+                 progress=progress, limit=limit, ranks=ranks, timings=timings,
+                 state_dir=out_dir, resume=resume, save_every=save_every)
     if scan is None:
         return None
     t0 = time.perf_counter()
@@ -216,6 +305,8 @@ def write_report(model: nn.Module, source: ImageSource, out_dir: Union[str, Path
                 writer.add_layer(lr)
                 if png:
                     _draw_layer(lr, attrs, tmp)
+    for state in out_dir.glob(SCAN_STATE.format(suffix="*")):
+        state.unlink()  # the report is complete: nothing left to resume
     timings["project"] = time.perf_counter() - t0
     return targets
 

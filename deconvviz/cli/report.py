@@ -48,48 +48,63 @@ def _echo_written(paths, out_dir: Path) -> None:
               help="also draw the PNGs (they can be redrawn later with 'deconvviz render')")
 @click.option("--projection-dtype", type=click.Choice(PROJECTION_DTYPES), default="float32",
               show_default=True, help="how projections are stored (float16 halves the file)")
+@click.option("--resume", is_flag=True,
+              help="continue an interrupted scan from the state saved in OUT")
+@click.option("--save-every", type=click.IntRange(1), default=20, show_default=True,
+              help="save the scan's state every N batches (for --resume)")
 @click.option("--quiet", is_flag=True, help="no progress bars")
 def report(checkpoint, data, split, layers, k, batch_size, limit, device, rule, out, png,
-           projection_dtype, quiet):
+           projection_dtype, resume, save_every, quiet):
     """Top-K images of every feature over a whole data set (the paper's Figure 2).
 
     Scans the data once, keeps for each feature of the chosen layers the K
     images on which it fires most, projects each back to pixels with that
     image's switches, and writes OUT/report.h5 plus one PNG grid per layer and
     one PNG per feature. Runs under 'torchrun --nproc_per_node N' too: each
-    process scans a share and rank 0 writes.
+    process scans a share and rank 0 writes. The scan's state is saved every
+    --save-every batches; after Ctrl-C, a crash or a killed process, the same
+    command with --resume continues it.
     """
     from ..data.sources import resolve_source
     from ..engine.distributed import distributed_context
     from ..engine.layers import get_layer
     from ..models.checkpoint import load_model
-    from ..report import write_report
+    from ..report import scan_state_path, write_report
     from ..store.atomic import check_writable_dir
 
     device = resolve_device(device)
     out_dir = Path(out)
     written = None
-    # Under torchrun every rank runs the same stages; at the end of each they agree whether
-    # all succeeded, so an error on one rank stops every rank with one line, and no rank
-    # leaves the process group while rank 0 is still writing.
-    with distributed_context(device) as ranks:
-        with ranks.stage("setup"):
-            if ranks.writer:
-                check_writable_dir(out_dir)
-            model = load_model(checkpoint, device=ranks.device)
-            for L in layers:  # before reading (maybe decoding) the data: fail fast
-                get_layer(model, L)
-            if ranks.writer:  # rank 0 decodes (and caches) the images first ...
-                source = resolve_source(data, split=split)
-        with ranks.stage("reading the data"):
-            if not ranks.writer:  # ... the others then read the cache
-                source = resolve_source(data, split=split)
-        with ranks.stage("the report"):  # rank 0 writes; the others wait here for it
-            written = write_report(model, source, out_dir, list(layers) or None, k,
-                                   batch_size=batch_size, device=ranks.device, rule=rule,
-                                   progress=not quiet, limit=limit, ranks=ranks,
-                                   command_line=command_line(), png=png,
-                                   projection_dtype=projection_dtype)
+    try:
+        # Under torchrun every rank runs the same stages; at the end of each they agree
+        # whether all succeeded, so an error on one rank stops every rank with one line,
+        # and no rank leaves the process group while rank 0 is still writing.
+        with distributed_context(device) as ranks:
+            with ranks.stage("setup"):
+                if ranks.writer:
+                    check_writable_dir(out_dir)
+                model = load_model(checkpoint, device=ranks.device)
+                for L in layers:  # before reading (maybe decoding) the data: fail fast
+                    get_layer(model, L)
+                if ranks.writer:  # rank 0 decodes (and caches) the images first ...
+                    source = resolve_source(data, split=split)
+            with ranks.stage("reading the data"):
+                if not ranks.writer:  # ... the others then read the cache
+                    source = resolve_source(data, split=split)
+            with ranks.stage("the report"):  # rank 0 writes; the others wait here for it
+                written = write_report(model, source, out_dir, list(layers) or None, k,
+                                       batch_size=batch_size, device=ranks.device, rule=rule,
+                                       progress=not quiet, limit=limit, ranks=ranks,
+                                       command_line=command_line(), png=png,
+                                       projection_dtype=projection_dtype, resume=resume,
+                                       save_every=save_every)
+    except KeyboardInterrupt:
+        saved = scan_state_path(out_dir)
+        if saved.is_file():
+            raise click.ClickException(
+                f"interrupted; nothing was written; the scan so far is saved in {saved}: run "
+                "the same command with --resume to continue") from None
+        raise
     if written is not None:
         _echo_written(written, out_dir)
 

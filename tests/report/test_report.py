@@ -388,7 +388,14 @@ def test_interrupted_runs_leave_the_earlier_report_untouched(tiny_checkpoint, im
     res = _run(base + ["--top", "3"])
     assert res.exit_code == 1 and "No space left on device" in res.output
     assert "Traceback" not in res.output
-    assert _snapshot(out) == before  # no temp file left, nothing replaced
+    # No temp file left, nothing replaced; the finished scan is kept for --resume.
+    after = _snapshot(out)
+    assert after.pop(Path(".scan-state.pt"), None) is not None
+    assert after == before
+    monkeypatch.setattr(report_mod, "write_png", real_png)
+    res = _run(base + ["--top", "3", "--resume"])
+    assert res.exit_code == 0, res.output
+    assert not (out / ".scan-state.pt").exists()
 
 
 def test_second_report_does_not_decode_again(tiny_checkpoint, tmp_path, monkeypatch):
