@@ -473,8 +473,7 @@ def _report_conversions(stats: dict, size: Tuple[int, int], resize_size: int) ->
     if stats.get("converted"):
         notice(f"converted {stats['converted']} image(s) to RGB")
     if stats.get("resized"):
-        up = f"; {stats['upscaled']} of them were smaller and upscaled" \
-            if stats.get("upscaled") else ""
+        up = f"; {stats['upscaled']} of them upscaled" if stats.get("upscaled") else ""
         notice(f"resized {stats['resized']} image(s) to {size[0]}x{size[1]} (shorter side to "
                f"{resize_size}, centre crop{up})")
 

@@ -297,3 +297,23 @@ def test_user_module_mistakes(user_module):
                                              r".*; choose another image size$"):
         resolve_model(f"{m}:fixed", image_size=32)
     assert resolve_model(f"{m}:fixed", image_size=8).meta["num_classes"] == 2
+
+
+def test_public_load_model_and_load_data_take_every_spec(tmp_path, tiny_checkpoint):
+    import deconvviz
+    from PIL import Image
+    import numpy as np
+
+    assert deconvviz.load_model(str(tiny_checkpoint), "cpu").meta == load_model(tiny_checkpoint).meta
+    ref = _seeded(torchvision.models.resnet18, 6)
+    torch.save(ref.state_dict(), tmp_path / "r.pt")
+    model = deconvviz.load_model("torchvision:resnet18", weights=str(tmp_path / "r.pt"),
+                                 image_size=64)
+    assert _same_outputs(model, ref)
+    (tmp_path / "imgs").mkdir()
+    photo = np.random.default_rng(0).integers(0, 256, (90, 120, 3), dtype=np.uint8)
+    Image.fromarray(photo).save(tmp_path / "imgs" / "x.png")
+    data = deconvviz.load_data(str(tmp_path / "imgs"), model)
+    image, label = data[0]
+    assert image.shape == (3, 64, 64) and label == -1
+    assert data.mean == tuple(IMAGENET["mean"]) and data.std == tuple(IMAGENET["std"])
