@@ -10,17 +10,13 @@ preprocessing that :class:`deconvviz.data.preprocess.Preprocessing` reads back.
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import hashlib
 import importlib
-import io
 import os
 import re
 import sys
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple, Union
-from urllib.parse import urlparse
 
 import torch
 from torch import nn
@@ -30,6 +26,8 @@ from ..data.preprocess import (IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS, Prep
                                _pair, default_resize_size)
 from ..errors import DeconvvizError, notice
 from .checkpoint import file_sha256, load_model
+from .weights import (class_count_to_fit, load_state, read_state_file, state_sha256,
+                      torchvision_state_dict)
 
 __all__ = ["resolve_model", "torchvision_models", "model_kind", "TORCHVISION_PREFIX",
            "RANDOM_INIT_SEED"]
@@ -42,8 +40,6 @@ _MODULE_SPEC = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
 # ImageNet statistics and re-normalise them inside; their files hold the auxiliary
 # heads, which the pretrained models then drop. Built the same way for every source.
 _AUX_HEADS = {"googlenet": ("aux1", "aux2"), "inception_v3": ("AuxLogits",)}
-_DENSENET_OLD_KEY = re.compile(
-    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
 
 Size = Union[None, int, Sequence[int]]
 
@@ -194,25 +190,25 @@ def _torchvision(name, weights, device, image_size, mean, std, progress) -> nn.M
 
     meta = {"arch": arch, "model": arch}
     if tv_weights is not None:
-        state, path = _torchvision_state_dict(arch, tv_weights, progress)
+        state, path = torchvision_state_dict(arch, tv_weights, progress)
         model = _build(name, kwargs)
-        _load_state(model, state, arch, f"torchvision's weights file {path}")
+        load_state(model, state, arch, f"torchvision's weights file {path}")
         meta.update(weights=tv_weights.name if hasattr(tv_weights, "name") else str(tv_weights),
                     path=str(path), sha256=file_sha256(path))
     elif weights_file is not None:
-        state = _read_state_file(weights_file)
+        state = read_state_file(weights_file)
         model = _build(name, kwargs)
-        classes = _class_count_to_fit(model, state)
+        classes = class_count_to_fit(model, state)
         if classes is not None:
             model = _build(name, dict(kwargs, num_classes=classes))
-        _load_state(model, state, arch, f"weights file {weights_file}")
+        load_state(model, state, arch, f"weights file {weights_file}")
         meta.update(weights=str(weights_file), path=str(weights_file),
                     sha256=file_sha256(weights_file))
     else:
         model = _build(name, kwargs)
         notice(f"{arch} has random weights (seed {RANDOM_INIT_SEED}; no --weights given): its "
                "projections show the architecture, not learned features")
-        meta.update(weights=None, path=arch, sha256=_state_sha256(model),
+        meta.update(weights=None, path=arch, sha256=state_sha256(model),
                     random_init_seed=RANDOM_INIT_SEED)
     for attr in _AUX_HEADS.get(name, ()):
         setattr(model, attr, None)
@@ -243,27 +239,6 @@ def _weights_choice(arch: str, enum, weights):
                              f"torchvision weights: {known})")
     raise DeconvvizError(f"{arch} has no weights {text!r}; its torchvision weights are {known} "
                          "(or give a local state-dict file)")
-
-
-def _torchvision_state_dict(arch: str, tv_weights, progress: bool):
-    url = tv_weights.url
-    cached = Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlparse(url).path)
-    existed = cached.is_file()
-    try:
-        # torch.hub announces downloads on stdout, which belongs to the command's output;
-        # its progress bar (stderr) says enough
-        with contextlib.redirect_stdout(io.StringIO()):
-            state = tv_weights.get_state_dict(progress=progress, check_hash=True,
-                                              weights_only=True)
-    except Exception as exc:
-        reason = _first_line(exc)
-        if existed or cached.is_file():
-            raise DeconvvizError(f"cannot read torchvision's cached weights {cached} for {arch} "
-                                 f"({reason}); delete it, or fetch {url} again and save it "
-                                 "there") from None
-        raise DeconvvizError(f"cannot download the weights of {arch} ({reason}); fetch {url} "
-                             f"and save it as {cached}") from None
-    return state, cached
 
 
 def _build(name: str, kwargs: dict) -> nn.Module:
@@ -307,11 +282,11 @@ def _user_module(spec, weights, device, image_size, mean, std) -> nn.Module:
             raise DeconvvizError(f"weights file {weights} does not exist (for a model of your "
                                  "own, --weights takes a state-dict file; torchvision weights "
                                  "names apply to torchvision:NAME)")
-        state = _read_state_file(Path(str(weights)))
-        _load_state(model, state, spec, f"weights file {weights}")
+        state = read_state_file(Path(str(weights)))
+        load_state(model, state, spec, f"weights file {weights}")
         meta.update(weights=str(weights), path=str(weights), sha256=file_sha256(weights))
     else:
-        meta.update(weights=None, path=spec, sha256=_state_sha256(model))
+        meta.update(weights=None, path=spec, sha256=state_sha256(model))
     size = _pair(DEFAULT_IMAGE_SIZE if image_size is None else image_size)
     pre = Preprocessing(size=size, resize_size=default_resize_size(size),
                         mean=IMAGENET_MEAN if mean is None else mean,
@@ -336,110 +311,12 @@ def _import(modname: str, spec: str):
             sys.path.remove(cwd)
 
 
-# --------------------------------------------------------------------------- state dicts
+# --------------------------------------------------------------------------- finishing
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
     return text.splitlines()[0].strip() if text else type(exc).__name__
 
-
-def _read_state_file(path: Path) -> dict:
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise DeconvvizError(f"cannot read weights file {path} with weights_only loading (not a "
-                             f"state dict saved by torch.save, damaged, or holding pickled "
-                             f"objects): {_first_line(exc)}") from None
-    if isinstance(obj, dict) and not _is_tensor_dict(obj):
-        for key in ("state_dict", "model_state_dict", "model"):
-            if isinstance(obj.get(key), dict) and _is_tensor_dict(obj[key]):
-                obj = obj[key]
-                break
-    if not isinstance(obj, dict) or not _is_tensor_dict(obj):
-        raise DeconvvizError(f"weights file {path} holds a {type(obj).__name__}, not a state dict "
-                             "(a dict of parameter names to tensors)")
-    if obj and all(k.startswith("module.") for k in obj):  # saved from DataParallel
-        obj = {k[len("module."):]: v for k, v in obj.items()}
-    return dict(obj)
-
-
-def _is_tensor_dict(obj: dict) -> bool:
-    return bool(obj) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                             for k, v in obj.items())
-
-
-def _shape_mismatches(model: nn.Module, state: dict):
-    own = model.state_dict()
-    return [(k, tuple(state[k].shape), tuple(own[k].shape)) for k in own
-            if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
-
-
-def _class_count_to_fit(model: nn.Module, state: dict) -> Optional[int]:
-    """The class count of a file whose only differences are the classifier's rows."""
-    bad = _shape_mismatches(model, _renamed(state, model))
-    if not bad:
-        return None
-    counts = {f[0] for _, f, _ in bad}
-    if len(counts) == 1 and all(f[1:] == m[1:] for _, f, m in bad) and \
-            len({m[0] for _, _, m in bad}) == 1:
-        return counts.pop()
-    return None
-
-
-def _renamed(state: dict, model: nn.Module) -> dict:
-    # DenseNet files from before PyTorch forbade '.' in module names ('norm.1' -> 'norm1').
-    if any(_DENSENET_OLD_KEY.match(k) for k in state):
-        out = {}
-        for k, v in state.items():
-            m = _DENSENET_OLD_KEY.match(k)
-            out[m.group(1) + m.group(2) if m else k] = v
-        return out
-    return state
-
-
-def _keys(keys: Sequence[str], n: int = 3) -> str:
-    keys = list(keys)
-    more = ", ..." if len(keys) > n else ""
-    return ", ".join(keys[:n]) + more
-
-
-def _load_state(model: nn.Module, state: dict, arch: str, what: str) -> None:
-    """Load strictly; any difference is one line naming the architecture and keys."""
-    state = _renamed(state, model)
-    shapes = _shape_mismatches(model, state)
-    missing, unexpected = [], []
-    if not shapes:
-        result = model.load_state_dict(state, strict=False)
-        missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
-    else:
-        own = model.state_dict()
-        missing = [k for k in own if k not in state]
-        unexpected = [k for k in state if k not in own]
-    if not (shapes or missing or unexpected):
-        return
-    parts = []
-    if missing:
-        parts.append(f"{len(missing)} missing key(s) ({_keys(missing)})")
-    if unexpected:
-        parts.append(f"{len(unexpected)} unexpected key(s) ({_keys(unexpected)})")
-    if shapes:
-        shown = ", ".join(f"{k}: file {'x'.join(map(str, f))}, model {'x'.join(map(str, m))}"
-                          for k, f, m in shapes[:3])
-        parts.append(f"{len(shapes)} of another shape ({shown}{', ...' if len(shapes) > 3 else ''})")
-    raise DeconvvizError(f"{what} does not fit {arch}: {'; '.join(parts)}")
-
-
-def _state_sha256(model: nn.Module) -> str:
-    """sha256 of the parameters and buffers (names, shapes, bytes): identifies random weights."""
-    h = hashlib.sha256()
-    for k, v in sorted(model.state_dict().items()):
-        t = v.detach().cpu().contiguous()
-        h.update(f"{k}:{t.dtype}:{tuple(t.shape)}\n".encode())
-        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    return h.hexdigest()
-
-
-# --------------------------------------------------------------------------- finishing
 
 def _imagenet_categories() -> List[str]:
     import torchvision.models as tvm
