@@ -251,8 +251,12 @@ def _build(name: str, kwargs: dict) -> nn.Module:
         try:
             return tvm.get_model(name, weights=None, **kwargs)
         except (TypeError, ValueError, RuntimeError) as exc:
-            raise DeconvvizError(f"cannot build torchvision:{name} with {kwargs}: "
-                                 f"{_first_line(exc)}") from None
+            sized = [kwargs[k] for k in ("image_size", "input_size") if k in kwargs]
+            if sized:
+                h, w = _pair(sized[0])
+                raise DeconvvizError(f"cannot build torchvision:{name} for {h}x{w} images: "
+                                     f"{_first_line(exc)}; choose another image size") from None
+            raise DeconvvizError(f"cannot build torchvision:{name}: {_first_line(exc)}") from None
 
 
 # --------------------------------------------------------------------------- user code
