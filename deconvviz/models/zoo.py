@@ -255,7 +255,8 @@ def _build(name: str, kwargs: dict) -> nn.Module:
             if sized:
                 h, w = _pair(sized[0])
                 raise DeconvvizError(f"cannot build torchvision:{name} for {h}x{w} images: "
-                                     f"{_first_line(exc)}; choose another image size") from None
+                                     f"{_first_line(exc).rstrip('.')}; choose another image "
+                                     "size") from None
             raise DeconvvizError(f"cannot build torchvision:{name}: {_first_line(exc)}") from None
 
 
@@ -346,8 +347,8 @@ def _finish(model: nn.Module, meta: dict, pre: Preprocessing, device: str,
         hint = f" (its weights were trained at {trained_size[0]}x{trained_size[1]})" \
             if trained_size else ""
         raise DeconvvizError(f"{meta['arch']} does not run on 3x{h}x{w} images{hint}: "
-                             f"{type(exc).__name__}: {_first_line(exc)}; choose another image "
-                             "size") from None
+                             f"{type(exc).__name__}: {_first_line(exc).rstrip('.')}; choose "
+                             "another image size") from None
     if isinstance(out, torch.Tensor) and out.dim() == 2:
         n = int(out.shape[1])
         if own_classes is not None and len(list(own_classes)) == n:
