@@ -31,6 +31,7 @@ from torch.utils.data import Dataset
 
 from ..errors import DeconvvizError, notice
 from ..progress import Progress
+from .preprocess import _DRAFT_GAP, _check, _pair, decode_image
 
 __all__ = [
     "ImageSource",
@@ -55,7 +56,8 @@ CIFAR10_CLASSES = (
 )
 _CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 _CIFAR_MD5 = "c58f30108f718f92721af3b95e74349a"
-_CACHE_VERSION = 1
+# 2: images of another size are resized (shorter side) and centre-cropped, JPEGs drafted
+_CACHE_VERSION = 2
 
 
 def cache_dir() -> Path:
@@ -360,27 +362,18 @@ def _imagefolder_entries(root: Path) -> Tuple[List[str], List[Tuple[str, int]]]:
     return classes, samples
 
 
-def _decode(path: str, size: Tuple[int, int], stats: dict) -> np.ndarray:
-    from PIL import Image
-    try:
-        with Image.open(path) as im:
-            if im.mode != "RGB":
-                stats["converted"] += 1
-                im = im.convert("RGB")
-            else:
-                im.load()
-            if im.size != (size[1], size[0]):
-                stats["resized"] += 1
-                im = im.resize((size[1], size[0]), Image.BILINEAR)
-            arr = np.asarray(im, dtype=np.uint8)
-    except Exception as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DeconvvizError(f"cannot read image {path}: {reason}") from None
-    return arr.transpose(2, 0, 1)
+def _decode(path: str, size: Tuple[int, int], stats: dict, resize_size: Optional[int] = None,
+            interpolation: str = "bilinear") -> np.ndarray:
+    pixels, info = decode_image(path, size, resize_size, interpolation, draft=True)
+    for key in ("converted", "resized", "upscaled"):
+        stats[key] = stats.get(key, 0) + int(info[key])
+    return pixels
 
 
-def _cache_key(paths: Sequence[str], labels: Sequence[int], size: Tuple[int, int]) -> str:
-    h = hashlib.sha256(f"v{_CACHE_VERSION}:{size[0]}x{size[1]}".encode())
+def _cache_key(paths: Sequence[str], labels: Sequence[int], size: Tuple[int, int],
+               resize_size: int, interpolation: str) -> str:
+    h = hashlib.sha256(f"v{_CACHE_VERSION}:{size[0]}x{size[1]}:{resize_size}:{interpolation}:"
+                       f"draft{_DRAFT_GAP}".encode())
     for p, lab in zip(paths, labels):
         st = os.stat(p)
         h.update(f"{os.path.abspath(p)}\0{st.st_size}\0{st.st_mtime_ns}\0{lab}\n".encode())
@@ -397,12 +390,13 @@ def _npy_data_offset(f) -> int:
 
 
 def _decode_to_cache(paths: Sequence[str], size: Tuple[int, int], target: Path,
-                     progress: bool) -> dict:
+                     progress: bool, resize_size: Optional[int] = None,
+                     interpolation: str = "bilinear") -> dict:
     """Decode images in order into ``target`` (``.npy``, uint8), written atomically."""
     target.parent.mkdir(parents=True, exist_ok=True)
     shape = (len(paths), 3, size[0], size[1])
     fd, tmp = tempfile.mkstemp(prefix=".decode-", suffix=".npy", dir=str(target.parent))
-    stats = {"converted": 0, "resized": 0}
+    stats = {"converted": 0, "resized": 0, "upscaled": 0}
     h = hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as f:
@@ -412,7 +406,7 @@ def _decode_to_cache(paths: Sequence[str], size: Tuple[int, int], target: Path,
             total = len(paths)
             with Progress(total, "decoding images (once)", enabled=progress) as bar:
                 for i, p in enumerate(paths):
-                    chunk.append(_decode(p, size, stats))
+                    chunk.append(_decode(p, size, stats, resize_size, interpolation))
                     if len(chunk) == 2048 or i == total - 1:
                         block = np.ascontiguousarray(np.stack(chunk))
                         f.write(block.tobytes())
@@ -430,12 +424,16 @@ def _decode_to_cache(paths: Sequence[str], size: Tuple[int, int], target: Path,
 
 def _folder_source(paths: List[str], labels: List[int], classes: Sequence[str], *,
                    description: str, kind: str, split: Optional[str],
-                   size: Tuple[int, int], use_cache: bool = True) -> ImageSource:
+                   size: Tuple[int, int], use_cache: bool = True,
+                   resize_size: Optional[int] = None,
+                   interpolation: str = "bilinear") -> ImageSource:
     if not paths:
         raise DeconvvizError(f"no images found in {description}")
+    resize_size = max(size) if resize_size is None else int(resize_size)
+    _check(size, resize_size, interpolation)
     label_t = torch.as_tensor(labels, dtype=torch.int64)
     if use_cache:
-        key = _cache_key(paths, labels, size)
+        key = _cache_key(paths, labels, size, resize_size, interpolation)
         target = cache_dir() / f"{key}.npy"
         meta_file = cache_dir() / f"{key}.json"
         meta = None
@@ -446,47 +444,61 @@ def _folder_source(paths: List[str], labels: List[int], classes: Sequence[str], 
                 meta = None
         if meta is None:
             try:
-                stats = _decode_to_cache(paths, size, target, progress=len(paths) > 4096)
+                stats = _decode_to_cache(paths, size, target, progress=len(paths) > 4096,
+                                         resize_size=resize_size, interpolation=interpolation)
             except OSError as exc:  # unwritable cache: fall back to decoding in memory
                 notice(f"cannot write the decoded-image cache ({exc}); decoding in memory")
                 return _folder_source(paths, labels, classes, description=description, kind=kind,
-                                      split=split, size=size, use_cache=False)
+                                      split=split, size=size, use_cache=False,
+                                      resize_size=resize_size, interpolation=interpolation)
             meta = dict(stats, count=len(paths))
             tmp = meta_file.with_suffix(".json.tmp")
             tmp.write_text(json.dumps(meta))
             os.replace(tmp, meta_file)
-        _report_conversions(meta, size)
+        _report_conversions(meta, size, resize_size)
         h = hashlib.sha256(meta["pixels_sha256"].encode())
         h.update(label_t.numpy().astype("<i8").tobytes())
         return ImageSource(description=description, kind=kind, split=split, labels=label_t,
                            class_names=classes, cache_file=target, shape=(3,) + tuple(size),
                            fingerprint=h.hexdigest(), paths=list(paths))
-    stats = {"converted": 0, "resized": 0}
-    images = torch.from_numpy(np.stack([_decode(p, size, stats) for p in paths]))
-    _report_conversions(stats, size)
+    stats = {"converted": 0, "resized": 0, "upscaled": 0}
+    images = torch.from_numpy(np.stack([_decode(p, size, stats, resize_size, interpolation)
+                                        for p in paths]))
+    _report_conversions(stats, size, resize_size)
     return ImageSource(description=description, kind=kind, split=split, labels=label_t,
                        class_names=classes, images=images, paths=list(paths))
 
 
-def _report_conversions(stats: dict, size: Tuple[int, int]) -> None:
+def _report_conversions(stats: dict, size: Tuple[int, int], resize_size: int) -> None:
     if stats.get("converted"):
         notice(f"converted {stats['converted']} image(s) to RGB")
     if stats.get("resized"):
-        notice(f"resized {stats['resized']} image(s) to {size[0]}x{size[1]}")
+        up = f"; {stats['upscaled']} of them upscaled" if stats.get("upscaled") else ""
+        notice(f"resized {stats['resized']} image(s) to {size[0]}x{size[1]} (shorter side to "
+               f"{resize_size}, centre crop{up})")
 
 
-def image_files_source(files: Sequence[str], image_size: Tuple[int, int] = (32, 32)) -> ImageSource:
-    """A source made of the given image files, in the given order (labels ``-1``)."""
+def image_files_source(files: Sequence[str], image_size: Tuple[int, int] = (32, 32), *,
+                       resize_size: Optional[int] = None,
+                       interpolation: str = "bilinear") -> ImageSource:
+    """A source made of the given image files, in the given order (labels ``-1``).
+
+    Images of another size than ``image_size`` (H, W) are resized and
+    centre-cropped as in :func:`resolve_source`.
+    """
     for f in files:
         if not os.path.isfile(f):
             raise DeconvvizError(f"image {f} does not exist")
     desc = files[0] if len(files) == 1 else f"{len(files)} image files"
     return _folder_source(list(files), [-1] * len(files), [], description=desc, kind="images",
-                          split=None, size=tuple(image_size), use_cache=False)
+                          split=None, size=_pair(image_size), use_cache=False,
+                          resize_size=resize_size, interpolation=interpolation)
 
 
 def resolve_source(spec: Optional[str] = None, split: Optional[str] = "test", *,
-                   download: bool = False, image_size: Tuple[int, int] = (32, 32)) -> ImageSource:
+                   download: bool = False, image_size: Tuple[int, int] = (32, 32),
+                   resize_size: Optional[int] = None,
+                   interpolation: str = "bilinear") -> ImageSource:
     """Turn a data-source string into an :class:`ImageSource`.
 
     ``spec`` is ``"builtin"`` (default), a path to an official CIFAR-10 folder,
@@ -494,11 +506,20 @@ def resolve_source(spec: Optional[str] = None, split: Optional[str] = "test", *,
     of loose images, or one image file. ``split`` (``"train"`` or ``"test"``)
     chooses the split where the source has several. With ``download=True`` an
     official CIFAR-10 copy is downloaded into ``spec`` when none is there.
+
+    Image files whose size is not ``image_size`` ``(H, W)`` are resized so their
+    shorter side is ``resize_size`` (default ``max(H, W)``) with ``interpolation``
+    and centre-cropped to ``H x W``, as torchvision's ``weights.transforms()`` do
+    (:mod:`deconvviz.data.preprocess`; a model's values come from
+    ``Preprocessing.from_meta(model.meta).source_kwargs()``). Images of the right
+    size (CIFAR-10 for the bundled network) are taken as they are; the official
+    CIFAR-10 batches are always 32x32.
     """
     spec = "builtin" if spec in (None, "") else str(spec)
     if split is not None and split not in ("train", "test"):
         raise DeconvvizError(f"split must be 'train' or 'test', got {split!r}")
-    size = tuple(int(v) for v in image_size)
+    size = _pair(image_size)
+    decode = {"size": size, "resize_size": resize_size, "interpolation": interpolation}
     if spec == "builtin" or spec.startswith("builtin:"):
         sp = spec.split(":", 1)[1] if ":" in spec else (split or "test")
         if sp not in BUILTIN_SIZES:
@@ -514,7 +535,8 @@ def resolve_source(spec: Optional[str] = None, split: Optional[str] = "test", *,
         if not _is_image(path):
             raise DeconvvizError(f"{spec} is not an image file (known extensions: "
                                  f"{', '.join(IMAGE_EXTENSIONS)})")
-        return image_files_source([str(path)], size)
+        return image_files_source([str(path)], size, resize_size=resize_size,
+                                  interpolation=interpolation)
     official = _find_cifar_batches(path)
     if official is not None:
         return _load_cifar_batches(official, split or "test")
@@ -534,9 +556,9 @@ def resolve_source(spec: Optional[str] = None, split: Optional[str] = "test", *,
         if samples:
             return _folder_source([s[0] for s in samples], [s[1] for s in samples], classes,
                                   description=str(path), kind="imagefolder", split=chosen_split,
-                                  size=size)
+                                  **decode)
     if loose:
         return _folder_source([str(p) for p in loose], [-1] * len(loose), [],
-                              description=str(path), kind="images", split=None, size=size)
+                              description=str(path), kind="images", split=None, **decode)
     raise DeconvvizError(f"no images found in {spec} (expected an ImageFolder tree, a "
                          "cifar-10-batches-py folder, or image files)")

@@ -1,0 +1,370 @@
+"""Every network ``--model`` names: deconvviz checkpoints, torchvision classifiers
+and the user's own code, resolved by one function, :func:`resolve_model`.
+
+Whatever the source, the model comes back in eval mode with ``model.meta``, the
+dict every command reads (``path``, ``sha256``, ``arch``, ``class_names``,
+``normalization`` ``{mean, std}``, ``input_size`` ``[3, H, W]``) plus, for
+torchvision and user models, ``resize_size`` and ``interpolation``, the
+preprocessing that :class:`deconvviz.data.preprocess.Preprocessing` reads back.
+"""
+
+from __future__ import annotations
+
+import difflib
+import importlib
+import os
+import re
+import sys
+from pathlib import Path
+from typing import List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from .. import __version__
+from ..data.preprocess import (IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS, Preprocessing,
+                               _pair, default_resize_size)
+from ..errors import DeconvvizError, notice
+from .checkpoint import file_sha256, load_model
+from .weights import (class_count_to_fit, load_state, read_state_file, state_sha256,
+                      torchvision_state_dict)
+
+__all__ = ["resolve_model", "torchvision_models", "model_kind", "TORCHVISION_PREFIX",
+           "RANDOM_INIT_SEED"]
+
+TORCHVISION_PREFIX = "torchvision:"
+RANDOM_INIT_SEED = 0
+DEFAULT_IMAGE_SIZE = 224
+_MODULE_SPEC = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
+# torchvision's pretrained GoogLeNet and Inception-v3 take inputs normalised with
+# ImageNet statistics and re-normalise them inside; their files hold the auxiliary
+# heads, which the pretrained models then drop. Built the same way for every source.
+_AUX_HEADS = {"googlenet": ("aux1", "aux2"), "inception_v3": ("AuxLogits",)}
+
+Size = Union[None, int, Sequence[int]]
+
+
+def model_kind(spec: Optional[str]) -> str:
+    """``"checkpoint"`` (None or a path), ``"torchvision"`` (``torchvision:NAME``) or
+    ``"module"`` (``package.module:function``, when no such file exists)."""
+    if spec is None or str(spec) == "":
+        return "checkpoint"
+    spec = str(spec)
+    if spec.startswith(TORCHVISION_PREFIX):
+        return "torchvision"
+    if _MODULE_SPEC.match(spec) and not os.path.exists(spec):
+        return "module"
+    return "checkpoint"
+
+
+def torchvision_models() -> List[str]:
+    """Names of the classification models in ``torchvision.models`` (``torchvision:NAME``)."""
+    import torchvision.models as tvm
+    return sorted(tvm.list_models(module=tvm))
+
+
+def resolve_model(spec: Optional[str] = None, weights: Optional[str] = None,
+                  device: str = "cpu", image_size: Size = None,
+                  mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
+                  *, progress: bool = True) -> nn.Module:
+    """The network ``--model`` names, in eval mode on ``device``, with ``model.meta``.
+
+    ``spec``:
+
+    * ``None``: the bundled CIFAR-10 network; a path: a deconvviz checkpoint
+      (both exactly as :func:`deconvviz.models.checkpoint.load_model`);
+    * ``"torchvision:NAME"``: any classification model of ``torchvision.models``
+      (:func:`torchvision_models`), e.g. ``torchvision:vgg16_bn``;
+    * ``"package.module:function"``: ``function()`` from the user's code, which
+      must return an ``nn.Module`` (the module is imported from ``sys.path`` or
+      the current folder; it runs with torch's RNG seeded with 0).
+
+    ``weights`` (torchvision and user models only):
+
+    * a torchvision weights name (``DEFAULT``, ``IMAGENET1K_V1``, ...): the file
+      comes through torchvision's own cache (``torch.hub.get_dir()/checkpoints``,
+      downloaded on first use; offline, the error names the URL and that path);
+    * a local state-dict file, read with ``torch.load(..., weights_only=True)``
+      (a ``{"state_dict": ...}`` wrapper and a DataParallel ``module.`` prefix
+      are accepted; a classifier with another class count is rebuilt to fit);
+    * ``None``: torchvision models get a random initialisation, seeded with
+      :data:`RANDOM_INIT_SEED` and announced by a one-line notice.
+
+    Preprocessing (``meta``): torchvision weights bring their own crop, resize,
+    interpolation, mean and std; every other torchvision or user model gets
+    ImageNet's (mean 0.485, 0.456, 0.406, std 0.229, 0.224, 0.225, resize 256
+    then centre crop 224). ``image_size`` (an int or ``(H, W)``) changes the crop
+    and scales the resize in proportion; ``mean``/``std`` replace the statistics.
+    A checkpoint's input size is fixed (its classifier depends on it); its
+    ``mean``/``std`` may be replaced.
+
+    Class names: the weights' categories; otherwise a model with 1000 outputs
+    gets the ImageNet categories (output unit ``i`` of every torchvision
+    classifier stands for ImageNet class ``i``, also before training), a user
+    module may set ``class_names`` on itself, and any other count is named
+    ``class0..class{N-1}``. A model whose output is not ``(B, N)`` (a feature
+    extractor) has no class names.
+
+    Every mistake (unknown name, weights for another architecture, download
+    while offline, import failure, a function that returns no module, an input
+    size the network cannot take) raises a one-line :class:`DeconvvizError`.
+    """
+    kind = model_kind(spec)
+    if kind == "checkpoint":
+        return _checkpoint(spec, weights, device, image_size, mean, std)
+    if kind == "torchvision":
+        return _torchvision(str(spec)[len(TORCHVISION_PREFIX):], weights, device, image_size,
+                            mean, std, progress)
+    return _user_module(str(spec), weights, device, image_size, mean, std)
+
+
+# --------------------------------------------------------------------------- checkpoints
+
+def _checkpoint(spec, weights, device, image_size, mean, std) -> nn.Module:
+    if weights is not None:
+        raise DeconvvizError("a deconvviz checkpoint carries its own weights; --weights applies "
+                             "to torchvision:NAME and package.module:function models")
+    model = load_model(spec, device=device)
+    meta = model.meta
+    size = tuple(int(v) for v in meta.get("input_size", (3, 32, 32))[-2:])
+    if image_size is not None and _pair(image_size) != size:
+        h, w = _pair(image_size)
+        raise DeconvvizError(f"checkpoint {meta['path']} takes {size[0]}x{size[1]} images; "
+                             f"it cannot run at {h}x{w} (its classifier is fixed to that size)")
+    if mean is not None or std is not None:
+        norm = meta["normalization"]
+        pre = Preprocessing(size=size, resize_size=max(size),
+                            mean=norm["mean"] if mean is None else mean,
+                            std=norm["std"] if std is None else std)
+        meta["normalization"] = {"mean": list(pre.mean), "std": list(pre.std)}
+    return model
+
+
+# --------------------------------------------------------------------------- torchvision
+
+def _torchvision(name, weights, device, image_size, mean, std, progress) -> nn.Module:
+    import torchvision.models as tvm
+
+    names = torchvision_models()
+    if name not in names:
+        close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
+        hint = f"; closest: {', '.join(close)}" if close else ""
+        raise DeconvvizError(f"unknown torchvision model {name!r}{hint} (any of the "
+                             f"{len(names)} classification models of torchvision.models)")
+    enum = tvm.get_model_weights(name)
+    default = enum.DEFAULT
+    arch = f"{TORCHVISION_PREFIX}{name}"
+    tv_weights, weights_file = _weights_choice(arch, enum, weights)
+
+    if tv_weights is not None:
+        t = tv_weights.transforms()
+        crop = _pair(t.crop_size)
+        resize = int(t.resize_size[0])
+        interpolation = getattr(t.interpolation, "value", "bilinear")
+        base_mean, base_std = t.mean, t.std
+        if image_size is not None and _pair(image_size) != crop:
+            size = _pair(image_size)
+            resize = default_resize_size(size, resize, max(crop))
+        else:
+            size = crop
+    else:
+        size = _pair(DEFAULT_IMAGE_SIZE if image_size is None else image_size)
+        resize = default_resize_size(size)
+        interpolation, base_mean, base_std = "bilinear", IMAGENET_MEAN, IMAGENET_STD
+    if interpolation not in INTERPOLATIONS:
+        interpolation = "bilinear"
+    pre = Preprocessing(size=size, resize_size=resize, interpolation=interpolation,
+                        mean=base_mean if mean is None else mean,
+                        std=base_std if std is None else std)
+
+    kwargs = {}
+    if name in _AUX_HEADS:
+        kwargs.update(transform_input=True, aux_logits=True,
+                      init_weights=tv_weights is None and weights_file is None)
+    if name.startswith("vit_"):
+        kwargs["image_size"] = tv_weights.meta["min_size"][0] if tv_weights else size[0]
+    elif name.startswith("maxvit"):
+        kwargs["input_size"] = tuple(tv_weights.meta["min_size"]) if tv_weights else size
+    if tv_weights is not None:
+        kwargs["num_classes"] = len(tv_weights.meta["categories"])
+
+    meta = {"arch": arch, "model": arch}
+    if tv_weights is not None:
+        state, path = torchvision_state_dict(arch, tv_weights, progress)
+        model = _build(name, kwargs)
+        load_state(model, state, arch, f"torchvision's weights file {path}")
+        meta.update(weights=tv_weights.name if hasattr(tv_weights, "name") else str(tv_weights),
+                    path=str(path), sha256=file_sha256(path))
+    elif weights_file is not None:
+        state = read_state_file(weights_file)
+        model = _build(name, kwargs)
+        classes = class_count_to_fit(model, state)
+        if classes is not None:
+            model = _build(name, dict(kwargs, num_classes=classes))
+        load_state(model, state, arch, f"weights file {weights_file}")
+        meta.update(weights=str(weights_file), path=str(weights_file),
+                    sha256=file_sha256(weights_file))
+    else:
+        model = _build(name, kwargs)
+        notice(f"{arch} has random weights (seed {RANDOM_INIT_SEED}; no --weights given): its "
+               "projections show the architecture, not learned features")
+        meta.update(weights=None, path=arch, sha256=state_sha256(model),
+                    random_init_seed=RANDOM_INIT_SEED)
+    for attr in _AUX_HEADS.get(name, ()):
+        setattr(model, attr, None)
+    if name in _AUX_HEADS:
+        model.aux_logits = False
+
+    categories = list(tv_weights.meta["categories"]) if tv_weights is not None else \
+        list(default.meta.get("categories") or [])
+    return _finish(model, meta, pre, device, categories, trained_size=(
+        _pair(tv_weights.transforms().crop_size) if tv_weights is not None else None))
+
+
+def _weights_choice(arch: str, enum, weights):
+    """``(torchvision weights or None, local file or None)``."""
+    if weights is None or str(weights) == "":
+        return None, None
+    text = str(weights)
+    if os.path.isfile(text):
+        return None, Path(text)
+    members = dict(enum.__members__)
+    key = text.split(".", 1)[1] if text.startswith(enum.__name__ + ".") else text
+    for member, value in members.items():
+        if member.upper() == key.upper():
+            return value, None
+    known = ", ".join(members)
+    if os.sep in text or "/" in text or os.path.splitext(text)[1]:
+        raise DeconvvizError(f"weights file {text} does not exist (or give one of {arch}'s "
+                             f"torchvision weights: {known})")
+    raise DeconvvizError(f"{arch} has no weights {text!r}; its torchvision weights are {known} "
+                         "(or give a local state-dict file)")
+
+
+def _build(name: str, kwargs: dict) -> nn.Module:
+    import torchvision.models as tvm
+    import warnings
+
+    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
+        warnings.simplefilter("ignore", UserWarning)  # e.g. "weights of the aux heads not trained"
+        torch.manual_seed(RANDOM_INIT_SEED)
+        try:
+            return tvm.get_model(name, weights=None, **kwargs)
+        except (TypeError, ValueError, RuntimeError) as exc:
+            sized = [kwargs[k] for k in ("image_size", "input_size") if k in kwargs]
+            if sized:
+                h, w = _pair(sized[0])
+                raise DeconvvizError(f"cannot build torchvision:{name} for {h}x{w} images: "
+                                     f"{_first_line(exc).rstrip('.')}; choose another image "
+                                     "size") from None
+            raise DeconvvizError(f"cannot build torchvision:{name}: {_first_line(exc)}") from None
+
+
+# --------------------------------------------------------------------------- user code
+
+def _user_module(spec, weights, device, image_size, mean, std) -> nn.Module:
+    modname, funcname = spec.split(":")
+    module = _import(modname, spec)
+    func = getattr(module, funcname, None)
+    where = getattr(module, "__file__", None) or modname
+    if func is None:
+        raise DeconvvizError(f"module {modname} ({where}) has no {funcname!r} (for --model {spec})")
+    if not callable(func):
+        raise DeconvvizError(f"{spec} is a {type(func).__name__}, not a function that returns "
+                             "an nn.Module")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        try:
+            model = func()
+        except Exception as exc:
+            raise DeconvvizError(f"{spec} raised {type(exc).__name__}: {_first_line(exc)}") from None
+    if not isinstance(model, nn.Module):
+        raise DeconvvizError(f"{spec} returned a {type(model).__module__}.{type(model).__name__}"
+                             ", not a torch.nn.Module")
+    meta = {"arch": spec, "model": spec}
+    if weights is not None and str(weights) != "":
+        if not os.path.isfile(str(weights)):
+            raise DeconvvizError(f"weights file {weights} does not exist (for a model of your "
+                                 "own, --weights takes a state-dict file; torchvision weights "
+                                 "names apply to torchvision:NAME)")
+        state = read_state_file(Path(str(weights)))
+        load_state(model, state, spec, f"weights file {weights}")
+        meta.update(weights=str(weights), path=str(weights), sha256=file_sha256(weights))
+    else:
+        meta.update(weights=None, path=spec, sha256=state_sha256(model))
+    size = _pair(DEFAULT_IMAGE_SIZE if image_size is None else image_size)
+    pre = Preprocessing(size=size, resize_size=default_resize_size(size),
+                        mean=IMAGENET_MEAN if mean is None else mean,
+                        std=IMAGENET_STD if std is None else std)
+    own = getattr(model, "class_names", None)
+    return _finish(model, meta, pre, device, None, own_classes=own)
+
+
+def _import(modname: str, spec: str):
+    # Console scripts do not put the current folder on sys.path, as `python -m` does.
+    cwd = os.getcwd()
+    added = cwd not in sys.path and "" not in sys.path
+    if added:
+        sys.path.append(cwd)
+    try:
+        return importlib.import_module(modname)
+    except Exception as exc:
+        raise DeconvvizError(f"cannot import {modname} for --model {spec}: "
+                             f"{type(exc).__name__}: {_first_line(exc)}") from None
+    finally:
+        if added and cwd in sys.path:
+            sys.path.remove(cwd)
+
+
+# --------------------------------------------------------------------------- finishing
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0].strip() if text else type(exc).__name__
+
+
+def _imagenet_categories() -> List[str]:
+    import torchvision.models as tvm
+    return list(tvm.ResNet50_Weights.DEFAULT.meta["categories"])
+
+
+def _finish(model: nn.Module, meta: dict, pre: Preprocessing, device: str,
+            categories: Optional[List[str]], trained_size: Optional[Tuple[int, int]] = None,
+            own_classes=None) -> nn.Module:
+    """Eval mode, on ``device``, one forward pass to check the input size and count
+    the outputs, then ``model.meta``."""
+    import torchvision
+
+    model.eval()
+    model.to(device)
+    h, w = pre.size
+    param = next(iter(model.parameters()), None)
+    dtype = param.dtype if param is not None and param.is_floating_point() else torch.float32
+    try:
+        with torch.inference_mode():
+            out = model(torch.zeros((1, 3, h, w), dtype=dtype, device=device))
+    except Exception as exc:
+        hint = f" (its weights were trained at {trained_size[0]}x{trained_size[1]})" \
+            if trained_size else ""
+        raise DeconvvizError(f"{meta['arch']} does not run on 3x{h}x{w} images{hint}: "
+                             f"{type(exc).__name__}: {_first_line(exc).rstrip('.')}; choose "
+                             "another image size") from None
+    if isinstance(out, torch.Tensor) and out.dim() == 2:
+        n = int(out.shape[1])
+        if own_classes is not None and len(list(own_classes)) == n:
+            class_names = [str(c) for c in own_classes]
+        elif categories and len(categories) == n:
+            class_names = list(categories)
+        elif categories is None and n == 1000:
+            class_names = _imagenet_categories()
+        else:
+            class_names = [f"class{i}" for i in range(n)]
+    else:
+        n, class_names = None, []
+    meta.update(class_names=class_names, num_classes=n,
+                normalization={"mean": list(pre.mean), "std": list(pre.std)},
+                input_size=[3, h, w], resize_size=pre.resize_size,
+                interpolation=pre.interpolation, package_version=__version__,
+                torch_version=torch.__version__, torchvision_version=torchvision.__version__)
+    model.meta = meta
+    return model
