@@ -4,6 +4,7 @@ the command line for provenance, the device choice and output checks."""
 from __future__ import annotations
 
 import contextlib
+import functools
 import os
 import shlex
 import sys
@@ -14,7 +15,7 @@ import click
 from ..errors import DeconvvizError
 
 __all__ = ["command_line", "resolve_device", "out_file_check", "one_line_errors", "DATA_HELP", "data_option", "split_option", "model_option", "device_option",
-           "projection_options"]
+           "projection_options", "ModelChoice", "source_options"]
 
 DATA_HELP = ("data source: 'builtin' (generated images, no files needed), an official "
              "cifar-10-batches-py folder, an ImageFolder tree, a folder with train/ and test/ "
@@ -44,9 +45,79 @@ def split_option(default):
                         show_default=True, help="split to use where the source has several")
 
 
+MODEL_HELP = ("the network: a deconvviz checkpoint file, 'torchvision:NAME' (any classification "
+              "model of torchvision.models, e.g. torchvision:vgg16_bn), or "
+              "'package.module:function' returning an nn.Module  [default: the bundled CIFAR-10 "
+              "network]")
+
+
+class ModelChoice:
+    """What the model options asked for; :meth:`load` resolves it (one line on error)."""
+
+    def __init__(self, spec=None, weights=None, image_size=None, mean=None, std=None):
+        self.spec, self.weights, self.image_size = spec, weights, image_size
+        self.mean, self.std = mean, std
+
+    def load(self, device: str = "cpu"):
+        from ..models.zoo import resolve_model
+        return resolve_model(self.spec, self.weights, device=device, image_size=self.image_size,
+                             mean=self.mean, std=self.std)
+
+
+def source_options(model) -> dict:
+    """``resolve_source`` keywords that preprocess images the way ``model`` expects."""
+    from ..data.preprocess import Preprocessing
+    return Preprocessing.from_meta(model.meta).source_kwargs()
+
+
+def _triple(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        parts = [float(v) for v in value.replace(",", " ").split()]
+    except ValueError:
+        parts = []
+    if len(parts) != 3:
+        raise click.BadParameter(f"expected three numbers (one per channel), got {value!r}")
+    return parts
+
+
+def _size(ctx, param, value):
+    if value is None:
+        return None
+    try:
+        parts = [int(v) for v in value.lower().replace("x", " ").replace(",", " ").split()]
+    except ValueError:
+        parts = []
+    if len(parts) not in (1, 2) or min(parts) < 1:
+        raise click.BadParameter(f"expected a size like 224 or 224x160, got {value!r}")
+    return parts[0] if len(parts) == 1 else tuple(parts)
+
+
 def model_option():
-    return click.option("--model", "checkpoint", type=click.Path(dir_okay=False), default=None,
-                        help="checkpoint file (default: the bundled CIFAR-10 network)")
+    """``--model``, ``--weights``, ``--image-size``, ``--mean`` and ``--std``; the command
+    receives one :class:`ModelChoice` as ``checkpoint``."""
+    def decorate(f):
+        @functools.wraps(f)
+        def wrapper(*args, checkpoint=None, weights=None, image_size=None, mean=None, std=None,
+                    **kwargs):
+            return f(*args, checkpoint=ModelChoice(checkpoint, weights, image_size, mean, std),
+                     **kwargs)
+        wrapper = click.option("--std", default=None, callback=_triple, metavar="R,G,B",
+                               help="input std per channel  [default: the model's]")(wrapper)
+        wrapper = click.option("--mean", default=None, callback=_triple, metavar="R,G,B",
+                               help="input mean per channel  [default: the model's]")(wrapper)
+        wrapper = click.option("--image-size", default=None, callback=_size, metavar="SIZE",
+                               help="input size the images are resized and centre-cropped to "
+                                    "(224 or HxW)  [default: the model's; 224 for ImageNet "
+                                    "models]")(wrapper)
+        wrapper = click.option("--weights", default=None,
+                               help="for torchvision:NAME: a torchvision weights name (DEFAULT, "
+                                    "IMAGENET1K_V1, ...) or a local state-dict file; for "
+                                    "package.module:function a state-dict file  [default: "
+                                    "random initialisation, with a notice]")(wrapper)
+        return click.option("--model", "checkpoint", default=None, help=MODEL_HELP)(wrapper)
+    return decorate
 
 
 def device_option():

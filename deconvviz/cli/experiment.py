@@ -7,7 +7,7 @@ import time
 import click
 
 from ..store.atomic import check_writable_dir
-from .common import one_line_errors
+from .common import model_option, one_line_errors, source_options
 
 __all__ = ["experiment_command"]
 
@@ -33,14 +33,15 @@ def experiment_command(default_data: str, default_out: str, split: str,
     """
     def wrap(func):
         def run(data, split, out, checkpoint=None, **kwargs):
-            from ..models.checkpoint import load_model
             from ..data.sources import resolve_source
 
             started = time.perf_counter()
             out = check_writable_dir(out)
             if needs_model:
-                kwargs["model"] = load_model(checkpoint)
-            source = resolve_source(data, split=split)
+                kwargs["model"] = model = checkpoint.load()
+                source = resolve_source(data, split=split, **source_options(model))
+            else:
+                source = resolve_source(data, split=split)
             for path in func(source=source, out=out, **kwargs) or []:
                 click.echo(f"wrote {path}")
             click.echo(f"done in {time.perf_counter() - started:.1f}s")
@@ -52,8 +53,7 @@ def experiment_command(default_data: str, default_out: str, split: str,
         cmd = click.option("--split", type=click.Choice(["train", "test"]), default=split,
                            show_default=True, help="split of --data to use")(cmd)
         if needs_model:
-            cmd = click.option("--model", "checkpoint", type=click.Path(dir_okay=False),
-                               default=None, help="checkpoint (default: the bundled network)")(cmd)
+            cmd = model_option()(cmd)
         cmd = click.option("--data", default=default_data, show_default=True,
                            help="data source (anything 'deconvviz --data' accepts)")(cmd)
         command = click.command(cls=_ExperimentCommand,

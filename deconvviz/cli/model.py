@@ -10,7 +10,7 @@ import click
 
 from ..errors import DeconvvizError
 from .common import (command_line, data_option, device_option, model_option, out_file_check,
-                     resolve_device, split_option)
+                     resolve_device, source_options, split_option)
 
 __all__ = ["train", "evaluate", "info"]
 
@@ -120,13 +120,12 @@ def train(data, download, test_data, epochs, batch_size, lr, optimizer, weight_d
 @device_option()
 def evaluate(checkpoint, data, split, batch_size, device):
     """Accuracy of a network on a data source, overall and per class."""
-    from ..models.checkpoint import load_model
     from ..data.sources import resolve_source
     from ..models.train import evaluate as run_eval
 
     device = resolve_device(device)
-    model = load_model(checkpoint, device=device)
-    src = resolve_source(data, split=split)
+    model = checkpoint.load(device)
+    src = resolve_source(data, split=split, **source_options(model))
     if int(src.labels.min()) < 0:
         raise DeconvvizError(f"{src.description} has no labels; evaluation needs a labelled source")
     classes = model.meta["class_names"]
@@ -147,16 +146,21 @@ def evaluate(checkpoint, data, split, batch_size, device):
 @model_option()
 @click.option("--json", "as_json", is_flag=True, help="print the metadata as JSON")
 def info(checkpoint, as_json):
-    """Print a checkpoint's metadata (the bundled network by default)."""
+    """Print a model's metadata (the bundled network by default)."""
     from ..models.checkpoint import read_checkpoint
+    from ..models.zoo import model_kind
 
-    meta = read_checkpoint(checkpoint)
-    meta.pop("state_dict")
+    if checkpoint.spec is None or model_kind(checkpoint.spec) == "checkpoint":
+        meta = read_checkpoint(checkpoint.spec)  # no need to build the network
+        meta.pop("state_dict")
+    else:
+        meta = dict(checkpoint.load().meta)
     if as_json:
         click.echo(json.dumps(meta, indent=2, default=str))
         return
     hist = meta.pop("history", None)
-    for key in ("path", "sha256", "arch", "config", "class_names", "normalization", "epochs",
+    for key in ("path", "sha256", "arch", "model", "weights", "config", "class_names",
+                "normalization", "input_size", "resize_size", "epochs",
                 "test_accuracy", "train_data", "test_data", "training", "train_seconds",
                 "package_version", "torch_version", "command"):
         if key in meta:

@@ -6,7 +6,8 @@ from pathlib import Path
 
 import click
 
-from .common import data_option, device_option, model_option, resolve_device, split_option
+from .common import (data_option, device_option, model_option, resolve_device, source_options,
+                     split_option)
 
 __all__ = ["occlusion"]
 
@@ -38,10 +39,9 @@ def occlusion(checkpoint, data, split, indices, layer, feature, size, stride, fi
     probable class (Zeiler & Fergus, Figure 7)."""
     from ..data.sources import resolve_source
     from ..figures import run_occlusion
-    from ..models.checkpoint import load_model
 
-    model = load_model(checkpoint, device=resolve_device(device))
-    source = resolve_source(data, split=split)
+    model = checkpoint.load(resolve_device(device))
+    source = resolve_source(data, split=split, **source_options(model))
     png, h5, _ = run_occlusion(model, source, list(indices) or [0], Path(out), layer=layer,
                                feature=feature, size=size, stride=stride, fill=fill)
     click.echo(f"wrote {png}")

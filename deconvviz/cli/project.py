@@ -6,7 +6,7 @@ import click
 
 from ..errors import DeconvvizError
 from .common import (command_line, data_option, device_option, model_option,
-                     projection_options, resolve_device, split_option)
+                     projection_options, resolve_device, source_options, split_option)
 
 __all__ = ["layers", "project"]
 
@@ -15,10 +15,9 @@ __all__ = ["layers", "project"]
 @model_option()
 def layers(checkpoint):
     """List the conv layers: number, module path, features, output size, receptive field."""
-    from ..models.checkpoint import load_model
     from ..engine.layers import list_layers
 
-    model = load_model(checkpoint)
+    model = checkpoint.load()
     click.echo(f"{'layer':>5}  {'module':<12} {'features':>8}  {'output':>8}  receptive field")
     for info in list_layers(model):
         out = f"{info.output_size[0]}x{info.output_size[1]}"
@@ -58,11 +57,10 @@ def project(checkpoint, layer, feature, data, split, image_paths, indices, top, 
     from ..engine.layers import get_layer
     from ..engine.topk import strongest_images
     from ..figures import save_projection
-    from ..models.checkpoint import load_model
     from ..store.atomic import check_writable_dir
 
     device = resolve_device(device)
-    model = load_model(checkpoint, device=device)
+    model = checkpoint.load(device)
     try:
         info = get_layer(model, layer)
     except DeconvvizError as exc:
@@ -77,12 +75,12 @@ def project(checkpoint, layer, feature, data, split, image_paths, indices, top, 
     mean, std = model.meta["normalization"]["mean"], model.meta["normalization"]["std"]
     paths = None
     if image_paths:
-        src = image_files_source(list(image_paths), info.image_size)
+        src = image_files_source(list(image_paths), **source_options(model))
         idx = torch_arange(len(src))
         paths = list(image_paths)
         data_desc = ", ".join(image_paths)
     else:
-        src = resolve_source(data, split=split, image_size=info.image_size)
+        src = resolve_source(data, split=split, **source_options(model))
         data_desc = src.description
         if indices:
             bad = [i for i in indices if i >= len(src)]

@@ -10,7 +10,7 @@ from ..engine.deconvnet import RULES
 from ..errors import DeconvvizError
 from ..store.report import PROJECTION_DTYPES
 from .common import (command_line, data_option, device_option, model_option, resolve_device,
-                     split_option)
+                     source_options, split_option)
 
 __all__ = ["report", "render"]
 
@@ -68,7 +68,6 @@ def report(checkpoint, data, split, layers, k, batch_size, limit, device, rule, 
     from ..data.sources import resolve_source
     from ..engine.distributed import distributed_context
     from ..engine.layers import get_layer
-    from ..models.checkpoint import load_model
     from ..report import scan_state_path, write_report
     from ..store.atomic import check_writable_dir
 
@@ -83,14 +82,14 @@ def report(checkpoint, data, split, layers, k, batch_size, limit, device, rule, 
             with ranks.stage("setup"):
                 if ranks.writer:
                     check_writable_dir(out_dir)
-                model = load_model(checkpoint, device=ranks.device)
+                model = checkpoint.load(ranks.device)
                 for L in layers:  # before reading (maybe decoding) the data: fail fast
                     get_layer(model, L)
                 if ranks.writer:  # rank 0 decodes (and caches) the images first ...
-                    source = resolve_source(data, split=split)
+                    source = resolve_source(data, split=split, **source_options(model))
             with ranks.stage("reading the data"):
                 if not ranks.writer:  # ... the others then read the cache
-                    source = resolve_source(data, split=split)
+                    source = resolve_source(data, split=split, **source_options(model))
             with ranks.stage("the report"):  # rank 0 writes; the others wait here for it
                 written = write_report(model, source, out_dir, list(layers) or None, k,
                                        batch_size=batch_size, device=ranks.device, rule=rule,
