@@ -36,8 +36,23 @@ def one_line_errors():
         raise click.ClickException(f"{exc.strerror or exc}{where}") from None
 
 
+def _workers(ctx, param, value):
+    from ..data.decode import check_workers
+    try:
+        return check_workers(value)
+    except DeconvvizError as exc:
+        raise click.BadParameter(str(exc)) from None
+
+
 def data_option(default="builtin"):
-    return click.option("--data", "data", default=default, show_default=True, help=DATA_HELP)
+    """``--data`` and ``--workers`` (processes that decode image files the first time)."""
+    def decorate(f):
+        f = click.option("--workers", type=int, default=0, show_default=True, callback=_workers,
+                         help="processes decoding image files (the first time; later runs "
+                              "read the decoded-image cache); 0 decodes in this process")(f)
+        return click.option("--data", "data", default=default, show_default=True,
+                            help=DATA_HELP)(f)
+    return decorate
 
 
 def split_option(default):

@@ -7,7 +7,7 @@ import time
 import click
 
 from ..store.atomic import check_writable_dir
-from .common import model_option, one_line_errors, source_options
+from .common import data_option, model_option, one_line_errors, source_options
 
 __all__ = ["experiment_command"]
 
@@ -32,16 +32,17 @@ def experiment_command(default_data: str, default_out: str, split: str,
     is no ``--model`` option and the function gets no ``model``.
     """
     def wrap(func):
-        def run(data, split, out, checkpoint=None, **kwargs):
+        def run(data, workers, split, out, checkpoint=None, **kwargs):
             from ..data.sources import resolve_source
 
             started = time.perf_counter()
             out = check_writable_dir(out)
             if needs_model:
                 kwargs["model"] = model = checkpoint.load()
-                source = resolve_source(data, split=split, **source_options(model))
+                source = resolve_source(data, split=split, workers=workers,
+                                        **source_options(model))
             else:
-                source = resolve_source(data, split=split)
+                source = resolve_source(data, split=split, workers=workers)
             for path in func(source=source, out=out, **kwargs) or []:
                 click.echo(f"wrote {path}")
             click.echo(f"done in {time.perf_counter() - started:.1f}s")
@@ -54,8 +55,7 @@ def experiment_command(default_data: str, default_out: str, split: str,
                            show_default=True, help="split of --data to use")(cmd)
         if needs_model:
             cmd = model_option()(cmd)
-        cmd = click.option("--data", default=default_data, show_default=True,
-                           help="data source (anything 'deconvviz --data' accepts)")(cmd)
+        cmd = data_option(default_data)(cmd)
         command = click.command(cls=_ExperimentCommand,
                                 context_settings={"help_option_names": ["-h", "--help"]})(cmd)
         # The script's own options (click.option on the plain function) come after.

@@ -44,7 +44,7 @@ def layers(checkpoint):
 @device_option()
 @click.option("--out", type=click.Path(file_okay=False), default="outputs", show_default=True,
               help="folder for the PNG and HDF5 files")
-def project(checkpoint, layer, feature, data, split, image_paths, indices, top, mode, rule,
+def project(checkpoint, layer, feature, data, workers, split, image_paths, indices, top, mode, rule,
             unpool, batch_size, device, out):
     """Project one feature of one layer back to pixels (Zeiler & Fergus deconvnet).
 
@@ -80,7 +80,7 @@ def project(checkpoint, layer, feature, data, split, image_paths, indices, top, 
         paths = list(image_paths)
         data_desc = ", ".join(image_paths)
     else:
-        src = resolve_source(data, split=split, **source_options(model))
+        src = resolve_source(data, split=split, workers=workers, **source_options(model))
         data_desc = src.description
         if indices:
             bad = [i for i in indices if i >= len(src)]

@@ -53,7 +53,7 @@ def _echo_written(paths, out_dir: Path) -> None:
 @click.option("--save-every", type=click.IntRange(1), default=20, show_default=True,
               help="save the scan's state every N batches (for --resume)")
 @click.option("--quiet", is_flag=True, help="no progress bars")
-def report(checkpoint, data, split, layers, k, batch_size, limit, device, rule, out, png,
+def report(checkpoint, data, workers, split, layers, k, batch_size, limit, device, rule, out, png,
            projection_dtype, resume, save_every, quiet):
     """Top-K images of every feature over a whole data set (the paper's Figure 2).
 
@@ -86,10 +86,12 @@ def report(checkpoint, data, split, layers, k, batch_size, limit, device, rule, 
                 for L in layers:  # before reading (maybe decoding) the data: fail fast
                     get_layer(model, L)
                 if ranks.writer:  # rank 0 decodes (and caches) the images first ...
-                    source = resolve_source(data, split=split, **source_options(model))
+                    source = resolve_source(data, split=split, workers=workers,
+                                           **source_options(model))
             with ranks.stage("reading the data"):
                 if not ranks.writer:  # ... the others then read the cache
-                    source = resolve_source(data, split=split, **source_options(model))
+                    source = resolve_source(data, split=split, workers=workers,
+                                           **source_options(model))
             with ranks.stage("the report"):  # rank 0 writes; the others wait here for it
                 written = write_report(model, source, out_dir, list(layers) or None, k,
                                        batch_size=batch_size, device=ranks.device, rule=rule,

@@ -17,6 +17,7 @@ batches without decoding again.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import os
@@ -31,6 +32,7 @@ from torch.utils.data import Dataset
 
 from ..errors import DeconvvizError, notice
 from ..progress import Progress
+from .decode import decode_files
 from .preprocess import _DRAFT_GAP, _check, _pair, decode_image
 
 __all__ = [
@@ -362,12 +364,10 @@ def _imagefolder_entries(root: Path) -> Tuple[List[str], List[Tuple[str, int]]]:
     return classes, samples
 
 
-def _decode(path: str, size: Tuple[int, int], stats: dict, resize_size: Optional[int] = None,
-            interpolation: str = "bilinear") -> np.ndarray:
-    pixels, info = decode_image(path, size, resize_size, interpolation, draft=True)
-    for key in ("converted", "resized", "upscaled"):
-        stats[key] = stats.get(key, 0) + int(info[key])
-    return pixels
+def _decode(path: str, size: Tuple[int, int], resize_size: Optional[int] = None,
+            interpolation: str = "bilinear") -> Tuple[np.ndarray, dict]:
+    """One image file as the model sees it (see :func:`.preprocess.decode_image`)."""
+    return decode_image(path, size, resize_size, interpolation, draft=True)
 
 
 def _cache_key(paths: Sequence[str], labels: Sequence[int], size: Tuple[int, int],
@@ -391,8 +391,9 @@ def _npy_data_offset(f) -> int:
 
 def _decode_to_cache(paths: Sequence[str], size: Tuple[int, int], target: Path,
                      progress: bool, resize_size: Optional[int] = None,
-                     interpolation: str = "bilinear") -> dict:
-    """Decode images in order into ``target`` (``.npy``, uint8), written atomically."""
+                     interpolation: str = "bilinear", workers: int = 0) -> dict:
+    """Decode images in order into ``target`` (``.npy``, uint8), written atomically;
+    ``workers`` > 0 decodes in that many processes (same pixels)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     shape = (len(paths), 3, size[0], size[1])
     fd, tmp = tempfile.mkstemp(prefix=".decode-", suffix=".npy", dir=str(target.parent))
@@ -405,8 +406,14 @@ def _decode_to_cache(paths: Sequence[str], size: Tuple[int, int], target: Path,
             chunk = []
             total = len(paths)
             with Progress(total, "decoding images (once)", enabled=progress) as bar:
-                for i, p in enumerate(paths):
-                    chunk.append(_decode(p, size, stats, resize_size, interpolation))
+                decode = functools.partial(_decode, size=size, resize_size=resize_size,
+                                           interpolation=interpolation)
+                for i, (pixels, info, error) in enumerate(decode_files(paths, decode, workers)):
+                    if error is not None:
+                        raise DeconvvizError(error)
+                    for key in ("converted", "resized", "upscaled"):
+                        stats[key] += int(info[key])
+                    chunk.append(pixels)
                     if len(chunk) == 2048 or i == total - 1:
                         block = np.ascontiguousarray(np.stack(chunk))
                         f.write(block.tobytes())
@@ -426,7 +433,7 @@ def _folder_source(paths: List[str], labels: List[int], classes: Sequence[str], 
                    description: str, kind: str, split: Optional[str],
                    size: Tuple[int, int], use_cache: bool = True,
                    resize_size: Optional[int] = None,
-                   interpolation: str = "bilinear") -> ImageSource:
+                   interpolation: str = "bilinear", workers: int = 0) -> ImageSource:
     if not paths:
         raise DeconvvizError(f"no images found in {description}")
     resize_size = max(size) if resize_size is None else int(resize_size)
@@ -445,12 +452,14 @@ def _folder_source(paths: List[str], labels: List[int], classes: Sequence[str], 
         if meta is None:
             try:
                 stats = _decode_to_cache(paths, size, target, progress=len(paths) > 4096,
-                                         resize_size=resize_size, interpolation=interpolation)
+                                         resize_size=resize_size, interpolation=interpolation,
+                                         workers=workers)
             except OSError as exc:  # unwritable cache: fall back to decoding in memory
                 notice(f"cannot write the decoded-image cache ({exc}); decoding in memory")
                 return _folder_source(paths, labels, classes, description=description, kind=kind,
                                       split=split, size=size, use_cache=False,
-                                      resize_size=resize_size, interpolation=interpolation)
+                                      resize_size=resize_size, interpolation=interpolation,
+                                      workers=workers)
             meta = dict(stats, count=len(paths))
             tmp = meta_file.with_suffix(".json.tmp")
             tmp.write_text(json.dumps(meta))
@@ -462,8 +471,16 @@ def _folder_source(paths: List[str], labels: List[int], classes: Sequence[str], 
                            class_names=classes, cache_file=target, shape=(3,) + tuple(size),
                            fingerprint=h.hexdigest(), paths=list(paths))
     stats = {"converted": 0, "resized": 0, "upscaled": 0}
-    images = torch.from_numpy(np.stack([_decode(p, size, stats, resize_size, interpolation)
-                                        for p in paths]))
+    decode = functools.partial(_decode, size=size, resize_size=resize_size,
+                               interpolation=interpolation)
+    pixels = []
+    for image, info, error in decode_files(paths, decode, workers):
+        if error is not None:
+            raise DeconvvizError(error)
+        for key in stats:
+            stats[key] += int(info[key])
+        pixels.append(image)
+    images = torch.from_numpy(np.stack(pixels))
     _report_conversions(stats, size, resize_size)
     return ImageSource(description=description, kind=kind, split=split, labels=label_t,
                        class_names=classes, images=images, paths=list(paths))
@@ -480,7 +497,7 @@ def _report_conversions(stats: dict, size: Tuple[int, int], resize_size: int) ->
 
 def image_files_source(files: Sequence[str], image_size: Tuple[int, int] = (32, 32), *,
                        resize_size: Optional[int] = None,
-                       interpolation: str = "bilinear") -> ImageSource:
+                       interpolation: str = "bilinear", workers: int = 0) -> ImageSource:
     """A source made of the given image files, in the given order (labels ``-1``).
 
     Images of another size than ``image_size`` (H, W) are resized and
@@ -492,13 +509,13 @@ def image_files_source(files: Sequence[str], image_size: Tuple[int, int] = (32, 
     desc = files[0] if len(files) == 1 else f"{len(files)} image files"
     return _folder_source(list(files), [-1] * len(files), [], description=desc, kind="images",
                           split=None, size=_pair(image_size), use_cache=False,
-                          resize_size=resize_size, interpolation=interpolation)
+                          resize_size=resize_size, interpolation=interpolation, workers=workers)
 
 
 def resolve_source(spec: Optional[str] = None, split: Optional[str] = "test", *,
                    download: bool = False, image_size: Tuple[int, int] = (32, 32),
                    resize_size: Optional[int] = None,
-                   interpolation: str = "bilinear") -> ImageSource:
+                   interpolation: str = "bilinear", workers: int = 0) -> ImageSource:
     """Turn a data-source string into an :class:`ImageSource`.
 
     ``spec`` is ``"builtin"`` (default), a path to an official CIFAR-10 folder,
@@ -536,7 +553,7 @@ def resolve_source(spec: Optional[str] = None, split: Optional[str] = "test", *,
             raise DeconvvizError(f"{spec} is not an image file (known extensions: "
                                  f"{', '.join(IMAGE_EXTENSIONS)})")
         return image_files_source([str(path)], size, resize_size=resize_size,
-                                  interpolation=interpolation)
+                                  interpolation=interpolation, workers=workers)
     official = _find_cifar_batches(path)
     if official is not None:
         return _load_cifar_batches(official, split or "test")
