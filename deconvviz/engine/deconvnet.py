@@ -33,7 +33,7 @@ from torch import nn
 from ..errors import DeconvvizError
 from .layers import LayerInfo, conv_stack, get_layer
 from .receptive import cut_windows, windows_for
-from .recording import Recording, record
+from .recording import Recording, record_pass
 from .windowed import paste_windows, window_bytes_per_seed, window_pass
 
 __all__ = ["RULES", "UNPOOLS", "MODES", "Projection", "deconvolve", "project",
@@ -235,14 +235,17 @@ def _max_positions(output: torch.Tensor, image_index: torch.Tensor, feature: tor
     return where, act, torch.stack([where // w, where % w], dim=1)
 
 
-def recorded_forward(model: nn.Module, images: torch.Tensor, end: int) -> torch.Tensor:
-    """Run ``stack[:end]`` (call it inside :func:`~deconvviz.recording.record`).
+def recorded_forward(model: nn.Module, images: torch.Tensor, end: int,
+                     masks: bool = True) -> Recording:
+    """Run ``stack[:end]`` on ``images`` and return its :class:`Recording` (switches,
+    ReLU masks with ``masks``, the layer's block output; see
+    :func:`~deconvviz.engine.recording.record_pass`).
 
-    The pass runs in channels-last memory format: on the CPU its max pools (run
-    twice, once more for the switches) and convolutions are several times faster
-    that way, and the switches and values are the same.
+    The pass runs in channels-last memory format: on the CPU its max pools and
+    convolutions are several times faster that way, and it is the scan's
+    format too, so the recorded values are the scan's.
     """
-    return conv_stack(model)[:end](images.contiguous(memory_format=torch.channels_last))
+    return record_pass(model, images.contiguous(memory_format=torch.channels_last), end, masks)
 
 
 def _as_index(v, n: int) -> torch.Tensor:
@@ -305,9 +308,8 @@ def deconvolve(model: nn.Module, images: torch.Tensor, layer: int,
     used, local = torch.unique(idx, return_inverse=True)
     if used.numel() < b:
         images = images[used.to(device)]
-    with torch.no_grad(), record(model, stop=info.end, masks=rule != "deconvnet",
-                                 activations=False) as rec:
-        recorded_forward(model, images, info.end)
+    with torch.no_grad():
+        rec = recorded_forward(model, images, info.end, masks=rule != "deconvnet")
         proj, act, pos = project_recorded(
             model, rec, info, local.to(device), feat.to(device), mode=mode, rule=rule,
             unpool=unpool, position=None if position is None else position.to(device))

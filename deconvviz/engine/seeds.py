@@ -11,7 +11,6 @@ from ..data.sources import ImageSource, normalize
 from ..errors import DeconvvizError
 from .deconvnet import RULES, project_recorded, recorded_forward
 from .layers import get_layer, list_layers
-from .recording import record
 from .topk import TopK, model_dtype, normalization_of
 
 __all__ = ["project_seeds", "project_topk"]
@@ -83,9 +82,8 @@ def project_seeds(model: nn.Module, images: Dict[int, torch.Tensor], tops: Dict[
             local = torch.searchsorted(chunk, flat_idx[sel])
             pix = torch.stack([images[int(i)] for i in chunk])
             x = normalize(pix.to(device, non_blocking=True), mean, std).to(dtype)
-            with torch.no_grad(), record(model, stop=info.end, masks=rule != "deconvnet",
-                                         activations=False) as rec:
-                recorded_forward(model, x, info.end)
+            with torch.no_grad():
+                rec = recorded_forward(model, x, info.end, masks=rule != "deconvnet")
                 proj, act, _ = project_recorded(
                     model, rec, info, local.to(device), (sel // k).to(device), mode="position",
                     rule=rule, position=top.position.reshape(-1, 2)[sel].to(device),

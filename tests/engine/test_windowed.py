@@ -12,6 +12,7 @@ from deconvviz.engine import deconvnet, windowed
 from deconvviz.engine.deconvnet import RULES, project_recorded, reverse_pass, seed_maps
 from deconvviz.engine.layers import conv_stack, get_layer, list_layers
 from deconvviz.engine.receptive import cut_windows, windows_for
+from deconvviz.engine.recording import record_pass
 from deconvviz.engine.seeds import project_seeds
 from deconvviz.engine.topk import TopK
 from deconvviz.models.architectures import CifarCNN
@@ -112,9 +113,9 @@ def test_deconvolve_takes_the_window_path_and_records_used_images_to_the_layer(m
         calls["reverse"] += 1
         return real_reverse(*a, **k)
 
-    def forward_spy(m, x, end):
+    def forward_spy(m, x, end, **kw):
         calls["recorded"].append((x.shape[0], end))
-        return real_forward(m, x, end)
+        return real_forward(m, x, end, **kw)
 
     monkeypatch.setattr(deconvnet, "window_pass", window_spy)
     monkeypatch.setattr(deconvnet, "reverse_pass", reverse_spy)
@@ -196,6 +197,17 @@ def test_recording_for_projections_keeps_only_what_they_need():
     assert rec.blocks[2].output.shape == (2, 64, 8, 8) and rec.blocks[2].activation is None
     assert sorted(rec.switches) == [2, 5] and not rec.masks
     assert all(not m._forward_hooks for m in model.modules())
+    # The hook-free pass of the projections records the same switches and output.
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad(), record(model, stop=6, masks=True, activations=False) as rec:
+        model.features(x)
+        fast = record_pass(model, x, 6)
+    assert torch.equal(fast.blocks[2].output, rec.blocks[2].output)
+    for i in (2, 5):
+        assert torch.equal(fast.switches[i], rec.switches[i])
+    for i in (1, 4):
+        assert torch.equal(fast.masks[i], rec.masks[i])
+    assert fast.in_sizes == rec.in_sizes
 
 
 def test_grouped_convolutions_fall_back_to_the_full_pass():
