@@ -1,30 +1,41 @@
-"""Benchmark of ``deconvviz report`` (issue 4), all on the same images in one run.
+"""Benchmark of ``deconvviz report`` and of the projections (issue 10), from one run.
 
-Measures, over a data source (default: ../shared/datasets/cifar10/train):
+Prints, in order:
 
-1. a plain no-grad forward pass of the whole network over the data set (timed
-   before and after the report, to show the noise of a shared machine);
-2. the full report: scan + top-k, projections and patches (``build_report``),
-   then writing the HDF5 file and the PNGs (timed separately);
-3. the kept seeds projected again three ways: batched (``project_topk``, what
-   the report does), one (image, feature) at a time with ``torch.autograd.grad``
-   through a deconvnet ReLU (what per-neuron attribution tools do), and one
-   autograd call per feature (its k images in one batch);
-4. peak resident memory (VmHWM) of a report over the first N images, each size
-   in its own subprocess, to show it does not grow with N.
+1. **report vs the best plain forward pass** (CIFAR-10 train, 50,000 images): the whole
+   ``deconvviz report --no-png`` process against the whole ``benchmarks/plain_forward.py``
+   process (the bundled network, channels-last, ``inference_mode``, one reused input
+   buffer, batch 128, reading the same decoded ``uint8`` images from deconvviz's decode
+   cache with ``numpy.load(mmap_mode="r")``, so neither side decodes). Paired runs,
+   interleaved (baseline, report, baseline, report, ...), medians and spreads; peak RSS
+   and the HDF5 size of the report. Optionally (``--sweep``) a batch-size sweep of the
+   scan and of the plain forward on the first ``--sweep-images`` images.
+2. **projections vs Captum** on the seeds of that report (layers 1 and 2, k = 9, 864
+   seeds): ``deconvviz.deconvolve(..., mode="position")`` (one call per layer, each
+   image once) against Captum's ``NeuronDeconvolution`` called once per feature with
+   that feature's k images, and once per seed; the largest difference first.
+3. the same on **VGG-16 at 224x224** (torchvision ``vgg16()``, seeded random weights,
+   ImageNet normalisation): seeds of layers 4, 7 and 10 (conv2_2, conv3_3, conv4_3)
+   from a top-9 scan of the first ``--vgg-scan`` images of ``--vgg-data``, timed on the
+   first ``--vgg-features`` features of each layer.
+4. **peak memory** of the CIFAR report at two data sizes (``--memory-sizes``), each a
+   whole process, and of a VGG-16 report (``--vgg-report-layers``, k = 9, scan of the
+   first ``--vgg-report-images`` images) with its file size.
+5. **decode images/s** of ``--vgg-data`` to 224x224: cold (an empty decode cache) and
+   cached. Single process only: ``--workers`` decoding is not in this tree.
 
 Usage::
 
-    python benchmarks/bench_report.py --model /path/to/cifar_cnn.pt \\
-        [--data ../shared/datasets/cifar10/train] [--layer 1 --layer 2] [--top 9] \\
-        [--memory-sizes 10000,50000] [--json results.json]
+    python benchmarks/bench_report.py [--repeats 3] [--json bench.json]
 """
 
 from __future__ import annotations
 
 import argparse
+import copy
 import json
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -32,248 +43,446 @@ import time
 from pathlib import Path
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 REPO = Path(__file__).resolve().parents[1]
+SHARED = REPO.parent / "shared" / "datasets"
 sys.path.insert(0, str(REPO))
 
-from deconvviz.models.checkpoint import load_model  # noqa: E402
 from deconvviz.data.sources import normalize, resolve_source  # noqa: E402
+from deconvviz.engine.deconvnet import deconvolve  # noqa: E402
 from deconvviz.engine.layers import conv_stack, get_layer  # noqa: E402
-from deconvviz.engine.seeds import project_seeds  # noqa: E402
-from deconvviz.engine.topk import TopK  # noqa: E402
-from deconvviz.report import build_report, save_report  # noqa: E402
+
+IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 
 
-class _DeconvReLU(torch.autograd.Function):
-    """ReLU forward; backward passes relu(incoming signal): the deconvnet rule."""
-
-    @staticmethod
-    def forward(ctx, x):
-        return x.clamp(min=0)
-
-    @staticmethod
-    def backward(ctx, g):
-        return g.clamp(min=0)
+def log(msg: str) -> None:
+    print(msg, flush=True)
 
 
-def _autograd_forward(stack, x, end):
-    h = x
-    for m in list(stack)[:end]:
-        if isinstance(m, nn.Conv2d):
-            h = F.conv2d(h, m.weight, m.bias, m.stride, m.padding, m.dilation, m.groups)
-        elif isinstance(m, nn.ReLU):
-            h = _DeconvReLU.apply(h)
-        else:  # max pool: its gradient routes the signal through the switches
-            h = F.max_pool2d(h, m.kernel_size, m.stride, m.padding, m.dilation,
-                             ceil_mode=m.ceil_mode)
-    return h
+def spread(values):
+    """``median (min-max)`` of a list of seconds."""
+    return f"{statistics.median(values):.2f} s ({min(values):.2f}-{max(values):.2f})"
 
 
-def autograd_one_at_a_time(model, x_of, layer, top: TopK):
-    """One forward + one ``autograd.grad`` per (image, feature) seed -> (F, k, 3, H, W)."""
-    info = get_layer(model, layer)
-    stack = conv_stack(model)
-    F_, k = top.image_index.shape
-    out = None
-    for f in range(F_):
-        for j in range(k):
-            x = x_of(int(top.image_index[f, j])).unsqueeze(0).requires_grad_(True)
-            h = _autograd_forward(stack, x, info.end)
-            y, xx = (int(v) for v in top.position[f, j])
-            v = h[0, f, y, xx]
-            (g,) = torch.autograd.grad(v, x)
-            if out is None:
-                out = torch.zeros((F_, k) + tuple(g.shape[1:]))
-            out[f, j] = g[0] * v.detach()  # the deconvnet seeds the activation's value
+def _env():
+    env = dict(os.environ)
+    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH")
+                                     else "")
+    return env
+
+
+def timed(cmd):
+    """Wall time and peak RSS (KiB) of one whole process, measured with ``wait4``."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
+    _, status, usage = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    out, err = proc.stdout.read().decode(), proc.stderr.read().decode()
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    if proc.returncode != 0:
+        raise SystemExit(f"{' '.join(map(str, cmd))} failed:\n{err[-2000:]}")
+    return wall, usage.ru_maxrss, out
+
+
+# --------------------------------------------------------------------------- 1. report
+
+def report_cmd(data, out_dir, extra=()):
+    return [sys.executable, "-m", "deconvviz", "report", "--data", str(data), "--split",
+            "train", "--no-png", "--quiet", "--out", str(out_dir), *extra]
+
+
+def baseline_cmd(cache, batch_size):
+    return [sys.executable, str(REPO / "benchmarks" / "plain_forward.py"), str(cache),
+            "--batch-size", str(batch_size)]
+
+
+def bench_report_vs_forward(args, res, tmp):
+    source = resolve_source(args.data, split="train")
+    cache = getattr(source, "_cache_file", None)
+    if cache is None:
+        raise SystemExit(f"{args.data} is not read from a decode cache")
+    log(f"[1] report vs plain forward: {len(source)} images of {source.description}; "
+        f"decode cache {cache}")
+    runs = {"forward": [], "report": [], "forward_rss": [], "report_rss": []}
+    out_dir = Path(tmp) / "cifar_report"
+    for r in range(args.repeats):
+        for name, cmd in (("forward", baseline_cmd(cache, args.baseline_batch_size)),
+                          ("report", report_cmd(args.data, out_dir))):
+            wall, rss, _ = timed(cmd)
+            runs[name].append(wall)
+            runs[name + "_rss"].append(rss)
+            log(f"    run {r + 1}: {name:8s} {wall:6.2f} s  peak RSS {rss / 1024:.0f} MiB")
+    ratios = [b / a for a, b in zip(runs["forward"], runs["report"])]
+    res["report_vs_forward"] = dict(
+        runs, ratios=ratios, ratio_median=statistics.median(ratios),
+        ratio_of_medians=statistics.median(runs["report"]) / statistics.median(runs["forward"]),
+        h5_bytes=os.path.getsize(out_dir / "report.h5"), images=len(source),
+        baseline_batch_size=args.baseline_batch_size)
+    r = res["report_vs_forward"]
+    log(f"==> plain forward {spread(runs['forward'])}; report {spread(runs['report'])}; "
+        f"report / forward per pair {min(ratios):.3f}-{max(ratios):.3f}, median "
+        f"{r['ratio_median']:.3f} (target <= 1.15); report.h5 {r['h5_bytes'] / 1e6:.1f} MB; "
+        f"peak RSS report {statistics.median(runs['report_rss']) / 1024:.0f} MiB, forward "
+        f"{statistics.median(runs['forward_rss']) / 1024:.0f} MiB")
+    return out_dir / "report.h5", source
+
+
+def bench_sweep(args, res, source):
+    """Scan (in-process, layers 1+2, k=9) and plain forward over the first N images."""
+    from deconvviz.engine.topk import scan_topk
+    from deconvviz.models.checkpoint import load_model
+    import numpy as np
+    model = load_model(None)
+    n = min(args.sweep_images, len(source))
+    sizes = [int(v) for v in args.sweep.split(",")]
+    pixels = np.load(source._cache_file, mmap_mode="r")[:n]
+    norm = model.meta["normalization"]
+    mean = torch.tensor(norm["mean"]).view(1, -1, 1, 1)
+    std = torch.tensor(norm["std"]).view(1, -1, 1, 1)
+
+    def forward(bs):
+        buf = torch.empty((bs, 3, 32, 32)).contiguous(memory_format=torch.channels_last)
+        raw = torch.empty((bs, 3, 32, 32), dtype=torch.uint8)
+        t0 = time.perf_counter()
+        with torch.inference_mode():
+            for s in range(0, n, bs):
+                m = min(bs, n - s)
+                raw[:m].numpy()[...] = pixels[s:s + m]
+                model(buf[:m].copy_(raw[:m]).div_(255.0).sub_(mean).div_(std))
+        return time.perf_counter() - t0
+
+    def scan(bs):
+        t0 = time.perf_counter()
+        scan_topk(model, source, [1, 2], 9, batch_size=bs, stop=n)
+        return time.perf_counter() - t0
+
+    out = {"images": n, "forward": {}, "scan": {}}
+    for _ in range(args.sweep_repeats):
+        for bs in sizes:
+            out["forward"].setdefault(bs, []).append(forward(bs))
+            out["scan"].setdefault(bs, []).append(scan(bs))
+    res["batch_sweep"] = out
+    log(f"[1b] batch-size sweep over {n} images (median of {args.sweep_repeats}, in-process):")
+    for bs in sizes:
+        log(f"    batch {bs:4d}: plain forward {statistics.median(out['forward'][bs]):.2f} s, "
+            f"scan {statistics.median(out['scan'][bs]):.2f} s")
+
+
+# --------------------------------------------------------------------------- 2./3. Captum
+
+def captum_copy(model):
+    """The conv stack for Captum: its ReLUs not in place (Captum's hooks need that)."""
+    stack = copy.deepcopy(conv_stack(model))
+    for m in stack.modules():
+        if isinstance(m, nn.ReLU):
+            m.inplace = False
+    return stack.eval()
+
+
+def captum_per_feature(stack, end, x_of, layer_seeds):
+    """One ``NeuronDeconvolution.attribute`` per feature over its k images -> {f: (k,3,H,W)}."""
+    from captum.attr import NeuronDeconvolution
+    trunk = stack[:end]
+    nd = NeuronDeconvolution(trunk, trunk[end - 1])
+    out = {}
+    for f, (images, pos) in layer_seeds.items():
+        x = torch.stack([x_of[i] for i in images])
+        rows = torch.arange(x.shape[0])
+
+        def select(o, f=f, pos=pos, rows=rows):
+            return o[rows, f, pos[:, 0], pos[:, 1]]
+        out[f] = nd.attribute(x, neuron_selector=select)
     return out
 
 
-def autograd_per_feature(model, x_of, layer, top: TopK):
-    """One forward over a feature's k images + one ``autograd.grad`` per feature."""
-    info = get_layer(model, layer)
-    stack = conv_stack(model)
-    F_, k = top.image_index.shape
-    out = None
-    for f in range(F_):
-        x = torch.stack([x_of(int(i)) for i in top.image_index[f]]).requires_grad_(True)
-        h = _autograd_forward(stack, x, info.end)
-        rows = torch.arange(k)
-        v = h[rows, f, top.position[f, :, 0], top.position[f, :, 1]]
-        # Images of a batch do not interact, so one grad of the sum gives each its own map.
-        (g,) = torch.autograd.grad((v * v.detach()).sum(), x)
-        if out is None:
-            out = torch.zeros((F_, k) + tuple(g.shape[1:]))
-        out[f] = g
+def captum_per_seed(stack, end, x_of, layer_seeds):
+    from captum.attr import NeuronDeconvolution
+    trunk = stack[:end]
+    nd = NeuronDeconvolution(trunk, trunk[end - 1])
+    out = {}
+    for f, (images, pos) in layer_seeds.items():
+        out[f] = torch.cat([nd.attribute(x_of[i].unsqueeze(0),
+                                         neuron_selector=(f, int(p[0]), int(p[1])))
+                            for i, p in zip(images, pos)])
     return out
 
 
-def plain_forward(model, source, batch_size, mean, std, stop=None):
+def ours(model, x_of, layer, layer_seeds):
+    """``deconvolve`` in position mode: every seed of the layer in one call, each image once."""
+    images = sorted({i for imgs, _ in layer_seeds.values() for i in imgs})
+    row = {i: j for j, i in enumerate(images)}
+    feats, idx, pos = [], [], []
+    for f, (imgs, p) in layer_seeds.items():
+        feats += [f] * len(imgs)
+        idx += [row[i] for i in imgs]
+        pos.append(p)
+    x = torch.stack([x_of[i] for i in images])
+    res = deconvolve(model, x, layer, torch.tensor(feats), torch.tensor(idx), mode="position",
+                     position=torch.cat(pos))
+    out, s = {}, 0
+    for f, (imgs, _) in layer_seeds.items():
+        out[f] = (res.projections[s:s + len(imgs)], res.activation[s:s + len(imgs)])
+        s += len(imgs)
+    return out
+
+
+def compare_projections(name, model, x_of, seeds, repeats, per_seed_features=None):
+    """Time ours / Captum per feature / Captum per seed (interleaved); check they agree.
+
+    ``seeds``: {layer: {feature: (image ids, positions (k, 2))}}. Captum gives the
+    gradient of the seeded unit; the deconvnet seeds the unit's value, so Captum's
+    map times the activation is compared.
+    """
+    stack = captum_copy(model)
+    ends = {L: get_layer(model, L, tuple(next(iter(x_of.values())).shape[-2:])).end
+            for L in seeds}
+    per_seed_sel = {L: dict(list(s.items())[:per_seed_features]) if per_seed_features else s
+                    for L, s in seeds.items()}
+    n_seeds = sum(len(i) for s in seeds.values() for i, _ in s.values())
+    n_seed_sel = sum(len(i) for s in per_seed_sel.values() for i, _ in s.values())
+    n_feat = sum(len(s) for s in seeds.values())
+    torch.set_grad_enabled(True)
+    diff = scale = 0.0
+    for L in seeds:  # warm-up and the numerical check
+        mine = ours(model, x_of, L, seeds[L])
+        theirs = captum_per_feature(stack, ends[L], x_of, seeds[L])
+        one = captum_per_seed(stack, ends[L], x_of, dict(list(per_seed_sel[L].items())[:1]))
+        for f, (proj, act) in mine.items():
+            want = theirs[f] * act.view(-1, 1, 1, 1)
+            diff = max(diff, float((proj - want).abs().max()))
+            scale = max(scale, float(want.abs().max()))
+        for f, g in one.items():
+            want = g * mine[f][1].view(-1, 1, 1, 1)
+            diff = max(diff, float((mine[f][0] - want).abs().max()))
+    # float32 forward passes in two memory formats can flip a near-tie of a max pool;
+    # in float64 the two methods must agree to rounding (first feature of each layer).
+    model64, stack64 = copy.deepcopy(model).double(), copy.deepcopy(stack).double()
+    x64 = {i: x.double() for i, x in x_of.items()}
+    diff64 = 0.0
+    for L in seeds:
+        first = dict(list(seeds[L].items())[:1])
+        mine = ours(model64, x64, L, first)
+        theirs = captum_per_feature(stack64, ends[L], x64, first)
+        for f, (proj, act) in mine.items():
+            diff64 = max(diff64, float((proj - theirs[f] * act.view(-1, 1, 1, 1)).abs().max()))
+    del model64, stack64, x64
+    runs = {"ours": [], "captum_per_feature": [], "captum_per_seed": [], "ours_per_seed_subset": []}
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        for L in seeds:
+            ours(model, x_of, L, seeds[L])
+        runs["ours"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for L in seeds:
+            captum_per_feature(stack, ends[L], x_of, seeds[L])
+        runs["captum_per_feature"].append(time.perf_counter() - t0)
+        t0 = time.perf_counter()
+        for L in seeds:
+            captum_per_seed(stack, ends[L], x_of, per_seed_sel[L])
+        runs["captum_per_seed"].append(time.perf_counter() - t0)
+        if per_seed_features:
+            t0 = time.perf_counter()
+            for L in seeds:
+                ours(model, x_of, L, per_seed_sel[L])
+            runs["ours_per_seed_subset"].append(time.perf_counter() - t0)
+    med = {k: statistics.median(v) for k, v in runs.items() if v}
+    base_seed = med.get("ours_per_seed_subset", med["ours"])
+    out = dict(runs=runs, seeds=n_seeds, features=n_feat, per_seed_seeds=n_seed_sel,
+               max_abs_diff=diff, scale=scale, max_abs_diff_float64=diff64,
+               speedup_per_feature=med["captum_per_feature"] / med["ours"],
+               speedup_per_seed=med["captum_per_seed"] / base_seed)
+    log(f"==> {name}: {n_seeds} seeds of {n_feat} features; max |ours - Captum x activation| "
+        f"= {diff:.2e} in float32 (values up to {scale:.2e}); {diff64:.2e} in float64 "
+        f"(first feature of each layer)")
+    log(f"    deconvolve {spread(runs['ours'])}; Captum per feature "
+        f"{spread(runs['captum_per_feature'])}: {out['speedup_per_feature']:.1f}x")
+    sub = f" (on {n_seed_sel} seeds; deconvolve on them {spread(runs['ours_per_seed_subset'])})" \
+        if per_seed_features else ""
+    log(f"    Captum per seed {spread(runs['captum_per_seed'])}{sub}: "
+        f"{out['speedup_per_seed']:.1f}x")
+    return out
+
+
+def seeds_of_report(path, source, mean, std):
+    from deconvviz.store.report import read_report_h5
+    rep = read_report_h5(path)
+    seeds = {}
+    wanted = set()
+    for L, lr in rep.layers.items():
+        seeds[L] = {f: ([int(i) for i in lr.image_index[f]], torch.from_numpy(lr.position[f]))
+                    for f in range(lr.image_index.shape[0])}
+        wanted |= {int(i) for i in lr.image_index.reshape(-1)}
+    wanted = sorted(wanted)
+    x = normalize(source.read_indices(wanted), mean, std)
+    return seeds, {i: x[j] for j, i in enumerate(wanted)}
+
+
+# --------------------------------------------------------------------------- VGG-16
+
+def vgg16_model(seed: int = 0):
+    """torchvision's VGG-16 with seeded random weights and a deconvviz-style ``meta``."""
+    import torchvision
+    torch.manual_seed(seed)
+    model = torchvision.models.vgg16().eval()
+    model.meta = {"normalization": {"mean": IMAGENET_MEAN, "std": IMAGENET_STD},
+                  "input_size": [3, 224, 224], "class_names": [f"class {i}" for i in range(1000)],
+                  "sha256": "", "path": f"torchvision vgg16() random weights, seed {seed}"}
+    return model
+
+
+def vgg_seeds(args, model, source):
+    from deconvviz.engine.topk import finalize_topk, scan_topk
+    n = min(args.vgg_scan, len(source))
     t0 = time.perf_counter()
-    with torch.inference_mode():
-        for _, images, _ in source.batches(batch_size, stop=stop):
-            model(normalize(images, mean, std))
-    return time.perf_counter() - t0
+    tops = scan_topk(model, source, [4, 7, 10], 9, stop=n)
+    log(f"    scan of {n} images to layer 10 (k=9): {time.perf_counter() - t0:.1f} s")
+    seeds, wanted = {}, set()
+    for L, t in tops.items():
+        t = finalize_topk(t, n)
+        F_ = t.image_index.shape[0]
+        feats = torch.linspace(0, F_ - 1, args.vgg_features).round().long().tolist()
+        seeds[L] = {f: ([int(i) for i in t.image_index[f]], t.position[f]) for f in feats}
+        wanted |= {i for f in feats for i in seeds[L][f][0]}
+    wanted = sorted(wanted)
+    x = normalize(source.read_indices(wanted), IMAGENET_MEAN, IMAGENET_STD)
+    return seeds, {i: x[j] for j, i in enumerate(wanted)}
 
 
-def peak_rss_kib() -> int:
-    with open("/proc/self/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    return -1
+# --------------------------------------------------------------------------- 4. memory
 
-
-def child_memory(args) -> None:
-    """Run one report over the first ``--child`` images; print the peak RSS as JSON."""
-    model = load_model(args.model)
-    source = resolve_source(args.data, split=args.split)
-    before = peak_rss_kib()
+def _vgg_child(args):
+    """Child process: a VGG-16 report written to --child-out; prints JSON."""
+    from deconvviz.report import write_report
+    model = vgg16_model()
+    source = resolve_source(args.vgg_data, split=None, image_size=(224, 224))
+    layers = [int(v) for v in args.vgg_report_layers.split(",")] if args.vgg_report_layers \
+        else None
     t0 = time.perf_counter()
-    build_report(model, source, args.layer, args.top, batch_size=args.batch_size,
-                 progress=False, limit=args.child)
-    print(json.dumps({"images": min(args.child, len(source)), "peak_rss_kib": peak_rss_kib(),
-                      "peak_rss_before_scan_kib": before,
-                      "seconds": time.perf_counter() - t0}))
+    timings = {}
+    write_report(model, source, args.child_out, layers, 9, progress=False, png=False,
+                 limit=args.vgg_report_images, timings=timings)
+    import resource
+    print(json.dumps({"seconds": time.perf_counter() - t0, "timings": timings,
+                      "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                      "bytes": os.path.getsize(Path(args.child_out) / "report.h5")}))
 
+
+def bench_memory(args, res, tmp):
+    res["memory"] = []
+    for n in [int(v) for v in args.memory_sizes.split(",") if v.strip()]:
+        out_dir = Path(tmp) / f"mem{n}"
+        wall, rss, _ = timed(report_cmd(args.data, out_dir, ["--limit", str(n)]))
+        size = os.path.getsize(out_dir / "report.h5")
+        res["memory"].append({"images": n, "peak_rss_kib": rss, "seconds": wall, "bytes": size})
+        log(f"[4] CIFAR report over {n} images: peak RSS {rss / 1024:.0f} MiB, report.h5 "
+            f"{size / 1e6:.1f} MB, {wall:.1f} s")
+    if args.vgg_report_images:
+        cmd = [sys.executable, __file__, "--child-vgg-report", "--child-out",
+               str(Path(tmp) / "vgg_report"), "--vgg-data", args.vgg_data,
+               "--vgg-report-images", str(args.vgg_report_images),
+               "--vgg-report-layers", args.vgg_report_layers]
+        wall, rss, out = timed(cmd)
+        m = json.loads(out.strip().splitlines()[-1])
+        res["vgg_report"] = dict(m, wall=wall, peak_rss_wait4_kib=rss)
+        log(f"[4] VGG-16 report (layers {args.vgg_report_layers or 'all 13'}, k=9, scan of "
+            f"{args.vgg_report_images} images at 224x224): report.h5 {m['bytes'] / 1e6:.1f} MB, "
+            f"peak RSS {rss / 1024:.0f} MiB, {wall:.0f} s (scan {m['timings']['scan']:.0f} s, "
+            f"projections and writing {m['timings']['project']:.0f} s)")
+
+
+# --------------------------------------------------------------------------- 5. decoding
+
+def bench_decode(args, res, tmp):
+    env_cache = os.environ.get("DECONVVIZ_CACHE")
+    os.environ["DECONVVIZ_CACHE"] = str(Path(tmp) / "decode-cache")
+    try:
+        out = {}
+        t0 = time.perf_counter()
+        src = resolve_source(args.vgg_data, split=None, image_size=(224, 224))
+        out["cold_s"] = time.perf_counter() - t0
+        t0 = time.perf_counter()
+        src = resolve_source(args.vgg_data, split=None, image_size=(224, 224))
+        for s in range(0, len(src), 64):
+            src.read(s, s + 64)
+        out["cached_s"] = time.perf_counter() - t0
+        out["images"] = len(src)
+    finally:
+        if env_cache is None:
+            os.environ.pop("DECONVVIZ_CACHE")
+        else:
+            os.environ["DECONVVIZ_CACHE"] = env_cache
+    res["decode"] = out
+    log(f"[5] decoding {out['images']} images of {args.vgg_data} to 224x224, one process: "
+        f"cold {out['images'] / out['cold_s']:.0f} images/s ({out['cold_s']:.1f} s), cached "
+        f"{out['images'] / out['cached_s']:.0f} images/s (resolve + read all)")
+
+
+# --------------------------------------------------------------------------- main
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--model", default=None, help="checkpoint (default: the bundled network)")
-    ap.add_argument("--data", default=str(REPO.parent / "shared" / "datasets" / "cifar10" / "train"))
-    ap.add_argument("--split", default="train")
-    ap.add_argument("--layer", type=int, action="append", default=None)
-    ap.add_argument("--top", type=int, default=9)
-    ap.add_argument("--batch-size", type=int, default=500)
-    ap.add_argument("--limit", type=int, default=None, help="use only the first N images")
-    ap.add_argument("--memory-sizes", default="10000,50000",
-                    help="comma-separated image counts for the peak-memory runs ('' to skip)")
-    ap.add_argument("--repeats", type=int, default=3,
-                    help="runs of each projection method (the fastest is reported)")
-    ap.add_argument("--seeds-from", default=None, metavar="REPORT.h5",
-                    help="only compare the projection methods, on the seeds of this report "
-                         "(made from the same --data and --model)")
-    ap.add_argument("--json", default=None, help="also write the results to this file")
-    ap.add_argument("--child", type=int, default=None, help=argparse.SUPPRESS)
+    ap.add_argument("--data", default=str(SHARED / "cifar10" / "train"))
+    ap.add_argument("--repeats", type=int, default=3, help="paired runs of each comparison")
+    ap.add_argument("--baseline-batch-size", type=int, default=128)
+    ap.add_argument("--sweep", default="", help="batch sizes to sweep, e.g. 32,64,128,256,512")
+    ap.add_argument("--sweep-images", type=int, default=10000)
+    ap.add_argument("--sweep-repeats", type=int, default=2)
+    ap.add_argument("--vgg-data", default=str(SHARED / "imagenet-samples"))
+    ap.add_argument("--vgg-scan", type=int, default=64, help="images scanned for VGG seeds")
+    ap.add_argument("--vgg-features", type=int, default=4, help="features timed per VGG layer")
+    ap.add_argument("--vgg-repeats", type=int, default=1)
+    ap.add_argument("--memory-sizes", default="10000,50000")
+    ap.add_argument("--vgg-report-images", type=int, default=0,
+                    help="images of the VGG-16 report's scan (0: skip that report)")
+    ap.add_argument("--vgg-report-layers", default="", help="comma-separated (default all)")
+    ap.add_argument("--skip", default="", help="comma-separated sections to skip: "
+                    "report,sweep,cifar,vgg,memory,decode")
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--child-vgg-report", action="store_true", help=argparse.SUPPRESS)
+    ap.add_argument("--child-out", default=None, help=argparse.SUPPRESS)
     args = ap.parse_args()
-    args.layer = args.layer or [1, 2]
-    if args.child is not None:
-        child_memory(args)
+    if args.child_vgg_report:
+        _vgg_child(args)
         return
-
-    torch.manual_seed(0)
-    model = load_model(args.model)
-    source = resolve_source(args.data, split=args.split)
-    if args.limit:
-        # A view of the first N images through the same reader.
-        from deconvviz.data.sources import ImageSource
-        n = min(args.limit, len(source))
-        source = ImageSource(description=f"{source.description}[:{n}]", kind=source.kind,
-                             split=source.split, labels=source.labels[:n],
-                             class_names=source.class_names, images=source.read(0, n))
-    norm = model.meta["normalization"]
-    mean, std = norm["mean"], norm["std"]
-    res = {"data": source.description, "images": len(source), "layers": args.layer,
-           "top": args.top, "batch_size": args.batch_size, "threads": torch.get_num_threads(),
-           "checkpoint": model.meta.get("path")}
-    print(f"{len(source)} images from {source.description}; layers {args.layer}, k={args.top}, "
-          f"{torch.get_num_threads()} threads", flush=True)
-
-    if args.seeds_from:
-        from deconvviz.store.report import read_report_h5
-        report = read_report_h5(args.seeds_from)
-        if report.attrs["checkpoint_sha256"] != model.meta["sha256"]:
-            sys.exit(f"{args.seeds_from} was made with another checkpoint")
-    else:
-        plain_forward(model, source, args.batch_size, mean, std, stop=2000)  # warm-up: allocator
-        res["forward_s_before"] = plain_forward(model, source, args.batch_size, mean, std)
-        print(f"plain forward:           {res['forward_s_before']:.2f} s", flush=True)
-
-        timings = {}
-        t0 = time.perf_counter()
-        report = build_report(model, source, args.layer, args.top, batch_size=args.batch_size,
-                              progress=False, timings=timings)
-        res["report_s"] = time.perf_counter() - t0
-        res["report_scan_s"], res["report_project_s"] = timings["scan"], timings["project"]
-        print(f"report (scan+project):   {res['report_s']:.2f} s  (scan {timings['scan']:.2f}, "
-              f"projections+patches {timings['project']:.2f})", flush=True)
-        with tempfile.TemporaryDirectory() as tmp:
-            t0 = time.perf_counter()
-            save_report(report, tmp, h5=True, png=False)
-            res["write_h5_s"] = time.perf_counter() - t0
-            t0 = time.perf_counter()
-            save_report(report, tmp, h5=False, png=True)
-            res["write_png_s"] = time.perf_counter() - t0
-            res["h5_bytes"] = os.path.getsize(Path(tmp) / "report.h5")
-        print(f"write HDF5: {res['write_h5_s']:.2f} s ({res['h5_bytes'] / 1e6:.1f} MB); "
-              f"PNGs: {res['write_png_s']:.2f} s", flush=True)
-
-        res["forward_s_after"] = plain_forward(model, source, args.batch_size, mean, std)
-        fwd = (res["forward_s_before"] + res["forward_s_after"]) / 2
-        res["forward_s"] = fwd
-        res["ratio_report_over_forward"] = res["report_s"] / fwd
-        print(f"plain forward (again):   {res['forward_s_after']:.2f} s", flush=True)
-        print(f"==> report / forward = {res['ratio_report_over_forward']:.3f}  (target <= 1.3)",
-              flush=True)
-
-    # The same kept seeds, three ways.
-    tops = {L: TopK(torch.from_numpy(lr.activation), torch.from_numpy(lr.image_index),
-                    torch.from_numpy(lr.position)) for L, lr in report.layers.items()}
-    wanted = sorted({int(i) for t in tops.values() for i in t.image_index.reshape(-1)})
-    pix = source.read_indices(wanted)
-    images = {i: pix[j] for j, i in enumerate(wanted)}
-    xs = {i: normalize(pix[j:j + 1], mean, std)[0] for j, i in enumerate(wanted)}
-    seeds = sum(t.image_index.numel() for t in tops.values())
-    feats = sum(t.image_index.shape[0] for t in tops.values())
-    # Short runs on a shared machine are noisy: interleave the three methods and keep
-    # each one's fastest of --repeats runs (all runs are saved in the JSON).
-    runs = {"batched": [], "one_at_a_time": [], "per_feature": []}
-    for _ in range(args.repeats):
-        t0 = time.perf_counter()
-        batched = project_seeds(model, images, tops)[0]
-        runs["batched"].append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        single = {L: autograd_one_at_a_time(model, xs.get, L, t) for L, t in tops.items()}
-        runs["one_at_a_time"].append(time.perf_counter() - t0)
-        t0 = time.perf_counter()
-        per_feat = {L: autograd_per_feature(model, xs.get, L, t) for L, t in tops.items()}
-        runs["per_feature"].append(time.perf_counter() - t0)
-    res["projection_runs_s"] = runs
-    res["batched_projection_s"] = min(runs["batched"])
-    res["autograd_one_at_a_time_s"] = min(runs["one_at_a_time"])
-    res["autograd_per_feature_s"] = min(runs["per_feature"])
-    diff = max(float((batched[L] - single[L]).abs().max()) for L in tops)
-    diff2 = max(float((batched[L] - per_feat[L]).abs().max()) for L in tops)
-    scale = max(float(batched[L].abs().max()) for L in tops)
-    res.update(seeds=seeds, features=feats, max_abs_diff_vs_autograd=diff,
-               max_abs_diff_vs_per_feature=diff2, projection_scale=scale,
-               speedup_vs_one_at_a_time=res["autograd_one_at_a_time_s"] / res["batched_projection_s"],
-               speedup_vs_per_feature=res["autograd_per_feature_s"] / res["batched_projection_s"])
-    print(f"projections of {seeds} seeds ({feats} features): batched "
-          f"{res['batched_projection_s']:.2f} s; autograd one at a time "
-          f"{res['autograd_one_at_a_time_s']:.2f} s; autograd per feature "
-          f"{res['autograd_per_feature_s']:.2f} s (fastest of {args.repeats})", flush=True)
-    print(f"==> speed-up vs one at a time {res['speedup_vs_one_at_a_time']:.1f}x (target >= 3), "
-          f"vs per feature {res['speedup_vs_per_feature']:.1f}x (target >= 1); "
-          f"max |batched - autograd| = {diff:.2e} (projection scale {scale:.2e})", flush=True)
-
-    sizes = [int(v) for v in args.memory_sizes.split(",") if v.strip()]
-    res["memory"] = []
-    for n in sizes:
-        cmd = [sys.executable, __file__, "--data", args.data, "--split", args.split,
-               "--top", str(args.top), "--batch-size", str(args.batch_size), "--child", str(n)]
-        cmd += ["--model", args.model] if args.model else []
-        for L in args.layer:
-            cmd += ["--layer", str(L)]
-        out = subprocess.run(cmd, check=True, capture_output=True, text=True).stdout
-        m = json.loads(out.strip().splitlines()[-1])
-        res["memory"].append(m)
-        print(f"peak RSS, report over {m['images']} images: {m['peak_rss_kib'] / 1024:.0f} MiB "
-              f"(before the scan {m['peak_rss_before_scan_kib'] / 1024:.0f} MiB; "
-              f"{m['seconds']:.1f} s)", flush=True)
+    skip = set(args.skip.split(","))
+    res = {"torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
+           "torch": torch.__version__, "cuda": torch.cuda.is_available()}
+    log(f"{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+        f"CUDA {'available' if res['cuda'] else 'not available'}; load average "
+        f"{os.getloadavg()[0]:.1f}")
+    from deconvviz.models.checkpoint import load_model
+    with tempfile.TemporaryDirectory() as tmp:
+        report_h5 = None
+        source = resolve_source(args.data, split="train")
+        if "report" not in skip:
+            report_h5, source = bench_report_vs_forward(args, res, tmp)
+        if args.sweep and "sweep" not in skip:
+            bench_sweep(args, res, source)
+        if "cifar" not in skip:
+            model = load_model(None)
+            norm = model.meta["normalization"]
+            if report_h5 is None:
+                report_h5 = Path(tmp) / "seeds" / "report.h5"
+                timed(report_cmd(args.data, report_h5.parent))
+            seeds, x_of = seeds_of_report(report_h5, source, norm["mean"], norm["std"])
+            log("[2] projections of the CIFAR report's seeds (layers 1, 2; k = 9)")
+            res["cifar_projections"] = compare_projections("CIFAR", model, x_of, seeds,
+                                                           args.repeats)
+        if "vgg" not in skip:
+            log(f"[3] VGG-16 at 224x224 (random weights): layers 4, 7, 10, "
+                f"{args.vgg_features} features each, k = 9")
+            model = vgg16_model()
+            vsrc = resolve_source(args.vgg_data, split=None, image_size=(224, 224))
+            seeds, x_of = vgg_seeds(args, model, vsrc)
+            res["vgg_projections"] = compare_projections("VGG-16", model, x_of, seeds,
+                                                         args.vgg_repeats, per_seed_features=1)
+        if "memory" not in skip:
+            bench_memory(args, res, tmp)
+        if "decode" not in skip:
+            bench_decode(args, res, tmp)
     if args.json:
-        Path(args.json).write_text(json.dumps(res, indent=2))
+        Path(args.json).write_text(json.dumps(res, indent=2, default=str))
 
 
 if __name__ == "__main__":

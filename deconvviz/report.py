@@ -32,7 +32,7 @@ from .engine.distributed import Ranks, gather_topk
 from .engine.receptive import extract_patches
 from .engine.seeds import project_seeds
 from .engine.topk import (TopK, empty_topk, finalize_topk, layer_infos, merge_topk,
-                          normalization_of, scan_topk)
+                          normalization_of, scan_batch_size, scan_topk)
 from .errors import DeconvvizError, notice
 from .progress import Progress
 from .render.report_png import feature_png, layer_figure, write_png
@@ -115,6 +115,8 @@ def _scan(model, source, layers, k, *, batch_size, device, rule, progress, limit
     if n < 1:
         raise DeconvvizError(f"{source.description} has no images to scan")
     infos = layer_infos(model, layers, source.image_size)
+    if batch_size is None:
+        batch_size = scan_batch_size(model, source.image_size, max(i.end for i in infos))
     ranks = ranks if ranks is not None else Ranks(0, 1, str(device))
     rank, world = ranks.rank, ranks.world
     t0 = time.perf_counter()
@@ -222,7 +224,8 @@ def _layer_reports(model, scan: _Scan, table: ImageTable, *, rule, device
 
 
 def build_report(model: nn.Module, source: ImageSource, layers: Optional[Sequence[int]] = None,
-                 k: int = 9, *, batch_size: int = 500, device: Union[str, torch.device] = "cpu",
+                 k: int = 9, *, batch_size: Optional[int] = None,
+                 device: Union[str, torch.device] = "cpu",
                  rule: str = "deconvnet", progress: bool = True, limit: Optional[int] = None,
                  ranks: Optional[Ranks] = None, command_line: str = "",
                  timings: Optional[dict] = None
@@ -258,7 +261,8 @@ def build_report(model: nn.Module, source: ImageSource, layers: Optional[Sequenc
 
 
 def write_report(model: nn.Module, source: ImageSource, out_dir: Union[str, Path],
-                 layers: Optional[Sequence[int]] = None, k: int = 9, *, batch_size: int = 500,
+                 layers: Optional[Sequence[int]] = None, k: int = 9, *,
+                 batch_size: Optional[int] = None,
                  device: Union[str, torch.device] = "cpu", rule: str = "deconvnet",
                  progress: bool = True, limit: Optional[int] = None,
                  ranks: Optional[Ranks] = None, command_line: str = "", png: bool = True,

@@ -35,8 +35,9 @@ def _echo_written(paths, out_dir: Path) -> None:
               help="layer to report (repeatable)  [default: every conv layer]")
 @click.option("--top", "k", type=click.IntRange(1), default=9, show_default=True,
               help="images kept per feature")
-@click.option("--batch-size", type=click.IntRange(1), default=500, show_default=True,
-              help="images per forward pass of the scan")
+@click.option("--batch-size", type=click.IntRange(1), default=None,
+              help="images per forward pass of the scan  [default: chosen for the model "
+                   "and image size, 128 for the bundled CNN]")
 @click.option("--limit", type=click.IntRange(1), default=None,
               help="scan only the first N images of the source  [default: all]")
 @device_option()

@@ -134,14 +134,22 @@ class ImageSource:
             self._fingerprint = h.hexdigest()
         return self._fingerprint
 
-    def read(self, start: int, stop: int) -> torch.Tensor:
-        """Images ``start:stop`` as ``uint8`` ``(n, 3, H, W)`` (a fresh tensor)."""
+    def read(self, start: int, stop: int, out: Optional[torch.Tensor] = None) -> torch.Tensor:
+        """Images ``start:stop`` as ``uint8`` ``(n, 3, H, W)``: a fresh tensor, or the
+        first ``n`` rows of ``out`` (a contiguous ``uint8`` buffer of at least ``n``
+        images, e.g. reused batch after batch by a scan) filled in place."""
         start, stop = max(0, start), min(len(self), stop)
-        if self._images is not None:
-            return self._images[start:stop].clone()
-        per = int(np.prod(self.shape))
         n = max(0, stop - start)
-        buf = np.empty(n * per, dtype=np.uint8)
+        if out is not None and (out.dtype != torch.uint8 or not out.is_contiguous()
+                                or out.shape[0] < n or tuple(out.shape[1:]) != self.shape):
+            raise ValueError(f"read buffer must be contiguous uint8 (>= {n}, *{self.shape})")
+        if self._images is not None:
+            if out is None:
+                return self._images[start:stop].clone()
+            return out[:n].copy_(self._images[start:stop])
+        per = int(np.prod(self.shape))
+        buf = np.empty(n * per, dtype=np.uint8) if out is None else \
+            out[:n].numpy().reshape(-1)
         with open(self._cache_file, "rb") as f:
             if self._offset is None:
                 self._offset = _npy_data_offset(f)
@@ -149,7 +157,7 @@ class ImageSource:
             got = f.readinto(memoryview(buf))
         if got != n * per:
             raise DeconvvizError(f"decoded-image cache {self._cache_file} is truncated; delete it")
-        return torch.from_numpy(buf.reshape((n,) + self.shape))
+        return torch.from_numpy(buf.reshape((n,) + self.shape)) if out is None else out[:n]
 
     def read_indices(self, indices: Sequence[int]) -> torch.Tensor:
         """Images at the given indices (any order) as ``uint8`` ``(n, 3, H, W)``."""

@@ -32,7 +32,9 @@ from torch import nn
 
 from ..errors import DeconvvizError
 from .layers import LayerInfo, conv_stack, get_layer
-from .recording import Recording, record
+from .receptive import cut_windows, windows_for
+from .recording import Recording, record_pass
+from .windowed import paste_windows, window_bytes_per_seed, window_pass
 
 __all__ = ["RULES", "UNPOOLS", "MODES", "Projection", "deconvolve", "project",
            "seed_maps", "reverse_pass", "project_recorded", "recorded_forward"]
@@ -162,83 +164,66 @@ def seed_maps(output: torch.Tensor, image_index: torch.Tensor, feature: torch.Te
     return seeds.view(s, c, h, w), act, pos
 
 
-def _point_seed_block(model: nn.Module, rec: Recording, info: LayerInfo, idx: torch.Tensor,
-                      feat: torch.Tensor, pos: torch.Tensor, act: torch.Tensor,
-                      rule: str) -> torch.Tensor:
-    """Reverse pass through the seed's own block for one-position seeds: ``(S, C_in, H, W)``.
+#: Memory one batch of seeds may take in :func:`~deconvviz.engine.windowed.window_pass`.
+SEED_BATCH_BYTES = 256 * 2 ** 20
 
-    Equal to :func:`reverse_pass` over the block with switches: a seed is one
-    value of one channel and stays one value through the block's unpools (that
-    channel's switch) and ReLUs, so the block's transposed conv reduces to
-    stamping the filter ``W[f]`` at one place. This skips the ``S x C x h x w``
-    tensors and the full transposed conv, which dominate the cost of projecting
-    many seeds of a wide layer.
-    """
-    modules = list(conv_stack(model))
-    y, x, v = pos[:, 0].clone(), pos[:, 1].clone(), act.clone()
-    for i in range(info.end - 1, info.start, -1):
-        m = modules[i]
-        if isinstance(m, nn.MaxPool2d):
-            flat = rec.switches[i][idx, feat, y, x]      # flat index into the pool's input
-            w_in = rec.in_sizes[i][1]
-            y, x = flat // w_in, flat % w_in
-        elif isinstance(m, nn.ReLU):
-            if rule == "deconvnet":
-                v = v.clamp(min=0)
-            else:
-                mask = rec.masks[i][idx, feat, y, x].to(v.dtype)
-                v = v.clamp(min=0) * mask if rule == "guided" else v * mask
-    conv = modules[info.start]
-    H, W = rec.in_sizes[info.start]
-    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (_pair(conv.kernel_size), _pair(conv.stride),
-                                              _pair(conv.padding), _pair(conv.dilation))
-    # Seed s stamps v[s] * W[f_s]; kernel row ky lands on input row y*stride - pad + ky*dilation.
-    stamps = conv.weight[feat] * v.view(-1, 1, 1, 1)     # (S, C_in, kh, kw)
-    out = stamps.new_zeros((feat.shape[0], stamps.shape[1], H, W))
 
-    def span(p0: int, n: int, d: int, size: int):
-        lo = 0
-        while lo < n and p0 + lo * d < 0:
-            lo += 1
-        hi = n
-        while hi > lo and p0 + (hi - 1) * d >= size:
-            hi -= 1
-        return lo, hi
-
-    for s_, (yy, xx) in enumerate(zip((y * sh - ph).tolist(), (x * sw - pw).tolist())):
-        ky0, ky1 = span(yy, kh, dh, H)
-        kx0, kx1 = span(xx, kw, dw, W)
-        if ky1 <= ky0 or kx1 <= kx0:
-            continue
-        out[s_, :, yy + ky0 * dh:yy + (ky1 - 1) * dh + 1:dh,
-            xx + kx0 * dw:xx + (kx1 - 1) * dw + 1:dw] = stamps[s_, :, ky0:ky1, kx0:kx1]
-    return out
+def _windowed(model: nn.Module, info: LayerInfo, mode: str, unpool: str) -> bool:
+    """Whether seeds take the receptive-field-window pass (one position, switches)."""
+    return mode != "map" and unpool == "switches" and conv_stack(model)[info.start].groups == 1
 
 
 def project_recorded(model: nn.Module, rec: Recording, info: LayerInfo, image_index: torch.Tensor,
                      feature: torch.Tensor, *, mode: str = "max", rule: str = "deconvnet",
-                     unpool: str = "switches", position: Optional[torch.Tensor] = None):
+                     unpool: str = "switches", position: Optional[torch.Tensor] = None,
+                     windows: bool = False):
     """Seed and project S seeds of layer ``info`` from a recorded forward pass.
 
     Seed ``s`` is feature ``feature[s]`` of recorded image ``image_index[s]``.
-    Returns ``(projections (S, 3, H, W), activation (S,), position (S, 2))``.
-    One-position seeds with switches take the closed form through their own
-    block (:func:`_point_seed_block`); everything else the general reverse pass.
+    Returns ``(projections, activation (S,), position (S, 2))``; projections are
+    ``(S, 3, H, W)``, or with ``windows=True`` ``(S, 3, rf_h, rf_w)``: each cut to
+    its seed's receptive-field window (unclipped top-left ``info.rf_start +
+    position * info.rf_jump``; zero outside the image), outside which a seed's
+    projection is zero anyway.
+    One-position seeds with switches (``mode`` ``"max"`` or ``"position"``) go
+    back through their receptive-field windows only
+    (:func:`~deconvviz.engine.windowed.window_pass`), in batches of equal window
+    size; everything else takes the full-image :func:`reverse_pass`.
     """
     output = rec.blocks[info.index].output
-    conv = conv_stack(model)[info.start]
-    if mode != "map" and unpool == "switches" and conv.groups == 1:
+    if _windowed(model, info, mode, unpool):
         if mode == "max":
             _, act, pos = _max_positions(output, image_index, feature)
         else:
             pos = position.to(torch.int64)
             act = output[image_index, feature, pos[:, 0], pos[:, 1]]
-        signal = _point_seed_block(model, rec, info, image_index, feature, pos, act, rule)
-        proj = reverse_pass(model, rec, info.start, signal, image_index, rule=rule, unpool=unpool)
+        if windows:
+            size = tuple(info.rf_size)
+            canvas = torch.stack([info.rf_start[0] + pos[:, 0] * info.rf_jump[0],
+                                  info.rf_start[1] + pos[:, 1] * info.rf_jump[1]], dim=1)
+        else:
+            size = tuple(info.image_size)
+            canvas = torch.zeros_like(pos)
+        per_seed = window_bytes_per_seed(model, info, output.dtype)
+        step = max(1, SEED_BATCH_BYTES // max(1, per_seed))
+        parts = []
+        for c0 in range(0, image_index.shape[0], step):
+            sl = slice(c0, c0 + step)
+            win, origin = window_pass(model, rec, info, image_index[sl], feature[sl], pos[sl],
+                                      act[sl], rule)
+            parts.append(paste_windows(win, origin, canvas[sl], size))
+        proj = torch.cat(parts) if parts else output.new_zeros((0, _in_channels(model)) + size)
         return proj, act, pos
     seeds, act, pos = seed_maps(output, image_index, feature, mode, position)
     proj = reverse_pass(model, rec, info.end, seeds, image_index, rule=rule, unpool=unpool)
+    if windows:
+        box, origin = windows_for(info, pos.cpu())
+        proj = cut_windows(proj, box.to(proj.device), origin.to(proj.device), info.rf_size)
     return proj, act, pos
+
+
+def _in_channels(model: nn.Module) -> int:
+    return conv_stack(model)[0].in_channels
 
 
 def _max_positions(output: torch.Tensor, image_index: torch.Tensor, feature: torch.Tensor):
@@ -250,14 +235,17 @@ def _max_positions(output: torch.Tensor, image_index: torch.Tensor, feature: tor
     return where, act, torch.stack([where // w, where % w], dim=1)
 
 
-def recorded_forward(model: nn.Module, images: torch.Tensor, end: int) -> torch.Tensor:
-    """Run ``stack[:end]`` (call it inside :func:`~deconvviz.recording.record`).
+def recorded_forward(model: nn.Module, images: torch.Tensor, end: int,
+                     masks: bool = True) -> Recording:
+    """Run ``stack[:end]`` on ``images`` and return its :class:`Recording` (switches,
+    ReLU masks with ``masks``, the layer's block output; see
+    :func:`~deconvviz.engine.recording.record_pass`).
 
-    The pass runs in channels-last memory format: on the CPU its max pools (run
-    twice, once more for the switches) and convolutions are several times faster
-    that way, and the switches and values are the same.
+    The pass runs in channels-last memory format: on the CPU its max pools and
+    convolutions are several times faster that way, and it is the scan's
+    format too, so the recorded values are the scan's.
     """
-    return conv_stack(model)[:end](images.contiguous(memory_format=torch.channels_last))
+    return record_pass(model, images.contiguous(memory_format=torch.channels_last), end, masks)
 
 
 def _as_index(v, n: int) -> torch.Tensor:
@@ -277,8 +265,11 @@ def deconvolve(model: nn.Module, images: torch.Tensor, layer: int,
 
     ``images``: model input ``(B, 3, H, W)``. Seed ``s`` is feature ``feature[s]``
     of image ``image_index[s]`` (default: one seed per image, ``feature``
-    broadcast). One forward pass records switches and masks for the B images;
-    one reverse pass projects all seeds. Returns a :class:`Projection`.
+    broadcast). One forward pass up to the layer records switches (and masks)
+    for each image that a seed uses; one batched reverse pass projects all
+    seeds, one-position seeds (``max``, ``position``, with switches) inside
+    their receptive fields only (:mod:`deconvviz.engine.windowed`).
+    Returns a :class:`Projection` with full-image projections ``(S, 3, H, W)``.
     """
     _check_choice("mode", mode, MODES)
     _check_choice("rule", rule, RULES)
@@ -313,10 +304,14 @@ def deconvolve(model: nn.Module, images: torch.Tensor, layer: int,
                 or position[:, 1].max() >= ow):
             raise DeconvvizError(f"position out of range: layer {layer} output is {oh}x{ow}")
     device = images.device
-    with torch.no_grad(), record(model, stop=info.end, masks=rule != "deconvnet") as rec:
-        recorded_forward(model, images, info.end)
+    # Record each image that some seed uses, once, and only up to the seed's layer.
+    used, local = torch.unique(idx, return_inverse=True)
+    if used.numel() < b:
+        images = images[used.to(device)]
+    with torch.no_grad():
+        rec = recorded_forward(model, images, info.end, masks=rule != "deconvnet")
         proj, act, pos = project_recorded(
-            model, rec, info, idx.to(device), feat.to(device), mode=mode, rule=rule,
+            model, rec, info, local.to(device), feat.to(device), mode=mode, rule=rule,
             unpool=unpool, position=None if position is None else position.to(device))
     return Projection(projections=proj, image_index=idx, feature=feat, activation=act.cpu(),
                       position=pos.cpu(), layer=layer, mode=mode, rule=rule, unpool=unpool)

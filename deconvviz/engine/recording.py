@@ -17,7 +17,7 @@ from torch import nn
 
 from .layers import check_supported, conv_stack, list_layers
 
-__all__ = ["Recording", "BlockRecord", "record"]
+__all__ = ["Recording", "BlockRecord", "record", "record_pass"]
 
 
 @dataclass
@@ -57,12 +57,15 @@ def _pool_with_switches(m: nn.MaxPool2d, x: torch.Tensor):
 
 
 @contextlib.contextmanager
-def record(model: nn.Module, stop: Optional[int] = None, masks: bool = True
-           ) -> Iterator[Recording]:
+def record(model: nn.Module, stop: Optional[int] = None, masks: bool = True,
+           activations: bool = True) -> Iterator[Recording]:
     """``with record(model) as rec: model(x)`` fills ``rec`` with the pass's records.
 
     Hooks go on the conv stack's modules up to index ``stop`` (all by default).
     ``masks=False`` skips the ReLU masks (the deconvnet rule does not need them).
+    ``activations=False`` keeps no post-ReLU maps and only the last recorded
+    block's output: what a projection needs, without holding every layer's
+    activations of a large batch (e.g. VGG-16 at 224x224) alive.
     The model is put in eval mode for the pass and left as it was found: mode,
     ``requires_grad`` flags and hooks.
     """
@@ -87,7 +90,8 @@ def record(model: nn.Module, stop: Optional[int] = None, masks: bool = True
             if isinstance(m, nn.ReLU):
                 if masks:
                     rec.masks[i] = (output > 0).detach()
-                blk.activation = output.detach()
+                if activations:
+                    blk.activation = output.detach()
             elif isinstance(m, nn.MaxPool2d):
                 # The switches are the pool's own argmax, so the pooled values match exactly.
                 _, idx = _pool_with_switches(m, x.detach())
@@ -96,7 +100,7 @@ def record(model: nn.Module, stop: Optional[int] = None, masks: bool = True
                 blk.switches = idx
             elif isinstance(m, nn.Conv2d):
                 rec.in_sizes[i] = tuple(x.shape[-2:])
-            if i in layer_of_end:
+            if i in layer_of_end and (activations or i == len(modules) - 1):
                 blk.output = output.detach()
         return hook
 
@@ -108,3 +112,36 @@ def record(model: nn.Module, stop: Optional[int] = None, masks: bool = True
             yield rec
         finally:
             model.train(was_training)
+
+
+def record_pass(model: nn.Module, x: torch.Tensor, stop: int, masks: bool = True) -> Recording:
+    """Run ``stack[:stop]`` on ``x`` and record what a projection needs, without hooks.
+
+    Each max pool runs once, with its switches (a hook can only add a second
+    pool after the module's own); ReLU masks only with ``masks``; the block
+    output of the last recorded layer in ``blocks``. The same records as
+    :func:`record` with ``activations=False``, and the same values. Call it
+    under ``torch.no_grad()``; the model's state is not touched (the conv
+    stack's modules behave the same in train and eval mode).
+    """
+    modules = list(conv_stack(model))[:stop]
+    check_supported(model, len(modules))
+    last = None
+    for info in list_layers(model, tuple(x.shape[-2:])):
+        if info.end == len(modules):
+            last = info.index
+    rec = Recording()
+    for i, m in enumerate(modules):
+        if isinstance(m, nn.MaxPool2d):
+            rec.in_sizes[i] = tuple(x.shape[-2:])
+            x, rec.switches[i] = _pool_with_switches(m, x)
+        elif isinstance(m, nn.ReLU):
+            x = m(x)
+            if masks:
+                rec.masks[i] = x > 0
+        else:
+            rec.in_sizes[i] = tuple(x.shape[-2:])
+            x = m(x)
+    if last is not None:
+        rec.blocks[last] = BlockRecord(output=x)
+    return rec

@@ -10,17 +10,37 @@ from torch import nn
 from ..data.sources import ImageSource, normalize
 from ..errors import DeconvvizError
 from .deconvnet import RULES, project_recorded, recorded_forward
-from .layers import get_layer
-from .receptive import cut_windows, windows_for
-from .recording import record
+from .layers import get_layer, list_layers
 from .topk import TopK, model_dtype, normalization_of
 
 __all__ = ["project_seeds", "project_topk"]
 
 
+#: Memory the recorded forward pass of one batch of kept images may hold (switches,
+#: masks and the pass's largest activations), to size ``images_per_pass``.
+RECORD_BYTES = 512 * 2 ** 20
+
+
+def _record_bytes_per_image(model: nn.Module, info, rule: str, dtype: torch.dtype) -> int:
+    """Bytes one image's recorded pass up to ``info`` holds at its peak (an estimate)."""
+    elem = torch.finfo(dtype).bits // 8
+    total, largest = 0, 0
+    for lay in list_layers(model, info.image_size):
+        if lay.index > info.index:
+            break
+        h, w = lay.input_size
+        largest = max(largest, lay.in_channels * h * w, lay.features * h * w)
+        oh, ow = lay.output_size
+        total += lay.features * oh * ow * 8                     # switches (int64)
+        if rule != "deconvnet":
+            total += lay.features * h * w                       # masks (bool)
+    return total + 3 * largest * elem
+
+
 def project_seeds(model: nn.Module, images: Dict[int, torch.Tensor], tops: Dict[int, TopK], *,
                   rule: str = "deconvnet", device: Union[str, torch.device] = "cpu",
-                  mean=None, std=None, images_per_pass: int = 1024, windows: bool = False
+                  mean=None, std=None, images_per_pass: Optional[int] = None,
+                  windows: bool = False
                   ) -> Tuple[Dict[int, torch.Tensor], Dict[int, torch.Tensor]]:
     """Deconvnet projections of every kept seed of several layers, in batched passes.
 
@@ -29,14 +49,15 @@ def project_seeds(model: nn.Module, images: Dict[int, torch.Tensor], tops: Dict[
     ``L`` is feature ``f`` at ``tops[L].position[f, j]`` of image
     ``tops[L].image_index[f, j]``, projected with that image's own switches.
     Per layer, the distinct images of its seeds go through one recorded forward
-    pass up to that layer only (in chunks of ``images_per_pass`` images), and all
-    the chunk's seeds go back in one batched reverse pass
-    (:func:`deconvviz.deconvnet.project_recorded`).
+    pass up to that layer only (in chunks of ``images_per_pass`` images, by
+    default as many as fit in :data:`RECORD_BYTES`), and the chunk's seeds go
+    back inside their receptive-field windows in batched reverse passes
+    (:func:`deconvviz.engine.deconvnet.project_recorded`).
     Returns ``({L: projections (F, k, 3, H, W) float32}, {L: seeded activation (F, k)})``.
-    With ``windows=True`` each projection is cut, chunk by chunk, to its seed's
-    receptive-field window (:func:`~deconvviz.engine.receptive.cut_windows`; the
-    projection is zero outside it): ``(F, k, 3, rf_h, rf_w)``, so memory does not
-    grow with the image size.
+    With ``windows=True`` each projection is its seed's receptive-field window
+    ``(F, k, 3, rf_h, rf_w)`` (unclipped top-left ``rf_start + position *
+    rf_jump``, zero outside the image), made by the windowed pass directly
+    without a full-image projection, so memory does not grow with the image size.
     """
     mean, std = normalization_of(model, mean, std)
     if rule not in RULES:
@@ -53,22 +74,21 @@ def project_seeds(model: nn.Module, images: Dict[int, torch.Tensor], tops: Dict[
         activations[L] = torch.zeros((F_, k), dtype=torch.float32)
         flat_idx = top.image_index.reshape(-1)
         wanted = torch.unique(flat_idx)            # sorted
-        for c0 in range(0, wanted.numel(), images_per_pass):
-            chunk = wanted[c0:c0 + images_per_pass]
+        per_pass = images_per_pass or max(
+            1, RECORD_BYTES // _record_bytes_per_image(model, info, rule, dtype))
+        for c0 in range(0, wanted.numel(), per_pass):
+            chunk = wanted[c0:c0 + per_pass]
             sel = torch.isin(flat_idx, chunk).nonzero().view(-1)
             local = torch.searchsorted(chunk, flat_idx[sel])
             pix = torch.stack([images[int(i)] for i in chunk])
-            x = normalize(pix.to(device), mean, std).to(dtype)
-            with torch.no_grad(), record(model, stop=info.end, masks=rule != "deconvnet") as rec:
-                recorded_forward(model, x, info.end)
+            x = normalize(pix.to(device, non_blocking=True), mean, std).to(dtype)
+            with torch.no_grad():
+                rec = recorded_forward(model, x, info.end, masks=rule != "deconvnet")
                 proj, act, _ = project_recorded(
                     model, rec, info, local.to(device), (sel // k).to(device), mode="position",
-                    rule=rule, position=top.position.reshape(-1, 2)[sel].to(device))
-            proj = proj.float().cpu()
-            if windows:
-                box, origin = windows_for(info, top.position.reshape(-1, 2)[sel])
-                proj = cut_windows(proj, box, origin, size)
-            projections[L].view(F_ * k, shape[0], *size)[sel] = proj
+                    rule=rule, position=top.position.reshape(-1, 2)[sel].to(device),
+                    windows=windows)
+            projections[L].view(F_ * k, shape[0], *size)[sel] = proj.float().cpu()
             activations[L].view(-1)[sel] = act.float().cpu()
     return projections, activations
 

@@ -19,13 +19,13 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from ..data.sources import ImageSource, normalize
+from ..data.sources import ImageSource
 from ..errors import DeconvvizError
 from ..progress import Progress
 from .layers import LayerInfo, check_supported, conv_stack, get_layer, list_layers
 
 __all__ = ["TopK", "empty_topk", "merge_topk", "finalize_topk", "scan_topk", "strongest_images",
-           "model_dtype", "normalization_of", "layer_infos"]
+           "model_dtype", "normalization_of", "layer_infos", "scan_batch_size"]
 
 
 @dataclass
@@ -129,8 +129,133 @@ def layer_infos(model: nn.Module, layers: Optional[Sequence[int]],
     return [get_layer(model, int(L), image_size) for L in sorted(set(int(v) for v in layers))]
 
 
+#: Bytes of the largest activation tensor of one scan batch that :func:`scan_batch_size`
+#: aims for. Measured on 2 CPU cores with the bundled CNN (CIFAR-10, 50,000 images,
+#: channels-last): batch 128 (16 MiB for conv 1's output) was the fastest of
+#: 32..512; larger batches lose to cache misses and to fresh ``mmap`` allocations of
+#: every intermediate tensor (beyond glibc's 32 MiB threshold), smaller ones to
+#: per-call overhead.
+SCAN_BATCH_BYTES = 16 * 2 ** 20
+MAX_SCAN_BATCH = 512
+
+
+def scan_batch_size(model: nn.Module, image_size: Tuple[int, int], end: Optional[int] = None,
+                    budget: int = SCAN_BATCH_BYTES) -> int:
+    """Images per scan batch for ``model`` at ``image_size``: as many as keep the
+    largest activation tensor of ``stack[:end]`` within ``budget`` bytes (at least 1,
+    at most :data:`MAX_SCAN_BATCH`). 128 for the bundled CNN at 32x32; 1 for VGG-16
+    at 224x224."""
+    elem = torch.finfo(model_dtype(model)).bits // 8
+    largest = 3 * int(image_size[0]) * int(image_size[1])
+    for info in list_layers(model, image_size):
+        if end is not None and info.start >= end:
+            break
+        # The conv output (before the block's pool) is the block's largest tensor.
+        h, w = info.input_size
+        conv = conv_stack(model)[info.start]
+        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (_two(conv.kernel_size), _two(conv.stride),
+                                                  _two(conv.padding), _two(conv.dilation))
+        oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
+        ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
+        largest = max(largest, info.features * oh * ow)
+    return int(max(1, min(MAX_SCAN_BATCH, budget // (largest * elem))))
+
+
+def _two(v) -> Tuple[int, int]:
+    return (int(v[0]), int(v[1])) if isinstance(v, (tuple, list)) else (int(v), int(v))
+
+
+def _scan_memory_format(device) -> torch.memory_format:
+    # Channels-last convolutions and max pools are about 2x faster on the CPU (oneDNN)
+    # and the cuDNN path prefers them too; the values can differ from the default
+    # layout's in the last bits, exactly as between two batch sizes, and the projection
+    # records its switches in channels-last as well.
+    return torch.channels_last
+
+
+class _StreamingTopK:
+    """The running top-k of one layer, merged batch by batch without re-sorting.
+
+    Every image of a new batch has a larger index than every kept one (the scan
+    goes forward through the source), so on equal activations the kept entry
+    wins; a candidate must beat the k-th kept activation *strictly* to enter.
+    After the first batches few do, so each batch costs one max-reduction of
+    the block output, one comparison per (image, feature), and a small sort of
+    the features that have a newcomer. The result equals :func:`merge_topk` of
+    all candidates exactly (the test against brute force checks it).
+    """
+
+    def __init__(self, top: TopK):
+        self.top = top
+        self.last_index = int(top.image_index.max()) if top.image_index.numel() else -1
+
+    def add(self, block_out: torch.Tensor, offset: int, info: LayerInfo) -> None:
+        n, c, h, w = block_out.shape
+        if block_out.is_contiguous(memory_format=torch.channels_last):
+            planes = block_out.permute(0, 2, 3, 1).reshape(n, h * w, c)   # a view
+            val = planes.amax(dim=1)                                      # (n, F)
+        else:
+            planes = None
+            val = block_out.reshape(n, c, h * w).amax(dim=2)
+        if not bool(torch.isfinite(val).all()):
+            raise DeconvvizError(
+                f"layer {info.index} gives non-finite activations on images "
+                f"{offset}..{offset + n - 1}; the checkpoint or the data is damaged")
+        val = val.float().t().cpu()                                       # (F, n)
+        top = self.top
+        k = top.k
+        if offset <= self.last_index:  # not a forward scan: the general exact merge
+            pos = self._positions(block_out, planes, torch.arange(n).expand(c, n),
+                                  torch.arange(c).view(-1, 1).expand(c, n))
+            cand = TopK(val, torch.arange(offset, offset + n).expand(c, n), pos)
+            self.top = merge_topk(top, cand, k)
+            self.last_index = max(self.last_index, offset + n - 1)
+            return
+        self.last_index = offset + n - 1
+        hit = val > top.activation[:, k - 1:k]                            # (F, n)
+        rows = hit.any(dim=1).nonzero().view(-1)
+        if rows.numel() == 0:
+            return
+        # The batch's own best (at most k) of each hit feature: value descending, ties
+        # to the earlier image (stable sort); entries that cannot enter are -inf.
+        cand = torch.where(hit[rows], val[rows], torch.tensor(float("-inf")))
+        kk = min(k, n)
+        b_val, b_col = torch.sort(cand, dim=1, descending=True, stable=True)
+        b_val, b_col = b_val[:, :kk], b_col[:, :kk]
+        # Kept entries first: a stable sort keeps them ahead of equal newcomers.
+        m_val = torch.cat([top.activation[rows], b_val], dim=1)
+        order = torch.sort(m_val, dim=1, descending=True, stable=True).indices[:, :k]
+        new_act = m_val.gather(1, order)
+        is_new = order >= k
+        col = torch.where(is_new, b_col.gather(1, (order - k).clamp(min=0)), 0)
+        new_idx = torch.where(is_new, col + offset,
+                              top.image_index[rows].gather(1, order.clamp(max=k - 1)))
+        new_pos = top.position[rows].gather(
+            1, order.clamp(max=k - 1).unsqueeze(-1).expand(-1, -1, 2)).clone()
+        r_new, j_new = is_new.nonzero(as_tuple=True)
+        if r_new.numel():
+            new_pos[r_new, j_new] = self._positions(block_out, planes, col[r_new, j_new],
+                                                    rows[r_new])
+        top.activation[rows] = new_act
+        top.image_index[rows] = new_idx
+        top.position[rows] = new_pos
+
+    @staticmethod
+    def _positions(block_out, planes, image, feature) -> torch.Tensor:
+        """(row, col) of the first row-major maximum of planes ``(image, feature)``."""
+        w = block_out.shape[-1]
+        dev = block_out.device
+        if planes is not None:
+            flat = planes[image.to(dev), :, feature.to(dev)]               # (..., h*w)
+        else:
+            flat = block_out[image.to(dev), feature.to(dev)].flatten(-2)
+        where = flat.argmax(dim=-1).cpu()
+        return torch.stack([where // w, where % w], dim=-1)
+
+
 def scan_topk(model: nn.Module, source: ImageSource, layers: Optional[Sequence[int]] = None,
-              k: int = 9, *, batch_size: int = 500, device: Union[str, torch.device] = "cpu",
+              k: int = 9, *, batch_size: Optional[int] = None,
+              device: Union[str, torch.device] = "cpu",
               progress: Optional[Progress] = None, shard: Optional[Tuple[int, int]] = None,
               start: int = 0, stop: Optional[int] = None, mean=None, std=None
               ) -> Dict[int, TopK]:
@@ -139,66 +264,75 @@ def scan_topk(model: nn.Module, source: ImageSource, layers: Optional[Sequence[i
     For each image and feature, the activation is the maximum of the layer's
     block output (after ReLU and pool) over positions, at the first maximum in
     row-major order. Memory holds one batch plus ``features x k`` per layer.
+    ``batch_size``: images per forward pass (default :func:`scan_batch_size`).
     ``shard=(rank, world)`` scans only batches ``rank, rank + world, ...`` (batch
     boundaries are those of the unsharded scan, so every image is computed in
     the same batch as in one process); image indices stay global.
     Returns ``{layer: TopK}`` with unfilled slots where fewer than ``k`` images
     were seen (see :func:`finalize_topk`). No switches are recorded: the scan
-    runs the plain stack.
+    runs the plain stack, in channels-last memory format, under
+    ``torch.inference_mode``, reading every batch into the same buffers.
     """
     if k < 1:
         raise DeconvvizError(f"top k must be at least 1, got {k}")
-    if batch_size < 1:
+    if batch_size is not None and batch_size < 1:
         raise DeconvvizError(f"batch size must be at least 1, got {batch_size}")
     mean, std = normalization_of(model, mean, std)
     infos = layer_infos(model, layers, source.image_size)
     end = max(i.end for i in infos)
     check_supported(model, end)
+    if batch_size is None:
+        batch_size = scan_batch_size(model, source.image_size, end)
     modules = list(conv_stack(model))[:end]
     layer_at = {i.end - 1: i for i in infos}
-    tops = {i.index: empty_topk(i.features, k) for i in infos}
+    tops = {i.index: _StreamingTopK(empty_topk(i.features, k)) for i in infos}
     stop = len(source) if stop is None else min(int(stop), len(source))
     rank, world = shard if shard is not None else (0, 1)
     dtype = model_dtype(model)
+    device = torch.device(device)
+    fmt = _scan_memory_format(device)
     was_training = model.training
     model.eval()
     try:
         with torch.inference_mode():
+            rows = max(0, min(batch_size, stop - start))
+            # One pixel buffer and one input buffer for the whole scan (pinned for a
+            # non-blocking copy to the GPU), instead of fresh ones per batch.
+            pix = torch.empty((rows,) + tuple(source.shape), dtype=torch.uint8,
+                              pin_memory=device.type == "cuda")
+            inp = torch.empty((rows,) + tuple(source.shape), dtype=torch.float32,
+                              device=device).contiguous(memory_format=fmt)
+            m = torch.as_tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
+            s = torch.as_tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
             for b, offset in enumerate(range(start, stop, batch_size)):
                 if b % world != rank:
                     continue
-                images = source.read(offset, min(stop, offset + batch_size))
+                images = source.read(offset, min(stop, offset + batch_size), out=pix)
                 n = images.shape[0]
-                x = normalize(images.to(device), mean, std).to(dtype)
-                for m_i, m in enumerate(modules):
-                    x = m(x)
+                # The same operations as data.sources.normalize, so the same values.
+                x = inp[:n]
+                x.copy_(images, non_blocking=True)
+                x.div_(255.0).sub_(m).div_(s)
+                if dtype != torch.float32:
+                    x = x.to(dtype)
+                for m_i, mod in enumerate(modules):
+                    x = mod(x)
                     info = layer_at.get(m_i)
-                    if info is None:
-                        continue
-                    # Reduce at once: a later in-place module must not see changed values.
-                    flat = x.reshape(n, x.shape[1], -1)
-                    pos = flat.argmax(dim=2)                       # first maximum
-                    val = flat.gather(2, pos.unsqueeze(-1)).squeeze(-1).float()
-                    if not bool(torch.isfinite(val).all()):
-                        raise DeconvvizError(
-                            f"layer {info.index} gives non-finite activations on images "
-                            f"{offset}..{offset + n - 1}; the checkpoint or the data is damaged")
-                    w = x.shape[-1]
-                    pos = pos.cpu()
-                    cand_pos = torch.stack([pos // w, pos % w], dim=-1).transpose(0, 1)
-                    cand_idx = torch.arange(offset, offset + n, dtype=torch.int64)
-                    cand = TopK(val.cpu().t(), cand_idx.expand(info.features, n), cand_pos)
-                    tops[info.index] = merge_topk(tops[info.index], cand, k)
+                    if info is not None:
+                        # Reduce at once: a later in-place module must not see changed values.
+                        tops[info.index].add(x, offset, info)
+                if device.type == "cuda":  # the pixel buffer is refilled next batch
+                    torch.cuda.current_stream(device).synchronize()
                 if progress is not None:
                     progress.update(n)
     finally:
         model.train(was_training)
-    return tops
+    return {L: t.top for L, t in tops.items()}
 
 
 def strongest_images(model: nn.Module, source: ImageSource, layer, k: int = 1, *,
                      indices: Optional[Sequence[int]] = None, limit: Optional[int] = None,
-                     batch_size: int = 500, device: Union[str, torch.device] = "cpu",
+                     batch_size: Optional[int] = None, device: Union[str, torch.device] = "cpu",
                      mean=None, std=None):
     """For every feature of ``layer``: the ``k`` images of ``source`` on which it fires
     most (its maximum over positions), strongest first, ties to the smaller index.

@@ -362,11 +362,11 @@ def test_interrupted_runs_leave_the_earlier_report_untouched(tiny_checkpoint, im
     calls = {"n": 0}
     real_read = ImageSource.read
 
-    def interrupted_read(self, start, stop):
+    def interrupted_read(self, start, stop, **kw):
         calls["n"] += 1
         if calls["n"] == 3:
             raise KeyboardInterrupt
-        return real_read(self, start, stop)
+        return real_read(self, start, stop, **kw)
 
     monkeypatch.setattr(ImageSource, "read", interrupted_read)
     res = _run(base + ["--top", "3"])

@@ -1,0 +1,102 @@
+"""The fast scan: batch size chosen for the model, buffers reused, the threshold merge
+equal to the general exact merge (ties included), and the default memory format's values."""
+
+import pytest
+import torch
+import torchvision
+
+from deconvviz.data.sources import BUILTIN_CLASSES, ImageSource, synthetic_images
+from deconvviz.engine.layers import get_layer
+from deconvviz.engine.topk import (TopK, _StreamingTopK, empty_topk, merge_topk, scan_batch_size,
+                                   scan_topk)
+from deconvviz.models.architectures import CifarCNN
+
+
+def test_batch_size_is_chosen_for_the_model_and_image_size():
+    assert scan_batch_size(CifarCNN(), (32, 32)) == 128          # conv 1: 32x32x32 floats
+    assert scan_batch_size(CifarCNN(), (32, 32), budget=10 ** 12) == 512
+    with torch.device("meta"):
+        vgg = torchvision.models.vgg16()
+    assert scan_batch_size(vgg, (224, 224)) == 1                 # conv 1: 64x224x224 floats
+    assert scan_batch_size(vgg.double(), (112, 112)) == 2
+
+
+def _merge_all(batches, k):
+    """The reference: one general merge of every candidate (two stable sorts)."""
+    top = empty_topk(batches[0][0].shape[1], k)
+    for out, offset in batches:
+        val, where = out.flatten(2).max(dim=2)
+        n, c = val.shape
+        w = out.shape[-1]
+        pos = torch.stack([where // w, where % w], dim=-1).transpose(0, 1)
+        cand = TopK(val.t().float(), torch.arange(offset, offset + n).expand(c, n), pos)
+        top = merge_topk(top, cand, k)
+    return top
+
+
+@pytest.mark.parametrize("channels_last", [False, True])
+def test_threshold_merge_equals_the_general_merge_with_ties(channels_last):
+    info = get_layer(CifarCNN(), 1)
+    gen = torch.Generator().manual_seed(0)
+    batches = []
+    for b in range(6):
+        # Few distinct values, so ties abound: within a batch, across batches, in a plane.
+        out = torch.randint(0, 4, (7, 5, 3, 3), generator=gen).float()
+        if b == 2:
+            out = out[:2]  # a short batch (fewer images than k)
+        if channels_last:
+            out = out.contiguous(memory_format=torch.channels_last)
+        batches.append(out)
+    offsets = [0, 7, 14, 16, 23, 30]
+    for k in (1, 4, 9):
+        fast = _StreamingTopK(empty_topk(5, k))
+        for out, offset in zip(batches, offsets):
+            fast.add(out, offset, info)
+        want = _merge_all(list(zip(batches, offsets)), k)
+        assert torch.equal(fast.top.image_index, want.image_index)
+        assert torch.equal(fast.top.position, want.position)
+        assert torch.equal(fast.top.activation, want.activation)
+        # Candidates that arrive out of order take the general merge and agree too.
+        back = _StreamingTopK(empty_topk(5, k))
+        for out, offset in reversed(list(zip(batches, offsets))):
+            back.add(out, offset, info)
+        assert torch.equal(back.top.image_index, want.image_index)
+        assert torch.equal(back.top.position, want.position)
+
+
+def test_scan_reuses_one_read_buffer_and_agrees_with_float64(monkeypatch):
+    images, labels = synthetic_images(50, seed=3)
+    src = ImageSource(description="gen", kind="builtin", split="test", labels=labels,
+                      class_names=BUILTIN_CLASSES, images=images)
+    buffers = []
+    real_read = ImageSource.read
+
+    def spy(self, start, stop, out=None):
+        buffers.append(None if out is None else out.data_ptr())
+        got = real_read(self, start, stop, out=out)
+        assert torch.equal(got, images[start:stop])
+        return got
+
+    monkeypatch.setattr(ImageSource, "read", spy)
+    torch.manual_seed(0)
+    model = CifarCNN(hidden=8)
+    model.meta = {"normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}
+    tops = scan_topk(model, src, [1, 2], k=3, batch_size=16)
+    assert len(buffers) == 4 and None not in buffers and len(set(buffers)) == 1
+    # The same scan in float64, one batch: same images, same positions.
+    ref = scan_topk(model.double(), src, [1, 2], k=3, batch_size=50)
+    for L in (1, 2):
+        assert torch.equal(tops[L].image_index, ref[L].image_index)
+        assert torch.equal(tops[L].position, ref[L].position)
+        torch.testing.assert_close(tops[L].activation, ref[L].activation, rtol=1e-5, atol=1e-5)
+
+
+def test_read_into_a_buffer_checks_it():
+    images, labels = synthetic_images(4, seed=3)
+    src = ImageSource(description="gen", kind="builtin", split="test", labels=labels,
+                      class_names=BUILTIN_CLASSES, images=images)
+    buf = torch.zeros((3, 3, 32, 32), dtype=torch.uint8)
+    got = src.read(1, 4, out=buf)
+    assert got.data_ptr() == buf.data_ptr() and torch.equal(got, images[1:4])
+    with pytest.raises(ValueError, match="read buffer"):
+        src.read(0, 4, out=buf)
