@@ -104,7 +104,8 @@ class GraphNode:
 
 @dataclass(frozen=True)
 class NodeInfo:
-    """A seedable node's size and receptive field, shaped like :class:`~deconvviz.engine.layers.LayerInfo`.
+    """A seedable node's size and receptive field, shaped like
+    :class:`~deconvviz.engine.layers.LayerInfo`.
 
     ``index``: the legacy layer number (``None`` for other nodes); ``features``:
     channels; ``output_size``: ``(h, w)`` (``(1, 1)`` for a ``(B, C)`` output);

@@ -25,9 +25,9 @@ import torch
 from torch import nn
 
 from ..errors import DeconvvizError
-from .deconvnet import MODES, RULES, UNPOOLS, Projection, _check_choice, seed_maps
+from .deconvnet import MODES, RULES, UNPOOLS, Projection, _check_choice, _max_positions, seed_maps
 from .graph import Graph, GraphNode, build_graph, eval_mode
-from .graph_reverse import GraphRecording, reverse_walk
+from .graph_reverse import GraphRecording, point_walk, reverse_walk
 
 __all__ = ["Seeds", "record_graph", "project_recorded", "deconvolve", "deconvolve_many",
            "project", "graph_for"]
@@ -155,7 +155,8 @@ def _chunk_size(graph: Graph, rec: GraphRecording, node: str, element_size: int,
 def project_recorded(graph: Graph, rec: GraphRecording, layer: Layer, image_index: torch.Tensor,
                      feature: torch.Tensor, *, mode: str = "max", rule: str = "deconvnet",
                      unpool: str = "switches", position: Optional[torch.Tensor] = None,
-                     max_bytes: int = MAX_BYTES) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+                     max_bytes: int = MAX_BYTES, closed_form: bool = True
+                     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Seed and project S seeds of node ``layer`` from a recording (:func:`record_graph`).
 
     Seed ``s`` is channel ``feature[s]`` of recorded image ``image_index[s]``:
@@ -163,7 +164,10 @@ def project_recorded(graph: Graph, rec: GraphRecording, layer: Layer, image_inde
     whole map (``"map"``) or its value at ``position[s]`` (``"position"``); every
     other value is zero. A ``(B, C)`` node (a logit) is one position ``(0, 0)``.
     Returns ``(projections (S, C_in, H, W), activation (S,), position (S, 2))``;
-    seeds go back in chunks whose signals stay under ``max_bytes``.
+    seeds go back in chunks whose signals stay under ``max_bytes``. One-value seeds
+    (``max``, ``position``) take the closed form of
+    :func:`~deconvviz.engine.graph_reverse.point_walk` down to the first conv
+    (``closed_form=False``: the plain walk all the way; the result is the same).
     """
     node = graph.node(layer)
     out = rec.outputs[node.name]
@@ -179,11 +183,19 @@ def project_recorded(graph: Graph, rec: GraphRecording, layer: Layer, image_inde
     projections, activations, positions = [], [], []
     for c0 in range(0, idx.numel(), chunk):
         sl = slice(c0, c0 + chunk)
-        seeds, act, pos = seed_maps(out4, idx[sl], feat[sl], mode,
-                                    None if pos_all is None else pos_all[sl])
-        if flat:
-            seeds = seeds.reshape(seeds.shape[0], seeds.shape[1])
-        projections.append(reverse_walk(graph, rec, node.name, seeds, idx[sl], rule, unpool))
+        if closed_form and mode != "map" and not flat:
+            if mode == "max":
+                _, act, pos = _max_positions(out, idx[sl], feat[sl])
+            else:
+                pos = pos_all[sl]
+                act = out[idx[sl], feat[sl], pos[:, 0], pos[:, 1]]
+            start, signal = point_walk(graph, rec, node.name, feat[sl], pos, act, idx[sl], rule,
+                                       unpool)
+        else:
+            seeds, act, pos = seed_maps(out4, idx[sl], feat[sl], mode,
+                                        None if pos_all is None else pos_all[sl])
+            start, signal = node.name, seeds.reshape(seeds.shape[0], -1) if flat else seeds
+        projections.append(reverse_walk(graph, rec, start, signal, idx[sl], rule, unpool))
         activations.append(act)
         positions.append(pos)
     if not projections:
@@ -229,7 +241,9 @@ def deconvolve(model: nn.Module, images: torch.Tensor, layer: Layer,
                mode: str = "max", rule: str = "deconvnet", unpool: str = "switches",
                position: Optional[torch.Tensor] = None, graph: Optional[Graph] = None,
                max_bytes: int = MAX_BYTES) -> Projection:
-    """Project many (image, channel) seeds of one node, as :func:`deconvviz.engine.deconvnet.deconvolve`.
+    """Project many (image, channel) seeds of one node in batched passes.
+
+    The graph twin of :func:`deconvviz.engine.deconvnet.deconvolve`.
 
     ``layer``: a node name (``"layer2.1.relu_1"``, ``"classifier.6"`` for a
     logit) or a legacy layer number. Seed ``s`` is channel ``feature[s]`` of

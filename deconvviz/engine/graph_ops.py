@@ -20,8 +20,8 @@ import torch.nn.functional as F
 import torchvision
 from torch import fx, nn
 
-__all__ = ["OpSpec", "OPS", "SPATIAL_WINDOW_OPS", "classify", "run_node", "run_pool_with_switches", "fetch_attr", "op_weight",
-           "describe_target"]
+__all__ = ["OpSpec", "OPS", "SPATIAL_WINDOW_OPS", "classify", "run_node", "run_pool_with_switches",
+           "fetch_attr", "op_weight", "describe_target"]
 
 #: Every op kind with a deconvnet rule (plus the bookkeeping kinds ``input``,
 #: ``constant`` and ``unsupported``).
@@ -64,7 +64,7 @@ def _is_number(v) -> bool:
 
 
 def describe_target(node: fx.Node, module: Optional[nn.Module] = None) -> str:
-    """A short name of what the node calls: ``Conv2d``, ``F.relu``, ``torch.cat``, ``Tensor.view``."""
+    """What the node calls, for messages: ``Conv2d``, ``F.relu``, ``torch.cat``, ``Tensor.view``."""
     if node.op == "call_module":
         return type(module).__name__ if module is not None else str(node.target)
     if node.op == "call_method":

@@ -203,3 +203,26 @@ def test_relu6_rule_is_the_clamps_gradient_support():
     assert got["gradient"].tolist() == [0.0, 3.0, 0.0, 0.0]
     assert got["guided"].tolist() == [0.0, 3.0, 0.0, 0.0]
     assert got["deconvnet"].tolist() == [0.0, 3.0, 6.0, 6.0]
+
+
+@pytest.mark.parametrize("name", ["bottleneck", "mobilenet_v2", "googlenet", "alexnet"])
+def test_closed_form_for_one_value_seeds_equals_the_plain_walk(name):
+    """Grouped (ResNeXt), depthwise (MobileNet), ceil-mode pools (GoogLeNet), strided and
+    overlapping pools (AlexNet): the point walk and filter stamp give the plain walk's result."""
+    from deconvviz.engine.graph_deconv import project_recorded, record_graph
+
+    model, graph = _setup(name)
+    kinds = {"conv", "relu", "relu6", "maxpool", "batchnorm", "add", "cat"} & set(
+        n.op for n in graph.nodes)
+    nodes = list(_picks(graph, kinds).values())[-4:-1]
+    x = _images(graph.input_size[0], n=3, seed=5)
+    idx = torch.tensor([0, 1, 2, 2])
+    for rule in RULES:
+        rec = record_graph(graph, x, nodes, masks=rule != "deconvnet")
+        for node in nodes:
+            c = graph.node(node).shape[0]
+            feat = torch.tensor([0, c // 3, c - 1, c // 2])
+            fast = project_recorded(graph, rec, node, idx, feat, rule=rule)
+            slow = project_recorded(graph, rec, node, idx, feat, rule=rule, closed_form=False)
+            assert torch.equal(fast[1], slow[1]) and torch.equal(fast[2], slow[2])
+            torch.testing.assert_close(fast[0], slow[0], rtol=0, atol=1e-12)
