@@ -144,6 +144,29 @@ def test_affine_field_clipped_holds_the_exact_box(name):
         assert tuple(exact[-1].tolist()) == info.box(tuple(pos[-1].tolist()))
 
 
+def test_uneven_pools_have_exact_boxes_without_an_affine_field():
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(),
+                          nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True),
+                          nn.AdaptiveAvgPool2d((4, 3))).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.abs_()
+    graph = build_graph(model, (11, 7), in_channels=2)
+    info = graph.info("3")
+    assert not info.exact and info.output_size == (4, 3)   # from 6x4: uneven windows
+    x = torch.ones(1, 2, 11, 7, dtype=torch.float64, requires_grad=True)
+    out = model(x)
+    for r in range(4):
+        for c in range(3):
+            (grad,) = torch.autograd.grad(out[0, :, r, c].sum(), x, retain_graph=True)
+            support = grad[0].abs().sum(0).nonzero()
+            assert info.box((r, c)) == (int(support[:, 0].min()), int(support[:, 1].min()),
+                                        int(support[:, 0].max()) + 1,
+                                        int(support[:, 1].max()) + 1)
+    # Its window (what patches cut) covers every position's box.
+    assert (info.rf_start, info.rf_size, info.rf_jump) == ((0, 0), (11, 7), (0, 0))
+
+
 def test_branches_take_the_union_of_their_fields():
     class TwoPaths(nn.Module):
         def __init__(self):

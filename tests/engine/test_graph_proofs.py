@@ -226,3 +226,54 @@ def test_closed_form_for_one_value_seeds_equals_the_plain_walk(name):
             slow = project_recorded(graph, rec, node, idx, feat, rule=rule, closed_form=False)
             assert torch.equal(fast[1], slow[1]) and torch.equal(fast[2], slow[2])
             torch.testing.assert_close(fast[0], slow[0], rtol=0, atol=1e-12)
+
+
+class OpZoo(nn.Module):
+    """Every other op with a rule, in its functional and module forms."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 6, 3, padding="same")
+        self.weight = nn.Parameter(torch.randn(8, 6, 3, 3) * 0.3)   # a functional conv's
+        self.bn = nn.BatchNorm2d(8)
+        self.pool = nn.AdaptiveMaxPool2d((5, 4))
+        self.drop = nn.Dropout2d(0.5)
+        self.keep = nn.Identity()
+        self.head = nn.Parameter(torch.randn(10, 8 * 3 * 2 + 8) * 0.3)  # a functional linear's
+
+    def forward(self, x):
+        x = F.relu(self.conv(x), inplace=True)
+        y = F.conv2d(x, self.weight, None, stride=2, padding=1, dilation=2)   # 17 -> 8
+        y = torch.relu(self.bn(y))
+        y = F.max_pool2d(y, 3, stride=1, padding=1)
+        a = F.avg_pool2d(y, 3, stride=2, padding=1, ceil_mode=True, count_include_pad=False)
+        b = 0.5 * F.avg_pool2d(y, 2, stride=2, padding=1) - a.neg()           # 5x5 each
+        z = self.keep(self.drop(F.relu6(a + b) * 2.0)).contiguous()
+        z = F.adaptive_avg_pool2d(self.pool(z), (3, 2))                        # uneven windows
+        g = z.mean((2, 3))
+        flat = torch.cat([z.permute(0, 1, 3, 2).reshape(z.shape[0], -1), g / 3.0], dim=1)
+        return F.linear(flat.view(flat.size(0), -1), self.head)
+
+
+@pytest.mark.parametrize("rule", RULES)
+def test_every_other_op_equals_autograd(rule):
+    torch.manual_seed(6)
+    model = OpZoo().double().eval()
+    with torch.no_grad():
+        model.bn.running_mean.normal_(0, 0.1)
+        model.bn.running_var.uniform_(0.5, 1.5)
+        model.bn.weight.uniform_(0.5, 1.5)
+    graph = build_graph(model, (17, 17))
+    ops = {n.op for n in graph.nodes}
+    assert {"conv", "batchnorm", "relu", "relu6", "maxpool", "adaptive_maxpool", "avgpool",
+            "adaptive_avgpool", "add", "scale", "cat", "reshape", "permute", "mean", "linear",
+            "dropout", "identity"} <= ops, ops
+    assert not graph.info("adaptive_avg_pool2d").exact   # 5 -> 3 windows overlap unevenly
+    x = _images(17, seed=7)
+    seeds = {"linear": [3, 7], "adaptive_avg_pool2d": [1, 5], "add": [0, 7], "conv2d": [2, 4]}
+    for mode in ("max", "map"):
+        got = deconvolve_many(model, x, [Seeds(n, f) for n, f in seeds.items()], mode=mode,
+                              rule=rule, graph=graph)
+        want = reference(model, x, seeds, rule, mode=mode)
+        for node, p in zip(seeds, got):
+            _assert_equal_projection(p.projections, want[node][0], f"opzoo {node} {mode}")
