@@ -19,21 +19,17 @@ block (after its ReLU and pooling, up to the next conv), exactly as
 
 from __future__ import annotations
 
-import contextlib
 import difflib
-import math
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
-import torchvision
 from torch import fx, nn
-from torchvision.models.feature_extraction import NodePathTracer
 
 from ..errors import DeconvvizError
-from .graph_geometry import (Geometry, adaptive_geometry, concat_geometry, hull_geometry,
-                             input_geometry, union_geometry, window_geometry)
-from .graph_ops import (OpSpec, classify, op_weight, run_node, run_pool_with_switches)
+from .graph_geometry import Geometry, receptive_fields
+from .graph_ops import OpSpec, classify, op_weight, run_node, run_pool_with_switches
+from .graph_trace import eval_mode, one_line, trace
 from .layers import conv_stack
 
 __all__ = ["GraphNode", "NodeInfo", "Graph", "build_graph", "eval_mode", "SEED_OPS",
@@ -152,81 +148,6 @@ class NodeInfo:
         return box.masked_fill(empty, 0)
 
 
-@contextlib.contextmanager
-def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
-    """Put ``model`` in eval mode; restore every submodule's own train/eval flag on exit."""
-    flags = [(m, m.training) for m in model.modules()]
-    try:
-        model.eval()
-        yield model
-    finally:
-        model.train(flags[0][1])
-        for m, training in flags:
-            if m.training != training:
-                m.training = training
-
-
-def _leaf_modules() -> List[type]:
-    # torchvision's feature extraction treats its own ops' modules as leaves.
-    return [c for c in vars(torchvision.ops).values()
-            if isinstance(c, type) and issubclass(c, nn.Module)]
-
-
-def _one_line(text: str) -> str:
-    first = " ".join(str(text).strip().split("\n")[0].split())
-    return first if len(first) <= 200 else first[:197] + "..."
-
-
-def _trace(model: nn.Module):
-    tracer = NodePathTracer(autowrap_modules=(math, torchvision.ops), leaf_modules=_leaf_modules())
-    try:
-        with eval_mode(model):
-            fx_graph = tracer.trace(model)
-    except Exception as exc:  # torch.fx raises TraceError, TypeError, RuntimeError, ...
-        raise DeconvvizError(
-            f"{type(model).__name__} cannot be traced by torch.fx ({type(exc).__name__}: "
-            f"{_one_line(exc)}): its forward has data-dependent control flow or other Python "
-            "that torch.fx cannot follow; pass a traceable sub-module instead (e.g. "
-            "model.features)") from None
-    names = {n: tracer.node_to_qualname[n] for n in fx_graph.nodes if n.op != "output"}
-    visible = set(names.values())
-    _expand_sequences(model, fx_graph, names)
-    return fx_graph, names, visible
-
-
-def _expand_sequences(model: nn.Module, fx_graph: fx.Graph, names: Dict[fx.Node, str]) -> None:
-    """Open up leaf modules that are plain sequences (torchvision's ``Conv2dNormActivation``).
-
-    torchvision's tracer keeps every ``torchvision.ops`` module whole, so
-    MobileNet's conv + batch norm + ReLU6 is one node ``features.1.conv.0``. The
-    deconvnet needs each step: the sequence becomes a chain of nodes, the last
-    keeping the visible name and the others named by their module path
-    (``features.1.conv.0.0``), marked hidden (not in torchvision's list).
-    """
-    for node in list(fx_graph.nodes):
-        if not _is_sequence(model, node):
-            continue
-        seq = model.get_submodule(node.target)
-        prev = node.args[0]
-        with fx_graph.inserting_before(node):
-            for i, _ in enumerate(seq):
-                prev = fx_graph.call_module(f"{node.target}.{i}", (prev,))
-                names[prev] = f"{node.target}.{i}"
-        visible = names.pop(node)
-        node.replace_all_uses_with(prev)
-        fx_graph.erase_node(node)
-        names[prev] = visible
-    # Sequences inside sequences open up on the next pass.
-    if any(_is_sequence(model, node) for node in fx_graph.nodes):
-        _expand_sequences(model, fx_graph, names)
-
-
-def _is_sequence(model: nn.Module, node: fx.Node) -> bool:
-    return (node.op == "call_module" and len(node.args) == 1 and not node.kwargs
-            and isinstance(model.get_submodule(node.target), nn.Sequential)
-            and len(model.get_submodule(node.target)) > 0)
-
-
 def _first_conv_channels(model: nn.Module) -> int:
     for m in model.modules():
         if isinstance(m, nn.Conv2d):
@@ -259,7 +180,7 @@ class Graph:
         self._sizes: Dict[Tuple[int, int], "Graph"] = {self.input_size: self}
         self.nodes: Tuple[GraphNode, ...] = self._analyse()
         self._by_name = {n.name: n for n in self.nodes}
-        self._geometry = self._receptive_fields()
+        self._geometry = receptive_fields(self.nodes, self.input_size, self._kernel)
         self.layers: Tuple[str, ...] = self._legacy_layers()
 
     # ------------------------------------------------------------------ analysis
@@ -306,7 +227,7 @@ class Graph:
                         env[node] = value
                     except Exception as exc:
                         error = (f"node '{self._names[node]}' fails on a {self.input_size[0]}x"
-                                 f"{self.input_size[1]} image ({_one_line(exc)})")
+                                 f"{self.input_size[1]} image ({one_line(exc)})")
                 if error:
                     failed[node] = error
                 value = env.get(node)
@@ -328,34 +249,8 @@ class Graph:
                                      hidden=self._names[node] not in self._visible))
         return tuple(out)
 
-    def _receptive_fields(self) -> Dict[str, Geometry]:
-        geo: Dict[str, Geometry] = {}
-        for n in self.nodes:
-            if n.shape is None or len(n.shape) not in (1, 3):
-                continue
-            size = tuple(n.shape[1:]) if len(n.shape) == 3 else (1, 1)
-            parents = [geo[p] for p in n.parents if p in geo]
-            if n.op == "input":
-                geo[n.name] = input_geometry(self.input_size)
-            elif not parents:
-                continue
-            elif n.op in ("conv", "maxpool", "avgpool") and len(n.shape) == 3:
-                p = n.params
-                kernel = p["kernel"] or tuple(op_weight(n.spec, self.model).shape[-2:])
-                geo[n.name] = window_geometry(parents[0], size, kernel, p["stride"],
-                                              p["padding"], p["dilation"])
-            elif n.op in ("adaptive_avgpool", "adaptive_maxpool") and len(n.shape) == 3:
-                geo[n.name] = adaptive_geometry(parents[0], size)
-            elif n.op == "cat" and len(n.shape) == 3 and n.params["dim"] in (2, 3, -1, -2):
-                geo[n.name] = concat_geometry([geo[p] for p in n.inputs],
-                                              0 if n.params["dim"] in (2, -2) else 1)
-            elif (len(n.shape) == 3 and all(g.size == size or 1 in g.size for g in parents)
-                  and n.op in ("relu", "relu6", "batchnorm", "dropout", "identity", "scale",
-                               "add", "cat", "reshape")):
-                geo[n.name] = union_geometry(parents, size)
-            else:
-                geo[n.name] = hull_geometry(parents, size)
-        return geo
+    def _kernel(self, node: GraphNode) -> Tuple[int, int]:
+        return node.params["kernel"] or tuple(op_weight(node.spec, self.model).shape[-2:])
 
     def _legacy_layers(self) -> Tuple[str, ...]:
         try:
@@ -551,5 +446,5 @@ def build_graph(model: nn.Module, input_size: Optional[Tuple[int, int]] = None,
         raise DeconvvizError(f"expected an nn.Module; got {type(model).__name__}")
     size = _default_size(model) if input_size is None else tuple(input_size)[-2:]
     channels = _first_conv_channels(model) if in_channels is None else in_channels
-    fx_graph, names, visible = _trace(model)
+    fx_graph, names, visible = trace(model)
     return Graph(model, fx_graph, names, visible, size, channels)

@@ -16,10 +16,10 @@ Per spatial axis, a node's geometry holds two things:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Optional, Sequence, Tuple
+from typing import Callable, Dict, Optional, Sequence, Tuple
 
 __all__ = ["Geometry", "input_geometry", "window_geometry", "adaptive_geometry",
-           "union_geometry", "concat_geometry", "hull_geometry"]
+           "union_geometry", "concat_geometry", "hull_geometry", "receptive_fields"]
 
 _EMPTY = (1 << 62, -(1 << 62))  # (lo, hi) of an index no input pixel reaches
 
@@ -151,3 +151,40 @@ def hull_geometry(parents: Sequence[Geometry], out_size: Tuple[int, int]) -> Geo
         n = out_size[a]
         axes.append(([lo] * n, [hi] * n, (lo, 1, hi - lo) if n == 1 and hi > lo else None))
     return _axes(*zip(*axes))
+
+
+def receptive_fields(nodes: Sequence, input_size: Tuple[int, int],
+                     kernel: Callable[[object], Tuple[int, int]]) -> Dict[str, Geometry]:
+    """The :class:`Geometry` of every node with a ``(C, H, W)`` or ``(C,)`` output.
+
+    ``nodes``: a graph's :class:`~deconvviz.engine.graph.GraphNode` s in execution
+    order; ``kernel(node)``: a conv's or pool's kernel size. A ``(C,)`` output is
+    one position whose box covers everything its inputs see.
+    """
+    geo: Dict[str, Geometry] = {}
+    for n in nodes:
+        if n.shape is None or len(n.shape) not in (1, 3):
+            continue
+        spatial = len(n.shape) == 3
+        size = tuple(n.shape[1:]) if spatial else (1, 1)
+        parents = [geo[p] for p in n.parents if p in geo]
+        if n.op == "input":
+            geo[n.name] = input_geometry(input_size)
+        elif not parents:
+            continue
+        elif n.op in ("conv", "maxpool", "avgpool") and spatial:
+            p = n.params
+            geo[n.name] = window_geometry(parents[0], size, kernel(n), p["stride"],
+                                          p["padding"], p["dilation"])
+        elif n.op in ("adaptive_avgpool", "adaptive_maxpool") and spatial:
+            geo[n.name] = adaptive_geometry(parents[0], size)
+        elif n.op == "cat" and spatial and n.params["dim"] in (2, 3, -1, -2):
+            geo[n.name] = concat_geometry([geo[p] for p in n.inputs],
+                                          0 if n.params["dim"] in (2, -2) else 1)
+        elif (spatial and all(g.size == size or 1 in g.size for g in parents)
+              and n.op in ("relu", "relu6", "batchnorm", "dropout", "identity", "scale", "add",
+                           "cat", "reshape")):
+            geo[n.name] = union_geometry(parents, size)
+        else:
+            geo[n.name] = hull_geometry(parents, size)
+    return geo
