@@ -19,7 +19,7 @@ memory; :func:`deconvolve`, :func:`deconvolve_many` and :func:`project` do both.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -29,8 +29,8 @@ from .deconvnet import MODES, RULES, UNPOOLS, Projection, _check_choice, _max_po
 from .graph import Graph, GraphNode, build_graph, eval_mode
 from .graph_reverse import GraphRecording, point_walk, reverse_walk
 
-__all__ = ["Seeds", "record_graph", "project_recorded", "deconvolve", "deconvolve_many",
-           "project", "graph_for"]
+__all__ = ["Seeds", "record_graph", "node_outputs", "project_recorded", "deconvolve",
+           "deconvolve_many", "project", "graph_for"]
 
 Layer = Union[int, str]
 
@@ -101,6 +101,24 @@ def record_graph(graph: Graph, images: torch.Tensor, nodes: Sequence[Layer],
     with torch.no_grad(), eval_mode(graph.model):
         rec.outputs.update(graph.execute(x, targets, visit, switches=True))
     return rec
+
+
+def node_outputs(graph: Graph, images: torch.Tensor, nodes: Sequence[Layer]
+                 ) -> Dict[str, torch.Tensor]:
+    """The outputs ``{name: (B, ...)}`` of ``nodes`` on ``images``, running only what they need.
+
+    A plain forward pass (no switches, no masks) for scanning activations, e.g.
+    the top-k search; eval mode, no gradients, the model left as found.
+    """
+    names = [graph.node(n).name for n in nodes]
+    for name in names:
+        if graph.node(name).error:
+            raise DeconvvizError(graph.node(name).error)
+    x = images
+    if x.device.type == "cpu":
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.no_grad(), eval_mode(graph.model):
+        return graph.execute(x, names)
 
 
 def _as_index(v, n: int) -> torch.Tensor:

@@ -309,6 +309,18 @@ def test_model_left_as_found_also_when_the_forward_raises(monkeypatch):
     _assert_state(model, before)
 
 
+def test_node_outputs_equal_torchvisions_feature_extractor():
+    model, graph = zoo_model("googlenet"), zoo_graph("googlenet")
+    nodes = ("maxpool2", "inception3a.branch2.1.relu", "inception4a.cat", "fc")
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    ours = graph_deconv.node_outputs(graph, x, nodes)
+    with torch.no_grad():
+        theirs = extractor(model, nodes)(x)
+    assert list(ours) == list(nodes)
+    for n in nodes:   # channels-last convolutions round differently: equal to 1e-12
+        torch.testing.assert_close(ours[n], theirs[n], rtol=1e-12, atol=1e-12)
+
+
 def test_recording_stops_at_the_seed_node():
     graph = zoo_graph("resnet18")
     rec = record_graph(graph, torch.zeros(2, 3, 64, 64, dtype=torch.float64),
