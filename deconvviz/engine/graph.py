@@ -340,16 +340,16 @@ class Graph:
         node = self.node(layer)
         if node.error:
             raise DeconvvizError(node.error)
-        if not node.seedable:
-            shape = "no tensor" if node.shape is None else f"shape {tuple(node.shape)}"
-            raise DeconvvizError(f"{node.label()} gives {shape} per image; a seed needs a "
-                                 "(C, H, W) or (C,) output of a supported op")
         for n in self.ancestors([node.name]):
             if n.op == "unsupported":
                 why = f", {n.spec.reason}" if n.spec.reason else ""
-                raise DeconvvizError(f"{n.label()}{why} has no deconvnet rule, so "
-                                     f"'{node.name}' cannot be projected through it (rules "
+                where = "" if n is node else f", so '{node.name}' cannot be projected through it"
+                raise DeconvvizError(f"{n.label()}{why} has no deconvnet rule{where} (rules "
                                      f"exist for: {RULE_OPS})")
+        if not node.seedable:
+            shape = "no tensor" if node.shape is None else f"shape {tuple(node.shape)}"
+            raise DeconvvizError(f"{node.label()} gives {shape} per image; a seed needs a "
+                                 "(C, H, W) or (C,) output")
         return node
 
     def info(self, layer: Union[int, str]) -> NodeInfo:

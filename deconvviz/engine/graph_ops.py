@@ -353,11 +353,15 @@ _OUT_OF_PLACE = {torch.relu_: torch.relu, F.relu_: torch.relu, operator.iadd: op
                  operator.itruediv: operator.truediv}
 
 
+_COPYING_TWIN = {"view": "reshape", "view_as": "reshape_as"}
+
+
 def run_node(node: fx.Node, spec: OpSpec, root: nn.Module, args, kwargs):
     """Evaluate one fx node on concrete ``args``/``kwargs`` as the network would, out of place.
 
     ReLUs and eval-mode dropouts are computed here rather than by their modules,
-    so nothing recorded can be overwritten by a later in-place op.
+    so nothing recorded can be overwritten by a later in-place op; ``Tensor.view``
+    runs as ``reshape`` (same values), which also works on channels-last tensors.
     """
     op = spec.op
     if op == "relu":
@@ -377,6 +381,8 @@ def run_node(node: fx.Node, spec: OpSpec, root: nn.Module, args, kwargs):
         name = node.target
         if name.endswith("_") and not name.endswith("__") and hasattr(args[0], name[:-1]):
             name = name[:-1]
+        # The recording runs channels-last, where a view across channels must copy.
+        name = _COPYING_TWIN.get(name, name)
         return getattr(args[0], name)(*args[1:], **kwargs)
     if node.op == "get_attr":
         return fetch_attr(root, node.target)

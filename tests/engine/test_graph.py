@@ -239,8 +239,32 @@ def test_op_without_a_rule_is_named(model, label):
     with pytest.raises(DeconvvizError, match=rf"^{label} has no deconvnet rule, so 'conv2' "
                        r"cannot be projected through it \(rules exist for: Conv2d"):
         deconvolve(model, x, "conv2", 0)
-    # Below the op, seeds still go back.
+    # On the op itself; below it, seeds still go back.
+    with pytest.raises(DeconvvizError, match=rf"^{label} has no deconvnet rule \(rules exist"):
+        deconvolve(model, x, label.split("'")[1], 0)
     assert deconvolve(model, x, "conv1", 0).projections.shape == (1, 3, 8, 8)
+
+
+class Sized(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 3)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return y.view(y.size(0), -1)
+
+
+def test_a_seed_needs_a_tensor_node():
+    model, x = Sized(), torch.randn(1, 3, 5, 5)
+    with pytest.raises(DeconvvizError, match=r"^node 'size' \(Tensor\.size\) gives no tensor "
+                       r"per image; a seed needs a \(C, H, W\) or \(C,\) output$"):
+        deconvolve(model, x, "size", 0)
+    # A flat output is one position: a seed on unit 13 of the view is conv channel 1 at (1, 1).
+    flat = deconvolve(model, x, "view", 13, mode="position")
+    conv = deconvolve(model, x, "conv", 1, mode="position", position=(1, 1))
+    assert flat.position.tolist() == [[0, 0]]
+    assert torch.equal(flat.projections, conv.projections)
 
 
 def test_ranges_and_sizes_are_pinned():
