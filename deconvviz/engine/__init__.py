@@ -5,7 +5,11 @@ recording activations and max-pooling switches (:mod:`.recording`), the reverse
 pass of the deconvnet (:mod:`.deconvnet`) and its batched seeds (:mod:`.seeds`),
 the streaming top-k search (:mod:`.topk`) and its distributed merge
 (:mod:`.distributed`), occlusion (:mod:`.occlusion`) and the measures of the
-figures (:mod:`.analysis`). It knows nothing of files, pixels on disk or the
+figures (:mod:`.analysis`). Any traceable CNN: its torch.fx graph with
+torchvision's node names, shapes and receptive fields (:mod:`.graph`, ops in
+:mod:`.graph_ops`, fields in :mod:`.graph_geometry`), and the deconvnet walking
+that graph back (:mod:`.graph_deconv`, one transpose per op in
+:mod:`.graph_reverse`). It knows nothing of files, pixels on disk or the
 shell: it may import :mod:`deconvviz.models`, :mod:`deconvviz.data` and the
 top-level ``errors`` and ``progress``, never ``store``, ``render``, ``cli`` or
 ``report``.

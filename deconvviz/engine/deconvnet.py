@@ -51,7 +51,9 @@ class Projection:
     ``projections``: raw, signed ``(S, 3, H, W)`` in the model's input space;
     ``image_index``: ``(S,)`` index into the batch of images; ``feature``: ``(S,)``;
     ``activation``: ``(S,)`` the seeded activation (its maximum for ``mode="map"``);
-    ``position``: ``(S, 2)`` (row, col) in the layer's output of that activation.
+    ``position``: ``(S, 2)`` (row, col) in the layer's output of that activation;
+    ``layer``: the layer number, or the node name given to the graph engine
+    (:mod:`.graph_deconv`).
     """
 
     projections: torch.Tensor
@@ -59,7 +61,7 @@ class Projection:
     feature: torch.Tensor
     activation: torch.Tensor
     position: torch.Tensor
-    layer: int
+    layer: Union[int, str]
     mode: str
     rule: str
     unpool: str

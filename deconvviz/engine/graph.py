@@ -1,0 +1,450 @@
+"""Any CNN as a graph: its nodes, named as torchvision names them, with shapes and receptive fields.
+
+:func:`build_graph` traces a model once with :mod:`torch.fx`, exactly as
+torchvision's ``models.feature_extraction`` does (its ``NodePathTracer``, the
+same leaf modules), so node names are the ones ``get_graph_node_names`` lists
+and ``create_feature_extractor`` takes: ``features.28``, ``layer3.1.relu_1``,
+``inception4a.branch2.1.conv``. Every use of a reused module and every
+functional or in-place ReLU is its own node. One forward pass at the given
+input size gives every node's output shape; the receptive field of every output
+position follows (:mod:`.graph_geometry`). The :class:`Graph` is made once at
+the boundary and handed along.
+
+**Legacy layer numbers.** Where the network is a plain conv stack
+(``model.features`` or the model itself an ``nn.Sequential``; our CIFAR CNN,
+AlexNet, VGG), integer layer ``L`` names the output of the L-th ``Conv2d``'s
+block (after its ReLU and pooling, up to the next conv), exactly as
+:mod:`.layers` numbers them, so ``layer=2`` keeps working.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import fx, nn
+
+from ..errors import DeconvvizError
+from .graph_geometry import Geometry, receptive_fields
+from .graph_ops import OpSpec, classify, op_weight, run_node, run_pool_with_switches
+from .graph_trace import eval_mode, one_line, trace
+from .layers import conv_stack
+
+__all__ = ["GraphNode", "NodeInfo", "Graph", "build_graph", "eval_mode", "SEED_OPS",
+           "LISTED_OPS", "RULE_OPS"]
+
+#: Ops a seed may sit on (any node whose output is ``(B, C, H, W)`` or ``(B, C)``).
+SEED_OPS = ("conv", "relu", "relu6", "maxpool", "adaptive_maxpool", "avgpool", "adaptive_avgpool",
+            "batchnorm", "add", "scale", "cat", "reshape", "permute", "mean", "linear", "dropout",
+            "identity")
+#: Ops listed by default (the nodes worth projecting); ``layers --all`` lists every node.
+LISTED_OPS = ("conv", "relu", "relu6", "maxpool", "adaptive_maxpool", "avgpool",
+              "adaptive_avgpool", "add", "cat", "linear")
+#: What the deconvnet goes back through, for messages.
+RULE_OPS = ("Conv2d (any groups, stride, dilation, zero padding), ReLU and ReLU6 (module, F.relu, "
+            "in-place), max pools (unpooled), batch norm (eval), add, cat, average and adaptive "
+            "pools, flatten/view/reshape, Linear, dropout, identity")
+
+
+@dataclass(frozen=True)
+class GraphNode:
+    """One traced node.
+
+    ``name``: torchvision's node name; ``index``: position in execution order;
+    ``op``: its kind (``conv``, ``relu``, ``maxpool``, ``add``, ``cat``,
+    ``linear``, ..., ``input``, ``constant`` for nodes that carry no image
+    signal, ``unsupported``); ``what``: the module class or function
+    (``"Conv2d"``, ``"F.relu"``); ``inputs``: node names the op's transpose
+    sends signal to, in its own order (``None`` for a constant operand);
+    ``parents``: the distinct ones; ``hidden``: a step inside a torchvision
+    sequence module (``Conv2dNormActivation``), named by its module path and not
+    among torchvision's node names; ``shape``: the output shape of one image,
+    ``(C, H, W)`` or ``(C,)`` (``None`` when not a tensor or when the node cannot
+    run at this input size, ``error`` then says why); ``spec``: the op in normal
+    form (:class:`~deconvviz.engine.graph_ops.OpSpec`).
+    """
+
+    name: str
+    index: int
+    op: str
+    what: str
+    inputs: Tuple[Optional[str], ...]
+    parents: Tuple[str, ...]
+    shape: Optional[Tuple[int, ...]]
+    spec: OpSpec = field(repr=False)
+    fx_node: fx.Node = field(repr=False)
+    error: str = ""
+    hidden: bool = False
+
+    @property
+    def module(self) -> Optional[nn.Module]:
+        return self.spec.module
+
+    @property
+    def params(self) -> Dict[str, Any]:
+        return self.spec.params
+
+    @property
+    def spatial(self) -> bool:
+        return self.shape is not None and len(self.shape) == 3
+
+    @property
+    def seedable(self) -> bool:
+        return self.op in SEED_OPS and self.shape is not None and len(self.shape) in (1, 3)
+
+    def label(self) -> str:
+        return f"node '{self.name}' ({self.what})"
+
+
+@dataclass(frozen=True)
+class NodeInfo:
+    """A seedable node's size and receptive field, shaped like
+    :class:`~deconvviz.engine.layers.LayerInfo`.
+
+    ``index``: the legacy layer number (``None`` for other nodes); ``features``:
+    channels; ``output_size``: ``(h, w)`` (``(1, 1)`` for a ``(B, C)`` output);
+    the receptive field of position ``(i, j)`` starts at
+    ``(rf_start[0] + i * rf_jump[0], ...)`` and spans ``rf_size`` (unclipped, as
+    :func:`~deconvviz.engine.receptive.receptive_box` reads it). Where no such
+    affine field exists (``exact`` False: uneven adaptive pools, merges of
+    different strides), ``rf_jump`` is 0 and the window covers every position's
+    box. :meth:`box` and :meth:`boxes` give each position's exact clipped box.
+    """
+
+    name: str
+    op: str
+    what: str
+    index: Optional[int]
+    path: str
+    features: int
+    output_size: Tuple[int, int]
+    image_size: Tuple[int, int]
+    rf_size: Tuple[int, int]
+    rf_jump: Tuple[int, int]
+    rf_start: Tuple[int, int]
+    exact: bool
+    geometry: Geometry = field(repr=False)
+
+    def describe(self) -> str:
+        if self.index is not None:
+            return f"layer {self.index} ({self.name})"
+        return f"node '{self.name}' ({self.what})"
+
+    def box(self, position: Tuple[int, int]) -> Tuple[int, int, int, int]:
+        """Exact input box ``(y0, x0, y1, x1)`` (end exclusive, clipped) of output ``position``."""
+        return self.geometry.box(int(position[0]), int(position[1]))
+
+    def boxes(self, positions: torch.Tensor) -> torch.Tensor:
+        """Vectorised :meth:`box`: positions ``(..., 2)`` -> boxes ``(..., 4)`` int64."""
+        pos = torch.as_tensor(positions, dtype=torch.int64)
+        lo = [torch.tensor(v, dtype=torch.int64) for v in self.geometry.lo]
+        hi = [torch.tensor(v, dtype=torch.int64) for v in self.geometry.hi]
+        y0, y1 = lo[0][pos[..., 0]], hi[0][pos[..., 0]]
+        x0, x1 = lo[1][pos[..., 1]], hi[1][pos[..., 1]]
+        box = torch.stack([y0, x0, y1, x1], dim=-1)
+        empty = ((y0 >= y1) | (x0 >= x1)).unsqueeze(-1)
+        return box.masked_fill(empty, 0)
+
+
+def _first_conv_channels(model: nn.Module) -> int:
+    for m in model.modules():
+        if isinstance(m, nn.Conv2d):
+            return m.in_channels
+    return 3
+
+
+def _default_size(model: nn.Module) -> Tuple[int, int]:
+    meta = getattr(model, "meta", None) or {}
+    size = meta.get("input_size", (3, 224, 224))
+    return int(size[-2]), int(size[-1])
+
+
+class Graph:
+    """A traced model at one input size: nodes, shapes, receptive fields, layer numbers.
+
+    Build it with :func:`build_graph`. ``nodes``: every node in execution order
+    (the model's return value is the last tensor node); ``input_size``:
+    ``(H, W)``; ``in_channels``; ``layers``: node names of legacy layers 1, 2, ...
+    (empty unless the model is a plain conv stack). The model is referenced, not
+    copied: its current weights are used whenever the graph runs.
+    """
+
+    def __init__(self, model: nn.Module, fx_graph: fx.Graph, names: Dict[fx.Node, str],
+                 visible: set, input_size: Tuple[int, int], in_channels: int):
+        self.model = model
+        self.input_size = (int(input_size[0]), int(input_size[1]))
+        self.in_channels = int(in_channels)
+        self._fx_graph, self._names, self._visible = fx_graph, names, visible
+        self._sizes: Dict[Tuple[int, int], "Graph"] = {self.input_size: self}
+        self.nodes: Tuple[GraphNode, ...] = self._analyse()
+        self._by_name = {n.name: n for n in self.nodes}
+        self._geometry = receptive_fields(self.nodes, self.input_size, self._kernel)
+        self.layers: Tuple[str, ...] = self._legacy_layers()
+
+    # ------------------------------------------------------------------ analysis
+    def _param_dtype(self):
+        p = next(iter(self.model.parameters()), None)
+        return (p.dtype, p.device) if p is not None else (torch.float32, torch.device("cpu"))
+
+    def _analyse(self) -> Tuple[GraphNode, ...]:
+        """Classify every node and run one shape pass (batch 1, zeros) at ``input_size``."""
+        dtype, device = self._param_dtype()
+        x = torch.zeros((1, self.in_channels) + self.input_size, dtype=dtype, device=device)
+        env: Dict[fx.Node, Any] = {}
+        depends: Dict[fx.Node, bool] = {}
+        failed: Dict[fx.Node, str] = {}
+        out: List[GraphNode] = []
+        placeholders = 0
+
+        def signal(a) -> bool:
+            if not isinstance(a, fx.Node):
+                return False
+            if a in failed:
+                return depends.get(a, False)
+            return depends.get(a, False) and isinstance(env.get(a), torch.Tensor)
+
+        with torch.no_grad(), eval_mode(self.model):
+            for node in self._fx_graph.nodes:
+                if node.op == "output":
+                    continue
+                ins = node.all_input_nodes
+                depends[node] = node.op == "placeholder" and placeholders == 0 or any(
+                    depends.get(a, False) for a in ins)
+                spec = classify(node, self.model, signal)
+                error = next((failed[a] for a in ins if a in failed), "")
+                if not error:
+                    try:
+                        if node.op == "placeholder":
+                            value = x if placeholders == 0 else (node.args[0] if node.args
+                                                                 else None)
+                            placeholders += 1
+                        else:
+                            args, kwargs = fx.node.map_arg((node.args, node.kwargs),
+                                                           lambda a: env[a])
+                            value = run_node(node, spec, self.model, args, kwargs)
+                        env[node] = value
+                    except Exception as exc:
+                        error = (f"node '{self._names[node]}' fails on a {self.input_size[0]}x"
+                                 f"{self.input_size[1]} image ({one_line(exc)})")
+                if error:
+                    failed[node] = error
+                value = env.get(node)
+                shape = tuple(value.shape[1:]) if isinstance(value, torch.Tensor) else None
+                op = spec.op
+                if op not in ("input", "constant") and not depends[node]:
+                    op = "constant"
+                if not error and op != "constant" and not isinstance(value, torch.Tensor):
+                    # Sizes and other numbers carry no signal; a tuple of tensors (chunk,
+                    # split) would, and has no rule.
+                    carries = isinstance(value, (tuple, list)) and any(
+                        isinstance(v, torch.Tensor) for v in value)
+                    op = "unsupported" if carries else "constant"
+                inputs = tuple(self._names[a] if isinstance(a, fx.Node) else None
+                               for a in spec.inputs)
+                parents = tuple(dict.fromkeys(n for n in inputs if n is not None))
+                out.append(GraphNode(self._names[node], len(out), op, spec.what, inputs, parents,
+                                     shape, spec, node, error,
+                                     hidden=self._names[node] not in self._visible))
+        return tuple(out)
+
+    def _kernel(self, node: GraphNode) -> Tuple[int, int]:
+        return node.params["kernel"] or tuple(op_weight(node.spec, self.model).shape[-2:])
+
+    def _legacy_layers(self) -> Tuple[str, ...]:
+        try:
+            stack = conv_stack(self.model)
+        except DeconvvizError:
+            return ()
+        prefix = "features." if stack is not self.model else ""
+        calls: Dict[str, List[GraphNode]] = {}
+        for n in self.nodes:
+            if n.fx_node.op == "call_module":
+                calls.setdefault(n.fx_node.target, []).append(n)
+        chain = []
+        for i, m in enumerate(stack):
+            found = calls.get(f"{prefix}{i}", [])
+            if len(found) != 1:
+                return ()
+            chain.append(found[0])
+        for a, b in zip(chain, chain[1:]):
+            if b.parents != (a.name,):
+                return ()
+        convs = [i for i, n in enumerate(chain) if isinstance(n.module, nn.Conv2d)]
+        layers = []
+        for k, ci in enumerate(convs):
+            end = convs[k + 1] if k + 1 < len(convs) else len(chain)
+            last = ci
+            while last + 1 < end and chain[last + 1].spatial:
+                last += 1
+            layers.append(chain[last].name)
+        return tuple(layers)
+
+    # ------------------------------------------------------------------ lookup
+    def at_size(self, size: Tuple[int, int]) -> "Graph":
+        """The same traced model analysed at another input size ``(H, W)`` (cached)."""
+        size = (int(size[0]), int(size[1]))
+        if size not in self._sizes:
+            g = Graph(self.model, self._fx_graph, self._names, self._visible, size,
+                      self.in_channels)
+            g._sizes = self._sizes
+            self._sizes[size] = g
+        return self._sizes[size]
+
+    def names(self) -> List[str]:
+        """Every node name in execution order, as ``get_graph_node_names(model)[1]`` lists them
+        (nodes opened up inside torchvision's sequence modules are not listed)."""
+        return [n.name for n in self.nodes if not n.hidden]
+
+    def node(self, layer: Union[int, str]) -> GraphNode:
+        """The node a layer number or node name refers to; a one-line error otherwise."""
+        if isinstance(layer, str) and layer in self._by_name:
+            return self._by_name[layer]
+        if isinstance(layer, str) and layer.strip().isdigit():
+            layer = int(layer)
+        if isinstance(layer, int) and not isinstance(layer, bool):
+            model = type(self.model).__name__
+            if not self.layers:
+                example = next((n.name for n in self.nodes if n.op in ("relu", "conv")), "")
+                raise DeconvvizError(f"layer {layer}: numbered layers exist only for a plain "
+                                     f"conv stack, which {model} is not; name a node instead, "
+                                     f"e.g. '{example}' (see 'deconvviz layers')")
+            if not 1 <= layer <= len(self.layers):
+                raise DeconvvizError(f"layer {layer} is out of range: this network has layers "
+                                     f"1..{len(self.layers)} (see 'deconvviz layers')")
+            return self._by_name[self.layers[layer - 1]]
+        if not isinstance(layer, str):
+            raise DeconvvizError(f"a layer is a number or a node name; got {layer!r}")
+        close = difflib.get_close_matches(layer, self.names(), n=5, cutoff=0.6)
+        hint = f"closest: {', '.join(close)}" if close else f"{len(self.nodes)} nodes"
+        raise DeconvvizError(f"no node named {layer!r} in {type(self.model).__name__} ({hint}; "
+                             "see 'deconvviz layers --all')")
+
+    def layer_index(self, name: str) -> Optional[int]:
+        """The legacy layer number of node ``name``, or None."""
+        return self.layers.index(name) + 1 if name in self.layers else None
+
+    def ancestors(self, names: Iterable[str]) -> List[GraphNode]:
+        """The nodes that carry signal into ``names`` (included), in execution order."""
+        seen, todo = set(), list(names)
+        while todo:
+            n = todo.pop()
+            if n not in seen:
+                seen.add(n)
+                todo.extend(self._by_name[n].parents)
+        return [n for n in self.nodes if n.name in seen]
+
+    def check_seed(self, layer: Union[int, str]) -> GraphNode:
+        """The node a seed sits on, after checking every op below it has a deconvnet rule."""
+        node = self.node(layer)
+        if node.error:
+            raise DeconvvizError(node.error)
+        for n in self.ancestors([node.name]):
+            if n.op == "unsupported":
+                why = f", {n.spec.reason}" if n.spec.reason else ""
+                where = "" if n is node else f", so '{node.name}' cannot be projected through it"
+                raise DeconvvizError(f"{n.label()}{why} has no deconvnet rule{where} (rules "
+                                     f"exist for: {RULE_OPS})")
+        if not node.seedable:
+            shape = "no tensor" if node.shape is None else f"shape {tuple(node.shape)}"
+            raise DeconvvizError(f"{node.label()} gives {shape} per image; a seed needs a "
+                                 "(C, H, W) or (C,) output")
+        return node
+
+    def info(self, layer: Union[int, str]) -> NodeInfo:
+        """The :class:`NodeInfo` (channels, output size, receptive field) of a node."""
+        node = self.node(layer)
+        if node.error:
+            raise DeconvvizError(node.error)
+        geo = self._geometry.get(node.name)
+        if geo is None or not node.seedable:
+            raise DeconvvizError(f"{node.label()} has no spatial or channel output to describe")
+        affine = geo.affine
+        if all(a is not None for a in affine):
+            start, jump, size = zip(*affine)
+        else:
+            (y0, y1), (x0, x1) = geo.hull()
+            start, jump, size = (y0, x0), (0, 0), (max(0, y1 - y0), max(0, x1 - x0))
+        fx_node = node.fx_node
+        return NodeInfo(name=node.name, op=node.op, what=node.what,
+                        index=self.layer_index(node.name),
+                        path=fx_node.target if fx_node.op == "call_module" else node.name,
+                        features=int(node.shape[0]), output_size=geo.size,
+                        image_size=self.input_size, rf_size=tuple(size), rf_jump=tuple(jump),
+                        rf_start=tuple(start), exact=all(a is not None for a in affine),
+                        geometry=geo)
+
+    def infos(self, all_nodes: bool = False) -> List[NodeInfo]:
+        """:class:`NodeInfo` of every seedable node that runs at this size (``all_nodes``), or
+        only of those worth projecting (visible nodes of :data:`LISTED_OPS`, legacy layers)."""
+        return [self.info(n.name) for n in self.nodes
+                if n.seedable and not n.error and n.name in self._geometry
+                and (all_nodes or (not n.hidden and n.op in LISTED_OPS) or n.name in self.layers)]
+
+    # ------------------------------------------------------------------ running
+    def execute(self, x: torch.Tensor, targets: Sequence[str],
+                visit: Optional[Callable[[GraphNode, torch.Tensor, Optional[torch.Tensor]],
+                                         None]] = None,
+                switches: bool = False) -> Dict[str, torch.Tensor]:
+        """Run only the nodes ``targets`` need, on ``x`` ``(B, C, H, W)``; return their outputs.
+
+        ``visit(node, value, switches)`` sees every signal node's output as it is
+        made (``switches``: a max pool's argmax indices when ``switches=True``,
+        else None). Values are freed after their last use. Call it inside
+        :func:`eval_mode` and ``torch.no_grad()``.
+        """
+        wanted = set(targets)
+        needed, todo = set(), [self._by_name[t].fx_node for t in targets]
+        while todo:
+            n = todo.pop()
+            if n not in needed:
+                needed.add(n)
+                todo.extend(n.all_input_nodes)
+        order = [n for n in self.nodes if n.fx_node in needed]
+        last_use: Dict[fx.Node, int] = {}
+        for i, n in enumerate(order):
+            for a in n.fx_node.all_input_nodes:
+                last_use[a] = i
+        env: Dict[fx.Node, Any] = {}
+        first_placeholder = True
+        result: Dict[str, torch.Tensor] = {}
+        for i, n in enumerate(order):
+            fxn, idx = n.fx_node, None
+            if fxn.op == "placeholder":
+                value = x if first_placeholder else (fxn.args[0] if fxn.args else None)
+                first_placeholder = False
+            else:
+                args, kwargs = fx.node.map_arg((fxn.args, fxn.kwargs), lambda a: env[a])
+                if switches and n.op in ("maxpool", "adaptive_maxpool"):
+                    value, idx = run_pool_with_switches(n.spec, args[0])
+                else:
+                    value = run_node(fxn, n.spec, self.model, args, kwargs)
+            env[fxn] = value
+            if visit is not None and n.op not in ("constant",) and isinstance(value, torch.Tensor):
+                visit(n, value, idx)
+            if n.name in wanted:
+                result[n.name] = value
+            for a in fxn.all_input_nodes:
+                if last_use.get(a) == i:
+                    env.pop(a, None)
+        return result
+
+
+def build_graph(model: nn.Module, input_size: Optional[Tuple[int, int]] = None,
+                in_channels: Optional[int] = None) -> Graph:
+    """Trace ``model`` with torch.fx and analyse it at ``input_size`` ``(H, W)``.
+
+    ``input_size`` defaults to the checkpoint metadata's (``model.meta``), else
+    224x224; ``in_channels`` to the first ``Conv2d``'s. The model is traced in
+    eval mode and left exactly as found. A model torch.fx cannot trace raises a
+    one-line :class:`~deconvviz.errors.DeconvvizError`; nodes that cannot run at
+    this size (an image smaller than the network needs, a head built for another
+    size) are kept with their ``error`` and refused only when asked for.
+    """
+    if not isinstance(model, nn.Module):
+        raise DeconvvizError(f"expected an nn.Module; got {type(model).__name__}")
+    size = _default_size(model) if input_size is None else tuple(input_size)[-2:]
+    channels = _first_conv_channels(model) if in_channels is None else in_channels
+    fx_graph, names, visible = trace(model)
+    return Graph(model, fx_graph, names, visible, size, channels)

@@ -1,0 +1,404 @@
+"""What each traced node of a network does: its op kind and parameters, and how to run it.
+
+A node of the :mod:`torch.fx` graph is a module call (``call_module``), a function
+(``call_function``) or a tensor method (``call_method``). :func:`classify` names
+its **op** (the kind the deconvnet has a rule for) and its parameters in one
+normal form, whether the network wrote ``nn.MaxPool2d``, ``F.max_pool2d`` or
+``torch.max_pool2d``. :func:`run_node` evaluates one node the way the network
+would, except that in-place ops run out of place: an in-place ReLU must not
+overwrite a value the deconvnet recorded, and it gives the same numbers.
+"""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+from typing import Any, Callable, Dict, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import fx, nn
+
+__all__ = ["OpSpec", "OPS", "SPATIAL_WINDOW_OPS", "classify", "run_node", "run_pool_with_switches",
+           "fetch_attr", "op_weight", "describe_target"]
+
+#: Every op kind with a deconvnet rule (plus the bookkeeping kinds ``input``,
+#: ``constant`` and ``unsupported``).
+OPS = ("input", "constant", "conv", "relu", "relu6", "maxpool", "adaptive_maxpool", "avgpool",
+       "adaptive_avgpool", "batchnorm", "add", "scale", "cat", "reshape", "permute", "mean",
+       "linear", "dropout", "identity", "unsupported")
+
+#: Ops whose output position sees a kernel-sized window of its input.
+SPATIAL_WINDOW_OPS = ("conv", "maxpool", "avgpool")
+
+
+@dataclass(frozen=True)
+class OpSpec:
+    """One node's op in normal form.
+
+    ``op``: a kind of :data:`OPS`; ``what``: the module class or function the
+    network used (``"Conv2d"``, ``"F.relu"``, ``"Tensor.view"``), for messages;
+    ``inputs``: the fx nodes (or ``None`` for a constant operand) that the op's
+    transpose sends signal to, in its own order; ``params``: the op's parameters
+    (kernel, stride, padding, ... as (h, w) pairs; see :func:`classify`);
+    ``module``: the called module, if any; ``reason``: why an op is unsupported.
+    """
+
+    op: str
+    what: str
+    inputs: Tuple[Optional[fx.Node], ...] = ()
+    params: Dict[str, Any] = field(default_factory=dict)
+    module: Optional[nn.Module] = None
+    reason: str = ""
+
+
+def _pair(v) -> Tuple[int, int]:
+    if isinstance(v, (tuple, list)):
+        return (int(v[0]), int(v[1])) if len(v) == 2 else (int(v[0]), int(v[0]))
+    return int(v), int(v)
+
+
+def _is_number(v) -> bool:
+    return isinstance(v, (int, float)) and not isinstance(v, bool)
+
+
+def describe_target(node: fx.Node, module: Optional[nn.Module] = None) -> str:
+    """What the node calls, for messages: ``Conv2d``, ``F.relu``, ``torch.cat``, ``Tensor.view``."""
+    if node.op == "call_module":
+        return type(module).__name__ if module is not None else str(node.target)
+    if node.op == "call_method":
+        return f"Tensor.{node.target}"
+    if node.op == "call_function":
+        t = node.target
+        mod = getattr(t, "__module__", None) or ""
+        name = getattr(t, "__name__", str(t))
+        if mod.startswith(("torch.nn.functional", "torch._C._nn")):
+            return f"F.{name}"
+        if mod in ("_operator", "operator"):
+            return f"operator.{name}"
+        return f"torch.{name}" if mod.startswith("torch") or not mod else f"{mod}.{name}"
+    return node.op
+
+
+# Positional parameter names of the functions we normalise (the first is the input).
+_SIGNATURES = {
+    "conv": ("input", "weight", "bias", "stride", "padding", "dilation", "groups"),
+    "maxpool": ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode",
+                "return_indices"),
+    "avgpool": ("input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
+                "divisor_override"),
+    "adaptive": ("input", "output_size", "return_indices"),
+    "dropout": ("input", "p", "training", "inplace"),
+    "linear": ("input", "weight", "bias"),
+    "cat": ("tensors", "dim"),
+    "mean": ("input", "dim", "keepdim"),
+    "transpose": ("input", "dim0", "dim1"),
+    "relu": ("input", "inplace"),
+}
+
+_FUNCTIONS: Dict[Callable, str] = {
+    F.relu: "relu", torch.relu: "relu", torch.relu_: "relu", F.relu_: "relu",
+    F.relu6: "relu6",
+    F.max_pool2d: "maxpool", torch.max_pool2d: "maxpool",
+    F.adaptive_max_pool2d: "adaptive_maxpool",
+    F.avg_pool2d: "avgpool", F.adaptive_avg_pool2d: "adaptive_avgpool",
+    F.dropout: "dropout", F.dropout2d: "dropout", F.dropout1d: "dropout", torch.dropout: "dropout",
+    F.alpha_dropout: "dropout", F.feature_alpha_dropout: "dropout",
+    torch.flatten: "reshape", torch.reshape: "reshape", torch.squeeze: "reshape",
+    torch.unsqueeze: "reshape",
+    torch.cat: "cat", torch.concat: "cat",
+    operator.add: "add", operator.iadd: "add", torch.add: "add",
+    operator.sub: "add", operator.isub: "add", torch.sub: "add",
+    operator.mul: "scale", operator.imul: "scale", torch.mul: "scale",
+    operator.truediv: "scale", operator.itruediv: "scale", torch.div: "scale",
+    operator.neg: "scale", torch.neg: "scale",
+    torch.mean: "mean",
+    F.linear: "linear", F.conv2d: "conv",
+    torch.transpose: "permute", torch.permute: "permute",
+}
+if hasattr(torch, "concatenate"):
+    _FUNCTIONS[torch.concatenate] = "cat"
+
+_METHODS = {
+    "relu": "relu", "relu_": "relu",
+    "view": "reshape", "reshape": "reshape", "flatten": "reshape", "squeeze": "reshape",
+    "unsqueeze": "reshape", "view_as": "reshape", "reshape_as": "reshape",
+    "contiguous": "identity", "clone": "identity",
+    "add": "add", "add_": "add", "sub": "add", "sub_": "add",
+    "mul": "scale", "mul_": "scale", "div": "scale", "div_": "scale", "neg": "scale",
+    "mean": "mean", "transpose": "permute", "permute": "permute",
+}
+
+_MODULES: Dict[type, str] = {
+    nn.Conv2d: "conv", nn.ReLU: "relu", nn.ReLU6: "relu6", nn.MaxPool2d: "maxpool",
+    nn.AdaptiveMaxPool2d: "adaptive_maxpool", nn.AvgPool2d: "avgpool",
+    nn.AdaptiveAvgPool2d: "adaptive_avgpool", nn.BatchNorm2d: "batchnorm",
+    nn.BatchNorm1d: "batchnorm", torchvision.ops.FrozenBatchNorm2d: "batchnorm",
+    nn.Linear: "linear", nn.Flatten: "reshape", nn.Dropout: "dropout", nn.Dropout2d: "dropout",
+    nn.Dropout1d: "dropout", nn.AlphaDropout: "dropout", nn.FeatureAlphaDropout: "dropout",
+    nn.Identity: "identity", torchvision.ops.StochasticDepth: "dropout",
+}
+
+
+def _bind(names, args, kwargs) -> Dict[str, Any]:
+    bound = dict(zip(names, args))
+    bound.update(kwargs)
+    return bound
+
+
+def _window_params(kind: str, p: Dict[str, Any]) -> Dict[str, Any]:
+    k = _pair(p["kernel_size"])
+    stride = p.get("stride")
+    s = k if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0) \
+        else _pair(stride)
+    return {"kernel": k, "stride": s, "padding": _pair(p.get("padding", 0)),
+            "dilation": _pair(p.get("dilation", 1)), "ceil_mode": bool(p.get("ceil_mode", False))}
+
+
+def _conv_padding(padding, kernel, dilation) -> Tuple[Optional[Tuple[int, int]], str]:
+    """Left/top padding of a conv (``'same'`` pads the extra pixel on the right)."""
+    if isinstance(padding, str):
+        if padding == "valid":
+            return (0, 0), ""
+        if padding == "same":
+            return tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation)), ""
+        return None, f"padding={padding!r}"
+    return _pair(padding), ""
+
+
+def _unsupported(what: str, reason: str = "", module=None) -> OpSpec:
+    return OpSpec("unsupported", what, module=module, reason=reason)
+
+
+def _from_module(node: fx.Node, m: nn.Module) -> OpSpec:
+    what = type(m).__name__
+    kind = _MODULES.get(type(m))
+    x = node.args[0] if node.args else None
+    if kind is None or not isinstance(x, fx.Node):
+        return _unsupported(what, module=m)
+    if kind == "conv":
+        if m.padding_mode != "zeros":
+            return _unsupported(what, f"padding_mode={m.padding_mode!r} (zero padding only)", m)
+        k, d = _pair(m.kernel_size), _pair(m.dilation)
+        pad, bad = _conv_padding(m.padding, k, d)
+        if pad is None:
+            return _unsupported(what, bad, m)
+        params = {"kernel": k, "stride": _pair(m.stride), "padding": pad, "dilation": d,
+                  "groups": m.groups, "weight": ("module", "weight")}
+        return OpSpec("conv", what, (x,), params, m)
+    if kind == "maxpool":
+        if m.return_indices:
+            return _unsupported(what, "return_indices=True", m)
+        return OpSpec(kind, what, (x,), _window_params(kind, vars(m)), m)
+    if kind == "avgpool":
+        params = _window_params(kind, vars(m))
+        params.update(count_include_pad=bool(m.count_include_pad),
+                      divisor_override=m.divisor_override)
+        return OpSpec(kind, what, (x,), params, m)
+    if kind in ("adaptive_avgpool", "adaptive_maxpool"):
+        if getattr(m, "return_indices", False):
+            return _unsupported(what, "return_indices=True", m)
+        return OpSpec(kind, what, (x,), {"output_size": m.output_size}, m)
+    if kind == "batchnorm":
+        if not isinstance(m, torchvision.ops.FrozenBatchNorm2d) and m.running_var is None:
+            return _unsupported(what, "no running statistics (track_running_stats=False), so it "
+                                "is not linear in eval mode", m)
+        return OpSpec(kind, what, (x,), {}, m)
+    if kind == "linear":
+        return OpSpec(kind, what, (x,), {"weight": ("module", "weight")}, m)
+    return OpSpec(kind, what, (x,), {}, m)
+
+
+def _arith(node: fx.Node, what: str, signal: Callable[[Any], bool]) -> OpSpec:
+    """add/sub (either operand may carry signal) and mul/div/neg by a plain number."""
+    name = getattr(node.target, "__name__", str(node.target)).strip("_")
+    if name in ("iadd", "isub", "imul", "itruediv"):
+        name = name[1:]
+    name = "div" if name == "truediv" else name
+    args = list(node.args)
+    if name == "neg":
+        return OpSpec("scale", what, (args[0],), {"factor": -1.0})
+    if len(args) == 1 and "other" in node.kwargs:
+        args.append(node.kwargs["other"])
+    alpha = node.kwargs.get("alpha", 1)
+    if len(args) != 2 or not _is_number(alpha):
+        return _unsupported(what, "arguments it cannot read")
+    a, b = args
+    sa, sb = signal(a), signal(b)
+    if name in ("add", "sub"):
+        # A constant operand (a number or a tensor that does not depend on the image)
+        # is the affine part: its transpose gets no signal.
+        sign = float(alpha) * (-1.0 if name == "sub" else 1.0)
+        return OpSpec("add", what, (a if sa else None, b if sb else None), {"signs": (1.0, sign)})
+    if sa and not sb and _is_number(b):
+        return OpSpec("scale", what, (a,), {"factor": float(b) if name == "mul" else 1.0 / b})
+    if sb and not sa and _is_number(a) and name == "mul":
+        return OpSpec("scale", what, (b,), {"factor": float(a)})
+    return _unsupported(what, "a product or quotient of tensors (not linear in the image)")
+
+
+def classify(node: fx.Node, root: nn.Module, signal: Callable[[Any], bool]) -> OpSpec:
+    """The :class:`OpSpec` of one fx node of ``root``'s graph.
+
+    ``signal(arg)`` says whether an argument carries the image's signal (a tensor
+    that depends on the input); nodes with no such argument are ``constant``.
+    Window ops get ``kernel``, ``stride``, ``padding`` (top/left), ``dilation``
+    and ``ceil_mode`` as ``(h, w)`` pairs; ``conv``/``linear`` name their
+    ``weight`` (``("module", "weight")`` or ``("attr", "path.to.weight")``);
+    ``cat`` its ``dim``; ``mean`` its ``dim`` and ``keepdim``; ``permute`` its
+    ``dims`` or ``dim0``/``dim1``; ``scale`` its ``factor``; ``add`` the
+    ``signs`` of its operands.
+    """
+    if node.op == "placeholder":
+        return OpSpec("input", "input")
+    if node.op in ("get_attr", "output"):
+        return OpSpec("constant", node.op)
+    flat = []
+    fx.node.map_arg((node.args, node.kwargs), lambda a: flat.append(a) or a)
+    if not any(signal(a) for a in flat):
+        return OpSpec("constant", describe_target(node))
+    if node.op == "call_module":
+        return _from_module(node, root.get_submodule(node.target))
+    if node.op == "call_function":
+        kind = _FUNCTIONS.get(node.target)
+    else:
+        kind = _METHODS.get(node.target)
+    what = describe_target(node)
+    if kind is None:
+        return _unsupported(what)
+    if kind in ("add", "scale"):
+        return _arith(node, what, signal)
+    x = node.args[0] if node.args else node.kwargs.get("input")
+    if kind == "cat":
+        p = _bind(_SIGNATURES["cat"], node.args, node.kwargs)
+        tensors = p.get("tensors")
+        if not isinstance(tensors, (list, tuple)):
+            return _unsupported(what, "a concatenation of a computed list")
+        ins = tuple(t if signal(t) else None for t in tensors)
+        if any(t is None for t in ins):
+            return _unsupported(what, "a concatenation with a constant tensor")
+        return OpSpec("cat", what, ins, {"dim": int(p.get("dim", 0))})
+    if not isinstance(x, fx.Node) or not signal(x):
+        return _unsupported(what, "signal in an argument other than the first")
+    if kind in ("relu", "relu6", "reshape", "identity"):
+        return OpSpec(kind, what, (x,))
+    if kind == "dropout":
+        p = _bind(_SIGNATURES["dropout"], node.args, node.kwargs)
+        if p.get("training", True) is not False:
+            return _unsupported(what, "dropout that stays random in eval mode (training=True)")
+        return OpSpec(kind, what, (x,))
+    if kind in ("maxpool", "avgpool"):
+        p = _bind(_SIGNATURES[kind], node.args, node.kwargs)
+        consts = [v for k_, v in p.items() if k_ != "input"]
+        if any(isinstance(v, fx.Node) for v in consts):
+            return _unsupported(what, "a computed kernel size")
+        if p.get("return_indices"):
+            return _unsupported(what, "return_indices=True")
+        params = _window_params(kind, p)
+        if kind == "avgpool":
+            params.update(count_include_pad=bool(p.get("count_include_pad", True)),
+                          divisor_override=p.get("divisor_override"))
+        return OpSpec(kind, what, (x,), params)
+    if kind in ("adaptive_avgpool", "adaptive_maxpool"):
+        p = _bind(_SIGNATURES["adaptive"], node.args, node.kwargs)
+        if isinstance(p.get("output_size"), fx.Node) or p.get("return_indices"):
+            return _unsupported(what, "a computed output size or return_indices=True")
+        return OpSpec(kind, what, (x,), {"output_size": p["output_size"]})
+    if kind == "mean":
+        p = _bind(_SIGNATURES["mean"], node.args, node.kwargs)
+        if "dtype" in p:
+            return _unsupported(what, "a dtype argument")
+        dim = p.get("dim")
+        dim = None if dim is None else tuple(dim) if isinstance(dim, (list, tuple)) else (dim,)
+        return OpSpec(kind, what, (x,), {"dim": dim, "keepdim": bool(p.get("keepdim", False))})
+    if kind == "permute":
+        if node.target in ("transpose", torch.transpose):
+            p = _bind(_SIGNATURES["transpose"], node.args, node.kwargs)
+            return OpSpec(kind, what, (x,), {"dim0": p["dim0"], "dim1": p["dim1"]})
+        dims = node.args[1:] if node.op == "call_method" else node.args[1:2]
+        if len(dims) == 1 and isinstance(dims[0], (tuple, list)):
+            dims = dims[0]
+        dims = node.kwargs.get("dims", dims)
+        return OpSpec(kind, what, (x,), {"dims": tuple(int(d) for d in dims)})
+    if kind in ("linear", "conv"):
+        p = _bind(_SIGNATURES[kind], node.args, node.kwargs)
+        w = p.get("weight")
+        if not (isinstance(w, fx.Node) and w.op == "get_attr"):
+            return _unsupported(what, "a weight that is not a parameter of the model")
+        if kind == "linear":
+            return OpSpec(kind, what, (x,), {"weight": ("attr", w.target)})
+        k = None  # from the weight's shape, filled in by the graph
+        pad, bad = _conv_padding(p.get("padding", 0), (1, 1), (1, 1))
+        if isinstance(p.get("padding"), str) or pad is None:
+            return _unsupported(what, "string padding in a functional conv")
+        return OpSpec(kind, what, (x,), {"kernel": k, "stride": _pair(p.get("stride", 1)),
+                                          "padding": pad, "dilation": _pair(p.get("dilation", 1)),
+                                          "groups": int(p.get("groups", 1)),
+                                          "weight": ("attr", w.target)})
+    return _unsupported(what)
+
+
+def fetch_attr(root: nn.Module, target: str):
+    """``root``'s attribute at dotted path ``target`` (a parameter, buffer or module)."""
+    obj = root
+    for part in target.split("."):
+        obj = getattr(obj, part)
+    return obj
+
+
+# In-place functions and their out-of-place twins (same values, nothing overwritten).
+_OUT_OF_PLACE = {torch.relu_: torch.relu, F.relu_: torch.relu, operator.iadd: operator.add,
+                 operator.isub: operator.sub, operator.imul: operator.mul,
+                 operator.itruediv: operator.truediv}
+
+
+_COPYING_TWIN = {"view": "reshape", "view_as": "reshape_as"}
+
+
+def run_node(node: fx.Node, spec: OpSpec, root: nn.Module, args, kwargs):
+    """Evaluate one fx node on concrete ``args``/``kwargs`` as the network would, out of place.
+
+    ReLUs and eval-mode dropouts are computed here rather than by their modules,
+    so nothing recorded can be overwritten by a later in-place op; ``Tensor.view``
+    runs as ``reshape`` (same values), which also works on channels-last tensors.
+    """
+    op = spec.op
+    if op == "relu":
+        return torch.relu(args[0] if args else kwargs["input"])
+    if op == "relu6":
+        return F.hardtanh(args[0] if args else kwargs["input"], 0.0, 6.0)
+    if op in ("dropout", "identity") and node.op != "call_method":
+        return args[0] if args else kwargs["input"]
+    if node.op == "call_module":
+        return root.get_submodule(node.target)(*args, **kwargs)
+    if node.op == "call_function":
+        fn = _OUT_OF_PLACE.get(node.target, node.target)
+        if kwargs.get("inplace"):
+            kwargs = dict(kwargs, inplace=False)
+        return fn(*args, **kwargs)
+    if node.op == "call_method":
+        name = node.target
+        if name.endswith("_") and not name.endswith("__") and hasattr(args[0], name[:-1]):
+            name = name[:-1]
+        # The recording runs channels-last, where a view across channels must copy.
+        name = _COPYING_TWIN.get(name, name)
+        return getattr(args[0], name)(*args[1:], **kwargs)
+    if node.op == "get_attr":
+        return fetch_attr(root, node.target)
+    raise AssertionError(f"run_node cannot evaluate a {node.op} node")
+
+
+def run_pool_with_switches(spec: OpSpec, x: torch.Tensor):
+    """A max pool's output and its switches (flat argmax into each input plane), in one call."""
+    p = spec.params
+    if spec.op == "adaptive_maxpool":
+        return F.adaptive_max_pool2d(x, p["output_size"], return_indices=True)
+    return F.max_pool2d(x, p["kernel"], p["stride"], p["padding"], p["dilation"],
+                        ceil_mode=p["ceil_mode"], return_indices=True)
+
+
+def op_weight(spec: OpSpec, root: nn.Module) -> torch.Tensor:
+    """The weight tensor a ``conv`` or ``linear`` op uses now (shared, never copied)."""
+    where, name = spec.params["weight"]
+    return getattr(spec.module, name) if where == "module" else fetch_attr(root, name)

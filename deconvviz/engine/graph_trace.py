@@ -1,0 +1,103 @@
+"""Tracing a model with torch.fx exactly as torchvision's feature extraction does.
+
+torchvision's ``NodePathTracer`` with its defaults (``math`` and
+``torchvision.ops`` wrapped, every ``torchvision.ops`` module a leaf), so node
+names equal ``get_graph_node_names``'s; then torchvision's sequence modules
+(``Conv2dNormActivation``) are opened up into their steps. :func:`eval_mode`
+puts a model in eval mode and restores every submodule's own flag.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+from typing import Dict, Iterator, List, Set, Tuple
+
+import torchvision
+from torch import fx, nn
+from torchvision.models.feature_extraction import NodePathTracer
+
+from ..errors import DeconvvizError
+
+__all__ = ["trace", "eval_mode", "one_line"]
+
+
+@contextlib.contextmanager
+def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
+    """Put ``model`` in eval mode; restore every submodule's own train/eval flag on exit."""
+    flags = [(m, m.training) for m in model.modules()]
+    try:
+        model.eval()
+        yield model
+    finally:
+        model.train(flags[0][1])
+        for m, training in flags:
+            if m.training != training:
+                m.training = training
+
+
+def _leaf_modules() -> List[type]:
+    # torchvision's feature extraction treats its own ops' modules as leaves.
+    return [c for c in vars(torchvision.ops).values()
+            if isinstance(c, type) and issubclass(c, nn.Module)]
+
+
+def one_line(text: str) -> str:
+    """The first line of an error message, squeezed, at most 200 characters."""
+    first = " ".join(str(text).strip().split("\n")[0].split())
+    return first if len(first) <= 200 else first[:197] + "..."
+
+
+def trace(model: nn.Module) -> Tuple[fx.Graph, Dict[fx.Node, str], Set[str]]:
+    """``(fx graph, {fx node: torchvision node name}, torchvision's names)`` of ``model``.
+
+    Traced in eval mode; the model is left as found. Nodes opened up inside
+    sequence modules are named by their module path and are not among the names.
+    """
+    tracer = NodePathTracer(autowrap_modules=(math, torchvision.ops), leaf_modules=_leaf_modules())
+    try:
+        with eval_mode(model):
+            fx_graph = tracer.trace(model)
+    except Exception as exc:  # torch.fx raises TraceError, TypeError, RuntimeError, ...
+        raise DeconvvizError(
+            f"{type(model).__name__} cannot be traced by torch.fx ({type(exc).__name__}: "
+            f"{one_line(exc)}): its forward has data-dependent control flow or other Python "
+            "that torch.fx cannot follow; pass a traceable sub-module instead (e.g. "
+            "model.features)") from None
+    names = {n: tracer.node_to_qualname[n] for n in fx_graph.nodes if n.op != "output"}
+    visible = set(names.values())
+    _expand_sequences(model, fx_graph, names)
+    return fx_graph, names, visible
+
+
+def _expand_sequences(model: nn.Module, fx_graph: fx.Graph, names: Dict[fx.Node, str]) -> None:
+    """Open up leaf modules that are plain sequences (torchvision's ``Conv2dNormActivation``).
+
+    torchvision's tracer keeps every ``torchvision.ops`` module whole, so
+    MobileNet's conv + batch norm + ReLU6 is one node ``features.1.conv.0``. The
+    deconvnet needs each step: the sequence becomes a chain of nodes, the last
+    keeping the visible name and the others named by their module path
+    (``features.1.conv.0.0``), marked hidden (not in torchvision's list).
+    """
+    for node in list(fx_graph.nodes):
+        if not _is_sequence(model, node):
+            continue
+        seq = model.get_submodule(node.target)
+        prev = node.args[0]
+        with fx_graph.inserting_before(node):
+            for i, _ in enumerate(seq):
+                prev = fx_graph.call_module(f"{node.target}.{i}", (prev,))
+                names[prev] = f"{node.target}.{i}"
+        visible = names.pop(node)
+        node.replace_all_uses_with(prev)
+        fx_graph.erase_node(node)
+        names[prev] = visible
+    # Sequences inside sequences open up on the next pass.
+    if any(_is_sequence(model, node) for node in fx_graph.nodes):
+        _expand_sequences(model, fx_graph, names)
+
+
+def _is_sequence(model: nn.Module, node: fx.Node) -> bool:
+    return (node.op == "call_module" and len(node.args) == 1 and not node.kwargs
+            and isinstance(model.get_submodule(node.target), nn.Sequential)
+            and len(model.get_submodule(node.target)) > 0)

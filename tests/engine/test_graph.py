@@ -1,0 +1,408 @@
+"""The traced graph: torchvision's node names, legacy layer numbers, receptive fields equal to
+the gradient's support, one-line errors, the model left as found, and today's literal
+deconvnet cases run through the graph engine."""
+
+import pytest
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import nn
+from torchvision.models.feature_extraction import get_graph_node_names
+
+import test_deconvnet as legacy
+from conftest import TINY_INPUT, alexnet_like, tiny_model
+from deconvviz.engine import graph_deconv
+from deconvviz.engine.deconvnet import RULES
+from deconvviz.engine.graph import build_graph
+from deconvviz.engine.graph_deconv import deconvolve, record_graph
+from deconvviz.engine.layers import list_layers
+from deconvviz.engine.receptive import boxes_for
+from deconvviz.errors import DeconvvizError
+from deconvviz.models.architectures import CifarCNN
+from graph_reference import (ZOO, extractor, one_thread, rule_patches, zoo_graph,  # noqa: F401
+                             zoo_model)
+
+
+# ----------------------------------------------------------------------------- names
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_node_names_are_torchvisions(name):
+    graph = zoo_graph(name)
+    assert graph.names() == get_graph_node_names(zoo_model(name))[1]
+
+
+def test_examples_of_names_and_reuse():
+    names = set(zoo_graph("googlenet").names())
+    assert {"inception4a.branch2.1.conv", "inception4a.cat", "fc"} <= names
+    resnet = zoo_graph("resnet18")
+    # The block's ReLU module is used twice: two nodes, one per use.
+    assert resnet.node("layer3.1.relu").op == resnet.node("layer3.1.relu_1").op == "relu"
+    assert resnet.node("layer3.1.relu").module is resnet.node("layer3.1.relu_1").module
+    assert resnet.node("layer3.1.add").parents == ("layer3.1.bn2", "layer3.0.relu_1")
+    # torchvision keeps Conv2dNormActivation whole; its steps are opened up, hidden.
+    mobile = zoo_graph("mobilenet_v2")
+    assert "features.1.conv.0.0" not in mobile.names()
+    assert mobile.node("features.1.conv.0.0").op == "conv"
+    assert mobile.node("features.1.conv.0").op == "relu6"
+    assert mobile.node("features.1.conv.0").parents == ("features.1.conv.0.1",)
+
+
+# ----------------------------------------------------------------------------- legacy layers
+
+LEGACY = [
+    ("cifar_cnn", lambda: CifarCNN(hidden=8), 32),
+    ("tiny", tiny_model, 5),
+    ("alexnet_like", lambda: alexnet_like(0), 45),
+    ("alexnet.features", lambda: torchvision.models.alexnet().features, 67),
+    ("alexnet", lambda: zoo_model("alexnet"), 96),
+    ("vgg11_bn", lambda: zoo_model("vgg11_bn"), 64),
+]
+
+
+@pytest.mark.parametrize("make,size", [c[1:] for c in LEGACY], ids=[c[0] for c in LEGACY])
+def test_layer_numbers_and_fields_match_list_layers(make, size):
+    model = make()
+    graph = build_graph(model, (size, size))
+    layers = list_layers(model, (size, size))
+    assert len(graph.layers) == len(layers) > 0
+    prefix = "features." if hasattr(model, "features") else ""
+    for L, old in enumerate(layers, start=1):
+        info = graph.info(L)
+        assert graph.node(L).name == f"{prefix}{old.end - 1}"
+        assert info.index == L and info.describe() == f"layer {L} ({info.name})"
+        assert (info.features, info.output_size, info.rf_size, info.rf_jump, info.rf_start) == \
+            (old.features, old.output_size, old.rf_size, old.rf_jump, old.rf_start)
+    if prefix:
+        assert graph.node("2").name == graph.node(2).name
+    else:  # a bare Sequential's node "2" is its module 2: a name wins over a number string
+        assert graph.node("2").name == "2"
+
+
+def test_no_numbers_for_a_network_that_is_not_a_plain_stack():
+    with pytest.raises(DeconvvizError, match=r"^layer 2: numbered layers exist only for a plain "
+                       r"conv stack, which ResNet is not; name a node instead, e\.g\. 'conv1' "):
+        zoo_graph("resnet18").node(2)
+
+
+# ----------------------------------------------------------------------------- receptive fields
+
+SUPPORT = ["alexnet", "vgg11_bn", "resnet18", "bottleneck", "googlenet", "densenet121",
+           "mobilenet_v2", "squeezenet"]
+
+
+@pytest.mark.parametrize("name", SUPPORT)
+def test_receptive_box_is_the_support_of_the_gradient(name):
+    """With positive weights nothing cancels; going back through every max pool's whole
+    window (nearest) and every ReLU by the deconvnet rule, the gradient of a position (all
+    its channels: a concatenation's box is the union of its branches') reaches exactly the
+    pixels that can influence it."""
+    model, graph = zoo_model(name, positive=True), zoo_graph(name, positive=True)
+    kinds = ("conv", "add", "cat", "maxpool", "avgpool", "relu6")
+    nodes = []
+    for kind in kinds:
+        found = [n.name for n in graph.nodes if n.op == kind and not n.hidden]
+        nodes += found[len(found) // 3:len(found) // 3 + 1] + found[-1:]
+    x = torch.rand(3, 3, *graph.input_size, generator=torch.Generator().manual_seed(0),
+                   dtype=torch.float64)
+    fe = extractor(model, tuple(nodes))
+    checked = 0
+    with rule_patches("deconvnet", "nearest"):
+        xx = x.clone().requires_grad_(True)
+        outs = fe(xx)
+        for node in nodes:
+            info = graph.info(node)
+            h, w = info.output_size
+            pos = [(0, 0), (h // 2, w // 3), (h - 1, w - 1)]
+            target = sum(outs[node][s, :, r, c].sum() for s, (r, c) in enumerate(pos))
+            (grad,) = torch.autograd.grad(target, xx, retain_graph=True)
+            for s, p in enumerate(pos):
+                support = grad[s].abs().sum(0).nonzero()
+                assert support.numel(), f"{name} {node}: nothing reaches {p}"
+                want = (int(support[:, 0].min()), int(support[:, 1].min()),
+                        int(support[:, 0].max()) + 1, int(support[:, 1].max()) + 1)
+                assert info.box(p) == want, f"{name} {node} at {p}"
+                checked += 1
+    assert checked >= 3 * len(kinds[:2])
+
+
+@pytest.mark.parametrize("name", list(ZOO))
+def test_affine_field_clipped_holds_the_exact_box(name):
+    """Where a node has stride and offset (every node of these networks but uneven adaptive
+    pools), the classic window clipped at the border (what the report's patches cut,
+    :mod:`deconvviz.engine.receptive`) holds each position's exact box, and equals it unless
+    the first layer never reads the image's last rows (SqueezeNet's 7x7/2 conv on 64 px)."""
+    graph = zoo_graph(name)
+    drops = name in ("squeezenet",)
+    for info in graph.infos(all_nodes=True):
+        h, w = info.output_size
+        pos = torch.cartesian_prod(torch.arange(h), torch.arange(w))
+        exact = info.boxes(pos)
+        if info.exact:
+            clipped = boxes_for(info, pos)
+            assert (clipped[:, :2] <= exact[:, :2]).all() and (clipped[:, 2:] >= exact[:, 2:]).all()
+            assert drops or torch.equal(clipped, exact), info.name
+        assert tuple(exact[-1].tolist()) == info.box(tuple(pos[-1].tolist()))
+
+
+def test_uneven_pools_have_exact_boxes_without_an_affine_field():
+    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(),
+                          nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True),
+                          nn.AdaptiveAvgPool2d((4, 3))).double()
+    with torch.no_grad():
+        for p in model.parameters():
+            p.abs_()
+    graph = build_graph(model, (11, 7), in_channels=2)
+    info = graph.info("3")
+    assert not info.exact and info.output_size == (4, 3)   # from 6x4: uneven windows
+    x = torch.ones(1, 2, 11, 7, dtype=torch.float64, requires_grad=True)
+    out = model(x)
+    for r in range(4):
+        for c in range(3):
+            (grad,) = torch.autograd.grad(out[0, :, r, c].sum(), x, retain_graph=True)
+            support = grad[0].abs().sum(0).nonzero()
+            assert info.box((r, c)) == (int(support[:, 0].min()), int(support[:, 1].min()),
+                                        int(support[:, 0].max()) + 1,
+                                        int(support[:, 1].max()) + 1)
+    # Its window (what patches cut) covers every position's box.
+    assert (info.rf_start, info.rf_size, info.rf_jump) == ((0, 0), (11, 7), (0, 0))
+
+
+def test_branches_take_the_union_of_their_fields():
+    class TwoPaths(nn.Module):
+        def __init__(self):
+            super().__init__()
+            self.small, self.big = nn.Conv2d(1, 2, 1), nn.Conv2d(1, 2, 5, padding=2)
+
+        def forward(self, x):
+            a, b = self.small(x), self.big(x)
+            return torch.cat([a, b], 1) + torch.cat([b, a], 1)
+
+    graph = build_graph(TwoPaths(), (9, 9), in_channels=1)
+    assert graph.info("small").rf_size == (1, 1)
+    for node in ("cat", "add"):
+        info = graph.info(node)
+        assert (info.rf_size, info.rf_start, info.rf_jump) == ((5, 5), (-2, -2), (1, 1))
+        assert info.box((0, 8)) == (0, 6, 3, 9)
+
+
+# ----------------------------------------------------------------------------- errors
+
+class Branchy(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 4, 3)
+
+    def forward(self, x):
+        if x.sum() > 0:  # data-dependent control flow
+            return self.conv(x)
+        return self.conv(-x)
+
+
+def test_untraceable_model_is_one_line():
+    with pytest.raises(DeconvvizError, match=r"^Branchy cannot be traced by torch\.fx "
+                       r"\(TraceError: .*\): its forward has data-dependent control flow "
+                       r".*pass a traceable sub-module instead") as err:
+        build_graph(Branchy(), (8, 8))
+    assert "\n" not in str(err.value)
+
+
+def test_unknown_node_lists_the_closest_names():
+    with pytest.raises(DeconvvizError, match=r"^no node named 'layer3\.1\.relu2' in ResNet "
+                       r"\(closest: layer3\.1\.relu, layer3\.1\.relu_1, .*; see 'deconvviz "
+                       r"layers --all'\)$"):
+        deconvolve(zoo_model("resnet18"), torch.zeros(1, 3, 64, 64, dtype=torch.float64),
+                   "layer3.1.relu2", 0, graph=zoo_graph("resnet18"))
+
+
+class Gated(nn.Module):
+    def __init__(self, act):
+        super().__init__()
+        self.conv1, self.act, self.conv2 = nn.Conv2d(3, 4, 3), act, nn.Conv2d(4, 4, 3)
+
+    def forward(self, x):
+        return self.conv2(self.act(self.conv1(x)))
+
+
+class FunctionalGate(Gated):
+    def forward(self, x):
+        return self.conv2(torch.sigmoid(self.conv1(x)))
+
+
+@pytest.mark.parametrize("model,label", [
+    (Gated(nn.SiLU()), r"node 'act' \(SiLU\)"),
+    (Gated(nn.Hardswish()), r"node 'act' \(Hardswish\)"),
+    (Gated(nn.GELU()), r"node 'act' \(GELU\)"), (Gated(nn.Sigmoid()), r"node 'act' \(Sigmoid\)"),
+    (Gated(nn.LeakyReLU()), r"node 'act' \(LeakyReLU\)"),
+    (FunctionalGate(nn.Identity()), r"node 'sigmoid' \(torch\.sigmoid\)")])
+def test_op_without_a_rule_is_named(model, label):
+    x = torch.randn(1, 3, 8, 8)
+    with pytest.raises(DeconvvizError, match=rf"^{label} has no deconvnet rule, so 'conv2' "
+                       r"cannot be projected through it \(rules exist for: Conv2d"):
+        deconvolve(model, x, "conv2", 0)
+    # On the op itself; below it, seeds still go back.
+    with pytest.raises(DeconvvizError, match=rf"^{label} has no deconvnet rule \(rules exist"):
+        deconvolve(model, x, label.split("'")[1], 0)
+    assert deconvolve(model, x, "conv1", 0).projections.shape == (1, 3, 8, 8)
+
+
+class Sized(nn.Module):
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 2, 3)
+
+    def forward(self, x):
+        y = self.conv(x)
+        return y.view(y.size(0), -1)
+
+
+def test_a_seed_needs_a_tensor_node():
+    model, x = Sized(), torch.randn(1, 3, 5, 5)
+    with pytest.raises(DeconvvizError, match=r"^node 'size' \(Tensor\.size\) gives no tensor "
+                       r"per image; a seed needs a \(C, H, W\) or \(C,\) output$"):
+        deconvolve(model, x, "size", 0)
+    # A flat output is one position: a seed on unit 13 of the view is conv channel 1 at (1, 1).
+    flat = deconvolve(model, x, "view", 13, mode="position")
+    conv = deconvolve(model, x, "conv", 1, mode="position", position=(1, 1))
+    assert flat.position.tolist() == [[0, 0]]
+    assert torch.equal(flat.projections, conv.projections)
+
+
+def test_ranges_and_sizes_are_pinned():
+    model, graph = zoo_model("resnet18"), zoo_graph("resnet18")
+    x = torch.zeros(1, 3, 64, 64, dtype=torch.float64)
+    with pytest.raises(DeconvvizError, match=r"^feature 64 is out of range: node 'layer1\.0\."
+                       r"relu' has features 0\.\.63 \(see 'deconvviz layers'\)$"):
+        deconvolve(model, x, "layer1.0.relu", 64, graph=graph)
+    with pytest.raises(DeconvvizError, match=r"^position out of range: node 'layer4\.1\.add' "
+                       r"output is 2x2$"):
+        deconvolve(model, x, "layer4.1.add", 0, mode="position", position=(2, 0), graph=graph)
+    with pytest.raises(DeconvvizError, match=r"^images have 1 channels; the network takes 3$"):
+        deconvolve(model, x[:, :1], "conv1", 0, graph=graph)
+    alexnet, small = zoo_model("alexnet"), torch.ones(1, 3, 16, 16, dtype=torch.float64)
+    with pytest.raises(DeconvvizError, match=r"^node 'features\.5' fails on a 16x16 image "
+                       r"\(.*Output size is too small\)$"):
+        deconvolve(alexnet, small, "classifier.6", 0, graph=zoo_graph("alexnet"))
+    # The layers before it still run on the small image.
+    assert deconvolve(alexnet, small, "features.1", 1).projections.shape == (1, 3, 16, 16)
+    with pytest.raises(DeconvvizError, match=r"the graph was built for another model"):
+        deconvolve(zoo_model("alexnet"), x, "features.0", 0, graph=graph)
+
+
+# ----------------------------------------------------------------------------- state
+
+def _hooks(model):
+    return [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks),
+             len(getattr(m, "_backward_pre_hooks", {}))) for m in model.modules()]
+
+
+def _state(model):
+    return ([m.training for m in model.modules()], [p.requires_grad for p in model.parameters()],
+            _hooks(model), [p.detach().clone() for p in model.state_dict().values()])
+
+
+def _assert_state(model, before):
+    flags, grads, hooks, tensors = _state(model)
+    assert flags == before[0] and grads == before[1] and hooks == before[2]
+    assert all(torch.equal(a, b) for a, b in zip(tensors, before[3]))
+
+
+def test_model_left_as_found_also_when_the_forward_raises(monkeypatch):
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18(num_classes=4).train()
+    model.layer1.eval()                          # mixed modes are kept per module
+    model.conv1.weight.requires_grad_(False)
+    model.fc.register_forward_hook(lambda *a: None)   # the user's own hook stays
+    before = _state(model)
+    x = torch.randn(2, 3, 32, 32)
+    graph = build_graph(model, (32, 32))
+    _assert_state(model, before)
+    for rule in RULES:
+        deconvolve(model, x, "layer2.0.add", [1, 2], rule=rule, graph=graph)
+        _assert_state(model, before)
+    with pytest.raises(DeconvvizError):
+        deconvolve(model, x, "layer2.0.add", 999, graph=graph)
+    _assert_state(model, before)
+
+    def boom(*args):
+        raise RuntimeError("boom")
+
+    monkeypatch.setattr(model.layer2[0].conv2, "forward", boom)
+    with pytest.raises(RuntimeError, match="boom"):
+        record_graph(graph, x, ["layer2.0.add"])
+    monkeypatch.undo()
+    _assert_state(model, before)
+
+
+def test_node_outputs_equal_torchvisions_feature_extractor():
+    model, graph = zoo_model("googlenet"), zoo_graph("googlenet")
+    nodes = ("maxpool2", "inception3a.branch2.1.relu", "inception4a.cat", "fc")
+    x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
+    ours = graph_deconv.node_outputs(graph, x, nodes)
+    with torch.no_grad():
+        theirs = extractor(model, nodes)(x)
+    assert list(ours) == list(nodes)
+    for n in nodes:   # channels-last convolutions round differently: equal to 1e-12
+        torch.testing.assert_close(ours[n], theirs[n], rtol=1e-12, atol=1e-12)
+
+
+def test_recording_stops_at_the_seed_node():
+    graph = zoo_graph("resnet18")
+    rec = record_graph(graph, torch.zeros(2, 3, 64, 64, dtype=torch.float64),
+                       ["layer1.0.relu_1"], masks=True)
+    assert set(rec.outputs) == {"layer1.0.relu_1"}
+    assert set(rec.switches) == {"maxpool"}
+    assert set(rec.masks) == {"relu", "layer1.0.relu", "layer1.0.relu_1"}
+    assert "layer2.0.conv1" not in rec.shapes and "layer1.1.conv1" not in rec.shapes
+
+
+# ----------------------------------------------------------------------------- legacy cases
+
+LITERAL = [
+    ("test_tiny_layer1_max_is_literal", {"rule": r}) for r in RULES] + [
+    ("test_tiny_layer1_map_is_literal", {}),
+    ("test_tiny_layer2_rules_differ_as_computed_by_hand", {}),
+    ("test_overlapping_unpool_sums_like_the_gradient", {}),
+    ("test_position_mode_equals_autograd", {"rule": "guided"}),
+    ("test_batched_equals_one_at_a_time_exactly", {}),
+    ("test_layer_and_feature_ranges_are_pinned", {}),
+    ("test_feature_that_never_fires_projects_to_zero", {}),
+] + [("test_equals_autograd_with_the_relu_rule",
+      dict(zip(("name", "make", "size", "layers"), case), rule=rule, mode=mode, unpool=unpool))
+     for case in legacy.CASES for rule in RULES for mode in ("max", "map")
+     for unpool in ("switches", "nearest")]
+
+
+@pytest.mark.parametrize("test,kwargs", LITERAL,
+                         ids=[f"{t[5:]}-{'-'.join(str(v) for k, v in kw.items() if k != 'make')}"
+                              for t, kw in LITERAL])
+def test_todays_deconvnet_cases_pass_through_the_graph_engine(test, kwargs, monkeypatch):
+    """tests/engine/test_deconvnet.py's cases, with its deconvolve/project swapped for ours
+    (its torchvision-stack case is left out: the proofs cover AlexNet and VGG whole)."""
+    monkeypatch.setattr(legacy, "deconvolve", graph_deconv.deconvolve)
+    monkeypatch.setattr(legacy, "project", graph_deconv.project)
+    getattr(legacy, test)(**kwargs)
+
+
+def test_tiny_switches_and_outputs_are_literal():
+    graph = build_graph(tiny_model(), (5, 5), in_channels=1)
+    rec = record_graph(graph, TINY_INPUT, ["2", "4"])
+    assert torch.equal(rec.outputs["2"][0], torch.tensor(
+        [[[1.0, 0.0], [5.0, 5.0]], [[4.0, 4.0], [1.0, 7.0]]], dtype=torch.float64))
+    assert torch.equal(rec.switches["2"][0], torch.tensor([[[0, 2], [9, 15]],
+                                                           [[5, 6], [8, 11]]]))
+    assert torch.equal(rec.outputs["4"][0, 0], torch.tensor([[0.0, 0.0], [4.0, 0.0]],
+                                                            dtype=torch.float64))
+
+
+def test_conv_transposes_share_the_conv_weights(monkeypatch):
+    model = CifarCNN(hidden=8)
+    seen = []
+    real = F.conv_transpose2d
+
+    def spy(inp, weight, *a, **k):
+        seen.append(weight.data_ptr())
+        return real(inp, weight, *a, **k)
+
+    monkeypatch.setattr(F, "conv_transpose2d", spy)
+    graph_deconv.project(model, torch.randn(1, 3, 32, 32), "features.5", 0, mode="map")
+    assert seen == [model.features[3].weight.data_ptr(), model.features[0].weight.data_ptr()]
