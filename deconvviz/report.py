@@ -29,10 +29,11 @@ from . import __version__
 from .data.sources import ImageSource
 from .engine.deconvnet import RULES
 from .engine.distributed import Ranks, gather_topk
+from .engine.network import layer_key
 from .engine.receptive import extract_patches
 from .engine.seeds import project_seeds
 from .engine.topk import (TopK, empty_topk, finalize_topk, layer_infos, merge_topk,
-                          normalization_of, scan_batch_size, scan_topk)
+                          normalization_of, batch_size_for, scan_topk)
 from .errors import DeconvvizError, notice
 from .progress import Progress
 from .render.report_png import feature_png, layer_figure, write_png
@@ -72,7 +73,8 @@ class _ScanState:
         try:
             state = torch.load(self.path, map_location="cpu", weights_only=True)
             saved = state["identity"]
-            tops = {int(L): TopK(t["activation"], t["image_index"], t["position"])
+            tops = {int(L) if L.isdigit() else L: TopK(t["activation"], t["image_index"],
+                                                        t["position"])
                     for L, t in state["tops"].items()}
             start = int(state["next"])
         except Exception as exc:  # noqa: BLE001 - any damage: one line
@@ -116,7 +118,7 @@ def _scan(model, source, layers, k, *, batch_size, device, rule, progress, limit
         raise DeconvvizError(f"{source.description} has no images to scan")
     infos = layer_infos(model, layers, source.image_size)
     if batch_size is None:
-        batch_size = scan_batch_size(model, source.image_size, max(i.end for i in infos))
+        batch_size = batch_size_for(model, infos, source.image_size)
     ranks = ranks if ranks is not None else Ranks(0, 1, str(device))
     rank, world = ranks.rank, ranks.world
     t0 = time.perf_counter()
@@ -129,14 +131,15 @@ def _scan(model, source, layers, k, *, batch_size, device, rule, progress, limit
             meta = getattr(model, "meta", None) or {}
             state = _ScanState(scan_state_path(state_dir, rank, world), {
                 "checkpoint_sha256": str(meta.get("sha256", "")),
-                "data_fingerprint": source.fingerprint, "layers": [i.index for i in infos],
+                "data_fingerprint": source.fingerprint,
+                "layers": [str(layer_key(i)) for i in infos],
                 "top_k": int(k), "batch_size": int(batch_size), "num_images": int(n),
                 "world_size": int(world)})
-        tops = {i.index: empty_topk(i.features, k) for i in infos}
+        tops = {layer_key(i): empty_topk(i.features, k) for i in infos}
         start = 0
         if state is not None and resume:
             if state.path.is_file():
-                tops, start = state.load({i.index: i.features for i in infos}, k)
+                tops, start = state.load({layer_key(i): i.features for i in infos}, k)
                 notice(f"resuming the scan at image {start} of {n} from {state.path}")
             else:
                 notice(f"no saved scan state in {state.path.parent}; scanning from the start")
@@ -148,7 +151,7 @@ def _scan(model, source, layers, k, *, batch_size, device, rule, progress, limit
                       enabled=progress and rank == 0) as bar:
             bar.update(done)
             for s0 in range(start, n, step):
-                part = scan_topk(model, source, [i.index for i in infos], k,
+                part = scan_topk(model, source, [layer_key(i) for i in infos], k,
                                  batch_size=batch_size, device=device, progress=bar,
                                  shard=(rank, world), start=s0, stop=min(n, s0 + step),
                                  mean=mean, std=std)
@@ -175,7 +178,9 @@ def _attrs(model, source, scan: _Scan, k: int, rule: str, command_line: str) -> 
         "data_source": source.description, "data_kind": source.kind,
         "data_fingerprint": source.fingerprint,
         "split": source.split or "", "num_images": scan.n, "command_line": command_line,
-        "top_k": int(k), "layers": [i.index for i in scan.infos], "rule": rule,
+        "top_k": int(k),
+        "layers": [i.index for i in scan.infos if isinstance(layer_key(i), int)],
+        "nodes": [_group_name(layer_key(i)) for i in scan.infos], "rule": rule,
         "unpool": "switches",
         "mean": [float(v) for v in scan.mean], "std": [float(v) for v in scan.std],
         "image_size": list(source.image_size),
@@ -201,8 +206,9 @@ def _layer_reports(model, scan: _Scan, table: ImageTable, *, rule, device
     """Project and cut one layer at a time (memory holds one layer's results)."""
     images = {int(i): torch.from_numpy(table.pixels[j]) for j, i in enumerate(table.index)}
     for info in scan.infos:
-        top = scan.tops[info.index]
-        projections, _ = project_seeds(model, images, {info.index: top}, rule=rule,
+        key = layer_key(info)
+        top = scan.tops[key]
+        projections, _ = project_seeds(model, images, {key: top}, rule=rule,
                                        device=device, mean=scan.mean, std=scan.std, windows=True)
         flat_idx = top.image_index.reshape(-1)
         rows = np.searchsorted(table.index, flat_idx.numpy())
@@ -211,13 +217,15 @@ def _layer_reports(model, scan: _Scan, table: ImageTable, *, rule, device
         patch, box, origin = extract_patches(info, seed_pix, top.position.reshape(-1, 2))
         F_, kk = top.image_index.shape
         yield LayerReport(
-            layer=info.index, path=info.path, output_size=info.output_size,
+            layer=info.index if info.index is not None else -1,
+            node="" if isinstance(key, int) else key, path=str(info.path),
+            output_size=info.output_size,
             rf_size=info.rf_size, rf_jump=info.rf_jump, rf_start=info.rf_start,
             activation=top.activation.numpy().astype(np.float32),
             image_index=top.image_index.numpy(),
             label=table.label[rows].reshape(F_, kk).astype(np.int64),
             position=top.position.numpy(),
-            projection=projections[info.index].numpy(),
+            projection=projections[key].numpy(),
             patch=patch.reshape(F_, kk, *patch.shape[1:]).numpy(),
             patch_box=box.reshape(F_, kk, 4).numpy(),
             patch_origin=origin.reshape(F_, kk, 2).numpy())
@@ -255,7 +263,7 @@ def build_report(model: nn.Module, source: ImageSource, layers: Optional[Sequenc
     table = _kept_images(source, scan)
     report = Report(attrs=_attrs(model, source, scan, k, rule, command_line), images=table)
     for lr in _layer_reports(model, scan, table, rule=rule, device=device):
-        report.layers[lr.layer] = lr
+        report.layers[lr.key] = lr
     timings["project"] = time.perf_counter() - t0
     return report
 
@@ -294,11 +302,11 @@ def write_report(model: nn.Module, source: ImageSource, out_dir: Union[str, Path
         return None
     t0 = time.perf_counter()
     attrs = _attrs(model, source, scan, k, rule, command_line)
-    paths = _paths(out_dir, [(i.index, i.features) for i in scan.infos])
+    paths = _paths(out_dir, [(layer_key(i), i.features) for i in scan.infos])
     keys = [key for key in paths if key == "h5" or png]
     if png:
         for info in scan.infos:
-            check_writable_dir(out_dir / f"layer{info.index}")
+            check_writable_dir(out_dir / _group_name(layer_key(info)))
     targets = [paths[key] for key in keys]
     with atomic_paths(targets) as tmps:
         tmp = dict(zip(keys, tmps))
@@ -315,12 +323,18 @@ def write_report(model: nn.Module, source: ImageSource, out_dir: Union[str, Path
     return targets
 
 
-def _paths(out_dir: Path, layers: Sequence[Tuple[int, int]]) -> Dict[str, Path]:
+def _group_name(key) -> str:
+    """File and group name of a layer key: ``layer2`` for a number, else the node name."""
+    return f"layer{key}" if isinstance(key, int) else str(key)
+
+
+def _paths(out_dir: Path, layers: Sequence[Tuple[object, int]]) -> Dict[str, Path]:
     paths = {"h5": out_dir / REPORT_FILE}
-    for L, features in layers:
-        paths[f"layer{L}"] = out_dir / f"layer{L}.png"
+    for key, features in layers:
+        name = _group_name(key)
+        paths[name] = out_dir / f"{name}.png"
         for f in range(features):
-            paths[f"layer{L}/feature{f}"] = out_dir / f"layer{L}" / f"feature{f:03d}.png"
+            paths[f"{name}/feature{f}"] = out_dir / name / f"feature{f:03d}.png"
     return paths
 
 
@@ -328,17 +342,17 @@ def report_paths(report: Report, out_dir: Union[str, Path]) -> Dict[str, Path]:
     """Where a report's files go: ``report.h5``, ``layer{L}.png`` and
     ``layer{L}/feature{f:03d}.png`` under ``out_dir`` (keys: ``"h5"``, ``"layer{L}"``,
     ``"layer{L}/feature{f}"``)."""
-    return _paths(Path(out_dir), [(L, report.layers[L].features) for L in sorted(report.layers)])
+    return _paths(Path(out_dir), [(L, report.layers[L].features) for L in report.layers])
 
 
 def _draw_layer(lr: LayerReport, attrs: dict, tmp: Dict[str, Path]) -> None:
     src = attrs.get("data_source", "")
-    title = (f"layer {lr.layer}: top {lr.k} of {attrs.get('num_images', '?')} images per "
+    title = (f"{lr.title}: top {lr.k} of {attrs.get('num_images', '?')} images per "
              f"feature ({src})\nleft: deconvnet projections, right: image patches")
-    layer_figure(lr, title).savefig(tmp[f"layer{lr.layer}"], format="png")
+    layer_figure(lr, title).savefig(tmp[lr.name], format="png")
     classes = _class_names(attrs)
     for f in range(lr.features):
-        write_png(feature_png(lr, f, classes), tmp[f"layer{lr.layer}/feature{f}"])
+        write_png(feature_png(lr, f, classes), tmp[f"{lr.name}/feature{f}"])
 
 
 def _class_names(attrs: dict) -> List[str]:
@@ -350,7 +364,7 @@ def _class_names(attrs: dict) -> List[str]:
 
 
 def _draw_all(report: Report, targets: Dict[str, Path], tmp: Dict[str, Path]) -> None:
-    for L in sorted(report.layers):
+    for L in report.layers:
         _draw_layer(report.layers[L], report.attrs, tmp)
 
 
@@ -367,7 +381,7 @@ def save_report(report: Report, out_dir: Union[str, Path], *, h5: bool = True,
     keys = [k for k in paths if (k == "h5" and h5) or (k != "h5" and png)]
     if png:
         for L in report.layers:
-            check_writable_dir(out_dir / f"layer{L}")
+            check_writable_dir(out_dir / report.layers[L].name)
     targets = [paths[k] for k in keys]
     with atomic_paths(targets) as tmps:
         tmp = dict(zip(keys, tmps))

@@ -258,7 +258,7 @@ def _as_index(v, n: int) -> torch.Tensor:
     return t
 
 
-def deconvolve(model: nn.Module, images: torch.Tensor, layer: int,
+def deconvolve(model: nn.Module, images: torch.Tensor, layer: Union[int, str],
                feature: Union[int, Sequence[int], torch.Tensor],
                image_index: Optional[Union[Sequence[int], torch.Tensor]] = None, *,
                mode: str = "max", rule: str = "deconvnet", unpool: str = "switches",
@@ -272,7 +272,21 @@ def deconvolve(model: nn.Module, images: torch.Tensor, layer: int,
     seeds, one-position seeds (``max``, ``position``, with switches) inside
     their receptive fields only (:mod:`deconvviz.engine.windowed`).
     Returns a :class:`Projection` with full-image projections ``(S, 3, H, W)``.
+
+    ``layer`` is a layer number of a plain conv stack (this sequential engine) or,
+    for any network, a node name as torchvision names it (``"layer2.1.relu_1"``;
+    see ``deconvviz layers --all``), served by the graph engine
+    (:func:`deconvviz.engine.graph_deconv.deconvolve`), which gives equal results.
     """
+    from .network import is_plain
+
+    number = layer if isinstance(layer, int) and not isinstance(layer, bool) else (
+        int(layer) if isinstance(layer, str) and layer.strip().isdigit() else None)
+    if number is None or not is_plain(model):
+        from .graph_deconv import deconvolve as graph_deconvolve
+        return graph_deconvolve(model, images, layer, feature, image_index, mode=mode,
+                                rule=rule, unpool=unpool, position=position)
+    layer = number
     _check_choice("mode", mode, MODES)
     _check_choice("rule", rule, RULES)
     _check_choice("unpool", unpool, UNPOOLS)
@@ -319,7 +333,8 @@ def deconvolve(model: nn.Module, images: torch.Tensor, layer: int,
                       position=pos.cpu(), layer=layer, mode=mode, rule=rule, unpool=unpool)
 
 
-def project(model: nn.Module, images: torch.Tensor, layer: int, feature: int, mode: str = "max",
+def project(model: nn.Module, images: torch.Tensor, layer: Union[int, str], feature: int,
+            mode: str = "max",
             rule: str = "deconvnet", unpool: str = "switches") -> torch.Tensor:
     """Project feature ``feature`` of layer ``layer`` back to pixels for each image.
 

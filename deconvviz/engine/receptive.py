@@ -44,7 +44,10 @@ def windows_for(info: LayerInfo, position: torch.Tensor) -> Tuple[torch.Tensor, 
     pos = position.to(torch.int64).reshape(-1, 2)
     origin = torch.stack([info.rf_start[0] + pos[:, 0] * info.rf_jump[0],
                           info.rf_start[1] + pos[:, 1] * info.rf_jump[1]], dim=1)
-    return boxes_for(info, pos), origin
+    # A graph node knows each position's exact box (also where no affine field exists:
+    # then the window is the hull of all of them, rf_jump 0).
+    box = info.boxes(pos) if hasattr(info, "boxes") else boxes_for(info, pos)
+    return box, origin
 
 
 def cut_windows(full: torch.Tensor, box: torch.Tensor, origin: torch.Tensor,

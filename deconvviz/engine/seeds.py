@@ -10,7 +10,9 @@ from torch import nn
 from ..data.sources import ImageSource, normalize
 from ..errors import DeconvvizError
 from .deconvnet import RULES, project_recorded, recorded_forward
-from .layers import get_layer, list_layers
+from .layers import list_layers
+from .network import graph_of, resolve_info, uses_graph
+from .receptive import cut_windows, windows_for
 from .topk import TopK, model_dtype, normalization_of
 
 __all__ = ["project_seeds", "project_topk"]
@@ -67,7 +69,12 @@ def project_seeds(model: nn.Module, images: Dict[int, torch.Tensor], tops: Dict[
     shape = tuple(some.shape) if some is not None else (3, 0, 0)
     projections, activations = {}, {}
     for L, top in tops.items():
-        info = get_layer(model, L, shape[1:])
+        info = resolve_info(model, L, shape[1:])
+        if uses_graph(info):
+            projections[L], activations[L] = _project_graph_seeds(
+                model, info, images, top, rule=rule, device=device, mean=mean, std=std,
+                dtype=dtype, windows=windows, images_per_pass=images_per_pass or 64)
+            continue
         F_, k = top.image_index.shape
         size = tuple(info.rf_size) if windows else shape[1:]
         projections[L] = torch.zeros((F_, k, shape[0]) + size, dtype=torch.float32)
@@ -90,6 +97,38 @@ def project_seeds(model: nn.Module, images: Dict[int, torch.Tensor], tops: Dict[
                     windows=windows)
             projections[L].view(F_ * k, shape[0], *size)[sel] = proj.float().cpu()
             activations[L].view(-1)[sel] = act.float().cpu()
+    return projections, activations
+
+
+def _project_graph_seeds(model, info, images, top: TopK, *, rule, device, mean, std, dtype,
+                         windows: bool, images_per_pass: int):
+    """:func:`project_seeds` for one node of any network, on the graph engine: each chunk
+    of distinct images is recorded once and its seeds go back together."""
+    from .graph_deconv import deconvolve as graph_deconvolve
+
+    graph = graph_of(model, info.image_size)
+    F_, k = top.image_index.shape
+    channels = next(iter(images.values())).shape[0]
+    size = tuple(info.rf_size) if windows else tuple(info.image_size)
+    projections = torch.zeros((F_, k, channels) + size, dtype=torch.float32)
+    activations = torch.zeros((F_, k), dtype=torch.float32)
+    flat_idx = top.image_index.reshape(-1)
+    wanted = torch.unique(flat_idx)
+    for c0 in range(0, wanted.numel(), images_per_pass):
+        chunk = wanted[c0:c0 + images_per_pass]
+        sel = torch.isin(flat_idx, chunk).nonzero().view(-1)
+        local = torch.searchsorted(chunk, flat_idx[sel])
+        pix = torch.stack([images[int(i)] for i in chunk])
+        x = normalize(pix.to(device), mean, std).to(dtype)
+        pos = top.position.reshape(-1, 2)[sel]
+        proj = graph_deconvolve(model, x, info.name, sel // k, local, mode="position",
+                                rule=rule, position=pos, graph=graph)
+        out = proj.projections.float().cpu()
+        if windows:
+            box, origin = windows_for(info, pos)
+            out = cut_windows(out, box, origin, size)
+        projections.view(F_ * k, channels, *size)[sel] = out
+        activations.view(-1)[sel] = proj.activation.float().cpu()
     return projections, activations
 
 

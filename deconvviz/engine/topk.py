@@ -14,7 +14,9 @@ exactly what one process finds.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
+
+import math
 
 import torch
 from torch import nn
@@ -22,7 +24,8 @@ from torch import nn
 from ..data.sources import ImageSource
 from ..errors import DeconvvizError
 from ..progress import Progress
-from .layers import LayerInfo, check_supported, conv_stack, get_layer, list_layers
+from .layers import LayerInfo, check_supported, conv_stack, list_layers
+from .network import graph_of, layer_key, resolve_infos, uses_graph
 
 __all__ = ["TopK", "empty_topk", "merge_topk", "finalize_topk", "scan_topk", "strongest_images",
            "model_dtype", "normalization_of", "layer_infos", "scan_batch_size"]
@@ -104,7 +107,7 @@ def finalize_topk(top: TopK, num_images: int) -> TopK:
 
 
 def model_dtype(model: nn.Module) -> torch.dtype:
-    p = next(iter(conv_stack(model).parameters()), None)
+    p = next(iter(model.parameters()), None)
     return p.dtype if p is not None else torch.float32
 
 
@@ -119,14 +122,9 @@ def normalization_of(model: nn.Module, mean=None, std=None):
     return list(norm["mean"]), list(norm["std"])
 
 
-def layer_infos(model: nn.Module, layers: Optional[Sequence[int]],
-                 image_size: Tuple[int, int]) -> List[LayerInfo]:
-    if not layers:
-        infos = list_layers(model, image_size)
-        if not infos:
-            raise DeconvvizError("the model's conv stack has no Conv2d layer")
-        return infos
-    return [get_layer(model, int(L), image_size) for L in sorted(set(int(v) for v in layers))]
+def layer_infos(model: nn.Module, layers, image_size: Tuple[int, int]) -> list:
+    """Infos of ``layers`` (numbers or node names; see :func:`.network.resolve_infos`)."""
+    return resolve_infos(model, layers, image_size)
 
 
 #: Bytes of the largest activation tensor of one scan batch that :func:`scan_batch_size`
@@ -158,6 +156,20 @@ def scan_batch_size(model: nn.Module, image_size: Tuple[int, int], end: Optional
         oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
         ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
         largest = max(largest, info.features * oh * ow)
+    return int(max(1, min(MAX_SCAN_BATCH, budget // (largest * elem))))
+
+
+def batch_size_for(model: nn.Module, infos, image_size: Tuple[int, int],
+                   budget: int = SCAN_BATCH_BYTES) -> int:
+    """:func:`scan_batch_size` for the layers ``infos`` (numbered layers or graph nodes):
+    on the graph, the largest output of the nodes they need sets the batch."""
+    if not any(uses_graph(i) for i in infos):
+        return scan_batch_size(model, image_size, max(i.end for i in infos), budget)
+    graph = graph_of(model, image_size)
+    elem = torch.finfo(model_dtype(model)).bits // 8
+    largest = max([3 * int(image_size[0]) * int(image_size[1])] +
+                  [math.prod(n.shape) for n in graph.ancestors([i.name for i in infos])
+                   if n.shape])
     return int(max(1, min(MAX_SCAN_BATCH, budget // (largest * elem))))
 
 
@@ -199,7 +211,7 @@ class _StreamingTopK:
             val = block_out.reshape(n, c, h * w).amax(dim=2)
         if not bool(torch.isfinite(val).all()):
             raise DeconvvizError(
-                f"layer {info.index} gives non-finite activations on images "
+                f"{info.describe()} gives non-finite activations on images "
                 f"{offset}..{offset + n - 1}; the checkpoint or the data is damaged")
         val = val.float().t().cpu()                                       # (F, n)
         top = self.top
@@ -279,13 +291,22 @@ def scan_topk(model: nn.Module, source: ImageSource, layers: Optional[Sequence[i
         raise DeconvvizError(f"batch size must be at least 1, got {batch_size}")
     mean, std = normalization_of(model, mean, std)
     infos = layer_infos(model, layers, source.image_size)
-    end = max(i.end for i in infos)
-    check_supported(model, end)
-    if batch_size is None:
-        batch_size = scan_batch_size(model, source.image_size, end)
-    modules = list(conv_stack(model))[:end]
-    layer_at = {i.end - 1: i for i in infos}
-    tops = {i.index: _StreamingTopK(empty_topk(i.features, k)) for i in infos}
+    graph = None
+    if any(uses_graph(i) for i in infos):
+        # Any network: run only the nodes the chosen ones need (see engine.graph).
+        graph = graph_of(model, source.image_size)
+        names = [i.name for i in infos]
+        end = None
+        if batch_size is None:
+            batch_size = batch_size_for(model, infos, source.image_size)
+    else:
+        end = max(i.end for i in infos)
+        check_supported(model, end)
+        if batch_size is None:
+            batch_size = scan_batch_size(model, source.image_size, end)
+        modules = list(conv_stack(model))[:end]
+        layer_at = {i.end - 1: i for i in infos}
+    tops = {layer_key(i): _StreamingTopK(empty_topk(i.features, k)) for i in infos}
     stop = len(source) if stop is None else min(int(stop), len(source))
     rank, world = shard if shard is not None else (0, 1)
     dtype = model_dtype(model)
@@ -315,7 +336,16 @@ def scan_topk(model: nn.Module, source: ImageSource, layers: Optional[Sequence[i
                 x.div_(255.0).sub_(m).div_(s)
                 if dtype != torch.float32:
                     x = x.to(dtype)
-                for m_i, mod in enumerate(modules):
+                if graph is not None:
+                    def reduce(node, value, _switches):
+                        # At once, as made: a later in-place op must not see changed values.
+                        if node.name in tops:
+                            tops[node.name].add(value.reshape(value.shape[0], value.shape[1],
+                                                              *value.shape[2:4] or (1, 1)),
+                                                offset, graph.info(node.name))
+                    graph.execute(x, names, visit=reduce)
+                    x = None
+                for m_i, mod in enumerate(modules if graph is None else ()):
                     x = mod(x)
                     info = layer_at.get(m_i)
                     if info is not None:

@@ -85,7 +85,7 @@ def feature_png(lr: LayerReport, f: int, class_names: Sequence[str] = (),
     scale = scale or max(1, _TILE // max(lr.rf_size))
     col_w = lr.rf_size[1] * scale + 2
     lines = 3 if lr.k else 0
-    title = f"layer {lr.layer}, feature {f}: top {lr.k} (projection above, image patch below)"
+    title = f"{lr.title}, feature {f}: top {lr.k} (projection above, image patch below)"
     width = max(grid.shape[1], 6 * len(title) + 8)
     canvas = Image.new("RGB", (width, PANEL_TITLE_HEIGHT + grid.shape[0] + lines * _CAPTION_LINE
                                + 2), "white")

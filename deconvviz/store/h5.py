@@ -50,8 +50,12 @@ def stamp(f, fmt: str, version: int, attrs: Optional[Mapping[str, object]] = Non
     f.attrs["format"] = fmt
     f.attrs["format_version"] = int(version)
     f.attrs["package_version"] = __version__
+    h5py = h5py_module()
     for key, value in (attrs or {}).items():
-        f.attrs[key] = np.asarray(value) if isinstance(value, (list, tuple)) else value
+        if isinstance(value, (list, tuple)):
+            strings = bool(value) and all(isinstance(v, str) for v in value)
+            value = np.asarray(value, dtype=h5py.string_dtype() if strings else None)
+        f.attrs[key] = value
 
 
 def file_format(path: Union[str, Path]) -> Optional[str]:

@@ -68,6 +68,7 @@ class LayerReport:
     patch: np.ndarray
     patch_box: np.ndarray
     patch_origin: np.ndarray
+    node: str = ""
 
     @property
     def features(self) -> int:
@@ -79,8 +80,18 @@ class LayerReport:
 
     @property
     def name(self) -> str:
-        """The layer's group name in the file (``layer2``)."""
-        return f"layer{self.layer}"
+        """The layer's group (and file) name: ``layer2`` for a numbered layer, else the
+        graph node's name (``layer3.1.relu_1``)."""
+        return self.node or f"layer{self.layer}"
+
+    @property
+    def key(self):
+        """How :attr:`Report.layers` keys it: the layer number, or the node name."""
+        return self.node or self.layer
+
+    @property
+    def title(self) -> str:
+        return f"node {self.node}" if self.node else f"layer {self.layer}"
 
 
 @dataclass
@@ -168,6 +179,7 @@ class ReportWriter:
     def add_layer(self, lr: LayerReport) -> None:
         g = self._f.create_group(lr.name, track_order=True)
         g.attrs["layer"] = lr.layer
+        g.attrs["node"] = lr.node
         g.attrs["path"] = lr.path
         g.attrs["features"] = lr.features
         g.attrs["k"] = lr.k
@@ -185,7 +197,7 @@ def write_report_h5(report: Report, path: Union[str, Path],
     with ReportWriter(path, report.attrs, projection_dtype) as w:
         if report.images is not None:
             w.add_images(report.images)
-        for L in sorted(report.layers):
+        for L in report.layers:
             w.add_layer(report.layers[L])
     return Path(path)
 
@@ -237,15 +249,21 @@ def read_report_h5(path: Union[str, Path], layers: Optional[Sequence[int]] = Non
             report = Report(attrs=attrs, images=_read_images(f, Path(path)))
             stored = attrs["layers"]
             stored = [int(v) for v in (stored if isinstance(stored, list) else [stored])]
+            names = attrs.get("nodes")
+            names = ([str(v) for v in (names if isinstance(names, list) else [names])]
+                     if names is not None else [f"layer{L}" for L in stored])
             if layers is not None:
-                missing = sorted(set(int(v) for v in layers) - set(stored))
+                want = {f"layer{v}" if isinstance(v, int) or str(v).isdigit() else str(v)
+                        for v in layers}
+                missing = sorted(want - set(names))
                 if missing:
                     raise DeconvvizError(f"report {path} has no layer {missing[0]} (it has "
-                                         f"layers {', '.join(map(str, stored))})")
-                stored = [L for L in stored if L in set(int(v) for v in layers)]
+                                         f"{', '.join(names)})")
+                names = [n for n in names if n in want]
             H, W = (int(v) for v in attrs.get("image_size", [32, 32]))
-            for L in stored:
-                report.layers[L] = _read_layer(f, path, L, version, (H, W))
+            for name in names:
+                lr = _read_layer(f, path, name, version, (H, W))
+                report.layers[lr.key] = lr
     except DeconvvizError:
         raise
     except (OSError, KeyError, ValueError, TypeError) as exc:
@@ -255,9 +273,8 @@ def read_report_h5(path: Union[str, Path], layers: Optional[Sequence[int]] = Non
     return report
 
 
-def _read_layer(f, path, L: int, version: int, image_size: Tuple[int, int]) -> LayerReport:
+def _read_layer(f, path, name: str, version: int, image_size: Tuple[int, int]) -> LayerReport:
     h5py = h5py_module()
-    name = f"layer{L}"
     if name not in f or not isinstance(f[name], h5py.Group):
         raise DeconvvizError(f"report {path} is damaged: group {name} missing")
     g = f[name]
@@ -281,7 +298,9 @@ def _read_layer(f, path, L: int, version: int, image_size: Tuple[int, int]) -> L
         arrays["projection"] = _windows_of_v1(arrays["projection"], arrays["patch_box"],
                                               arrays["patch_origin"], rf)
     return LayerReport(
-        layer=L, path=str(attr_value(g.attrs.get("path", ""))),
+        layer=int(attr_value(g.attrs.get("layer", -1))),
+        node=str(attr_value(g.attrs.get("node", ""))),
+        path=str(attr_value(g.attrs.get("path", ""))),
         output_size=tuple(int(v) for v in attr_value(g.attrs["output_size"])),
         rf_size=rf, rf_jump=tuple(int(v) for v in attr_value(g.attrs["rf_jump"])),
         rf_start=tuple(int(v) for v in attr_value(g.attrs["rf_start"])), **arrays)

@@ -1,0 +1,113 @@
+"""Which engine serves a layer: the sequential deconvnet or the graph of any CNN.
+
+A plain conv stack (``model.features`` of Conv2d, ReLU and MaxPool2d: the bundled
+CNN, AlexNet, VGG) asked for by layer number runs on the sequential engine
+(:mod:`.layers`, :mod:`.deconvnet`, with its receptive-field-windowed fast
+path); every other model or node runs on the torch.fx graph
+(:mod:`.graph`, :mod:`.graph_deconv`). Both give equal projections (proved
+against autograd in the tests); this module only chooses, so callers ask for
+``layer`` (a number or a node name) and get an info object with the same
+fields either way (:class:`~.layers.LayerInfo` or :class:`~.graph.NodeInfo`).
+"""
+
+from __future__ import annotations
+
+import weakref
+from typing import List, Optional, Sequence, Tuple, Union
+
+from torch import nn
+
+from ..errors import DeconvvizError
+from .graph import Graph, NodeInfo, build_graph
+from .layers import LayerInfo, check_supported, conv_stack, get_layer, list_layers
+
+__all__ = ["Layer", "is_plain", "graph_of", "resolve_info", "resolve_infos", "layer_key",
+           "uses_graph"]
+
+Layer = Union[int, str]
+_GRAPHS: "weakref.WeakKeyDictionary[nn.Module, Graph]" = weakref.WeakKeyDictionary()
+
+
+def is_plain(model: nn.Module) -> bool:
+    """Whether the sequential engine serves ``model`` (a plain, supported conv stack)."""
+    try:
+        conv_stack(model)
+        check_supported(model)
+    except DeconvvizError:
+        return False
+    return True
+
+
+def graph_of(model: nn.Module, image_size: Tuple[int, int]) -> Graph:
+    """The model's traced :class:`Graph` at ``image_size`` (traced once per model)."""
+    graph = _GRAPHS.get(model)
+    if graph is None:
+        graph = build_graph(model, tuple(image_size))
+        _GRAPHS[model] = graph
+    return graph.at_size(tuple(image_size))
+
+
+def _number(layer: Layer) -> Optional[int]:
+    if isinstance(layer, bool):
+        return None
+    if isinstance(layer, int):
+        return layer
+    if isinstance(layer, str) and layer.strip().isdigit():
+        return int(layer)
+    return None
+
+
+def resolve_info(model: nn.Module, layer: Layer, image_size: Tuple[int, int]
+                 ) -> Union[LayerInfo, NodeInfo]:
+    """The layer's info: a :class:`LayerInfo` for a numbered layer of a plain stack, else
+    the graph's :class:`NodeInfo` after checking every op below it has a rule."""
+    number = _number(layer)
+    if number is not None and is_plain(model):
+        return get_layer(model, number, tuple(image_size))
+    graph = graph_of(model, image_size)
+    graph.check_seed(number if number is not None else layer)
+    return graph.info(number if number is not None else layer)
+
+
+def resolve_infos(model: nn.Module, layers: Optional[Sequence[Layer]],
+                  image_size: Tuple[int, int]) -> List[Union[LayerInfo, NodeInfo]]:
+    """Infos of ``layers`` (in the order given, duplicates dropped); by default every conv
+    layer of a plain stack, or every node worth projecting of any other network."""
+    if not layers:
+        if is_plain(model):
+            infos = list_layers(model, tuple(image_size))
+            if not infos:
+                raise DeconvvizError("the model's conv stack has no Conv2d layer")
+            return infos
+        graph = graph_of(model, image_size)
+        infos = [i for i in graph.infos() if _projectable(graph, i.name)]
+        if not infos:
+            raise DeconvvizError(f"{type(model).__name__} has no node to project")
+        return infos
+    out, seen = [], set()
+    for layer in layers:
+        info = resolve_info(model, layer, image_size)
+        if layer_key(info) not in seen:
+            seen.add(layer_key(info))
+            out.append(info)
+    if all(isinstance(i, LayerInfo) for i in out):
+        out.sort(key=lambda i: i.index)
+    return out
+
+
+def _projectable(graph: Graph, name: str) -> bool:
+    try:
+        graph.check_seed(name)
+    except DeconvvizError:
+        return False
+    return True
+
+
+def layer_key(info: Union[LayerInfo, NodeInfo]) -> Layer:
+    """How reports and files name a layer: its number on the sequential engine, else the
+    node name."""
+    return info.index if isinstance(info, LayerInfo) else info.name
+
+
+def uses_graph(info) -> bool:
+    return isinstance(info, NodeInfo)
