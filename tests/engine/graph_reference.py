@@ -98,20 +98,22 @@ def zoo_size(name: str) -> int:
 # ----------------------------------------------------------------------------- the reference
 
 class RuleClamp(torch.autograd.Function):
-    """ReLU (``upper`` inf) or ReLU6 (``upper`` 6) whose backward follows ``rule``."""
+    """ReLU (``upper`` inf) or ReLU6 (``upper`` 6) whose backward follows ``state["rule"]``
+    (read at backward time, so one forward pass serves every rule)."""
 
     @staticmethod
-    def forward(ctx, x, rule, upper):
-        ctx.rule = rule
+    def forward(ctx, x, state, upper):
+        ctx.state = state
         ctx.save_for_backward((x > 0) & (x < upper))
         return x.clamp(0, upper) if math.isfinite(upper) else x.clamp(min=0)
 
     @staticmethod
     def backward(ctx, g):
         (mask,) = ctx.saved_tensors
-        if ctx.rule == "deconvnet":
+        rule = ctx.state["rule"]
+        if rule == "deconvnet":
             return g.clamp(min=0), None, None
-        if ctx.rule == "guided":
+        if rule == "guided":
             return g.clamp(min=0) * mask, None, None
         return g * mask, None, None
 
@@ -121,20 +123,21 @@ def rule_patches(rule: str, unpool: str = "switches"):
     """Every ReLU/ReLU6 (module, F.relu, torch.relu, in-place) goes back by ``rule``;
     ``unpool="nearest"``: every max pool goes back as a sum pool over its windows.
 
-    Yields a dict counting the patched calls (a test checks the patch was used).
+    Yields a dict counting the patched calls (a test checks the patch was used); its
+    ``"rule"`` may be changed between backward passes of one forward pass.
     """
-    calls = {"relu": 0, "pool": 0}
+    calls = {"relu": 0, "pool": 0, "rule": rule}
     real_hardtanh, real_max_pool2d = F.hardtanh, F.max_pool2d
 
     def relu(x, inplace=False):
         calls["relu"] += 1
-        return RuleClamp.apply(x, rule, math.inf)
+        return RuleClamp.apply(x, calls, math.inf)
 
     def hardtanh(x, min_val=-1.0, max_val=1.0, inplace=False):
         if (min_val, max_val) != (0.0, 6.0):
             return real_hardtanh(x, min_val, max_val)
         calls["relu"] += 1
-        return RuleClamp.apply(x, rule, 6.0)
+        return RuleClamp.apply(x, calls, 6.0)
 
     def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
                    return_indices=False):
@@ -167,23 +170,26 @@ def extractor(model: nn.Module, nodes: tuple):
     return fe.eval()
 
 
-def reference(model: nn.Module, images: torch.Tensor, seeds: dict, rule: str,
-              mode: str = "max", unpool: str = "switches", positions: dict = None):
+def reference(model: nn.Module, images: torch.Tensor, seeds: dict, rule, mode: str = "max",
+              unpool: str = "switches", positions: dict = None):
     """The projections of many seeds, computed by autograd.
 
     ``seeds`` maps a node name to its features: seed ``s`` of a node is channel
     ``features[s]`` of image ``s``. Returns ``{node: (grads (S, C, H, W), positions
     (S, 2), activation (S,))}``: the gradient of each seed's target w.r.t. its own
-    image, with every ReLU's backward set by ``rule``. The target is ``v * v.detach()``
-    for the seeded value ``v`` (the strongest, first in row-major order, or at
-    ``positions[node][s]``), or the sum of that over the map (``mode="map"``), so the
-    gradient is seeded with the values, as the deconvnet seeds them.
+    image, with every ReLU's backward set by ``rule`` (a tuple of rules: ``{rule:
+    that}``, from one forward pass). The target is ``v * v.detach()`` for the seeded
+    value ``v`` (the strongest, first in row-major order, or at ``positions[node][s]``),
+    or the sum of that over the map (``mode="map"``), so the gradient is seeded with the
+    values, as the deconvnet seeds them.
     """
+    rules = (rule,) if isinstance(rule, str) else tuple(rule)
     fe = extractor(model, tuple(seeds))
     x = images.clone().requires_grad_(True)
-    result = {}
-    with rule_patches(rule, unpool) as calls:
+    result = {r: {} for r in rules}
+    with rule_patches(rules[0], unpool) as calls:
         outs = fe(x)
+        targets = {}
         for node, features in seeds.items():
             out = outs[node]
             target = out.new_zeros(())
@@ -202,13 +208,16 @@ def reference(model: nn.Module, images: torch.Tensor, seeds: dict, rule: str,
                 act.append(float(fmap[r, c].detach()))
                 if mode != "map":
                     target = target + fmap[r, c] * fmap[r, c].detach()
-            (grad,) = torch.autograd.grad(target, x, retain_graph=True, allow_unused=True)
-            grad = torch.zeros_like(x) if grad is None else grad
-            result[node] = (grad[:len(features)], torch.tensor(pos),
-                            torch.tensor(act, dtype=torch.float64))
+            targets[node] = (target, torch.tensor(pos), torch.tensor(act, dtype=torch.float64))
+        for r in rules:
+            calls["rule"] = r
+            for node, (target, pos, act) in targets.items():
+                (grad,) = torch.autograd.grad(target, x, retain_graph=True, allow_unused=True)
+                grad = torch.zeros_like(x) if grad is None else grad
+                result[r][node] = (grad[:len(seeds[node])], pos, act)
     if any(isinstance(m, (nn.ReLU, nn.ReLU6)) for m in model.modules()):
         assert calls["relu"] > 0, "the rule patch was not used"
-    return result
+    return result[rule] if isinstance(rule, str) else result
 
 
 @pytest.fixture(autouse=True, scope="module")
