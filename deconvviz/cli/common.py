@@ -15,7 +15,7 @@ import click
 from ..errors import DeconvvizError
 
 __all__ = ["command_line", "resolve_device", "out_file_check", "one_line_errors", "DATA_HELP", "data_option", "split_option", "model_option", "device_option",
-           "projection_options", "ModelChoice", "source_options"]
+           "projection_options", "ModelChoice", "source_options", "LAYER"]
 
 DATA_HELP = ("data source: 'builtin' (generated images, no files needed), an official "
              "cifar-10-batches-py folder, an ImageFolder tree, a folder with train/ and test/ "
@@ -107,6 +107,30 @@ def _size(ctx, param, value):
     if len(parts) not in (1, 2) or min(parts) < 1:
         raise click.BadParameter(f"expected a size like 224 or 224x160, got {value!r}")
     return parts[0] if len(parts) == 1 else tuple(parts)
+
+
+class LayerType(click.ParamType):
+    """A layer: a number (a block of a plain conv stack, from 1) or a node name as
+    torchvision names it (``layer3.1.relu_1``; see ``deconvviz layers --all``)."""
+
+    name = "LAYER"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, int) and not isinstance(value, bool):
+            number = value
+        elif isinstance(value, str) and value.strip().lstrip("-").isdigit():
+            number = int(value)
+        else:
+            text = str(value).strip()
+            if not text:
+                self.fail("a layer is a number or a node name", param, ctx)
+            return text
+        if number < 1:
+            self.fail(f"layer numbers count from 1; got {number}", param, ctx)
+        return number
+
+
+LAYER = LayerType()
 
 
 def model_option():

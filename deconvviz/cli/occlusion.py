@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from .common import (data_option, device_option, model_option, resolve_device, source_options,
+from .common import (LAYER, data_option, device_option, model_option, resolve_device, source_options,
                      split_option)
 
 __all__ = ["occlusion"]
@@ -20,8 +20,8 @@ __all__ = ["occlusion"]
 @split_option("test")
 @click.option("--index", "indices", type=click.IntRange(0), multiple=True,
               help="image to occlude (repeatable; default: 0)")
-@click.option("--layer", type=click.IntRange(1), default=2, show_default=True,
-              help="layer whose feature's total activation is mapped")
+@click.option("--layer", type=LAYER, default=2, show_default=True,
+              help="layer number or node name whose feature's total activation is mapped")
 @click.option("--feature", type=click.IntRange(0), default=None,
               help="feature to map (default: each image's strongest feature)")
 @click.option("--size", type=click.IntRange(1), default=8, show_default=True,

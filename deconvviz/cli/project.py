@@ -5,7 +5,7 @@ from __future__ import annotations
 import click
 
 from ..errors import DeconvvizError
-from .common import (command_line, data_option, device_option, model_option,
+from .common import (LAYER, command_line, data_option, device_option, model_option,
                      projection_options, resolve_device, source_options, split_option)
 
 __all__ = ["layers", "project"]
@@ -13,22 +13,47 @@ __all__ = ["layers", "project"]
 
 @click.command()
 @model_option()
-def layers(checkpoint):
-    """List the conv layers: number, module path, features, output size, receptive field."""
+@click.option("--all", "all_nodes", is_flag=True,
+              help="every node of the traced graph, not only the ones worth projecting")
+def layers(checkpoint, all_nodes):
+    """List the layers: number or node name, op, features, output size, receptive field.
+
+    A plain conv stack (the bundled CNN, AlexNet, VGG) lists its numbered conv
+    layers; any other network, or --all, lists the nodes of its traced graph,
+    named as torchvision's get_graph_node_names names them; --layer takes either.
+    """
+    from ..data.preprocess import Preprocessing
     from ..engine.layers import list_layers
+    from ..engine.network import graph_of, is_plain
 
     model = checkpoint.load()
-    click.echo(f"{'layer':>5}  {'module':<12} {'features':>8}  {'output':>8}  receptive field")
-    for info in list_layers(model):
+    size = Preprocessing.from_meta(model.meta).size
+    if is_plain(model) and not all_nodes:
+        rows = [(str(i.index), i.path, "conv block", i) for i in list_layers(model, size)]
+        head = ("layer", "module")
+        foot = "features count from 0; layers from 1; --all lists every node by name"
+    else:
+        graph = graph_of(model, size)
+        rows = [(i.name, i.what if len(i.what) < 28 else i.op, "", i)
+                for i in graph.infos(all_nodes=all_nodes)]
+        head = ("node", "op")
+        foot = ("features count from 0; give --layer a node name"
+                + ("" if all_nodes else "; --all lists every node"))
+    w0 = max([len(head[0])] + [len(r[0]) for r in rows])
+    w1 = max([len(head[1])] + [len(r[1]) for r in rows])
+    click.echo(f"{head[0]:<{w0}}  {head[1]:<{w1}}  {'features':>8}  {'output':>9}  "
+               "receptive field")
+    for name, what, _, info in rows:
         out = f"{info.output_size[0]}x{info.output_size[1]}"
         rf = f"{info.rf_size[0]}x{info.rf_size[1]} (stride {info.rf_jump[0]})"
-        click.echo(f"{info.index:>5}  {info.path:<12} {info.features:>8}  {out:>8}  {rf}")
-    click.echo("features count from 0; layers from 1")
+        click.echo(f"{name:<{w0}}  {what:<{w1}}  {info.features:>8}  {out:>9}  {rf}")
+    click.echo(foot)
 
 
 @click.command()
 @model_option()
-@click.option("--layer", type=int, required=True, help="conv layer, counting from 1")
+@click.option("--layer", type=LAYER, required=True,
+              help="layer number (a conv block, from 1) or node name (see 'deconvviz layers')")
 @click.option("--feature", type=int, required=True, help="feature (channel) index, from 0")
 @data_option()
 @split_option("test")
@@ -54,19 +79,22 @@ def project(checkpoint, layer, feature, data, workers, split, image_paths, indic
     """
     from ..data.sources import image_files_source, normalize, resolve_source
     from ..engine.deconvnet import deconvolve
-    from ..engine.layers import get_layer
+    from ..data.preprocess import Preprocessing
+    from ..engine.network import resolve_info
     from ..engine.topk import strongest_images
     from ..figures import save_projection
     from ..store.atomic import check_writable_dir
 
     device = resolve_device(device)
     model = checkpoint.load(device)
+    size = Preprocessing.from_meta(model.meta).size
     try:
-        info = get_layer(model, layer)
+        info = resolve_info(model, layer, size)
     except DeconvvizError as exc:
         raise click.BadParameter(str(exc), param_hint="--layer") from None
+    what = f"layer {layer}" if isinstance(layer, int) else f"node '{layer}'"
     if not 0 <= feature < info.features:
-        raise click.BadParameter(f"feature {feature} is out of range: layer {layer} has features "
+        raise click.BadParameter(f"feature {feature} is out of range: {what} has features "
                                  f"0..{info.features - 1} (see 'deconvviz layers')",
                                  param_hint="--feature")
     if image_paths and indices:
@@ -101,12 +129,13 @@ def project(checkpoint, layer, feature, data, workers, split, image_paths, indic
     proj = deconvolve(model, x, layer, feature, mode=mode, rule=rule, unpool=unpool)
     fired = proj.activation > 0
     if not bool(fired.any()):
-        raise DeconvvizError(f"feature {feature} of layer {layer} does not fire on any of the "
+        raise DeconvvizError(f"feature {feature} of {what} does not fire on any of the "
                              f"{len(idx)} image(s) (all activations are 0); nothing to project")
     if not bool(fired.all()):
         click.echo(f"note: feature {feature} does not fire on {int((~fired).sum())} of "
                    f"{len(idx)} image(s); their projections are zero", err=True)
-    stem = f"layer{layer}_feature{feature}_{mode}_{rule}_{unpool}"
+    stem = (f"layer{layer}" if isinstance(layer, int) else layer) + \
+        f"_feature{feature}_{mode}_{rule}_{unpool}"
     labels = src.labels[torch_as_long(idx)].tolist()
     attrs = {"checkpoint": model.meta["path"], "checkpoint_sha256": model.meta["sha256"],
              "data_source": data_desc, "split": str(src.split or ""), "command_line": command_line(),

@@ -9,7 +9,7 @@ import click
 from ..engine.deconvnet import RULES
 from ..errors import DeconvvizError
 from ..store.report import PROJECTION_DTYPES
-from .common import (command_line, data_option, device_option, model_option, resolve_device,
+from .common import (LAYER, command_line, data_option, device_option, model_option, resolve_device,
                      source_options, split_option)
 
 __all__ = ["report", "render"]
@@ -31,8 +31,9 @@ def _echo_written(paths, out_dir: Path) -> None:
 @model_option()
 @data_option()
 @split_option("train")
-@click.option("--layer", "layers", type=click.IntRange(1), multiple=True,
-              help="layer to report (repeatable)  [default: every conv layer]")
+@click.option("--layer", "layers", type=LAYER, multiple=True,
+              help="layer number or node name to report (repeatable)  [default: every conv "
+                   "layer of a plain stack, else every node 'deconvviz layers' lists]")
 @click.option("--top", "k", type=click.IntRange(1), default=9, show_default=True,
               help="images kept per feature")
 @click.option("--batch-size", type=click.IntRange(1), default=None,
@@ -68,7 +69,8 @@ def report(checkpoint, data, workers, split, layers, k, batch_size, limit, devic
     """
     from ..data.sources import resolve_source
     from ..engine.distributed import distributed_context
-    from ..engine.layers import get_layer
+    from ..data.preprocess import Preprocessing
+    from ..engine.network import resolve_info
     from ..report import scan_state_path, write_report
     from ..store.atomic import check_writable_dir
 
@@ -84,8 +86,9 @@ def report(checkpoint, data, workers, split, layers, k, batch_size, limit, devic
                 if ranks.writer:
                     check_writable_dir(out_dir)
                 model = checkpoint.load(ranks.device)
+                size = Preprocessing.from_meta(model.meta).size
                 for L in layers:  # before reading (maybe decoding) the data: fail fast
-                    get_layer(model, L)
+                    resolve_info(model, L, size)
                 if ranks.writer:  # rank 0 decodes (and caches) the images first ...
                     source = resolve_source(data, split=split, workers=workers,
                                            **source_options(model))

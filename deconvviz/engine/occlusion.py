@@ -29,7 +29,8 @@ import torch
 from torch import nn
 
 from ..errors import DeconvvizError
-from .layers import conv_stack, get_layer
+from .layers import conv_stack
+from .network import graph_of, resolve_info, uses_graph
 
 __all__ = ["OcclusionMaps", "occlusion_maps", "occluder_positions", "fill_value", "occlude"]
 
@@ -57,7 +58,7 @@ class OcclusionMaps:
     base_predicted: torch.Tensor
     ys: torch.Tensor
     xs: torch.Tensor
-    layer: int
+    layer: Union[int, str]
     size: int
     stride: int
     fill: torch.Tensor
@@ -119,7 +120,7 @@ def occlude(image: torch.Tensor, ys: Sequence[int], xs: Sequence[int], size: int
 
 def occlusion_maps(model: nn.Module, images: torch.Tensor,
                    labels: Optional[Union[Sequence[int], torch.Tensor]] = None,
-                   layer: int = 2, feature: Optional[Union[int, Sequence[int]]] = None,
+                   layer: Union[int, str] = 2, feature: Optional[Union[int, Sequence[int]]] = None,
                    size: int = 8, stride: int = 2, fill: Union[str, float] = "grey",
                    batch_size: int = 256) -> OcclusionMaps:
     """Occlusion-sensitivity maps of normalised images ``(B, 3, H, W)``.
@@ -127,15 +128,16 @@ def occlusion_maps(model: nn.Module, images: torch.Tensor,
     ``labels`` ``(B,)``: the correct classes (``None`` or ``-1`` entries: the class
     the network predicts for the unoccluded image). ``feature``: one feature of
     ``layer`` for every image, one per image, or ``None`` for each image's
-    strongest feature (largest single activation). The model's forward must run
-    its conv stack (``model.features``); the layer's output is read with a hook.
+    strongest feature (largest single activation). ``layer``: a layer number of a
+    plain conv stack (its output is read with a hook during the model's own
+    forward) or a node name of any network (read from the traced graph).
     The normalisation for ``fill`` comes from ``model.meta`` (mean 0, std 1 when
     the model has no metadata). Returns an :class:`OcclusionMaps`.
     """
     if images.ndim != 4:
         raise DeconvvizError(f"images must be (B, C, H, W); got shape {tuple(images.shape)}")
     b, c, h, w = images.shape
-    info = get_layer(model, layer, (h, w))
+    info = resolve_info(model, layer, (h, w))
     ys = occluder_positions(h, size, stride)
     xs = occluder_positions(w, size, stride)
     norm = (getattr(model, "meta", None) or {}).get("normalization") or \
@@ -148,18 +150,27 @@ def occlusion_maps(model: nn.Module, images: torch.Tensor,
     labels = torch.as_tensor(labels, dtype=torch.int64).reshape(-1)
     if labels.numel() != b:
         raise DeconvvizError(f"{labels.numel()} labels for {b} images")
-    end_module = conv_stack(model)[info.end - 1]
     captured = {}
+    if uses_graph(info):
+        graph = graph_of(model, (h, w))
 
-    def hook(module, inputs, output):
-        captured["out"] = output.detach()
+        def run(x):
+            out = graph.execute(x, [info.name])[info.name]
+            captured["out"] = out.reshape(out.shape[0], out.shape[1], *out.shape[2:4] or (1, 1))
+            return model(x)
+        handle = None
+    else:
+        def hook(module, inputs, output):
+            captured["out"] = output.detach()
 
+        def run(x):
+            return model(x)
+        handle = conv_stack(model)[info.end - 1].register_forward_hook(hook)
     was_training = model.training
     model.eval()
-    handle = end_module.register_forward_hook(hook)
     try:
         with torch.no_grad():
-            base_logits = model(images)
+            base_logits = run(images)
             base_out = captured["out"]                                # (B, F, h', w')
             nfeat = base_out.shape[1]
             if feature is None:
@@ -172,7 +183,8 @@ def occlusion_maps(model: nn.Module, images: torch.Tensor,
                     raise DeconvvizError(f"{feat.numel()} features for {b} images")
             feat = feat.cpu()
             if feat.numel() and (int(feat.min()) < 0 or int(feat.max()) >= nfeat):
-                raise DeconvvizError(f"feature out of range: layer {layer} has features "
+                what = f"layer {layer}" if isinstance(layer, int) else info.describe()
+                raise DeconvvizError(f"feature out of range: {what} has features "
                                      f"0..{nfeat - 1}")
             base_prob_all = torch.softmax(base_logits.double(), dim=1).cpu()
             base_pred = base_prob_all.argmax(dim=1)
@@ -192,14 +204,15 @@ def occlusion_maps(model: nn.Module, images: torch.Tensor,
                 variants = occlude(images[i], ys, xs, size, fillv)
                 for s in range(0, variants.shape[0], batch_size):
                     chunk = variants[s:s + batch_size]
-                    logits = model(chunk)
+                    logits = run(chunk)
                     out = captured["out"]
                     p = torch.softmax(logits.double(), dim=1).cpu()
                     act[i, s:s + len(chunk)] = out[:, int(feat[i])].double().sum(dim=(1, 2)).cpu()
                     prob[i, s:s + len(chunk)] = p[:, int(label[i])]
                     pred[i, s:s + len(chunk)] = p.argmax(dim=1)
     finally:
-        handle.remove()
+        if handle is not None:
+            handle.remove()
         model.train(was_training)
     return OcclusionMaps(activation=act.view(b, ny, nx), probability=prob.view(b, ny, nx),
                          predicted=pred.view(b, ny, nx), feature=feat, label=label,

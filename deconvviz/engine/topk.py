@@ -373,7 +373,8 @@ def strongest_images(model: nn.Module, source: ImageSource, layer, k: int = 1, *
     ``k' = min(k, images scanned)``; with a list of layers, one pass serves them
     all and the result is a dict ``{layer: (activations, indices)}``.
     """
-    layers = [layer] if isinstance(layer, int) else list(layer)
+    single = isinstance(layer, (int, str))
+    layers = [layer] if single else list(layer)
     scanned = source if indices is None else source.subset(indices)
     stop = len(scanned) if limit is None or indices is not None else min(int(limit), len(scanned))
     if stop == 0:
@@ -386,4 +387,4 @@ def strongest_images(model: nn.Module, source: ImageSource, layer, k: int = 1, *
         top = finalize_topk(top, stop)
         where = top.image_index
         result[lay] = (top.activation, where if back is None else back[where])
-    return result[layers[0]] if isinstance(layer, int) else result
+    return result[layers[0]] if single else result
