@@ -4,8 +4,10 @@ Finding layers (:mod:`.layers`), receptive fields and patches (:mod:`.receptive`
 recording activations and max-pooling switches (:mod:`.recording`), the reverse
 pass of the deconvnet (:mod:`.deconvnet`) and its batched seeds (:mod:`.seeds`),
 the streaming top-k search (:mod:`.topk`) and its distributed merge
-(:mod:`.distributed`), occlusion (:mod:`.occlusion`) and the measures of the
-figures (:mod:`.analysis`). It knows nothing of files, pixels on disk or the
+(:mod:`.distributed`), occlusion (:mod:`.occlusion`), the measures of the
+figures (:mod:`.analysis`), feature vectors at named places (:mod:`.features`),
+invariance (:mod:`.invariance`), correspondence (:mod:`.correspondence`) and
+filter diagnostics (:mod:`.filters`). It knows nothing of files, pixels on disk or the
 shell: it may import :mod:`deconvviz.models`, :mod:`deconvviz.data` and the
 top-level ``errors`` and ``progress``, never ``store``, ``render``, ``cli`` or
 ``report``.
