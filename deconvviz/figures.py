@@ -31,7 +31,8 @@ from .store.occlusion import write_occlusion_h5
 from .store.projection import write_projection_h5
 
 __all__ = ["find_class_image", "seeded_indices", "load_images", "all_features_figure",
-           "across_images_figure", "receptive_crops", "run_occlusion", "save_projection"]
+           "across_images_figure", "receptive_crops", "run_occlusion", "save_projection",
+           "run_filters"]
 
 
 def find_class_image(source: ImageSource, class_name: str, nth: int = 0) -> int:
@@ -189,3 +190,46 @@ def save_projection(out_dir: Path, stem: str, proj, images_uint8: torch.Tensor, 
         write_projection_h5(tmp_h5, proj, images_uint8, image_index=image_index, labels=labels,
                             class_names=class_names, attrs=attrs, image_paths=image_paths)
     return [png, h5]
+
+
+def run_filters(model, layer: int, out_png: Path, *, source: Optional[ImageSource] = None,
+                limit: Optional[int] = None, batch_size: int = 500, device: str = "cpu",
+                columns: int = 8, command_line: str = ""):
+    """Zeiler & Fergus Figure 6: the filters of conv ``layer`` sorted by RMS (largest
+    first), RMS under each, and (with ``source``) the features that never fire on it.
+    Writes ``out_png`` and the same path with ``.h5`` atomically; returns
+    ``([png, h5], LayerFilters, DeadFeatures or None)``."""
+    from .engine.filters import dead_features, layer_filters
+    from .render.paper import filter_tiles, filters_figure
+    from .store.figure import write_figure_files
+
+    out_png = Path(out_png)
+    filters = layer_filters(model, layer)
+    dead = None if source is None else dead_features(model, source, layer, limit=limit,
+                                                     batch_size=batch_size, device=device)
+    order = filters.order
+    flags = None if dead is None else [bool(dead.max_activation[f] <= 0) for f in order]
+    clip = ((getattr(model, "meta", None) or {}).get("training") or {}).get("clip_filter_rms")
+    kind = "RGB" if filters.weight.shape[1] == 3 else "mean over input channels"
+    title = (f"Layer {filters.layer} ({filters.path}): {len(order)} filters sorted by RMS "
+             f"(under each: feature, RMS)\ntiles: {kind}, each scaled symmetrically around 0 "
+             f"(grey = 0)\n{model_caption(model)}"
+             + (f"; trained with filter RMS clipped at {clip}" if clip else ""))
+    if dead is not None:
+        never = ", ".join(str(int(f)) for f in dead.dead) or "none"
+        title += (f"\nnever fire on {short_description(source)} ({dead.num_images} images): "
+                  f"{never}")
+    fig = filters_figure(filter_tiles(filters.weight[order]), order.tolist(),
+                         filters.rms[order].tolist(), title, dead=flags, columns=columns,
+                         max_rms=clip)
+    data = {"weight": filters.weight, "rms": filters.rms, "order": filters.order}
+    attrs = {"layer": filters.layer, "path": filters.path, "tiles": kind,
+             "model": str((getattr(model, "meta", None) or {}).get("path", "")),
+             "model_sha256": str((getattr(model, "meta", None) or {}).get("sha256", "")),
+             "command_line": command_line, "feature_index_base": 0}
+    if dead is not None:
+        data.update(max_activation=dead.max_activation, dead=dead.dead)
+        attrs.update(data=source.description, split=source.split or "",
+                     num_images=dead.num_images)
+    check_writable_dir(out_png.parent if str(out_png.parent) else Path("."))
+    return write_figure_files(fig, out_png, data, attrs), filters, dead

@@ -31,7 +31,7 @@ __all__ = ["main", "scripts"]
 
 
 def scripts():
-    """The figure scripts' module names, in order (``fig01_...`` to ``fig10_...``)."""
+    """The figure scripts' module names, in order (``fig01_...`` to ``fig13_...``)."""
     return sorted(p.stem for p in HERE.glob("fig[0-9][0-9]_*.py"))
 
 

@@ -38,12 +38,13 @@ def main():
 
 
 # Each family module registers on the group; adding a family is one line here.
+from .diagnostics import filters  # noqa: E402
 from .model import evaluate, info, train  # noqa: E402
 from .occlusion import occlusion  # noqa: E402
 from .project import layers, project  # noqa: E402
 from .report import render, report  # noqa: E402
 
-for _command in (train, evaluate, layers, project, info, occlusion, report, render):
+for _command in (train, evaluate, layers, project, info, occlusion, report, render, filters):
     main.add_command(_command)
 
 

@@ -37,6 +37,9 @@ __all__ = ["train", "evaluate", "info"]
               help="random crop (4-pixel padding) and horizontal flip")
 @click.option("--seed", type=int, default=0, show_default=True,
               help="seed of initialisation, shuffling and augmentation")
+@click.option("--clip-filter-rms", type=click.FloatRange(0, min_open=True), default=None,
+              help="after each step, rescale conv filters whose RMS exceeds this to it (the "
+                   "paper's feature-scale clipping, 0.1 there)  [default: no clipping]")
 @device_option()
 @click.option("--arch", default="cifar_cnn", show_default=True, help="registered architecture")
 @click.option("--save-epochs", default="",
@@ -45,7 +48,7 @@ __all__ = ["train", "evaluate", "info"]
               show_default=True, help="checkpoint to write")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 def train(data, workers, download, test_data, epochs, batch_size, lr, optimizer, weight_decay, label_smoothing,
-          augment, seed, device, arch, save_epochs, out, quiet):
+          augment, seed, clip_filter_rms, device, arch, save_epochs, out, quiet):
     """Train a network on a data source and save a checkpoint."""
     import torch
     from ..models.checkpoint import save_checkpoint
@@ -79,7 +82,7 @@ def train(data, workers, download, test_data, epochs, batch_size, lr, optimizer,
     model = build_model(arch, **config)
     hp = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, optimizer=optimizer,
                      weight_decay=weight_decay, label_smoothing=label_smoothing,
-                     augment=augment, seed=seed)
+                     augment=augment, seed=seed, clip_filter_rms=clip_filter_rms)
     started = time.perf_counter()
     meta_common = dict(
         input_size=[3, *train_src.image_size],

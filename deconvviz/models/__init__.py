@@ -1,5 +1,6 @@
 """Networks: the architecture registry (:mod:`.architectures`), checkpoints and the
-bundled weights (:mod:`.checkpoint`, ``_bundled/``), training (:mod:`.train`) and
+bundled weights (:mod:`.checkpoint`, ``_bundled/``), training (:mod:`.train`, with
+the filter-RMS clipping of :mod:`.constraints`) and
 :func:`resolve_model` (:mod:`.zoo`), which turns what ``--model`` takes (a
 checkpoint, ``torchvision:NAME``, ``package.module:function``) into a network.
 

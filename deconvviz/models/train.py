@@ -12,6 +12,7 @@ from torch import nn
 
 from ..data.sources import ImageSource, normalize
 from ..progress import Progress
+from .constraints import clip_filter_rms
 
 __all__ = ["train_model", "evaluate", "channel_stats", "augment_batch", "TrainConfig"]
 
@@ -21,7 +22,7 @@ class TrainConfig(dict):
 
     DEFAULTS = dict(epochs=30, batch_size=128, lr=0.05, optimizer="sgd", momentum=0.9,
                     weight_decay=5e-4, label_smoothing=0.1, warmup_epochs=1.0,
-                    augment=True, seed=0)
+                    augment=True, seed=0, clip_filter_rms=None)
 
     def __init__(self, **overrides):
         unknown = set(overrides) - set(self.DEFAULTS)
@@ -102,7 +103,9 @@ def train_model(model: nn.Module, train_source: ImageSource, mean: Sequence[floa
 
     Deterministic on the CPU for a given ``config["seed"]``: the shuffling and the
     augmentation draw from their own seeded generator, and the weights are
-    initialised by the caller under the same seed.
+    initialised by the caller under the same seed. With ``config["clip_filter_rms"]
+    = R``, every conv filter whose RMS exceeds R is rescaled to R after each step
+    (:func:`~deconvviz.models.constraints.clip_filter_rms`).
     """
     gen = torch.Generator().manual_seed(int(config["seed"]) + 1)
     # channels-last convolutions run about 1.3x faster on the CPU here.
@@ -155,6 +158,8 @@ def train_model(model: nn.Module, train_source: ImageSource, mean: Sequence[floa
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
+                if config["clip_filter_rms"]:   # the paper's feature-scale clipping
+                    clip_filter_rms(model, config["clip_filter_rms"])
                 step += 1
                 loss_sum += loss.item() * len(idx)
                 correct += int((logits.argmax(1) == y).sum())

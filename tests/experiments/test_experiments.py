@@ -239,5 +239,106 @@ def test_run_all_lists_every_figure_script():
     names = script("run_all").scripts()
     assert [n[:5] for n in names] == sorted({n[:5] for n in names})
     for n in ("fig01", "fig02", "fig03", "fig04", "fig05", "fig06", "fig07", "fig08", "fig09",
-              "fig10"):
+              "fig10", "fig11", "fig12", "fig13"):
         assert any(x.startswith(n) for x in names), n
+
+
+def test_fig11_invariance(tree, ckpt, tmp_path):
+    run("fig11_invariance", "--data", tree, "--model", ckpt, "--out", tmp_path, "--count", 2,
+        "--translate", "-2:2:1", "--scale", "0.8,1,1.5", "--rotate", "0:360:180")
+    w, h = png_size(tmp_path / "fig11_invariance.png")
+    assert w > 800 and h > 500
+    from deconvviz import load_data, load_model
+    from deconvviz.engine.invariance import transform_images
+    model = load_model(ckpt)
+    with h5py.File(tmp_path / "fig11_invariance.h5") as f:
+        assert list(f.attrs["layers"]) == ["layer 1", "layer 2", "classifier input"]
+        assert list(f["translate/amount"][:]) == [-2, -1, 0, 1, 2]
+        d = f["translate/distance"][:]
+        assert d.shape == (3, 2, 5) and np.all(d[:, :, 2] == 0) and np.all(d[:, :, [0, 1, 3, 4]] > 0)
+        assert np.all(f["rotate/distance"][:][:, :, [0, 2]] == 0)       # 0 and 360 degrees
+        assert np.all(f["scale/distance"][:][:, :, 1] == 0)             # factor 1
+        p = f["scale/probability"][:]
+        assert p.shape == (2, 3) and np.all((p >= 0) & (p <= 1))
+        idx = list(f["image_index"][:])
+        data = load_data(str(tree), model, split="test")
+        x = torch.stack([data[i][0] for i in idx])
+        grey = torch.full((3,), (0.5 - 0.5) / 0.25)
+        with torch.no_grad():
+            a = model.features[:3](x).flatten(1).double()
+            b = model.features[:3](transform_images(x, "translate", 1, grey)).flatten(1).double()
+        np.testing.assert_allclose(d[0, :, 3], (b - a).norm(dim=1).numpy(), rtol=1e-5)
+        norm = f["translate/mean_feature_norm"][:]
+        np.testing.assert_allclose(norm[0], a.norm(dim=1).mean().item(), rtol=1e-6)
+        np.testing.assert_allclose(f["translate/normalised_distance"][:], d / norm[:, None, None])
+
+
+def test_fig12_correspondence(tree, ckpt, tmp_path):
+    run("fig12_correspondence", "--data", tree, "--model", ckpt, "--out", tmp_path,
+        "--images", 2, "--draws", 2, "--seed", 1)
+    png_size(tmp_path / "fig12_correspondence.png")
+    from deconvviz import load_data, load_model
+    from deconvviz.engine.correspondence import delta_score
+    model = load_model(ckpt)
+    with h5py.File(tmp_path / "fig12_correspondence.h5") as f:
+        assert list(f.attrs["regions"]) == ["upper left", "upper centre", "centre",
+                                            "random place"]
+        delta, total = f["delta"][:], f["delta_sum"][:]
+        assert delta.shape == (4, 3, 2) and total.shape == (4, 3, 2)
+        np.testing.assert_allclose(f["delta_mean"][:], delta.mean(axis=2))
+        np.testing.assert_allclose(f["delta_std"][:], delta.std(axis=2))
+        idx, boxes = f["image_index"][:], f["boxes"][:]
+        assert sorted(idx[0]) == [10, 11]                        # the two test dogs
+        assert boxes[2, 0].tolist() == [[10, 10, 22, 22]] * 2    # the centre region
+        # region "centre", draw 0, layer 2, computed here by hand
+        data = load_data(str(tree), model, split="test")
+        x = torch.stack([data[int(i)][0] for i in idx[0]])
+        masked = x.clone()
+        masked[:, :, 10:22, 10:22] = 0.0                         # grey in this normalisation
+        with torch.no_grad():
+            eps = model.features(x).flatten(1).double() - model.features(masked).flatten(1).double()
+        score = delta_score(eps)
+        assert total[2, 1, 0] == score.total
+        assert delta[2, 1, 0] == pytest.approx(score.mean)
+
+
+def test_fig13_filters(tree, ckpt, tmp_path):
+    r = run("fig13_filters", "--data", tree, "--model", ckpt, "--out", tmp_path)
+    png_size(tmp_path / "fig13_filters.png")
+    assert "never fire on 20 images" in r.output
+    with h5py.File(tmp_path / "fig13_filters.h5") as f:
+        rms = f["rms"][:]
+        assert rms.shape == (32,) and list(f["order"][:]) == list(np.argsort(-rms, kind="stable"))
+        assert f["max_activation"].shape == (32,) and f.attrs["num_images"] == 20
+
+
+@pytest.mark.parametrize("name,args,message", [
+    ("fig11_invariance", ["--translate", "5:0:1"], "translate range '5:0:1' has no points"),
+    ("fig11_invariance", ["--rotate", ""], "rotate range '' has no points"),
+    ("fig11_invariance", ["--layers", "1,5"], "layer 5 is out of range"),
+    ("fig12_correspondence", ["--box", "4,4,4,9"], "mask box 0 (4, 4, 4, 9) is empty"),
+    ("fig12_correspondence", ["--box", "9,0,4,8"], "mask box 0 (9, 0, 4, 8) is inverted"),
+    ("fig12_correspondence", ["--box", "0,0,40,8"], "leaves the 32x32 image"),
+    ("fig12_correspondence", ["--box", "1,2,3"], "is not Y0,X0,Y1,X1"),
+    ("fig12_correspondence", ["--layers", "classifier,3"], "layer 3 is out of range"),
+    ("fig12_correspondence", ["--images", "3"], "has 2 images of class 'dog'"),
+    ("fig13_filters", ["--layer", "4"], "layer 4 is out of range"),
+])
+def test_new_figures_bad_input_is_one_line_and_writes_nothing(tree, ckpt, tmp_path, name, args,
+                                                              message):
+    out = tmp_path / "o"
+    result = CliRunner().invoke(script(name).main, ["--data", str(tree), "--model", str(ckpt),
+                                                    "--out", str(out)] + args)
+    assert result.exit_code == 1, result.output
+    text = result.output.strip()
+    assert text.startswith("Error:") and message in text and len(text.splitlines()) == 1
+    assert not out.exists() or not any(out.iterdir())
+
+
+def test_run_all_runs_the_new_figures(tree, ckpt, tmp_path):
+    r = run("run_all", "--data", tree, "--model", ckpt, "--out", tmp_path / "figs",
+            "--only", "11,13")
+    assert sorted(p.name for p in (tmp_path / "figs").iterdir()) == [
+        "fig11_invariance.h5", "fig11_invariance.png", "fig13_filters.h5", "fig13_filters.png"]
+    assert any(l.strip().startswith("fig11_invariance") and l.strip().endswith("s")
+               for l in r.output.splitlines())
