@@ -11,20 +11,23 @@ __all__ = ["Progress"]
 class Progress:
     """``with Progress(total, "scan") as p: p.update(n, loss=0.3)``.
 
-    Redraws at most 5 times a second on a terminal; elsewhere (logs, CI) it
-    prints one line when it closes, so logs stay short.
+    On a terminal it redraws one bar in place at most 5 times a second. Elsewhere
+    (a log file, CI) it never writes a carriage return: it prints one plain line
+    (done/total, rate, time left) every ``every`` seconds, and one when it closes.
     """
 
     def __init__(self, total: int, desc: str, unit: str = "img", enabled: bool = True,
-                 stream=None):
+                 stream=None, every: float = 5.0, clock=time.perf_counter):
         self.total, self.desc, self.unit = int(total), desc, unit
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
+        self.every = float(every)
+        self._clock = clock
         self.done = 0
         self.fields = {}
-        self.start = time.perf_counter()
-        self._last = 0.0
+        self.start = clock()
+        self._last = self.start
 
     def __enter__(self):
         return self
@@ -35,7 +38,7 @@ class Progress:
 
     @property
     def rate(self) -> float:
-        elapsed = time.perf_counter() - self.start
+        elapsed = self._clock() - self.start
         return self.done / elapsed if elapsed > 0 else 0.0
 
     def line(self) -> str:
@@ -54,11 +57,16 @@ class Progress:
     def update(self, n: int, **fields) -> None:
         self.done += int(n)
         self.fields.update(fields)
+        if not self.enabled:
+            return
+        now = self._clock()
         if self.tty:
-            now = time.perf_counter()
             if now - self._last > 0.2 or self.done >= self.total:
                 self._last = now
                 print("\r" + self.line(), end="", file=self.stream, flush=True)
+        elif now - self._last >= self.every and self.done < self.total:
+            self._last = now
+            print(self.line(), file=self.stream, flush=True)
 
     def close(self, failed: bool = False) -> None:
         if not self.enabled:
@@ -66,5 +74,5 @@ class Progress:
         if self.tty:
             print("\r" + self.line(), file=self.stream, flush=True)
         elif not failed:
-            elapsed = time.perf_counter() - self.start
+            elapsed = self._clock() - self.start
             print(f"{self.line()} ({elapsed:.1f}s)", file=self.stream, flush=True)

@@ -55,7 +55,11 @@ def data_option(default="builtin"):
     return decorate
 
 
-def split_option(default):
+#: The split every command reads by default where a source has train and test parts.
+DEFAULT_SPLIT = "test"
+
+
+def split_option(default=DEFAULT_SPLIT):
     return click.option("--split", type=click.Choice(["train", "test"]), default=default,
                         show_default=True, help="split to use where the source has several")
 
@@ -197,9 +201,14 @@ def resolve_device(device: str) -> str:
 
 
 def out_file_check(path: Path) -> None:
+    """Make sure ``path`` can be written: its folder is created (as every command that
+    writes does), and must be writable; ``path`` must not be a folder."""
     parent = path.parent if str(path.parent) else Path(".")
-    if not parent.is_dir():
-        raise DeconvvizError(f"cannot write {path}: folder {parent} does not exist")
+    try:
+        parent.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise DeconvvizError(f"cannot write {path}: cannot create folder {parent} "
+                             f"({exc.strerror or exc})") from None
     if not os.access(parent, os.W_OK):
         raise DeconvvizError(f"cannot write {path}: folder {parent} is not writable")
     if path.is_dir():

@@ -123,7 +123,7 @@ def train(data, workers, download, test_data, epochs, batch_size, lr, optimizer,
 @device_option()
 def evaluate(checkpoint, data, workers, split, batch_size, device):
     """Accuracy of a network on a data source, overall and per class."""
-    from ..data.sources import resolve_source
+    from ..data.sources import CIFAR10_CLASSES, resolve_source
     from ..models.train import evaluate as run_eval
 
     device = resolve_device(device)
@@ -133,8 +133,15 @@ def evaluate(checkpoint, data, workers, split, batch_size, device):
         raise DeconvvizError(f"{src.description} has no labels; evaluation needs a labelled source")
     classes = model.meta["class_names"]
     if src.class_names and list(src.class_names) != list(classes):
-        raise DeconvvizError(f"{src.description} has classes {src.class_names}, the model "
-                             f"{classes}")
+        trained = (model.meta.get("train_data") or {}).get("source")
+        hint = (f"the model was trained on {trained}" if trained else "the model's classes are "
+                f"{', '.join(classes[:5])}{', ...' if len(classes) > 5 else ''}")
+        cifar = list(classes) == list(CIFAR10_CLASSES)
+        raise DeconvvizError(
+            f"{src.description} has other classes than the model ({hint}); give --data a source "
+            "with the model's classes" + (", e.g. a CIFAR-10 copy: --data "
+                                           "../shared/datasets/cifar10 or a cifar-10-batches-py "
+                                           "folder" if cifar else ""))
     norm = model.meta["normalization"]
     res = run_eval(model, src, norm["mean"], norm["std"], batch_size=batch_size, device=device)
     click.echo(f"model: {model.meta['path']}")

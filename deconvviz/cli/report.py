@@ -30,7 +30,7 @@ def _echo_written(paths, out_dir: Path) -> None:
 @click.command()
 @model_option()
 @data_option()
-@split_option("train")
+@split_option("test")
 @click.option("--layer", "layers", type=LAYER, multiple=True,
               help="layer number or node name to report (repeatable)  [default: every conv "
                    "layer of a plain stack, else every node 'deconvviz layers' lists]")

@@ -26,7 +26,8 @@ def test_version_and_help():
 
 
 def test_train_info_evaluate(tmp_path):
-    out = tmp_path / "m.pt"
+    out = tmp_path / "new" / "folder" / "m.pt"   # train creates its output folder
+    tmp_path = out.parent
     r = run("train", "--epochs", "2", "--batch-size", "256", "--quiet", "--out", out,
             "--save-epochs", "1", "--seed", "3")
     assert r.exit_code == 0, r.output
@@ -56,8 +57,9 @@ def test_train_is_deterministic(tmp_path):
 @pytest.mark.parametrize("args,code,msg", [
     (["train", "--data", "/no/such/dir", "--out", "{tmp}/m.pt"], 1,
      "Error: data path /no/such/dir does not exist"),
-    (["train", "--out", "/no/such/dir/m.pt"], 1,
-     "Error: cannot write /no/such/dir/m.pt: folder /no/such/dir does not exist"),
+    (["train", "--out", "{tmp}/a-file/sub/m.pt"], 1,
+     "Error: cannot write {tmp}/a-file/sub/m.pt: cannot create folder {tmp}/a-file/sub "
+     "(Not a directory)"),
     (["train", "--data", "{tmp}/dl", "--out", "{tmp}/m.pt", "--device", "cuda:7"], 1,
      "Error: --device cuda:7: CUDA is not available on this machine"),
     (["info", "--model", "{tmp}/missing.pt"], 1, "Error: checkpoint {tmp}/missing.pt does not exist"),
@@ -74,6 +76,7 @@ def test_train_is_deterministic(tmp_path):
 def test_errors_are_one_line(tmp_path, tiny_checkpoint, args, code, msg):
     if torch.cuda.is_available() and "cuda:7" in args:
         pytest.skip("this machine has CUDA")
+    (tmp_path / "a-file").write_text("not a folder")
     args = [a.format(tmp=tmp_path, ckpt=tiny_checkpoint) for a in args]
     r = run(*args)
     assert r.exit_code == code, r.output
@@ -155,3 +158,21 @@ def test_train_download_offline_is_one_line(tmp_path, offline):
     assert line.startswith(f"Error: could not download CIFAR-10 into {tmp_path / 'cifar'} (")
     assert line.endswith("without internet access, point --data at an existing copy")
     assert "\n" not in line and not (tmp_path / "m.pt").exists()
+
+
+def test_evaluate_with_no_options_says_which_data_to_give():
+    r = run("evaluate")
+    assert r.exit_code == 1
+    assert r.output.strip().splitlines() == [
+        "Error: builtin:test has other classes than the model (the model was trained on "
+        "../shared/datasets/cifar10/train); give --data a source with the model's classes, e.g. "
+        "a CIFAR-10 copy: --data ../shared/datasets/cifar10 or a cifar-10-batches-py folder"]
+
+
+def test_every_command_reads_the_test_split_by_default():
+    for cmd in ("evaluate", "project", "report", "occlusion", "filters"):
+        r = run(cmd, "--help")
+        assert r.exit_code == 0
+        flat = " ".join(r.output.split())
+        assert "--split [train|test] split to use where the source has several [default: test]" \
+            in flat, (cmd, flat)
