@@ -187,7 +187,7 @@ def decode_image(path, size: Size, resize_size: Optional[int] = None,
     h, w = _pair(size)
     resize_size = max(h, w) if resize_size is None else int(resize_size)
     _check((h, w), resize_size, interpolation)
-    info = {"converted": False, "resized": False, "upscaled": False}
+    info = {"converted": False, "resized": False, "upscaled": False, "transparent": False}
     try:
         with Image.open(path) as im:
             ow, oh = im.size
@@ -202,7 +202,14 @@ def decode_image(path, size: Size, resize_size: Optional[int] = None,
                         box = got[1]
             if im.mode != "RGB":
                 info["converted"] = True
-                im = im.convert("RGB")
+                if im.mode in ("RGBA", "LA", "PA") or "transparency" in im.info:
+                    # Transparent pixels become mid-grey, the projections' zero, not black.
+                    info["transparent"] = True
+                    rgba = im.convert("RGBA")
+                    im = Image.new("RGB", rgba.size, (128, 128, 128))
+                    im.paste(rgba, mask=rgba.getchannel("A"))
+                else:
+                    im = im.convert("RGB")
             else:
                 im.load()
             if info["resized"]:

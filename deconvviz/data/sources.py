@@ -59,7 +59,7 @@ CIFAR10_CLASSES = (
 _CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 _CIFAR_MD5 = "c58f30108f718f92721af3b95e74349a"
 # 2: images of another size are resized (shorter side) and centre-cropped, JPEGs drafted
-_CACHE_VERSION = 2
+_CACHE_VERSION = 3  # 3: transparent pixels composited on mid-grey
 
 
 def cache_dir() -> Path:
@@ -405,7 +405,7 @@ def _decode_to_cache(paths: Sequence[str], size: Tuple[int, int], target: Path,
     target.parent.mkdir(parents=True, exist_ok=True)
     shape = (len(paths), 3, size[0], size[1])
     fd, tmp = tempfile.mkstemp(prefix=".decode-", suffix=".npy", dir=str(target.parent))
-    stats = {"converted": 0, "resized": 0, "upscaled": 0}
+    stats = {"converted": 0, "resized": 0, "upscaled": 0, "transparent": 0}
     h = hashlib.sha256()
     try:
         with os.fdopen(fd, "wb") as f:
@@ -419,7 +419,7 @@ def _decode_to_cache(paths: Sequence[str], size: Tuple[int, int], target: Path,
                 for i, (pixels, info, error) in enumerate(decode_files(paths, decode, workers)):
                     if error is not None:
                         raise DeconvvizError(error)
-                    for key in ("converted", "resized", "upscaled"):
+                    for key in stats:
                         stats[key] += int(info[key])
                     chunk.append(pixels)
                     if len(chunk) == 2048 or i == total - 1:
@@ -478,7 +478,7 @@ def _folder_source(paths: List[str], labels: List[int], classes: Sequence[str], 
         return ImageSource(description=description, kind=kind, split=split, labels=label_t,
                            class_names=classes, cache_file=target, shape=(3,) + tuple(size),
                            fingerprint=h.hexdigest(), paths=list(paths))
-    stats = {"converted": 0, "resized": 0, "upscaled": 0}
+    stats = {"converted": 0, "resized": 0, "upscaled": 0, "transparent": 0}
     decode = functools.partial(_decode, size=size, resize_size=resize_size,
                                interpolation=interpolation)
     pixels = []
@@ -497,6 +497,8 @@ def _folder_source(paths: List[str], labels: List[int], classes: Sequence[str], 
 def _report_conversions(stats: dict, size: Tuple[int, int], resize_size: int) -> None:
     if stats.get("converted"):
         notice(f"converted {stats['converted']} image(s) to RGB")
+    if stats.get("transparent"):
+        notice(f"composited {stats['transparent']} image(s) with transparent pixels on mid-grey")
     if stats.get("resized"):
         up = f"; {stats['upscaled']} of them upscaled" if stats.get("upscaled") else ""
         notice(f"resized {stats['resized']} image(s) to {size[0]}x{size[1]} (shorter side to "

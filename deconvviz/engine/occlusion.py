@@ -41,7 +41,9 @@ class OcclusionMaps:
 
     ``activation``: ``(B, ny, nx)`` total activation of feature ``feature[b]`` of
     ``layer`` with the square at each position; ``probability``: ``(B, ny, nx)``
-    probability of class ``label[b]``; ``predicted``: ``(B, ny, nx)`` int64 most
+    probability of class ``target[b]``: the image's ``label[b]``, or for an
+    unlabelled image (``label`` -1) the class the network predicts for it
+    unoccluded; ``predicted``: ``(B, ny, nx)`` int64 most
     probable class; ``base_activation``, ``base_probability``, ``base_predicted``:
     ``(B,)`` the same for the unoccluded image; ``ys``, ``xs``: top-left corners
     of the square (``(ny,)``, ``(nx,)``); ``fill``: ``(3,)`` the normalised value
@@ -53,6 +55,7 @@ class OcclusionMaps:
     predicted: torch.Tensor
     feature: torch.Tensor
     label: torch.Tensor
+    target: torch.Tensor
     base_activation: torch.Tensor
     base_probability: torch.Tensor
     base_predicted: torch.Tensor
@@ -192,6 +195,7 @@ def occlusion_maps(model: nn.Module, images: torch.Tensor,
             if labels.numel() and int(labels.max()) >= ncls:
                 raise DeconvvizError(f"label {int(labels.max())} out of range: the network has "
                                      f"{ncls} classes")
+            # An unlabelled image keeps label -1; its map shows the predicted class.
             label = torch.where(labels < 0, base_pred, labels)
             bidx = torch.arange(b)
             base_act = base_out.double().cpu()[bidx, feat].sum(dim=(1, 2))
@@ -215,7 +219,8 @@ def occlusion_maps(model: nn.Module, images: torch.Tensor,
             handle.remove()
         model.train(was_training)
     return OcclusionMaps(activation=act.view(b, ny, nx), probability=prob.view(b, ny, nx),
-                         predicted=pred.view(b, ny, nx), feature=feat, label=label,
+                         predicted=pred.view(b, ny, nx), feature=feat, label=labels.clone(),
+                         target=label,
                          base_activation=base_act, base_probability=base_prob,
                          base_predicted=base_pred, ys=torch.as_tensor(ys),
                          xs=torch.as_tensor(xs), layer=layer, size=size, stride=stride,

@@ -45,7 +45,9 @@ def occlusion_figure(maps, images: np.ndarray, class_names: Sequence[str],
                                 float(maps.ys[len(maps.ys) // 2]) - 0.5), maps.size, maps.size,
                                facecolor=(0.5, 0.5, 0.5), edgecolor="white", linewidth=0.8))
         cap = captions[i] if captions is not None else ""
-        a0.set_title(f"{cap}\ntrue: {name(int(maps.label[i]))}, {maps.size}px square", fontsize=7)
+        truth = (f"true: {name(int(maps.label[i]))}" if int(maps.label[i]) >= 0 else
+                 f"unlabelled (predicted {name(int(maps.target[i]))})")
+        a0.set_title(f"{cap}\n{truth}, {maps.size}px square", fontsize=7)
         m1 = a1.imshow(maps.activation[i].numpy(), extent=ext, cmap="viridis",
                        interpolation="nearest")
         a1.set_title(f"layer {maps.layer}, feature {int(maps.feature[i])} (0-based)\ntotal "
@@ -53,7 +55,7 @@ def occlusion_figure(maps, images: np.ndarray, class_names: Sequence[str],
         fig.colorbar(m1, ax=a1, fraction=0.046, pad=0.03).ax.tick_params(labelsize=6)
         m2 = a2.imshow(maps.probability[i].numpy(), extent=ext, cmap="magma", vmin=0, vmax=1,
                        interpolation="nearest")
-        a2.set_title(f"p({name(int(maps.label[i]))})\n(unoccluded "
+        a2.set_title(f"p({name(int(maps.target[i]))})\n(unoccluded "
                      f"{float(maps.base_probability[i]):.3f})", fontsize=7)
         fig.colorbar(m2, ax=a2, fraction=0.046, pad=0.03).ax.tick_params(labelsize=6)
         a3.imshow(maps.predicted[i].numpy(), extent=ext, cmap=cmap_cls, norm=norm_cls,

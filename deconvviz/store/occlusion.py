@@ -22,7 +22,7 @@ def write_occlusion_h5(path, maps, images: torch.Tensor, indices: Sequence[int],
     h5py = h5py_module()
     with h5py.File(path, "w") as f:
         stamp(f, OCCLUSION_FORMAT, OCCLUSION_FORMAT_VERSION)
-        for key in ("activation", "probability", "predicted", "feature", "label",
+        for key in ("activation", "probability", "predicted", "feature", "label", "target",
                     "base_activation", "base_probability", "base_predicted", "ys", "xs", "fill"):
             f.create_dataset(key, data=getattr(maps, key).numpy())
         f.create_dataset("images", data=torch.as_tensor(images).numpy())

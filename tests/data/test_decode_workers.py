@@ -57,3 +57,15 @@ def test_workers_option_checks(tmp_path, capsys):
     assert "--workers 10000 is more than this machine's" in capsys.readouterr().err
     res = CliRunner().invoke(main, ["evaluate", "--workers", "-2"])
     assert res.exit_code == 2 and "--workers must be 0 or more, got -2" in res.output
+
+
+def test_transparent_pixels_become_mid_grey_with_a_notice(tmp_path, capsys):
+    arr = np.zeros((32, 32, 4), dtype=np.uint8)
+    arr[..., 0] = 255                       # red ...
+    arr[:, :16, 3] = 255                    # ... opaque on the left, transparent on the right
+    Image.fromarray(arr, "RGBA").save(tmp_path / "half.png")
+    src = resolve_source(str(tmp_path / "half.png"))
+    px = src.read(0, 1)[0]
+    assert px[:, :, :16].tolist() == torch.tensor([255, 0, 0]).view(3, 1, 1).expand(3, 32, 16).tolist()
+    assert (px[:, :, 16:] == 128).all()
+    assert "composited 1 image(s) with transparent pixels on mid-grey" in capsys.readouterr().err

@@ -101,7 +101,8 @@ def test_maps_match_an_independent_loop(tiny_checkpoint, layer, fill):
     for b in range(2):
         feature = int(base[b].flatten(1).amax(dim=1).argmax())   # strongest single activation
         label = int(labels[b]) if labels[b] >= 0 else int(p0[b].argmax())
-        assert int(res.feature[b]) == feature and int(res.label[b]) == label
+        assert int(res.feature[b]) == feature and int(res.target[b]) == label
+        assert int(res.label[b]) == int(labels[b])          # -1 stays -1 (unlabelled)
         act, prob, pred = _loop_reference(model, images[b], label, end, feature, size, ys, xs,
                                           fill_px)
         np.testing.assert_allclose(res.activation[b].numpy(), act, rtol=1e-5, atol=1e-4)
@@ -165,3 +166,41 @@ def test_command_refuses_data_whose_classes_differ_from_the_model(tiny_checkpoin
     r = CliRunner().invoke(cli, ["occlusion", "--model", str(tiny_checkpoint), "--data",
                                  str(tiny_tree), "--out", str(tmp_path / "o.png")])
     assert r.exit_code == 1 and "classes" in r.output and "Traceback" not in r.output
+
+
+def test_an_unlabelled_image_stays_unlabelled(tmp_path):
+    """A loose image has no label: -1 in the file and 'unlabelled' in the title, never the
+    prediction (whose probability the map then shows)."""
+    import h5py
+    from click.testing import CliRunner
+    from PIL import Image
+
+    from deconvviz.cli import main as cli
+    from deconvviz.data.sources import synthetic_images
+
+    images, _ = synthetic_images(1, seed=5)
+    Image.fromarray(images[0].permute(1, 2, 0).numpy()).save(tmp_path / "loose.png")
+    res = CliRunner().invoke(cli, ["occlusion", "--data", str(tmp_path / "loose.png"),
+                                   "--size", "8", "--stride", "8",
+                                   "--out", str(tmp_path / "o.png")])
+    assert res.exit_code == 0, res.output
+    with h5py.File(tmp_path / "o.h5") as f:
+        assert f["label"][()].tolist() == [-1]
+        assert f["target"][()].tolist() == f["base_predicted"][()].tolist()
+
+
+def test_unlabelled_title(tiny_checkpoint):
+    from deconvviz.engine.occlusion import occlusion_maps
+    from deconvviz.models.checkpoint import load_model
+    from deconvviz.render.occlusion import occlusion_figure
+    model = load_model(tiny_checkpoint)
+    x = torch.randn(2, 3, 32, 32)
+    maps = occlusion_maps(model, x, torch.tensor([-1, 3]), layer=2, size=16, stride=16)
+    assert maps.label.tolist() == [-1, 3]
+    assert maps.target[0] == maps.base_predicted[0] and maps.target[1] == 3
+    classes = list(model.meta["class_names"])
+    fig = occlusion_figure(maps, np.zeros((2, 32, 32, 3)), classes, "t")
+    titles = [ax.get_title() for ax in fig.axes]
+    assert any(f"unlabelled (predicted {classes[int(maps.target[0])]})" in t for t in titles)
+    assert any(f"true: {classes[3]}" in t for t in titles)
+    assert not any(t.startswith(f"\ntrue: {classes[int(maps.target[0])]}") for t in titles[:1])
