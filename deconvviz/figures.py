@@ -23,7 +23,9 @@ from .engine.layers import get_layer
 from .engine.occlusion import occlusion_maps
 from .engine.receptive import receptive_box
 from .errors import DeconvvizError
+from .engine.receptive import windows_for
 from .render.display import image_to_display, pairs_figure, save_figure, to_display
+from .render.projection import projection_figure
 from .render.figures import class_name, model_caption, mode_text, short_description, tiles_figure
 from .render.occlusion import occlusion_figure
 from .store.atomic import atomic_paths, check_writable_dir
@@ -167,29 +169,62 @@ def run_occlusion(model, source, indices, out_png: Path, *, layer: int = 2, feat
 def save_projection(out_dir: Path, stem: str, proj, images_uint8: torch.Tensor, *,
                     image_index: Sequence[int], labels: Sequence[int],
                     class_names: Sequence[str], attrs: Dict,
-                    image_paths: Optional[Sequence[str]] = None) -> List[Path]:
-    """Write ``stem.png`` (each image beside its projection, labelled with the
-    activation) and ``stem.h5`` (raw values and provenance), both atomically.
+                    image_paths: Optional[Sequence[str]] = None, info=None) -> List[Path]:
+    """Write ``stem.png`` and ``stem.h5`` (raw values and provenance), both atomically.
 
-    ``images_uint8``: the input pixels ``(B, 3, H, W)``; ``proj``: one seed per image.
+    ``images_uint8``: the input pixels ``(B, 3, H, W)``; ``proj``: one seed per image;
+    ``info``: the layer's info (its receptive field cuts the PNG's patches and
+    projections, and ``patch_box`` is stored); None draws whole images.
     """
     png, h5 = Path(out_dir) / f"{stem}.png", Path(out_dir) / f"{stem}.h5"
-    names = []
-    for j in range(len(image_index)):
-        lab = int(labels[j])
-        cls = class_names[lab] if 0 <= lab < len(class_names) else ""
-        act = float(proj.activation[j])
-        fires = f"act {act:.3g}" if act > 0 else "does not fire"
-        names.append(f"#{int(image_index[j])} {cls} {fires}".replace("  ", " "))
-    title = (f"layer {proj.layer}, feature {int(proj.feature[0])} "
-             f"(mode {proj.mode}, rule {proj.rule}, unpool {proj.unpool})")
-    fig = pairs_figure(image_to_display(images_uint8), to_display(proj.projections), names, title,
-                       columns=3)
+    names = _captions(image_index, labels, proj.activation, class_names)
+    boxes = None if info is None else np.asarray(windows_for(info, proj.position)[0])
+    title = _projection_title(proj.layer, int(proj.feature[0]), proj.mode, proj.rule,
+                              proj.unpool)
+    fig = projection_figure(images_uint8.cpu().numpy(), proj.projections.detach().cpu().numpy(),
+                            boxes, names, title)
     with atomic_paths([png, h5]) as (tmp_png, tmp_h5):
         save_figure(fig, tmp_png)
         write_projection_h5(tmp_h5, proj, images_uint8, image_index=image_index, labels=labels,
-                            class_names=class_names, attrs=attrs, image_paths=image_paths)
+                            class_names=class_names, attrs=attrs, image_paths=image_paths,
+                            boxes=boxes)
     return [png, h5]
+
+
+def _projection_title(layer, feature: int, mode: str, rule: str, unpool: str) -> str:
+    where = f"layer {layer}" if isinstance(layer, int) or str(layer).isdigit() else f"node {layer}"
+    return (f"{where}, feature {feature} (mode {mode}, rule {rule}, unpool {unpool}); "
+            "\nleft: the image with the receptive field, middle: the patch under it, right: "
+            "the projection in it")
+
+
+def _captions(image_index, labels, activation, class_names) -> List[str]:
+    names = []
+    for j in range(len(image_index)):
+        lab = int(labels[j])
+        cls = class_names[lab] if 0 <= lab < len(class_names) else "unlabelled"
+        act = float(activation[j])
+        fires = f"act {act:.3g}" if act > 0 else "does not fire"
+        names.append(f"#{int(image_index[j])} {cls} {fires}")
+    return names
+
+
+def render_projection(data: Dict, png: Path) -> Path:
+    """Redraw a projection file's PNG (read with
+    :func:`~deconvviz.store.projection.read_projection_h5`) to ``png``, atomically."""
+    attrs = data["attrs"]
+    classes = [c.decode() if isinstance(c, bytes) else str(c) for c in data["class_names"]]
+    names = _captions(data["image_index"], data["label"], data["activation"], classes)
+    feature = int(data["feature"][0]) if len(data["feature"]) else 0
+    layer = attrs["layer"].decode() if isinstance(attrs["layer"], bytes) else attrs["layer"]
+    layer = int(layer) if isinstance(layer, (int, np.integer)) else str(layer)
+    title = _projection_title(layer, feature, str(attrs["mode"]), str(attrs["rule"]),
+                              str(attrs["unpool"]))
+    fig = projection_figure(data["image"], data["projection"], data.get("patch_box"), names,
+                            title)
+    with atomic_paths([png]) as (tmp,):
+        save_figure(fig, tmp)
+    return Path(png)
 
 
 def run_filters(model, layer: int, out_png: Path, *, source: Optional[ImageSource] = None,

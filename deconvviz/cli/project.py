@@ -142,7 +142,7 @@ def project(checkpoint, layer, feature, data, workers, split, image_paths, indic
              "mean": mean, "std": std, "feature_index_base": 0, "layer_index_base": 1}
     written = save_projection(out_dir, stem, proj, pixels, image_index=idx, labels=labels,
                               class_names=src.class_names or model.meta["class_names"],
-                              attrs=attrs, image_paths=paths)
+                              attrs=attrs, image_paths=paths, info=info)
     for path in written:
         click.echo(f"wrote {path}")
 

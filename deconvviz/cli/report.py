@@ -115,17 +115,27 @@ def report(checkpoint, data, workers, split, layers, k, batch_size, limit, devic
 
 
 @click.command()
-@click.argument("report_file", metavar="REPORT.h5", type=click.Path(dir_okay=False))
+@click.argument("report_file", metavar="FILE.h5", type=click.Path(dir_okay=False))
 @click.option("--out", type=click.Path(file_okay=False), default=None,
-              help="folder for the PNGs  [default: the report's folder]")
+              help="folder for the PNGs  [default: the file's folder]")
 def render(report_file, out):
-    """Redraw a report's PNGs from its HDF5 file alone (no model, no data)."""
+    """Redraw the PNGs of a deconvviz HDF5 file alone (no model, no data): a report
+    (report.h5) or a projection file of 'deconvviz project'."""
+    from ..figures import render_projection
     from ..report import render_report
+    from ..store.atomic import check_writable_dir
+    from ..store.h5 import file_format
+    from ..store.projection import PROJECTION_FORMAT, read_projection_h5
     from ..store.report import read_report_h5
 
     path = Path(report_file)
-    rep = read_report_h5(path)
     out_dir = Path(out) if out else (path.parent if str(path.parent) else Path("."))
+    if path.is_file() and file_format(path) == PROJECTION_FORMAT:
+        data = read_projection_h5(path)        # checks format and version
+        png = render_projection(data, check_writable_dir(out_dir) / f"{path.stem}.png")
+        click.echo(f"wrote {png}")
+        return
+    rep = read_report_h5(path)
     if not rep.layers:
         raise DeconvvizError(f"report {path} holds no layers")
     _echo_written(render_report(rep, out_dir), out_dir)

@@ -21,7 +21,8 @@ PROJECTION_FORMAT_VERSION = 1
 def write_projection_h5(path: Union[str, Path], proj, images_uint8: torch.Tensor, *,
                         image_index: Sequence[int], labels: Sequence[int],
                         class_names: Sequence[str], attrs: Mapping[str, object],
-                        image_paths: Optional[Sequence[str]] = None) -> Path:
+                        image_paths: Optional[Sequence[str]] = None,
+                        boxes: Optional[np.ndarray] = None) -> Path:
     """Write one projection run (a :class:`~deconvviz.engine.deconvnet.Projection` with one
     seed per image, and the input pixels ``uint8 (B, 3, H, W)``) to ``path``.
 
@@ -44,6 +45,8 @@ def write_projection_h5(path: Union[str, Path], proj, images_uint8: torch.Tensor
         f.create_dataset("class_names", data=np.asarray(list(class_names), dtype="S"))
         if image_paths is not None:
             f.create_dataset("image_path", data=np.asarray(list(image_paths), dtype="S"))
+        if boxes is not None:  # the receptive-field box of each projection (y0, x0, y1, x1)
+            f.create_dataset("patch_box", data=np.asarray(boxes, dtype=np.int64))
     return Path(path)
 
 
