@@ -72,17 +72,41 @@ def _env():
     return env
 
 
+# Run a Python command and print its own peak RSS (VmHWM, reset by exec) at exit:
+# the rusage of a child counts the parent's RSS at fork, which is large after VGG-16.
+_HWM = ("import atexit, runpy, sys\n"
+        "def _hwm():\n"
+        "    for line in open('/proc/self/status'):\n"
+        "        if line.startswith('VmHWM:'):\n"
+        "            print('BENCH_VMHWM_KIB', line.split()[1], file=sys.stderr)\n"
+        "atexit.register(_hwm)\n"
+        "sys.argv = sys.argv[1:]\n"
+        "if sys.argv[0] == '-m':\n"
+        "    sys.argv = sys.argv[1:]\n"
+        "    runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)\n"
+        "else:\n"
+        "    runpy.run_path(sys.argv[0], run_name='__main__')\n")
+
+
 def timed(cmd):
-    """Wall time and peak RSS (KiB) of one whole process, measured with ``wait4``."""
-    t0 = time.perf_counter()
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, env=_env())
-    _, status, usage = os.wait4(proc.pid, 0)
-    wall = time.perf_counter() - t0
-    out, err = proc.stdout.read().decode(), proc.stderr.read().decode()
-    proc.returncode = os.waitstatus_to_exitcode(status)
+    """Wall time and peak RSS (KiB, the child's VmHWM) of one whole Python process; its
+    CPU time (user + sys, from ``wait4``) is left in ``timed.cpu``."""
+    assert cmd[0] == sys.executable
+    cmd = [sys.executable, "-c", _HWM] + list(cmd[1:])
+    with tempfile.TemporaryFile() as fo, tempfile.TemporaryFile() as fe:
+        t0 = time.perf_counter()
+        proc = subprocess.Popen(cmd, stdout=fo, stderr=fe, env=_env())
+        _, status, usage = os.wait4(proc.pid, 0)
+        wall = time.perf_counter() - t0
+        proc.returncode = os.waitstatus_to_exitcode(status)
+        fo.seek(0)
+        fe.seek(0)
+        out, err = fo.read().decode(), fe.read().decode()
     if proc.returncode != 0:
         raise SystemExit(f"{' '.join(map(str, cmd))} failed:\n{err[-2000:]}")
-    return wall, usage.ru_maxrss, out
+    timed.cpu = usage.ru_utime + usage.ru_stime
+    hwm = [int(line.split()[1]) for line in err.splitlines() if line.startswith("BENCH_VMHWM_KIB")]
+    return wall, hwm[-1] if hwm else -1, out
 
 
 # --------------------------------------------------------------------------- 1. report
@@ -104,7 +128,8 @@ def bench_report_vs_forward(args, res, tmp):
         raise SystemExit(f"{args.data} is not read from a decode cache")
     log(f"[1] report vs plain forward: {len(source)} images of {source.description}; "
         f"decode cache {cache}")
-    runs = {"forward": [], "report": [], "forward_rss": [], "report_rss": []}
+    runs = {"forward": [], "report": [], "forward_rss": [], "report_rss": [], "forward_cpu": [],
+            "report_cpu": []}
     out_dir = Path(tmp) / "cifar_report"
     for r in range(args.repeats):
         for name, cmd in (("forward", baseline_cmd(cache, args.baseline_batch_size)),
@@ -112,10 +137,13 @@ def bench_report_vs_forward(args, res, tmp):
             wall, rss, _ = timed(cmd)
             runs[name].append(wall)
             runs[name + "_rss"].append(rss)
-            log(f"    run {r + 1}: {name:8s} {wall:6.2f} s  peak RSS {rss / 1024:.0f} MiB")
+            runs[name + "_cpu"].append(timed.cpu)
+            log(f"    run {r + 1}: {name:8s} {wall:6.2f} s wall, {timed.cpu:6.2f} s CPU, peak RSS "
+                f"{rss / 1024:.0f} MiB")
     ratios = [b / a for a, b in zip(runs["forward"], runs["report"])]
+    cpu_ratios = [b / a for a, b in zip(runs["forward_cpu"], runs["report_cpu"])]
     res["report_vs_forward"] = dict(
-        runs, ratios=ratios, ratio_median=statistics.median(ratios),
+        runs, ratios=ratios, ratio_median=statistics.median(ratios), cpu_ratios=cpu_ratios,
         ratio_of_medians=statistics.median(runs["report"]) / statistics.median(runs["forward"]),
         h5_bytes=os.path.getsize(out_dir / "report.h5"), images=len(source),
         baseline_batch_size=args.baseline_batch_size)
@@ -125,6 +153,9 @@ def bench_report_vs_forward(args, res, tmp):
         f"{r['ratio_median']:.3f} (target <= 1.15); report.h5 {r['h5_bytes'] / 1e6:.1f} MB; "
         f"peak RSS report {statistics.median(runs['report_rss']) / 1024:.0f} MiB, forward "
         f"{statistics.median(runs['forward_rss']) / 1024:.0f} MiB")
+    log(f"    CPU time (user + sys): forward {spread(runs['forward_cpu'])}, report "
+        f"{spread(runs['report_cpu'])}; report / forward per pair {min(cpu_ratios):.3f}-"
+        f"{max(cpu_ratios):.3f}, median {statistics.median(cpu_ratios):.3f}")
     return out_dir / "report.h5", source
 
 
