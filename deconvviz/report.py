@@ -186,6 +186,7 @@ def _attrs(model, source, scan: _Scan, k: int, rule: str, command_line: str) -> 
         "image_size": list(source.image_size),
         "class_names": json.dumps(list(source.class_names)),
         "world_size": scan.world,
+        "skipped_files": json.dumps(list(getattr(source, "skipped", []))),
     }
 
 

@@ -47,6 +47,10 @@ def _workers(ctx, param, value):
 def data_option(default="builtin"):
     """``--data`` and ``--workers`` (processes that decode image files the first time)."""
     def decorate(f):
+        f = click.option("--skip-unreadable", is_flag=True,
+                         help="skip image files that cannot be read (one summary line; the "
+                              "skipped files are recorded in the output's provenance) instead "
+                              "of stopping at the first")(f)
         f = click.option("--workers", type=int, default=0, show_default=True, callback=_workers,
                          help="processes decoding image files (the first time; later runs "
                               "read the decoded-image cache); 0 decodes in this process")(f)

@@ -28,7 +28,7 @@ __all__ = ["filters"]
 @device_option()
 @click.option("--out", type=click.Path(dir_okay=False), default="outputs/filters.png",
               show_default=True, help="PNG to write; the numbers go to the same name with .h5")
-def filters(checkpoint, layer, data, workers, split, limit, batch_size, columns, device, out):
+def filters(checkpoint, layer, data, workers, skip_unreadable, split, limit, batch_size, columns, device, out):
     """Draw a conv layer's filters sorted by RMS, with the RMS under each (layer 1
     as RGB tiles, deeper layers as the mean over input channels, each tile scaled
     symmetrically around zero), so a dominating or dead filter shows at once; with
@@ -42,7 +42,7 @@ def filters(checkpoint, layer, data, workers, split, limit, batch_size, columns,
     get_layer(model, layer)  # a bad --layer fails before any data is read
     source = None
     if data is not None:
-        source = resolve_source(data, split=split, workers=workers, **source_options(model))
+        source = resolve_source(data, split=split, workers=workers, skip_unreadable=skip_unreadable, **source_options(model))
     paths, found, dead = run_filters(model, layer, Path(out), source=source, limit=limit,
                                      batch_size=batch_size, device=device, columns=columns,
                                      command_line=command_line())

@@ -32,17 +32,17 @@ def experiment_command(default_data: str, default_out: str, split: str,
     is no ``--model`` option and the function gets no ``model``.
     """
     def wrap(func):
-        def run(data, workers, split, out, checkpoint=None, **kwargs):
+        def run(data, workers, skip_unreadable, split, out, checkpoint=None, **kwargs):
             from ..data.sources import resolve_source
 
             started = time.perf_counter()
             out = check_writable_dir(out)
             if needs_model:
                 kwargs["model"] = model = checkpoint.load()
-                source = resolve_source(data, split=split, workers=workers,
+                source = resolve_source(data, split=split, workers=workers, skip_unreadable=skip_unreadable,
                                         **source_options(model))
             else:
-                source = resolve_source(data, split=split, workers=workers)
+                source = resolve_source(data, split=split, workers=workers, skip_unreadable=skip_unreadable)
             for path in func(source=source, out=out, **kwargs) or []:
                 click.echo(f"wrote {path}")
             click.echo(f"done in {time.perf_counter() - started:.1f}s")

@@ -47,7 +47,7 @@ __all__ = ["train", "evaluate", "info"]
 @click.option("--out", type=click.Path(dir_okay=False), default="outputs/model.pt",
               show_default=True, help="checkpoint to write")
 @click.option("--quiet", is_flag=True, help="no progress bar")
-def train(data, workers, download, test_data, epochs, batch_size, lr, optimizer, weight_decay, label_smoothing,
+def train(data, workers, skip_unreadable, download, test_data, epochs, batch_size, lr, optimizer, weight_decay, label_smoothing,
           augment, seed, clip_filter_rms, device, arch, save_epochs, out, quiet):
     """Train a network on a data source and save a checkpoint."""
     import torch
@@ -70,8 +70,8 @@ def train(data, workers, download, test_data, epochs, batch_size, lr, optimizer,
     if any(e < 1 or e > epochs for e in snapshots):
         raise click.BadParameter(f"epochs must lie in 1..{epochs}, got {save_epochs!r}",
                                  param_hint="--save-epochs")
-    train_src = resolve_source(data, split="train", download=download, workers=workers)
-    test_src = resolve_source(test_data if test_data else data, split="test", workers=workers)
+    train_src = resolve_source(data, split="train", download=download, workers=workers, skip_unreadable=skip_unreadable)
+    test_src = resolve_source(test_data if test_data else data, split="test", workers=workers, skip_unreadable=skip_unreadable)
     if int(train_src.labels.min()) < 0:
         raise DeconvvizError(f"{train_src.description} has no labels (an ImageFolder tree, a "
                              "CIFAR-10 folder or 'builtin' is needed for training)")
@@ -88,7 +88,7 @@ def train(data, workers, download, test_data, epochs, batch_size, lr, optimizer,
         input_size=[3, *train_src.image_size],
         train_data={"source": train_src.description, "kind": train_src.kind,
                     "split": train_src.split, "num_images": len(train_src),
-                    "fingerprint": train_src.fingerprint},
+                    "fingerprint": train_src.fingerprint, "skipped_files": list(train_src.skipped)},
         test_data={"source": test_src.description, "num_images": len(test_src)},
         training=dict(hp), command=command_line(), torch_version=str(torch.__version__))
 
@@ -121,14 +121,14 @@ def train(data, workers, download, test_data, epochs, batch_size, lr, optimizer,
 @click.option("--batch-size", type=click.IntRange(1), default=500, show_default=True,
               help="images per forward pass")
 @device_option()
-def evaluate(checkpoint, data, workers, split, batch_size, device):
+def evaluate(checkpoint, data, workers, skip_unreadable, split, batch_size, device):
     """Accuracy of a network on a data source, overall and per class."""
     from ..data.sources import CIFAR10_CLASSES, resolve_source
     from ..models.train import evaluate as run_eval
 
     device = resolve_device(device)
     model = checkpoint.load(device)
-    src = resolve_source(data, split=split, workers=workers, **source_options(model))
+    src = resolve_source(data, split=split, workers=workers, skip_unreadable=skip_unreadable, **source_options(model))
     if int(src.labels.min()) < 0:
         raise DeconvvizError(f"{src.description} has no labels; evaluation needs a labelled source")
     classes = model.meta["class_names"]

@@ -33,7 +33,7 @@ __all__ = ["occlusion"]
 @device_option()
 @click.option("--out", type=click.Path(dir_okay=False), default="outputs/occlusion.png",
               show_default=True, help="PNG to write; the maps go to the same name with .h5")
-def occlusion(checkpoint, data, workers, split, indices, layer, feature, size, stride, fill, device, out):
+def occlusion(checkpoint, data, workers, skip_unreadable, split, indices, layer, feature, size, stride, fill, device, out):
     """Occlusion sensitivity: slide a grey square over images and map the strongest
     feature's total activation, the correct class's probability and the most
     probable class (Zeiler & Fergus, Figure 7)."""
@@ -41,7 +41,7 @@ def occlusion(checkpoint, data, workers, split, indices, layer, feature, size, s
     from ..figures import run_occlusion
 
     model = checkpoint.load(resolve_device(device))
-    source = resolve_source(data, split=split, workers=workers, **source_options(model))
+    source = resolve_source(data, split=split, workers=workers, skip_unreadable=skip_unreadable, **source_options(model))
     png, h5, _ = run_occlusion(model, source, list(indices) or [0], Path(out), layer=layer,
                                feature=feature, size=size, stride=stride, fill=fill)
     click.echo(f"wrote {png}")

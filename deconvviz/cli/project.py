@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import click
 
 from ..errors import DeconvvizError
@@ -69,7 +71,7 @@ def layers(checkpoint, all_nodes):
 @device_option()
 @click.option("--out", type=click.Path(file_okay=False), default="outputs", show_default=True,
               help="folder for the PNG and HDF5 files")
-def project(checkpoint, layer, feature, data, workers, split, image_paths, indices, top, mode, rule,
+def project(checkpoint, layer, feature, data, workers, skip_unreadable, split, image_paths, indices, top, mode, rule,
             unpool, batch_size, device, out):
     """Project one feature of one layer back to pixels (Zeiler & Fergus deconvnet).
 
@@ -108,7 +110,7 @@ def project(checkpoint, layer, feature, data, workers, split, image_paths, indic
         paths = list(image_paths)
         data_desc = ", ".join(image_paths)
     else:
-        src = resolve_source(data, split=split, workers=workers, **source_options(model))
+        src = resolve_source(data, split=split, workers=workers, skip_unreadable=skip_unreadable, **source_options(model))
         data_desc = src.description
         if indices:
             bad = [i for i in indices if i >= len(src)]
@@ -139,7 +141,8 @@ def project(checkpoint, layer, feature, data, workers, split, image_paths, indic
     labels = src.labels[torch_as_long(idx)].tolist()
     attrs = {"checkpoint": model.meta["path"], "checkpoint_sha256": model.meta["sha256"],
              "data_source": data_desc, "split": str(src.split or ""), "command_line": command_line(),
-             "mean": mean, "std": std, "feature_index_base": 0, "layer_index_base": 1}
+             "mean": mean, "std": std, "feature_index_base": 0, "layer_index_base": 1,
+             "skipped_files": json.dumps(list(src.skipped))}
     written = save_projection(out_dir, stem, proj, pixels, image_index=idx, labels=labels,
                               class_names=src.class_names or model.meta["class_names"],
                               attrs=attrs, image_paths=paths, info=info)

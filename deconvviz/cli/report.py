@@ -55,7 +55,7 @@ def _echo_written(paths, out_dir: Path) -> None:
 @click.option("--save-every", type=click.IntRange(1), default=20, show_default=True,
               help="save the scan's state every N batches (for --resume)")
 @click.option("--quiet", is_flag=True, help="no progress bars")
-def report(checkpoint, data, workers, split, layers, k, batch_size, limit, device, rule, out, png,
+def report(checkpoint, data, workers, skip_unreadable, split, layers, k, batch_size, limit, device, rule, out, png,
            projection_dtype, resume, save_every, quiet):
     """Top-K images of every feature over a whole data set (the paper's Figure 2).
 
@@ -90,11 +90,11 @@ def report(checkpoint, data, workers, split, layers, k, batch_size, limit, devic
                 for L in layers:  # before reading (maybe decoding) the data: fail fast
                     resolve_info(model, L, size)
                 if ranks.writer:  # rank 0 decodes (and caches) the images first ...
-                    source = resolve_source(data, split=split, workers=workers,
+                    source = resolve_source(data, split=split, workers=workers, skip_unreadable=skip_unreadable,
                                            **source_options(model))
             with ranks.stage("reading the data"):
                 if not ranks.writer:  # ... the others then read the cache
-                    source = resolve_source(data, split=split, workers=workers,
+                    source = resolve_source(data, split=split, workers=workers, skip_unreadable=skip_unreadable,
                                            **source_options(model))
             with ranks.stage("the report"):  # rank 0 writes; the others wait here for it
                 written = write_report(model, source, out_dir, list(layers) or None, k,

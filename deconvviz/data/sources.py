@@ -112,6 +112,8 @@ class ImageSource:
             self.shape = tuple(shape)
         self._offset = None
         self._fingerprint = fingerprint
+        #: Files left out by ``--skip-unreadable`` (recorded in outputs' provenance).
+        self.skipped: List[str] = []
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -401,7 +403,8 @@ def _decode_to_cache(paths: Sequence[str], size: Tuple[int, int], target: Path,
                      progress: bool, resize_size: Optional[int] = None,
                      interpolation: str = "bilinear", workers: int = 0) -> dict:
     """Decode images in order into ``target`` (``.npy``, uint8), written atomically;
-    ``workers`` > 0 decodes in that many processes (same pixels)."""
+    ``workers`` > 0 decodes in that many processes (same pixels). An unreadable file
+    is stored as zeros and listed in the returned ``"unreadable"`` (index, message)."""
     target.parent.mkdir(parents=True, exist_ok=True)
     shape = (len(paths), 3, size[0], size[1])
     fd, tmp = tempfile.mkstemp(prefix=".decode-", suffix=".npy", dir=str(target.parent))
@@ -416,11 +419,14 @@ def _decode_to_cache(paths: Sequence[str], size: Tuple[int, int], target: Path,
             with Progress(total, "decoding images (once)", enabled=progress) as bar:
                 decode = functools.partial(_decode, size=size, resize_size=resize_size,
                                            interpolation=interpolation)
+                unreadable = []
                 for i, (pixels, info, error) in enumerate(decode_files(paths, decode, workers)):
                     if error is not None:
-                        raise DeconvvizError(error)
-                    for key in stats:
-                        stats[key] += int(info[key])
+                        unreadable.append([i, error])
+                        pixels = np.zeros(shape[1:], dtype=np.uint8)
+                    else:
+                        for key in stats:
+                            stats[key] += int(info[key])
                     chunk.append(pixels)
                     if len(chunk) == 2048 or i == total - 1:
                         block = np.ascontiguousarray(np.stack(chunk))
@@ -434,6 +440,7 @@ def _decode_to_cache(paths: Sequence[str], size: Tuple[int, int], target: Path,
             os.unlink(tmp)
         raise
     stats["pixels_sha256"] = h.hexdigest()
+    stats["unreadable"] = unreadable
     return stats
 
 
@@ -441,7 +448,8 @@ def _folder_source(paths: List[str], labels: List[int], classes: Sequence[str], 
                    description: str, kind: str, split: Optional[str],
                    size: Tuple[int, int], use_cache: bool = True,
                    resize_size: Optional[int] = None,
-                   interpolation: str = "bilinear", workers: int = 0) -> ImageSource:
+                   interpolation: str = "bilinear", workers: int = 0,
+                   skip_unreadable: bool = False) -> ImageSource:
     if not paths:
         raise DeconvvizError(f"no images found in {description}")
     resize_size = max(size) if resize_size is None else int(resize_size)
@@ -467,7 +475,7 @@ def _folder_source(paths: List[str], labels: List[int], classes: Sequence[str], 
                 return _folder_source(paths, labels, classes, description=description, kind=kind,
                                       split=split, size=size, use_cache=False,
                                       resize_size=resize_size, interpolation=interpolation,
-                                      workers=workers)
+                                      workers=workers, skip_unreadable=skip_unreadable)
             meta = dict(stats, count=len(paths))
             tmp = meta_file.with_suffix(".json.tmp")
             tmp.write_text(json.dumps(meta))
@@ -475,23 +483,50 @@ def _folder_source(paths: List[str], labels: List[int], classes: Sequence[str], 
         _report_conversions(meta, size, resize_size)
         h = hashlib.sha256(meta["pixels_sha256"].encode())
         h.update(label_t.numpy().astype("<i8").tobytes())
-        return ImageSource(description=description, kind=kind, split=split, labels=label_t,
-                           class_names=classes, cache_file=target, shape=(3,) + tuple(size),
-                           fingerprint=h.hexdigest(), paths=list(paths))
+        source = ImageSource(description=description, kind=kind, split=split, labels=label_t,
+                             class_names=classes, cache_file=target, shape=(3,) + tuple(size),
+                             fingerprint=h.hexdigest(), paths=list(paths))
+        return _without_unreadable(source, meta.get("unreadable") or [], skip_unreadable)
     stats = {"converted": 0, "resized": 0, "upscaled": 0, "transparent": 0}
     decode = functools.partial(_decode, size=size, resize_size=resize_size,
                                interpolation=interpolation)
-    pixels = []
-    for image, info, error in decode_files(paths, decode, workers):
+    pixels, unreadable = [], []
+    for i, (image, info, error) in enumerate(decode_files(paths, decode, workers)):
         if error is not None:
-            raise DeconvvizError(error)
-        for key in stats:
-            stats[key] += int(info[key])
+            unreadable.append([i, error])
+            image = np.zeros((3,) + tuple(size), dtype=np.uint8)
+        else:
+            for key in stats:
+                stats[key] += int(info[key])
         pixels.append(image)
     images = torch.from_numpy(np.stack(pixels))
     _report_conversions(stats, size, resize_size)
-    return ImageSource(description=description, kind=kind, split=split, labels=label_t,
-                       class_names=classes, images=images, paths=list(paths))
+    source = ImageSource(description=description, kind=kind, split=split, labels=label_t,
+                         class_names=classes, images=images, paths=list(paths))
+    return _without_unreadable(source, unreadable, skip_unreadable)
+
+
+def _without_unreadable(source: ImageSource, unreadable: Sequence, skip: bool) -> ImageSource:
+    """Stop at the first unreadable image (one line), or with ``skip`` drop them all with
+    one summary notice; ``source.skipped`` lists the dropped files (for provenance)."""
+    if not unreadable:
+        return source
+    if not skip:
+        raise DeconvvizError(str(unreadable[0][1]))
+    bad = {int(i) for i, _ in unreadable}
+    keep = [i for i in range(len(source)) if i not in bad]
+    if not keep:
+        raise DeconvvizError(f"no readable images in {source.description}: all "
+                             f"{len(bad)} could not be read")
+    skipped = [source.paths[i] for i in sorted(bad)]
+    shown = ", ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else "")
+    notice(f"skipped {len(skipped)} unreadable image(s) of {len(source)}: {shown}")
+    kept = ImageSource(description=source.description, kind=source.kind, split=source.split,
+                       labels=source.labels[torch.as_tensor(keep, dtype=torch.long)],
+                       class_names=source.class_names, images=source.read_indices(keep),
+                       paths=[source.paths[i] for i in keep])
+    kept.skipped = skipped
+    return kept
 
 
 def _report_conversions(stats: dict, size: Tuple[int, int], resize_size: int) -> None:
@@ -507,7 +542,8 @@ def _report_conversions(stats: dict, size: Tuple[int, int], resize_size: int) ->
 
 def image_files_source(files: Sequence[str], image_size: Tuple[int, int] = (32, 32), *,
                        resize_size: Optional[int] = None,
-                       interpolation: str = "bilinear", workers: int = 0) -> ImageSource:
+                       interpolation: str = "bilinear", workers: int = 0,
+                       skip_unreadable: bool = False) -> ImageSource:
     """A source made of the given image files, in the given order (labels ``-1``).
 
     Images of another size than ``image_size`` (H, W) are resized and
@@ -519,13 +555,15 @@ def image_files_source(files: Sequence[str], image_size: Tuple[int, int] = (32, 
     desc = files[0] if len(files) == 1 else f"{len(files)} image files"
     return _folder_source(list(files), [-1] * len(files), [], description=desc, kind="images",
                           split=None, size=_pair(image_size), use_cache=False,
-                          resize_size=resize_size, interpolation=interpolation, workers=workers)
+                          resize_size=resize_size, interpolation=interpolation, workers=workers,
+                          skip_unreadable=skip_unreadable)
 
 
 def resolve_source(spec: Optional[str] = None, split: Optional[str] = "test", *,
                    download: bool = False, image_size: Tuple[int, int] = (32, 32),
                    resize_size: Optional[int] = None,
-                   interpolation: str = "bilinear", workers: int = 0) -> ImageSource:
+                   interpolation: str = "bilinear", workers: int = 0,
+                   skip_unreadable: bool = False) -> ImageSource:
     """Turn a data-source string into an :class:`ImageSource`.
 
     ``spec`` is ``"builtin"`` (default), a path to an official CIFAR-10 folder,
@@ -546,7 +584,8 @@ def resolve_source(spec: Optional[str] = None, split: Optional[str] = "test", *,
     if split is not None and split not in ("train", "test"):
         raise DeconvvizError(f"split must be 'train' or 'test', got {split!r}")
     size = _pair(image_size)
-    decode = {"size": size, "resize_size": resize_size, "interpolation": interpolation}
+    decode = {"size": size, "resize_size": resize_size, "interpolation": interpolation,
+              "workers": workers, "skip_unreadable": skip_unreadable}
     if spec == "builtin" or spec.startswith("builtin:"):
         sp = spec.split(":", 1)[1] if ":" in spec else (split or "test")
         if sp not in BUILTIN_SIZES:
@@ -563,7 +602,8 @@ def resolve_source(spec: Optional[str] = None, split: Optional[str] = "test", *,
             raise DeconvvizError(f"{spec} is not an image file (known extensions: "
                                  f"{', '.join(IMAGE_EXTENSIONS)})")
         return image_files_source([str(path)], size, resize_size=resize_size,
-                                  interpolation=interpolation, workers=workers)
+                                  interpolation=interpolation, workers=workers,
+                                  skip_unreadable=skip_unreadable)
     official = _find_cifar_batches(path)
     if official is not None:
         return _load_cifar_batches(official, split or "test")

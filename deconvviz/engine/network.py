@@ -64,9 +64,9 @@ def resolve_info(model: nn.Module, layer: Layer, image_size: Tuple[int, int]
     number = _number(layer)
     if number is not None and is_plain(model):
         return get_layer(model, number, tuple(image_size))
-    graph = graph_of(model, image_size)
-    graph.check_seed(number if number is not None else layer)
-    return graph.info(number if number is not None else layer)
+    graph = graph_of(model, image_size)   # a name that is all digits may be a node's name
+    graph.check_seed(layer)
+    return graph.info(layer)
 
 
 def resolve_infos(model: nn.Module, layers: Optional[Sequence[Layer]],

@@ -28,10 +28,19 @@ def _folder(root, n=75):
 
 
 def test_workers_decode_the_same_pixels_in_the_same_order(tmp_path, monkeypatch):
+    import deconvviz.data.sources as sources
     root = _folder(tmp_path / "imgs")
+    asked = []
+    real = sources.decode_files
+
+    def spy(paths, decode, workers=0):
+        asked.append(workers)
+        return real(paths, decode, workers)
+    monkeypatch.setattr(sources, "decode_files", spy)
     one = resolve_source(str(root), image_size=(32, 32))
     monkeypatch.setenv("DECONVVIZ_CACHE", str(tmp_path / "other-cache"))  # decode again
     two = resolve_source(str(root), image_size=(32, 32), workers=2)
+    assert asked == [0, 2]
     assert one.paths == two.paths and torch.equal(one.labels, two.labels)
     assert torch.equal(one.read(0, len(one)), two.read(0, len(two)))
     assert one.fingerprint == two.fingerprint

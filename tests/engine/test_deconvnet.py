@@ -189,9 +189,18 @@ def test_one_position_closed_form_equals_the_general_pass_exactly(rule):
 # ----------------------------------------------------------------------------- errors and state
 
 def test_unsupported_module_is_named():
+    # The sequential engine names what it cannot invert ...
+    from deconvviz.engine.layers import check_supported
     m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
     with pytest.raises(DeconvvizError, match=r"module 1 \(BatchNorm2d\) is not supported"):
-        project(m, torch.randn(1, 3, 8, 8), 1, 0)
+        check_supported(m)
+    # ... and deconvolve() hands such a network to the graph engine, addressed by node name;
+    # an op without a rule is refused there in one line naming the node and the op.
+    assert project(m.eval(), torch.randn(1, 3, 8, 8), "2", 0).shape == (1, 3, 8, 8)
+    bad = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Sigmoid(), nn.ReLU())
+    with pytest.raises(DeconvvizError, match=r"^node '1' \(Sigmoid\) has no deconvnet rule, so "
+                       r"'2' cannot be projected through it"):
+        project(bad, torch.randn(1, 3, 8, 8), "2", 0)
 
 
 def test_layer_and_feature_ranges_are_pinned():

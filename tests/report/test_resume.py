@@ -23,9 +23,9 @@ SLOW_LAUNCHER = """
 import sys, time
 from deconvviz.data.sources import ImageSource
 real = ImageSource.read
-def slow(self, start, stop):
+def slow(self, *args, **kwargs):
     time.sleep(0.05)
-    return real(self, start, stop)
+    return real(self, *args, **kwargs)
 ImageSource.read = slow
 from deconvviz.cli import main
 main()
@@ -57,6 +57,7 @@ def test_a_killed_scan_resumes_to_the_uninterrupted_report(tiny_checkpoint, tmp_
     state = out / ".scan-state.pt"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # wait until a third of the scan is saved
+        assert proc.poll() is None, proc.communicate()[1].decode()[-2000:]
         if state.is_file():
             try:
                 saved = torch.load(state, weights_only=True)

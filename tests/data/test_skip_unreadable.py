@@ -1,0 +1,44 @@
+"""--skip-unreadable: one summary line, the files recorded in the provenance; without it
+the first unreadable image stops the run with one line, and nothing is written."""
+
+from __future__ import annotations
+
+import json
+
+import h5py
+from click.testing import CliRunner
+from PIL import Image
+
+from deconvviz.cli import main
+from deconvviz.data.sources import synthetic_images
+
+
+def _folder(root, n=20, broken=("c0/04.png", "c0/10.png", "c1/13.png", "c1/17.png")):
+    images, _ = synthetic_images(n, seed=7)
+    for i in range(n):
+        d = root / f"c{i % 2}"
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(images[i].permute(1, 2, 0).numpy()).save(d / f"{i:02d}.png")
+    for b in broken:
+        (root / b).write_bytes(b"not an image")
+    return [str(root / b) for b in sorted(broken)]
+
+
+def test_skip_unreadable_in_a_report(tiny_checkpoint, tmp_path):
+    bad = _folder(tmp_path / "imgs")
+    base = ["report", "--model", str(tiny_checkpoint), "--data", str(tmp_path / "imgs"),
+            "--top", "2", "--layer", "1", "--no-png", "--quiet", "--out", str(tmp_path / "r")]
+    res = CliRunner().invoke(main, base)
+    assert res.exit_code == 1
+    assert res.output.strip().splitlines()[-1].startswith(f"Error: cannot read image {bad[0]}: ")
+    assert not (tmp_path / "r" / "report.h5").exists()
+
+    res = CliRunner().invoke(main, base + ["--skip-unreadable", "--workers", "2"])
+    assert res.exit_code == 0, res.output
+    assert (f"deconvviz: skipped 4 unreadable image(s) of 20: {bad[0]}, {bad[1]}, {bad[2]}, ..."
+            in res.output)
+    with h5py.File(tmp_path / "r" / "report.h5") as f:
+        assert f.attrs["num_images"] == 16
+        assert json.loads(f.attrs["skipped_files"]) == bad
+        paths = [p.decode() for p in f["images/path"][()]]
+    assert not set(paths) & set(bad)
