@@ -105,7 +105,7 @@ def test_synthetic_jpeg_exact_and_drafted(tmp_path):
     Image.fromarray(_photo_like(600, 800)).save(path, quality=90)
     exact, info = decode_image(path, 64, 73, draft=False)
     assert torch.equal(torch.from_numpy(exact), _torchvision_pixels(path, 73, 64))
-    assert info == {"converted": False, "resized": True, "upscaled": False}
+    assert info == {"converted": False, "resized": True, "upscaled": False, "transparent": False}
     drafted, _ = decode_image(path, 64, 73, draft=True)
     diff = np.abs(exact.astype(int) - drafted.astype(int))
     assert diff.max() > 0 and diff.mean() < 1.0
