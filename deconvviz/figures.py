@@ -162,7 +162,8 @@ def run_occlusion(model, source, indices, out_png: Path, *, layer: int = 2, feat
         write_occlusion_h5(tmp_h5, maps, raw, indices,
                            attrs={"data": source.description,
                                   "model": str(model.meta.get("path", "")),
-                                  "class_names": list(classes)})
+                                  "class_names": list(classes),
+                                  "skipped_files": _skipped_json(source)})
     return out_png, out_h5, maps
 
 
@@ -265,6 +266,12 @@ def run_filters(model, layer: int, out_png: Path, *, source: Optional[ImageSourc
     if dead is not None:
         data.update(max_activation=dead.max_activation, dead=dead.dead)
         attrs.update(data=source.description, split=source.split or "",
-                     num_images=dead.num_images)
+                     num_images=dead.num_images, skipped_files=_skipped_json(source))
     check_writable_dir(out_png.parent if str(out_png.parent) else Path("."))
     return write_figure_files(fig, out_png, data, attrs), filters, dead
+
+
+def _skipped_json(source: ImageSource) -> str:
+    """The files ``--skip-unreadable`` left out of ``source``, as a JSON list (provenance)."""
+    import json
+    return json.dumps(list(getattr(source, "skipped", [])))

@@ -89,7 +89,8 @@ def train(data, workers, skip_unreadable, download, test_data, epochs, batch_siz
         train_data={"source": train_src.description, "kind": train_src.kind,
                     "split": train_src.split, "num_images": len(train_src),
                     "fingerprint": train_src.fingerprint, "skipped_files": list(train_src.skipped)},
-        test_data={"source": test_src.description, "num_images": len(test_src)},
+        test_data={"source": test_src.description, "num_images": len(test_src),
+                   "skipped_files": list(test_src.skipped)},
         training=dict(hp), command=command_line(), torch_version=str(torch.__version__))
 
     def save(path, epoch, history):

@@ -126,11 +126,15 @@ def render(report_file, out):
     from ..store.atomic import check_writable_dir
     from ..store.h5 import file_format
     from ..store.projection import PROJECTION_FORMAT, read_projection_h5
-    from ..store.report import read_report_h5
+    from ..store.report import REPORT_FORMAT, read_report_h5
 
     path = Path(report_file)
     out_dir = Path(out) if out else (path.parent if str(path.parent) else Path("."))
-    if path.is_file() and file_format(path) == PROJECTION_FORMAT:
+    fmt = file_format(path) if path.is_file() else None
+    if fmt and fmt.startswith("deconvviz-") and fmt not in (REPORT_FORMAT, PROJECTION_FORMAT):
+        raise DeconvvizError(f"{path} is a {fmt} file; render redraws {REPORT_FORMAT} and "
+                             f"{PROJECTION_FORMAT} files (others are drawn when written)")
+    if fmt == PROJECTION_FORMAT:
         data = read_projection_h5(path)        # checks format and version
         png = render_projection(data, check_writable_dir(out_dir) / f"{path.stem}.png")
         click.echo(f"wrote {png}")

@@ -91,13 +91,17 @@ class ImageSource:
 
     Images live either in memory (``images``) or in a decoded cache file that is
     read batch by batch, so a scan over the source holds one batch at a time.
+    ``rows`` (increasing): the cache rows that make up the source, where some rows
+    of the cache are left out (unreadable files, see :func:`resolve_source`);
+    image ``i`` is cache row ``rows[i]``.
     """
 
     def __init__(self, *, description: str, kind: str, split: Optional[str],
                  labels: torch.Tensor, class_names: Sequence[str],
                  images: Optional[torch.Tensor] = None,
                  cache_file: Optional[Path] = None, shape: Optional[Tuple[int, int, int]] = None,
-                 fingerprint: Optional[str] = None, paths: Optional[List[str]] = None):
+                 fingerprint: Optional[str] = None, paths: Optional[List[str]] = None,
+                 rows: Optional[Sequence[int]] = None):
         self.description = description
         self.kind = kind
         self.split = split
@@ -112,6 +116,7 @@ class ImageSource:
             self.shape = tuple(shape)
         self._offset = None
         self._fingerprint = fingerprint
+        self._rows = None if rows is None else np.asarray(rows, dtype=np.int64)
         #: Files left out by ``--skip-unreadable`` (recorded in outputs' provenance).
         self.skipped: List[str] = []
 
@@ -152,14 +157,31 @@ class ImageSource:
         per = int(np.prod(self.shape))
         buf = np.empty(n * per, dtype=np.uint8) if out is None else \
             out[:n].numpy().reshape(-1)
+        if self._rows is None or n == 0:
+            self._read_rows(start, n, buf)
+        else:
+            # The kept rows of start:stop and the few left-out rows between them are
+            # read in one go, then the left-out ones dropped.
+            rows = self._rows[start:stop]
+            first, span = int(rows[0]), int(rows[-1]) - int(rows[0]) + 1
+            if span == n:
+                self._read_rows(first, n, buf)
+            else:
+                block = np.empty(span * per, dtype=np.uint8)
+                self._read_rows(first, span, block)
+                buf.reshape(n, per)[:] = block.reshape(span, per)[rows - first]
+        return torch.from_numpy(buf.reshape((n,) + self.shape)) if out is None else out[:n]
+
+    def _read_rows(self, first: int, count: int, buf: np.ndarray) -> None:
+        """Cache rows ``first:first + count`` into the flat ``uint8`` buffer ``buf``."""
+        per = int(np.prod(self.shape))
         with open(self._cache_file, "rb") as f:
             if self._offset is None:
                 self._offset = _npy_data_offset(f)
-            f.seek(self._offset + start * per)
-            got = f.readinto(memoryview(buf))
-        if got != n * per:
+            f.seek(self._offset + first * per)
+            got = f.readinto(memoryview(buf[:count * per]))
+        if got != count * per:
             raise DeconvvizError(f"decoded-image cache {self._cache_file} is truncated; delete it")
-        return torch.from_numpy(buf.reshape((n,) + self.shape)) if out is None else out[:n]
 
     def read_indices(self, indices: Sequence[int]) -> torch.Tensor:
         """Images at the given indices (any order) as ``uint8`` ``(n, 3, H, W)``."""
@@ -521,10 +543,18 @@ def _without_unreadable(source: ImageSource, unreadable: Sequence, skip: bool) -
     skipped = [source.paths[i] for i in sorted(bad)]
     shown = ", ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else "")
     notice(f"skipped {len(skipped)} unreadable image(s) of {len(source)}: {shown}")
-    kept = ImageSource(description=source.description, kind=source.kind, split=source.split,
-                       labels=source.labels[torch.as_tensor(keep, dtype=torch.long)],
-                       class_names=source.class_names, images=source.read_indices(keep),
-                       paths=[source.paths[i] for i in keep])
+    common = dict(description=source.description, kind=source.kind, split=source.split,
+                  labels=source.labels[torch.as_tensor(keep, dtype=torch.long)],
+                  class_names=source.class_names, paths=[source.paths[i] for i in keep])
+    if source._images is not None:
+        kept = ImageSource(images=source.read_indices(keep), **common)
+    else:
+        # Still read from the cache batch by batch (never all in memory): image i is
+        # cache row keep[i]. The fingerprint names the full cache and the rows kept.
+        h = hashlib.sha256(source.fingerprint.encode())
+        h.update(np.asarray(keep, dtype="<i8").tobytes())
+        kept = ImageSource(cache_file=source._cache_file, shape=source.shape, rows=keep,
+                           fingerprint=h.hexdigest(), **common)
     kept.skipped = skipped
     return kept
 

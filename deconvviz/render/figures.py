@@ -106,8 +106,9 @@ def short_description(source: ImageSource) -> str:
 
 
 def class_name(source: ImageSource, label: int) -> str:
-    """Name of class ``label`` in ``source`` (``"?"`` when unlabelled)."""
-    return source.class_names[label] if 0 <= label < len(source.class_names) else "?"
+    """Name of class ``label`` in ``source``; ``"unlabelled"`` for an image without a
+    label (``-1``), never a guess such as the network's prediction."""
+    return source.class_names[label] if 0 <= label < len(source.class_names) else "unlabelled"
 
 
 def mode_text(mode: str) -> str:
