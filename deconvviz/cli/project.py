@@ -105,9 +105,10 @@ def project(checkpoint, layer, feature, data, workers, skip_unreadable, split, i
     mean, std = model.meta["normalization"]["mean"], model.meta["normalization"]["std"]
     paths = None
     if image_paths:
-        src = image_files_source(list(image_paths), **source_options(model))
+        src = image_files_source(list(image_paths), skip_unreadable=skip_unreadable,
+                                 **source_options(model))
         idx = torch_arange(len(src))
-        paths = list(image_paths)
+        paths = list(src.paths)   # the readable ones, with --skip-unreadable
         data_desc = ", ".join(image_paths)
     else:
         src = resolve_source(data, split=split, workers=workers, skip_unreadable=skip_unreadable, **source_options(model))

@@ -1,7 +1,10 @@
 """What a new user meets first (issue 13): output folders that do not exist yet, render on
-every deconvviz file, unlabelled images called unlabelled."""
+every deconvviz file (the same PNG bytes as when written), unlabelled images called
+unlabelled, unreadable --image files skipped when asked."""
 
 from __future__ import annotations
+
+import json
 
 import h5py
 import numpy as np
@@ -35,9 +38,18 @@ def test_every_command_that_writes_creates_its_folder(tiny_checkpoint, tmp_path)
     assert (tmp_path / "r" / "new" / (h5.stem + ".png")).read_bytes() == \
         h5.with_suffix(".png").read_bytes()
     r = run("report", "--model", tiny_checkpoint, "--layer", "1", "--limit", "20", "--top", "2",
-            "--no-png", "--quiet", "--out", tmp_path / "rep" / "new")
+            "--quiet", "--out", tmp_path / "rep" / "new")
     assert r.exit_code == 0, r.output
-    assert (tmp_path / "rep" / "new" / "report.h5").is_file()
+    r = run("render", tmp_path / "rep" / "new" / "report.h5", "--out", tmp_path / "rr" / "new")
+    assert r.exit_code == 0, r.output
+    written = sorted(p.relative_to(tmp_path / "rep" / "new")
+                     for p in (tmp_path / "rep" / "new").rglob("*.png"))
+    assert len(written) == 33                                      # the grid + 32 features
+    assert written == sorted(p.relative_to(tmp_path / "rr" / "new")
+                             for p in (tmp_path / "rr" / "new").rglob("*.png"))
+    for rel in written:                                            # report -> render: same bytes
+        assert (tmp_path / "rr" / "new" / rel).read_bytes() == \
+            (tmp_path / "rep" / "new" / rel).read_bytes(), rel
     # A folder that cannot be made is one line, as before.
     (tmp_path / "file").write_text("x")
     r = run("occlusion", "--model", tiny_checkpoint, "--out", tmp_path / "file" / "o.png")
@@ -73,3 +85,18 @@ def test_an_unlabelled_image_is_captioned_unlabelled(tiny_checkpoint, tmp_path):
     assert r.exit_code == 0, r.output
     with h5py.File(tmp_path / "p" / "layer1_feature0_max_deconvnet_switches.h5") as f:
         assert f["label"][()].tolist() == [-1]
+
+
+def test_project_skips_an_unreadable_image_file_when_asked(tiny_checkpoint, tmp_path):
+    rng = np.random.default_rng(2)
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "ok.png")
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    args = ["project", "--model", tiny_checkpoint, "--layer", "1", "--feature", "0", "--image",
+            tmp_path / "bad.png", "--image", tmp_path / "ok.png", "--out", tmp_path / "p"]
+    r = run(*args)
+    assert r.exit_code == 1 and r.output.startswith(f"Error: cannot read image {tmp_path / 'bad.png'}")
+    r = run(*args, "--skip-unreadable")
+    assert r.exit_code == 0, r.output
+    with h5py.File(tmp_path / "p" / "layer1_feature0_max_deconvnet_switches.h5") as f:
+        assert [p.decode() for p in f["image_path"][()]] == [str(tmp_path / "ok.png")]
+        assert json.loads(f.attrs["skipped_files"]) == [str(tmp_path / "bad.png")]
