@@ -29,7 +29,7 @@ from . import __version__
 from .data.sources import ImageSource
 from .engine.deconvnet import RULES
 from .engine.distributed import Ranks, gather_topk
-from .engine.network import layer_key
+from .engine.network import layer_key, require_spatial, spatial
 from .engine.receptive import extract_patches
 from .engine.seeds import project_seeds
 from .engine.topk import (TopK, empty_topk, finalize_topk, layer_infos, merge_topk,
@@ -117,6 +117,11 @@ def _scan(model, source, layers, k, *, batch_size, device, rule, progress, limit
     if n < 1:
         raise DeconvvizError(f"{source.description} has no images to scan")
     infos = layer_infos(model, layers, source.image_size)
+    if layers:
+        for info in infos:
+            require_spatial(model, info)
+    else:  # by default, the nodes that have image patches
+        infos = [i for i in infos if spatial(model, i)]
     if batch_size is None:
         batch_size = batch_size_for(model, infos, source.image_size)
     ranks = ranks if ranks is not None else Ranks(0, 1, str(device))

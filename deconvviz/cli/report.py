@@ -70,7 +70,7 @@ def report(checkpoint, data, workers, skip_unreadable, split, layers, k, batch_s
     from ..data.sources import resolve_source
     from ..engine.distributed import distributed_context
     from ..data.preprocess import Preprocessing
-    from ..engine.network import resolve_info
+    from ..engine.network import require_spatial, resolve_info
     from ..report import scan_state_path, write_report
     from ..store.atomic import check_writable_dir
 
@@ -88,7 +88,7 @@ def report(checkpoint, data, workers, skip_unreadable, split, layers, k, batch_s
                 model = checkpoint.load(ranks.device)
                 size = Preprocessing.from_meta(model.meta).size
                 for L in layers:  # before reading (maybe decoding) the data: fail fast
-                    resolve_info(model, L, size)
+                    require_spatial(model, resolve_info(model, L, size))
                 if ranks.writer:  # rank 0 decodes (and caches) the images first ...
                     source = resolve_source(data, split=split, workers=workers, skip_unreadable=skip_unreadable,
                                            **source_options(model))

@@ -22,7 +22,7 @@ from .graph import Graph, NodeInfo, build_graph
 from .layers import LayerInfo, check_supported, conv_stack, get_layer, list_layers
 
 __all__ = ["Layer", "is_plain", "graph_of", "resolve_info", "resolve_infos", "layer_key",
-           "uses_graph"]
+           "uses_graph", "spatial", "require_spatial"]
 
 Layer = Union[int, str]
 _GRAPHS: "weakref.WeakKeyDictionary[nn.Module, Graph]" = weakref.WeakKeyDictionary()
@@ -101,6 +101,23 @@ def _projectable(graph: Graph, name: str) -> bool:
     except DeconvvizError:
         return False
     return True
+
+
+def spatial(model: nn.Module, info) -> bool:
+    """Whether the layer's output has positions ``(C, H, W)`` (a logit or a flattened
+    vector has one value per channel and no image patch of its own)."""
+    if not isinstance(info, NodeInfo):
+        return True
+    return len(graph_of(model, info.image_size).node(info.name).shape or ()) == 3
+
+
+def require_spatial(model: nn.Module, info) -> None:
+    """One line for a layer without positions where image patches are asked for."""
+    if not spatial(model, info):
+        raise DeconvvizError(f"{info.describe()} has no spatial output (one value per "
+                             "channel), so it has no image patches for a report; choose a node "
+                             "with a (C, H, W) output (see 'deconvviz layers'), or project it "
+                             f"with 'deconvviz project --layer {info.name}'")
 
 
 def layer_key(info: Union[LayerInfo, NodeInfo]) -> Layer:

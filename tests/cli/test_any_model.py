@@ -119,12 +119,12 @@ def test_project_report_render_and_occlusion_on_a_node(user_net, photos, tmp_pat
 
     out = tmp_path / "r"
     res = _run("report", "--model", user_net, *MODEL, "--data", photos, "--layer", "conv1",
-               "--layer", "add", "--layer", "head", "--top", "3", "--out", out, "--quiet")
+               "--layer", "add", "--layer", "act", "--top", "3", "--out", out, "--quiet")
     assert res.exit_code == 0, res.output
     rep = read_report_h5(out / "report.h5")
-    assert list(rep.layers) == ["conv1", "add", "head"]
+    assert list(rep.layers) == ["conv1", "add", "act"]
     assert rep.layers["add"].projection.shape == (8, 3, 3) + rep.layers["add"].rf_size
-    assert (out / "add.png").is_file() and len(list((out / "head").glob("*.png"))) == 5
+    assert (out / "add.png").is_file() and len(list((out / "act").glob("*.png"))) == 8
     res = _run("render", out / "report.h5", "--out", tmp_path / "again")
     assert res.exit_code == 0, res.output
     assert (tmp_path / "again" / "add" / "feature007.png").read_bytes() == \
@@ -144,6 +144,9 @@ def test_project_report_render_and_occlusion_on_a_node(user_net, photos, tmp_pat
     (["project", "--model", "usernet:with_silu", *MODEL, "--layer", "head", "--feature", "0"],
      "Error: Invalid value for --layer: node 'act' (SiLU) has no deconvnet rule, so 'head' "
      "cannot be projected through it"),
+    (["report", "--model", "usernet:make", *MODEL, "--layer", "head"],
+     "Error: node 'head' (Linear) has no spatial output (one value per channel), so it has no "
+     "image patches for a report; choose a node with a (C, H, W) output"),
     (["layers", "--model", "usernet:untraceable", *MODEL],
      "Error: Branchy cannot be traced by torch.fx"),
     (["project", "--model", "usernet:make", *MODEL, "--layer", "2", "--feature", "0"],
@@ -151,7 +154,8 @@ def test_project_report_render_and_occlusion_on_a_node(user_net, photos, tmp_pat
      "stack, which Res is not; name a node instead"),
 ])
 def test_bad_layers_and_models_are_one_line(user_net, args, message, tmp_path):
-    res = _run(*args, "--out", tmp_path / "x") if args[0] == "project" else _run(*args)
+    res = _run(*args, "--out", tmp_path / "x") if args[0] in ("project", "report") \
+        else _run(*args)
     assert res.exit_code in (1, 2), res.output
     lines = [line for line in res.output.splitlines() if line.startswith("Error")]
     assert len(lines) == 1 and lines[0].startswith(message), res.output
