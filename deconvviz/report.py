@@ -16,6 +16,7 @@ columns (every image, ranked): files never hold padding entries.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 from pathlib import Path
@@ -37,7 +38,9 @@ from .engine.topk import (TopK, empty_topk, finalize_topk, layer_infos, merge_to
 from .errors import DeconvvizError, notice
 from .progress import Progress
 from .render.report_png import feature_png, layer_figure, write_png
-from .store.atomic import atomic_path, atomic_paths, check_writable_dir
+from .render.web import SiteWriter, site_path, timestamp
+from .store.atomic import atomic_folder, atomic_path, atomic_paths, check_folder_target, \
+    check_writable_dir
 from .store.report import (PROJECTION_DTYPES, REPORT_FILE, REPORT_FORMAT, REPORT_VERSION,
                            ImageTable, LayerReport, Report, ReportWriter, read_report_h5,
                            write_report_h5)
@@ -281,14 +284,16 @@ def write_report(model: nn.Module, source: ImageSource, out_dir: Union[str, Path
                  progress: bool = True, limit: Optional[int] = None,
                  ranks: Optional[Ranks] = None, command_line: str = "", png: bool = True,
                  projection_dtype: str = "float32", timings: Optional[dict] = None,
-                 resume: bool = False, save_every: int = 20
+                 resume: bool = False, save_every: int = 20, html: bool = False
                  ) -> Optional[List[Path]]:
     """Like :func:`build_report`, but each layer goes to ``out_dir`` as soon as it is
-    computed (``report.h5``, and with ``png`` the layer's PNGs), so peak memory does
-    not grow with the number of layers or images. All files appear together, only
-    when every one is complete: a failure or Ctrl-C leaves an earlier report
-    untouched and nothing half-written. Returns the paths written (None on ranks
-    that do not write). ``projection_dtype``: ``"float32"`` or ``"float16"``.
+    computed (``report.h5``, with ``png`` the layer's PNGs, with ``html`` its part
+    of the web report ``out_dir/site/``, see :mod:`deconvviz.render.web`), so peak
+    memory does not grow with the number of layers or images. All files appear
+    together, only when every one is complete: a failure or Ctrl-C leaves an
+    earlier report untouched and nothing half-written. Returns the paths written
+    (None on ranks that do not write; the site as its ``index.html``).
+    ``projection_dtype``: ``"float32"`` or ``"float16"``.
 
     The scan saves its state every ``save_every`` batches next to the output
     (:func:`scan_state_path`); ``resume=True`` continues from a saved state of the
@@ -301,6 +306,8 @@ def write_report(model: nn.Module, source: ImageSource, out_dir: Union[str, Path
                              f"got {projection_dtype!r}")
     timings = {} if timings is None else timings
     out_dir = check_writable_dir(out_dir)
+    if html:
+        check_folder_target(site_path(out_dir))  # before the scan: fail fast
     scan = _scan(model, source, layers, k, batch_size=batch_size, device=device, rule=rule,
                  progress=progress, limit=limit, ranks=ranks, timings=timings,
                  state_dir=out_dir, resume=resume, save_every=save_every)
@@ -314,15 +321,25 @@ def write_report(model: nn.Module, source: ImageSource, out_dir: Union[str, Path
         for info in scan.infos:
             check_writable_dir(out_dir / _group_name(layer_key(info)))
     targets = [paths[key] for key in keys]
-    with atomic_paths(targets) as tmps:
-        tmp = dict(zip(keys, tmps))
-        table = _kept_images(source, scan)
-        with ReportWriter(tmp["h5"], attrs, projection_dtype) as writer:
-            writer.add_images(table)
-            for lr in _layer_reports(model, scan, table, rule=rule, device=device):
-                writer.add_layer(lr)
-                if png:
-                    _draw_layer(lr, attrs, tmp)
+    # The site's folder is swapped in just after the files are renamed into place.
+    with (atomic_folder(site_path(out_dir)) if html else contextlib.nullcontext()) as site_tmp:
+        with atomic_paths(targets) as tmps:
+            tmp = dict(zip(keys, tmps))
+            table = _kept_images(source, scan)
+            site = SiteWriter(site_tmp, attrs, table, f"report written {timestamp()}") if html \
+                else None
+            with ReportWriter(tmp["h5"], attrs, projection_dtype) as writer:
+                writer.add_images(table)
+                for lr in _layer_reports(model, scan, table, rule=rule, device=device):
+                    writer.add_layer(lr)
+                    if png:
+                        _draw_layer(lr, attrs, tmp)
+                    if site is not None:
+                        site.add_layer(lr)
+            if site is not None:
+                site.finish()
+    if html:
+        targets.append(site_path(out_dir) / "index.html")
     for state in out_dir.glob(SCAN_STATE.format(suffix="*")):
         state.unlink()  # the report is complete: nothing left to resume
     timings["project"] = time.perf_counter() - t0

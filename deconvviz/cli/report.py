@@ -54,9 +54,11 @@ def _echo_written(paths, out_dir: Path) -> None:
               help="continue an interrupted scan from the state saved in OUT")
 @click.option("--save-every", type=click.IntRange(1), default=20, show_default=True,
               help="save the scan's state every N batches (for --resume)")
+@click.option("--html", is_flag=True,
+              help="also write the browsable web report OUT/site/ (open OUT/site/index.html)")
 @click.option("--quiet", is_flag=True, help="no progress bars")
 def report(checkpoint, data, workers, skip_unreadable, split, layers, k, batch_size, limit, device, rule, out, png,
-           projection_dtype, resume, save_every, quiet):
+           projection_dtype, resume, save_every, html, quiet):
     """Top-K images of every feature over a whole data set (the paper's Figure 2).
 
     Scans the data once, keeps for each feature of the chosen layers the K
@@ -102,7 +104,7 @@ def report(checkpoint, data, workers, skip_unreadable, split, layers, k, batch_s
                                        progress=not quiet, limit=limit, ranks=ranks,
                                        command_line=command_line(), png=png,
                                        projection_dtype=projection_dtype, resume=resume,
-                                       save_every=save_every)
+                                       save_every=save_every, html=html)
     except KeyboardInterrupt:
         saved = scan_state_path(out_dir)
         if saved.is_file():
@@ -118,9 +120,13 @@ def report(checkpoint, data, workers, skip_unreadable, split, layers, k, batch_s
 @click.argument("report_file", metavar="FILE.h5", type=click.Path(dir_okay=False))
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="folder for the PNGs  [default: the file's folder]")
-def render(report_file, out):
+@click.option("--html", is_flag=True,
+              help="write a report's browsable web report OUT/site/ instead of the PNGs "
+                   "(reads one layer at a time)")
+def render(report_file, out, html):
     """Redraw the PNGs of a deconvviz HDF5 file alone (no model, no data): a report
-    (report.h5) or a projection file of 'deconvviz project'."""
+    (report.h5) or a projection file of 'deconvviz project'; with --html, a report's
+    web report instead."""
     from ..figures import render_projection
     from ..report import render_report
     from ..store.atomic import check_writable_dir
@@ -134,6 +140,13 @@ def render(report_file, out):
     if fmt and fmt.startswith("deconvviz-") and fmt not in (REPORT_FORMAT, PROJECTION_FORMAT):
         raise DeconvvizError(f"{path} is a {fmt} file; render redraws {REPORT_FORMAT} and "
                              f"{PROJECTION_FORMAT} files (others are drawn when written)")
+    if html:
+        if fmt == PROJECTION_FORMAT:
+            raise DeconvvizError(f"{path} is a {fmt} file; --html makes the web report of a "
+                                 f"{REPORT_FORMAT} file (report.h5)")
+        from ..render.web import write_site
+        click.echo(f"wrote {write_site(path, out_dir)}")
+        return
     if fmt == PROJECTION_FORMAT:
         data = read_projection_h5(path)        # checks format and version
         png = render_projection(data, check_writable_dir(out_dir) / f"{path.stem}.png")

@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import contextlib
+import ctypes
+import errno
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Iterator, Sequence, Union
 
 from ..errors import DeconvvizError
 
-__all__ = ["atomic_path", "atomic_paths", "check_writable_dir"]
+__all__ = ["atomic_path", "atomic_paths", "atomic_folder", "check_folder_target",
+           "check_writable_dir"]
 
 
 def check_writable_dir(folder: Union[str, Path], create: bool = True) -> Path:
@@ -68,3 +72,65 @@ def atomic_paths(targets: Sequence[Union[str, Path]]) -> Iterator[Sequence[Path]
         for tmp in tmps:
             if tmp.exists():
                 tmp.unlink()
+
+
+def _exchange(a: Path, b: Path) -> bool:
+    """Swap two paths in one step (Linux ``renameat2(RENAME_EXCHANGE)``); False where the
+    system or file system cannot, so the caller falls back to two renames."""
+    try:
+        fn = ctypes.CDLL(None, use_errno=True).renameat2
+    except (AttributeError, OSError):
+        return False
+    at_fdcwd, rename_exchange = -100, 2
+    fn.argtypes = [ctypes.c_int, ctypes.c_char_p, ctypes.c_int, ctypes.c_char_p, ctypes.c_uint]
+    if fn(at_fdcwd, os.fsencode(a), at_fdcwd, os.fsencode(b), rename_exchange) == 0:
+        return True
+    if ctypes.get_errno() in (errno.EINVAL, errno.ENOSYS, errno.EOPNOTSUPP):
+        return False
+    raise OSError(ctypes.get_errno(), os.strerror(ctypes.get_errno()))
+
+
+def check_folder_target(target: Union[str, Path]) -> Path:
+    """Make sure the folder ``target`` can be (re)placed: its parent is a writable
+    folder and ``target`` is not a file."""
+    target = Path(target)
+    if target.exists() and not target.is_dir():
+        raise DeconvvizError(f"{target} exists and is not a folder; remove it or choose "
+                             "another --out")
+    check_writable_dir(target.parent, create=False)
+    return target
+
+
+@contextlib.contextmanager
+def atomic_folder(target: Union[str, Path]) -> Iterator[Path]:
+    """``with atomic_folder(out / "site") as tmp: fill(tmp)``: a whole folder, all or nothing.
+
+    The block fills a fresh temporary folder beside ``target``; only when it
+    succeeds does that folder take ``target``'s place (an existing ``target``
+    is swapped out in one step where the system can, else renamed aside just
+    before, and then deleted). On any failure (including Ctrl-C) the temporary
+    folder is deleted and an existing ``target`` is left untouched.
+    """
+    target = check_folder_target(target)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{target.name}.", suffix=".part", dir=str(target.parent)))
+    old = None
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp makes a 0700 folder
+        try:
+            if not target.exists():
+                os.rename(tmp, target)
+            elif not _exchange(tmp, target):  # tmp now holds the old folder, deleted below
+                old = Path(tempfile.mkdtemp(prefix=f".{target.name}.old.", dir=str(target.parent)))
+                os.rename(target, old / target.name)
+                try:
+                    os.rename(tmp, target)
+                except OSError:
+                    os.rename(old / target.name, target)
+                    raise
+        except OSError as exc:
+            raise DeconvvizError(f"cannot write {target}: {exc.strerror or exc}") from None
+    finally:
+        for leftover in (tmp, old):
+            if leftover is not None and leftover.exists():
+                shutil.rmtree(leftover, ignore_errors=True)

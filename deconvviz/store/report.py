@@ -22,7 +22,8 @@ from ..errors import DeconvvizError
 from .h5 import STAMPED, attr_value, h5py_module, open_checked, stamp
 
 __all__ = ["REPORT_FORMAT", "REPORT_VERSION", "REPORT_FILE", "PROJECTION_DTYPES", "LayerReport",
-           "ImageTable", "Report", "ReportWriter", "write_report_h5", "read_report_h5"]
+           "ImageTable", "Report", "ReportWriter", "write_report_h5", "read_report_h5",
+           "layer_names"]
 
 REPORT_FORMAT = "deconvviz-report"
 REPORT_VERSION = 2
@@ -235,9 +236,22 @@ def _read_images(f, path: Path) -> Optional[ImageTable]:
     return table
 
 
-def read_report_h5(path: Union[str, Path], layers: Optional[Sequence[int]] = None) -> Report:
+def layer_names(attrs: dict) -> List[str]:
+    """The layer groups of a report, in order, from its root attributes (``layer2``, or a
+    graph node's name); pass one to :func:`read_report_h5` ``layers=`` to read it alone."""
+    names = attrs.get("nodes")
+    if names is not None:
+        return [str(v) for v in (names if isinstance(names, list) else [names])]
+    stored = attrs["layers"]
+    return [f"layer{int(v)}" for v in (stored if isinstance(stored, list) else [stored])]
+
+
+def read_report_h5(path: Union[str, Path], layers: Optional[Sequence[int]] = None,
+                   images: bool = True) -> Report:
     """Read and check a report written by :class:`ReportWriter` (version 2) or by
-    deconvviz 0.1 (version 1). ``layers``: read only these (default: all).
+    deconvviz 0.1 (version 1). ``layers``: read only these (default: all; ``[]``:
+    none); ``images=False`` leaves :attr:`Report.images` None (to read a big
+    report one layer at a time without reading its images again each time).
 
     Raises :class:`~deconvviz.errors.DeconvvizError` (one line) for a missing,
     damaged, foreign or newer-format file, or one whose arrays do not fit together.
@@ -246,12 +260,8 @@ def read_report_h5(path: Union[str, Path], layers: Optional[Sequence[int]] = Non
         with open_checked(path, REPORT_FORMAT, REPORT_VERSION, "report", _ROOT_ATTRS) as f:
             attrs = {k: attr_value(v) for k, v in f.attrs.items()}
             version = int(attrs["format_version"])
-            report = Report(attrs=attrs, images=_read_images(f, Path(path)))
-            stored = attrs["layers"]
-            stored = [int(v) for v in (stored if isinstance(stored, list) else [stored])]
-            names = attrs.get("nodes")
-            names = ([str(v) for v in (names if isinstance(names, list) else [names])]
-                     if names is not None else [f"layer{L}" for L in stored])
+            report = Report(attrs=attrs, images=_read_images(f, Path(path)) if images else None)
+            names = layer_names(attrs)
             if layers is not None:
                 want = {f"layer{v}" if isinstance(v, int) or str(v).isdigit() else str(v)
                         for v in layers}

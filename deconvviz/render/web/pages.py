@@ -1,0 +1,285 @@
+"""The web report's HTML: the index, one page per layer, one page per feature.
+
+Every value that comes from the report file (paths, class names, the command
+line, layer names) goes through :func:`esc` into HTML, or through
+:func:`json_script` into the JSON a layer page carries, so a file name such as
+``</script><script>alert(1)</script>.png`` is shown as text, never run.
+Pages are filled from the templates in ``templates/`` with :class:`string.Template`.
+"""
+
+from __future__ import annotations
+
+import html
+import json
+import string
+from dataclasses import dataclass
+from functools import lru_cache
+from importlib import resources
+from pathlib import PurePosixPath
+from typing import List, Optional, Sequence, Tuple
+from urllib.parse import quote
+
+import numpy as np
+
+from ..display import DISPLAY_PERCENTILE
+
+__all__ = ["esc", "json_script", "href", "NORMALISATION", "LayerSummary", "Tile",
+           "index_page", "layer_page", "feature_page", "template"]
+
+NORMALISATION = (
+    "Projections: zero is mid-grey (brighter positive, darker negative) and each tile is "
+    f"stretched by its own {DISPLAY_PERCENTILE:g}th percentile of |value|, its scale, so "
+    "brightness compares pixels within a tile, not across tiles. Small pictures are enlarged "
+    "without smoothing.")
+
+
+def esc(value) -> str:
+    """Text for HTML content and quoted attributes (``& < > " '`` escaped)."""
+    return html.escape(str(value), quote=True)
+
+
+def json_script(value) -> str:
+    """``value`` as JSON that is safe inside ``<script type="application/json">``: no
+    ``<``, ``>`` or ``&`` survive (so no ``</script>`` or ``<!--``), nor the two line
+    separators that older JavaScript parsers reject."""
+    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"), allow_nan=False)
+    for ch, rep in (("<", "\\u003c"), (">", "\\u003e"), ("&", "\\u0026"),
+                    ("\u2028", "\\u2028"), ("\u2029", "\\u2029")):
+        text = text.replace(ch, rep)
+    return text
+
+
+def href(*parts: str) -> str:
+    """A relative link from path parts (each percent-encoded), escaped for an attribute."""
+    return esc("/".join(quote(p, safe="") if p not in ("..", ".") else p for p in parts))
+
+
+@lru_cache(maxsize=None)
+def template(name: str) -> string.Template:
+    """A page template shipped in ``deconvviz/render/web/templates``."""
+    text = resources.files(__package__).joinpath("templates", name).read_text(encoding="utf-8")
+    return string.Template(text)
+
+
+def _act(v: float) -> str:
+    return f"{float(v):.4g}"
+
+
+def _track(value: float, top: float) -> str:
+    """A bar on the activation colour scale (0 .. the layer's strongest activation)."""
+    frac = max(0.0, float(value)) / top if top > 0 else 0.0
+    size = 100.0 / frac if frac > 0 else 100.0
+    return (f'<span class="track" title="activation {_act(value)} of at most {_act(top)}">'
+            f'<span class="fill" style="display:block;width:{100 * frac:.2f}%;'
+            f'background-size:{size:.2f}% 100%"></span></span>')
+
+
+def display_size(n: Tuple[int, int], target: int) -> Tuple[int, int, bool]:
+    """How big to show an ``(h, w)`` picture near ``target`` pixels: an integer
+    enlargement (drawn without smoothing) when it is smaller, else shrunk to fit.
+    Returns ``(height, width, pixelated)``."""
+    h, w = int(n[0]), int(n[1])
+    big = max(h, w, 1)
+    if big <= target:
+        s = max(1, target // big)
+        return h * s, w * s, s > 1
+    return max(1, round(h * target / big)), max(1, round(w * target / big)), False
+
+
+def _img(src: str, alt: str, size: Tuple[int, int, bool], cls: str = "") -> str:
+    h, w, px = size
+    classes = " ".join(c for c in (cls, "px" if px else "") if c)
+    cls_attr = f' class="{classes}"' if classes else ""
+    return (f'<img src="{src}" alt="{esc(alt)}" width="{w}" height="{h}" loading="lazy" '
+            f'decoding="async"{cls_attr}>')
+
+
+@dataclass
+class LayerSummary:
+    """What the index says about one layer (filled as each layer is written)."""
+
+    name: str          # group name: ``layer2`` or a graph node's name
+    slug: str          # its file and folder name in the site
+    title: str         # ``layer 2`` / ``node layer3.1.relu_1``
+    path: str          # module path in the network
+    features: int
+    k: int
+    rf_size: Tuple[int, int]
+    output_size: Tuple[int, int]
+    dead: int
+    strongest: List[Tuple[int, float]]   # (feature, activation) of its strongest features
+    max_act: float
+
+
+def _page(name: str, **values) -> str:
+    from ... import __version__
+    return template(name).substitute(site_version=esc(__version__), **values)
+
+
+def index_page(attrs: dict, layers: Sequence[LayerSummary], date_line: str,
+               strip_px: int = 40) -> str:
+    """The site's ``index.html``: provenance and a strip of thumbnails (about
+    ``strip_px`` pixels) per layer."""
+    from ... import __version__
+
+    n = attrs.get("num_images", "?")
+    sha = str(attrs.get("checkpoint_sha256", ""))
+    split = str(attrs.get("split", "") or "")
+    rows = [
+        ("model", f'<code>{esc(attrs.get("checkpoint_path", "") or "(unknown)")}</code>'
+                  + (f' <span title="sha256 {esc(sha)}">(sha256 {esc(sha[:12])}&hellip;)</span>'
+                     if sha else "")),
+        ("data", f'{esc(attrs.get("data_source", ""))}'
+                 + (f" (split {esc(split)})" if split else "") + f", {esc(n)} images scanned"),
+        ("top k", f'{esc(attrs.get("top_k", "?"))} images kept per feature'),
+        ("projection", f'ReLU rule <code>{esc(attrs.get("rule", "deconvnet"))}</code>, unpooling '
+                       f'by <code>{esc(attrs.get("unpool", "switches"))}</code>'),
+        ("command", f'<code>{esc(attrs.get("command_line", ""))}</code>'),
+        ("date", esc(date_line)),
+        ("versions", f'report written by deconvviz {esc(attrs.get("package_version", "?"))} '
+                     f'(format version {esc(attrs.get("format_version", "?"))}); this site by '
+                     f'deconvviz {esc(__version__)}'),
+    ]
+    prov = "\n".join(f"<tr><th>{k}</th><td>{v}</td></tr>" for k, v in rows)
+    sections = []
+    for s in layers:
+        strip_size = display_size(s.rf_size, strip_px)
+        thumbs = []
+        for f, a in s.strongest:
+            base = (s.slug, "tiles", f"feature{f:03d}_1")
+            thumbs.append(
+                f'<a class="thumb" href="{href(s.slug, f"feature{f:03d}.html")}" '
+                f'title="feature {f}: strongest activation {_act(a)}">'
+                + _img(href(*base[:2], base[2] + "_projection.png"),
+                       f"{s.title}, feature {f}: strongest projection", strip_size)
+                + _img(href(*base[:2], base[2] + "_patch.png"),
+                       f"{s.title}, feature {f}: its image patch", strip_size)
+                + f"{f}</a>")
+        shown = (f"its {len(s.strongest)} strongest features (projection above, patch below)"
+                 if len(s.strongest) < s.features - s.dead else
+                 "every feature that fires, strongest first (projection above, patch below)")
+        dead = (f"; {s.dead} never fire{'s' if s.dead == 1 else ''}" if s.dead else "")
+        sections.append(
+            f'<section class="layer"><h2><a href="{href(s.slug + ".html")}">{esc(s.title)}</a>'
+            f'</h2><div class="meta"><code>{esc(s.path)}</code> &middot; {s.features} features'
+            f"{dead} &middot; receptive field {s.rf_size[0]}&times;{s.rf_size[1]} px &middot; "
+            f"{s.output_size[0]}&times;{s.output_size[1]} positions &middot; {esc(shown)}</div>"
+            f'<div class="strip">{"".join(thumbs) or "<em>no feature of this layer fires</em>"}'
+            f"</div></section>")
+    names = ", ".join(s.title for s in layers)
+    return _page("index.html", title=esc(f"deconvviz report: {names}"),
+                 heading=esc(f"Top-{attrs.get('top_k', '?')} images per feature: {names}"),
+                 k=esc(attrs.get("top_k", "?")), provenance=prov,
+                 normalisation=esc(NORMALISATION), layers="\n".join(sections))
+
+
+def layer_page(s: LayerSummary, attrs: dict, activation0: np.ndarray, dead: np.ndarray,
+               top_class: Sequence[str], tile_size: Tuple[int, int, bool],
+               page_size: int) -> str:
+    """A layer's page: its features as tiles, paged, sorted and filtered by ``layer.js``
+    from the JSON it carries."""
+    data = {
+        "dir": quote(s.slug, safe=""), "tiles": "tiles", "pageSize": int(page_size),
+        "tileW": tile_size[1], "tileH": tile_size[0], "pixelated": bool(tile_size[2]),
+        "maxAct": float(s.max_act), "images": int(attrs.get("num_images", 0) or 0),
+        "features": [[f, float(f"{float(activation0[f]):.5g}"), int(bool(dead[f])), top_class[f]]
+                     for f in range(s.features)],
+    }
+    n = attrs.get("num_images", "?")
+    one = s.dead == 1
+    dead_note = (f'<p class="note">{s.dead} of the {s.features} features never '
+                 f"fire{'s' if one else ''}: {'its' if one else 'their'} largest activation over "
+                 f"all {esc(n)} images is 0 (or less), so no image shows what "
+                 f"{'it responds' if one else 'they respond'} to. Hatched tiles show "
+                 f"{'it' if one else 'them'}.</p>" if s.dead else "")
+    dead_label = (f"hide the {s.dead} feature{'' if one else 's'} that never fire{'s' if one else ''}"
+                  if s.dead else "hide features that never fire (every feature here fires)")
+    first = href(s.slug, "feature000.html")
+    return _page("layer.html", title=esc(f"{s.title}: {s.features} features - deconvviz report"),
+                 layer_title=esc(s.title),
+                 heading=esc(f"{s.title} ({s.path}): {s.features} features, top {s.k} of {n} "
+                             "images each"),
+                 k=esc(s.k), normalisation=esc(NORMALISATION), max_act=esc(_act(s.max_act)),
+                 dead_label=dead_label, dead_disabled="" if s.dead else " disabled",
+                 dead_note=dead_note, last=str(max(0, s.features - 1)),
+                 tile_w=str(2 * tile_size[1] + 14), data=json_script(data),
+                 first_link=f'<a href="{first}">feature 0</a>')
+
+
+@dataclass
+class Tile:
+    """One of a feature's top-k: what its card on the feature page shows."""
+
+    rank: int                   # 1-based
+    activation: float
+    image_index: int
+    class_name: str             # "" where unlabelled
+    file: str                   # the image's file, "" where the source has none
+    position: Tuple[int, int]   # row, column in the layer's output map
+    box: Tuple[int, int, int, int]  # y0, x0, y1, x1 in image pixels, end exclusive
+    scale: float                # the projection tile's display scale
+    whole: Optional[str]        # link to the whole image's PNG, None where not stored
+
+
+def feature_page(s: LayerSummary, attrs: dict, f: int, tiles: Sequence[Tile], dead: bool,
+                 image_size: Tuple[int, int], tile_size: Tuple[int, int, bool],
+                 whole_size: Tuple[int, int, bool], missing_images: str) -> str:
+    """Feature ``f``'s page: its top-k projections, patches and whole images with the
+    receptive field drawn on them (``tiles``); a feature that never fires says so."""
+    n = attrs.get("num_images", "?")
+    title = f"{s.title}, feature {f}"
+    cards = []
+    H, W = image_size
+    for t in tiles:
+        stem = f"feature{f:03d}_{t.rank}"
+        y0, x0, y1, x1 = t.box
+        if t.whole is not None:
+            style = (f"left:{100 * x0 / W:.3f}%;top:{100 * y0 / H:.3f}%;"
+                     f"width:{100 * (x1 - x0) / W:.3f}%;height:{100 * (y1 - y0) / H:.3f}%")
+            whole = (f'<div class="whole" style="width:{whole_size[1]}px;height:{whole_size[0]}px">'
+                     + _img(t.whole, f"image {t.image_index}", whole_size)
+                     + f'<span class="box" style="{style}"></span></div>')
+        else:
+            whole = (f'<div class="missing" style="width:{whole_size[1]}px;height:'
+                     f'{whole_size[0]}px">{esc(missing_images)}</div>')
+        name = PurePosixPath(t.file.replace("\\", "/")).name if t.file else ""
+        facts = [("image", f"#{t.image_index}"),
+                 ("class", esc(t.class_name) if t.class_name else "<em>unlabelled</em>")]
+        if t.file:
+            facts.append(("file", f'<span title="{esc(t.file)}">{esc(name)}</span>'))
+        facts += [("position", f"row {t.position[0]}, column {t.position[1]} of the "
+                               f"{s.output_size[0]}&times;{s.output_size[1]} map"),
+                  ("receptive field", f"rows {y0}&ndash;{y1 - 1}, columns {x0}&ndash;{x1 - 1} "
+                                      "(red box)"),
+                  ("projection scale", f"&plusmn;{t.scale:.3g}")]
+        dl = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
+        cards.append(
+            f'<div class="card" id="rank{t.rank}"><h3>#{t.rank} &middot; activation '
+            f"{_act(t.activation)} {_track(t.activation, s.max_act)}</h3><div class=\"row\">"
+            f"<figure>{_img(href('tiles', stem + '_projection.png'), f'{title}, rank {t.rank}: projection', tile_size)}"
+            f"<figcaption>deconvnet projection</figcaption></figure>"
+            f"<figure>{_img(href('tiles', stem + '_patch.png'), f'{title}, rank {t.rank}: image patch', tile_size)}"
+            f"<figcaption>image patch (receptive field)</figcaption></figure>"
+            f"<figure>{whole}<figcaption>whole image, the red box is the receptive field"
+            f"</figcaption></figure></div><dl class=\"facts\">{dl}</dl></div>")
+    if dead:
+        summary = (f'<p class="note warn">Feature {f} never fires: its largest activation over '
+                   f"all {esc(n)} images is 0 (or less), so no image shows what it responds to "
+                   "and there is nothing to project.</p>")
+        heading = f"{title}: never fires"
+    else:
+        summary = (f'<p class="lead">The {len(tiles)} images of {esc(n)} on which feature {f} '
+                   "fires most, strongest first: each deconvnet projection back to pixels, the "
+                   "image patch under its receptive field, and the whole image.</p>")
+        heading = f"{title}: its top {len(tiles)} images"
+    up = href("..", s.slug + ".html") + f"#f{f}"
+    prev_link = (f'<a id="prev" href="{href(f"feature{f - 1:03d}.html")}">&lsaquo; feature {f - 1}</a>'
+                 if f > 0 else '<a class="off">&lsaquo; first feature</a>')
+    next_link = (f'<a id="next" href="{href(f"feature{f + 1:03d}.html")}">feature {f + 1} &rsaquo;</a>'
+                 if f + 1 < s.features else '<a class="off">last feature &rsaquo;</a>')
+    card_w = 2 * tile_size[1] + whole_size[1] + 60
+    return _page("feature.html", title=esc(f"{title} - deconvviz report"),
+                 layer_title=esc(s.title), layer_href=up, feature=str(f),
+                 prev_link=prev_link, next_link=next_link, heading=esc(heading), summary=summary,
+                 normalisation=esc(NORMALISATION), max_act=esc(_act(s.max_act)),
+                 card_w=str(max(card_w, 300)), cards="\n".join(cards))

@@ -1,0 +1,233 @@
+"""Writing the web report: a static site that opens from disk (file://, no server).
+
+Layout under ``OUT/site/`` (see the README):
+
+``index.html``                             provenance and a strip per layer
+``assets/``                                ``style.css``, ``layer.js``, ``feature.js``
+``images/image{i}.png``                    every kept image, whole (``i``: source index)
+``{layer}.html``                           a layer's features, paged (``layer2.html#f9``)
+``{layer}/feature{f:03d}.html``            one feature: its top-k, citable
+``{layer}/tiles/feature{f:03d}_{r}_projection.png``, ``..._patch.png``
+                                           rank ``r`` (from 1) of feature ``f``
+
+Every PNG is written once at the size stored in the report and enlarged by the
+browser without smoothing; pages share them. :class:`SiteWriter` fills a folder
+layer by layer (``write_report`` streams into it as each layer is computed);
+:func:`write_site` builds the site from a report file, reading one layer at a
+time, into a temporary folder that replaces ``OUT/site`` only when complete.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import re
+from importlib import resources
+from pathlib import Path
+from typing import Iterator, List, Optional, Union
+
+import numpy as np
+
+from ...errors import DeconvvizError
+from ...store.atomic import atomic_folder, check_writable_dir
+from ...store.report import ImageTable, LayerReport, Report, layer_names, read_report_h5
+from ..display import DISPLAY_PERCENTILE
+from ..report_png import _tiles
+from .pages import (LayerSummary, Tile, display_size, feature_page, href, index_page,
+                    layer_page)
+
+__all__ = ["SITE_DIR", "PAGE_SIZE", "site_path", "SiteWriter", "write_site", "timestamp"]
+
+SITE_DIR = "site"
+PAGE_SIZE = 96          # feature tiles per page of a layer page
+STRIP = 32              # thumbnails per layer on the index
+_PX = {"strip": 40, "layer": 64, "feature": 128, "whole": 192}   # display targets (pixels)
+_RESERVED = {"index", "assets", "images"}
+_V1_MISSING = "whole image not stored in this version-1 report"
+
+
+def site_path(out_dir: Union[str, Path]) -> Path:
+    """Where the web report of ``out_dir`` goes: ``out_dir/site``."""
+    return Path(out_dir) / SITE_DIR
+
+
+def _png(array: np.ndarray, path: Path) -> None:
+    """``uint8 (h, w, 3)`` -> PNG. Light compression: these are small and many."""
+    from PIL import Image
+    Image.fromarray(np.ascontiguousarray(array)).save(path, format="PNG", compress_level=1)
+
+
+def _u8(tiles: np.ndarray) -> np.ndarray:
+    return (tiles * 255.0).round().clip(0, 255).astype(np.uint8)
+
+
+def _scales(projection: np.ndarray) -> np.ndarray:
+    """Each tile's display scale, as :func:`~deconvviz.render.display.to_display` takes it
+    (the percentile of |value|, the maximum where that is 0). ``(k, ...)`` -> ``(k,)``."""
+    flat = np.abs(np.asarray(projection, np.float64).reshape(projection.shape[0], -1))
+    if flat.shape[1] == 0:
+        return np.zeros(flat.shape[0])
+    q = np.percentile(flat, DISPLAY_PERCENTILE, axis=1)
+    return np.where(q > 0, q, flat.max(axis=1))
+
+
+def class_names(attrs: dict) -> List[str]:
+    """The report's class names (its ``class_names`` JSON attribute), [] if absent."""
+    try:
+        names = json.loads(attrs.get("class_names", "[]") or "[]")
+    except (TypeError, ValueError):
+        return []
+    return [str(n) for n in names] if isinstance(names, list) else []
+
+
+class SiteWriter:
+    """Fill the folder ``root`` with a report's web site, one layer at a time.
+
+    ``attrs``: the report's root attributes; ``images``: its kept images (None
+    for a version-1 report: the feature pages then say that whole images are not
+    stored); ``date_line``: what the index says under "date". Call
+    :meth:`add_layer` for every layer in order, then :meth:`finish`. ``root``
+    should be a temporary folder (see :func:`~deconvviz.store.atomic.atomic_folder`).
+    """
+
+    def __init__(self, root: Union[str, Path], attrs: dict, images: Optional[ImageTable],
+                 date_line: str, page_size: int = PAGE_SIZE):
+        self.root = Path(root)
+        self.attrs = attrs
+        self.date_line = date_line
+        self.page_size = max(1, int(page_size))
+        self.classes = class_names(attrs)
+        self.image_size = tuple(int(v) for v in attrs.get("image_size", [32, 32]))
+        self.summaries: List[LayerSummary] = []
+        self._slugs = set()
+        self.root.mkdir(parents=True, exist_ok=True)
+        assets = self.root / "assets"
+        assets.mkdir(exist_ok=True)
+        static = resources.files(__package__).joinpath("static")
+        for name in ("style.css", "layer.js", "feature.js"):
+            (assets / name).write_bytes(static.joinpath(name).read_bytes())
+        self.missing = _V1_MISSING if images is None else "whole image not stored in this report"
+        # Keep only what the pages need of the images (not their pixels).
+        self.image_index = np.zeros(0, np.int64) if images is None else np.asarray(images.index)
+        self.image_path = [] if images is None else list(images.path)
+        if images is not None:
+            (self.root / "images").mkdir(exist_ok=True)
+            for j, i in enumerate(self.image_index.tolist()):
+                _png(images.pixels[j].transpose(1, 2, 0), self.root / "images" / f"image{i}.png")
+
+    def _slug(self, name: str) -> str:
+        slug = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "layer"
+        if slug in _RESERVED:
+            slug = f"node_{slug}"
+        base, n = slug, 1
+        while slug in self._slugs:
+            n += 1
+            slug = f"{base}_{n}"
+        self._slugs.add(slug)
+        return slug
+
+    def _row(self, image_index: int) -> int:
+        j = int(np.searchsorted(self.image_index, image_index))
+        return j if j < len(self.image_index) and self.image_index[j] == image_index else -1
+
+    def _class(self, label: int) -> str:
+        if label < 0:
+            return ""
+        return self.classes[label] if label < len(self.classes) else f"class {label}"
+
+    def add_layer(self, lr: LayerReport) -> LayerSummary:
+        """Write layer ``lr``'s tiles, feature pages and layer page."""
+        F_, k = lr.features, lr.k
+        act0 = lr.activation[:, 0].astype(np.float64) if k else np.zeros(F_)
+        dead = act0 <= 0
+        slug = self._slug(lr.name)
+        folder = self.root / slug
+        (folder / "tiles").mkdir(parents=True)
+        order = sorted((f for f in range(F_) if not dead[f]), key=lambda f: (-act0[f], f))
+        s = LayerSummary(name=lr.name, slug=slug, title=lr.title, path=lr.path, features=F_, k=k,
+                         rf_size=tuple(lr.rf_size), output_size=tuple(lr.output_size),
+                         dead=int(dead.sum()),
+                         strongest=[(f, float(act0[f])) for f in order[:STRIP]],
+                         max_act=float(act0.max()) if F_ else 0.0)
+        tile = display_size(lr.rf_size, _PX["feature"])
+        whole = display_size(self.image_size, _PX["whole"])
+        for f in range(F_):
+            tiles = []
+            if not dead[f]:
+                proj, patch = _tiles(lr, f)
+                proj, patch = _u8(proj), _u8(patch)
+                scales = _scales(lr.projection[f])
+                for j in range(k):
+                    stem = folder / "tiles" / f"feature{f:03d}_{j + 1}"
+                    _png(proj[j], stem.with_name(stem.name + "_projection.png"))
+                    _png(patch[j], stem.with_name(stem.name + "_patch.png"))
+                    i = int(lr.image_index[f, j])
+                    row = self._row(i)
+                    tiles.append(Tile(
+                        rank=j + 1, activation=float(lr.activation[f, j]), image_index=i,
+                        class_name=self._class(int(lr.label[f, j])),
+                        file=self.image_path[row] if row >= 0 else "",
+                        position=tuple(int(v) for v in lr.position[f, j]),
+                        box=tuple(int(v) for v in lr.patch_box[f, j]), scale=float(scales[j]),
+                        whole=href("..", "images", f"image{i}.png") if row >= 0 else None))
+            (folder / f"feature{f:03d}.html").write_text(
+                feature_page(s, self.attrs, f, tiles, bool(dead[f]), self.image_size, tile,
+                             whole, self.missing), encoding="utf-8")
+        top_class = [self._class(int(lr.label[f, 0])) if k else "" for f in range(F_)]
+        (self.root / f"{slug}.html").write_text(
+            layer_page(s, self.attrs, act0, dead, top_class,
+                       display_size(lr.rf_size, _PX["layer"]), self.page_size), encoding="utf-8")
+        self.summaries.append(s)
+        return s
+
+    def finish(self) -> Path:
+        """Write ``index.html`` (after every layer); returns its path."""
+        path = self.root / "index.html"
+        path.write_text(index_page(self.attrs, self.summaries, self.date_line, _PX["strip"]),
+                        encoding="utf-8")
+        return path
+
+
+def timestamp() -> str:
+    """Now, as the index's date line shows it (local time, minutes)."""
+    return _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z").strip()
+
+
+def _layers_of(path: Path, names: List[str]) -> Iterator[LayerReport]:
+    for name in names:
+        yield from read_report_h5(path, layers=[name], images=False).layers.values()
+
+
+def write_site(report: Union[Report, str, Path], out_dir: Union[str, Path], *,
+               page_size: int = PAGE_SIZE) -> Path:
+    """Write the web report of ``report`` (a :class:`Report` or its HDF5 file) to
+    ``out_dir/site/``, all or nothing; returns the path of its ``index.html``.
+
+    From a file, the layers are read one at a time (memory holds one layer and the
+    kept images once). The site is built in a temporary folder beside the target
+    and swapped in only when complete: a failure or Ctrl-C leaves an earlier site
+    untouched. Raises :class:`~deconvviz.errors.DeconvvizError` (one line) for a
+    damaged, foreign or newer report file, or an output folder that is a file or
+    not writable.
+    """
+    if isinstance(report, Report):
+        head, layers, date_line = report, iter(report.layers.values()), f"site written {timestamp()}"
+        names = list(report.layers)
+        where = "the report"
+    else:
+        path = Path(report)
+        head = read_report_h5(path, layers=[])
+        names = layer_names(head.attrs)
+        layers = _layers_of(path, names)
+        mtime = _dt.datetime.fromtimestamp(path.stat().st_mtime).astimezone()
+        date_line = f"report file dated {mtime:%Y-%m-%d %H:%M %Z}; site written {timestamp()}"
+        where = f"report {path}"
+    if not names:
+        raise DeconvvizError(f"{where} holds no layers")
+    out_dir = check_writable_dir(out_dir)
+    with atomic_folder(site_path(out_dir)) as tmp:
+        writer = SiteWriter(tmp, head.attrs, head.images, date_line, page_size)
+        for lr in layers:
+            writer.add_layer(lr)
+        writer.finish()
+    return site_path(out_dir) / "index.html"

@@ -1,0 +1,291 @@
+"""The web report's files (no browser): layout, pixels, escaping, atomic replacement, old and
+bad report files, the command line."""
+
+from __future__ import annotations
+
+import html
+import os
+import re
+import shutil
+from html.parser import HTMLParser
+from pathlib import Path
+
+import h5py
+import numpy as np
+import pytest
+import torch
+from click.testing import CliRunner
+from PIL import Image
+
+from web_helpers import DEAD, layer_json, make_report, source
+from deconvviz.cli import main
+from deconvviz.errors import DeconvvizError
+from deconvviz.render.display import image_to_display, to_display
+from deconvviz.render.web import site as site_mod
+from deconvviz.render.web import write_site
+from deconvviz.render.web.pages import json_script
+from deconvviz.store.report import read_report_h5
+
+FIXTURES = Path(__file__).resolve().parents[1] / "report" / "fixtures"
+
+
+@pytest.fixture(scope="module")
+def report_h5(tmp_path_factory):
+    return make_report(tmp_path_factory.mktemp("web"), k=3, html=True)
+
+
+def _png(path: Path) -> np.ndarray:
+    return np.asarray(Image.open(path).convert("RGB"))
+
+
+def _snapshot(folder: Path):
+    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
+
+
+def test_site_layout_pixels_and_pages(report_h5):
+    site = report_h5.parent / "site"
+    rep = read_report_h5(report_h5)
+    assert {p.name for p in site.iterdir()} == {"index.html", "assets", "images", "layer1.html",
+                                               "layer2.html", "layer1", "layer2"}
+    assert sorted(p.name for p in (site / "assets").iterdir()) == ["feature.js", "layer.js",
+                                                                 "style.css"]
+    # Whole images: one PNG per kept image, exactly its stored pixels.
+    table = rep.images
+    assert sorted(p.name for p in (site / "images").iterdir()) == \
+        sorted(f"image{i}.png" for i in table.index.tolist())
+    j = len(table.index) // 2
+    assert np.array_equal(_png(site / "images" / f"image{table.index[j]}.png"),
+                          table.pixels[j].transpose(1, 2, 0))
+    lr = rep.layers[2]
+    F_, k = lr.features, lr.k
+    pages = sorted(p.name for p in (site / "layer2").glob("*.html"))
+    assert pages == [f"feature{f:03d}.html" for f in range(F_)]
+    # Tiles at the stored size, drawn with the package's display normalisation.
+    f = int(np.argmax(lr.activation[:, 0]))
+    for r in range(k):
+        proj = _png(site / "layer2" / "tiles" / f"feature{f:03d}_{r + 1}_projection.png")
+        assert proj.shape == tuple(lr.rf_size) + (3,)
+        want = to_display(torch.from_numpy(lr.projection[f, r]))
+        assert np.array_equal(proj, np.round(want * 255).astype(np.uint8))
+        patch = _png(site / "layer2" / "tiles" / f"feature{f:03d}_{r + 1}_patch.png")
+        y0, x0, y1, x1 = lr.patch_box[f, r]
+        oy, ox = y0 - lr.patch_origin[f, r, 0], x0 - lr.patch_origin[f, r, 1]
+        inside = patch[oy:oy + y1 - y0, ox:ox + x1 - x0]
+        assert np.array_equal(inside, table.pixels[table.row(lr.image_index[f, r])]
+                              .transpose(1, 2, 0)[y0:y1, x0:x1])
+        assert (patch == 128).all(axis=2).sum() >= patch.shape[0] * patch.shape[1] - \
+            inside.shape[0] * inside.shape[1]  # outside the image: mid-grey
+    # A feature that never fires: no tiles, a page that says so, a flag in the layer data.
+    assert lr.activation[DEAD, 0] == 0
+    assert not list((site / "layer2" / "tiles").glob(f"feature{DEAD:03d}_*"))
+    dead_page = (site / "layer2" / f"feature{DEAD:03d}.html").read_text(encoding="utf-8")
+    assert f"Feature {DEAD} never fires" in dead_page and "<img" not in dead_page
+    data = layer_json((site / "layer2.html").read_text(encoding="utf-8"))
+    assert [x[0] for x in data["features"]] == list(range(F_))
+    assert [x[2] for x in data["features"]] == [int(a <= 0) for a in lr.activation[:, 0]]
+    np.testing.assert_allclose([x[1] for x in data["features"]], lr.activation[:, 0], rtol=1e-4)
+    assert data["pageSize"] == 96 and data["dir"] == "layer2"
+    layer_page = (site / "layer2.html").read_text(encoding="utf-8")
+    assert "1 of the 64 features never fires" in layer_page
+    # The feature page: every rank with its facts and the receptive-field box on the image.
+    page = (site / "layer2" / f"feature{f:03d}.html").read_text(encoding="utf-8")
+    H, W = table.pixels.shape[2:]
+    for r in range(k):
+        i = int(lr.image_index[f, r])
+        assert f'src="../images/image{i}.png"' in page and f"#{i}<" in page
+        y0, x0, y1, x1 = (int(v) for v in lr.patch_box[f, r])
+        assert (f"left:{100 * x0 / W:.3f}%;top:{100 * y0 / H:.3f}%;"
+                f"width:{100 * (x1 - x0) / W:.3f}%;height:{100 * (y1 - y0) / H:.3f}%") in page
+        py, px = lr.position[f, r]
+        assert f"row {py}, column {px} of the" in page
+        assert f"activation {float(lr.activation[f, r]):.4g}" in page
+    assert 'id="prev"' in page or f == 0
+    assert f'href="../layer2.html#f{f}"' in page
+    # The index: provenance and the strongest features of each layer first.
+    index = (site / "index.html").read_text(encoding="utf-8")
+    assert "deconvviz report --test" in index and "generated[:40]" in index
+    first = int(re.search(r'href="layer2/feature(\d+)\.html"', index).group(1))
+    assert first == f
+
+
+def test_report_html_equals_render_html_and_bad_output_folders(tmp_path):
+    from deconvviz.data.sources import synthetic_images
+    from web_helpers import tiny_model
+
+    tiny_model(tmp_path)  # writes tmp_path/tiny.pt
+    images, _ = synthetic_images(24, seed=4)
+    data = tmp_path / "my data"
+    for i in range(24):  # class folders and file names with spaces, quotes and non-ASCII
+        d = data / ('cats & "dogs"' if i % 2 else "Ünï cödé")
+        d.mkdir(parents=True, exist_ok=True)
+        Image.fromarray(images[i].permute(1, 2, 0).numpy()).save(d / f"it's {i:02d}.png")
+    runner = CliRunner()
+    res = runner.invoke(main, ["report", "--model", str(tmp_path / "tiny.pt"), "--data", str(data),
+                               "--top", "2", "--no-png", "--html", "--out", str(tmp_path / "a"),
+                               "--quiet"])
+    assert res.exit_code == 0, res.output
+    assert res.output.splitlines() == [f"wrote {tmp_path / 'a' / 'report.h5'}",
+                                       f"wrote {tmp_path / 'a' / 'site' / 'index.html'}"]
+    h5 = tmp_path / "a" / "report.h5"
+    page = (tmp_path / "a" / "site" / "layer1" / "feature000.html").read_text(encoding="utf-8")
+    assert "cats &amp; &quot;dogs&quot;" in page or "Ünï cödé" in page
+    assert re.search(r"it&#x27;s \d\d\.png", page)
+    res = runner.invoke(main, ["render", str(h5), "--html", "--out", str(tmp_path / "b")])
+    assert res.exit_code == 0, res.output
+    assert res.output.strip() == f"wrote {tmp_path / 'b' / 'site' / 'index.html'}"
+    a, b = _snapshot(tmp_path / "a" / "site"), _snapshot(tmp_path / "b" / "site")
+    assert a.keys() == b.keys() and len(a) > 2 * (32 + 64)
+    assert [p for p in a if a[p] != b[p]] == [Path("index.html")]  # only its date line differs
+    # An output folder under a file, or whose site/ is a file: one line, nothing written.
+    # (--out naming a file itself is click's usage error, exit 2, as for every --out.)
+    (tmp_path / "file").write_text("x")
+    (tmp_path / "c").mkdir()
+    (tmp_path / "c" / "site").write_text("x")
+    res = runner.invoke(main, ["render", str(h5), "--html", "--out", str(tmp_path / "file")])
+    assert res.exit_code == 2 and "is a file" in res.output
+    for out, message in ((tmp_path / "file" / "sub", "cannot create output folder"),
+                         (tmp_path / "c", "site exists and is not a folder")):
+        res = runner.invoke(main, ["render", str(h5), "--html", "--out", str(out)])
+        assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1, res.output
+        assert message in res.output and res.output.startswith("Error: ")
+    assert sorted(p.name for p in (tmp_path / "c").iterdir()) == ["site"]
+    assert (tmp_path / "c" / "site").read_text() == "x"
+
+
+@pytest.mark.skipif(os.geteuid() == 0, reason="root writes into read-only folders")
+def test_an_unwritable_output_folder_is_one_line(report_h5, tmp_path):
+    out = tmp_path / "ro"
+    out.mkdir()
+    out.chmod(0o500)
+    try:
+        res = CliRunner().invoke(main, ["render", str(report_h5), "--html", "--out", str(out)])
+    finally:
+        out.chmod(0o700)
+    assert res.exit_code == 1 and "is not writable" in res.output
+    assert list(out.iterdir()) == []
+
+
+def test_names_from_the_file_are_escaped(tmp_path):
+    evil = "<script>alert(1)</script>"
+    classes = [evil, 'say "hi" & \'bye\'', "Ünïcödé 猫", "a </script><!-- b"] + \
+        [f"c{i}" for i in range(6)]
+    paths = [f"/data/x y/{evil}/it's \"{i}\" é.png" for i in range(40)]
+    src = source(40, class_names=classes, paths=paths)
+    h5 = make_report(tmp_path, k=4, html=True, src=src)
+    site = tmp_path / "site"
+    rep = read_report_h5(h5, layers=["layer2"])
+    lr = rep.layers[2]
+    seen_classes = set()
+
+    class Check(HTMLParser):
+        def __init__(self):
+            super().__init__(convert_charrefs=True)
+            self.scripts, self.text = [], []
+
+        def handle_starttag(self, tag, attrs):
+            if tag == "script":
+                self.scripts.append(dict(attrs))
+            for name, value in attrs:
+                assert not name.startswith("on"), (tag, name)  # no injected handlers
+
+        def handle_data(self, data):
+            self.text.append(data)
+
+    for page in sorted(site.rglob("*.html")):
+        text = page.read_text(encoding="utf-8")
+        assert evil not in text and "</script><!--" not in text
+        p = Check()
+        p.feed(text)
+        p.close()
+        for attrs in p.scripts:  # only the site's own scripts and its JSON data
+            assert attrs.get("src", "").endswith(("assets/layer.js", "assets/feature.js")) or \
+                attrs == {"type": "application/json", "id": "layer-data"}, attrs
+        body = "".join(p.text)
+        seen_classes |= {c for c in classes if c in body}
+        if page.name.startswith("feature") and page.parent.name == "layer2":
+            f = int(page.stem[len("feature"):])
+            if lr.activation[f, 0] > 0:
+                # The file name is shown (its base name) with the whole path as a title.
+                i = int(lr.image_index[f, 0])
+                assert html.escape(Path(paths[i]).name, quote=True) in text
+                assert f'title="{html.escape(paths[i], quote=True)}"' in text
+    assert set(classes[:4]) <= seen_classes, seen_classes  # shown as text, intact
+    # The JSON in a layer page reads back to the exact class names.
+    data = layer_json((site / "layer2.html").read_text(encoding="utf-8"))
+    want = [classes[int(lr.label[f, 0])] for f in range(lr.features)]
+    assert [x[3] for x in data["features"]] == want
+    assert json_script(["</script>", "\u2028"]) == '["\\u003c/script\\u003e","\\u2028"]'
+
+
+def test_an_interrupted_site_leaves_the_earlier_one_untouched(report_h5, tmp_path, monkeypatch):
+    out = tmp_path / "out"
+    write_site(report_h5, out)
+    before = _snapshot(out)
+    real = site_mod._png
+    for failure in (OSError(28, "No space left on device"), KeyboardInterrupt()):
+        calls = {"n": 0}
+
+        def failing(array, path, failure=failure):
+            calls["n"] += 1
+            if calls["n"] == 40:
+                raise failure
+            real(array, path)
+
+        monkeypatch.setattr(site_mod, "_png", failing)
+        with pytest.raises(type(failure)):
+            write_site(report_h5, out, page_size=10)
+        assert calls["n"] == 40
+        assert _snapshot(out) == before            # same files, no temporary folder left
+        assert sorted(p.name for p in out.iterdir()) == ["site"]
+    # A complete run replaces the site; so does the two-rename fallback where the system
+    # cannot swap two folders in one step.
+    monkeypatch.setattr(site_mod, "_png", real)
+    write_site(report_h5, out, page_size=10)
+    assert layer_json((out / "site" / "layer1.html").read_text(encoding="utf-8"))["pageSize"] == 10
+    import deconvviz.store.atomic as atomic
+    monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)
+    write_site(report_h5, out, page_size=11)
+    assert layer_json((out / "site" / "layer1.html").read_text(encoding="utf-8"))["pageSize"] == 11
+    assert sorted(p.name for p in out.iterdir()) == ["site"]
+    after = _snapshot(out)
+    assert after.keys() == before.keys()
+
+
+def test_a_version_1_report_makes_a_site_without_whole_images(tmp_path):
+    res = CliRunner().invoke(main, ["render", str(FIXTURES / "v1" / "report.h5"), "--html",
+                                    "--out", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    site = tmp_path / "site"
+    assert not (site / "images").exists()
+    page = (site / "layer1" / "feature000.html").read_text(encoding="utf-8")
+    assert page.count("whole image not stored in this version-1 report") == 2  # k = 2
+    assert "tiles/feature000_1_projection.png" in page
+    index = (site / "index.html").read_text(encoding="utf-8")
+    assert "format version 1" in index and "report written by deconvviz 0.1.0" in index
+
+
+def test_bad_report_files_are_one_line_and_write_nothing(report_h5, tmp_path):
+    damaged = tmp_path / "damaged.h5"
+    data = report_h5.read_bytes()
+    damaged.write_bytes(data[:len(data) // 3])
+    newer = tmp_path / "newer.h5"
+    shutil.copy(report_h5, newer)
+    with h5py.File(newer, "a") as f:
+        f.attrs["format_version"] = 3
+    broken = tmp_path / "broken.h5"
+    shutil.copy(report_h5, broken)
+    with h5py.File(broken, "a") as f:
+        del f["layer2/activation"]
+    cases = [(damaged, "is not a readable HDF5 file"),
+             (newer, "has format version 3; this deconvviz reads versions 1..2"),
+             (broken, "is damaged: layer2/activation missing"),
+             (tmp_path / "none.h5", "does not exist")]
+    for path, message in cases:
+        out = tmp_path / f"out-{path.stem}"
+        res = CliRunner().invoke(main, ["render", str(path), "--html", "--out", str(out)])
+        assert res.exit_code == 1, res.output
+        lines = res.output.strip().splitlines()
+        assert len(lines) == 1 and message in lines[0] and "Traceback" not in res.output
+        assert not out.exists() or list(out.iterdir()) == []
+    with pytest.raises(DeconvvizError, match="holds no layers"):
+        write_site(read_report_h5(report_h5, layers=[]), tmp_path / "x")
