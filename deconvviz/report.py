@@ -300,6 +300,8 @@ def write_report(model: nn.Module, source: ImageSource, out_dir: Union[str, Path
     same run (same model, data, layers, k, batch size, number of images and
     processes; otherwise one line and nothing is overwritten) and gives the same
     report as an uninterrupted run. The state is removed once the report is written.
+    ``timings`` receives ``"scan"`` and ``"project"`` (as :func:`build_report`), and with
+    ``html`` the seconds spent writing the site, ``"html"`` (part of ``"project"``).
     """
     if projection_dtype not in PROJECTION_DTYPES:
         raise DeconvvizError(f"projection dtype must be one of {', '.join(PROJECTION_DTYPES)}; "
@@ -335,9 +337,13 @@ def write_report(model: nn.Module, source: ImageSource, out_dir: Union[str, Path
                     if png:
                         _draw_layer(lr, attrs, tmp)
                     if site is not None:
+                        t_html = time.perf_counter()
                         site.add_layer(lr)
+                        timings["html"] = timings.get("html", 0.0) + time.perf_counter() - t_html
             if site is not None:
+                t_html = time.perf_counter()
                 site.finish()
+                timings["html"] = timings.get("html", 0.0) + time.perf_counter() - t_html
     if html:
         targets.append(site_path(out_dir) / "index.html")
     for state in out_dir.glob(SCAN_STATE.format(suffix="*")):

@@ -4,6 +4,7 @@ bad report files, the command line."""
 from __future__ import annotations
 
 import html
+import itertools
 import os
 import re
 import shutil
@@ -20,9 +21,11 @@ from PIL import Image
 from web_helpers import DEAD, layer_json, make_report, source
 from deconvviz.cli import main
 from deconvviz.errors import DeconvvizError
-from deconvviz.render.display import image_to_display, to_display
+from deconvviz.render.display import to_display, to_display_uint8
+from deconvviz.render.report_png import _tiles
 from deconvviz.render.web import site as site_mod
 from deconvviz.render.web import write_site
+from deconvviz.render.web.site import feature_tiles
 from deconvviz.render.web.pages import json_script
 from deconvviz.store.report import read_report_h5
 
@@ -223,18 +226,17 @@ def test_an_interrupted_site_leaves_the_earlier_one_untouched(report_h5, tmp_pat
     before = _snapshot(out)
     real = site_mod._png
     for failure in (OSError(28, "No space left on device"), KeyboardInterrupt()):
-        calls = {"n": 0}
+        calls = itertools.count(1)  # PNGs are written on several threads
 
-        def failing(array, path, failure=failure):
-            calls["n"] += 1
-            if calls["n"] == 40:
+        def failing(array, path, failure=failure, calls=calls):
+            if next(calls) == 40:
                 raise failure
             real(array, path)
 
         monkeypatch.setattr(site_mod, "_png", failing)
         with pytest.raises(type(failure)):
             write_site(report_h5, out, page_size=10)
-        assert calls["n"] == 40
+        assert next(calls) > 40
         assert _snapshot(out) == before            # same files, no temporary folder left
         assert sorted(p.name for p in out.iterdir()) == ["site"]
     # A complete run replaces the site; so does the two-rename fallback where the system
@@ -289,3 +291,35 @@ def test_bad_report_files_are_one_line_and_write_nothing(report_h5, tmp_path):
         assert not out.exists() or list(out.iterdir()) == []
     with pytest.raises(DeconvvizError, match="holds no layers"):
         write_site(read_report_h5(report_h5, layers=[]), tmp_path / "x")
+
+
+def test_site_tiles_are_the_report_pngs_tiles_bit_for_bit(report_h5):
+    # The site draws with a faster route (partial selection, uint8 out); it must give the
+    # very pixels of the package's one display normalisation, as the report PNGs use it.
+    rep = read_report_h5(report_h5)
+    for lr in rep.layers.values():
+        for f in range(lr.features):
+            proj, patch, scale = feature_tiles(lr, f)
+            want_proj, want_patch = _tiles(lr, f)
+            assert np.array_equal(proj, np.round(want_proj * 255).astype(np.uint8))
+            assert np.array_equal(patch, np.round(want_patch * 255).astype(np.uint8))
+            flat = np.abs(lr.projection[f].reshape(lr.k, -1)).astype(np.float64)
+            q = torch.quantile(torch.from_numpy(flat), 0.995, dim=1).numpy()
+            assert np.array_equal(scale, np.where(q > 0, q, flat.max(axis=1)))
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16, np.float64])
+def test_to_display_uint8_equals_to_display(dtype):
+    rng = np.random.default_rng(5)
+    tiles = rng.standard_normal((7, 3, 23, 19)).astype(dtype)
+    tiles[1][rng.random((3, 23, 19)) < 0.998] = 0     # sparse: the percentile is 0
+    tiles[2] = 0                                       # all zero: mid-grey
+    tiles[3] *= 1e-30 if dtype == np.float64 else 1   # tiny values
+    tiles[4, :, :, :10] = 4.0                          # ties at the percentile
+    before = tiles.copy()
+    got, scale = to_display_uint8(tiles)
+    want = np.round(to_display(torch.from_numpy(tiles.astype(np.float64))) * 255).astype(np.uint8)
+    assert got.dtype == np.uint8 and got.shape == (7, 23, 19, 3)
+    assert np.array_equal(got, want)
+    assert (got[2] == 128).all() and scale[2] == 0
+    assert np.array_equal(tiles, before)               # rendering never modifies its input

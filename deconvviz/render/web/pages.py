@@ -242,6 +242,8 @@ def feature_page(s: LayerSummary, attrs: dict, f: int, tiles: Sequence[Tile], de
         else:
             whole = (f'<div class="missing" style="width:{whole_size[1]}px;height:'
                      f'{whole_size[0]}px">{esc(missing_images)}</div>')
+        caption = "whole image, the red box is the receptive field" if t.whole is not None \
+            else "whole image"
         name = PurePosixPath(t.file.replace("\\", "/")).name if t.file else ""
         facts = [("image", f"#{t.image_index}"),
                  ("class", esc(t.class_name) if t.class_name else "<em>unlabelled</em>")]
@@ -249,8 +251,8 @@ def feature_page(s: LayerSummary, attrs: dict, f: int, tiles: Sequence[Tile], de
             facts.append(("file", f'<span title="{esc(t.file)}">{esc(name)}</span>'))
         facts += [("position", f"row {t.position[0]}, column {t.position[1]} of the "
                                f"{s.output_size[0]}&times;{s.output_size[1]} map"),
-                  ("receptive field", f"rows {y0}&ndash;{y1 - 1}, columns {x0}&ndash;{x1 - 1} "
-                                      "(red box)"),
+                  ("receptive field", f"rows {y0}&ndash;{y1 - 1}, columns {x0}&ndash;{x1 - 1}"
+                                      + (" (red box)" if t.whole is not None else "")),
                   ("projection scale", f"&plusmn;{t.scale:.3g}")]
         dl = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
         cards.append(
@@ -260,8 +262,8 @@ def feature_page(s: LayerSummary, attrs: dict, f: int, tiles: Sequence[Tile], de
             f"<figcaption>deconvnet projection</figcaption></figure>"
             f"<figure>{_img(href('tiles', stem + '_patch.png'), f'{title}, rank {t.rank}: image patch', tile_size)}"
             f"<figcaption>image patch (receptive field)</figcaption></figure>"
-            f"<figure>{whole}<figcaption>whole image, the red box is the receptive field"
-            f"</figcaption></figure></div><dl class=\"facts\">{dl}</dl></div>")
+            f"<figure>{whole}<figcaption>{caption}</figcaption></figure></div>"
+            f"<dl class=\"facts\">{dl}</dl></div>")
     if dead:
         summary = (f'<p class="note warn">Feature {f} never fires: its largest activation over '
                    f"all {esc(n)} images is 0 (or less), so no image shows what it responds to "

@@ -21,7 +21,9 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import os
 import re
+from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Iterator, List, Optional, Union
@@ -31,12 +33,12 @@ import numpy as np
 from ...errors import DeconvvizError
 from ...store.atomic import atomic_folder, check_writable_dir
 from ...store.report import ImageTable, LayerReport, Report, layer_names, read_report_h5
-from ..display import DISPLAY_PERCENTILE
-from ..report_png import _tiles
+from ..display import to_display_uint8
 from .pages import (LayerSummary, Tile, display_size, feature_page, href, index_page,
                     layer_page)
 
-__all__ = ["SITE_DIR", "PAGE_SIZE", "site_path", "SiteWriter", "write_site", "timestamp"]
+__all__ = ["SITE_DIR", "PAGE_SIZE", "site_path", "SiteWriter", "write_site", "timestamp",
+           "feature_tiles", "class_names"]
 
 SITE_DIR = "site"
 PAGE_SIZE = 96          # feature tiles per page of a layer page
@@ -57,18 +59,40 @@ def _png(array: np.ndarray, path: Path) -> None:
     Image.fromarray(np.ascontiguousarray(array)).save(path, format="PNG", compress_level=1)
 
 
-def _u8(tiles: np.ndarray) -> np.ndarray:
-    return (tiles * 255.0).round().clip(0, 255).astype(np.uint8)
+def feature_tiles(lr: LayerReport, f: int):
+    """Feature ``f``'s tiles as the site draws them, ``uint8``: projections ``(k, rf_h,
+    rf_w, 3)`` in the package's display normalisation, patches ``(k, rf_h, rf_w, 3)``
+    (window pixels outside the image mid-grey, as the report PNGs draw them), and each
+    projection's display scale ``(k,)``."""
+    proj, scale = to_display_uint8(lr.projection[f])
+    patch = np.ascontiguousarray(lr.patch[f].transpose(0, 2, 3, 1))
+    inside = np.zeros(patch.shape[:3], dtype=bool)
+    for j in range(lr.k):
+        y0, x0, y1, x1 = (int(v) for v in lr.patch_box[f, j])
+        oy, ox = y0 - int(lr.patch_origin[f, j, 0]), x0 - int(lr.patch_origin[f, j, 1])
+        inside[j, oy:oy + y1 - y0, ox:ox + x1 - x0] = True
+    patch[~inside] = 128
+    return proj, patch, scale
 
 
-def _scales(projection: np.ndarray) -> np.ndarray:
-    """Each tile's display scale, as :func:`~deconvviz.render.display.to_display` takes it
-    (the percentile of |value|, the maximum where that is 0). ``(k, ...)`` -> ``(k,)``."""
-    flat = np.abs(np.asarray(projection, np.float64).reshape(projection.shape[0], -1))
-    if flat.shape[1] == 0:
-        return np.zeros(flat.shape[0])
-    q = np.percentile(flat, DISPLAY_PERCENTILE, axis=1)
-    return np.where(q > 0, q, flat.max(axis=1))
+def _workers() -> int:
+    """Threads that encode PNGs (PIL and numpy release the GIL while they work)."""
+    return max(1, min(8, os.cpu_count() or 1))
+
+
+def _parallel(fn, items: List, workers: int) -> List:
+    """``[fn(x) for x in items]`` on ``workers`` threads; on any error (or Ctrl-C)
+    the queued calls are cancelled before the error goes on."""
+    if workers <= 1 or len(items) <= 1:
+        return [fn(x) for x in items]
+    pool = ThreadPoolExecutor(max_workers=workers)
+    try:
+        out = list(pool.map(fn, items))
+    except BaseException:
+        pool.shutdown(wait=True, cancel_futures=True)
+        raise
+    pool.shutdown(wait=True)
+    return out
 
 
 def class_names(attrs: dict) -> List[str]:
@@ -110,10 +134,13 @@ class SiteWriter:
         # Keep only what the pages need of the images (not their pixels).
         self.image_index = np.zeros(0, np.int64) if images is None else np.asarray(images.index)
         self.image_path = [] if images is None else list(images.path)
+        self.workers = _workers()
         if images is not None:
             (self.root / "images").mkdir(exist_ok=True)
-            for j, i in enumerate(self.image_index.tolist()):
-                _png(images.pixels[j].transpose(1, 2, 0), self.root / "images" / f"image{i}.png")
+            folder, pixels = self.root / "images", images.pixels
+            _parallel(lambda j: _png(pixels[j].transpose(1, 2, 0),
+                                     folder / f"image{int(self.image_index[j])}.png"),
+                      list(range(len(self.image_index))), self.workers)
 
     def _slug(self, name: str) -> str:
         slug = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "layer"
@@ -151,16 +178,21 @@ class SiteWriter:
                          max_act=float(act0.max()) if F_ else 0.0)
         tile = display_size(lr.rf_size, _PX["feature"])
         whole = display_size(self.image_size, _PX["whole"])
+
+        def draw(f: int) -> np.ndarray:
+            proj, patch, scale = feature_tiles(lr, f)
+            for j in range(k):
+                stem = folder / "tiles" / f"feature{f:03d}_{j + 1}"
+                _png(proj[j], stem.with_name(stem.name + "_projection.png"))
+                _png(patch[j], stem.with_name(stem.name + "_patch.png"))
+            return scale
+
+        alive = [f for f in range(F_) if not dead[f]]
+        scales = dict(zip(alive, _parallel(draw, alive, self.workers)))
         for f in range(F_):
             tiles = []
             if not dead[f]:
-                proj, patch = _tiles(lr, f)
-                proj, patch = _u8(proj), _u8(patch)
-                scales = _scales(lr.projection[f])
                 for j in range(k):
-                    stem = folder / "tiles" / f"feature{f:03d}_{j + 1}"
-                    _png(proj[j], stem.with_name(stem.name + "_projection.png"))
-                    _png(patch[j], stem.with_name(stem.name + "_patch.png"))
                     i = int(lr.image_index[f, j])
                     row = self._row(i)
                     tiles.append(Tile(
@@ -168,7 +200,7 @@ class SiteWriter:
                         class_name=self._class(int(lr.label[f, j])),
                         file=self.image_path[row] if row >= 0 else "",
                         position=tuple(int(v) for v in lr.position[f, j]),
-                        box=tuple(int(v) for v in lr.patch_box[f, j]), scale=float(scales[j]),
+                        box=tuple(int(v) for v in lr.patch_box[f, j]), scale=float(scales[f][j]),
                         whole=href("..", "images", f"image{i}.png") if row >= 0 else None))
             (folder / f"feature{f:03d}.html").write_text(
                 feature_page(s, self.attrs, f, tiles, bool(dead[f]), self.image_size, tile,
