@@ -4,6 +4,7 @@ from disk (file://). Skips, saying why, where no browser is installed."""
 
 from __future__ import annotations
 
+import importlib.util
 import shutil
 import time
 from pathlib import Path
@@ -16,14 +17,12 @@ from deconvviz.render.web import write_site
 from deconvviz.store.report import read_report_h5
 
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver") or ("/usr/bin/chromedriver"
-                                                 if Path("/usr/bin/chromedriver").is_file() else None)
+CHROMEDRIVER = shutil.which("chromedriver") or (
+    "/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").is_file() else None)
 PAGE = 24  # tiles per page of the test site: layer 2's 64 features make 3 pages
 
-try:
-    import selenium  # noqa: F401
-    _why = None
-except ImportError:
+_why = None
+if importlib.util.find_spec("selenium") is None:
     _why = "selenium is not installed (pip install -e '.[test]')"
 if _why is None and not CHROMIUM:
     _why = "no chromium browser installed (apt-get install chromium chromium-driver)"

@@ -85,7 +85,7 @@ def test_site_layout_pixels_and_pages(report_h5):
     assert f"Feature {DEAD} never fires" in dead_page and "<img" not in dead_page
     data = layer_json((site / "layer2.html").read_text(encoding="utf-8"))
     assert [x[0] for x in data["features"]] == list(range(F_))
-    assert [x[2] for x in data["features"]] == [int(a <= 0) for a in lr.activation[:, 0]]
+    assert [x[2] for x in data["features"]] == [int(a == 0) for a in lr.activation[:, 0]]
     np.testing.assert_allclose([x[1] for x in data["features"]], lr.activation[:, 0], rtol=1e-4)
     assert data["pageSize"] == 96 and data["dir"] == "layer2"
     layer_page = (site / "layer2.html").read_text(encoding="utf-8")
@@ -323,3 +323,26 @@ def test_to_display_uint8_equals_to_display(dtype):
     assert np.array_equal(got, want)
     assert (got[2] == 128).all() and scale[2] == 0
     assert np.array_equal(tiles, before)               # rendering never modifies its input
+
+
+def test_graph_node_names_and_negative_activations(tmp_path):
+    # Layers named by graph nodes (any characters; one named like a site folder), and a
+    # node before any ReLU whose features peak below zero: shown, not "never fires".
+    import dataclasses
+    rep = read_report_h5(FIXTURES / "v1" / "report.h5")
+    lr = rep.layers[1]
+    neg = dataclasses.replace(lr, node="layer3.1/conv <b>", activation=lr.activation - 5.0)
+    other = dataclasses.replace(lr, node="images")
+    out = tmp_path / "site"
+    from deconvviz.render.web import SiteWriter
+    w = SiteWriter(out, rep.attrs, None, "today")
+    s1, s2 = w.add_layer(neg), w.add_layer(other)
+    w.finish()
+    assert (s1.slug, s2.slug) == ("layer3.1_conv__b_", "node_images")
+    assert s1.dead == 0 and len(s1.strongest) == 2
+    page = (out / "layer3.1_conv__b_" / "feature000.html").read_text(encoding="utf-8")
+    assert "never fires" not in page and page.count('class="card"') == 2
+    assert "node layer3.1/conv &lt;b&gt;" in page
+    index = (out / "index.html").read_text(encoding="utf-8")
+    assert 'href="layer3.1_conv__b_.html"' in index and 'href="node_images.html"' in index
+    assert not (out / "images").exists()

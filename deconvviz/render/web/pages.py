@@ -61,6 +61,12 @@ def template(name: str) -> string.Template:
     return string.Template(text)
 
 
+def _count(attrs: dict) -> str:
+    """The number of images scanned, as the pages print it (``50,000``)."""
+    n = attrs.get("num_images", "?")
+    return f"{n:,}" if isinstance(n, int) else str(n)
+
+
 def _act(v: float) -> str:
     return f"{float(v):.4g}"
 
@@ -122,7 +128,7 @@ def index_page(attrs: dict, layers: Sequence[LayerSummary], date_line: str,
     ``strip_px`` pixels) per layer."""
     from ... import __version__
 
-    n = attrs.get("num_images", "?")
+    n = _count(attrs)
     sha = str(attrs.get("checkpoint_sha256", ""))
     split = str(attrs.get("split", "") or "")
     rows = [
@@ -181,7 +187,7 @@ def layer_page(s: LayerSummary, attrs: dict, activation0: np.ndarray, dead: np.n
     data = {
         "dir": quote(s.slug, safe=""), "tiles": "tiles", "pageSize": int(page_size),
         "tileW": tile_size[1], "tileH": tile_size[0], "pixelated": bool(tile_size[2]),
-        "maxAct": float(s.max_act), "images": int(attrs.get("num_images", 0) or 0),
+        "maxAct": float(s.max_act), "images": _count(attrs),
         "features": [[f, float(f"{float(activation0[f]):.5g}"), int(bool(dead[f])), top_class[f]]
                      for f in range(s.features)],
     }
@@ -189,11 +195,12 @@ def layer_page(s: LayerSummary, attrs: dict, activation0: np.ndarray, dead: np.n
     one = s.dead == 1
     dead_note = (f'<p class="note">{s.dead} of the {s.features} features never '
                  f"fire{'s' if one else ''}: {'its' if one else 'their'} largest activation over "
-                 f"all {esc(n)} images is 0 (or less), so no image shows what "
+                 f"all {esc(n)} images is 0, so no image shows what "
                  f"{'it responds' if one else 'they respond'} to. Hatched tiles show "
                  f"{'it' if one else 'them'}.</p>" if s.dead else "")
-    dead_label = (f"hide the {s.dead} feature{'' if one else 's'} that never fire{'s' if one else ''}"
-                  if s.dead else "hide features that never fire (every feature here fires)")
+    dead_label = (f"hide the {s.dead} feature{'' if one else 's'} that never "
+                  f"fire{'s' if one else ''}" if s.dead
+                  else "hide features that never fire (every feature here fires)")
     first = href(s.slug, "feature000.html")
     return _page("layer.html", title=esc(f"{s.title}: {s.features} features - deconvviz report"),
                  layer_title=esc(s.title),
@@ -226,7 +233,7 @@ def feature_page(s: LayerSummary, attrs: dict, f: int, tiles: Sequence[Tile], de
                  whole_size: Tuple[int, int, bool], missing_images: str) -> str:
     """Feature ``f``'s page: its top-k projections, patches and whole images with the
     receptive field drawn on them (``tiles``); a feature that never fires says so."""
-    n = attrs.get("num_images", "?")
+    n = _count(attrs)
     title = f"{s.title}, feature {f}"
     cards = []
     H, W = image_size
@@ -255,18 +262,20 @@ def feature_page(s: LayerSummary, attrs: dict, f: int, tiles: Sequence[Tile], de
                                       + (" (red box)" if t.whole is not None else "")),
                   ("projection scale", f"&plusmn;{t.scale:.3g}")]
         dl = "".join(f"<dt>{k}</dt><dd>{v}</dd>" for k, v in facts)
+        proj = _img(href("tiles", stem + "_projection.png"), f"{title}, rank {t.rank}: projection",
+                    tile_size)
+        patch = _img(href("tiles", stem + "_patch.png"), f"{title}, rank {t.rank}: image patch",
+                     tile_size)
         cards.append(
             f'<div class="card" id="rank{t.rank}"><h3>#{t.rank} &middot; activation '
             f"{_act(t.activation)} {_track(t.activation, s.max_act)}</h3><div class=\"row\">"
-            f"<figure>{_img(href('tiles', stem + '_projection.png'), f'{title}, rank {t.rank}: projection', tile_size)}"
-            f"<figcaption>deconvnet projection</figcaption></figure>"
-            f"<figure>{_img(href('tiles', stem + '_patch.png'), f'{title}, rank {t.rank}: image patch', tile_size)}"
-            f"<figcaption>image patch (receptive field)</figcaption></figure>"
+            f"<figure>{proj}<figcaption>deconvnet projection</figcaption></figure>"
+            f"<figure>{patch}<figcaption>image patch (receptive field)</figcaption></figure>"
             f"<figure>{whole}<figcaption>{caption}</figcaption></figure></div>"
             f"<dl class=\"facts\">{dl}</dl></div>")
     if dead:
         summary = (f'<p class="note warn">Feature {f} never fires: its largest activation over '
-                   f"all {esc(n)} images is 0 (or less), so no image shows what it responds to "
+                   f"all {esc(n)} images is 0, so no image shows what it responds to "
                    "and there is nothing to project.</p>")
         heading = f"{title}: never fires"
     else:
@@ -275,9 +284,10 @@ def feature_page(s: LayerSummary, attrs: dict, f: int, tiles: Sequence[Tile], de
                    "image patch under its receptive field, and the whole image.</p>")
         heading = f"{title}: its top {len(tiles)} images"
     up = href("..", s.slug + ".html") + f"#f{f}"
-    prev_link = (f'<a id="prev" href="{href(f"feature{f - 1:03d}.html")}">&lsaquo; feature {f - 1}</a>'
-                 if f > 0 else '<a class="off">&lsaquo; first feature</a>')
-    next_link = (f'<a id="next" href="{href(f"feature{f + 1:03d}.html")}">feature {f + 1} &rsaquo;</a>'
+    prev_href, next_href = href(f"feature{f - 1:03d}.html"), href(f"feature{f + 1:03d}.html")
+    prev_link = (f'<a id="prev" href="{prev_href}">&lsaquo; feature {f - 1}</a>' if f > 0
+                 else '<a class="off">&lsaquo; first feature</a>')
+    next_link = (f'<a id="next" href="{next_href}">feature {f + 1} &rsaquo;</a>'
                  if f + 1 < s.features else '<a class="off">last feature &rsaquo;</a>')
     card_w = 2 * tile_size[1] + whole_size[1] + 60
     return _page("feature.html", title=esc(f"{title} - deconvviz report"),

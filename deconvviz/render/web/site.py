@@ -166,7 +166,9 @@ class SiteWriter:
         """Write layer ``lr``'s tiles, feature pages and layer page."""
         F_, k = lr.features, lr.k
         act0 = lr.activation[:, 0].astype(np.float64) if k else np.zeros(F_)
-        dead = act0 <= 0
+        # Never fires: its largest activation is exactly 0 (a ReLU output that stayed off
+        # on every image). Negative maxima (nodes before a ReLU) are real and are shown.
+        dead = act0 == 0
         slug = self._slug(lr.name)
         folder = self.root / slug
         (folder / "tiles").mkdir(parents=True)
@@ -243,7 +245,8 @@ def write_site(report: Union[Report, str, Path], out_dir: Union[str, Path], *,
     not writable.
     """
     if isinstance(report, Report):
-        head, layers, date_line = report, iter(report.layers.values()), f"site written {timestamp()}"
+        head, layers = report, iter(report.layers.values())
+        date_line = f"site written {timestamp()}"
         names = list(report.layers)
         where = "the report"
     else:
