@@ -278,7 +278,12 @@ def test_bad_report_files_are_one_line_and_write_nothing(report_h5, tmp_path):
     shutil.copy(report_h5, broken)
     with h5py.File(broken, "a") as f:
         del f["layer2/activation"]
+    projection = tmp_path / "projection.h5"
+    from deconvviz.store.projection import PROJECTION_FORMAT
+    with h5py.File(projection, "w") as f:
+        f.attrs["format"] = PROJECTION_FORMAT
     cases = [(damaged, "is not a readable HDF5 file"),
+             (projection, "--html makes the web report of a deconvviz-report file"),
              (newer, "has format version 3; this deconvviz reads versions 1..2"),
              (broken, "is damaged: layer2/activation missing"),
              (tmp_path / "none.h5", "does not exist")]
@@ -346,3 +351,23 @@ def test_graph_node_names_and_negative_activations(tmp_path):
     index = (out / "index.html").read_text(encoding="utf-8")
     assert 'href="layer3.1_conv__b_.html"' in index and 'href="node_images.html"' in index
     assert not (out / "images").exists()
+
+
+def test_report_html_failing_midway_leaves_the_earlier_report_and_site(tmp_path, monkeypatch):
+    out = tmp_path / "rep"
+    make_report(out, k=2, html=True)
+    before = _snapshot(out)
+    assert Path("report.h5") in before and Path("site/index.html") in before
+    real, calls = site_mod._png, itertools.count(1)
+
+    def failing(array, path):
+        if next(calls) == 30:
+            raise OSError(28, "No space left on device")
+        real(array, path)
+
+    monkeypatch.setattr(site_mod, "_png", failing)
+    with pytest.raises(OSError, match="No space left"):
+        make_report(out, k=3, html=True)
+    after = _snapshot(out)
+    assert after.pop(Path(".scan-state.pt"), None) is not None  # kept for --resume
+    assert after == before   # neither report.h5 nor any file of the site changed, no leftovers
