@@ -27,6 +27,7 @@ from torch import nn
 
 from ..errors import DeconvvizError
 from .layers import conv_stack, get_layer
+from .network import graph_of
 
 __all__ = ["FeatureLayer", "parse_feature_layer", "resolve_feature_layers", "last_linear",
            "extract_features", "CLASSIFIER_NAMES"]
@@ -38,18 +39,25 @@ CLASSIFIER_NAMES = ("classifier", "classifier input", "classifier-input", "class
 @dataclass(frozen=True)
 class FeatureLayer:
     """A place whose feature vector is compared: ``kind`` ``"conv"`` (``index`` = layer
-    number from 1) or ``"classifier"`` (the input of the last ``nn.Linear``)."""
+    number from 1, on a plain conv stack), ``"classifier"`` (the input of the last
+    ``nn.Linear``) or ``"node"`` (``name``: a node of any network's traced graph, as
+    ``deconvviz layers`` names it)."""
 
     kind: str
     index: int = 0
+    name: str = ""
 
     def describe(self) -> str:
-        """``"layer 2"`` or ``"classifier input"``: for titles and messages."""
+        """``"layer 2"``, ``"node layer2.1.relu_1"`` or ``"classifier input"``."""
+        if self.kind == "node":
+            return f"node {self.name}"
         return f"layer {self.index}" if self.kind == "conv" else "classifier input"
 
     @property
     def key(self) -> str:
-        """``"layer2"`` or ``"classifier_input"``: for HDF5 group names."""
+        """``"layer2"``, the node name or ``"classifier_input"``: for HDF5 group names."""
+        if self.kind == "node":
+            return self.name
         return f"layer{self.index}" if self.kind == "conv" else "classifier_input"
 
 
@@ -70,8 +78,11 @@ def parse_feature_layer(spec: LayerSpec) -> FeatureLayer:
         return FeatureLayer("conv", int(text))
     if text in CLASSIFIER_NAMES:
         return FeatureLayer("classifier")
-    raise DeconvvizError(f"layer {spec!r} is not a layer: give a conv layer number (see "
-                         f"'deconvviz layers') or 'classifier' (the input of the last Linear)")
+    if not text:
+        raise DeconvvizError(f"layer {spec!r} is not a layer: give a conv layer number, a node "
+                             "name (see 'deconvviz layers') or 'classifier' (the input of the "
+                             "last Linear)")
+    return FeatureLayer("node", name=str(spec).strip())
 
 
 def last_linear(model: nn.Module) -> nn.Linear:
@@ -94,6 +105,8 @@ def resolve_feature_layers(model: nn.Module, specs: Sequence[LayerSpec],
         fl = parse_feature_layer(spec)
         if fl.kind == "conv":
             get_layer(model, fl.index, image_size)
+        elif fl.kind == "node":
+            graph_of(model, image_size).info(fl.name)   # one line, with the closest names
         else:
             last_linear(model)
         if fl not in layers:
@@ -111,6 +124,8 @@ def _captured(model: nn.Module, layers: Sequence[FeatureLayer],
     store: Dict[FeatureLayer, torch.Tensor] = {}
     with contextlib.ExitStack() as stack:
         for fl in layers:
+            if fl.kind == "node":
+                continue            # read from the traced graph, see extract_features
             if fl.kind == "conv":
                 module = conv_stack(model)[get_layer(model, fl.index, image_size).end - 1]
 
@@ -147,8 +162,14 @@ def extract_features(model: nn.Module, x: torch.Tensor, layers: Sequence[LayerSp
         with _captured(model, layers, size) as store, torch.no_grad():
             for s in range(0, x.shape[0], batch_size):
                 store.clear()
-                out = model(x[s:s + batch_size].to(device=device, dtype=dtype))
+                xb = x[s:s + batch_size].to(device=device, dtype=dtype)
+                out = model(xb)
                 logits.append(out.detach().to("cpu", torch.float64))
+                nodes = [fl for fl in layers if fl.kind == "node"]
+                if nodes:
+                    got = graph_of(model, size).execute(xb, [fl.name for fl in nodes])
+                    for fl in nodes:
+                        store[fl] = got[fl.name].detach().flatten(1).clone()
                 for fl in layers:
                     if fl not in store:
                         raise DeconvvizError(f"the model's forward pass did not run "

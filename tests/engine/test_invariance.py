@@ -142,7 +142,7 @@ def test_extract_features_leaves_no_hook_when_the_forward_raises(tiny_checkpoint
 
 @pytest.mark.parametrize("layers,message", [
     ((1, 5), r"^layer 5 is out of range: this network has layers 1\.\.2"),
-    (("head",), r"^layer 'head' is not a layer"),
+    (("head",), r"^no node named 'head' in CifarCNN"),
     ((0,), r"^layer 0 is out of range"),
 ])
 def test_a_layer_that_does_not_exist_is_one_line(tiny_checkpoint, layers, message):
@@ -156,3 +156,29 @@ def test_classifier_input_needs_a_linear():
     with pytest.raises(DeconvvizError, match="has no nn.Linear"):
         extract_features(stack, torch.zeros(1, 3, 8, 8), ["classifier"])
     assert parse_feature_layer("fc").describe() == "classifier input"
+
+
+def test_any_network_by_node_name_equals_torchvisions_feature_extractor():
+    """Feature vectors at graph nodes of a ResNet (random weights) equal what torchvision's
+    own create_feature_extractor returns; the invariance distance is 0 at amount 0."""
+    import torchvision
+    from torchvision.models.feature_extraction import create_feature_extractor
+    torch.manual_seed(0)
+    model = torchvision.models.resnet18().eval()
+    x = torch.randn(3, 3, 64, 64)
+    nodes = ["layer1.0.relu_1", "layer2.1.relu_1"]
+    feats, logits = extract_features(model, x, nodes + ["classifier"])
+    ref = create_feature_extractor(model, nodes + ["flatten", "fc"])(x)
+    for name in nodes:
+        got = feats[parse_feature_layer(name)]
+        assert torch.allclose(got, ref[name].flatten(1).double(), atol=1e-5)
+    assert torch.allclose(feats[parse_feature_layer("classifier")], ref["flatten"].double(),
+                          atol=1e-5)
+    assert torch.allclose(logits, ref["fc"].double(), atol=1e-5)
+    assert parse_feature_layer("layer2.1.relu_1").describe() == "node layer2.1.relu_1"
+    curves = invariance_curves(model, x[:1], None, "rotate", "0,90", nodes)
+    assert [fl.key for fl in curves.layers] == nodes
+    assert curves.distance.shape == (2, 1, 2)
+    assert (curves.distance[:, 0, 0] == 0).all() and (curves.distance[:, 0, 1] > 0).all()
+    with pytest.raises(DeconvvizError, match=r"^no node named 'layer9' in ResNet"):
+        extract_features(model, x, ["layer9"])
