@@ -258,6 +258,25 @@ def _as_index(v, n: int) -> torch.Tensor:
     return t
 
 
+def check_seeds(feature, image_index, batch: int, features: int, what: str
+                ) -> Tuple[torch.Tensor, torch.Tensor]:
+    """``(image_index, feature)`` of the seeds as 1-D int64 tensors (one seed per image by
+    default, a single feature broadcast), checked against ``batch`` images and
+    ``features`` channels of ``what`` (``"layer 2"``) with one-line errors."""
+    idx = (torch.arange(batch) if image_index is None
+           else torch.as_tensor(image_index, dtype=torch.int64).reshape(-1))
+    feat = _as_index(feature, idx.numel())
+    if feat.numel() != idx.numel():
+        raise DeconvvizError(f"{feat.numel()} features for {idx.numel()} images")
+    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= batch):
+        raise DeconvvizError(f"image index out of range 0..{batch - 1}")
+    if feat.numel() and (int(feat.min()) < 0 or int(feat.max()) >= features):
+        bad = int(feat.max()) if int(feat.max()) >= features else int(feat.min())
+        raise DeconvvizError(f"feature {bad} is out of range: {what} has features "
+                             f"0..{features - 1} (see 'deconvviz layers')")
+    return idx, feat
+
+
 def deconvolve(model: nn.Module, images: torch.Tensor, layer: Union[int, str],
                feature: Union[int, Sequence[int], torch.Tensor],
                image_index: Optional[Union[Sequence[int], torch.Tensor]] = None, *,
@@ -297,18 +316,7 @@ def deconvolve(model: nn.Module, images: torch.Tensor, layer: Union[int, str],
         raise DeconvvizError(f"images have {images.shape[1]} channels; the network takes "
                              f"{conv_stack(model)[0].in_channels}")
     b = images.shape[0]
-    if image_index is None:
-        image_index = torch.arange(b)
-    idx = torch.as_tensor(image_index, dtype=torch.int64).reshape(-1)
-    feat = _as_index(feature, idx.numel())
-    if feat.numel() != idx.numel():
-        raise DeconvvizError(f"{feat.numel()} features for {idx.numel()} images")
-    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= b):
-        raise DeconvvizError(f"image index out of range 0..{b - 1}")
-    if feat.numel() and (int(feat.min()) < 0 or int(feat.max()) >= info.features):
-        bad = int(feat.max()) if int(feat.max()) >= info.features else int(feat.min())
-        raise DeconvvizError(f"feature {bad} is out of range: layer {layer} has features "
-                             f"0..{info.features - 1} (see 'deconvviz layers')")
+    idx, feat = check_seeds(feature, image_index, b, info.features, f"layer {layer}")
     if mode == "position":
         if position is None:
             raise DeconvvizError("mode 'position' needs a position (row, col)")

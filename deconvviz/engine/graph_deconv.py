@@ -25,7 +25,8 @@ import torch
 from torch import nn
 
 from ..errors import DeconvvizError
-from .deconvnet import MODES, RULES, UNPOOLS, Projection, _check_choice, _max_positions, seed_maps
+from .deconvnet import (MODES, RULES, UNPOOLS, Projection, _check_choice, _max_positions,
+                        check_seeds, seed_maps)
 from .graph import Graph, GraphNode, build_graph, eval_mode
 from .graph_reverse import GraphRecording, point_walk, reverse_walk
 
@@ -121,10 +122,6 @@ def node_outputs(graph: Graph, images: torch.Tensor, nodes: Sequence[Layer]
         return graph.execute(x, names)
 
 
-def _as_index(v, n: int) -> torch.Tensor:
-    t = torch.as_tensor(v, dtype=torch.int64).reshape(-1)
-    return t.expand(n).clone() if t.numel() == 1 and n > 1 else t
-
 
 def _check_seeds(graph: Graph, images: torch.Tensor, seeds: Seeds, mode: str):
     """Validated ``(node, image_index, feature, position)`` of one :class:`Seeds`."""
@@ -133,17 +130,7 @@ def _check_seeds(graph: Graph, images: torch.Tensor, seeds: Seeds, mode: str):
     what = (f"layer {seeds.layer}" if isinstance(seeds.layer, int)
             else f"node '{node.name}'")
     b = images.shape[0]
-    idx = (torch.arange(b) if seeds.image_index is None
-           else torch.as_tensor(seeds.image_index, dtype=torch.int64).reshape(-1))
-    feat = _as_index(seeds.feature, idx.numel())
-    if feat.numel() != idx.numel():
-        raise DeconvvizError(f"{feat.numel()} features for {idx.numel()} images")
-    if idx.numel() and (int(idx.min()) < 0 or int(idx.max()) >= b):
-        raise DeconvvizError(f"image index out of range 0..{b - 1}")
-    if feat.numel() and (int(feat.min()) < 0 or int(feat.max()) >= info.features):
-        bad = int(feat.max()) if int(feat.max()) >= info.features else int(feat.min())
-        raise DeconvvizError(f"feature {bad} is out of range: {what} has features "
-                             f"0..{info.features - 1} (see 'deconvviz layers')")
+    idx, feat = check_seeds(seeds.feature, seeds.image_index, b, info.features, what)
     pos = None
     if mode == "position":
         if seeds.position is None and info.output_size != (1, 1):

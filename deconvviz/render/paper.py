@@ -9,7 +9,7 @@ Images are display arrays ``(H, W, 3)`` in ``[0, 1]``.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence
+from typing import Optional, Sequence
 
 import numpy as np
 

@@ -26,20 +26,27 @@ def _env(tmp_path):
     return env
 
 
-def test_two_gloo_processes_match_one_process(tiny_checkpoint, tmp_path):
+def _gloo_setup(tmp_path, n: int, classes: int):
+    """Skip without gloo; an ImageFolder of ``n`` images in ``classes`` classes and a
+    launcher script for torchrun: ``(data folder, launcher)``."""
     pytest.importorskip("torch.distributed")
     import torch.distributed as dist
     if not dist.is_available() or not dist.is_gloo_available():
         pytest.skip("this torch build has no gloo backend")
     from PIL import Image
     data = tmp_path / "data"
-    images, _ = synthetic_images(60, seed=3)
-    for i in range(60):
-        d = data / f"c{i % 3}"
+    images, _ = synthetic_images(n, seed=3)
+    for i in range(n):
+        d = data / f"c{i % classes}"
         d.mkdir(parents=True, exist_ok=True)
         Image.fromarray(images[i].permute(1, 2, 0).numpy()).save(d / f"{i:02d}.png")
     launcher = tmp_path / "launch.py"
     launcher.write_text("from deconvviz.cli import main\nmain()\n")
+    return data, launcher
+
+
+def test_two_gloo_processes_match_one_process(tiny_checkpoint, tmp_path):
+    data, launcher = _gloo_setup(tmp_path, 60, 3)
     args = ["report", "--model", str(tiny_checkpoint), "--data", str(data), "--top", "4",
             "--batch-size", "8", "--no-png", "--quiet"]
     env = _env(tmp_path)
@@ -68,19 +75,7 @@ def test_two_gloo_processes_match_one_process(tiny_checkpoint, tmp_path):
 def test_a_failing_rank_stops_every_rank_with_one_line(tiny_checkpoint, tmp_path):
     """Rank 0 fails while writing (report.h5 is a folder): every rank says so in one line,
     exits non-zero, and nothing half-written is left."""
-    pytest.importorskip("torch.distributed")
-    import torch.distributed as dist
-    if not dist.is_available() or not dist.is_gloo_available():
-        pytest.skip("this torch build has no gloo backend")
-    from PIL import Image
-    data = tmp_path / "data"
-    images, _ = synthetic_images(12, seed=3)
-    for i in range(12):
-        d = data / f"c{i % 2}"
-        d.mkdir(parents=True, exist_ok=True)
-        Image.fromarray(images[i].permute(1, 2, 0).numpy()).save(d / f"{i:02d}.png")
-    launcher = tmp_path / "launch.py"
-    launcher.write_text("from deconvviz.cli import main\nmain()\n")
+    data, launcher = _gloo_setup(tmp_path, 12, 2)
     out = tmp_path / "out"
     (out / "report.h5").mkdir(parents=True)
     r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
