@@ -19,6 +19,7 @@ from __future__ import annotations
 import contextlib
 import json
 import time
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
@@ -31,7 +32,7 @@ from .data.sources import ImageSource
 from .engine.deconvnet import RULES
 from .engine.distributed import Ranks, gather_topk
 from .engine.network import layer_key, require_spatial, spatial
-from .engine.receptive import extract_patches
+from .engine.receptive import extract_patches, windows_for
 from .engine.seeds import project_seeds
 from .engine.topk import (TopK, empty_topk, finalize_topk, layer_infos, merge_topk,
                           normalization_of, batch_size_for, scan_topk)
@@ -42,8 +43,8 @@ from .render.web import SiteWriter, site_path, timestamp
 from .store.atomic import atomic_folder, atomic_path, atomic_paths, check_folder_target, \
     check_writable_dir
 from .store.report import (PROJECTION_DTYPES, REPORT_FILE, REPORT_FORMAT, REPORT_VERSION,
-                           ImageTable, LayerReport, Report, ReportWriter, read_report_h5,
-                           write_report_h5)
+                           ImageTable, LayerReport, Report, ReportWriter, features_per_chunk,
+                           read_report_h5, write_report_h5)
 
 __all__ = ["build_report", "write_report", "report_paths", "save_report", "render_report"]
 
@@ -210,22 +211,19 @@ def _kept_images(source: ImageSource, scan: _Scan) -> ImageTable:
                       path=[str(paths[i]) if paths else "" for i in wanted])
 
 
-def _layer_reports(model, scan: _Scan, table: ImageTable, *, rule, device
-                   ) -> Iterator[LayerReport]:
-    """Project and cut one layer at a time (memory holds one layer's results)."""
+def _layer_parts(model, scan: _Scan, table: ImageTable, *, rule, device
+                 ) -> Iterator[Tuple[LayerReport, Iterator[Tuple[int, np.ndarray, np.ndarray]]]]:
+    """Per layer: its report without projections and patches, and an iterator that
+    projects and cuts them one chunk of features at a time (see
+    :func:`~deconvviz.store.report.features_per_chunk`), so memory holds one chunk."""
     images = {int(i): torch.from_numpy(table.pixels[j]) for j, i in enumerate(table.index)}
     for info in scan.infos:
         key = layer_key(info)
         top = scan.tops[key]
-        projections, _ = project_seeds(model, images, {key: top}, rule=rule,
-                                       device=device, mean=scan.mean, std=scan.std, windows=True)
-        flat_idx = top.image_index.reshape(-1)
-        rows = np.searchsorted(table.index, flat_idx.numpy())
-        seed_pix = torch.from_numpy(table.pixels[rows]) if flat_idx.numel() else \
-            torch.zeros((0, 3) + tuple(info.image_size), dtype=torch.uint8)
-        patch, box, origin = extract_patches(info, seed_pix, top.position.reshape(-1, 2))
         F_, kk = top.image_index.shape
-        yield LayerReport(
+        rows = np.searchsorted(table.index, top.image_index.reshape(-1).numpy())
+        box, origin = windows_for(info, top.position.reshape(-1, 2))
+        head = LayerReport(
             layer=info.index if info.index is not None else -1,
             node="" if isinstance(key, int) else key, path=str(info.path),
             output_size=info.output_size,
@@ -233,11 +231,44 @@ def _layer_reports(model, scan: _Scan, table: ImageTable, *, rule, device
             activation=top.activation.numpy().astype(np.float32),
             image_index=top.image_index.numpy(),
             label=table.label[rows].reshape(F_, kk).astype(np.int64),
-            position=top.position.numpy(),
-            projection=projections[key].numpy(),
-            patch=patch.reshape(F_, kk, *patch.shape[1:]).numpy(),
+            position=top.position.numpy(), projection=None, patch=None,
             patch_box=box.reshape(F_, kk, 4).numpy(),
             patch_origin=origin.reshape(F_, kk, 2).numpy())
+        yield head, _chunks(model, info, key, top, table, images, rule=rule, device=device,
+                            scan=scan)
+
+
+def _chunks(model, info, key, top: TopK, table: ImageTable, images, *, rule, device, scan):
+    F_, kk = top.image_index.shape
+    step = features_per_chunk(kk, table.pixels.shape[1] if table.pixels.ndim == 4 else 3,
+                              info.rf_size)
+    for f0 in range(0, F_, step):
+        part = TopK(top.activation[f0:f0 + step], top.image_index[f0:f0 + step],
+                    top.position[f0:f0 + step])
+        n = part.image_index.shape[0]
+        projections, _ = project_seeds(model, images, {key: part}, rule=rule, device=device,
+                                       mean=scan.mean, std=scan.std, windows=True,
+                                       first_feature=f0)
+        flat_idx = part.image_index.reshape(-1)
+        rows = np.searchsorted(table.index, flat_idx.numpy())
+        seed_pix = torch.from_numpy(table.pixels[rows]) if flat_idx.numel() else \
+            torch.zeros((0, 3) + tuple(info.image_size), dtype=torch.uint8)
+        patch, _, _ = extract_patches(info, seed_pix, part.position.reshape(-1, 2))
+        yield (f0, projections[key].numpy(),
+               patch.reshape(n, kk, *patch.shape[1:]).numpy())
+
+
+def _layer_reports(model, scan: _Scan, table: ImageTable, *, rule, device
+                   ) -> Iterator[LayerReport]:
+    """Each layer whole, in memory (for :func:`build_report`)."""
+    for head, chunks in _layer_parts(model, scan, table, rule=rule, device=device):
+        parts = list(chunks)
+        shape = (head.features, head.k, 3) + tuple(head.rf_size)
+        yield replace(head,
+                      projection=np.concatenate([p for _, p, _ in parts]) if parts else
+                      np.zeros(shape, np.float32),
+                      patch=np.concatenate([q for _, _, q in parts]) if parts else
+                      np.zeros(shape, np.uint8))
 
 
 def build_report(model: nn.Module, source: ImageSource, layers: Optional[Sequence[int]] = None,
@@ -332,8 +363,8 @@ def write_report(model: nn.Module, source: ImageSource, out_dir: Union[str, Path
                 else None
             with ReportWriter(tmp["h5"], attrs, projection_dtype) as writer:
                 writer.add_images(table)
-                for lr in _layer_reports(model, scan, table, rule=rule, device=device):
-                    writer.add_layer(lr)
+                for head, chunks in _layer_parts(model, scan, table, rule=rule, device=device):
+                    lr = writer.add_layer_chunks(head, chunks)
                     if png:
                         _draw_layer(lr, attrs, tmp)
                     if site is not None:

@@ -31,13 +31,15 @@ import torch.nn.functional as F
 from torch import nn
 
 from ..errors import DeconvvizError
+from .cropped import crop_bytes_per_seed, crop_pays, crop_record
 from .layers import LayerInfo, conv_stack, get_layer
 from .receptive import cut_windows, windows_for
 from .recording import Recording, record_pass
 from .windowed import paste_windows, window_bytes_per_seed, window_pass
 
 __all__ = ["RULES", "UNPOOLS", "MODES", "Projection", "deconvolve", "project",
-           "seed_maps", "reverse_pass", "project_recorded", "recorded_forward"]
+           "seed_maps", "reverse_pass", "project_recorded", "project_cropped", "crop_applies",
+           "recorded_forward"]
 
 RULES = ("deconvnet", "guided", "gradient")
 UNPOOLS = ("switches", "nearest")
@@ -199,13 +201,7 @@ def project_recorded(model: nn.Module, rec: Recording, info: LayerInfo, image_in
         else:
             pos = position.to(torch.int64)
             act = output[image_index, feature, pos[:, 0], pos[:, 1]]
-        if windows:
-            size = tuple(info.rf_size)
-            canvas = torch.stack([info.rf_start[0] + pos[:, 0] * info.rf_jump[0],
-                                  info.rf_start[1] + pos[:, 1] * info.rf_jump[1]], dim=1)
-        else:
-            size = tuple(info.image_size)
-            canvas = torch.zeros_like(pos)
+        size, canvas = _canvas(info, pos, windows)
         per_seed = window_bytes_per_seed(model, info, output.dtype)
         step = max(1, SEED_BATCH_BYTES // max(1, per_seed))
         parts = []
@@ -222,6 +218,53 @@ def project_recorded(model: nn.Module, rec: Recording, info: LayerInfo, image_in
         box, origin = windows_for(info, pos.cpu())
         proj = cut_windows(proj, box.to(proj.device), origin.to(proj.device), info.rf_size)
     return proj, act, pos
+
+
+def _canvas(info: LayerInfo, pos: torch.Tensor, windows: bool):
+    """Size and per-seed top-left of the canvas a projection is pasted on: the
+    receptive-field window with ``windows``, else the whole image."""
+    if windows:
+        return tuple(info.rf_size), torch.stack(
+            [info.rf_start[0] + pos[:, 0] * info.rf_jump[0],
+             info.rf_start[1] + pos[:, 1] * info.rf_jump[1]], dim=1)
+    return tuple(info.image_size), torch.zeros_like(pos)
+
+
+def crop_applies(model: nn.Module, info: LayerInfo, mode: str, unpool: str, seeds: int,
+                 images: int) -> bool:
+    """Whether :func:`project_cropped` serves these seeds: one known position each,
+    switches, and fewer multiply-adds than recording the ``images`` whole."""
+    return mode == "position" and _windowed(model, info, mode, unpool) and crop_pays(
+        model, info, seeds, images)
+
+
+def project_cropped(model: nn.Module, images: torch.Tensor, info: LayerInfo,
+                    image_index: torch.Tensor, feature: torch.Tensor, position: torch.Tensor, *,
+                    rule: str = "deconvnet", windows: bool = False):
+    """:func:`project_recorded` for seeds at known positions without a whole-image
+    forward pass: each batch of seeds records the forward pass inside its seeds'
+    receptive fields only (:func:`~deconvviz.engine.cropped.crop_record`) and goes
+    back through those windows. ``images`` is the model input; seed ``s`` is at
+    ``position[s]`` of image ``image_index[s]``. Returns ``(projections, activation
+    (S,), position (S, 2))`` as :func:`project_recorded` does."""
+    pos = position.to(torch.int64)
+    size, canvas = _canvas(info, pos, windows)
+    per_seed = (window_bytes_per_seed(model, info, images.dtype)
+                + crop_bytes_per_seed(model, info, images.dtype))
+    step = max(1, SEED_BATCH_BYTES // max(1, per_seed))
+    parts, acts = [], []
+    for c0 in range(0, image_index.shape[0], step):
+        sl = slice(c0, c0 + step)
+        rec, out = crop_record(model, images, info, image_index[sl], pos[sl],
+                               masks=rule != "deconvnet")
+        local = torch.arange(out.shape[0], device=out.device)
+        act = out[local, feature[sl], 0, 0]
+        win, origin = window_pass(model, rec, info, local, feature[sl], pos[sl], act, rule)
+        parts.append(paste_windows(win, origin, canvas[sl], size))
+        acts.append(act)
+    if not parts:
+        return (images.new_zeros((0, images.shape[1]) + size), images.new_zeros((0,)), pos)
+    return torch.cat(parts), torch.cat(acts), pos
 
 
 def _in_channels(model: nn.Module) -> int:
@@ -328,8 +371,17 @@ def deconvolve(model: nn.Module, images: torch.Tensor, layer: Union[int, str],
                 or position[:, 1].max() >= ow):
             raise DeconvvizError(f"position out of range: layer {layer} output is {oh}x{ow}")
     device = images.device
-    # Record each image that some seed uses, once, and only up to the seed's layer.
+    # Record each image that some seed uses, once, and only up to the seed's layer;
+    # or, where that costs less, each seed's receptive-field crop only.
     used, local = torch.unique(idx, return_inverse=True)
+    if crop_applies(model, info, mode, unpool, idx.numel(), used.numel()):
+        with torch.no_grad():
+            proj, act, pos = project_cropped(
+                model, images.contiguous(memory_format=torch.channels_last), info,
+                idx.to(device), feat.to(device), position.to(device), rule=rule)
+        return Projection(projections=proj, image_index=idx, feature=feat,
+                          activation=act.cpu(), position=pos.cpu(), layer=layer, mode=mode,
+                          rule=rule, unpool=unpool)
     if used.numel() < b:
         images = images[used.to(device)]
     with torch.no_grad():

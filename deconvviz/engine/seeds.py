@@ -9,7 +9,8 @@ from torch import nn
 
 from ..data.sources import ImageSource, normalize
 from ..errors import DeconvvizError
-from .deconvnet import RULES, project_recorded, recorded_forward
+from .deconvnet import (RULES, crop_applies, project_cropped, project_recorded,
+                        recorded_forward)
 from .layers import list_layers
 from .network import graph_of, resolve_info, uses_graph
 from .receptive import cut_windows, windows_for
@@ -42,7 +43,7 @@ def _record_bytes_per_image(model: nn.Module, info, rule: str, dtype: torch.dtyp
 def project_seeds(model: nn.Module, images: Dict[int, torch.Tensor], tops: Dict[int, TopK], *,
                   rule: str = "deconvnet", device: Union[str, torch.device] = "cpu",
                   mean=None, std=None, images_per_pass: Optional[int] = None,
-                  windows: bool = False
+                  windows: bool = False, first_feature: int = 0
                   ) -> Tuple[Dict[int, torch.Tensor], Dict[int, torch.Tensor]]:
     """Deconvnet projections of every kept seed of several layers, in batched passes.
 
@@ -54,12 +55,17 @@ def project_seeds(model: nn.Module, images: Dict[int, torch.Tensor], tops: Dict[
     pass up to that layer only (in chunks of ``images_per_pass`` images, by
     default as many as fit in :data:`RECORD_BYTES`), and the chunk's seeds go
     back inside their receptive-field windows in batched reverse passes
-    (:func:`deconvviz.engine.deconvnet.project_recorded`).
+    (:func:`deconvviz.engine.deconvnet.project_recorded`); where recording each
+    seed's receptive-field crop costs less than recording the chunk's images
+    whole (shallow layers of large images), the seeds record only their crops
+    (:func:`deconvviz.engine.deconvnet.project_cropped`).
     Returns ``({L: projections (F, k, 3, H, W) float32}, {L: seeded activation (F, k)})``.
     With ``windows=True`` each projection is its seed's receptive-field window
     ``(F, k, 3, rf_h, rf_w)`` (unclipped top-left ``rf_start + position *
     rf_jump``, zero outside the image), made by the windowed pass directly
     without a full-image projection, so memory does not grow with the image size.
+    ``first_feature``: row ``f`` of every :class:`TopK` is feature ``first_feature
+    + f`` (a chunk of a layer's features).
     """
     mean, std = normalization_of(model, mean, std)
     if rule not in RULES:
@@ -73,7 +79,8 @@ def project_seeds(model: nn.Module, images: Dict[int, torch.Tensor], tops: Dict[
         if uses_graph(info):
             projections[L], activations[L] = _project_graph_seeds(
                 model, info, images, top, rule=rule, device=device, mean=mean, std=std,
-                dtype=dtype, windows=windows, images_per_pass=images_per_pass or 64)
+                dtype=dtype, windows=windows, images_per_pass=images_per_pass or 64,
+                first_feature=first_feature)
             continue
         F_, k = top.image_index.shape
         size = tuple(info.rf_size) if windows else shape[1:]
@@ -89,19 +96,26 @@ def project_seeds(model: nn.Module, images: Dict[int, torch.Tensor], tops: Dict[
             local = torch.searchsorted(chunk, flat_idx[sel])
             pix = torch.stack([images[int(i)] for i in chunk])
             x = normalize(pix.to(device, non_blocking=True), mean, std).to(dtype)
+            pos = top.position.reshape(-1, 2)[sel].to(device)
+            feat = (sel // k + first_feature).to(device)
             with torch.no_grad():
-                rec = recorded_forward(model, x, info.end, masks=rule != "deconvnet")
-                proj, act, _ = project_recorded(
-                    model, rec, info, local.to(device), (sel // k).to(device), mode="position",
-                    rule=rule, position=top.position.reshape(-1, 2)[sel].to(device),
-                    windows=windows)
+                if crop_applies(model, info, "position", "switches", sel.numel(), chunk.numel()):
+                    proj, act, _ = project_cropped(
+                        model, x.contiguous(memory_format=torch.channels_last), info,
+                        local.to(device), feat, pos, rule=rule,
+                        windows=windows)
+                else:
+                    rec = recorded_forward(model, x, info.end, masks=rule != "deconvnet")
+                    proj, act, _ = project_recorded(
+                        model, rec, info, local.to(device), feat,
+                        mode="position", rule=rule, position=pos, windows=windows)
             projections[L].view(F_ * k, shape[0], *size)[sel] = proj.float().cpu()
             activations[L].view(-1)[sel] = act.float().cpu()
     return projections, activations
 
 
 def _project_graph_seeds(model, info, images, top: TopK, *, rule, device, mean, std, dtype,
-                         windows: bool, images_per_pass: int):
+                         windows: bool, images_per_pass: int, first_feature: int):
     """:func:`project_seeds` for one node of any network, on the graph engine: each chunk
     of distinct images is recorded once and its seeds go back together."""
     from .graph_deconv import deconvolve as graph_deconvolve
@@ -113,6 +127,7 @@ def _project_graph_seeds(model, info, images, top: TopK, *, rule, device, mean, 
     projections = torch.zeros((F_, k, channels) + size, dtype=torch.float32)
     activations = torch.zeros((F_, k), dtype=torch.float32)
     flat_idx = top.image_index.reshape(-1)
+    feature = torch.arange(flat_idx.numel()) // k + first_feature
     wanted = torch.unique(flat_idx)
     for c0 in range(0, wanted.numel(), images_per_pass):
         chunk = wanted[c0:c0 + images_per_pass]
@@ -121,7 +136,7 @@ def _project_graph_seeds(model, info, images, top: TopK, *, rule, device, mean, 
         pix = torch.stack([images[int(i)] for i in chunk])
         x = normalize(pix.to(device), mean, std).to(dtype)
         pos = top.position.reshape(-1, 2)[sel]
-        proj = graph_deconvolve(model, x, info.name, sel // k, local, mode="position",
+        proj = graph_deconvolve(model, x, info.name, feature[sel], local, mode="position",
                                 rule=rule, position=pos, graph=graph)
         out = proj.projections.float().cpu()
         if windows:

@@ -29,6 +29,7 @@ are skipped); outside it the full pass is zero.
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Tuple
 
 import torch
@@ -38,7 +39,31 @@ from torch import nn
 from .layers import LayerInfo, conv_stack
 from .recording import Recording
 
-__all__ = ["window_pass", "paste_windows", "window_bytes_per_seed"]
+__all__ = ["Local", "window_pass", "paste_windows", "window_bytes_per_seed"]
+
+
+@dataclass
+class Local:
+    """One level's record (switches or a ReLU mask) kept only inside each seed's window,
+    as :func:`deconvviz.engine.cropped.crop_record` makes it: ``data[s]`` ``(C, n_h,
+    n_w)`` starts at ``origin[s]`` (row, col) of a level whose true size is
+    ``bounds``; it is indexed by seed where a full record is indexed by image.
+    Switch values are the full record's (flat indices into the pool's input plane)."""
+
+    data: torch.Tensor
+    origin: torch.Tensor
+    bounds: Tuple[int, int]
+
+
+def _bounds(t) -> Tuple[int, int]:
+    return tuple(t.bounds) if isinstance(t, Local) else tuple(t.shape[-2:])
+
+
+def _at(t, idx: torch.Tensor, feat: torch.Tensor, y: torch.Tensor, x: torch.Tensor):
+    """``t[idx, feat, y, x]`` of a full record or a :class:`Local` one."""
+    if isinstance(t, Local):
+        return t.data[idx, feat, y - t.origin[idx, 0], x - t.origin[idx, 1]]
+    return t[idx, feat, y, x]
 
 
 def _pair(v) -> Tuple[int, int]:
@@ -77,7 +102,9 @@ def _crop_per_seed(t: torch.Tensor, idx: torch.Tensor, origin: torch.Tensor,
                    size: Tuple[int, int]):
     """``t[idx[s], :, window of seed s]`` as ``(S, n_h, n_w, C)`` plus the in-bounds mask
     ``(S, n_h, n_w, 1)``; out-of-bounds entries repeat the nearest border value."""
-    vy, vx, ys, xs = _inside(origin, size, tuple(t.shape[-2:]))
+    vy, vx, ys, xs = _inside(origin, size, _bounds(t))
+    if isinstance(t, Local):   # the window lies inside the seed's recorded cone
+        ys, xs, t = ys - t.origin[idx, :1], xs - t.origin[idx, 1:], t.data
     ys = ys.clamp(0, t.shape[-2] - 1)
     xs = xs.clamp(0, t.shape[-1] - 1)
     crop = t[idx[:, None, None], :, ys[:, :, None], xs[:, None, :]]   # (S, n_h, n_w, C)
@@ -93,14 +120,14 @@ def _seed_block(model: nn.Module, rec: Recording, info: LayerInfo, idx: torch.Te
     for i in range(info.end - 1, info.start, -1):
         m = modules[i]
         if isinstance(m, nn.MaxPool2d):
-            flat = rec.switches[i][idx, feat, y, x]      # flat index into the pool's input
+            flat = _at(rec.switches[i], idx, feat, y, x)  # flat index into the pool's input
             w_in = rec.in_sizes[i][1]
             y, x = flat // w_in, flat % w_in
         elif isinstance(m, nn.ReLU):
             if rule == "deconvnet":
                 v = v.clamp(min=0)
             else:
-                mask = rec.masks[i][idx, feat, y, x].to(v.dtype)
+                mask = _at(rec.masks[i], idx, feat, y, x).to(v.dtype)
                 v = v.clamp(min=0) * mask if rule == "guided" else v * mask
     conv = modules[info.start]
     (kh, kw), (sh, sw), (ph, pw), (dh, dw) = _geometry(conv)

@@ -2,7 +2,8 @@
 
 A :class:`Report` is root metadata, the kept images (:class:`ImageTable`) and one
 :class:`LayerReport` per layer. :class:`ReportWriter` writes a file layer by
-layer as the layers are computed (so memory does not grow with their number);
+layer, and each layer's projections and patches in chunks of features, as they
+are computed (so memory grows with neither the number of layers nor of features);
 :func:`read_report_h5` reads and checks one. Version 2 stores each projection
 cut to its receptive-field window (the same window as its patch), the kept
 images themselves, and every layer dataset chunked per feature and compressed;
@@ -12,9 +13,9 @@ projections cut to the same windows on reading.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -23,7 +24,7 @@ from .h5 import STAMPED, attr_value, h5py_module, open_checked, stamp
 
 __all__ = ["REPORT_FORMAT", "REPORT_VERSION", "REPORT_FILE", "PROJECTION_DTYPES", "LayerReport",
            "ImageTable", "Report", "ReportWriter", "write_report_h5", "read_report_h5",
-           "layer_names"]
+           "layer_names", "features_per_chunk", "CHUNK_BYTES"]
 
 REPORT_FORMAT = "deconvviz-report"
 REPORT_VERSION = 2
@@ -38,6 +39,19 @@ _LAYER_DATASETS = {
 _ROOT_ATTRS = ("format", "format_version", "package_version", "checkpoint_sha256",
                "data_source", "split", "num_images", "command_line", "top_k", "layers")
 _COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+_STREAMED = ("projection", "patch")
+
+#: Bytes of projections (float32) and patches one chunk of features may hold while a
+#: layer is computed and written (see :func:`features_per_chunk`).
+CHUNK_BYTES = 256 * 2 ** 20
+
+
+def features_per_chunk(k: int, channels: int, rf_size: Sequence[int]) -> int:
+    """Features of a layer computed and written together: as many as keep their
+    projections and patches within :data:`CHUNK_BYTES` (a whole small layer; one
+    chunk per few dozen features of a deep VGG-16 layer at 224 px)."""
+    per = max(1, k * channels * int(rf_size[0]) * int(rf_size[1]) * 5)
+    return max(1, CHUNK_BYTES // per)
 
 
 @dataclass
@@ -160,12 +174,6 @@ class ReportWriter:
             self._f.close()
             self._f = None
 
-    def _dataset(self, g, name: str, data: np.ndarray, per_feature: bool) -> None:
-        kw = {}
-        if per_feature and data.size and data.ndim >= 2:
-            kw = dict(_COMPRESSION, chunks=(1,) + data.shape[1:])
-        g.create_dataset(name, data=data, track_times=False, **kw)
-
     def add_images(self, table: ImageTable) -> None:
         h5py = h5py_module()
         g = self._f.create_group("images", track_order=True)
@@ -177,19 +185,58 @@ class ReportWriter:
         g.create_dataset("path", data=np.asarray(list(table.path), dtype=h5py.string_dtype()),
                          track_times=False)
 
-    def add_layer(self, lr: LayerReport) -> None:
-        g = self._f.create_group(lr.name, track_order=True)
-        g.attrs["layer"] = lr.layer
-        g.attrs["node"] = lr.node
-        g.attrs["path"] = lr.path
-        g.attrs["features"] = lr.features
-        g.attrs["k"] = lr.k
+    def add_layer(self, lr: LayerReport) -> LayerReport:
+        """Write a whole in-memory layer (in the same chunks of features as
+        :meth:`add_layer_chunks`, so both give the same bytes)."""
+        n = features_per_chunk(lr.k, lr.projection.shape[2] if lr.projection.ndim == 5 else 3,
+                               lr.rf_size)
+        return self.add_layer_chunks(lr, ((f0, lr.projection[f0:f0 + n], lr.patch[f0:f0 + n])
+                                          for f0 in range(0, lr.features, n)))
+
+    def add_layer_chunks(self, head: LayerReport,
+                         chunks: Iterable[Tuple[int, np.ndarray, np.ndarray]],
+                         channels: int = 3) -> LayerReport:
+        """Write one layer whose projections and patches come in chunks of features.
+
+        ``head`` holds everything but ``projection`` and ``patch`` (those may be
+        None); ``chunks`` yields ``(first feature, projection (n, k, C, rf_h, rf_w),
+        patch (n, k, C, rf_h, rf_w))`` in order, each written (compressed, one HDF5
+        chunk per feature) as it comes, so only one chunk is ever in memory.
+        Returns the layer with ``projection`` and ``patch`` read from this file
+        one feature at a time (valid while the writer is open).
+        """
+        g = self._f.create_group(head.name, track_order=True)
+        g.attrs["layer"] = head.layer
+        g.attrs["node"] = head.node
+        g.attrs["path"] = head.path
+        g.attrs["features"] = head.features
+        g.attrs["k"] = head.k
         for name in ("output_size", "rf_size", "rf_jump", "rf_start"):
-            g.attrs[name] = np.asarray(getattr(lr, name), dtype=np.int64)
+            g.attrs[name] = np.asarray(getattr(head, name), dtype=np.int64)
+        shape = (head.features, head.k, channels) + tuple(int(v) for v in head.rf_size)
         for name, dtype in _LAYER_DATASETS.items():
-            dtype = self.dtype if name == "projection" else dtype
-            data = np.ascontiguousarray(getattr(lr, name), dtype=dtype)
-            self._dataset(g, name, data, per_feature=name in ("projection", "patch"))
+            if name in _STREAMED:
+                dtype = self.dtype if name == "projection" else dtype
+                if int(np.prod(shape)) == 0:
+                    g.create_dataset(name, data=np.zeros(shape, dtype), track_times=False)
+                else:
+                    g.create_dataset(name, shape=shape, dtype=dtype, chunks=(1,) + shape[1:],
+                                     track_times=False, **_COMPRESSION)
+            else:
+                g.create_dataset(name, data=np.ascontiguousarray(getattr(head, name), dtype=dtype),
+                                 track_times=False)
+        done = 0
+        for f0, projection, patch in chunks:
+            if f0 != done or projection.shape[1:] != shape[1:] or patch.shape != projection.shape:
+                raise ValueError(f"chunk at feature {f0} does not continue layer {head.name} "
+                                 f"({done} features written, shape {shape})")
+            n = projection.shape[0]
+            g["projection"][f0:f0 + n] = np.asarray(projection, dtype=self.dtype)
+            g["patch"][f0:f0 + n] = np.asarray(patch, dtype=np.uint8)
+            done += n
+        if done != head.features:
+            raise ValueError(f"layer {head.name}: {done} of {head.features} features written")
+        return replace(head, projection=g["projection"], patch=g["patch"])
 
 
 def write_report_h5(report: Report, path: Union[str, Path],

@@ -514,3 +514,52 @@ def test_streamed_report_equals_the_in_memory_one_and_float16_halves_projections
             0.6 * g["layer2/projection"].id.get_storage_size()
         assert g["layer2/projection"].chunks == (1, 3, 3, 16, 16)
         assert g["layer2/projection"].compression == "gzip"
+
+
+def test_a_layer_is_projected_and_written_in_chunks_of_features(model, tmp_path, monkeypatch):
+    """With a chunk budget of a few features, each call projects at most that many
+    features; the file holds the same numbers and bytes as a whole-layer write, and the
+    PNGs drawn from the file being written equal those drawn from memory."""
+    import deconvviz.report as report_mod
+    import deconvviz.store.report as store_report
+    from deconvviz.store.report import features_per_chunk
+
+    src = _subset(30)
+    whole = write_report(model, src, tmp_path / "whole", [1, 2], 3, batch_size=16,
+                         progress=False, command_line="t")
+    info2 = get_layer(model, 2)
+    per_feature = 3 * 3 * info2.rf_size[0] * info2.rf_size[1] * 5
+    monkeypatch.setattr(store_report, "CHUNK_BYTES", 5 * per_feature)
+    assert features_per_chunk(3, 3, info2.rf_size) == 5
+    sizes = []
+    real = report_mod.project_seeds
+
+    def spy(model_, images, tops, **kw):
+        sizes.extend(int(t.image_index.shape[0]) for t in tops.values())
+        return real(model_, images, tops, **kw)
+
+    monkeypatch.setattr(report_mod, "project_seeds", spy)
+    chunked = write_report(model, src, tmp_path / "chunked", [1, 2], 3, batch_size=16,
+                           progress=False, command_line="t")
+    n1 = features_per_chunk(3, 3, get_layer(model, 1).rf_size)
+    assert sizes == [min(n1, 32 - f) for f in range(0, 32, n1)] + [5] * 12 + [4]
+    a, b = read_report_h5(tmp_path / "whole" / "report.h5"), \
+        read_report_h5(tmp_path / "chunked" / "report.h5")
+    for L in (1, 2):
+        for name in ("activation", "image_index", "position", "patch", "patch_box",
+                     "patch_origin", "label"):
+            assert np.array_equal(getattr(a.layers[L], name), getattr(b.layers[L], name)), name
+        # Fewer seeds per call may record crops instead of whole images: equal to rounding.
+        scale = float(np.abs(a.layers[L].projection).max())
+        np.testing.assert_allclose(b.layers[L].projection, a.layers[L].projection, rtol=0,
+                                   atol=1e-5 * scale)
+    # PNGs drawn while the file was written (read back per feature) equal a redraw.
+    again = render_report(tmp_path / "chunked" / "report.h5", tmp_path / "redrawn")
+    assert len(again) == len([p for p in chunked if p.suffix == ".png"])
+    for p in again:
+        assert p.read_bytes() == (tmp_path / "chunked" / p.relative_to(tmp_path / "redrawn")
+                                  ).read_bytes(), p.name
+    rep = build_report(model, src, [1, 2], 3, batch_size=16, progress=False, command_line="t")
+    save_report(rep, tmp_path / "mem", png=False)
+    assert (tmp_path / "mem" / "report.h5").read_bytes() == \
+        (tmp_path / "chunked" / "report.h5").read_bytes()

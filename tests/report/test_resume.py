@@ -97,15 +97,15 @@ def test_resume_refuses_the_state_of_another_run(tiny_checkpoint, tmp_path):
     from deconvviz.report import scan_state_path
     state = scan_state_path(out)
     import deconvviz.report as report_mod
-    real_write = report_mod.ReportWriter.add_layer
+    real_write = report_mod.ReportWriter.add_layer_chunks
 
-    def fail(self, lr):
+    def fail(self, *args, **kwargs):
         raise OSError(28, "No space left on device", str(self.path))
-    report_mod.ReportWriter.add_layer = fail
+    report_mod.ReportWriter.add_layer_chunks = fail
     try:
         res = runner.invoke(main, _args(tiny_checkpoint, out))
     finally:
-        report_mod.ReportWriter.add_layer = real_write
+        report_mod.ReportWriter.add_layer_chunks = real_write
     assert res.exit_code == 1 and state.is_file()
     saved = state.read_bytes()
     args = _args(tiny_checkpoint, out, "--resume")
