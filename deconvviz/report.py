@@ -40,8 +40,8 @@ from .errors import DeconvvizError, notice
 from .progress import Progress
 from .render.report_png import feature_png, layer_figure, write_png
 from .render.web import SiteWriter, site_path, timestamp
-from .store.atomic import atomic_folder, atomic_path, atomic_paths, check_folder_target, \
-    check_writable_dir
+from .store.atomic import (atomic_folder, atomic_path, atomic_paths, check_folder_target,
+                           check_writable_dir, output_folder)
 from .store.report import (PROJECTION_DTYPES, REPORT_FILE, REPORT_FORMAT, REPORT_VERSION,
                            ImageTable, LayerReport, Report, ReportWriter, features_per_chunk,
                            read_report_h5, write_report_h5)
@@ -338,49 +338,49 @@ def write_report(model: nn.Module, source: ImageSource, out_dir: Union[str, Path
         raise DeconvvizError(f"projection dtype must be one of {', '.join(PROJECTION_DTYPES)}; "
                              f"got {projection_dtype!r}")
     timings = {} if timings is None else timings
-    out_dir = check_writable_dir(out_dir)
-    if html:
-        check_folder_target(site_path(out_dir))  # before the scan: fail fast
-    scan = _scan(model, source, layers, k, batch_size=batch_size, device=device, rule=rule,
-                 progress=progress, limit=limit, ranks=ranks, timings=timings,
-                 state_dir=out_dir, resume=resume, save_every=save_every)
-    if scan is None:
-        return None
-    t0 = time.perf_counter()
-    attrs = _attrs(model, source, scan, k, rule, command_line)
-    paths = _paths(out_dir, [(layer_key(i), i.features) for i in scan.infos])
-    keys = [key for key in paths if key == "h5" or png]
-    if png:
-        for info in scan.infos:
-            check_writable_dir(out_dir / _group_name(layer_key(info)))
-    targets = [paths[key] for key in keys]
-    # The site's folder is swapped in just after the files are renamed into place.
-    with (atomic_folder(site_path(out_dir)) if html else contextlib.nullcontext()) as site_tmp:
-        with atomic_paths(targets) as tmps:
-            tmp = dict(zip(keys, tmps))
-            table = _kept_images(source, scan)
-            site = SiteWriter(site_tmp, attrs, table, f"report written {timestamp()}") if html \
-                else None
-            with ReportWriter(tmp["h5"], attrs, projection_dtype) as writer:
-                writer.add_images(table)
-                for head, chunks in _layer_parts(model, scan, table, rule=rule, device=device):
-                    lr = writer.add_layer_chunks(head, chunks)
-                    if png:
-                        _draw_layer(lr, attrs, tmp)
-                    if site is not None:
-                        t_html = time.perf_counter()
-                        site.add_layer(lr)
-                        timings["html"] = timings.get("html", 0.0) + time.perf_counter() - t_html
-            if site is not None:
-                t_html = time.perf_counter()
-                site.finish()
-                timings["html"] = timings.get("html", 0.0) + time.perf_counter() - t_html
-    if html:
-        targets.append(site_path(out_dir) / "index.html")
-    for state in out_dir.glob(SCAN_STATE.format(suffix="*")):
-        state.unlink()  # the report is complete: nothing left to resume
-    timings["project"] = time.perf_counter() - t0
-    return targets
+    with output_folder(out_dir) as out_dir:     # removed again if the run fails
+        if html:
+            check_folder_target(site_path(out_dir))  # before the scan: fail fast
+        scan = _scan(model, source, layers, k, batch_size=batch_size, device=device, rule=rule,
+                     progress=progress, limit=limit, ranks=ranks, timings=timings,
+                     state_dir=out_dir, resume=resume, save_every=save_every)
+        if scan is None:
+            return None
+        t0 = time.perf_counter()
+        attrs = _attrs(model, source, scan, k, rule, command_line)
+        paths = _paths(out_dir, [(layer_key(i), i.features) for i in scan.infos])
+        keys = [key for key in paths if key == "h5" or png]
+        if png:
+            for info in scan.infos:
+                check_writable_dir(out_dir / _group_name(layer_key(info)))
+        targets = [paths[key] for key in keys]
+        # The site's folder is swapped in just after the files are renamed into place.
+        with (atomic_folder(site_path(out_dir)) if html else contextlib.nullcontext()) as site_tmp:
+            with atomic_paths(targets) as tmps:
+                tmp = dict(zip(keys, tmps))
+                table = _kept_images(source, scan)
+                site = SiteWriter(site_tmp, attrs, table, f"report written {timestamp()}") if html \
+                    else None
+                with ReportWriter(tmp["h5"], attrs, projection_dtype) as writer:
+                    writer.add_images(table)
+                    for head, chunks in _layer_parts(model, scan, table, rule=rule, device=device):
+                        lr = writer.add_layer_chunks(head, chunks)
+                        if png:
+                            _draw_layer(lr, attrs, tmp)
+                        if site is not None:
+                            t_html = time.perf_counter()
+                            site.add_layer(lr)
+                            timings["html"] = timings.get("html", 0.0) + time.perf_counter() - t_html
+                if site is not None:
+                    t_html = time.perf_counter()
+                    site.finish()
+                    timings["html"] = timings.get("html", 0.0) + time.perf_counter() - t_html
+        if html:
+            targets.append(site_path(out_dir) / "index.html")
+        for state in out_dir.glob(SCAN_STATE.format(suffix="*")):
+            state.unlink()  # the report is complete: nothing left to resume
+        timings["project"] = time.perf_counter() - t0
+        return targets
 
 
 def _group_name(key) -> str:

@@ -6,7 +6,7 @@ import time
 
 import click
 
-from ..store.atomic import check_writable_dir
+from ..store.atomic import output_folder
 from .common import data_option, model_option, one_line_errors, source_options
 
 __all__ = ["experiment_command"]
@@ -27,7 +27,8 @@ def experiment_command(default_data: str, default_out: str, split: str,
     The function receives ``model`` (loaded with :func:`deconvviz.load_model`;
     the bundled network unless ``--model`` is given), ``source`` (an
     :class:`~deconvviz.data.ImageSource` of ``--data``/``--split``) and ``out``
-    (an existing, writable folder), plus its own options. It prints each file it
+    (an existing, writable folder; created for the run and removed again, if still
+    empty, when the run fails), plus its own options. It prints each file it
     returns (a list of paths) and its run time. With ``needs_model=False`` there
     is no ``--model`` option and the function gets no ``model``.
     """
@@ -36,14 +37,17 @@ def experiment_command(default_data: str, default_out: str, split: str,
             from ..data.sources import resolve_source
 
             started = time.perf_counter()
-            out = check_writable_dir(out)
-            if needs_model:
-                kwargs["model"] = model = checkpoint.load()
-                source = resolve_source(data, split=split, workers=workers, skip_unreadable=skip_unreadable,
-                                        **source_options(model))
-            else:
-                source = resolve_source(data, split=split, workers=workers, skip_unreadable=skip_unreadable)
-            for path in func(source=source, out=out, **kwargs) or []:
+            with output_folder(out) as out:     # removed again if the run fails
+                if needs_model:
+                    kwargs["model"] = model = checkpoint.load()
+                    source = resolve_source(data, split=split, workers=workers,
+                                            skip_unreadable=skip_unreadable,
+                                            **source_options(model))
+                else:
+                    source = resolve_source(data, split=split, workers=workers,
+                                            skip_unreadable=skip_unreadable)
+                paths = func(source=source, out=out, **kwargs) or []
+            for path in paths:
                 click.echo(f"wrote {path}")
             click.echo(f"done in {time.perf_counter() - started:.1f}s")
 

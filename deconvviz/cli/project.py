@@ -85,7 +85,7 @@ def project(checkpoint, layer, feature, data, workers, skip_unreadable, split, i
     from ..engine.network import resolve_info
     from ..engine.topk import strongest_images
     from ..figures import save_projection
-    from ..store.atomic import check_writable_dir
+    from ..store.atomic import output_folder
 
     device = resolve_device(device)
     model = checkpoint.load(device)
@@ -101,54 +101,54 @@ def project(checkpoint, layer, feature, data, workers, skip_unreadable, split, i
                                  param_hint="--feature")
     if image_paths and indices:
         raise click.BadParameter("give --image or --index, not both", param_hint="--image")
-    out_dir = check_writable_dir(out)
-    mean, std = model.meta["normalization"]["mean"], model.meta["normalization"]["std"]
-    paths = None
-    if image_paths:
-        src = image_files_source(list(image_paths), skip_unreadable=skip_unreadable,
-                                 **source_options(model))
-        idx = torch_arange(len(src))
-        paths = list(src.paths)   # the readable ones, with --skip-unreadable
-        data_desc = ", ".join(image_paths)
-    else:
-        src = resolve_source(data, split=split, workers=workers, skip_unreadable=skip_unreadable, **source_options(model))
-        data_desc = src.description
-        if indices:
-            bad = [i for i in indices if i >= len(src)]
-            if bad:
-                raise click.BadParameter(f"index {bad[0]} is out of range: {src.description} has "
-                                         f"images 0..{len(src) - 1}", param_hint="--index")
-            idx = list(indices)
+    with output_folder(out) as out_dir:     # removed again if the run fails
+        mean, std = model.meta["normalization"]["mean"], model.meta["normalization"]["std"]
+        paths = None
+        if image_paths:
+            src = image_files_source(list(image_paths), skip_unreadable=skip_unreadable,
+                                     **source_options(model))
+            idx = torch_arange(len(src))
+            paths = list(src.paths)   # the readable ones, with --skip-unreadable
+            data_desc = ", ".join(image_paths)
         else:
-            _, best = strongest_images(model, src, layer, top, batch_size=batch_size,
-                                       device=device, mean=mean, std=std)
-            idx = best[feature].tolist()
-        paths = [src.paths[i] for i in idx] if src.paths else None
-    pixels = src.read_indices(idx)
-    if pixels.shape[-2:] != tuple(info.image_size):
-        raise DeconvvizError(f"images are {pixels.shape[-2]}x{pixels.shape[-1]}; the network "
-                             f"takes {info.image_size[0]}x{info.image_size[1]}")
-    x = normalize(pixels.to(device), mean, std)
-    proj = deconvolve(model, x, layer, feature, mode=mode, rule=rule, unpool=unpool)
-    fired = proj.activation > 0
-    if not bool(fired.any()):
-        raise DeconvvizError(f"feature {feature} of {what} does not fire on any of the "
-                             f"{len(idx)} image(s) (all activations are 0); nothing to project")
-    if not bool(fired.all()):
-        click.echo(f"note: feature {feature} does not fire on {int((~fired).sum())} of "
-                   f"{len(idx)} image(s); their projections are zero", err=True)
-    stem = (f"layer{layer}" if isinstance(layer, int) else layer) + \
-        f"_feature{feature}_{mode}_{rule}_{unpool}"
-    labels = src.labels[torch_as_long(idx)].tolist()
-    attrs = {"checkpoint": model.meta["path"], "checkpoint_sha256": model.meta["sha256"],
-             "data_source": data_desc, "split": str(src.split or ""), "command_line": command_line(),
-             "mean": mean, "std": std, "feature_index_base": 0, "layer_index_base": 1,
-             "skipped_files": json.dumps(list(src.skipped))}
-    written = save_projection(out_dir, stem, proj, pixels, image_index=idx, labels=labels,
-                              class_names=src.class_names or model.meta["class_names"],
-                              attrs=attrs, image_paths=paths, info=info)
-    for path in written:
-        click.echo(f"wrote {path}")
+            src = resolve_source(data, split=split, workers=workers, skip_unreadable=skip_unreadable, **source_options(model))
+            data_desc = src.description
+            if indices:
+                bad = [i for i in indices if i >= len(src)]
+                if bad:
+                    raise click.BadParameter(f"index {bad[0]} is out of range: {src.description} has "
+                                             f"images 0..{len(src) - 1}", param_hint="--index")
+                idx = list(indices)
+            else:
+                _, best = strongest_images(model, src, layer, top, batch_size=batch_size,
+                                           device=device, mean=mean, std=std)
+                idx = best[feature].tolist()
+            paths = [src.paths[i] for i in idx] if src.paths else None
+        pixels = src.read_indices(idx)
+        if pixels.shape[-2:] != tuple(info.image_size):
+            raise DeconvvizError(f"images are {pixels.shape[-2]}x{pixels.shape[-1]}; the network "
+                                 f"takes {info.image_size[0]}x{info.image_size[1]}")
+        x = normalize(pixels.to(device), mean, std)
+        proj = deconvolve(model, x, layer, feature, mode=mode, rule=rule, unpool=unpool)
+        fired = proj.activation > 0
+        if not bool(fired.any()):
+            raise DeconvvizError(f"feature {feature} of {what} does not fire on any of the "
+                                 f"{len(idx)} image(s) (all activations are 0); nothing to project")
+        if not bool(fired.all()):
+            click.echo(f"note: feature {feature} does not fire on {int((~fired).sum())} of "
+                       f"{len(idx)} image(s); their projections are zero", err=True)
+        stem = (f"layer{layer}" if isinstance(layer, int) else layer) + \
+            f"_feature{feature}_{mode}_{rule}_{unpool}"
+        labels = src.labels[torch_as_long(idx)].tolist()
+        attrs = {"checkpoint": model.meta["path"], "checkpoint_sha256": model.meta["sha256"],
+                 "data_source": data_desc, "split": str(src.split or ""), "command_line": command_line(),
+                 "mean": mean, "std": std, "feature_index_base": 0, "layer_index_base": 1,
+                 "skipped_files": json.dumps(list(src.skipped))}
+        written = save_projection(out_dir, stem, proj, pixels, image_index=idx, labels=labels,
+                                  class_names=src.class_names or model.meta["class_names"],
+                                  attrs=attrs, image_paths=paths, info=info)
+        for path in written:
+            click.echo(f"wrote {path}")
 
 
 def torch_arange(n):

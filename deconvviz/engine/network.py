@@ -13,19 +13,23 @@ fields either way (:class:`~.layers.LayerInfo` or :class:`~.graph.NodeInfo`).
 from __future__ import annotations
 
 import weakref
-from typing import List, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple, Union
 
 from torch import nn
 
 from ..errors import DeconvvizError
-from .graph import Graph, NodeInfo, build_graph
 from .layers import LayerInfo, check_supported, conv_stack, get_layer, list_layers
+
+if TYPE_CHECKING:   # the graph engine (torch.fx, torchvision) is imported when first used
+    from .graph import Graph, NodeInfo
 
 __all__ = ["Layer", "is_plain", "graph_of", "resolve_info", "resolve_infos", "layer_key",
            "uses_graph", "spatial", "require_spatial"]
 
 Layer = Union[int, str]
 _GRAPHS: "weakref.WeakKeyDictionary[nn.Module, Graph]" = weakref.WeakKeyDictionary()
+# Importing torchvision (for the graph engine) costs over a second: a plain conv stack,
+# such as the bundled network, never pays it.
 
 
 def is_plain(model: nn.Module) -> bool:
@@ -38,8 +42,10 @@ def is_plain(model: nn.Module) -> bool:
     return True
 
 
-def graph_of(model: nn.Module, image_size: Tuple[int, int]) -> Graph:
+def graph_of(model: nn.Module, image_size: Tuple[int, int]) -> "Graph":
     """The model's traced :class:`Graph` at ``image_size`` (traced once per model)."""
+    from .graph import build_graph
+
     graph = _GRAPHS.get(model)
     if graph is None:
         graph = build_graph(model, tuple(image_size))
@@ -58,7 +64,7 @@ def _number(layer: Layer) -> Optional[int]:
 
 
 def resolve_info(model: nn.Module, layer: Layer, image_size: Tuple[int, int]
-                 ) -> Union[LayerInfo, NodeInfo]:
+                 ) -> Union[LayerInfo, "NodeInfo"]:
     """The layer's info: a :class:`LayerInfo` for a numbered layer of a plain stack, else
     the graph's :class:`NodeInfo` after checking every op below it has a rule."""
     number = _number(layer)
@@ -70,7 +76,7 @@ def resolve_info(model: nn.Module, layer: Layer, image_size: Tuple[int, int]
 
 
 def resolve_infos(model: nn.Module, layers: Optional[Sequence[Layer]],
-                  image_size: Tuple[int, int]) -> List[Union[LayerInfo, NodeInfo]]:
+                  image_size: Tuple[int, int]) -> List[Union[LayerInfo, "NodeInfo"]]:
     """Infos of ``layers`` (in the order given, duplicates dropped); by default every conv
     layer of a plain stack, or every node worth projecting of any other network."""
     if not layers:
@@ -95,7 +101,7 @@ def resolve_infos(model: nn.Module, layers: Optional[Sequence[Layer]],
     return out
 
 
-def _projectable(graph: Graph, name: str) -> bool:
+def _projectable(graph: "Graph", name: str) -> bool:
     try:
         graph.check_seed(name)
     except DeconvvizError:
@@ -106,7 +112,7 @@ def _projectable(graph: Graph, name: str) -> bool:
 def spatial(model: nn.Module, info) -> bool:
     """Whether the layer's output has positions ``(C, H, W)`` (a logit or a flattened
     vector has one value per channel and no image patch of its own)."""
-    if not isinstance(info, NodeInfo):
+    if isinstance(info, LayerInfo):
         return True
     return len(graph_of(model, info.image_size).node(info.name).shape or ()) == 3
 
@@ -120,11 +126,11 @@ def require_spatial(model: nn.Module, info) -> None:
                              f"with 'deconvviz project --layer {info.name}'")
 
 
-def layer_key(info: Union[LayerInfo, NodeInfo]) -> Layer:
+def layer_key(info: Union[LayerInfo, "NodeInfo"]) -> Layer:
     """How reports and files name a layer: its number on the sequential engine, else the
     node name."""
     return info.index if isinstance(info, LayerInfo) else info.name
 
 
 def uses_graph(info) -> bool:
-    return isinstance(info, NodeInfo)
+    return not isinstance(info, LayerInfo)

@@ -32,6 +32,33 @@ def check_writable_dir(folder: Union[str, Path], create: bool = True) -> Path:
     return folder
 
 
+@contextlib.contextmanager
+def output_folder(folder: Union[str, Path]) -> Iterator[Path]:
+    """``with output_folder(out) as out: ...``: ``out`` is created and checked as
+    :func:`check_writable_dir` does; if the block fails, the folders this call
+    created are removed again where they are still empty, so a run refused for bad
+    input leaves nothing behind (an existing folder is never touched)."""
+    folder = Path(folder)
+    first_new, p = None, folder.absolute()
+    while not p.exists() and p != p.parent:
+        first_new, p = p, p.parent
+    out = check_writable_dir(folder)
+    try:
+        yield out
+    except BaseException:
+        if first_new is not None:
+            _remove_empty_folders(first_new)
+        raise
+
+
+def _remove_empty_folders(top: Path) -> None:
+    for root, _, _ in sorted(os.walk(top), key=lambda t: -len(t[0])):
+        try:
+            os.rmdir(root)
+        except OSError:
+            return
+
+
 def _umask() -> int:
     mask = os.umask(0)
     os.umask(mask)

@@ -156,3 +156,27 @@ def test_shared_cifar_test_split():
     assert len(src) == 10000 and src.kind == "imagefolder"
     assert src.class_names[5] == "dog"
     assert torch.bincount(src.labels).tolist() == [1000] * 10
+
+
+def test_image_folder_listing_is_torchvisions(tmp_path):
+    """deconvviz lists folders itself (importing torchvision costs a second of start-up);
+    the order and the files kept are torchvision's ImageFolder's."""
+    from torchvision.datasets.folder import find_classes, make_dataset
+    from deconvviz.data.sources import IMAGE_EXTENSIONS, _imagefolder_entries
+
+    root = tmp_path / "tree"
+    for rel in ["b/z.png", "b/A.JPG", "b/sub/deeper/c.jpeg", "b/sub/a.txt", "a/x.webp",
+                "a/.hidden.png", "a/10.png", "a/9.png", "a/notes.md", "c d/ü.tiff",
+                "empty/readme.txt"]:
+        (root / rel).parent.mkdir(parents=True, exist_ok=True)
+        (root / rel).write_bytes(b"")
+    (root / "stray.png").write_bytes(b"")           # a file at the top is not a class
+    (root / "a" / "linked").symlink_to(root / "b" / "sub", target_is_directory=True)
+    classes, samples = _imagefolder_entries(root)
+    want_classes, to_idx = find_classes(str(root))
+    assert classes == want_classes == ["a", "b", "c d", "empty"]
+    assert samples == make_dataset(str(root), to_idx, extensions=IMAGE_EXTENSIONS,
+                                   allow_empty=True)
+    assert any("linked" in p for p, _ in samples)
+    with pytest.raises(DeconvvizError, match="cannot read image folder .*class folder"):
+        _imagefolder_entries(root / "empty")

@@ -326,13 +326,20 @@ def test_fig13_filters(tree, ckpt, tmp_path):
 ])
 def test_new_figures_bad_input_is_one_line_and_writes_nothing(tree, ckpt, tmp_path, name, args,
                                                               message):
-    out = tmp_path / "o"
+    out = tmp_path / "new" / "o"
     result = CliRunner().invoke(script(name).main, ["--data", str(tree), "--model", str(ckpt),
                                                     "--out", str(out)] + args)
     assert result.exit_code == 1, result.output
     text = result.output.strip()
     assert text.startswith("Error:") and message in text and len(text.splitlines()) == 1
-    assert not out.exists() or not any(out.iterdir())
+    # The folders the run created are gone again; an existing one is left as it was.
+    assert not (tmp_path / "new").exists()
+    (tmp_path / "kept").mkdir()
+    (tmp_path / "kept" / "earlier.txt").write_text("x")
+    result = CliRunner().invoke(script(name).main, ["--data", str(tree), "--model", str(ckpt),
+                                                    "--out", str(tmp_path / "kept")] + args)
+    assert result.exit_code == 1
+    assert sorted(p.name for p in (tmp_path / "kept").iterdir()) == ["earlier.txt"]
 
 
 def test_run_all_runs_the_new_figures(tree, ckpt, tmp_path):
