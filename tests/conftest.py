@@ -68,6 +68,37 @@ def alexnet_like(seed: int = 0) -> nn.Sequential:
     ).double()
 
 
+def vgg11_features(blocks: int = 11) -> nn.Sequential:
+    """VGG-11's first modules (3x3 pad 1 convs, 2x2 pools), seeded random weights."""
+    from torchvision.models.vgg import cfgs, make_layers
+    torch.manual_seed(0)
+    return make_layers(cfgs["A"])[:blocks]
+
+
+def random_seeds(info, n_images: int, count: int, seed: int):
+    """``(image_index, feature, position)`` of ``count`` random seeds of layer ``info``,
+    the first four at the corners of its output (windows clipped at the image)."""
+    g = torch.Generator().manual_seed(seed)
+    oh, ow = info.output_size
+    idx = torch.randint(0, n_images, (count,), generator=g)
+    feat = torch.randint(0, info.features, (count,), generator=g)
+    pos = torch.stack([torch.randint(0, oh, (count,), generator=g),
+                       torch.randint(0, ow, (count,), generator=g)], dim=1)
+    pos[:4] = torch.tensor([[0, 0], [0, ow - 1], [oh - 1, 0], [oh - 1, ow - 1]])
+    return idx, feat, pos
+
+
+def random_topk(info, image_ids, k: int, generator: torch.Generator):
+    """A :class:`TopK` of layer ``info`` with random positions on random ``image_ids``."""
+    from deconvviz.engine.topk import TopK
+    F_, (oh, ow) = info.features, info.output_size
+    pos = torch.stack([torch.randint(0, oh, (F_, k), generator=generator),
+                       torch.randint(0, ow, (F_, k), generator=generator)], dim=-1)
+    ids = torch.as_tensor(list(image_ids))
+    idx = ids[torch.randint(0, len(ids), (F_, k), generator=generator)]
+    return TopK(torch.zeros(F_, k), idx, pos)
+
+
 class _RuleReLU(torch.autograd.Function):
     """ReLU whose backward follows a rule (the independent reference for the tests)."""
 

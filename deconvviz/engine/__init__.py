@@ -3,7 +3,7 @@
 Finding layers (:mod:`.layers`), receptive fields and patches (:mod:`.receptive`),
 recording activations and max-pooling switches (:mod:`.recording`), the reverse
 pass of the deconvnet (:mod:`.deconvnet`, inside receptive-field windows in
-:mod:`.windowed`) and its batched seeds (:mod:`.seeds`), the streaming top-k
+:mod:`.windowed`, recorded on receptive-field crops in :mod:`.cropped`) and its batched seeds (:mod:`.seeds`), the streaming top-k
 search (:mod:`.topk`) and its distributed merge (:mod:`.distributed`), occlusion
 (:mod:`.occlusion`), the measures of the figures (:mod:`.analysis`), feature
 vectors at named places (:mod:`.features`), invariance (:mod:`.invariance`),

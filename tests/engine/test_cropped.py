@@ -8,7 +8,8 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import alexnet_like, reference_projection
+from conftest import (alexnet_like, random_seeds, random_topk, reference_projection,
+                      vgg11_features)
 from deconvviz import deconvolve
 from deconvviz.engine import deconvnet, seeds as seeds_mod
 from deconvviz.engine.cropped import cone, crop_pays, crop_record
@@ -31,29 +32,12 @@ def _padded_pools():
         nn.Conv2d(6, 4, 2), nn.ReLU())
 
 
-def _vgg_like():
-    from torchvision.models.vgg import cfgs, make_layers
-    torch.manual_seed(0)
-    return make_layers(cfgs["A"])[:11]
-
-
 STACKS = [
     ("alexnet_like", lambda: alexnet_like(21), 45),
     ("cifar_cnn", lambda: CifarCNN(hidden=8).features, 32),
-    ("vgg11_features", _vgg_like, 24),
+    ("vgg11_features", vgg11_features, 24),
     ("padded_ceil_pools", _padded_pools, 23),
 ]
-
-
-def _seeds(info, n_images, count, seed):
-    g = torch.Generator().manual_seed(seed)
-    oh, ow = info.output_size
-    idx = torch.randint(0, n_images, (count,), generator=g)
-    feat = torch.randint(0, info.features, (count,), generator=g)
-    pos = torch.stack([torch.randint(0, oh, (count,), generator=g),
-                       torch.randint(0, ow, (count,), generator=g)], dim=1)
-    pos[:4] = torch.tensor([[0, 0], [0, ow - 1], [oh - 1, 0], [oh - 1, ow - 1]])
-    return idx, feat, pos
 
 
 def _both(model, x, info, idx, feat, pos, rule, windows):
@@ -72,7 +56,7 @@ def test_cropped_recording_equals_the_whole_image_one_in_float64(name, make, siz
     torch.manual_seed(2)
     x = torch.randn(3, 3, size, size, dtype=torch.float64)
     for info in list_layers(model, (size, size)):
-        idx, feat, pos = _seeds(info, 3, 16, info.index)
+        idx, feat, pos = random_seeds(info, 3, 16, info.index)
         for rule in RULES:
             for windows in (False, True):
                 (a, act_a, pos_a), (b, act_b, pos_b) = _both(model, x, info, idx, feat, pos,
@@ -88,7 +72,7 @@ def test_cropped_recording_matches_in_float32():
     model = alexnet_like(22).float()
     x = torch.randn(4, 3, 45, 45)
     for info in list_layers(model, (45, 45)):
-        idx, feat, pos = _seeds(info, 4, 16, 30 + info.index)
+        idx, feat, pos = random_seeds(info, 4, 16, 30 + info.index)
         for rule in RULES:
             (a, act_a, _), (b, act_b, _) = _both(model, x, info, idx, feat, pos, rule, False)
             torch.testing.assert_close(b, a, rtol=0, atol=1e-5 * float(a.abs().max()))
@@ -136,9 +120,7 @@ def test_crop_pays_for_shallow_layers_of_large_images_only():
 
 
 def test_deconvolve_records_crops_where_they_cost_less_and_equals_autograd(monkeypatch):
-    from torchvision.models.vgg import cfgs, make_layers
-    torch.manual_seed(5)
-    model = make_layers(cfgs["A"])[:6].double()     # conv, pool, conv, pool at 64 px
+    model = vgg11_features(6).double()     # conv, pool, conv, pool at 64 px
     x = torch.randn(3, 3, 64, 64, dtype=torch.float64)
     info = get_layer(model, 2, (64, 64))
     assert crop_pays(model, info, 3, 3)
@@ -170,20 +152,11 @@ def test_deconvolve_records_crops_where_they_cost_less_and_equals_autograd(monke
 
 
 def test_project_seeds_takes_crops_per_layer_where_they_pay(monkeypatch):
-    from torchvision.models.vgg import cfgs, make_layers
-    torch.manual_seed(6)
-    model = make_layers(cfgs["A"])[:6]
+    model = vgg11_features(6)
     g = torch.Generator().manual_seed(1)
     images = {i: torch.randint(0, 256, (3, 64, 64), dtype=torch.uint8, generator=g)
               for i in (3, 8, 11, 20)}
-    tops = {}
-    for info in list_layers(model, (64, 64)):
-        F_, k = info.features, 3
-        oh, ow = info.output_size
-        pos = torch.stack([torch.randint(0, oh, (F_, k), generator=g),
-                           torch.randint(0, ow, (F_, k), generator=g)], dim=-1)
-        idx = torch.tensor([3, 8, 11, 20])[torch.randint(0, 4, (F_, k), generator=g)]
-        tops[info.index] = TopK(torch.zeros(F_, k), idx, pos)
+    tops = {info.index: random_topk(info, images, 3, g) for info in list_layers(model, (64, 64))}
     monkeypatch.setattr(seeds_mod, "crop_applies", lambda *a: False)
     whole, acts_whole = project_seeds(model, images, tops, mean=[0.5] * 3, std=[0.25] * 3,
                                       windows=True)
@@ -215,12 +188,7 @@ def test_project_seeds_of_a_chunk_of_features_are_those_rows_of_the_whole_layer(
     g = torch.Generator().manual_seed(8)
     images = {i: torch.randint(0, 256, (3, size, size), dtype=torch.uint8, generator=g)
               for i in (0, 4, 9)}
-    F_, k = info.features, 2
-    oh, ow = info.output_size
-    pos = torch.stack([torch.randint(0, oh, (F_, k), generator=g),
-                       torch.randint(0, ow, (F_, k), generator=g)], dim=-1)
-    idx = torch.tensor([0, 4, 9])[torch.randint(0, 3, (F_, k), generator=g)]
-    top = TopK(torch.zeros(F_, k), idx, pos)
+    top = random_topk(info, images, 2, g)
     norm = dict(mean=[0.4] * 3, std=[0.3] * 3)
     whole, acts = project_seeds(model, images, {layer: top}, windows=True, **norm)
     f0, f1 = 3, 7

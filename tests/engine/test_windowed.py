@@ -6,7 +6,7 @@ import pytest
 import torch
 from torch import nn
 
-from conftest import alexnet_like, reference_projection
+from conftest import alexnet_like, random_seeds, reference_projection, vgg11_features
 from deconvviz import deconvolve, record
 from deconvviz.engine import deconvnet, windowed
 from deconvviz.engine.deconvnet import RULES, project_recorded, reverse_pass, seed_maps
@@ -16,18 +16,6 @@ from deconvviz.engine.recording import record_pass
 from deconvviz.engine.seeds import project_seeds
 from deconvviz.engine.topk import TopK
 from deconvviz.models.architectures import CifarCNN
-
-
-def _seeds(info, n_images, count, seed):
-    """Random seeds plus the four corners of the layer's output (clipped windows)."""
-    g = torch.Generator().manual_seed(seed)
-    oh, ow = info.output_size
-    idx = torch.randint(0, n_images, (count,), generator=g)
-    feat = torch.randint(0, info.features, (count,), generator=g)
-    pos = torch.stack([torch.randint(0, oh, (count,), generator=g),
-                       torch.randint(0, ow, (count,), generator=g)], dim=1)
-    pos[:4] = torch.tensor([[0, 0], [0, ow - 1], [oh - 1, 0], [oh - 1, ow - 1]])
-    return idx, feat, pos
 
 
 def _both_ways(model, images, info, idx, feat, pos, rule):
@@ -43,17 +31,10 @@ def _both_ways(model, images, info, idx, feat, pos, rule):
     return fast, win, full
 
 
-def _vgg_like():
-    """VGG-11's first four convs and three pools (3x3 pad 1, 2x2 pools), features only."""
-    from torchvision.models.vgg import cfgs, make_layers
-    torch.manual_seed(0)
-    return make_layers(cfgs["A"])[:11]
-
-
 STACKS = [
     ("alexnet_like", lambda: alexnet_like(11), 45),
     ("cifar_cnn", lambda: CifarCNN(hidden=8).features, 32),
-    ("vgg11_features", _vgg_like, 24),
+    ("vgg11_features", vgg11_features, 24),
 ]
 
 
@@ -64,7 +45,7 @@ def test_window_pass_equals_the_full_pass_exactly_in_float64(name, make, size, r
     torch.manual_seed(1)
     images = torch.randn(3, 3, size, size, dtype=torch.float64)
     for info in list_layers(model, (size, size)):
-        idx, feat, pos = _seeds(info, 3, 12, info.index)
+        idx, feat, pos = random_seeds(info, 3, 12, info.index)
         fast, win, full = _both_ways(model, images, info, idx, feat, pos, rule)
         assert torch.equal(fast, full), (name, info.index)
         box, origin = windows_for(info, pos)
@@ -79,7 +60,7 @@ def test_window_pass_matches_the_full_pass_in_float32(rule):
     model = alexnet_like(12).float()
     images = torch.randn(4, 3, 45, 45)
     for info in list_layers(model, (45, 45)):
-        idx, feat, pos = _seeds(info, 4, 16, 10 + info.index)
+        idx, feat, pos = random_seeds(info, 4, 16, 10 + info.index)
         fast, _, full = _both_ways(model, images, info, idx, feat, pos, rule)
         torch.testing.assert_close(fast, full, rtol=0, atol=1e-6)
 
@@ -182,7 +163,7 @@ def test_many_seeds_go_in_bounded_batches(monkeypatch):
     info = get_layer(model, 3, (45, 45))
     per_seed = windowed.window_bytes_per_seed(model, info, torch.float64)
     monkeypatch.setattr(deconvnet, "SEED_BATCH_BYTES", 5 * per_seed)
-    idx, feat, pos = _seeds(info, 2, 23, 4)
+    idx, feat, pos = random_seeds(info, 2, 23, 4)
     got = deconvolve(model, images, 3, feat, image_index=idx, mode="position", position=pos)
     monkeypatch.setattr(deconvnet, "SEED_BATCH_BYTES", 10 ** 12)
     one = deconvolve(model, images, 3, feat, image_index=idx, mode="position", position=pos)
