@@ -12,7 +12,7 @@ from ..store.report import LayerReport
 from .display import grid_image, image_to_display, to_display
 
 __all__ = ["layer_cell", "feature_panel", "feature_png", "layer_figure", "write_png",
-           "PANEL_TITLE_HEIGHT"]
+           "PANEL_TITLE_HEIGHT", "MAX_GRID_PX"]
 
 _TILE = 64  # per-feature PNG tiles are enlarged (nearest neighbour) to about this many pixels
 
@@ -101,17 +101,37 @@ def feature_png(lr: LayerReport, f: int, class_names: Sequence[str] = (),
     return np.asarray(canvas)
 
 
+#: Widest layer grid, in pixels: a deep layer of a large network (512 features of
+#: VGG-16's conv5_3, receptive fields of 212x212) would otherwise ask for a picture of
+#: billions of pixels; its cells are then shrunk (block means) to fit.
+MAX_GRID_PX = 10000
+
+
+def _shrunk(cell: np.ndarray, factor: int) -> np.ndarray:
+    """``cell`` (h, w, 3) in [0, 1] averaged over ``factor`` x ``factor`` blocks, uint8."""
+    h, w = cell.shape[0] // factor * factor, cell.shape[1] // factor * factor
+    small = cell[:h, :w].reshape(h // factor, factor, w // factor, factor, 3).mean(axis=(1, 3))
+    return (small * 255).round().astype(np.uint8)
+
+
 def layer_figure(lr: LayerReport, title: str):
     from matplotlib.figure import Figure
 
     F_ = lr.features
     cols = max(1, int(np.ceil(np.sqrt(F_))))
     rows = -(-F_ // cols)
-    cells = [layer_cell(lr, f) for f in range(F_)]
-    ch, cw = cells[0].shape[:2]
+    first = layer_cell(lr, 0)
+    ch, cw = first.shape[:2]
     # At least 2.5 screen pixels per image pixel and 180 per cell, so small
-    # receptive fields (6x6 in layer 1) stay legible.
+    # receptive fields (6x6 in layer 1) stay legible; at most MAX_GRID_PX in all.
     inch = max(2.5 * cw, 180) / 100
+    if cols * inch * 100 <= MAX_GRID_PX:
+        cells = [first] + [layer_cell(lr, f) for f in range(1, F_)]
+    else:   # uint8 cells, shrunk to about the pixels they will get
+        inch = MAX_GRID_PX / 100 / cols
+        factor = max(1, int(cw // (inch * 100)))
+        cells = [_shrunk(first, factor)] + [_shrunk(layer_cell(lr, f), factor)
+                                            for f in range(1, F_)]
     fig = Figure(figsize=(cols * inch, rows * inch * (ch / cw) * 1.15 + 0.75), dpi=100)
     fig.suptitle(title, fontsize=10)
     axes = fig.subplots(rows, cols, squeeze=False)

@@ -563,3 +563,40 @@ def test_a_layer_is_projected_and_written_in_chunks_of_features(model, tmp_path,
     save_report(rep, tmp_path / "mem", png=False)
     assert (tmp_path / "mem" / "report.h5").read_bytes() == \
         (tmp_path / "chunked" / "report.h5").read_bytes()
+
+
+def test_the_layer_grid_of_a_big_layer_stays_within_its_pixel_budget(tmp_path, monkeypatch):
+    """Hundreds of features with large receptive fields (a deep VGG-16 layer) make a grid
+    at most MAX_GRID_PX wide, from shrunk uint8 cells; small layers are drawn as before."""
+    import io
+    from PIL import Image
+    import deconvviz.render.report_png as report_png
+    from deconvviz.store.report import LayerReport
+
+    rng = np.random.default_rng(0)
+    F_, k, rf = 60, 4, (48, 48)
+    lr = LayerReport(layer=13, path="features.28", output_size=(7, 7), rf_size=rf,
+                     rf_jump=(32, 32), rf_start=(-90, -90),
+                     activation=np.sort(rng.random((F_, k)).astype(np.float32))[:, ::-1],
+                     image_index=np.arange(F_ * k).reshape(F_, k),
+                     label=np.zeros((F_, k), np.int64), position=np.zeros((F_, k, 2), np.int64),
+                     projection=rng.standard_normal((F_, k, 3) + rf).astype(np.float32),
+                     patch=rng.integers(0, 256, (F_, k, 3) + rf).astype(np.uint8),
+                     patch_box=np.tile(np.array([0, 0, 48, 48]), (F_, k, 1)),
+                     patch_origin=np.zeros((F_, k, 2), np.int64))
+    monkeypatch.setattr(report_png, "MAX_GRID_PX", 1200)
+    shrunk = []
+    real = report_png._shrunk
+    monkeypatch.setattr(report_png, "_shrunk",
+                        lambda cell, factor: shrunk.append(factor) or real(cell, factor))
+    fig = report_png.layer_figure(lr, "big")
+    assert fig.get_figwidth() * fig.dpi <= 1200 + 1
+    assert len(shrunk) == F_ and set(shrunk) == {1}   # under 2x too wide: uint8, not shrunk
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    assert Image.open(buf).size[0] <= 1201
+    # A field three times larger shrinks its cells by block means.
+    cell = report_png.layer_cell(lr, 0)
+    small = report_png._shrunk(cell, 3)
+    assert small.dtype == np.uint8 and small.shape == (cell.shape[0] // 3, cell.shape[1] // 3, 3)
+    np.testing.assert_allclose(small[0, 0], np.round(cell[:3, :3].mean(axis=(0, 1)) * 255))
