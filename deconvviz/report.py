@@ -44,7 +44,7 @@ from .store.atomic import (atomic_folder, atomic_path, atomic_paths, check_folde
                            check_writable_dir, output_folder)
 from .store.report import (PROJECTION_DTYPES, REPORT_FILE, REPORT_FORMAT, REPORT_VERSION,
                            ImageTable, LayerReport, Report, ReportWriter, features_per_chunk,
-                           read_report_h5, write_report_h5)
+                           open_report, read_report_h5, write_report_h5)
 
 __all__ = ["build_report", "write_report", "report_paths", "save_report", "render_report"]
 
@@ -458,7 +458,8 @@ def render_report(report: Union[Report, str, Path], out_dir: Union[str, Path]) -
     ``report`` is a :class:`Report` or the path of its HDF5 file: no model and no
     data are needed. Written atomically (see :func:`save_report`).
     """
-    if not isinstance(report, Report):
-        report = read_report_h5(report)
-    return save_report(report, out_dir, h5=False, png=True)
+    if isinstance(report, Report):
+        return save_report(report, out_dir, h5=False, png=True)
+    with open_report(report) as opened:   # layers read one feature at a time
+        return save_report(opened, out_dir, h5=False, png=True)
 

@@ -121,8 +121,7 @@ def report(checkpoint, data, workers, skip_unreadable, split, layers, k, batch_s
 @click.option("--out", type=click.Path(file_okay=False), default=None,
               help="folder for the PNGs  [default: the file's folder]")
 @click.option("--html", is_flag=True,
-              help="write a report's browsable web report OUT/site/ instead of the PNGs "
-                   "(reads one layer at a time)")
+              help="write a report's browsable web report OUT/site/ instead of the PNGs")
 def render(report_file, out, html):
     """Redraw the PNGs of a deconvviz HDF5 file alone (no model, no data): a report
     (report.h5) or a projection file of 'deconvviz project'; with --html, a report's
@@ -132,7 +131,7 @@ def render(report_file, out, html):
     from ..store.atomic import check_writable_dir
     from ..store.h5 import file_format
     from ..store.projection import PROJECTION_FORMAT, read_projection_h5
-    from ..store.report import REPORT_FORMAT, read_report_h5
+    from ..store.report import REPORT_FORMAT, open_report
 
     path = Path(report_file)
     out_dir = Path(out) if out else (path.parent if str(path.parent) else Path("."))
@@ -152,7 +151,7 @@ def render(report_file, out, html):
         png = render_projection(data, check_writable_dir(out_dir) / f"{path.stem}.png")
         click.echo(f"wrote {png}")
         return
-    rep = read_report_h5(path)
-    if not rep.layers:
-        raise DeconvvizError(f"report {path} holds no layers")
-    _echo_written(render_report(rep, out_dir), out_dir)
+    with open_report(path) as rep:        # layers read one feature at a time
+        if not rep.layers:
+            raise DeconvvizError(f"report {path} holds no layers")
+        _echo_written(render_report(rep, out_dir), out_dir)

@@ -130,8 +130,13 @@ def layer_figure(lr: LayerReport, title: str):
     else:   # uint8 cells, shrunk to about the pixels they will get
         inch = MAX_GRID_PX / 100 / cols
         factor = max(1, int(cw // (inch * 100)))
-        cells = [_shrunk(first, factor)] + [_shrunk(layer_cell(lr, f), factor)
-                                            for f in range(1, F_)]
+        small = _shrunk(first, factor)
+        # One block for all cells: many small arrays kept between the large temporaries
+        # of each cell would fragment the heap (gigabytes for VGG-16's conv5_3).
+        cells = np.empty((F_,) + small.shape, np.uint8)
+        cells[0] = small
+        for f in range(1, F_):
+            cells[f] = _shrunk(layer_cell(lr, f), factor)
     fig = Figure(figsize=(cols * inch, rows * inch * (ch / cw) * 1.15 + 0.75), dpi=100)
     fig.suptitle(title, fontsize=10)
     axes = fig.subplots(rows, cols, squeeze=False)

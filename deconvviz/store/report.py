@@ -13,9 +13,10 @@ projections cut to the same windows on reading.
 
 from __future__ import annotations
 
+import contextlib
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -24,7 +25,7 @@ from .h5 import STAMPED, attr_value, h5py_module, open_checked, stamp
 
 __all__ = ["REPORT_FORMAT", "REPORT_VERSION", "REPORT_FILE", "PROJECTION_DTYPES", "LayerReport",
            "ImageTable", "Report", "ReportWriter", "write_report_h5", "read_report_h5",
-           "layer_names", "features_per_chunk", "CHUNK_BYTES"]
+           "layer_names", "features_per_chunk", "CHUNK_BYTES", "open_report"]
 
 REPORT_FORMAT = "deconvviz-report"
 REPORT_VERSION = 2
@@ -303,34 +304,80 @@ def read_report_h5(path: Union[str, Path], layers: Optional[Sequence[int]] = Non
     Raises :class:`~deconvviz.errors.DeconvvizError` (one line) for a missing,
     damaged, foreign or newer-format file, or one whose arrays do not fit together.
     """
-    try:
-        with open_checked(path, REPORT_FORMAT, REPORT_VERSION, "report", _ROOT_ATTRS) as f:
-            attrs = {k: attr_value(v) for k, v in f.attrs.items()}
-            version = int(attrs["format_version"])
-            report = Report(attrs=attrs, images=_read_images(f, Path(path)) if images else None)
-            names = layer_names(attrs)
-            if layers is not None:
-                want = {f"layer{v}" if isinstance(v, int) or str(v).isdigit() else str(v)
-                        for v in layers}
-                missing = sorted(want - set(names))
-                if missing:
-                    raise DeconvvizError(f"report {path} has no layer {missing[0]} (it has "
-                                         f"{', '.join(names)})")
-                names = [n for n in names if n in want]
-            H, W = (int(v) for v in attrs.get("image_size", [32, 32]))
-            for name in names:
-                lr = _read_layer(f, path, name, version, (H, W))
-                report.layers[lr.key] = lr
-    except DeconvvizError:
-        raise
-    except (OSError, KeyError, ValueError, TypeError) as exc:
-        # h5py raises these for corrupted objects inside a readable file.
-        raise DeconvvizError(f"report {path} is damaged: "
-                             f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+    with open_report(path, layers, images, lazy=False) as report:
+        return report
+
+
+@contextlib.contextmanager
+def open_report(path: Union[str, Path], layers: Optional[Sequence[int]] = None,
+                images: bool = True, lazy: bool = True) -> Iterator[Report]:
+    """``with open_report(path) as report: ...``: :func:`read_report_h5` with the file
+    kept open, each layer's ``projection`` and ``patch`` read one feature at a time
+    when indexed (``lazy``; a version-1 file is read whole), so drawing a report of a
+    large network (3.5 GB for VGG-16) holds one feature's data, not one layer's.
+    The same checks and one-line errors, also for data found damaged while reading."""
+    with contextlib.ExitStack() as stack:
+        try:
+            f = stack.enter_context(open_checked(path, REPORT_FORMAT, REPORT_VERSION, "report",
+                                                 _ROOT_ATTRS))
+            report = _read_report(f, path, layers, images, lazy)
+        except DeconvvizError:
+            raise
+        except (OSError, KeyError, ValueError, TypeError) as exc:
+            # h5py raises these for corrupted objects inside a readable file.
+            raise _damaged(path, exc) from None
+        yield report   # errors of the caller's block pass through unchanged
+
+
+def _read_report(f, path, layers, images: bool, lazy: bool) -> Report:
+    attrs = {k: attr_value(v) for k, v in f.attrs.items()}
+    version = int(attrs["format_version"])
+    report = Report(attrs=attrs, images=_read_images(f, Path(path)) if images else None)
+    names = layer_names(attrs)
+    if layers is not None:
+        want = {f"layer{v}" if isinstance(v, int) or str(v).isdigit() else str(v)
+                for v in layers}
+        missing = sorted(want - set(names))
+        if missing:
+            raise DeconvvizError(f"report {path} has no layer {missing[0]} (it has "
+                                 f"{', '.join(names)})")
+        names = [n for n in names if n in want]
+    H, W = (int(v) for v in attrs.get("image_size", [32, 32]))
+    for name in names:
+        lr = _read_layer(f, path, name, version, (H, W), lazy and version > 1)
+        report.layers[lr.key] = lr
     return report
 
 
-def _read_layer(f, path, name: str, version: int, image_size: Tuple[int, int]) -> LayerReport:
+def _damaged(path, exc: BaseException) -> DeconvvizError:
+    return DeconvvizError(f"report {path} is damaged: "
+                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+
+
+class _Rows:
+    """A stored ``(F, ...)`` dataset read one feature (or slice) at a time, as an
+    array of ``dtype``; damage found while reading is one line."""
+
+    def __init__(self, ds, dtype, path):
+        self._ds, self.dtype, self._path = ds, np.dtype(dtype), path
+        self.shape, self.ndim = tuple(ds.shape), len(ds.shape)
+
+    def __len__(self) -> int:
+        return self.shape[0]
+
+    def __getitem__(self, key):
+        try:
+            return np.asarray(self._ds[key], dtype=self.dtype)
+        except (OSError, ValueError) as exc:
+            raise _damaged(self._path, exc) from None
+
+    def __array__(self, dtype=None, copy=None):
+        out = self[()]
+        return out if dtype is None else out.astype(dtype)
+
+
+def _read_layer(f, path, name: str, version: int, image_size: Tuple[int, int],
+                lazy: bool = False) -> LayerReport:
     h5py = h5py_module()
     if name not in f or not isinstance(f[name], h5py.Group):
         raise DeconvvizError(f"report {path} is damaged: group {name} missing")
@@ -340,7 +387,8 @@ def _read_layer(f, path, name: str, version: int, image_size: Tuple[int, int]) -
         if ds not in g or not isinstance(g[ds], h5py.Dataset):
             raise DeconvvizError(f"report {path} is damaged: {name}/{ds} missing")
         keep = g[ds].dtype if ds == "projection" and g[ds].dtype == np.float16 else dtype
-        arrays[ds] = np.asarray(g[ds][()], dtype=keep)
+        arrays[ds] = _Rows(g[ds], keep, path) if lazy and ds in _STREAMED else \
+            np.asarray(g[ds][()], dtype=keep)
     F_, k = arrays["activation"].shape if arrays["activation"].ndim == 2 else (-1, -1)
     rf = tuple(int(v) for v in attr_value(g.attrs.get("rf_size", [0, 0])))
     stored_proj = (F_, k, 3) + (tuple(image_size) if version == 1 else rf)

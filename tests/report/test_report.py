@@ -600,3 +600,38 @@ def test_the_layer_grid_of_a_big_layer_stays_within_its_pixel_budget(tmp_path, m
     small = report_png._shrunk(cell, 3)
     assert small.dtype == np.uint8 and small.shape == (cell.shape[0] // 3, cell.shape[1] // 3, 3)
     np.testing.assert_allclose(small[0, 0], np.round(cell[:3, :3].mean(axis=(0, 1)) * 255))
+
+
+def test_open_report_reads_one_feature_at_a_time_and_names_damage_in_one_line(model, tmp_path):
+    from deconvviz.store.report import open_report
+
+    src = _subset(30)
+    write_report(model, src, tmp_path / "r", [1, 2], 3, batch_size=16, progress=False, png=False)
+    path = tmp_path / "r" / "report.h5"
+    whole = read_report_h5(path)
+    with open_report(path) as rep:
+        lr = rep.layers[2]
+        assert not isinstance(lr.projection, np.ndarray) and lr.projection.shape == \
+            whole.layers[2].projection.shape
+        for f in (0, 17, 63):
+            assert np.array_equal(lr.projection[f], whole.layers[2].projection[f])
+            assert np.array_equal(lr.patch[f], whole.layers[2].patch[f])
+        assert np.array_equal(np.asarray(lr.patch), whole.layers[2].patch)
+    # An error of the caller's own work is not blamed on the file.
+    with pytest.raises(OSError, match="No space left"):
+        with open_report(path):
+            raise OSError(28, "No space left on device")
+    # Scribble over one stored chunk of layer 2's projections.
+    with h5py.File(path) as f:
+        info = f["layer2/projection"].id.get_chunk_info(5)
+    raw = bytearray(path.read_bytes())
+    raw[info.byte_offset:info.byte_offset + info.size] = b"\x00" * info.size
+    bad = tmp_path / "bad.h5"
+    bad.write_bytes(bytes(raw))
+    with open_report(bad) as rep:
+        rep.layers[2].projection[4]                               # other chunks read fine
+        with pytest.raises(DeconvvizError, match=r"^report .*bad.h5 is damaged: "):
+            rep.layers[2].projection[5]
+    r = CliRunner().invoke(main, ["render", str(bad), "--html", "--out", str(tmp_path / "s")])
+    assert r.exit_code == 1 and "is damaged" in r.output and len(r.output.strip().splitlines()) == 1
+    assert not (tmp_path / "s" / "site").exists()

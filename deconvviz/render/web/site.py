@@ -26,13 +26,13 @@ import re
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
-from typing import Iterator, List, Optional, Union
+from typing import List, Optional, Union
 
 import numpy as np
 
 from ...errors import DeconvvizError
 from ...store.atomic import atomic_folder, check_writable_dir
-from ...store.report import ImageTable, LayerReport, Report, layer_names, read_report_h5
+from ...store.report import ImageTable, LayerReport, Report, open_report
 from ..display import to_display_uint8
 from .pages import (LayerSummary, Tile, display_size, feature_page, href, index_page,
                     layer_page)
@@ -227,42 +227,35 @@ def timestamp() -> str:
     return _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z").strip()
 
 
-def _layers_of(path: Path, names: List[str]) -> Iterator[LayerReport]:
-    for name in names:
-        yield from read_report_h5(path, layers=[name], images=False).layers.values()
-
-
 def write_site(report: Union[Report, str, Path], out_dir: Union[str, Path], *,
                page_size: int = PAGE_SIZE) -> Path:
     """Write the web report of ``report`` (a :class:`Report` or its HDF5 file) to
     ``out_dir/site/``, all or nothing; returns the path of its ``index.html``.
 
-    From a file, the layers are read one at a time (memory holds one layer and the
-    kept images once). The site is built in a temporary folder beside the target
+    From a file, each layer's projections and patches are read one feature at a time
+    (memory holds one feature's data and the kept images once). The site is built in a temporary folder beside the target
     and swapped in only when complete: a failure or Ctrl-C leaves an earlier site
     untouched. Raises :class:`~deconvviz.errors.DeconvvizError` (one line) for a
     damaged, foreign or newer report file, or an output folder that is a file or
     not writable.
     """
     if isinstance(report, Report):
-        head, layers = report, iter(report.layers.values())
-        date_line = f"site written {timestamp()}"
-        names = list(report.layers)
-        where = "the report"
-    else:
-        path = Path(report)
-        head = read_report_h5(path, layers=[])
-        names = layer_names(head.attrs)
-        layers = _layers_of(path, names)
+        return _write_site(report, out_dir, f"site written {timestamp()}", "the report",
+                           page_size)
+    path = Path(report)
+    with open_report(path) as opened:   # layers read one feature at a time
         mtime = _dt.datetime.fromtimestamp(path.stat().st_mtime).astimezone()
         date_line = f"report file dated {mtime:%Y-%m-%d %H:%M %Z}; site written {timestamp()}"
-        where = f"report {path}"
-    if not names:
+        return _write_site(opened, out_dir, date_line, f"report {path}", page_size)
+
+
+def _write_site(report: Report, out_dir, date_line: str, where: str, page_size: int) -> Path:
+    if not report.layers:
         raise DeconvvizError(f"{where} holds no layers")
     out_dir = check_writable_dir(out_dir)
     with atomic_folder(site_path(out_dir)) as tmp:
-        writer = SiteWriter(tmp, head.attrs, head.images, date_line, page_size)
-        for lr in layers:
+        writer = SiteWriter(tmp, report.attrs, report.images, date_line, page_size)
+        for lr in report.layers.values():
             writer.add_layer(lr)
         writer.finish()
     return site_path(out_dir) / "index.html"
