@@ -4,9 +4,6 @@ equal one. Run where CUDA exists; they skip elsewhere, saying so."""
 
 from __future__ import annotations
 
-import subprocess
-import sys
-
 import h5py
 import numpy as np
 import pytest
@@ -75,19 +72,11 @@ def test_report_command_on_cuda(tiny_checkpoint, tmp_path):
 
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="fewer than 2 CUDA devices here")
 def test_two_nccl_processes_match_one(tiny_checkpoint, tmp_path):
-    from test_report_distributed import _env, _gloo_setup
+    from test_report_distributed import _gloo_setup, one_and_two_processes
     data, launcher = _gloo_setup(tmp_path, 60, 3)
-    args = ["report", "--model", str(tiny_checkpoint), "--data", str(data), "--top", "4",
-            "--batch-size", "8", "--no-png", "--quiet", "--device", "cuda"]
-    env = _env(tmp_path)
-    one = subprocess.run([sys.executable, str(launcher)] + args + ["--out", str(tmp_path / "one")],
-                         env=env, capture_output=True, text=True, timeout=240)
-    assert one.returncode == 0, one.stderr
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                          "--nproc_per_node", "2", str(launcher)] + args
-                         + ["--out", str(tmp_path / "two")],
-                         env=env, capture_output=True, text=True, timeout=240)
-    assert two.returncode == 0, two.stderr[-3000:]
+    one_and_two_processes(tmp_path, launcher, [
+        "report", "--model", str(tiny_checkpoint), "--data", str(data), "--top", "4",
+        "--batch-size", "8", "--no-png", "--quiet", "--device", "cuda"])
     with h5py.File(tmp_path / "one" / "report.h5") as a, \
             h5py.File(tmp_path / "two" / "report.h5") as b:
         assert b.attrs["world_size"] == 2

@@ -45,10 +45,9 @@ def _gloo_setup(tmp_path, n: int, classes: int):
     return data, launcher
 
 
-def test_two_gloo_processes_match_one_process(tiny_checkpoint, tmp_path):
-    data, launcher = _gloo_setup(tmp_path, 60, 3)
-    args = ["report", "--model", str(tiny_checkpoint), "--data", str(data), "--top", "4",
-            "--batch-size", "8", "--no-png", "--quiet"]
+def one_and_two_processes(tmp_path, launcher, args):
+    """Run ``args`` in one process (to ``tmp_path/one``) and under torchrun with two
+    (to ``tmp_path/two``); both must succeed. Returns the torchrun run."""
     env = _env(tmp_path)
     one = subprocess.run([sys.executable, str(launcher)] + args + ["--out", str(tmp_path / "one")],
                          env=env, capture_output=True, text=True, timeout=240)
@@ -58,6 +57,14 @@ def test_two_gloo_processes_match_one_process(tiny_checkpoint, tmp_path):
                          + ["--out", str(tmp_path / "two")],
                          env=env, capture_output=True, text=True, timeout=240)
     assert two.returncode == 0, two.stderr[-3000:]
+    return two
+
+
+def test_two_gloo_processes_match_one_process(tiny_checkpoint, tmp_path):
+    data, launcher = _gloo_setup(tmp_path, 60, 3)
+    args = ["report", "--model", str(tiny_checkpoint), "--data", str(data), "--top", "4",
+            "--batch-size", "8", "--no-png", "--quiet"]
+    two = one_and_two_processes(tmp_path, launcher, args)
     # Only rank 0 writes and prints.
     assert two.stdout.count("wrote ") == 1, two.stdout
     with h5py.File(tmp_path / "one" / "report.h5") as a, \
