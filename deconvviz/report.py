@@ -240,8 +240,7 @@ def _layer_parts(model, scan: _Scan, table: ImageTable, *, rule, device
 
 def _chunks(model, info, key, top: TopK, table: ImageTable, images, *, rule, device, scan):
     F_, kk = top.image_index.shape
-    step = features_per_chunk(kk, table.pixels.shape[1] if table.pixels.ndim == 4 else 3,
-                              info.rf_size)
+    step = features_per_chunk(kk, table.pixels.shape[1], info.rf_size)
     for f0 in range(0, F_, step):
         part = TopK(top.activation[f0:f0 + step], top.image_index[f0:f0 + step],
                     top.position[f0:f0 + step])
@@ -262,13 +261,9 @@ def _layer_reports(model, scan: _Scan, table: ImageTable, *, rule, device
                    ) -> Iterator[LayerReport]:
     """Each layer whole, in memory (for :func:`build_report`)."""
     for head, chunks in _layer_parts(model, scan, table, rule=rule, device=device):
-        parts = list(chunks)
-        shape = (head.features, head.k, 3) + tuple(head.rf_size)
-        yield replace(head,
-                      projection=np.concatenate([p for _, p, _ in parts]) if parts else
-                      np.zeros(shape, np.float32),
-                      patch=np.concatenate([q for _, _, q in parts]) if parts else
-                      np.zeros(shape, np.uint8))
+        parts = list(chunks)             # a layer has at least one feature: one chunk
+        yield replace(head, projection=np.concatenate([p for _, p, _ in parts]),
+                      patch=np.concatenate([q for _, _, q in parts]))
 
 
 def build_report(model: nn.Module, source: ImageSource, layers: Optional[Sequence[int]] = None,
@@ -364,7 +359,7 @@ def write_report(model: nn.Module, source: ImageSource, out_dir: Union[str, Path
                 with ReportWriter(tmp["h5"], attrs, projection_dtype) as writer:
                     writer.add_images(table)
                     for head, chunks in _layer_parts(model, scan, table, rule=rule, device=device):
-                        lr = writer.add_layer_chunks(head, chunks)
+                        lr = writer.add_layer_chunks(head, chunks, table.pixels.shape[1])
                         if png:
                             _draw_layer(lr, attrs, tmp)
                         if site is not None:

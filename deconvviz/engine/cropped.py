@@ -41,7 +41,7 @@ from torch import nn
 
 from .layers import LayerInfo, _geometry, _out_len, conv_stack
 from .recording import Recording
-from .windowed import Local
+from .windowed import Local, _crop_per_seed, _inside
 
 __all__ = ["cone", "crop_record", "crop_pays", "crop_bytes_per_seed"]
 
@@ -84,10 +84,7 @@ def _origin(lv: dict, side: str, pos: torch.Tensor) -> torch.Tensor:
 
 def _valid(origin: torch.Tensor, size: Tuple[int, int], bounds: Tuple[int, int]) -> torch.Tensor:
     """``(S, 1, n_h, n_w)`` bool: window positions inside ``bounds``."""
-    dev = origin.device
-    ys = origin[:, :1] + torch.arange(size[0], device=dev)
-    xs = origin[:, 1:] + torch.arange(size[1], device=dev)
-    vy, vx = (ys >= 0) & (ys < bounds[0]), (xs >= 0) & (xs < bounds[1])
+    vy, vx, _, _ = _inside(origin, size, bounds)
     return (vy[:, :, None] & vx[:, None, :]).unsqueeze(1)
 
 
@@ -95,16 +92,10 @@ def _crop_images(x: torch.Tensor, idx: torch.Tensor, origin: torch.Tensor,
                  size: Tuple[int, int]) -> torch.Tensor:
     """``x[idx[s]]`` inside each window, zero outside the image: ``(S, C, n_h, n_w)``
     in channels-last memory format."""
-    dev = x.device
-    ys = origin[:, :1] + torch.arange(size[0], device=dev)
-    xs = origin[:, 1:] + torch.arange(size[1], device=dev)
-    H, W = x.shape[-2:]
-    crop = x[idx[:, None, None], :, ys.clamp(0, H - 1)[:, :, None], xs.clamp(0, W - 1)[:, None, :]]
-    crop = crop.permute(0, 3, 1, 2)                              # (S, C, n_h, n_w), NHWC
-    valid = _valid(origin, size, (H, W))
-    if not bool(valid.all()):
-        crop = crop * valid.to(crop.dtype)
-    return crop
+    crop, inside = _crop_per_seed(x, idx, origin, size)        # (S, n_h, n_w, C)
+    if not bool(inside.all()):
+        crop = crop * inside.to(crop.dtype)
+    return crop.permute(0, 3, 1, 2)
 
 
 def crop_record(model: nn.Module, images: torch.Tensor, info: LayerInfo,
@@ -165,28 +156,17 @@ def crop_pays(model: nn.Module, info: LayerInfo, seeds: int, images: int) -> boo
 
 
 def crop_bytes_per_seed(model: nn.Module, info: LayerInfo, dtype: torch.dtype) -> int:
-    """Memory one seed's cone takes at its largest level (two activations, the switches
-    and masks of every level), to size batches of seeds."""
+    """Memory one seed's cone takes: two activations at its largest convolution, plus
+    the switches (int64) and masks (bool) kept at every level, to size batches of seeds."""
     elem = torch.finfo(dtype).bits // 8
     largest, kept = 0, 0
-    for m, lv in zip(list(conv_stack(model))[:info.end], cone(model, info)):
-        ch = m.out_channels if isinstance(m, nn.Conv2d) else None
-        area_in = lv["n_in"][0] * lv["n_in"][1]
-        area_out = lv["n_out"][0] * lv["n_out"][1]
-        if ch is not None:
-            largest = max(largest, (m.in_channels * area_in + ch * area_out) * elem)
-        elif isinstance(m, nn.MaxPool2d):
-            kept += area_out * 8 * _channels_at(model, info, m)
-        else:
-            kept += area_out * _channels_at(model, info, m)
-    return int(2 * largest + kept)
-
-
-def _channels_at(model: nn.Module, info: LayerInfo, module: nn.Module) -> int:
     channels = conv_stack(model)[0].in_channels
-    for m in list(conv_stack(model))[:info.end]:
+    for m, lv in zip(list(conv_stack(model))[:info.end], cone(model, info)):
+        area_out = lv["n_out"][0] * lv["n_out"][1]
         if isinstance(m, nn.Conv2d):
+            area_in = lv["n_in"][0] * lv["n_in"][1]
+            largest = max(largest, (m.in_channels * area_in + m.out_channels * area_out) * elem)
             channels = m.out_channels
-        if m is module:
-            return channels
-    return channels
+        else:
+            kept += area_out * channels * (8 if isinstance(m, nn.MaxPool2d) else 1)
+    return int(2 * largest + kept)

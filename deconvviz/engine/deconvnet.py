@@ -224,9 +224,7 @@ def _canvas(info: LayerInfo, pos: torch.Tensor, windows: bool):
     """Size and per-seed top-left of the canvas a projection is pasted on: the
     receptive-field window with ``windows``, else the whole image."""
     if windows:
-        return tuple(info.rf_size), torch.stack(
-            [info.rf_start[0] + pos[:, 0] * info.rf_jump[0],
-             info.rf_start[1] + pos[:, 1] * info.rf_jump[1]], dim=1)
+        return tuple(info.rf_size), windows_for(info, pos)[1]
     return tuple(info.image_size), torch.zeros_like(pos)
 
 

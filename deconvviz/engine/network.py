@@ -20,7 +20,9 @@ from torch import nn
 from ..errors import DeconvvizError
 from .layers import LayerInfo, check_supported, conv_stack, get_layer, list_layers
 
-if TYPE_CHECKING:   # the graph engine (torch.fx, torchvision) is imported when first used
+# The graph engine (torch.fx, torchvision) is imported when a network first needs it:
+# importing torchvision costs over a second, which a plain conv stack never pays.
+if TYPE_CHECKING:
     from .graph import Graph, NodeInfo
 
 __all__ = ["Layer", "is_plain", "graph_of", "resolve_info", "resolve_infos", "layer_key",
@@ -28,8 +30,6 @@ __all__ = ["Layer", "is_plain", "graph_of", "resolve_info", "resolve_infos", "la
 
 Layer = Union[int, str]
 _GRAPHS: "weakref.WeakKeyDictionary[nn.Module, Graph]" = weakref.WeakKeyDictionary()
-# Importing torchvision (for the graph engine) costs over a second: a plain conv stack,
-# such as the bundled network, never pays it.
 
 
 def is_plain(model: nn.Module) -> bool:

@@ -189,10 +189,10 @@ class ReportWriter:
     def add_layer(self, lr: LayerReport) -> LayerReport:
         """Write a whole in-memory layer (in the same chunks of features as
         :meth:`add_layer_chunks`, so both give the same bytes)."""
-        n = features_per_chunk(lr.k, lr.projection.shape[2] if lr.projection.ndim == 5 else 3,
-                               lr.rf_size)
+        channels = lr.patch.shape[2]
+        n = features_per_chunk(lr.k, channels, lr.rf_size)
         return self.add_layer_chunks(lr, ((f0, lr.projection[f0:f0 + n], lr.patch[f0:f0 + n])
-                                          for f0 in range(0, lr.features, n)))
+                                          for f0 in range(0, lr.features, n)), channels)
 
     def add_layer_chunks(self, head: LayerReport,
                          chunks: Iterable[Tuple[int, np.ndarray, np.ndarray]],
