@@ -198,3 +198,15 @@ def offline(monkeypatch):
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
+
+
+def assert_close(got: torch.Tensor, want: torch.Tensor, msg=None) -> None:
+    """Two different computations of the same numbers agree to the house tolerance: relative to
+    the largest magnitude of ``want``, 1e-12 in float64 and 1e-5 in float32 (two kernels may
+    round the last bit differently on the next torch; ``torch.equal`` is only for the same code
+    computing the same bytes)."""
+    assert got.shape == want.shape and got.dtype == want.dtype, (msg, got.shape, want.shape)
+    tol = 1e-12 if want.dtype == torch.float64 else 1e-5
+    scale = float(want.abs().max()) if want.numel() else 0.0
+    err = float((got - want).abs().max()) if want.numel() else 0.0
+    assert err <= tol * max(scale, 1e-300), (msg, err, scale)

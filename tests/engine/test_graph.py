@@ -10,7 +10,7 @@ from torch import nn
 from torchvision.models.feature_extraction import get_graph_node_names
 
 import test_deconvnet as legacy
-from conftest import TINY_INPUT, alexnet_like, tiny_model
+from conftest import assert_close, TINY_INPUT, alexnet_like, tiny_model
 from deconvviz.engine import graph_deconv
 from deconvviz.engine.deconvnet import RULES
 from deconvviz.engine.graph import build_graph
@@ -264,7 +264,7 @@ def test_a_seed_needs_a_tensor_node():
     flat = deconvolve(model, x, "view", 13, mode="position")
     conv = deconvolve(model, x, "conv", 1, mode="position", position=(1, 1))
     assert flat.position.tolist() == [[0, 0]]
-    assert torch.equal(flat.projections, conv.projections)
+    assert_close(flat.projections, conv.projections)
 
 
 def test_ranges_and_sizes_are_pinned():
