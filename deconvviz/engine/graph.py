@@ -27,8 +27,8 @@ import torch
 from torch import fx, nn
 
 from ..errors import DeconvvizError
-from .graph_geometry import Geometry, receptive_fields
-from .graph_ops import OpSpec, classify, op_weight, run_node, run_pool_with_switches
+from .graph_geometry import Frame, Geometry, receptive_fields, seed_frames, window_frame
+from .graph_ops import REACH, OpSpec, classify, op_weight, run_node, run_pool_with_switches
 from .graph_trace import eval_mode, one_line, trace
 from .layers import conv_stack
 
@@ -178,8 +178,10 @@ class Graph:
         self.in_channels = int(in_channels)
         self._fx_graph, self._names, self._visible = fx_graph, names, visible
         self._sizes: Dict[Tuple[int, int], "Graph"] = {self.input_size: self}
+        self._frames: Dict[Tuple[str, bool], Optional[Dict[str, Frame]]] = {}
         self.nodes: Tuple[GraphNode, ...] = self._analyse()
         self._by_name = {n.name: n for n in self.nodes}
+        self._by_fx = {n.fx_node: n for n in self.nodes}
         self._geometry = receptive_fields(self.nodes, self.input_size, self._kernel)
         self.layers: Tuple[str, ...] = self._legacy_layers()
 
@@ -205,6 +207,7 @@ class Graph:
                 return depends.get(a, False)
             return depends.get(a, False) and isinstance(env.get(a), torch.Tensor)
 
+        self._depends = depends
         with torch.no_grad(), eval_mode(self.model):
             for node in self._fx_graph.nodes:
                 if node.op == "output":
@@ -251,6 +254,49 @@ class Graph:
 
     def _kernel(self, node: GraphNode) -> Tuple[int, int]:
         return node.params["kernel"] or tuple(op_weight(node.spec, self.model).shape[-2:])
+
+    def window_params(self, node: GraphNode):
+        """``(kernel, stride, padding, dilation)`` pairs of a conv or pool (an adaptive pool
+        whose input is a multiple of its output is a pool of that window), else None."""
+        if REACH.get(node.op) == "window":
+            p = node.params
+            return self._kernel(node), p["stride"], p["padding"], p["dilation"]
+        if REACH.get(node.op) == "adaptive":
+            n_in = self._by_name[node.inputs[0]].shape[1:]
+            n_out = node.shape[1:]
+            if len(n_in) == 2 and all(i % o == 0 for i, o in zip(n_in, n_out)):
+                k = tuple(i // o for i, o in zip(n_in, n_out))
+                return k, k, (0, 0), (1, 1)
+        return None
+
+    def _reach(self, node: GraphNode, frame: Frame):
+        """What ``frame`` of ``node``'s output reads of each input (see ``REACH``), or None."""
+        kind = REACH.get(node.op)
+        ins = [x for x in node.inputs if x is not None]
+        if kind == "pointwise":
+            if node.op == "cat" and node.params["dim"] % 4 != 1:
+                return None
+            for a in node.fx_node.all_input_nodes:
+                name = self._names.get(a)
+                shape = self._by_name[name].shape if name in self._by_name else None
+                if name in ins and (shape is None or tuple(shape[1:]) != tuple(node.shape[1:])):
+                    return None     # a broadcast signal reads other positions than its own
+                if name not in ins and (self._depends.get(a) or (
+                        shape is not None and len(shape) >= 2 and shape[-1] * shape[-2] > 1)):
+                    return None     # a size read off the image, or a map that does not move
+            return [(x, frame) for x in ins]
+        window = self.window_params(node) if kind else None
+        if window is None:
+            return None
+        return [(ins[0], window_frame(frame, *window))]
+
+    def frames(self, seed: str, whole: bool = False) -> Optional[Dict[str, Frame]]:
+        """Per node under ``seed``, the window its seeds keep (the seed's cone, or with
+        ``whole`` every map whole); None where the cone does not exist (cached)."""
+        key = (seed, bool(whole))
+        if key not in self._frames:
+            self._frames[key] = seed_frames(self.ancestors([seed]), seed, self._reach, whole)
+        return self._frames[key]
 
     def _legacy_layers(self) -> Tuple[str, ...]:
         try:
@@ -320,6 +366,14 @@ class Graph:
         hint = f"closest: {', '.join(close)}" if close else f"{len(self.nodes)} nodes"
         raise DeconvvizError(f"no node named {layer!r} in {type(self.model).__name__} ({hint}; "
                              "see 'deconvviz layers --all')")
+
+    def node_of(self, fx_node: fx.Node) -> GraphNode:
+        """The :class:`GraphNode` of a traced fx node."""
+        return self._by_fx[fx_node]
+
+    def name_of(self, fx_node: fx.Node) -> Optional[str]:
+        """The node name of a traced fx node."""
+        return self._names.get(fx_node)
 
     def layer_index(self, name: str) -> Optional[int]:
         """The legacy layer number of node ``name``, or None."""

@@ -18,7 +18,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
-__all__ = ["Geometry", "input_geometry", "window_geometry", "adaptive_geometry",
+__all__ = ["Geometry", "Frame", "window_frame", "union_frame", "seed_frames",
+           "input_geometry", "window_geometry", "adaptive_geometry",
            "union_geometry", "concat_geometry", "hull_geometry", "receptive_fields"]
 
 _EMPTY = (1 << 62, -(1 << 62))  # (lo, hi) of an index no input pixel reaches
@@ -188,3 +189,89 @@ def receptive_fields(nodes: Sequence, input_size: Tuple[int, int],
         else:
             geo[n.name] = hull_geometry(parents, size)
     return geo
+
+
+# ----------------------------------------------------------------------------- seed frames
+
+@dataclass(frozen=True)
+class Frame:
+    """The window of one node's output that a seed's forward cone or reverse walk keeps.
+
+    Per axis ``(a, j, n)``: a seed at position ``p`` of its own node keeps rows
+    ``[a + p * j, a + p * j + n)`` of this node's output (unclipped: the window may
+    run into the padding). ``j == 0`` is the whole map (``a == 0``, ``n`` the size),
+    the same for every seed. Two frames of one node differ by a shift that does
+    not depend on the seed, which is what lets every seed's window be one tensor.
+    """
+
+    a: Tuple[int, int]
+    j: Tuple[int, int]
+    n: Tuple[int, int]
+
+    @property
+    def whole(self) -> bool:
+        return self.j == (0, 0)
+
+    def origin(self, position):
+        """Per-seed top-left ``(S, 2)`` of the window, in this node's output coordinates."""
+        import torch
+
+        pos = position.to(torch.int64)
+        return torch.stack([self.a[0] + pos[:, 0] * self.j[0],
+                            self.a[1] + pos[:, 1] * self.j[1]], dim=1)
+
+    def area(self) -> int:
+        return self.n[0] * self.n[1]
+
+
+def window_frame(out: Frame, kernel, stride, padding, dilation) -> Frame:
+    """The input window a conv or pool reads for an output window ``out``."""
+    return Frame(tuple(out.a[i] * stride[i] - padding[i] for i in range(2)),
+                 tuple(out.j[i] * stride[i] for i in range(2)),
+                 tuple((out.n[i] - 1) * stride[i] + dilation[i] * (kernel[i] - 1) + 1
+                       for i in range(2)))
+
+
+def union_frame(a: Frame, b: Frame) -> Optional[Frame]:
+    """The smallest frame holding both (``None`` when they move differently with the seed)."""
+    if a.j != b.j:
+        return None
+    lo = tuple(min(a.a[i], b.a[i]) for i in range(2))
+    hi = tuple(max(a.a[i] + a.n[i], b.a[i] + b.n[i]) for i in range(2))
+    return Frame(lo, a.j, tuple(hi[i] - lo[i] for i in range(2)))
+
+
+def seed_frames(order: Sequence, seed: str, reach: Callable[[object, Frame], Optional[list]],
+                whole: bool) -> Optional[Dict[str, Frame]]:
+    """Frames of every node under ``seed`` (``order``: its ancestors in execution order).
+
+    ``whole``: every spatial node's whole map. Otherwise each seed's cone: the seed
+    node keeps its one position and every input keeps the union of what its
+    consumers read (``reach(node, frame)`` -> ``[(input, frame), ...]``, or
+    ``None`` where an op's window is not a fixed shift of the seed's position:
+    flatten, linear, a spatial concatenation, an uneven adaptive pool). ``None``
+    when the cone does not exist; the caller then takes the whole image.
+    """
+    if whole:
+        return {n.name: Frame((0, 0), (0, 0), tuple(n.shape[1:])) for n in order
+                if n.shape is not None and len(n.shape) == 3}
+    by_name = {n.name: n for n in order}
+    if by_name[seed].shape is None or len(by_name[seed].shape) != 3:
+        return None
+    frames: Dict[str, Frame] = {seed: Frame((0, 0), (1, 1), (1, 1))}
+    for n in reversed(order):
+        f = frames.get(n.name)
+        if f is None or n.op == "input":
+            continue
+        needs = reach(n, f)
+        if needs is None:
+            return None
+        for x, fx_ in needs:
+            shape = by_name[x].shape
+            if shape is None or len(shape) != 3:
+                return None
+            merged = fx_ if x not in frames else union_frame(frames[x], fx_)
+            if merged is None:
+                return None
+            frames[x] = merged
+    return frames
