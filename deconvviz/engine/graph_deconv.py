@@ -299,8 +299,8 @@ def _check(graph: Graph, images: torch.Tensor, seeds: Seeds, mode: str):
     """Validated ``(node, image_index, feature, position)`` of one :class:`Seeds`."""
     node = graph.check_seed(seeds.layer)
     info = graph.info(node.name)
-    what = info.describe() if isinstance(seeds.layer, int) or info.index is None \
-        else f"node '{node.name}'"
+    what = (f"layer {seeds.layer}" if isinstance(seeds.layer, int)
+            else f"node '{node.name}'")
     idx, feat, pos = check_seeds(seeds.feature, seeds.image_index, seeds.position, mode,
                                  int(images.shape[0]), info.features, info.output_size, what)
     return node, idx, feat, pos
