@@ -11,7 +11,7 @@ correspondence (:mod:`.correspondence`) and filter diagnostics (:mod:`.filters`)
 Any traceable CNN: its torch.fx graph with torchvision's node names, shapes and
 receptive fields (:mod:`.graph`, ops in :mod:`.graph_ops`, fields in
 :mod:`.graph_geometry`), the deconvnet walking that graph back
-(:mod:`.graph_deconv`, one transpose per op in :mod:`.graph_reverse`), and the
+(:mod:`.deconvnet`, one transpose per op in :mod:`.graph_reverse`), and the
 choice between the two engines (:mod:`.network`). It knows nothing of files,
 pixels on disk or the shell: it may import :mod:`deconvviz.models`,
 :mod:`deconvviz.data` and the top-level ``errors`` and ``progress``, never

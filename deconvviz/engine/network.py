@@ -4,7 +4,7 @@ A plain conv stack (``model.features`` of Conv2d, ReLU and MaxPool2d: the bundle
 CNN, AlexNet, VGG) asked for by layer number runs on the sequential engine
 (:mod:`.layers`, :mod:`.deconvnet`, with its receptive-field-windowed fast
 path); every other model or node runs on the torch.fx graph
-(:mod:`.graph`, :mod:`.graph_deconv`). Both give equal projections (proved
+(:mod:`.graph`, :mod:`.deconvnet`). Both give equal projections (proved
 against autograd in the tests); this module only chooses, so callers ask for
 ``layer`` (a number or a node name) and get an info object with the same
 fields either way (:class:`~.layers.LayerInfo` or :class:`~.graph.NodeInfo`).

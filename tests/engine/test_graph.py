@@ -11,10 +11,10 @@ from torchvision.models.feature_extraction import get_graph_node_names
 
 import test_deconvnet as legacy
 from conftest import assert_close, TINY_INPUT, alexnet_like, tiny_model
-from deconvviz.engine import graph_deconv
+from deconvviz.engine import deconvnet
 from deconvviz.engine.deconvnet import RULES
 from deconvviz.engine.graph import build_graph
-from deconvviz.engine.graph_deconv import deconvolve, record_graph
+from deconvviz.engine.deconvnet import deconvolve, record_graph
 from deconvviz.engine.layers import list_layers
 from deconvviz.engine.receptive import boxes_for
 from deconvviz.errors import DeconvvizError
@@ -337,7 +337,7 @@ def test_node_outputs_equal_torchvisions_feature_extractor():
     model, graph = zoo_model("googlenet"), zoo_graph("googlenet")
     nodes = ("maxpool2", "inception3a.branch2.1.relu", "inception4a.cat", "fc")
     x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
-    ours = graph_deconv.node_outputs(graph, x, nodes)
+    ours = deconvnet.node_outputs(graph, x, nodes)
     with torch.no_grad():
         theirs = extractor(model, nodes)(x)
     assert list(ours) == list(nodes)
@@ -378,8 +378,8 @@ LITERAL = [
 def test_todays_deconvnet_cases_pass_through_the_graph_engine(test, kwargs, monkeypatch):
     """tests/engine/test_deconvnet.py's cases, with its deconvolve/project swapped for ours
     (its torchvision-stack case is left out: the proofs cover AlexNet and VGG whole)."""
-    monkeypatch.setattr(legacy, "deconvolve", graph_deconv.deconvolve)
-    monkeypatch.setattr(legacy, "project", graph_deconv.project)
+    monkeypatch.setattr(legacy, "deconvolve", deconvnet.deconvolve)
+    monkeypatch.setattr(legacy, "project", deconvnet.project)
     getattr(legacy, test)(**kwargs)
 
 
@@ -404,5 +404,5 @@ def test_conv_transposes_share_the_conv_weights(monkeypatch):
         return real(inp, weight, *a, **k)
 
     monkeypatch.setattr(F, "conv_transpose2d", spy)
-    graph_deconv.project(model, torch.randn(1, 3, 32, 32), "features.5", 0, mode="map")
+    deconvnet.project(model, torch.randn(1, 3, 32, 32), "features.5", 0, mode="map")
     assert seen == [model.features[3].weight.data_ptr(), model.features[0].weight.data_ptr()]
