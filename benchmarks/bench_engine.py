@@ -153,7 +153,8 @@ def main():
                     help="Captum per feature as the baseline instead of the autograd loop")
     args = ap.parse_args()
     torch.manual_seed(0)
-    model = getattr(torchvision.models, args.net)().eval()
+    # Channels-last runs convolutions several times faster on the CPU, for both sides.
+    model = getattr(torchvision.models, args.net)().eval().to(memory_format=torch.channels_last)
     src = resolve_source(str(DATA), image_size=(224, 224))
     pix = src.read_indices(list(range(args.images)))
     x = normalize(pix, MEAN, STD).contiguous(memory_format=torch.channels_last)

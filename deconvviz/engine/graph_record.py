@@ -38,7 +38,7 @@ from .graph import Graph, GraphNode, eval_mode
 from .graph_geometry import Frame, window_frame
 from .graph_ops import REACH, _SIGNATURES, _bind, fetch_attr, op_weight, run_node
 
-__all__ = ["GraphRecording", "record_whole", "record_cone", "shift", "outside",
+__all__ = ["GraphRecording", "record_whole", "record_cone", "shift", "inside", "zero_outside",
            "cut_per_seed", "cut_record", "avg_counts", "channels_last", "paste"]
 
 
@@ -85,28 +85,33 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
 def shift(t: torch.Tensor, offset: Tuple[int, int], size: Tuple[int, int],
           fill: float = 0.0) -> torch.Tensor:
     """The ``size`` window of ``t`` ``(S, C, h, w)`` whose top-left is ``offset`` (the same
-    for every row); where it leaves ``t``, ``fill``."""
+    for every row); where it leaves ``t``, ``fill``. A window inside ``t`` is a view."""
     h, w = t.shape[-2:]
     top, left = -offset[0], -offset[1]
     bottom, right = size[0] - h - top, size[1] - w - left
-    if (top, left, bottom, right) == (0, 0, 0, 0):
-        return t
-    if min(top, left, bottom, right) >= 0 or max(top, left, bottom, right) <= 0:
-        return F.pad(t, (left, right, top, bottom), value=fill)
-    return F.pad(F.pad(t, (min(left, 0), min(right, 0), min(top, 0), min(bottom, 0))),
-                 (max(left, 0), max(right, 0), max(top, 0), max(bottom, 0)), value=fill)
+    if max(top, left, bottom, right) <= 0:
+        return t[..., offset[0]:offset[0] + size[0], offset[1]:offset[1] + size[1]]
+    if min(top, left, bottom, right) < 0:
+        t = t[..., max(offset[0], 0):h + min(bottom, 0), max(offset[1], 0):w + min(right, 0)]
+    return F.pad(t, (max(left, 0), max(right, 0), max(top, 0), max(bottom, 0)), value=fill)
 
 
-def outside(origin: torch.Tensor, size: Tuple[int, int], lo: Tuple[int, int],
-            hi: Tuple[int, int]) -> Optional[torch.Tensor]:
-    """``(S, 1, n_h, n_w)`` bool: window positions outside ``[lo, hi)`` (None if none is)."""
+def inside(origin: torch.Tensor, size: Tuple[int, int], lo: Tuple[int, int],
+           hi: Tuple[int, int]) -> Optional[torch.Tensor]:
+    """``(S, 1, n_h, n_w)`` bool: window positions inside ``[lo, hi)``; None if all are."""
     dev = origin.device
     ys = origin[:, :1] + torch.arange(size[0], device=dev)
     xs = origin[:, 1:] + torch.arange(size[1], device=dev)
-    oy, ox = (ys < lo[0]) | (ys >= hi[0]), (xs < lo[1]) | (xs >= hi[1])
-    if not bool(oy.any()) and not bool(ox.any()):
+    iy, ix = (ys >= lo[0]) & (ys < hi[0]), (xs >= lo[1]) & (xs < hi[1])
+    if bool(iy.all()) and bool(ix.all()):
         return None
-    return (oy[:, :, None] | ox[:, None, :]).unsqueeze(1)
+    return (iy[:, :, None] & ix[:, None, :]).unsqueeze(1)
+
+
+def zero_outside(t: torch.Tensor, keep: Optional[torch.Tensor]) -> torch.Tensor:
+    """``t`` with zeros where ``keep`` (from :func:`inside`) is False; ``t`` must be finite
+    (a product keeps channels-last and is several times faster than ``masked_fill``)."""
+    return t if keep is None else t * keep.to(t.dtype)
 
 
 def cut_per_seed(t: torch.Tensor, rows: torch.Tensor, offset: torch.Tensor,
@@ -140,10 +145,10 @@ def avg_counts(origin: torch.Tensor, size: Tuple[int, int], extent: Tuple[int, i
     ``origin`` ``(S, 2)`` of a map ``extent``: ``(S, 1, h, w)`` as PyTorch counts."""
     lo = tuple(-p for p in padding) if include_pad else (0, 0)
     hi = tuple(e + p for e, p in zip(extent, padding)) if include_pad else tuple(extent)
-    out = outside(origin, size, lo, hi)
-    inside = (torch.ones((origin.shape[0], 1) + tuple(size), device=origin.device)
-              if out is None else (~out).to(torch.float32))
-    counts = F.avg_pool2d(inside, kernel, stride, 0, divisor_override=1)
+    keep = inside(origin, size, lo, hi)
+    ones = (torch.ones((origin.shape[0], 1) + tuple(size), device=origin.device)
+            if keep is None else keep.to(torch.float32))
+    counts = F.avg_pool2d(ones, kernel, stride, 0, divisor_override=1)
     return counts.clamp(min=1)
 
 
@@ -196,10 +201,12 @@ def _window_op(graph: Graph, node: GraphNode, x: torch.Tensor, xf: Frame, xo: to
     x = shift(x, tuple(need.a[i] - xf.a[i] for i in range(2)), need.n)
     origin = need.origin(position)
     extent = tuple(graph.node(node.inputs[0]).shape[1:])
-    out = outside(origin, need.n, (0, 0), extent)
-    fill = float("-inf") if node.op in ("maxpool", "adaptive_maxpool") else 0.0
-    if out is not None:
-        x = x.masked_fill(out, fill)
+    keep = inside(origin, need.n, (0, 0), extent)
+    pool = node.op in ("maxpool", "adaptive_maxpool")
+    if pool and keep is not None:
+        x = torch.where(keep, x, torch.tensor(float("-inf"), dtype=x.dtype, device=x.device))
+    else:
+        x = zero_outside(x, keep)
     x = channels_last(x)
     if node.op == "conv":
         if node.fx_node.op == "call_module":
@@ -211,6 +218,11 @@ def _window_op(graph: Graph, node: GraphNode, x: torch.Tensor, xf: Frame, xo: to
                         node.params["groups"]), None
     if node.op in ("maxpool", "adaptive_maxpool"):
         value, local = F.max_pool2d(x, kernel, stride, 0, dilation, return_indices=True)
+        # A window wholly in the padding gives -inf, which no op after may see (every
+        # value kept is finite, so windows can be cut by products).
+        keep_out = inside(f.origin(position), f.n, (0, 0), tuple(node.shape[1:]))
+        if keep_out is not None:
+            value = torch.where(keep_out, value, torch.zeros((), dtype=value.dtype))
         nw = need.n[1]
         sw = ((origin[:, :1].view(-1, 1, 1, 1) + local // nw) * extent[1]
               + origin[:, 1:].view(-1, 1, 1, 1) + local % nw)

@@ -42,7 +42,8 @@ from ..errors import DeconvvizError
 from .graph import Graph, GraphNode
 from .graph_geometry import Frame, window_frame
 from .graph_ops import op_weight
-from .graph_record import GraphRecording, avg_counts, channels_last, cut_record, outside, shift
+from .graph_record import (GraphRecording, avg_counts, channels_last, cut_record, inside, shift,
+                           zero_outside)
 
 __all__ = ["Walk", "TRANSPOSES", "POINT_OPS", "reverse_walk", "point_walk"]
 
@@ -267,8 +268,7 @@ def _settle(walk: Walk, name: str, g: torch.Tensor) -> torch.Tensor:
     f = walk.frame(name)
     if f is None or f.whole:
         return g
-    out = outside(walk.origin(name), f.n, (0, 0), walk.extent(name))
-    return g if out is None else g.masked_fill(out, 0.0)
+    return zero_outside(g, inside(walk.origin(name), f.n, (0, 0), walk.extent(name)))
 
 
 def reverse_walk(walk: Walk, start: str, signal: torch.Tensor) -> torch.Tensor:
@@ -280,11 +280,13 @@ def reverse_walk(walk: Walk, start: str, signal: torch.Tensor) -> torch.Tensor:
     """
     graph = walk.graph
     pending: Dict[str, torch.Tensor] = {start: signal}
+    spread = {start}     # nodes a window op sent signal to: it may lie in their padding
     for n in reversed(graph.ancestors([start])):
         g = pending.pop(n.name, None)
         if g is None:
             continue
-        g = _settle(walk, n.name, g)
+        if n.name in spread:
+            g = _settle(walk, n.name, g)
         if n.op == "input":
             return g
         rule_fn = TRANSPOSES.get(n.op)
@@ -295,8 +297,11 @@ def reverse_walk(walk: Walk, start: str, signal: torch.Tensor) -> torch.Tensor:
                 continue
             target = walk.frame(parent)
             if sent_frame is not None and target is not None:
-                sent = shift(sent, tuple(target.a[i] - sent_frame.a[i] for i in range(2)),
-                             target.n)
+                if sent_frame != target:
+                    sent = shift(sent, tuple(target.a[i] - sent_frame.a[i] for i in range(2)),
+                                 target.n)
+                if sent_frame is not walk.frame(n.name):
+                    spread.add(parent)
             # Out of place: a signal may be shared by several parents (add).
             pending[parent] = sent if parent not in pending else pending[parent] + sent
     first = graph.nodes[0]
