@@ -26,16 +26,16 @@ def layers(checkpoint, all_nodes):
     """
     from ..data.preprocess import Preprocessing
     from ..engine.layers import list_layers
-    from ..engine.network import graph_of, is_plain
+    from ..engine.network import graph_of
 
     model = checkpoint.load()
     size = Preprocessing.from_meta(model.meta).size
-    if is_plain(model) and not all_nodes:
+    graph = graph_of(model, size)
+    if graph.layers and not all_nodes:
         rows = [(str(i.index), i.path, "conv block", i) for i in list_layers(model, size)]
         head = ("layer", "module")
         foot = "features count from 0; layers from 1; --all lists every node by name"
     else:
-        graph = graph_of(model, size)
         rows = [(i.name, i.what if len(i.what) < 28 else i.op, "", i)
                 for i in graph.infos(all_nodes=all_nodes)]
         head = ("node", "op")

@@ -367,6 +367,12 @@ class Graph:
         raise DeconvvizError(f"no node named {layer!r} in {type(self.model).__name__} ({hint}; "
                              "see 'deconvviz layers --all')")
 
+    def output_name(self) -> Optional[str]:
+        """The node the model returns (None when it returns something else than one node)."""
+        out = next((n for n in self._fx_graph.nodes if n.op == "output"), None)
+        arg = out.args[0] if out is not None and out.args else None
+        return self._names.get(arg) if isinstance(arg, fx.Node) else None
+
     def node_of(self, fx_node: fx.Node) -> GraphNode:
         """The :class:`GraphNode` of a traced fx node."""
         return self._by_fx[fx_node]

@@ -1,51 +1,33 @@
-"""Which engine serves a layer: the sequential deconvnet or the graph of any CNN.
+"""A model's traced network, made once and handed down, and the layers a command names.
 
-A plain conv stack (``model.features`` of Conv2d, ReLU and MaxPool2d: the bundled
-CNN, AlexNet, VGG) asked for by layer number runs on the sequential engine
-(:mod:`.layers`, :mod:`.deconvnet`, with its receptive-field-windowed fast
-path); every other model or node runs on the torch.fx graph
-(:mod:`.graph`, :mod:`.deconvnet`). Both give equal projections (proved
-against autograd in the tests); this module only chooses, so callers ask for
-``layer`` (a number or a node name) and get an info object with the same
-fields either way (:class:`~.layers.LayerInfo` or :class:`~.graph.NodeInfo`).
+:func:`graph_of` traces a model once (per model, cached weakly) and analyses it at
+an image size; every layer a command names resolves on it to a
+:class:`~deconvviz.engine.graph.NodeInfo`, whether it was given as a node name
+(``"layer2.1.relu_1"``) or, on a plain conv stack, as a block number (a name for
+the node that ends the block). :func:`layer_key` is how reports and files name it:
+as the user did.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import weakref
-from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 from torch import nn
 
 from ..errors import DeconvvizError
-from .layers import LayerInfo, check_supported, conv_stack, get_layer, list_layers
+from .graph import Graph, NodeInfo, build_graph
 
-# The graph engine (torch.fx, torchvision) is imported when a network first needs it:
-# importing torchvision costs over a second, which a plain conv stack never pays.
-if TYPE_CHECKING:
-    from .graph import Graph, NodeInfo
-
-__all__ = ["Layer", "is_plain", "graph_of", "resolve_info", "resolve_infos", "layer_key",
-           "uses_graph", "spatial", "require_spatial"]
+__all__ = ["Layer", "graph_of", "resolve_info", "resolve_infos", "layer_key", "spatial",
+           "require_spatial"]
 
 Layer = Union[int, str]
 _GRAPHS: "weakref.WeakKeyDictionary[nn.Module, Graph]" = weakref.WeakKeyDictionary()
 
 
-def is_plain(model: nn.Module) -> bool:
-    """Whether the sequential engine serves ``model`` (a plain, supported conv stack)."""
-    try:
-        conv_stack(model)
-        check_supported(model)
-    except DeconvvizError:
-        return False
-    return True
-
-
-def graph_of(model: nn.Module, image_size: Tuple[int, int]) -> "Graph":
+def graph_of(model: nn.Module, image_size: Tuple[int, int]) -> Graph:
     """The model's traced :class:`Graph` at ``image_size`` (traced once per model)."""
-    from .graph import build_graph
-
     graph = _GRAPHS.get(model)
     if graph is None:
         graph = build_graph(model, tuple(image_size))
@@ -63,30 +45,29 @@ def _number(layer: Layer) -> Optional[int]:
     return None
 
 
-def resolve_info(model: nn.Module, layer: Layer, image_size: Tuple[int, int]
-                 ) -> Union[LayerInfo, "NodeInfo"]:
-    """The layer's info: a :class:`LayerInfo` for a numbered layer of a plain stack, else
-    the graph's :class:`NodeInfo` after checking every op below it has a rule."""
+def resolve_info(model: nn.Module, layer: Layer, image_size: Tuple[int, int]) -> NodeInfo:
+    """The :class:`NodeInfo` of a block number or node name, after checking that every op
+    below it has a deconvnet rule. ``index`` is the block number where the layer was given
+    as one, else None."""
+    graph = graph_of(model, image_size)
     number = _number(layer)
-    if number is not None and is_plain(model):
-        return get_layer(model, number, tuple(image_size))
-    graph = graph_of(model, image_size)   # a name that is all digits may be a node's name
-    graph.check_seed(layer)
-    return graph.info(layer)
+    if number is not None and graph.layers:
+        return graph.info(graph.check_seed(number).name)
+    # A name that is all digits may be a node's name (an nn.Sequential's children).
+    return dataclasses.replace(graph.info(graph.check_seed(layer).name), index=None)
 
 
 def resolve_infos(model: nn.Module, layers: Optional[Sequence[Layer]],
-                  image_size: Tuple[int, int]) -> List[Union[LayerInfo, "NodeInfo"]]:
-    """Infos of ``layers`` (in the order given, duplicates dropped); by default every conv
-    layer of a plain stack, or every node worth projecting of any other network."""
+                  image_size: Tuple[int, int]) -> List[NodeInfo]:
+    """Infos of ``layers`` (in the order given, duplicates dropped; block numbers sorted);
+    by default every block of a plain stack, or every node worth projecting of any other
+    network."""
     if not layers:
-        if is_plain(model):
-            infos = list_layers(model, tuple(image_size))
-            if not infos:
-                raise DeconvvizError("the model's conv stack has no Conv2d layer")
-            return infos
         graph = graph_of(model, image_size)
-        infos = [i for i in graph.infos() if _projectable(graph, i.name)]
+        if graph.layers:
+            return [resolve_info(model, i + 1, image_size) for i in range(len(graph.layers))]
+        infos = [dataclasses.replace(i, index=None) for i in graph.infos()
+                 if _projectable(graph, i.name)]
         if not infos:
             raise DeconvvizError(f"{type(model).__name__} has no node to project")
         return infos
@@ -96,12 +77,12 @@ def resolve_infos(model: nn.Module, layers: Optional[Sequence[Layer]],
         if layer_key(info) not in seen:
             seen.add(layer_key(info))
             out.append(info)
-    if all(isinstance(i, LayerInfo) for i in out):
+    if all(i.index is not None for i in out):
         out.sort(key=lambda i: i.index)
     return out
 
 
-def _projectable(graph: "Graph", name: str) -> bool:
+def _projectable(graph: Graph, name: str) -> bool:
     try:
         graph.check_seed(name)
     except DeconvvizError:
@@ -109,15 +90,13 @@ def _projectable(graph: "Graph", name: str) -> bool:
     return True
 
 
-def spatial(model: nn.Module, info) -> bool:
+def spatial(model: nn.Module, info: NodeInfo) -> bool:
     """Whether the layer's output has positions ``(C, H, W)`` (a logit or a flattened
     vector has one value per channel and no image patch of its own)."""
-    if isinstance(info, LayerInfo):
-        return True
-    return len(graph_of(model, info.image_size).node(info.name).shape or ()) == 3
+    return graph_of(model, info.image_size).node(info.name).spatial
 
 
-def require_spatial(model: nn.Module, info) -> None:
+def require_spatial(model: nn.Module, info: NodeInfo) -> None:
     """One line for a layer without positions where image patches are asked for."""
     if not spatial(model, info):
         raise DeconvvizError(f"{info.describe()} has no spatial output (one value per "
@@ -126,11 +105,7 @@ def require_spatial(model: nn.Module, info) -> None:
                              f"with 'deconvviz project --layer {info.name}'")
 
 
-def layer_key(info: Union[LayerInfo, "NodeInfo"]) -> Layer:
-    """How reports and files name a layer: its number on the sequential engine, else the
-    node name."""
-    return info.index if isinstance(info, LayerInfo) else info.name
-
-
-def uses_graph(info) -> bool:
-    return not isinstance(info, LayerInfo)
+def layer_key(info: NodeInfo) -> Layer:
+    """How reports and files name a layer: its block number where it was given as one,
+    else its node name."""
+    return info.index if info.index is not None else info.name
