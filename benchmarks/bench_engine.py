@@ -92,31 +92,47 @@ def loop(gm, x, node, feats, idx, pos):
     return res
 
 
-def captum_loop(model, module, x, feats, idx, pos):
+class Trunk(torch.nn.Module):
+    """The network up to ``node`` (torchvision's feature extractor), ReLUs not in place
+    (Captum's hooks need that): the least a Captum user runs per call."""
+
+    def __init__(self, model, node):
+        super().__init__()
+        from torchvision.models.feature_extraction import create_feature_extractor
+
+        self.fe = create_feature_extractor(model, return_nodes=[node]).eval()
+        for m in self.fe.modules():
+            if isinstance(m, torch.nn.ReLU):
+                m.inplace = False
+        self.node = node
+
+    def forward(self, x):
+        return self.fe(x)[self.node]
+
+
+def captum_loop(trunk, x, feats, idx, pos):
+    """Captum's ``NeuronDeconvolution`` once per feature, over that feature's images (a
+    selector picks each image's own position), scaled by the seeded value."""
     from captum.attr import NeuronDeconvolution
 
+    layer = trunk.fe.get_submodule(trunk.node) if trunk.node in dict(
+        trunk.fe.named_modules()) else trunk
+    nd = NeuronDeconvolution(trunk, layer)
     res = torch.zeros((feats.numel(),) + tuple(x.shape[1:]))
     for f in feats.unique():
         sel = (feats == f).nonzero().view(-1)
-        for s in sel.tolist():
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                a = NeuronDeconvolution(model, module).attribute(
-                    x[idx[s]:idx[s] + 1], neuron_selector=(int(f), int(pos[s, 0]),
-                                                           int(pos[s, 1])))
-            res[s] = a[0] * float(v_of(model, module, x[idx[s]:idx[s] + 1], f, pos[s]))
-    return res
+        xs, p = x[idx[sel]], pos[sel]
+        rows = torch.arange(sel.numel())
 
-
-def v_of(model, module, x, f, p):
-    got = {}
-    h = module.register_forward_hook(lambda m, i, o: got.setdefault("o", o))
-    try:
+        def select(o, f=f, p=p, rows=rows):
+            return o[rows, f, p[:, 0], p[:, 1]]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            a = nd.attribute(xs, neuron_selector=select)
         with torch.no_grad():
-            model(x)
-    finally:
-        h.remove()
-    return got["o"][0, f, p[0], p[1]]
+            v = trunk(xs)[rows, f, p[:, 0], p[:, 1]]
+        res[sel] = a * v.view(-1, 1, 1, 1)
+    return res
 
 
 def report_seeds(graph, x, node, channels=8, k=4):
@@ -164,6 +180,7 @@ def main():
     seeds = {n: report_seeds(graph, x, graph.node(n).name) for n in nodes}
     total = sum(s[0].numel() for s in seeds.values())
     gm = None if args.captum else loop_model(model, names)
+    trunks = {name: Trunk(model, name) for name in names} if args.captum else {}
 
     def ours():
         return [deconvolve(model, x, n, seeds[n][1], seeds[n][0], mode="position",
@@ -171,8 +188,7 @@ def main():
 
     def base():
         if args.captum:
-            mods = dict(model.named_modules())
-            return [captum_loop(model, mods[name], x, seeds[n][1], seeds[n][0], seeds[n][2])
+            return [captum_loop(trunks[name], x, seeds[n][1], seeds[n][0], seeds[n][2])
                     for n, name in zip(nodes, names)]
         return [loop(gm, x, name, seeds[n][1], seeds[n][0], seeds[n][2])
                 for n, name in zip(nodes, names)]
