@@ -39,8 +39,8 @@ sys.path.insert(0, str(REPO))
 
 from deconvviz import deconvolve  # noqa: E402
 from deconvviz.data.sources import normalize, resolve_source  # noqa: E402
-from deconvviz.engine.graph import build_graph  # noqa: E402
-from deconvviz.engine.deconvnet import node_outputs  # noqa: E402
+from deconvviz.engine.net.graph import build_graph  # noqa: E402
+from deconvviz.engine.deconv.deconvnet import node_outputs  # noqa: E402
 
 DATA = REPO.parent / "shared" / "datasets" / "imagenet-samples"
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]

@@ -16,10 +16,10 @@ Layers count from 1, features (channels) from 0.
 __version__ = "0.1.0"
 
 from .api import load_data, load_model, model_normalization  # noqa: E402
-from .engine.deconvnet import Projection, deconvolve, project  # noqa: E402
-from .engine.layers import list_layers  # noqa: E402
-from .engine.receptive import receptive_box  # noqa: E402
-from .engine.recording import record  # noqa: E402
+from .engine.deconv.deconvnet import Projection, deconvolve, project  # noqa: E402
+from .engine.net.layers import list_layers  # noqa: E402
+from .engine.net.geometry import receptive_box  # noqa: E402
+from .engine.deconv.hooks import record  # noqa: E402
 from .errors import DeconvvizError  # noqa: E402
 from .render.display import to_display  # noqa: E402
 

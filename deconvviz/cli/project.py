@@ -25,8 +25,8 @@ def layers(checkpoint, all_nodes):
     named as torchvision's get_graph_node_names names them; --layer takes either.
     """
     from ..data.preprocess import Preprocessing
-    from ..engine.layers import list_layers
-    from ..engine.network import graph_of
+    from ..engine.net.layers import list_layers
+    from ..engine.net.network import graph_of
 
     model = checkpoint.load()
     size = Preprocessing.from_meta(model.meta).size
@@ -80,9 +80,9 @@ def project(checkpoint, layer, feature, data, workers, skip_unreadable, split, i
     HDF5 file with the raw values, and prints both paths.
     """
     from ..data.sources import image_files_source, normalize, resolve_source
-    from ..engine.deconvnet import deconvolve
+    from ..engine.deconv.deconvnet import deconvolve
     from ..data.preprocess import Preprocessing
-    from ..engine.network import resolve_info
+    from ..engine.net.network import resolve_info
     from ..engine.topk import strongest_images
     from ..figures import save_projection
     from ..store.atomic import output_folder

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..engine.deconvnet import RULES
+from ..engine.deconv.deconvnet import RULES
 from ..errors import DeconvvizError
 from ..store.report import PROJECTION_DTYPES
 from .common import (LAYER, command_line, data_option, device_option, model_option, resolve_device,
@@ -72,7 +72,7 @@ def report(checkpoint, data, workers, skip_unreadable, split, layers, k, batch_s
     from ..data.sources import resolve_source
     from ..engine.distributed import distributed_context
     from ..data.preprocess import Preprocessing
-    from ..engine.network import require_spatial, resolve_info
+    from ..engine.net.network import require_spatial, resolve_info
     from ..report import scan_state_path, write_report
     from ..store.atomic import check_writable_dir
 

@@ -29,7 +29,7 @@ import torch
 from torch import nn
 
 from ..errors import DeconvvizError
-from .network import graph_of, resolve_info
+from .net.network import graph_of, resolve_info
 
 __all__ = ["OcclusionMaps", "occlusion_maps", "occluder_positions", "fill_value", "occlude"]
 

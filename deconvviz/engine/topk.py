@@ -24,8 +24,8 @@ from torch import nn
 from ..data.sources import ImageSource
 from ..errors import DeconvvizError
 from ..progress import Progress
-from .graph import NodeInfo
-from .network import graph_of, layer_key, resolve_infos
+from .net.graph import NodeInfo
+from .net.network import graph_of, layer_key, resolve_infos
 
 __all__ = ["TopK", "empty_topk", "merge_topk", "finalize_topk", "scan_topk", "strongest_images",
            "model_dtype", "normalization_of", "layer_infos", "scan_batch_size"]

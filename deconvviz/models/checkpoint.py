@@ -18,7 +18,7 @@ from torch import nn
 
 from .. import __version__
 from ..errors import DeconvvizError
-from ..models.architectures import ARCHITECTURES, build_model
+from .architectures import ARCHITECTURES, build_model
 
 __all__ = ["save_checkpoint", "read_checkpoint", "load_model", "bundled_checkpoint",
            "file_sha256", "CHECKPOINT_FORMAT"]

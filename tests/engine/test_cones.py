@@ -9,10 +9,10 @@ import torch
 from torch import nn
 
 from conftest import assert_close, alexnet_like
-from deconvviz.engine.deconvnet import (RULES, Plan, deconvolve, project_positions,
+from deconvviz.engine.deconv.deconvnet import (RULES, Plan, deconvolve, project_positions,
                                         project_recorded)
-from deconvviz.engine.graph import build_graph
-from deconvviz.engine.graph_record import record_cone, record_whole
+from deconvviz.engine.net.graph import build_graph
+from deconvviz.engine.deconv.record import record_cone, record_whole
 from graph_reference import ZOO, one_thread, reference, zoo_graph, zoo_model  # noqa: F401
 
 PLANS = [Plan("whole", "whole"), Plan("whole", "cone"), Plan("cone", "cone")]

@@ -8,8 +8,8 @@ from torch import nn
 
 from conftest import assert_close, TINY_INPUT, alexnet_like, reference_projection, tiny_model
 from deconvviz import DeconvvizError, deconvolve, project, record
-from deconvviz.engine.deconvnet import RULES
-from deconvviz.engine.layers import conv_stack, get_layer, list_layers
+from deconvviz.engine.deconv.deconvnet import RULES
+from deconvviz.engine.net.layers import conv_stack, get_layer, list_layers
 from deconvviz.models.architectures import CifarCNN
 
 
@@ -172,7 +172,7 @@ def test_shares_the_conv_weight_tensor(monkeypatch):
 
 def test_unsupported_module_is_named():
     # The sequential engine names what it cannot invert ...
-    from deconvviz.engine.layers import check_supported
+    from deconvviz.engine.net.layers import check_supported
     m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
     with pytest.raises(DeconvvizError, match=r"module 1 \(BatchNorm2d\) is not supported"):
         check_supported(m)

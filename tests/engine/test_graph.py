@@ -12,11 +12,11 @@ from torchvision.models.feature_extraction import get_graph_node_names
 import test_deconvnet as legacy
 from conftest import assert_close, TINY_INPUT, alexnet_like, tiny_model
 from deconvviz.engine import deconvnet
-from deconvviz.engine.deconvnet import RULES
-from deconvviz.engine.graph import build_graph
-from deconvviz.engine.deconvnet import deconvolve, record_graph
-from deconvviz.engine.layers import list_layers
-from deconvviz.engine.receptive import boxes_for
+from deconvviz.engine.deconv.deconvnet import RULES
+from deconvviz.engine.net.graph import build_graph
+from deconvviz.engine.deconv.deconvnet import deconvolve, record_graph
+from deconvviz.engine.net.layers import list_layers
+from deconvviz.engine.net.geometry import boxes_for
 from deconvviz.errors import DeconvvizError
 from deconvviz.models.architectures import CifarCNN
 from graph_reference import (ZOO, extractor, one_thread, rule_patches, zoo_graph,  # noqa: F401
@@ -129,7 +129,7 @@ def test_receptive_box_is_the_support_of_the_gradient(name):
 def test_affine_field_clipped_holds_the_exact_box(name):
     """Where a node has stride and offset (every node of these networks but uneven adaptive
     pools), the classic window clipped at the border (what the report's patches cut,
-    :mod:`deconvviz.engine.receptive`) holds each position's exact box, and equals it unless
+    :mod:`deconvviz.engine.net.geometry`) holds each position's exact box, and equals it unless
     the first layer never reads the image's last rows (SqueezeNet's 7x7/2 conv on 64 px)."""
     graph = zoo_graph(name)
     drops = name in ("squeezenet",)

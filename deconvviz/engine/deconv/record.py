@@ -1,7 +1,7 @@
 """The recorded forward pass on a graph: over whole images, or over each seed's cone only.
 
 A seed at one position of a node depends on the image only inside its cone: at
-every node below, the window :meth:`~deconvviz.engine.graph.Graph.frames` gives
+every node below, the window :meth:`~deconvviz.engine.net.graph.Graph.frames` gives
 (the union of what the node's consumers read, through adds and concatenations;
 strides, dilation, padding and groups followed). :func:`record_cone` runs every
 node of the cone on those windows, one row per seed, so a seed of
@@ -34,9 +34,9 @@ import torch
 import torch.nn.functional as F
 from torch import fx
 
-from .graph import Graph, GraphNode, eval_mode
-from .graph_geometry import Frame, window_frame
-from .graph_ops import REACH, _SIGNATURES, _bind, fetch_attr, op_weight, run_node
+from ..net.graph import Graph, GraphNode, eval_mode
+from ..net.geometry import Frame, window_frame
+from ..net.ops import REACH, _SIGNATURES, _bind, fetch_attr, op_weight, run_node
 
 __all__ = ["GraphRecording", "record_whole", "record_cone", "shift", "inside", "zero_outside",
            "cut_per_seed", "cut_record", "avg_counts", "channels_last", "paste"]

@@ -7,10 +7,10 @@ and ``create_feature_extractor`` takes: ``features.28``, ``layer3.1.relu_1``,
 ``inception4a.branch2.1.conv``. Every use of a reused module and every
 functional or in-place ReLU is its own node. One forward pass at the given
 input size gives every node's output shape; the receptive field of every output
-position follows (:mod:`.graph_geometry`). The :class:`Graph` is made once at
+position follows (:mod:`.geometry`). The :class:`Graph` is made once at
 the boundary and handed along.
 
-**Legacy layer numbers.** Where the network is a plain conv stack
+**Block numbers.** Where the network is a plain conv stack
 (``model.features`` or the model itself an ``nn.Sequential``; our CIFAR CNN,
 AlexNet, VGG), integer layer ``L`` names the output of the L-th ``Conv2d``'s
 block (after its ReLU and pooling, up to the next conv), exactly as
@@ -26,10 +26,10 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import torch
 from torch import fx, nn
 
-from ..errors import DeconvvizError
-from .graph_geometry import Frame, Geometry, receptive_fields, seed_frames, window_frame
-from .graph_ops import REACH, OpSpec, classify, op_weight, run_node, run_pool_with_switches
-from .graph_trace import eval_mode, one_line, trace
+from ...errors import DeconvvizError
+from .geometry import Frame, Geometry, receptive_fields, seed_frames, window_frame
+from .ops import REACH, OpSpec, classify, op_weight, run_node, run_pool_with_switches
+from .trace import eval_mode, one_line, trace
 from .layers import conv_stack
 
 __all__ = ["GraphNode", "NodeInfo", "Graph", "build_graph", "eval_mode", "SEED_OPS",
@@ -63,7 +63,7 @@ class GraphNode:
     among torchvision's node names; ``shape``: the output shape of one image,
     ``(C, H, W)`` or ``(C,)`` (``None`` when not a tensor or when the node cannot
     run at this input size, ``error`` then says why); ``spec``: the op in normal
-    form (:class:`~deconvviz.engine.graph_ops.OpSpec`).
+    form (:class:`~deconvviz.engine.net.ops.OpSpec`).
     """
 
     name: str
@@ -101,13 +101,13 @@ class GraphNode:
 @dataclass(frozen=True)
 class NodeInfo:
     """A seedable node's size and receptive field, shaped like
-    :class:`~deconvviz.engine.layers.LayerInfo`.
+    :class:`~deconvviz.engine.net.layers.LayerInfo`.
 
     ``index``: the legacy layer number (``None`` for other nodes); ``features``:
     channels; ``output_size``: ``(h, w)`` (``(1, 1)`` for a ``(B, C)`` output);
     the receptive field of position ``(i, j)`` starts at
     ``(rf_start[0] + i * rf_jump[0], ...)`` and spans ``rf_size`` (unclipped, as
-    :func:`~deconvviz.engine.receptive.receptive_box` reads it). Where no such
+    :func:`~deconvviz.engine.net.geometry.receptive_box` reads it). Where no such
     affine field exists (``exact`` False: uneven adaptive pools, merges of
     different strides), ``rf_jump`` is 0 and the window covers every position's
     box. :meth:`box` and :meth:`boxes` give each position's exact clipped box.

@@ -13,7 +13,7 @@ from typing import Optional, Tuple, Union
 
 import torch
 
-from ..errors import DeconvvizError
+from ...errors import DeconvvizError
 
 __all__ = ["RULES", "UNPOOLS", "MODES", "Projection", "check_choice", "check_seeds",
            "seed_maps", "max_positions"]

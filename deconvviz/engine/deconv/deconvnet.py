@@ -1,21 +1,21 @@
 """The deconvnet on any traced CNN: record the forward pass, seed, walk the graph back.
 
 Zeiler & Fergus (arXiv 1311.2901) on any network
-:func:`~deconvviz.engine.graph.build_graph` can trace: the bundled CNN, AlexNet,
+:func:`~deconvviz.engine.net.graph.build_graph` can trace: the bundled CNN, AlexNet,
 VGG (with batch norm), ResNets, GoogLeNet, DenseNet, MobileNet, SqueezeNet, your
 own. A layer is a torchvision node name (``"layer3.1.relu_1"``) or, on a plain
 conv stack, a block number, which is only a name for a node.
 
 A seed at one position depends on the image only inside its cone
-(:meth:`~deconvviz.engine.graph.Graph.frames`), so each node's seeds take the
+(:meth:`~deconvviz.engine.net.graph.Graph.frames`), so each node's seeds take the
 cheapest of three ways, chosen by multiply-adds (:func:`plan`):
 
 * ``record="cone"``: each seed records the forward pass inside its cone only
-  (:func:`~deconvviz.engine.graph_record.record_cone`; seeds at known positions
+  (:func:`~deconvviz.engine.deconv.record.record_cone`; seeds at known positions
   where there are more images than the cones cost, e.g. shallow nodes of large
   images);
 * ``record="whole"``: each distinct image is recorded once, as far as the node
-  needs (:func:`~deconvviz.engine.graph_record.record_whole`);
+  needs (:func:`~deconvviz.engine.deconv.record.record_whole`);
 * ``walk="cone"`` or ``"whole"``: the reverse pass inside each seed's cone, or
   over whole maps (where the cone covers the image, for ``mode="map"``, and
   where no cone exists: a logit, a flatten below the seed).
@@ -32,10 +32,10 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import torch
 from torch import nn
 
-from ..errors import DeconvvizError
-from .graph import Graph, GraphNode, build_graph, eval_mode
-from .graph_record import GraphRecording, channels_last, paste, record_cone, record_whole
-from .graph_reverse import Walk, point_walk, reverse_walk
+from ...errors import DeconvvizError
+from ..net.graph import Graph, GraphNode, build_graph, eval_mode
+from .record import GraphRecording, channels_last, paste, record_cone, record_whole
+from .reverse import Walk, point_walk, reverse_walk
 from .projection import (MODES, RULES, UNPOOLS, Projection, check_choice, check_seeds,
                          max_positions, seed_maps)
 
@@ -137,7 +137,7 @@ def _bytes(graph: Graph, node: str, frames, elem: int, masks: bool) -> Tuple[int
 def record_graph(graph: Graph, images: torch.Tensor, nodes: Sequence[Layer],
                  masks: bool = True) -> GraphRecording:
     """One whole forward pass of ``images`` ``(B, C, H, W)``, only as far as ``nodes`` need
-    (see :func:`~deconvviz.engine.graph_record.record_whole`), after checking each node."""
+    (see :func:`~deconvviz.engine.deconv.record.record_whole`), after checking each node."""
     return record_whole(graph, images, [graph.check_seed(n).name for n in nodes], masks)
 
 
@@ -318,7 +318,7 @@ def deconvolve_many(model: nn.Module, images: torch.Tensor, seeds: Sequence[Seed
     node. Nodes whose seeds read whole recordings share **one** forward pass of
     the images they use, as far as the deepest of them needs; seeds at known
     positions of shallow nodes record their cones instead. Returns one
-    :class:`~deconvviz.engine.projection.Projection` per :class:`Seeds`, in order
+    :class:`~deconvviz.engine.deconv.projection.Projection` per :class:`Seeds`, in order
     (``projections`` ``(S, C, H, W)`` in the model's input space, raw and signed;
     ``layer`` as given).
     """
@@ -373,10 +373,10 @@ def deconvolve(model: nn.Module, images: torch.Tensor, layer: Layer,
     activation (the paper), ``"map"`` its whole map, ``"position"`` its value at
     ``position`` ``(S, 2)``. ``rule``: ``"deconvnet"`` (ReLUs rectify the signal),
     ``"guided"`` or ``"gradient"``; ``unpool``: ``"switches"`` or ``"nearest"``.
-    ``graph``: the model's :class:`~deconvviz.engine.graph.Graph` (built here if
+    ``graph``: the model's :class:`~deconvviz.engine.net.graph.Graph` (built here if
     not given). Seeds at one position go back inside their receptive fields
     only, and record only them where that costs less. Returns a
-    :class:`~deconvviz.engine.projection.Projection` with full-image
+    :class:`~deconvviz.engine.deconv.projection.Projection` with full-image
     ``projections`` ``(S, C, H, W)``.
     """
     return deconvolve_many(model, images, [Seeds(layer, feature, image_index, position)],

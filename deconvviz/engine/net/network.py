@@ -2,7 +2,7 @@
 
 :func:`graph_of` traces a model once (per model, cached weakly) and analyses it at
 an image size; every layer a command names resolves on it to a
-:class:`~deconvviz.engine.graph.NodeInfo`, whether it was given as a node name
+:class:`~deconvviz.engine.net.graph.NodeInfo`, whether it was given as a node name
 (``"layer2.1.relu_1"``) or, on a plain conv stack, as a block number (a name for
 the node that ends the block). :func:`layer_key` is how reports and files name it:
 as the user did.
@@ -16,7 +16,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 from torch import nn
 
-from ..errors import DeconvvizError
+from ...errors import DeconvvizError
 from .graph import Graph, NodeInfo, build_graph
 
 __all__ = ["Layer", "graph_of", "resolve_info", "resolve_infos", "layer_key", "spatial",

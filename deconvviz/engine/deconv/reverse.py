@@ -5,7 +5,7 @@ the seed's ancestors in reverse execution order; a node's signal is the sum of
 what its consumers send it (a residual input, a tensor concatenated several
 times). Each op goes back through its own rule, one function per op in
 :data:`TRANSPOSES` (the table a new op is added to, with its ``REACH`` in
-:mod:`.graph_ops`):
+:mod:`..net.ops`):
 
 * max pools **unpool**: ``switches`` puts each value where that image's max came
   from, ``nearest`` copies it to the whole window; overlapping windows are
@@ -38,11 +38,11 @@ import torch
 import torch.nn.functional as F
 import torchvision
 
-from ..errors import DeconvvizError
-from .graph import Graph, GraphNode
-from .graph_geometry import Frame, window_frame
-from .graph_ops import op_weight
-from .graph_record import (GraphRecording, avg_counts, channels_last, cut_record, inside, shift,
+from ...errors import DeconvvizError
+from ..net.graph import Graph, GraphNode
+from ..net.geometry import Frame, window_frame
+from ..net.ops import op_weight
+from .record import (GraphRecording, avg_counts, channels_last, cut_record, inside, shift,
                            zero_outside)
 
 __all__ = ["Walk", "TRANSPOSES", "POINT_OPS", "reverse_walk", "point_walk"]

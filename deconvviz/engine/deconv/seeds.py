@@ -7,12 +7,12 @@ from typing import Dict, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from ..data.sources import ImageSource, normalize
-from ..errors import DeconvvizError
+from ...data.sources import ImageSource, normalize
+from ...errors import DeconvvizError
 from .deconvnet import project_positions
-from .network import Layer, graph_of
+from ..net.network import Layer, graph_of
 from .projection import RULES
-from .topk import TopK, model_dtype, normalization_of
+from ..topk import TopK, model_dtype, normalization_of
 
 __all__ = ["project_seeds", "project_topk"]
 
@@ -34,7 +34,7 @@ def project_seeds(model: nn.Module, images: Dict[int, torch.Tensor], tops: Dict[
     Seed ``(f, j)`` of layer ``L`` is feature ``f`` at ``tops[L].position[f, j]`` of
     image ``tops[L].image_index[f, j]``, projected with that image's own switches.
     Per layer, the seeds of each chunk of ``images_per_pass`` distinct images (64
-    by default) go through :func:`~deconvviz.engine.deconvnet.project_positions`:
+    by default) go through :func:`~deconvviz.engine.deconv.deconvnet.project_positions`:
     each image recorded once, or each seed's receptive-field cone only where
     that costs less, and every seed back inside its cone.
     Returns ``({L: projections (F, k, 3, H, W) float32}, {L: seeded activation (F, k)})``.

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import check_supported, conv_stack, list_layers
+from ..net.layers import check_supported, conv_stack, list_layers
 
 __all__ = ["Recording", "BlockRecord", "record"]
 
