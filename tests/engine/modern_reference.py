@@ -259,6 +259,12 @@ class _RuleInterpreter(fx.Interpreter):
         self.placeholders = 0
 
     def run_node(self, n):
+        value = self._run(n)
+        if n in self.keep:
+            self.kept[n] = value
+        return value
+
+    def _run(self, n):
         if n.op == "placeholder":
             self.signal[n] = self.placeholders == 0
             self.placeholders += 1
@@ -269,10 +275,7 @@ class _RuleInterpreter(fx.Interpreter):
         args, kwargs = self.fetch_args_kwargs_from_env(n)
         if n.op != "call_module" and n.target in _METADATA:
             self.signal[n] = False
-        value = self._apply(n, args, kwargs) if self.signal[n] else self._native(n, args, kwargs)
-        if n in self.keep:
-            self.kept[n] = value
-        return value
+        return self._apply(n, args, kwargs) if self.signal[n] else self._native(n, args, kwargs)
 
     # -- ops that carry no signal, or are linear in it, run as the network wrote them
     def _native(self, n, args, kwargs):

@@ -264,3 +264,67 @@ def test_gradient_rule_is_autograd_with_the_gates_held(name):
         (want,) = torch.autograd.grad(target, xr, retain_graph=True)
         assert float(want.abs().max()) > 0
         assert_close(grads, want, msg=(name, n))
+
+
+def _extracted(create_feature_extractor, model, picks, x):
+    """The library's feature extractor's values, each as it was made (a later in-place op,
+    ReLU(inplace=True) or ``x += y``, would change what the extractor returns)."""
+    fe = create_feature_extractor(model, picks).eval()
+    out = next(n for n in fe.graph.nodes if n.op == "output")
+    cloned = {}
+    for key, node in out.args[0].items():
+        with fe.graph.inserting_after(node):
+            cloned[key] = fe.graph.call_method("clone", (node,))
+    out.args = (cloned,)
+    fe.recompile()
+    with torch.no_grad():
+        return fe(x)
+
+
+def _hooked(model, picks, x):
+    """The outputs of the modules ``picks``, by forward hooks on the network itself."""
+    outs, handles = {}, []
+    try:
+        for n in picks:
+            handles.append(model.get_submodule(n).register_forward_hook(
+                lambda mod, i, o, n=n: outs.__setitem__(n, o.clone())))
+        with torch.no_grad():
+            model(x)
+    finally:
+        for h in handles:
+            h.remove()
+    return outs
+
+
+@pytest.mark.parametrize("name", sorted(MODERN_ZOO))
+def test_names_address_what_feature_extraction_returns(name):
+    """A node name (torchvision's, or timm's where timm keeps a module whole) gives the
+    value that the library's own feature extractor returns for it; where the extractor
+    cannot trace the network (timm's ConvNeXt: a parameter's get_attr node has no name),
+    every module path among deconvviz's node names is checked against a forward hook."""
+    if name.startswith("timm_"):
+        pytest.importorskip("timm")
+        from timm.models import create_feature_extractor, get_graph_node_names
+    else:
+        from torchvision.models.feature_extraction import (create_feature_extractor,
+                                                           get_graph_node_names)
+    model, size = modern_model(name), modern_size(name)
+    x = _images(1, size, seed=3)
+    names = get_graph_node_names(model)[1]
+    picks = [n for n in names[1::max(1, len(names) // 12)]
+             if not n.endswith(("size", "getattr", "eq", "_assert"))]
+    try:
+        want = _extracted(create_feature_extractor, model, picks, x)
+    except KeyError:
+        paths = dict(model.named_modules())
+        calls = rule_trace(model).module_outputs
+        picks = [n for n in trace(model)[1].values() if n in paths and len(calls.get(n, ())) == 1]
+        want = _hooked(model, picks, x)
+    with torch.no_grad():
+        _, got = rule_forward(model, x, picks, {"rule": "deconvnet"})
+    checked = 0
+    for n in picks:
+        if isinstance(want[n], torch.Tensor) and want[n].is_floating_point():
+            assert_close(got[n], want[n], msg=n)
+            checked += 1
+    assert checked >= 8
