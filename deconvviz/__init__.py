@@ -5,7 +5,8 @@ Convolutional Networks" (ECCV 2014, arXiv 1311.2901), for a CIFAR-10 CNN::
 
     import deconvviz
     model = deconvviz.load_model()                  # the bundled CIFAR-10 network
-    # or load_model("torchvision:resnet18", weights="DEFAULT"), load_model("pkg.mod:make")
+    # or load_model("torchvision:resnet18", weights="DEFAULT"), load_model("timm:resnet50"),
+    # load_model("pkg.mod:make")
     data = deconvviz.load_data("builtin", model)    # (image, label) pairs
     images = torch.stack([data[i][0] for i in range(9)])
     proj = deconvviz.project(model, images, layer=2, feature=9)   # (9, 3, 32, 32)

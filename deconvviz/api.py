@@ -23,7 +23,9 @@ def load_model(spec: Optional[str] = None, device: str = "cpu", *, weights: Opti
     ``load_model()`` is the bundled CIFAR-10 network, ``load_model("net.pt")`` a
     deconvviz checkpoint, ``load_model("torchvision:resnet18", weights="DEFAULT")``
     a torchvision classifier (``weights``: a torchvision weights name or a local
-    state-dict file; none: seeded random weights), ``load_model("pkg.mod:make")``
+    state-dict file; none: seeded random weights), ``load_model("timm:efficientnet_b0",
+    weights="pretrained")`` a timm model (``pip install 'deconvviz[timm]'``; ``weights``:
+    ``"pretrained"`` or a local file), ``load_model("pkg.mod:make")``
     the ``nn.Module`` your function returns. ``image_size``, ``mean`` and ``std``
     override the preprocessing. See :func:`deconvviz.models.zoo.resolve_model`.
     """

@@ -69,7 +69,8 @@ def split_option(default=DEFAULT_SPLIT):
 
 
 MODEL_HELP = ("the network: a deconvviz checkpoint file, 'torchvision:NAME' (any classification "
-              "model of torchvision.models, e.g. torchvision:vgg16_bn), or "
+              "model of torchvision.models, e.g. torchvision:vgg16_bn), 'timm:NAME' (a timm model, "
+              "e.g. timm:efficientnet_b0; pip install 'deconvviz[timm]'), or "
               "'package.module:function' returning an nn.Module  [default: the bundled CIFAR-10 "
               "network]")
 
@@ -160,7 +161,8 @@ def model_option():
                                     "models]")(wrapper)
         wrapper = click.option("--weights", default=None,
                                help="for torchvision:NAME: a torchvision weights name (DEFAULT, "
-                                    "IMAGENET1K_V1, ...) or a local state-dict file; for "
+                                    "IMAGENET1K_V1, ...) or a local state-dict file; for timm:NAME 'pretrained' or "
+                                    "a state-dict, timm checkpoint or .safetensors file; for "
                                     "package.module:function a state-dict file  [default: "
                                     "random initialisation, with a notice]")(wrapper)
         return click.option("--model", "checkpoint", default=None, help=MODEL_HELP)(wrapper)

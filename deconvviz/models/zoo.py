@@ -1,10 +1,10 @@
-"""Every network ``--model`` names: deconvviz checkpoints, torchvision classifiers
-and the user's own code, resolved by one function, :func:`resolve_model`.
+"""Every network ``--model`` names: deconvviz checkpoints, torchvision classifiers,
+timm's models (:mod:`.timm_models`) and the user's own code, resolved by one function, :func:`resolve_model`.
 
 Whatever the source, the model comes back in eval mode with ``model.meta``, the
 dict every command reads (``path``, ``sha256``, ``arch``, ``class_names``,
 ``normalization`` ``{mean, std}``, ``input_size`` ``[3, H, W]``) plus, for
-torchvision and user models, ``resize_size`` and ``interpolation``, the
+torchvision, timm and user models, ``resize_size`` and ``interpolation``, the
 preprocessing that :class:`deconvviz.data.preprocess.Preprocessing` reads back.
 """
 
@@ -26,6 +26,7 @@ from ..data.preprocess import (IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS, Prep
                                _pair, default_resize_size)
 from ..errors import DeconvvizError, notice
 from .checkpoint import file_sha256, load_model
+from .timm_models import TIMM_PREFIX, build_timm, timm_preprocessing
 from .weights import (class_count_to_fit, load_state, read_state_file, state_sha256,
                       torchvision_state_dict)
 
@@ -45,13 +46,16 @@ Size = Union[None, int, Sequence[int]]
 
 
 def model_kind(spec: Optional[str]) -> str:
-    """``"checkpoint"`` (None or a path), ``"torchvision"`` (``torchvision:NAME``) or
-    ``"module"`` (``package.module:function``, when no such file exists)."""
+    """``"checkpoint"`` (None or a path), ``"torchvision"`` (``torchvision:NAME``),
+    ``"timm"`` (``timm:NAME``) or ``"module"`` (``package.module:function``, when no
+    such file exists)."""
     if spec is None or str(spec) == "":
         return "checkpoint"
     spec = str(spec)
     if spec.startswith(TORCHVISION_PREFIX):
         return "torchvision"
+    if spec.startswith(TIMM_PREFIX):
+        return "timm"
     if _MODULE_SPEC.match(spec) and not os.path.exists(spec):
         return "module"
     return "checkpoint"
@@ -75,11 +79,15 @@ def resolve_model(spec: Optional[str] = None, weights: Optional[str] = None,
       (both exactly as :func:`deconvviz.models.checkpoint.load_model`);
     * ``"torchvision:NAME"``: any classification model of ``torchvision.models``
       (:func:`torchvision_models`), e.g. ``torchvision:vgg16_bn``;
+    * ``"timm:NAME"``: a model of timm (``pip install 'deconvviz[timm]'``), e.g.
+      ``timm:efficientnet_b0`` or with a pretrained tag ``timm:resnet50.a1_in1k``
+      (:func:`deconvviz.models.timm_models.build_timm`);
     * ``"package.module:function"``: ``function()`` from the user's code, which
       must return an ``nn.Module`` (the module is imported from ``sys.path`` or
       the current folder; it runs with torch's RNG seeded with 0).
 
-    ``weights`` (torchvision and user models only):
+    ``weights`` (torchvision, timm and user models only; for timm, ``"pretrained"``
+    or a local file, see :func:`~deconvviz.models.timm_models.build_timm`):
 
     * a torchvision weights name (``DEFAULT``, ``IMAGENET1K_V1``, ...): the file
       comes through torchvision's own cache (``torch.hub.get_dir()/checkpoints``,
@@ -93,7 +101,8 @@ def resolve_model(spec: Optional[str] = None, weights: Optional[str] = None,
     Preprocessing (``meta``): torchvision weights bring their own crop, resize,
     interpolation, mean and std; every other torchvision or user model gets
     ImageNet's (mean 0.485, 0.456, 0.406, std 0.229, 0.224, 0.225, resize 256
-    then centre crop 224). ``image_size`` (an int or ``(H, W)``) changes the crop
+    then centre crop 224); timm models get their data config's (input size,
+    ``crop_pct``, interpolation, mean, std), with or without weights. ``image_size`` (an int or ``(H, W)``) changes the crop
     and scales the resize in proportion; ``mean``/``std`` replace the statistics.
     A checkpoint's input size is fixed (its classifier depends on it); its
     ``mean``/``std`` may be replaced.
@@ -115,6 +124,11 @@ def resolve_model(spec: Optional[str] = None, weights: Optional[str] = None,
     if kind == "torchvision":
         return _torchvision(str(spec)[len(TORCHVISION_PREFIX):], weights, device, image_size,
                             mean, std, progress)
+    if kind == "timm":
+        name = str(spec)[len(TIMM_PREFIX):]
+        model, meta = build_timm(name, weights, RANDOM_INIT_SEED, progress)
+        pre = timm_preprocessing(name, image_size, mean, std)
+        return _finish(model, meta, pre, device, None)
     return _user_module(str(spec), weights, device, image_size, mean, std)
 
 

@@ -11,13 +11,14 @@ from __future__ import annotations
 
 import contextlib
 import math
-from typing import Dict, Iterator, List, Set, Tuple
+from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
 import torchvision
 from torch import fx, nn
 from torchvision.models.feature_extraction import NodePathTracer
 
 from ...errors import DeconvvizError
+from ...models.timm_models import fx_leaf_modules
 
 __all__ = ["trace", "eval_mode", "one_line"]
 
@@ -48,13 +49,22 @@ def one_line(text: str) -> str:
     return first if len(first) <= 200 else first[:197] + "..."
 
 
-def trace(model: nn.Module) -> Tuple[fx.Graph, Dict[fx.Node, str], Set[str]]:
+def trace(model: nn.Module, leaf_modules: Optional[Sequence[type]] = None
+          ) -> Tuple[fx.Graph, Dict[fx.Node, str], Set[str]]:
     """``(fx graph, {fx node: torchvision node name}, torchvision's names)`` of ``model``.
 
     Traced in eval mode; the model is left as found. Nodes opened up inside
     sequence modules are named by their module path and are not among the names.
+    ``leaf_modules``: module classes kept whole besides ``torchvision.ops``'s;
+    by default timm's classes that torch.fx cannot trace
+    (:func:`deconvviz.models.timm_models.fx_leaf_modules`). A tensor the network
+    reads from a module (a buffer such as timm's ``BatchNormAct2d.running_mean``)
+    is named by its path.
     """
-    tracer = NodePathTracer(autowrap_modules=(math, torchvision.ops), leaf_modules=_leaf_modules())
+    if leaf_modules is None:
+        leaf_modules = fx_leaf_modules(model)
+    tracer = NodePathTracer(autowrap_modules=(math, torchvision.ops),
+                            leaf_modules=_leaf_modules() + list(leaf_modules))
     try:
         with eval_mode(model):
             fx_graph = tracer.trace(model)
@@ -64,8 +74,12 @@ def trace(model: nn.Module) -> Tuple[fx.Graph, Dict[fx.Node, str], Set[str]]:
             f"{one_line(exc)}): its forward has data-dependent control flow or other Python "
             "that torch.fx cannot follow; pass a traceable sub-module instead (e.g. "
             "model.features)") from None
-    names = {n: tracer.node_to_qualname[n] for n in fx_graph.nodes if n.op != "output"}
+    names = {n: tracer.node_to_qualname[n] for n in fx_graph.nodes
+             if n.op != "output" and n in tracer.node_to_qualname}
     visible = set(names.values())
+    # torch.fx makes buffers' get_attr nodes without the tracer's create_proxy
+    names.update({n: str(n.target) for n in fx_graph.nodes
+                  if n.op == "get_attr" and n not in names})
     _expand_sequences(model, fx_graph, names)
     return fx_graph, names, visible
 
