@@ -15,7 +15,10 @@ cheapest of three ways, chosen by multiply-adds (:func:`plan`):
   where there are more images than the cones cost, e.g. shallow nodes of large
   images);
 * ``record="whole"``: each distinct image is recorded once, as far as the node
-  needs (:func:`~deconvviz.engine.deconv.record.record_whole`);
+  needs (:func:`~deconvviz.engine.deconv.record.record_whole`); always where a gate
+  or a normalisation with per-image statistics lies below the node, whose held
+  value depends on the whole image
+  (:meth:`~deconvviz.engine.net.graph.Graph.whole_image_state`);
 * ``walk="cone"`` or ``"whole"``: the reverse pass inside each seed's cone, or
   over whole maps (where the cone covers the image, for ``mode="map"``, and
   where no cone exists: a logit, a flatten below the seed).
@@ -112,6 +115,8 @@ def plan(graph: Graph, node: str, mode: str, seeds: int, images: int) -> Plan:
     if cost >= whole:
         return Plan()
     record = "cone" if mode == "position" and seeds * cost < images * whole else "whole"
+    if graph.whole_image_state(node) is not None:
+        record = "whole"    # a gate's value or a norm's statistics: from the whole image
     return Plan(record, "cone")
 
 
@@ -128,6 +133,8 @@ def _bytes(graph: Graph, node: str, frames, elem: int, masks: bool) -> Tuple[int
             kept += size * 8
         elif masks and n.op in ("relu", "relu6"):
             kept += size
+        elif n.op == "norm" or (masks and n.op == "nonlinear"):
+            kept += size * elem
     # A signal, the one it is added to, and the op's temporary.
     return 3 * widest * elem, kept + 3 * widest * elem
 

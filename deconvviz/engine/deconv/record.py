@@ -36,10 +36,11 @@ from torch import fx
 
 from ..net.graph import Graph, GraphNode, eval_mode
 from ..net.geometry import Frame, window_frame
-from ..net.ops import REACH, _SIGNATURES, _bind, fetch_attr, op_weight, run_node
+from ...errors import DeconvvizError
+from ..net.ops import REACH, _SIGNATURES, _bind, fetch_attr, op_weight, run_node, run_recorded
 
 __all__ = ["GraphRecording", "record_whole", "record_cone", "shift", "inside", "zero_outside",
-           "cut_per_seed", "cut_record", "avg_counts", "channels_last", "paste"]
+           "cut_per_seed", "cut_record", "avg_counts", "channels_last", "paste", "constant_value"]
 
 
 @dataclass
@@ -48,8 +49,10 @@ class GraphRecording:
 
     ``outputs[name]``: the seed nodes' outputs ``(R, ...)``; ``switches[name]``:
     every max pool's flat argmax indices into its input plane; ``masks[name]``:
-    every ReLU's ``0 < y`` (ReLU6's ``0 < y < 6``) when the rule needs them;
-    ``shapes[name]``: each node's output shape for one image; ``batch``: R rows.
+    every elementwise nonlinearity's local slope ``φ'(x)`` when the rule needs it
+    (ReLU's is the bool ``0 < y``, ReLU6's ``0 < y < 6``); ``held[name]``: every
+    gate's value and every normalisation's factor (statistics held), which all rules
+    need; ``shapes[name]``: each node's output shape for one image; ``batch``: R rows.
     A whole recording has a row per image and ``frames`` None; a cone recording
     a row per seed, each record holding ``frames[name]`` at the seeds'
     ``position`` (of its seed node).
@@ -62,6 +65,7 @@ class GraphRecording:
     batch: int
     frames: Optional[Dict[str, Frame]] = None
     position: Optional[torch.Tensor] = None
+    held: Dict[str, torch.Tensor] = field(default_factory=dict)
     _origins: Dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     def origin(self, name: str) -> Optional[torch.Tensor]:
@@ -154,22 +158,25 @@ def avg_counts(origin: torch.Tensor, size: Tuple[int, int], extent: Tuple[int, i
 
 # ----------------------------------------------------------------------------- recording
 
-def _keep(rec: GraphRecording, node: GraphNode, value: torch.Tensor,
-          switches: Optional[torch.Tensor], masks: bool) -> None:
-    if switches is not None:
-        rec.switches[node.name] = switches
-    if masks and node.op == "relu":
-        rec.masks[node.name] = value > 0
-    elif masks and node.op == "relu6":
-        rec.masks[node.name] = (value > 0) & (value < 6)
+def _keep(rec: GraphRecording, node: GraphNode, kept: Optional[torch.Tensor]) -> None:
+    """File what :func:`~deconvviz.engine.net.ops.run_recorded` kept for ``node``'s rule."""
+    if kept is None:
+        return
+    if node.op in ("maxpool", "adaptive_maxpool"):
+        rec.switches[node.name] = kept
+    elif node.op in ("gate", "norm"):
+        rec.held[node.name] = kept
+    else:
+        rec.masks[node.name] = kept
 
 
 def record_whole(graph: Graph, images: torch.Tensor, targets: Sequence[str],
                  masks: bool = True) -> GraphRecording:
     """One forward pass of ``images`` ``(B, C, H, W)``, only as far as ``targets`` need.
 
-    Keeps the outputs of ``targets``, every max pool's switches below them and,
-    with ``masks``, every ReLU's mask. No hook is registered: the graph runs node
+    Keeps the outputs of ``targets``, every max pool's switches, gate's value and
+    normalisation's factor below them and, with ``masks``, every nonlinearity's slope
+    (ReLU's mask). No hook is registered: the graph runs node
     by node, in-place ops out of place, in eval mode and without gradients; the
     model's train/eval flags are restored on exit, also when the forward raises.
     """
@@ -177,19 +184,21 @@ def record_whole(graph: Graph, images: torch.Tensor, targets: Sequence[str],
     rec = GraphRecording({}, {}, {}, {n: graph.node(n).shape for n in below},
                          int(images.shape[0]))
 
-    def visit(node: GraphNode, value: torch.Tensor, switches: Optional[torch.Tensor]) -> None:
+    def visit(node: GraphNode, value: torch.Tensor, kept: Optional[torch.Tensor]) -> None:
         if node.name in below:
-            _keep(rec, node, value, switches, masks)
+            _keep(rec, node, kept)
 
     with torch.no_grad(), eval_mode(graph.model):
-        rec.outputs.update(graph.execute(channels_last(images), targets, visit, switches=True))
+        rec.outputs.update(graph.execute(channels_last(images), targets, visit, switches=True,
+                                         slopes=masks))
     return rec
 
 
-def _constant(graph: Graph, node: fx.Node):
+def constant_value(graph: Graph, node: fx.Node):
+    """The value of a node that carries no image signal (a parameter, a reshape of one)."""
     if node.op == "get_attr":
         return fetch_attr(graph.model, node.target)
-    args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda a: _constant(graph, a))
+    args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda a: constant_value(graph, a))
     return run_node(node, graph.node_of(node).spec, graph.model, args, kwargs)
 
 
@@ -244,9 +253,16 @@ def record_cone(graph: Graph, images: torch.Tensor, seed: str, image_index: torc
 
     Row ``s`` of every record belongs to seed ``s``; ``outputs[seed]`` is
     ``(S, C, 1, 1)``, each seed's own column. The node must have a cone
-    (``graph.frames(seed)`` not None).
+    (``graph.frames(seed)`` not None) and no node below whose recorded state needs the
+    whole image (:meth:`~deconvviz.engine.net.graph.Graph.whole_image_state`).
     """
     frames = graph.frames(seed)
+    whole = graph.whole_image_state(seed)
+    if frames is None or whole is not None:
+        why = "no cone" if frames is None else \
+            f"{whole.label()} holds a value of the whole image"
+        raise DeconvvizError(f"node '{seed}' cannot be recorded inside its cone ({why}); "
+                             "record whole images")
     order = graph.ancestors([seed])
     pos = position.to(torch.int64).to(images.device)
     rec = GraphRecording({}, {}, {}, {n.name: n.shape for n in order}, int(pos.shape[0]),
@@ -268,14 +284,14 @@ def record_cone(graph: Graph, images: torch.Tensor, seed: str, image_index: torc
                     if name in env:
                         xf = frames[name]
                         return shift(env[name], tuple(f.a[k] - xf.a[k] for k in range(2)), f.n)
-                    return _constant(graph, a)
+                    return constant_value(graph, a)
                 fxn = n.fx_node
                 args, kwargs = fx.node.map_arg((fxn.args, fxn.kwargs), arg)
-                value = run_node(fxn, n.spec, graph.model, args, kwargs)
+                value, switches = run_recorded(fxn, n.spec, graph.model, args, kwargs, masks)
             else:
                 x = n.inputs[0]
                 value, switches = _window_op(graph, n, env[x], frames[x], rec.origin(x), f, pos)
-            _keep(rec, n, value, switches, masks)
+            _keep(rec, n, switches)
             env[n.name] = value
             for x in n.parents:
                 if last_use.get(x) == i and x != seed:

@@ -10,15 +10,28 @@ times). Each op goes back through its own rule, one function per op in
 * max pools **unpool**: ``switches`` puts each value where that image's max came
   from, ``nearest`` copies it to the whole window; overlapping windows are
   **summed**, as the gradient does;
-* ReLU and ReLU6 **rectify** by the rule: ``deconvnet`` ``relu(signal)``,
-  ``guided`` ``relu(signal) * mask``, ``gradient`` ``signal * mask``, where the
-  mask is ``0 < y`` for ReLU and ``0 < y < 6`` for ReLU6 (its gradient's support);
+* ReLU, ReLU6 and every elementwise nonlinearity φ (SiLU, GELU, Hardswish, Mish,
+  ELU, LeakyReLU, PReLU, Softplus, ...) go back by the rule: ``deconvnet``
+  ``relu(signal)`` whatever φ is (the paper's rule ignores the forward pass);
+  ``gradient`` ``signal * φ'(x)``, as autograd does; ``guided``
+  ``relu(signal) * relu(φ'(x))``, the deconvnet's rectified signal where the local
+  slope is positive (a slope that turns negative, as SiLU's and GELU's do below
+  zero, stops the signal rather than flipping it). For ReLU ``φ'(x)`` is the mask
+  ``0 < y`` (ReLU6: ``0 < y < 6``), so ``guided`` is ``relu(signal) * mask``;
+* **gates** (``x * sigmoid(s)``, ``x * hardsigmoid(s)``, squeeze-and-excitation):
+  the gate is held at its forward value; the signal goes back through the gated
+  input only, times the gate (the gate's branch takes no signal);
+* **normalisations with per-image statistics** (LayerNorm, LayerNorm2d, GroupNorm,
+  InstanceNorm): the statistics are held, so the op is the affine map it was for
+  that image and goes back as its transpose, ``signal * weight / sqrt(var + eps)``
+  (batch norm in eval is the case whose statistics are the running ones);
 * convolutions **filter** with the transposed convolution sharing the conv's own
   weight (groups, stride, dilation, padding; no bias);
 * every other op linear in eval mode goes back through its transpose: batch norm
-  (its scale), add (the signal to both inputs), cat (split), average and
-  adaptive-average pools, flatten/view/reshape, permute, mean, linear (``W^T``),
-  dropout and identity (unchanged).
+  (its scale), add (the signal to both inputs), products with a constant (layer
+  scale), cat (split), chunk/split (each piece back to its place), average and
+  adaptive-average pools, flatten/view/reshape, permute (channel shuffle), mean,
+  linear (``W^T``), dropout, stochastic depth and identity (unchanged).
 
 **Windows.** Every signal lives on its node's frame (:class:`~.graph_geometry.Frame`):
 the whole map, or each seed's window of its cone. A spatial rule answers with
@@ -41,9 +54,9 @@ import torchvision
 from ...errors import DeconvvizError
 from ..net.graph import Graph, GraphNode
 from ..net.geometry import Frame, window_frame
-from ..net.ops import op_weight
-from .record import (GraphRecording, avg_counts, channels_last, cut_record, inside, shift,
-                           zero_outside)
+from ..net.ops import fetch_attr, op_weight, split_sizes
+from .record import (GraphRecording, avg_counts, channels_last, constant_value, cut_record,
+                     inside, shift, zero_outside)
 
 __all__ = ["Walk", "TRANSPOSES", "POINT_OPS", "reverse_walk", "point_walk"]
 
@@ -95,13 +108,39 @@ def _conv(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
                                                 dilation))]
 
 
+def _by_rule(rule: str, g: torch.Tensor, slope) -> torch.Tensor:
+    """An elementwise nonlinearity's rule on signal ``g`` (``slope``: φ'(x), a callable
+    giving it where the rule needs it; for ReLU the bool mask)."""
+    if rule == "deconvnet":
+        return g.clamp(min=0)
+    s = slope()
+    if rule == "gradient":
+        return g * s
+    return g.clamp(min=0) * (s if s.dtype == torch.bool else s.clamp(min=0))
+
+
 def _rectify(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
-    if w.rule == "deconvnet":
-        out = g.clamp(min=0)
-    else:
-        mask = w.record(w.rec.masks, node.name)
-        out = (g.clamp(min=0) if w.rule == "guided" else g) * mask
+    out = _by_rule(w.rule, g, lambda: w.record(w.rec.masks, node.name))
     return [(node.inputs[0], out, w.frame(node.name))]
+
+
+def _held(w: Walk, name: str) -> torch.Tensor:
+    t = w.rec.held[name]
+    if t.dim() == 4 and t.shape[-1] * t.shape[-2] == 1:
+        return t.index_select(0, w.rows.to(t.device))     # one value per channel: no window
+    return w.record(w.rec.held, name)
+
+
+def _gate(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
+    (x,), f = node.inputs, w.frame(node.name)
+    out = g * _held(w, node.name).to(g.dtype)
+    if f is None or f.whole:
+        out = _unbroadcast(out, w.shape(x, g))
+    return [(x, out, f)]
+
+
+def _norm(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
+    return [(node.inputs[0], g * _held(w, node.name).to(g.dtype), w.frame(node.name))]
 
 
 def _sum_pool_transpose(g: torch.Tensor, kernel, stride, dilation) -> torch.Tensor:
@@ -169,7 +208,12 @@ def _adaptive(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
     return [(x, torch.einsum("scij,ih,jw->schw", g, ph, pw), None)]
 
 
-def _bn_scale(m) -> torch.Tensor:
+def _bn_scale(node: GraphNode, model) -> torch.Tensor:
+    m = node.module
+    if m is None:     # F.batch_norm: its buffers by name
+        p = node.params
+        scale = (fetch_attr(model, p["running_var"]) + p["eps"]).rsqrt()
+        return scale * fetch_attr(model, p["weight"]) if p["weight"] is not None else scale
     if isinstance(m, torchvision.ops.FrozenBatchNorm2d):
         return m.weight * (m.running_var + m.eps).rsqrt()
     scale = (m.running_var + m.eps).rsqrt()
@@ -177,7 +221,7 @@ def _bn_scale(m) -> torch.Tensor:
 
 
 def _batchnorm(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
-    scale = _bn_scale(node.module)
+    scale = _bn_scale(node, w.graph.model)
     return [(node.inputs[0], g * scale.to(g.dtype).view((1, -1) + (1,) * (g.dim() - 2)),
              w.frame(node.name))]
 
@@ -203,7 +247,25 @@ def _add(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
 
 
 def _scale(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
-    return [(node.inputs[0], g * node.params["factor"], w.frame(node.name))]
+    p, f, (x,) = node.params, w.frame(node.name), node.inputs
+    if p["factor"] is not None:
+        return [(x, g * p["factor"], f)]
+    t = constant_value(w.graph, p["tensor"]).to(g.dtype)    # layer scale: a parameter
+    out = g / t if p["divide"] else g * t
+    if f is None or f.whole:
+        out = _unbroadcast(out, w.shape(x, g))
+    return [(x, out, f)]
+
+
+def _narrow(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
+    """A piece of chunk()/split(): back to its place in the whole, zeros elsewhere."""
+    p, (x,) = node.params, node.inputs
+    shape = w.shape(x, g)
+    dim = p["dim"] % len(shape)
+    sizes = split_sizes(shape[dim], p["how"])
+    out = g.new_zeros(shape)
+    out.narrow(dim, sum(sizes[:p["index"]]), sizes[p["index"]]).copy_(g)
+    return [(x, out, None)]
 
 
 def _cat(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
@@ -255,7 +317,8 @@ def _identity(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
 
 #: The deconvnet's rule for each op kind (see the module docstring).
 TRANSPOSES: Dict[str, Transpose] = {
-    "conv": _conv, "relu": _rectify, "relu6": _rectify, "maxpool": _pool,
+    "conv": _conv, "relu": _rectify, "relu6": _rectify, "nonlinear": _rectify, "gate": _gate,
+    "norm": _norm, "narrow": _narrow, "maxpool": _pool,
     "adaptive_maxpool": _pool, "adaptive_avgpool": _pool, "avgpool": _pool,
     "batchnorm": _batchnorm, "add": _add, "scale": _scale, "cat": _cat, "reshape": _reshape,
     "permute": _permute, "mean": _mean, "linear": _linear, "dropout": _identity,
@@ -345,8 +408,8 @@ def _stamp(walk: Walk, conv: GraphNode, channel: torch.Tensor, y: torch.Tensor,
 
 
 #: Ops a one-value seed passes as one value (to the conv below it, where it becomes a stamp).
-POINT_OPS = ("relu", "relu6", "maxpool", "adaptive_maxpool", "batchnorm", "dropout", "identity",
-             "scale")
+POINT_OPS = ("relu", "relu6", "nonlinear", "gate", "norm", "maxpool", "adaptive_maxpool",
+             "batchnorm", "dropout", "identity", "scale")
 
 
 def _at(walk: Walk, records: Dict[str, torch.Tensor], name: str, channel: torch.Tensor,
@@ -377,20 +440,22 @@ def point_walk(walk: Walk, node: str, channel: torch.Tensor, value: torch.Tensor
     n = walk.graph.node(node)
     rule = walk.rule
     while True:
-        if n.op in ("relu", "relu6"):
-            if rule != "deconvnet":
-                mask = _at(walk, walk.rec.masks, n.name, channel, y, x)
-                v = (v.clamp(min=0) if rule == "guided" else v) * mask
-            else:
-                v = v.clamp(min=0)
+        if n.op in ("relu", "relu6", "nonlinear"):
+            v = _by_rule(rule, v, lambda: _at(walk, walk.rec.masks, n.name, channel, y, x))
+        elif n.op == "gate" and walk.rec.held[n.name].shape[-2:] == (1, 1):
+            held = walk.rec.held[n.name]
+            c = channel if held.shape[1] > 1 else torch.zeros_like(channel)
+            v = v * held[walk.rows.to(held.device), c, 0, 0].to(v.dtype)
+        elif n.op == "norm" and walk.rec.held[n.name].dim() == 4:
+            v = v * _at(walk, walk.rec.held, n.name, channel, y, x).to(v.dtype)
         elif n.op in ("maxpool", "adaptive_maxpool") and walk.unpool == "switches" \
                 and walk.graph.window_params(n) is not None:
             flat = _at(walk, walk.rec.switches, n.name, channel, y, x)
             w_in = walk.extent(n.inputs[0])[1]
             y, x = flat // w_in, flat % w_in
         elif n.op == "batchnorm":
-            v = v * _bn_scale(n.module).to(v.dtype)[channel]
-        elif n.op == "scale":
+            v = v * _bn_scale(n, walk.graph.model).to(v.dtype)[channel]
+        elif n.op == "scale" and n.params["factor"] is not None:
             v = v * n.params["factor"]
         elif n.op == "conv":
             return n.inputs[0], _stamp(walk, n, channel, y, x, v)

@@ -159,40 +159,91 @@ def hull_geometry(parents: Sequence[Geometry], out_size: Tuple[int, int]) -> Geo
     return _axes(*zip(*axes))
 
 
+_POINTWISE = ("relu", "relu6", "nonlinear", "gate", "norm", "batchnorm", "dropout", "identity",
+              "scale", "add", "cat", "reshape", "narrow", "permute", "linear")
+
+
+def _spatial_axes(n, parent_axes: Optional[Tuple[int, int]], parent_rank: int
+                  ) -> Optional[Tuple[int, int]]:
+    """Where a node's rows and columns are in its per-image shape, from its first input's
+    (a permute or a reshape moves them: ConvNeXt's channels-last blocks, channel shuffle);
+    None where they are mixed with other dims (a flatten)."""
+    if parent_axes is None:
+        return None
+    rank = len(n.shape)
+    if n.op == "permute":
+        p = n.params
+        if "dims" in p:
+            dims = [d % (rank + 1) for d in p["dims"]]
+        else:
+            dims = list(range(rank + 1))
+            d0, d1 = p["dim0"] % (rank + 1), p["dim1"] % (rank + 1)
+            dims[d0], dims[d1] = dims[d1], dims[d0]
+        if dims[0] != 0:
+            return None
+        per_image = [d - 1 for d in dims[1:]]
+        if max(parent_axes) >= len(per_image):
+            return None
+        return per_image.index(parent_axes[0]), per_image.index(parent_axes[1])
+    if n.op == "reshape":
+        # A reshape that keeps the map as the last two dims (channel shuffle's view).
+        if parent_axes == (parent_rank - 2, parent_rank - 1) and rank >= 3:
+            return rank - 2, rank - 1
+        return None
+    if n.op == "linear" and rank - 1 in parent_axes:
+        return None
+    return parent_axes if max(parent_axes) < rank else None
+
+
 def receptive_fields(nodes: Sequence, input_size: Tuple[int, int],
                      kernel: Callable[[object], Tuple[int, int]]) -> Dict[str, Geometry]:
-    """The :class:`Geometry` of every node with a ``(C, H, W)`` or ``(C,)`` output.
+    """The :class:`Geometry` of every node with a tensor output.
 
     ``nodes``: a graph's :class:`~deconvviz.engine.net.graph.GraphNode` s in execution
-    order; ``kernel(node)``: a conv's or pool's kernel size. A ``(C,)`` output is
-    one position whose box covers everything its inputs see.
+    order; ``kernel(node)``: a conv's or pool's kernel size. A position's box is where
+    the gradient of that position reaches the image with every gate and normalisation
+    statistic held (the deconvnet's rules): an elementwise op, a gate or a norm keeps
+    each position's box; a permute or a reshape that keeps the map moves it with its
+    dims (channels-last blocks, channel shuffle); a node whose map is gone (a
+    flatten, a ``(C,)`` output) is one position whose box covers everything its inputs
+    see.
     """
     geo: Dict[str, Geometry] = {}
+    axes: Dict[str, Optional[Tuple[int, int]]] = {}
+    rank: Dict[str, int] = {}
     for n in nodes:
-        if n.shape is None or len(n.shape) not in (1, 3):
+        if n.shape is None or len(n.shape) == 0:
             continue
-        spatial = len(n.shape) == 3
-        size = tuple(n.shape[1:]) if spatial else (1, 1)
         parents = [geo[p] for p in n.parents if p in geo]
         if n.op == "input":
-            geo[n.name] = input_geometry(input_size)
+            ax = (1, 2) if len(n.shape) == 3 else None
         elif not parents:
             continue
-        elif n.op in ("conv", "maxpool", "avgpool") and spatial:
+        else:
+            first = n.parents[0]
+            ax = _spatial_axes(n, axes.get(first), rank.get(first, 0)) \
+                if all(axes.get(p) == axes.get(first) for p in n.parents) else None
+        size = (n.shape[ax[0]], n.shape[ax[1]]) if ax is not None else (1, 1)
+        axes[n.name], rank[n.name] = ax, len(n.shape)
+        standard = ax == (1, 2) and len(n.shape) == 3
+        if n.op == "input":
+            geo[n.name] = input_geometry(input_size)
+        elif n.op in ("conv", "maxpool", "avgpool") and standard:
             p = n.params
             geo[n.name] = window_geometry(parents[0], size, kernel(n), p["stride"],
                                           p["padding"], p["dilation"])
-        elif n.op in ("adaptive_avgpool", "adaptive_maxpool") and spatial:
+        elif n.op in ("adaptive_avgpool", "adaptive_maxpool") and standard:
             geo[n.name] = adaptive_geometry(parents[0], size)
-        elif n.op == "cat" and spatial and n.params["dim"] in (2, 3, -1, -2):
+        elif n.op == "cat" and standard and n.params["dim"] in (2, 3, -1, -2):
             geo[n.name] = concat_geometry([geo[p] for p in n.inputs],
                                           0 if n.params["dim"] in (2, -2) else 1)
-        elif (spatial and all(g.size == size or 1 in g.size for g in parents)
-              and n.op in ("relu", "relu6", "batchnorm", "dropout", "identity", "scale", "add",
-                           "cat", "reshape")):
+        elif (ax is not None and all(g.size == size or 1 in g.size for g in parents)
+              and n.op in _POINTWISE and not (n.op == "cat" and n.params["dim"] % (
+                  len(n.shape) + 1) - 1 in ax)):
             geo[n.name] = union_geometry(parents, size)
         else:
-            geo[n.name] = hull_geometry(parents, size)
+            axes[n.name] = None
+            geo[n.name] = hull_geometry(parents, (1, 1) if ax is None else size)
     return geo
 
 

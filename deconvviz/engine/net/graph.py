@@ -28,7 +28,7 @@ from torch import fx, nn
 
 from ...errors import DeconvvizError
 from .geometry import Frame, Geometry, receptive_fields, seed_frames, window_frame
-from .ops import REACH, OpSpec, classify, op_weight, run_node, run_pool_with_switches
+from .ops import REACH, WHOLE_IMAGE_OPS, OpSpec, classify, op_weight, run_node, run_recorded
 from .trace import eval_mode, one_line, trace
 from .layers import conv_stack
 
@@ -36,16 +36,20 @@ __all__ = ["GraphNode", "NodeInfo", "Graph", "build_graph", "eval_mode", "SEED_O
            "LISTED_OPS", "RULE_OPS"]
 
 #: Ops a seed may sit on (any node whose output is ``(B, C, H, W)`` or ``(B, C)``).
-SEED_OPS = ("conv", "relu", "relu6", "maxpool", "adaptive_maxpool", "avgpool", "adaptive_avgpool",
-            "batchnorm", "add", "scale", "cat", "reshape", "permute", "mean", "linear", "dropout",
-            "identity")
+SEED_OPS = ("conv", "relu", "relu6", "nonlinear", "gate", "norm", "maxpool", "adaptive_maxpool",
+            "avgpool", "adaptive_avgpool", "batchnorm", "add", "scale", "cat", "reshape", "permute",
+            "narrow", "mean", "linear", "dropout", "identity")
 #: Ops listed by default (the nodes worth projecting); ``layers --all`` lists every node.
-LISTED_OPS = ("conv", "relu", "relu6", "maxpool", "adaptive_maxpool", "avgpool",
-              "adaptive_avgpool", "add", "cat", "linear")
+LISTED_OPS = ("conv", "relu", "relu6", "nonlinear", "gate", "maxpool", "adaptive_maxpool",
+              "avgpool", "adaptive_avgpool", "add", "cat", "linear")
 #: What the deconvnet goes back through, for messages.
-RULE_OPS = ("Conv2d (any groups, stride, dilation, zero padding), ReLU and ReLU6 (module, F.relu, "
-            "in-place), max pools (unpooled), batch norm (eval), add, cat, average and adaptive "
-            "pools, flatten/view/reshape, Linear, dropout, identity")
+RULE_OPS = ("Conv2d (any groups, stride, dilation, zero padding), ReLU, ReLU6 and elementwise "
+            "nonlinearities (SiLU, GELU, Hardswish, Mish, ELU, LeakyReLU, PReLU, Softplus, "
+            "Hardtanh, Sigmoid, Tanh; module, function or in-place), gates (x * sigmoid(s), "
+            "x * hardsigmoid(s), SqueezeExcitation), LayerNorm/LayerNorm2d/GroupNorm/"
+            "InstanceNorm (statistics held), max pools (unpooled), batch norm (eval), add, "
+            "products with a constant (layer scale), cat, chunk/split, average and adaptive "
+            "pools, flatten/view/reshape, permute, mean, Linear, dropout, identity")
 
 
 @dataclass(frozen=True)
@@ -205,7 +209,10 @@ class Graph:
                 return False
             if a in failed:
                 return depends.get(a, False)
-            return depends.get(a, False) and isinstance(env.get(a), torch.Tensor)
+            v = env.get(a)
+            # chunk/split give a tuple of tensors, which their getitem nodes pick from
+            return depends.get(a, False) and (isinstance(v, torch.Tensor) or isinstance(
+                v, (tuple, list)) and any(isinstance(t, torch.Tensor) for t in v))
 
         self._depends = depends
         with torch.no_grad(), eval_mode(self.model):
@@ -243,7 +250,8 @@ class Graph:
                     # split) would, and has no rule.
                     carries = isinstance(value, (tuple, list)) and any(
                         isinstance(v, torch.Tensor) for v in value)
-                    op = "unsupported" if carries else "constant"
+                    # chunk/split's pieces go back through the nodes that pick them (narrow).
+                    op = op if op == "split" else "unsupported" if carries else "constant"
                 inputs = tuple(self._names[a] if isinstance(a, fx.Node) else None
                                for a in spec.inputs)
                 parents = tuple(dict.fromkeys(n for n in inputs if n is not None))
@@ -276,7 +284,10 @@ class Graph:
         if kind == "pointwise":
             if node.op == "cat" and node.params["dim"] % 4 != 1:
                 return None
+            held = node.params.get("held")   # a gate's value: held, it takes no signal
             for a in node.fx_node.all_input_nodes:
+                if a is held:
+                    continue
                 name = self._names.get(a)
                 shape = self._by_name[name].shape if name in self._by_name else None
                 if name in ins and (shape is None or tuple(shape[1:]) != tuple(node.shape[1:])):
@@ -297,6 +308,12 @@ class Graph:
         if key not in self._frames:
             self._frames[key] = seed_frames(self.ancestors([seed]), seed, self._reach, whole)
         return self._frames[key]
+
+    def whole_image_state(self, seed: str) -> Optional[GraphNode]:
+        """The first node under ``seed`` whose recorded state (a gate's value, a
+        normalisation's statistics) depends on the whole image, or None: a seed's forward
+        pass is then recorded over whole images, its reverse pass still in its cone."""
+        return next((n for n in self.ancestors([seed]) if n.op in WHOLE_IMAGE_OPS), None)
 
     def _legacy_layers(self) -> Tuple[str, ...]:
         try:
@@ -446,12 +463,14 @@ class Graph:
     def execute(self, x: torch.Tensor, targets: Sequence[str],
                 visit: Optional[Callable[[GraphNode, torch.Tensor, Optional[torch.Tensor]],
                                          None]] = None,
-                switches: bool = False) -> Dict[str, torch.Tensor]:
+                switches: bool = False, slopes: bool = False) -> Dict[str, torch.Tensor]:
         """Run only the nodes ``targets`` need, on ``x`` ``(B, C, H, W)``; return their outputs.
 
-        ``visit(node, value, switches)`` sees every signal node's output as it is
-        made (``switches``: a max pool's argmax indices when ``switches=True``,
-        else None). Values are freed after their last use. Call it inside
+        ``visit(node, value, kept)`` sees every signal node's output as it is
+        made; with ``switches=True``, ``kept`` is what the op's rule needs
+        (:func:`~deconvviz.engine.net.ops.run_recorded`: a max pool's argmax indices,
+        a gate's value, a normalisation's factor, with ``slopes`` a nonlinearity's
+        slope), else None. Values are freed after their last use. Call it inside
         :func:`eval_mode` and ``torch.no_grad()``.
         """
         wanted = set(targets)
@@ -476,8 +495,8 @@ class Graph:
                 first_placeholder = False
             else:
                 args, kwargs = fx.node.map_arg((fxn.args, fxn.kwargs), lambda a: env[a])
-                if switches and n.op in ("maxpool", "adaptive_maxpool"):
-                    value, idx = run_pool_with_switches(n.spec, args[0])
+                if switches:
+                    value, idx = run_recorded(fxn, n.spec, self.model, args, kwargs, slopes)
                 else:
                     value = run_node(fxn, n.spec, self.model, args, kwargs)
             env[fxn] = value

@@ -11,23 +11,26 @@ overwrite a value the deconvnet recorded, and it gives the same numbers.
 
 from __future__ import annotations
 
+import copy
 import operator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
 import torchvision
 from torch import fx, nn
 
-__all__ = ["OpSpec", "OPS", "SPATIAL_WINDOW_OPS", "REACH", "classify", "run_node", "run_pool_with_switches",
-           "fetch_attr", "op_weight", "describe_target"]
+__all__ = ["OpSpec", "OPS", "SPATIAL_WINDOW_OPS", "REACH", "WHOLE_IMAGE_OPS", "classify",
+           "run_node", "run_recorded", "run_pool_with_switches", "fetch_attr", "op_weight",
+           "describe_target", "split_sizes"]
 
 #: Every op kind with a deconvnet rule (plus the bookkeeping kinds ``input``,
 #: ``constant`` and ``unsupported``).
-OPS = ("input", "constant", "conv", "relu", "relu6", "maxpool", "adaptive_maxpool", "avgpool",
-       "adaptive_avgpool", "batchnorm", "add", "scale", "cat", "reshape", "permute", "mean",
-       "linear", "dropout", "identity", "unsupported")
+OPS = ("input", "constant", "conv", "relu", "relu6", "nonlinear", "gate", "norm", "maxpool",
+       "adaptive_maxpool", "avgpool", "adaptive_avgpool", "batchnorm", "add", "scale", "cat",
+       "reshape", "permute", "narrow", "split", "mean", "linear", "dropout", "identity",
+       "unsupported")
 
 #: Ops whose output position sees a kernel-sized window of its input.
 SPATIAL_WINDOW_OPS = ("conv", "maxpool", "avgpool")
@@ -38,10 +41,17 @@ SPATIAL_WINDOW_OPS = ("conv", "maxpool", "avgpool")
 #: where the input size is a multiple of the output's; an op not listed reads
 #: everything, so a seed above it takes the whole image. A new elementwise op is
 #: ``"pointwise"`` here and a transpose in ``graph_reverse.TRANSPOSES``.
-REACH = {"relu": "pointwise", "relu6": "pointwise", "batchnorm": "pointwise",
+REACH = {"relu": "pointwise", "relu6": "pointwise", "nonlinear": "pointwise", "gate": "pointwise",
+         "norm": "pointwise", "batchnorm": "pointwise",
          "add": "pointwise", "scale": "pointwise", "cat": "pointwise", "dropout": "pointwise",
          "identity": "pointwise", "conv": "window", "maxpool": "window", "avgpool": "window",
          "adaptive_maxpool": "adaptive", "adaptive_avgpool": "adaptive"}
+
+#: Ops whose recorded state depends on the whole image, not only on the seed's cone: a
+#: gate's value (a global average inside it) and a normalisation's per-image statistics.
+#: The reverse pass holds that state, so its window still follows the gradient's support
+#: (``REACH``), but their forward recording is always over whole images.
+WHOLE_IMAGE_OPS = ("gate", "norm")
 
 
 @dataclass(frozen=True)
@@ -106,7 +116,29 @@ _SIGNATURES = {
     "mean": ("input", "dim", "keepdim"),
     "transpose": ("input", "dim0", "dim1"),
     "relu": ("input", "inplace"),
+    "batch_norm": ("input", "running_mean", "running_var", "weight", "bias", "training",
+                   "momentum", "eps"),
+    "layer_norm": ("input", "normalized_shape", "weight", "bias", "eps"),
+    "group_norm": ("input", "num_groups", "weight", "bias", "eps"),
+    "instance_norm": ("input", "running_mean", "running_var", "weight", "bias",
+                      "use_input_stats", "momentum", "eps"),
+    "split": ("tensor", "split_size_or_sections", "dim"),
 }
+
+# Elementwise nonlinearities φ other than ReLU: the rule needs φ'(x), recorded at the forward.
+_NONLINEAR_FUNCTIONS = (F.silu, F.gelu, F.hardswish, F.mish, F.elu, F.elu_, F.celu, F.selu,
+                        F.leaky_relu, F.leaky_relu_, F.prelu, F.softplus, F.hardtanh,
+                        F.hardtanh_, torch.sigmoid, F.sigmoid, F.hardsigmoid, torch.tanh,
+                        F.tanh)
+_NONLINEAR_MODULES = (nn.SiLU, nn.GELU, nn.Hardswish, nn.Mish, nn.ELU, nn.CELU, nn.SELU,
+                      nn.LeakyReLU, nn.PReLU, nn.Softplus, nn.Hardtanh, nn.Sigmoid,
+                      nn.Hardsigmoid, nn.Tanh)
+# What a gate is: the output of a sigmoid (or hard sigmoid), seen through reshapes.
+_GATE_TARGETS = (nn.Sigmoid, nn.Hardsigmoid, torch.sigmoid, F.sigmoid, F.hardsigmoid, "sigmoid")
+_RESHAPE_TARGETS = ("view", "reshape", "flatten", "expand", "expand_as", "unsqueeze", "squeeze",
+                    torch.reshape, torch.flatten, torch.unsqueeze, torch.squeeze)
+_NORM_FUNCTIONS = {F.layer_norm: "layer_norm", F.group_norm: "group_norm",
+                   F.instance_norm: "instance_norm"}
 
 _FUNCTIONS: Dict[Callable, str] = {
     F.relu: "relu", torch.relu: "relu", torch.relu_: "relu", F.relu_: "relu",
@@ -127,7 +159,11 @@ _FUNCTIONS: Dict[Callable, str] = {
     torch.mean: "mean",
     F.linear: "linear", F.conv2d: "conv",
     torch.transpose: "permute", torch.permute: "permute",
+    F.batch_norm: "batchnorm", torch.chunk: "split", torch.split: "split",
+    operator.getitem: "narrow",
 }
+_FUNCTIONS.update({f: "nonlinear" for f in _NONLINEAR_FUNCTIONS})
+_FUNCTIONS.update({f: "norm" for f in _NORM_FUNCTIONS})
 if hasattr(torch, "concatenate"):
     _FUNCTIONS[torch.concatenate] = "cat"
 
@@ -139,6 +175,8 @@ _METHODS = {
     "add": "add", "add_": "add", "sub": "add", "sub_": "add",
     "mul": "scale", "mul_": "scale", "div": "scale", "div_": "scale", "neg": "scale",
     "mean": "mean", "transpose": "permute", "permute": "permute",
+    "sigmoid": "nonlinear", "sigmoid_": "nonlinear", "tanh": "nonlinear", "tanh_": "nonlinear",
+    "chunk": "split", "split": "split",
 }
 
 _MODULES: Dict[type, str] = {
@@ -149,7 +187,11 @@ _MODULES: Dict[type, str] = {
     nn.Linear: "linear", nn.Flatten: "reshape", nn.Dropout: "dropout", nn.Dropout2d: "dropout",
     nn.Dropout1d: "dropout", nn.AlphaDropout: "dropout", nn.FeatureAlphaDropout: "dropout",
     nn.Identity: "identity", torchvision.ops.StochasticDepth: "dropout",
+    nn.LayerNorm: "norm", nn.GroupNorm: "norm", nn.InstanceNorm1d: "norm",
+    nn.InstanceNorm2d: "norm", torchvision.models.convnext.LayerNorm2d: "norm",
+    torchvision.ops.SqueezeExcitation: "gate", torchvision.ops.Permute: "permute",
 }
+_MODULES.update({m: "nonlinear" for m in _NONLINEAR_MODULES})
 
 
 def _bind(names, args, kwargs) -> Dict[str, Any]:
@@ -218,11 +260,131 @@ def _from_module(node: fx.Node, m: nn.Module) -> OpSpec:
         return OpSpec(kind, what, (x,), {}, m)
     if kind == "linear":
         return OpSpec(kind, what, (x,), {"weight": ("module", "weight")}, m)
+    if kind == "norm":
+        return _norm_module(what, x, m)
+    if kind == "permute":
+        return OpSpec(kind, what, (x,), {"dims": tuple(int(d) for d in m.dims)}, m)
     return OpSpec(kind, what, (x,), {}, m)
 
 
-def _arith(node: fx.Node, what: str, signal: Callable[[Any], bool]) -> OpSpec:
-    """add/sub (either operand may carry signal) and mul/div/neg by a plain number."""
+def _norm_module(what: str, x: fx.Node, m: nn.Module) -> OpSpec:
+    """LayerNorm (last dims), torchvision's LayerNorm2d (channels), GroupNorm, InstanceNorm."""
+    weight = ("module", "weight")
+    if isinstance(m, torchvision.models.convnext.LayerNorm2d):
+        params = {"stats": "channels", "eps": m.eps}
+    elif isinstance(m, nn.LayerNorm):
+        params = {"stats": "last", "dims": len(m.normalized_shape), "eps": m.eps}
+    elif isinstance(m, nn.GroupNorm):
+        params = {"stats": "groups", "groups": m.num_groups, "eps": m.eps}
+    elif not m.training and m.track_running_stats and m.running_var is not None:
+        # With running statistics in eval, an instance norm is a batch norm.
+        return OpSpec("batchnorm", what, (x,), {}, m)
+    else:
+        params = {"stats": "groups", "groups": None, "eps": m.eps}
+    params["weight"] = weight
+    return OpSpec("norm", what, (x,), params, m)
+
+
+def _norm_function(node: fx.Node, kind: str, what: str, x: fx.Node) -> OpSpec:
+    p = _bind(_SIGNATURES[kind], node.args, node.kwargs)
+    w = p.get("weight")
+    if w is not None and not (isinstance(w, fx.Node) and w.op == "get_attr"):
+        return _unsupported(what, "a weight that is not a parameter of the model")
+    eps = p.get("eps", 1e-5)
+    if not _is_number(eps):
+        return _unsupported(what, "a computed eps")
+    params = {"weight": None if w is None else ("attr", w.target), "eps": float(eps)}
+    if kind == "layer_norm":
+        shape = p.get("normalized_shape")
+        if not isinstance(shape, (list, tuple, torch.Size, int)) or any(
+                isinstance(v, fx.Node) for v in (shape if isinstance(shape, (list, tuple))
+                                                 else [shape])):
+            return _unsupported(what, "a computed normalized_shape")
+        dims = 1 if isinstance(shape, int) else len(shape)
+        params.update(stats="last", dims=dims)
+    elif kind == "group_norm":
+        if not isinstance(p.get("num_groups"), int):
+            return _unsupported(what, "a computed num_groups")
+        params.update(stats="groups", groups=p["num_groups"])
+    else:
+        if p.get("use_input_stats", True) is not True:
+            return _unsupported(what, "running statistics in a functional instance_norm")
+        params.update(stats="groups", groups=None)
+    return OpSpec("norm", what, (x,), params)
+
+
+def _batchnorm_function(node: fx.Node, what: str, x: fx.Node) -> OpSpec:
+    """``F.batch_norm`` in eval (timm's ``BatchNormAct2d`` calls it): linear, its scale from
+    the running variance, weight and eps."""
+    p = _bind(_SIGNATURES["batch_norm"], node.args, node.kwargs)
+    if p.get("training", False) is not False:
+        return _unsupported(what, "batch norm with batch statistics (training=True)")
+    nodes = {k: p.get(k) for k in ("running_var", "weight")}
+    if nodes["running_var"] is None or any(
+            v is not None and not (isinstance(v, fx.Node) and v.op == "get_attr")
+            for v in nodes.values()):
+        return _unsupported(what, "statistics or weights that are not buffers of the model")
+    eps = p.get("eps", 1e-5)
+    if not _is_number(eps):
+        return _unsupported(what, "a computed eps")
+    return OpSpec("batchnorm", what, (x,), {
+        "running_var": nodes["running_var"].target, "eps": float(eps),
+        "weight": None if nodes["weight"] is None else nodes["weight"].target})
+
+
+def _gate_source(node: Any, root: nn.Module) -> Optional[fx.Node]:
+    """The input of the sigmoid (or hard sigmoid) that ``node`` is, through reshapes; None
+    when ``node`` is not a gate."""
+    while isinstance(node, fx.Node) and node.op in ("call_method", "call_function") \
+            and node.target in _RESHAPE_TARGETS:
+        node = node.args[0]
+    if not isinstance(node, fx.Node) or not node.args:
+        return None
+    if node.op == "call_module":
+        is_gate = isinstance(root.get_submodule(node.target), _GATE_TARGETS[:2])
+    else:
+        is_gate = node.op in ("call_function", "call_method") and \
+            node.target in _GATE_TARGETS[2:] or node.target == "sigmoid_"
+    return node.args[0] if is_gate and isinstance(node.args[0], fx.Node) else None
+
+
+def split_sizes(n: int, how: Tuple[str, Any]) -> List[int]:
+    """The sizes ``torch.chunk`` (``("chunk", k)``) or ``torch.split`` (``("split", size or
+    sections)``) cut a dimension of ``n`` into."""
+    kind, v = how
+    if kind == "chunk":
+        step = -(-n // int(v))
+    elif isinstance(v, int):
+        step = v
+    else:
+        return [int(s) for s in v]
+    return [min(step, n - a) for a in range(0, n, step)]
+
+
+def _narrow(node: fx.Node, what: str, signal) -> OpSpec:
+    """``pieces[i]`` of a ``chunk`` or ``split`` along one dimension."""
+    source, index = (node.args + (None, None))[:2]
+    if not (isinstance(source, fx.Node) and isinstance(index, int)
+            and source.target in ("chunk", "split", torch.chunk, torch.split)):
+        return _unsupported(what, "indexing other than a piece of chunk() or split()")
+    if source.target in ("chunk", torch.chunk):
+        p = _bind(("input", "chunks", "dim"), source.args, source.kwargs)
+        how = ("chunk", p.get("chunks"))
+    else:
+        p = _bind(_SIGNATURES["split"], source.args, source.kwargs)
+        p["input"] = p.get("tensor")
+        how = ("split", p.get("split_size_or_sections", p.get("split_size")))
+    x, dim = p.get("input"), p.get("dim", 0)
+    if not (isinstance(x, fx.Node) and signal(x)) or not isinstance(dim, int) or any(
+            isinstance(v, fx.Node) for v in ([how[1]] if not isinstance(how[1], (list, tuple))
+                                             else how[1])):
+        return _unsupported(what, "a piece of a computed split")
+    return OpSpec("narrow", what, (x,), {"dim": dim, "index": index, "how": how})
+
+
+def _arith(node: fx.Node, what: str, signal: Callable[[Any], bool], root: nn.Module) -> OpSpec:
+    """add/sub (either operand may carry signal), mul/div/neg by a number or a constant
+    tensor (layer scale), and gates: a signal times a sigmoid of another signal."""
     name = getattr(node.target, "__name__", str(node.target)).strip("_")
     if name in ("iadd", "isub", "imul", "itruediv"):
         name = name[1:]
@@ -246,6 +408,21 @@ def _arith(node: fx.Node, what: str, signal: Callable[[Any], bool]) -> OpSpec:
         return OpSpec("scale", what, (a,), {"factor": float(b) if name == "mul" else 1.0 / b})
     if sb and not sa and _is_number(a) and name == "mul":
         return OpSpec("scale", what, (b,), {"factor": float(a)})
+    if sa and not sb and isinstance(b, fx.Node):
+        return OpSpec("scale", what, (a,), {"factor": None, "tensor": b, "divide": name == "div"})
+    if sb and not sa and isinstance(a, fx.Node) and name == "mul":
+        return OpSpec("scale", what, (b,), {"factor": None, "tensor": a, "divide": False})
+    if name == "mul" and sa and sb:
+        for x, gate in ((a, b), (b, a)):
+            source = _gate_source(gate, root)
+            if source is None:
+                continue
+            if source is x:
+                return _unsupported(what, "a signal times its own sigmoid (SiLU written out; "
+                                          "use nn.SiLU or F.silu)")
+            return OpSpec("gate", what, (x,), {"held": gate})
+        return _unsupported(what, "a product of two signals that is not a gate (a sigmoid "
+                                  "or hard sigmoid of another signal)")
     return _unsupported(what, "a product or quotient of tensors (not linear in the image)")
 
 
@@ -279,7 +456,11 @@ def classify(node: fx.Node, root: nn.Module, signal: Callable[[Any], bool]) -> O
     if kind is None:
         return _unsupported(what)
     if kind in ("add", "scale"):
-        return _arith(node, what, signal)
+        return _arith(node, what, signal, root)
+    if kind == "narrow":
+        return _narrow(node, what, signal)
+    if kind == "split":
+        return OpSpec("split", what)
     x = node.args[0] if node.args else node.kwargs.get("input")
     if kind == "cat":
         p = _bind(_SIGNATURES["cat"], node.args, node.kwargs)
@@ -292,8 +473,12 @@ def classify(node: fx.Node, root: nn.Module, signal: Callable[[Any], bool]) -> O
         return OpSpec("cat", what, ins, {"dim": int(p.get("dim", 0))})
     if not isinstance(x, fx.Node) or not signal(x):
         return _unsupported(what, "signal in an argument other than the first")
-    if kind in ("relu", "relu6", "reshape", "identity"):
+    if kind in ("relu", "relu6", "reshape", "identity", "nonlinear"):
         return OpSpec(kind, what, (x,))
+    if kind == "norm":
+        return _norm_function(node, _NORM_FUNCTIONS[node.target], what, x)
+    if kind == "batchnorm":
+        return _batchnorm_function(node, what, x)
     if kind == "dropout":
         p = _bind(_SIGNATURES["dropout"], node.args, node.kwargs)
         if p.get("training", True) is not False:
@@ -361,7 +546,8 @@ def fetch_attr(root: nn.Module, target: str):
 # In-place functions and their out-of-place twins (same values, nothing overwritten).
 _OUT_OF_PLACE = {torch.relu_: torch.relu, F.relu_: torch.relu, operator.iadd: operator.add,
                  operator.isub: operator.sub, operator.imul: operator.mul,
-                 operator.itruediv: operator.truediv}
+                 operator.itruediv: operator.truediv, F.elu_: F.elu, F.leaky_relu_: F.leaky_relu,
+                 F.hardtanh_: F.hardtanh}
 
 
 _COPYING_TWIN = {"view": "reshape", "view_as": "reshape_as"}
@@ -382,7 +568,11 @@ def run_node(node: fx.Node, spec: OpSpec, root: nn.Module, args, kwargs):
     if op in ("dropout", "identity") and node.op != "call_method":
         return args[0] if args else kwargs["input"]
     if node.op == "call_module":
-        return root.get_submodule(node.target)(*args, **kwargs)
+        m = root.get_submodule(node.target)
+        if getattr(m, "inplace", False) is True:
+            m = copy.copy(m)
+            m.inplace = False
+        return m(*args, **kwargs)
     if node.op == "call_function":
         fn = _OUT_OF_PLACE.get(node.target, node.target)
         if kwargs.get("inplace"):
@@ -398,6 +588,69 @@ def run_node(node: fx.Node, spec: OpSpec, root: nn.Module, args, kwargs):
     if node.op == "get_attr":
         return fetch_attr(root, node.target)
     raise AssertionError(f"run_node cannot evaluate a {node.op} node")
+
+
+def run_recorded(node: fx.Node, spec: OpSpec, root: nn.Module, args, kwargs, slopes: bool
+                 ) -> Tuple[Any, Optional[torch.Tensor]]:
+    """:func:`run_node`, and what the deconvnet's rule of the op needs: ``(value, kept)``.
+
+    ``kept``: a max pool's switches; a gate's value (held by every rule); a
+    normalisation's factor (its statistics held: the op is then ``x * factor +
+    constant``, ``factor`` of the input's shape); with ``slopes``, an elementwise
+    nonlinearity's local slope ``φ'(x)`` (for ReLU and ReLU6 the bool ``0 < y``
+    (``< 6``), its support). None for every other op.
+    """
+    op = spec.op
+    if op in ("maxpool", "adaptive_maxpool"):
+        return run_pool_with_switches(spec, args[0])
+    if op == "gate" and spec.params.get("held") is None:
+        scale = spec.module._scale(args[0])     # torchvision's SqueezeExcitation
+        return scale * args[0], scale
+    if op == "nonlinear" and slopes:
+        with torch.enable_grad():
+            x = args[0].detach().requires_grad_(True)
+            y = run_node(node, spec, root, (x,) + tuple(args[1:]), kwargs)
+            (slope,) = torch.autograd.grad(y, x, torch.ones_like(y))
+        return y.detach(), slope
+    value = run_node(node, spec, root, args, kwargs)
+    if op == "gate":
+        held = spec.params["held"]
+        where = node.args.index(held) if held in node.args else None
+        return value, args[where] if where is not None else kwargs["other"]
+    if op == "norm":
+        return value, norm_factor(spec, args[0], root)
+    if slopes and op == "relu":
+        return value, value > 0
+    if slopes and op == "relu6":
+        return value, (value > 0) & (value < 6)
+    return value, None
+
+
+def norm_factor(spec: OpSpec, x: torch.Tensor, root: nn.Module) -> torch.Tensor:
+    """What a normalisation multiplies ``x`` by once its statistics are held:
+    ``weight / sqrt(var + eps)``, of ``x``'s shape (statistics over the last dims for
+    LayerNorm, over channels for LayerNorm2d, per image and group for GroupNorm and
+    InstanceNorm)."""
+    p = spec.params
+    where, name = p["weight"] if p["weight"] is not None else (None, None)
+    weight = None if where is None else (getattr(spec.module, name) if where == "module"
+                                         else fetch_attr(root, name))
+    eps = p["eps"]
+    if p["stats"] == "last":
+        dims = tuple(range(-p["dims"], 0))
+        factor = (x.var(dims, unbiased=False, keepdim=True) + eps).rsqrt()
+        factor = factor * weight if weight is not None else factor
+    else:
+        if p["stats"] == "channels":
+            factor = (x.var(1, unbiased=False, keepdim=True) + eps).rsqrt()
+        else:
+            groups = p["groups"] or x.shape[1]
+            flat = x.reshape(x.shape[0], groups, -1)
+            factor = (flat.var(-1, unbiased=False, keepdim=True) + eps).rsqrt()
+            factor = factor.expand_as(flat).reshape(x.shape)
+        if weight is not None:
+            factor = factor * weight.view((1, -1) + (1,) * (x.dim() - 2))
+    return factor.expand(x.shape).to(x.dtype).contiguous()
 
 
 def run_pool_with_switches(spec: OpSpec, x: torch.Tensor):
