@@ -9,7 +9,12 @@ Baselines, timed in the same process, interleaved with deconvviz (``--repeats`` 
 
 * **loop**: the network traced with torch.fx, every ReLU replaced by the deconvnet rule as
   an autograd Function, one ``autograd.grad`` per feature with its images in one batch;
-* **captum** (``--captum``): Captum's ``NeuronDeconvolution`` once per feature.
+* **captum** (``--captum``): Captum's ``NeuronDeconvolution`` once per feature;
+* **rules** (``--rules``, for modern CNNs, issue 19): the autograd loop of the float64 proofs
+  (``tests/engine/modern_reference.py``) in float32: the network traced with torch.fx up to
+  the node and run by an ``fx.Interpreter`` in which every elementwise nonlinearity goes
+  back by the deconvnet rule, gates and normalisation statistics are detached; one
+  ``autograd.grad`` per feature with its images in one batch.
 
 The largest difference to the baseline (scaled by its largest value) is printed too.
 
@@ -18,6 +23,8 @@ Usage::
     python benchmarks/bench_engine.py --net resnet50 --nodes layer1.2.relu_2 layer2.3.relu_2
     python benchmarks/bench_engine.py --net vgg16 --nodes features.9 features.16 features.23 \
         --captum
+    python benchmarks/bench_engine.py --net efficientnet_b0 --rules \
+        --nodes features.2.0.block.1 features.3.0.block.1
 """
 
 from __future__ import annotations
@@ -135,6 +142,23 @@ def captum_loop(trunk, x, feats, idx, pos):
     return res
 
 
+def rules_loop_model(model, node):
+    """The reference's rule-applying interpreter on the network cut at ``node``."""
+    sys.path.insert(0, str(REPO / "tests" / "engine"))
+    from modern_reference import _RuleInterpreter, rule_trace
+
+    rt = rule_trace(model)
+    target, graph, env = rt.node(node), fx.Graph(), {}
+    for n in rt.module.graph.nodes:
+        env[n] = graph.node_copy(n, lambda a: env[a])
+        if n is target:
+            break
+    graph.output(env[target])
+    gm = fx.GraphModule(rt.module, graph)
+    state = {"rule": "deconvnet"}
+    return lambda xi: {node: _RuleInterpreter(gm, state, "switches", ()).run(xi)}
+
+
 def report_seeds(graph, x, node, channels=8, k=4):
     """Per node the ``channels`` that fire most, each with its ``k`` strongest images."""
     out = node_outputs(graph, x, [node])[node]
@@ -167,6 +191,9 @@ def main():
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--captum", action="store_true",
                     help="Captum per feature as the baseline instead of the autograd loop")
+    ap.add_argument("--rules", action="store_true",
+                    help="the autograd loop with every nonlinearity's rule, gates and norm "
+                         "statistics held (modern CNNs)")
     args = ap.parse_args()
     torch.manual_seed(0)
     # Channels-last runs convolutions several times faster on the CPU, for both sides.
@@ -179,7 +206,10 @@ def main():
     names = [graph.node(n).name for n in nodes]
     seeds = {n: report_seeds(graph, x, graph.node(n).name) for n in nodes}
     total = sum(s[0].numel() for s in seeds.values())
-    gm = None if args.captum else loop_model(model, names)
+    if args.rules:
+        loops = {name: rules_loop_model(model, name) for name in names}
+    else:
+        loops = {} if args.captum else dict.fromkeys(names, loop_model(model, names))
     trunks = {name: Trunk(model, name) for name in names} if args.captum else {}
 
     def ours():
@@ -190,7 +220,7 @@ def main():
         if args.captum:
             return [captum_loop(trunks[name], x, seeds[n][1], seeds[n][0], seeds[n][2])
                     for n, name in zip(nodes, names)]
-        return [loop(gm, x, name, seeds[n][1], seeds[n][0], seeds[n][2])
+        return [loop(loops[name], x, name, seeds[n][1], seeds[n][0], seeds[n][2])
                 for n, name in zip(nodes, names)]
 
     t_ours, t_base = [], []
@@ -207,7 +237,8 @@ def main():
         return f"{min(v):.2f}/{statistics.median(v):.2f}/{max(v):.2f} s"
 
     print(f"{args.net} {' '.join(map(str, args.nodes))} ({total} seeds, {args.images} images): "
-          f"{'Captum per feature' if args.captum else 'autograd loop'} {mmm(t_base)}, "
+          f"{'Captum per feature' if args.captum else 'rules loop' if args.rules else 'autograd loop'}"
+          f" {mmm(t_base)}, "
           f"deconvviz {mmm(t_ours)} (min/median/max); ratio of medians "
           f"{statistics.median(t_base) / statistics.median(t_ours):.1f}x; "
           f"largest scaled difference {err:.1e}")

@@ -225,7 +225,7 @@ def _layer_parts(model, scan: _Scan, table: ImageTable, *, rule, device
         box, origin = windows_for(info, top.position.reshape(-1, 2))
         head = LayerReport(
             layer=info.index if info.index is not None else -1,
-            node="" if isinstance(key, int) else key, path=str(info.path),
+            node="" if isinstance(key, int) else key, path=str(info.path), op=info.what,
             output_size=info.output_size,
             rf_size=info.rf_size, rf_jump=info.rf_jump, rf_start=info.rf_start,
             activation=top.activation.numpy().astype(np.float32),

@@ -18,7 +18,8 @@ __all__ = ["layers", "project"]
 @click.option("--all", "all_nodes", is_flag=True,
               help="every node of the traced graph, not only the ones worth projecting")
 def layers(checkpoint, all_nodes):
-    """List the layers: number or node name, op, features, output size, receptive field.
+    """List the layers: number or node name, op, features, output size, receptive field,
+    and whether it can be projected (or, naming the node and the op, why not).
 
     A plain conv stack (the bundled CNN, AlexNet, VGG) lists its numbered conv
     layers; any other network, or --all, lists the nodes of its traced graph,
@@ -32,23 +33,31 @@ def layers(checkpoint, all_nodes):
     size = Preprocessing.from_meta(model.meta).size
     graph = graph_of(model, size)
     if graph.layers and not all_nodes:
-        rows = [(str(i.index), i.path, "conv block", i) for i in list_layers(model, size)]
+        rows = [(str(i.index), i.path, "conv block", i, "") for i in list_layers(model, size)]
         head = ("layer", "module")
         foot = "features count from 0; layers from 1; --all lists every node by name"
     else:
-        rows = [(i.name, i.what if len(i.what) < 28 else i.op, "", i)
-                for i in graph.infos(all_nodes=all_nodes)]
+        rows = [(i.name, i.what if len(i.what) < 28 else i.op, "", i,
+                 graph.why_not(i.name, short=True)) for i in graph.infos(all_nodes=all_nodes)]
         head = ("node", "op")
         foot = ("features count from 0; give --layer a node name"
                 + ("" if all_nodes else "; --all lists every node"))
+        blocked = sorted({graph.blocker(r[0]).label() for r in rows if r[4]
+                          and graph.blocker(r[0]) is not None})
+        if blocked:
+            count = sum(1 for r in rows if r[4])
+            foot += (f"\n{count} of the {len(rows)} nodes listed cannot be projected: the way "
+                     f"back meets {', '.join(blocked[:3])}{', ...' if len(blocked) > 3 else ''}"
+                     ", which has no deconvnet rule")
     w0 = max([len(head[0])] + [len(r[0]) for r in rows])
     w1 = max([len(head[1])] + [len(r[1]) for r in rows])
     click.echo(f"{head[0]:<{w0}}  {head[1]:<{w1}}  {'features':>8}  {'output':>9}  "
-               "receptive field")
-    for name, what, _, info in rows:
+               f"{'receptive field':<22}  projectable")
+    for name, what, _, info, why in rows:
         out = f"{info.output_size[0]}x{info.output_size[1]}"
         rf = f"{info.rf_size[0]}x{info.rf_size[1]} (stride {info.rf_jump[0]})"
-        click.echo(f"{name:<{w0}}  {what:<{w1}}  {info.features:>8}  {out:>9}  {rf}")
+        click.echo(f"{name:<{w0}}  {what:<{w1}}  {info.features:>8}  {out:>9}  {rf:<22}  "
+                   + ("no: " + why if why else "yes"))
     click.echo(foot)
 
 

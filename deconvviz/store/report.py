@@ -85,6 +85,7 @@ class LayerReport:
     patch_box: np.ndarray
     patch_origin: np.ndarray
     node: str = ""
+    op: str = ""    # what the node calls: ``Conv2d``, ``SiLU``, ``SqueezeExcitation``, ``F.gelu``
 
     @property
     def features(self) -> int:
@@ -210,6 +211,7 @@ class ReportWriter:
         g.attrs["layer"] = head.layer
         g.attrs["node"] = head.node
         g.attrs["path"] = head.path
+        g.attrs["op"] = head.op
         g.attrs["features"] = head.features
         g.attrs["k"] = head.k
         for name in ("output_size", "rf_size", "rf_jump", "rf_start"):
@@ -406,6 +408,7 @@ def _read_layer(f, path, name: str, version: int, image_size: Tuple[int, int],
         layer=int(attr_value(g.attrs.get("layer", -1))),
         node=str(attr_value(g.attrs.get("node", ""))),
         path=str(attr_value(g.attrs.get("path", ""))),
+        op=str(attr_value(g.attrs.get("op", ""))),
         output_size=tuple(int(v) for v in attr_value(g.attrs["output_size"])),
         rf_size=rf, rf_jump=tuple(int(v) for v in attr_value(g.attrs["rf_jump"])),
         rf_start=tuple(int(v) for v in attr_value(g.attrs["rf_start"])), **arrays)

@@ -48,8 +48,8 @@ NET = textwrap.dedent('''
         m.bn.running_var.uniform_(0.5, 1.5)
         return m
 
-    def with_silu():
-        return Res(act=nn.SiLU())
+    def with_softmax():
+        return Res(act=nn.Softmax(dim=1))
 
     class Branchy(nn.Module):
         def __init__(self):
@@ -141,8 +141,8 @@ def test_project_report_render_and_occlusion_on_a_node(user_net, photos, tmp_pat
     (["project", "--model", "usernet:make", *MODEL, "--layer", "relu_3", "--feature", "0"],
      "Error: Invalid value for --layer: no node named 'relu_3' in Res (closest: relu_2, relu_1, "
      "relu; see 'deconvviz layers --all')"),
-    (["project", "--model", "usernet:with_silu", *MODEL, "--layer", "head", "--feature", "0"],
-     "Error: Invalid value for --layer: node 'act' (SiLU) has no deconvnet rule, so 'head' "
+    (["project", "--model", "usernet:with_softmax", *MODEL, "--layer", "head", "--feature", "0"],
+     "Error: Invalid value for --layer: node 'act' (Softmax) has no deconvnet rule, so 'head' "
      "cannot be projected through it"),
     (["report", "--model", "usernet:make", *MODEL, "--layer", "head"],
      "Error: node 'head' (Linear) has no spatial output (one value per channel), so it has no "

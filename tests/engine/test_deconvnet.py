@@ -179,8 +179,8 @@ def test_unsupported_module_is_named():
     # ... and deconvolve() hands such a network to the graph engine, addressed by node name;
     # an op without a rule is refused there in one line naming the node and the op.
     assert project(m.eval(), torch.randn(1, 3, 8, 8), "2", 0).shape == (1, 3, 8, 8)
-    bad = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Sigmoid(), nn.ReLU())
-    with pytest.raises(DeconvvizError, match=r"^node '1' \(Sigmoid\) has no deconvnet rule, so "
+    bad = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Softmax(dim=1), nn.ReLU())
+    with pytest.raises(DeconvvizError, match=r"^node '1' \(Softmax\) has no deconvnet rule, so "
                        r"'2' cannot be projected through it"):
         project(bad, torch.randn(1, 3, 8, 8), "2", 0)
 

@@ -11,7 +11,7 @@ from torchvision.models.feature_extraction import get_graph_node_names
 
 import test_deconvnet as legacy
 from conftest import assert_close, TINY_INPUT, alexnet_like, tiny_model
-from deconvviz.engine import deconvnet
+from deconvviz.engine.deconv import deconvnet
 from deconvviz.engine.deconv.deconvnet import RULES
 from deconvviz.engine.net.graph import build_graph
 from deconvviz.engine.deconv.deconvnet import deconvolve, record_graph
@@ -223,17 +223,23 @@ class Gated(nn.Module):
         return self.conv2(self.act(self.conv1(x)))
 
 
-class FunctionalGate(Gated):
+class FunctionalSoftmax(Gated):
     def forward(self, x):
-        return self.conv2(torch.sigmoid(self.conv1(x)))
+        return self.conv2(torch.softmax(self.conv1(x), 1))
+
+
+class Squared(Gated):
+    def forward(self, x):
+        y = self.conv1(x)
+        return self.conv2(y * y)
 
 
 @pytest.mark.parametrize("model,label", [
-    (Gated(nn.SiLU()), r"node 'act' \(SiLU\)"),
-    (Gated(nn.Hardswish()), r"node 'act' \(Hardswish\)"),
-    (Gated(nn.GELU()), r"node 'act' \(GELU\)"), (Gated(nn.Sigmoid()), r"node 'act' \(Sigmoid\)"),
-    (Gated(nn.LeakyReLU()), r"node 'act' \(LeakyReLU\)"),
-    (FunctionalGate(nn.Identity()), r"node 'sigmoid' \(torch\.sigmoid\)")])
+    (Gated(nn.Softmax(dim=1)), r"node 'act' \(Softmax\)"),
+    (Gated(nn.LogSoftmax(dim=1)), r"node 'act' \(LogSoftmax\)"),
+    (Squared(nn.Identity()), r"node 'mul' \(operator\.mul\), a product of two signals that is "
+                             r"not a gate \(a sigmoid or hard sigmoid of another signal\)"),
+    (FunctionalSoftmax(nn.Identity()), r"node 'softmax' \(torch\.softmax\)")])
 def test_op_without_a_rule_is_named(model, label):
     x = torch.randn(1, 3, 8, 8)
     with pytest.raises(DeconvvizError, match=rf"^{label} has no deconvnet rule, so 'conv2' "

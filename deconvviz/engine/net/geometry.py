@@ -196,7 +196,8 @@ def _spatial_axes(n, parent_axes: Optional[Tuple[int, int]], parent_rank: int
 
 
 def receptive_fields(nodes: Sequence, input_size: Tuple[int, int],
-                     kernel: Callable[[object], Tuple[int, int]]) -> Dict[str, Geometry]:
+                     kernel: Callable[[object], Tuple[int, int]],
+                     moved: Optional[set] = None) -> Dict[str, Geometry]:
     """The :class:`Geometry` of every node with a tensor output.
 
     ``nodes``: a graph's :class:`~deconvviz.engine.net.graph.GraphNode` s in execution
@@ -206,7 +207,8 @@ def receptive_fields(nodes: Sequence, input_size: Tuple[int, int],
     each position's box; a permute or a reshape that keeps the map moves it with its
     dims (channels-last blocks, channel shuffle); a node whose map is gone (a
     flatten, a ``(C,)`` output) is one position whose box covers everything its inputs
-    see.
+    see. ``moved`` (a set, filled in): the nodes whose map is not in the last two dims of
+    ``(C, H, W)`` (a channels-last ``(H, W, C)`` block, a 5-d channel shuffle).
     """
     geo: Dict[str, Geometry] = {}
     axes: Dict[str, Optional[Tuple[int, int]]] = {}
@@ -225,6 +227,8 @@ def receptive_fields(nodes: Sequence, input_size: Tuple[int, int],
                 if all(axes.get(p) == axes.get(first) for p in n.parents) else None
         size = (n.shape[ax[0]], n.shape[ax[1]]) if ax is not None else (1, 1)
         axes[n.name], rank[n.name] = ax, len(n.shape)
+        if moved is not None and ax is not None and (ax != (1, 2) or len(n.shape) != 3):
+            moved.add(n.name)
         standard = ax == (1, 2) and len(n.shape) == 3
         if n.op == "input":
             geo[n.name] = input_geometry(input_size)

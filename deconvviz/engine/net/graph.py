@@ -186,7 +186,9 @@ class Graph:
         self.nodes: Tuple[GraphNode, ...] = self._analyse()
         self._by_name = {n.name: n for n in self.nodes}
         self._by_fx = {n.fx_node: n for n in self.nodes}
-        self._geometry = receptive_fields(self.nodes, self.input_size, self._kernel)
+        self._moved: set = set()
+        self._geometry = receptive_fields(self.nodes, self.input_size, self._kernel,
+                                          self._moved)
         self.layers: Tuple[str, ...] = self._legacy_layers()
 
     # ------------------------------------------------------------------ analysis
@@ -412,22 +414,39 @@ class Graph:
                 todo.extend(self._by_name[n].parents)
         return [n for n in self.nodes if n.name in seen]
 
-    def check_seed(self, layer: Union[int, str]) -> GraphNode:
-        """The node a seed sits on, after checking every op below it has a deconvnet rule."""
+    def blocker(self, layer: Union[int, str]) -> Optional[GraphNode]:
+        """The first node on the way back from ``layer`` whose op has no deconvnet rule
+        (attention, a product of two signals that is not a gate, a custom op), or None."""
+        node = self.node(layer)
+        return next((n for n in self.ancestors([node.name]) if n.op == "unsupported"), None)
+
+    def why_not(self, layer: Union[int, str], short: bool = False) -> str:
+        """Why a seed cannot sit on ``layer`` (one line naming the node and the op), or
+        ``""`` where it can. ``short``: without the list of ops that have a rule."""
         node = self.node(layer)
         if node.error:
-            raise DeconvvizError(node.error)
-        for n in self.ancestors([node.name]):
-            if n.op == "unsupported":
-                why = f", {n.spec.reason}" if n.spec.reason else ""
-                where = "" if n is node else f", so '{node.name}' cannot be projected through it"
-                raise DeconvvizError(f"{n.label()}{why} has no deconvnet rule{where} (rules "
-                                     f"exist for: {RULE_OPS})")
-        if not node.seedable:
+            return node.error
+        n = self.blocker(node.name)
+        if n is not None:
+            why = f", {n.spec.reason}" if n.spec.reason else ""
+            where = "" if n is node else f", so '{node.name}' cannot be projected through it"
+            rules = "" if short else f" (rules exist for: {RULE_OPS})"
+            return f"{n.label()}{why} has no deconvnet rule{where}{rules}"
+        if not node.seedable or node.name in self._moved:
             shape = "no tensor" if node.shape is None else f"shape {tuple(node.shape)}"
-            raise DeconvvizError(f"{node.label()} gives {shape} per image; a seed needs a "
-                                 "(C, H, W) or (C,) output")
-        return node
+            moved = " with its map in other dims (channels-last)" \
+                if node.name in self._moved else ""
+            return (f"{node.label()} gives {shape} per image{moved}; a seed needs a (C, H, W) "
+                    "or (C,) output")
+        return ""
+
+    def check_seed(self, layer: Union[int, str]) -> GraphNode:
+        """The node a seed sits on, after checking every op below it has a deconvnet rule
+        (:meth:`why_not`)."""
+        reason = self.why_not(layer)
+        if reason:
+            raise DeconvvizError(reason)
+        return self.node(layer)
 
     def info(self, layer: Union[int, str]) -> NodeInfo:
         """The :class:`NodeInfo` (channels, output size, receptive field) of a node."""
@@ -435,7 +454,7 @@ class Graph:
         if node.error:
             raise DeconvvizError(node.error)
         geo = self._geometry.get(node.name)
-        if geo is None or not node.seedable:
+        if geo is None or not node.seedable or node.name in self._moved:
             raise DeconvvizError(f"{node.label()} has no spatial or channel output to describe")
         affine = geo.affine
         if all(a is not None for a in affine):
@@ -457,6 +476,7 @@ class Graph:
         only of those worth projecting (visible nodes of :data:`LISTED_OPS`, legacy layers)."""
         return [self.info(n.name) for n in self.nodes
                 if n.seedable and not n.error and n.name in self._geometry
+                and n.name not in self._moved
                 and (all_nodes or (not n.hidden and n.op in LISTED_OPS) or n.name in self.layers)]
 
     # ------------------------------------------------------------------ running

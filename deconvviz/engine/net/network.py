@@ -69,7 +69,10 @@ def resolve_infos(model: nn.Module, layers: Optional[Sequence[Layer]],
         infos = [dataclasses.replace(i, index=None) for i in graph.infos()
                  if _projectable(graph, i.name)]
         if not infos:
-            raise DeconvvizError(f"{type(model).__name__} has no node to project")
+            first = next((graph.blocker(i.name) for i in graph.infos()
+                          if graph.blocker(i.name) is not None), None)
+            why = f": {first.label()} has no deconvnet rule" if first is not None else ""
+            raise DeconvvizError(f"{type(model).__name__} has no node to project{why}")
         return infos
     out, seen = [], set()
     for layer in layers:
@@ -83,11 +86,7 @@ def resolve_infos(model: nn.Module, layers: Optional[Sequence[Layer]],
 
 
 def _projectable(graph: Graph, name: str) -> bool:
-    try:
-        graph.check_seed(name)
-    except DeconvvizError:
-        return False
-    return True
+    return not graph.why_not(name)
 
 
 def spatial(model: nn.Module, info: NodeInfo) -> bool:

@@ -115,6 +115,11 @@ class LayerSummary:
     dead: int
     strongest: List[Tuple[int, float]]   # (feature, activation) of its strongest features
     max_act: float
+    op: str = ""       # what the node calls (``SiLU``, ``SqueezeExcitation``); "" if unknown
+
+
+def _op(s: LayerSummary) -> str:
+    return f" ({esc(s.op)})" if s.op else ""
 
 
 def _page(name: str, **values) -> str:
@@ -167,7 +172,7 @@ def index_page(attrs: dict, layers: Sequence[LayerSummary], date_line: str,
         dead = (f"; {s.dead} never fire{'s' if s.dead == 1 else ''}" if s.dead else "")
         sections.append(
             f'<section class="layer"><h2><a href="{href(s.slug + ".html")}">{esc(s.title)}</a>'
-            f'</h2><div class="meta"><code>{esc(s.path)}</code> &middot; {s.features} features'
+            f'</h2><div class="meta"><code>{esc(s.path)}</code>{_op(s)} &middot; {s.features} features'
             f"{dead} &middot; receptive field {s.rf_size[0]}&times;{s.rf_size[1]} px &middot; "
             f"{s.output_size[0]}&times;{s.output_size[1]} positions &middot; {esc(shown)}</div>"
             f'<div class="strip">{"".join(thumbs) or "<em>no feature of this layer fires</em>"}'
@@ -204,8 +209,8 @@ def layer_page(s: LayerSummary, attrs: dict, activation0: np.ndarray, dead: np.n
     first = href(s.slug, "feature000.html")
     return _page("layer.html", title=esc(f"{s.title}: {s.features} features - deconvviz report"),
                  layer_title=esc(s.title),
-                 heading=esc(f"{s.title} ({s.path}): {s.features} features, top {s.k} of {n} "
-                             "images each"),
+                 heading=esc(f"{s.title} ({s.path}{', ' + s.op if s.op else ''}): "
+                             f"{s.features} features, top {s.k} of {n} images each"),
                  k=esc(s.k), normalisation=esc(NORMALISATION), max_act=esc(_act(s.max_act)),
                  dead_label=dead_label, dead_disabled="" if s.dead else " disabled",
                  dead_note=dead_note, last=str(max(0, s.features - 1)),

@@ -177,7 +177,7 @@ class SiteWriter:
                          rf_size=tuple(lr.rf_size), output_size=tuple(lr.output_size),
                          dead=int(dead.sum()),
                          strongest=[(f, float(act0[f])) for f in order[:STRIP]],
-                         max_act=float(act0.max()) if F_ else 0.0)
+                         max_act=float(act0.max()) if F_ else 0.0, op=lr.op)
         tile = display_size(lr.rf_size, _PX["feature"])
         whole = display_size(self.image_size, _PX["whole"])
 
