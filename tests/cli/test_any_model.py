@@ -51,6 +51,29 @@ NET = textwrap.dedent('''
     def with_softmax():
         return Res(act=nn.Softmax(dim=1))
 
+    class Modern(nn.Module):
+        """SiLU, a squeeze-and-excitation gate, GroupNorm, GELU, a layer scale."""
+        def __init__(self):
+            super().__init__()
+            import torchvision
+            self.stem = nn.Conv2d(3, 8, 3, padding=1)
+            self.act = nn.SiLU(inplace=True)
+            self.se = torchvision.ops.SqueezeExcitation(8, 4)
+            self.norm = nn.GroupNorm(2, 8)
+            self.conv = nn.Conv2d(8, 8, 3, padding=1)
+            self.gelu = nn.GELU()
+            self.gamma = nn.Parameter(torch.full((8, 1, 1), 0.5))
+            self.head = nn.Linear(8, 5)
+
+        def forward(self, x):
+            x = self.se(self.act(self.stem(x)))
+            x = x + self.gamma * self.gelu(self.conv(self.norm(x)))
+            return self.head(x.mean(dim=(2, 3)))
+
+    def modern():
+        torch.manual_seed(1)
+        return Modern()
+
     class Branchy(nn.Module):
         def __init__(self):
             super().__init__()
@@ -100,6 +123,41 @@ def test_layers_lists_the_graph_nodes_by_torchvision_name(user_net):
                      "act", "head"]
     every = _run("layers", "--model", user_net, *MODEL, "--all")
     assert every.exit_code == 0 and "bn " in every.output and "mean " in every.output
+
+
+def test_layers_and_the_web_report_name_the_nodes_and_ops_of_a_modern_network(
+        user_net, photos, tmp_path):
+    res = _run("layers", "--model", "usernet:modern", *MODEL)
+    assert res.exit_code == 0, res.output
+    rows = [line.split() for line in res.output.splitlines()[1:-1]]
+    assert [(r[0], r[1], r[-1]) for r in rows] == [
+        ("stem", "Conv2d", "yes"), ("act", "SiLU", "yes"), ("se", "SqueezeExcitation", "yes"),
+        ("conv", "Conv2d", "yes"), ("gelu", "GELU", "yes"), ("add", "operator.add", "yes"),
+        ("head", "Linear", "yes")]
+    # gate and norm statistics held: the receptive field is the convs' 3x3 + 3x3 (stride 1)
+    assert rows[4][4] == "5x5" and rows[2][4] == "3x3"
+    out = tmp_path / "r"
+    res = _run("report", "--model", "usernet:modern", *MODEL, "--data", photos, "--layer", "se",
+               "--layer", "gelu", "--top", "2", "--out", out, "--quiet", "--no-png", "--html")
+    assert res.exit_code == 0, res.output
+    rep = read_report_h5(out / "report.h5")
+    assert [(lr.name, lr.op) for lr in rep.layers.values()] == [("se", "SqueezeExcitation"),
+                                                                ("gelu", "GELU")]
+    page = (out / "site" / "gelu.html").read_text()
+    assert "node gelu (gelu, GELU): 8 features" in page
+
+
+def test_layers_marks_where_projection_stops_and_why(user_net):
+    res = _run("layers", "--model", "usernet:with_softmax", *MODEL)
+    assert res.exit_code == 0, res.output
+    rows = {line.split()[0]: line for line in res.output.splitlines()[1:-2]}
+    assert rows["pool"].endswith("  yes")
+    assert rows["act"].endswith("  no: node 'act' (Softmax) has no deconvnet rule")
+    assert rows["head"].endswith("  no: node 'act' (Softmax) has no deconvnet rule, so 'head' "
+                                 "cannot be projected through it")
+    assert res.output.splitlines()[-1] == (
+        "2 of the 10 nodes listed cannot be projected: the way back meets node 'act' "
+        "(Softmax), which has no deconvnet rule")
 
 
 def test_project_report_render_and_occlusion_on_a_node(user_net, photos, tmp_path):

@@ -6,6 +6,7 @@ the rule, gates and statistics detached) for every rule, at several nodes of the
 of the issue (random weights, 64-96 px); cropped (each seed's cone) = whole-image; receptive
 fields equal the support of the gradient; ReLU written as another op gives ReLU's results."""
 
+import copy
 import functools
 
 import pytest
@@ -13,7 +14,8 @@ import torch
 from torch import nn
 
 from conftest import assert_close
-from deconvviz.engine.deconv.deconvnet import Plan, deconvolve, plan, project_positions
+from deconvviz.engine.deconv.deconvnet import (Plan, deconvolve, node_outputs, plan,
+                                               project_positions)
 from deconvviz.engine.deconv.record import record_cone
 from deconvviz.engine.net.graph import build_graph
 from deconvviz.errors import DeconvvizError
@@ -51,6 +53,12 @@ def _nodes(graph):
     return picked[:2] + ([deepest] if deepest not in picked[:2] else [])
 
 
+def _strongest(graph, x, node, pos):
+    """Per image ``s``, the channel strongest at ``pos[s]`` (a seed that fires)."""
+    out = node_outputs(graph, x, [node])[node]
+    return [int(out[s, :, y, x_].argmax()) for s, (y, x_) in enumerate(pos.tolist())]
+
+
 def _plans(graph, node):
     plans = [Plan("whole", "whole")]
     if graph.frames(node) is not None:
@@ -71,8 +79,8 @@ def test_every_rule_equals_the_modern_reference_at_image_corners(name):
     assert {graph.node(n).op for n in nodes} & {"gate", "norm", "nonlinear", "relu"}
     for node in nodes:
         c, h, w = graph.node(node).shape
-        feats = [c // 3, c - 1]
         pos = torch.tensor([[0, 0], [h - 1, w - 1]])
+        feats = _strongest(graph, x, node, pos)
         want = modern_reference(model, x, {node: feats}, RULES, positions={node: pos})
         for rule in RULES:
             grads, _, act = want[rule][node]
@@ -109,23 +117,29 @@ def _support_box(grad):
     return (int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
 
 
-@pytest.mark.parametrize("name", ["tv_efficientnet_b0", "tv_mobilenet_v3_large",
-                                  "tv_convnext_tiny", "tv_regnet_y_400mf",
-                                  "timm_convnext_atto", "timm_efficientnet_b0"])
-def test_receptive_fields_are_the_support_of_the_gradient(name):
-    """A position's receptive field (what ``layers`` prints, what a report cuts) is exactly
-    where the gradient of that position reaches the image, gates and statistics held: a
-    gate's global average or a norm's statistics do not widen it, and permutes into
-    channels-last blocks and back keep it."""
+@pytest.mark.parametrize("name,exact", [
+    ("tv_efficientnet_b0", True), ("tv_convnext_tiny", True), ("timm_convnext_atto", True),
+    ("timm_efficientnet_b0", True), ("tv_mobilenet_v3_large", False),
+    ("tv_regnet_y_400mf", False)])
+def test_receptive_fields_are_the_support_of_the_gradient(name, exact):
+    """A position's receptive field (what ``layers`` prints, what a report cuts) is where the
+    gradient of that position reaches the image, gates and statistics held: a gate's global
+    average or a norm's statistics do not widen it, and permutes into channels-last blocks
+    and back keep it. With SiLU and GELU (slopes nowhere zero) the support fills the field
+    exactly; ReLU's and Hardswish's zero slopes may leave holes at its edge, never more."""
     model, graph = modern_model(name), _graph(name)
     x = _images(graph.input_size[0], n=1, seed=2)
     for node in _nodes(graph)[:2]:
         info = graph.info(node)
         h, w = info.output_size
         pos = torch.tensor([[h // 2, w // 3]])
-        want = modern_reference(model, x, {node: [0]}, "gradient", positions={node: pos})
-        grad = want[node][0][0]
-        assert _support_box(grad) == info.box((h // 2, w // 3)), f"{name} {node}"
+        feats = _strongest(graph, x, node, pos)
+        want = modern_reference(model, x, {node: feats}, "gradient", positions={node: pos})
+        y0, x0, y1, x1 = _support_box(want[node][0][0])
+        b0, c0, b1, c1 = info.box((h // 2, w // 3))
+        assert b0 <= y0 < y1 <= b1 and c0 <= x0 < x1 <= c1, f"{name} {node}"
+        if exact:
+            assert (y0, x0, y1, x1) == (b0, c0, b1, c1), f"{name} {node}"
 
 
 @pytest.mark.parametrize("name", ["tv_efficientnet_b0", "tv_convnext_tiny", "timm_resnet50"])
@@ -157,7 +171,7 @@ class _Net(nn.Module):
         super().__init__()
         torch.manual_seed(0)
         self.conv1, self.act, self.conv2 = nn.Conv2d(3, 6, 3), act, nn.Conv2d(6, 5, 3, padding=1)
-        self.act2 = nn.ReLU() if isinstance(act, nn.ReLU) else act
+        self.act2 = copy.deepcopy(act)
 
     def forward(self, x):
         return self.act2(self.conv2(self.act(self.conv1(x))))
