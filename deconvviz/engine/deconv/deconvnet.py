@@ -127,7 +127,8 @@ def _bytes(graph: Graph, node: str, frames, elem: int, masks: bool) -> Tuple[int
         if n.shape is None:
             continue
         f = frames.get(n.name) if frames else None
-        size = n.shape[0] * f.area() if f is not None else int(torch.Size(n.shape).numel())
+        channels = n.shape[-1] if graph.channels_last(n.name) else n.shape[0]
+        size = channels * f.area() if f is not None else int(torch.Size(n.shape).numel())
         widest = max(widest, size)
         if n.op in ("maxpool", "adaptive_maxpool"):
             kept += size * 8

@@ -86,8 +86,18 @@ class Walk:
     def record(self, records: Dict[str, torch.Tensor], name: str) -> torch.Tensor:
         """A record of node ``name``, one row per seed, on the walk's frame of it."""
         f = self.frame(name)
+        if f is not None and not f.whole and self.graph.channels_last(name):
+            # (R, H, W, C): cut its rows and columns as those of an (R, C, H, W) view
+            t = {name: records[name].permute(0, 3, 1, 2)}
+            return cut_record(self.rec, t, name, self.rows, f, self.origin(name)).permute(
+                0, 2, 3, 1)
         return cut_record(self.rec, records, name, self.rows, f,
                           None if f is None else self.origin(name))
+
+    def window(self, name: str) -> Optional[Frame]:
+        """Node ``name``'s frame where the walk is inside seeds' cones, else None."""
+        f = self.frame(name)
+        return None if f is None or f.whole else f
 
     def shape(self, name: str, signal: torch.Tensor) -> Tuple[int, ...]:
         return (signal.shape[0],) + tuple(self.rec.shapes[name])
@@ -287,8 +297,8 @@ def _permute(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
     if "dims" in p:
         dims = [d % g.dim() for d in p["dims"]]
         inverse = sorted(range(len(dims)), key=dims.__getitem__)
-        return [(x, g.permute(inverse), None)]
-    return [(x, g.transpose(p["dim0"], p["dim1"]), None)]
+        return [(x, g.permute(inverse), w.window(node.name))]
+    return [(x, g.transpose(p["dim0"], p["dim1"]), w.window(node.name))]
 
 
 def _mean(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
@@ -308,7 +318,8 @@ def _mean(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
 
 
 def _linear(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
-    return [(node.inputs[0], g.matmul(op_weight(node.spec, w.graph.model).to(g.dtype)), None)]
+    return [(node.inputs[0], g.matmul(op_weight(node.spec, w.graph.model).to(g.dtype)),
+             w.window(node.name))]
 
 
 def _identity(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:

@@ -197,7 +197,7 @@ def _spatial_axes(n, parent_axes: Optional[Tuple[int, int]], parent_rank: int
 
 def receptive_fields(nodes: Sequence, input_size: Tuple[int, int],
                      kernel: Callable[[object], Tuple[int, int]],
-                     moved: Optional[set] = None) -> Dict[str, Geometry]:
+                     moved: Optional[dict] = None) -> Dict[str, Geometry]:
     """The :class:`Geometry` of every node with a tensor output.
 
     ``nodes``: a graph's :class:`~deconvviz.engine.net.graph.GraphNode` s in execution
@@ -207,8 +207,9 @@ def receptive_fields(nodes: Sequence, input_size: Tuple[int, int],
     each position's box; a permute or a reshape that keeps the map moves it with its
     dims (channels-last blocks, channel shuffle); a node whose map is gone (a
     flatten, a ``(C,)`` output) is one position whose box covers everything its inputs
-    see. ``moved`` (a set, filled in): the nodes whose map is not in the last two dims of
-    ``(C, H, W)`` (a channels-last ``(H, W, C)`` block, a 5-d channel shuffle).
+    see. ``moved`` (a dict, filled in): the nodes whose map is not in the last two dims of
+    ``(C, H, W)`` (a channels-last ``(H, W, C)`` block, a 5-d channel shuffle), with where
+    their rows and columns are (None where they are mixed up).
     """
     geo: Dict[str, Geometry] = {}
     axes: Dict[str, Optional[Tuple[int, int]]] = {}
@@ -228,7 +229,7 @@ def receptive_fields(nodes: Sequence, input_size: Tuple[int, int],
         size = (n.shape[ax[0]], n.shape[ax[1]]) if ax is not None else (1, 1)
         axes[n.name], rank[n.name] = ax, len(n.shape)
         if moved is not None and ax is not None and (ax != (1, 2) or len(n.shape) != 3):
-            moved.add(n.name)
+            moved[n.name] = ax
         standard = ax == (1, 2) and len(n.shape) == 3
         if n.op == "input":
             geo[n.name] = input_geometry(input_size)
@@ -247,6 +248,8 @@ def receptive_fields(nodes: Sequence, input_size: Tuple[int, int],
             geo[n.name] = union_geometry(parents, size)
         else:
             axes[n.name] = None
+            if moved is not None and n.name in moved:
+                moved[n.name] = None
             geo[n.name] = hull_geometry(parents, (1, 1) if ax is None else size)
     return geo
 

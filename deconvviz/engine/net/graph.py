@@ -186,7 +186,7 @@ class Graph:
         self.nodes: Tuple[GraphNode, ...] = self._analyse()
         self._by_name = {n.name: n for n in self.nodes}
         self._by_fx = {n.fx_node: n for n in self.nodes}
-        self._moved: set = set()
+        self._moved: Dict[str, Optional[Tuple[int, int]]] = {}
         self._geometry = receptive_fields(self.nodes, self.input_size, self._kernel,
                                           self._moved)
         self.layers: Tuple[str, ...] = self._legacy_layers()
@@ -257,6 +257,11 @@ class Graph:
                 inputs = tuple(self._names[a] if isinstance(a, fx.Node) else None
                                for a in spec.inputs)
                 parents = tuple(dict.fromkeys(n for n in inputs if n is not None))
+                if op == "unsupported" and not parents:
+                    # No rule, so no transpose: its signal inputs still are what it depends
+                    # on, for the nodes above it (which 'layers' lists as blocked by it).
+                    parents = tuple(dict.fromkeys(
+                        self._names[a] for a in ins if depends.get(a) and a in self._names))
                 out.append(GraphNode(self._names[node], len(out), op, spec.what, inputs, parents,
                                      shape, spec, node, error,
                                      hidden=self._names[node] not in self._visible))
@@ -279,10 +284,25 @@ class Graph:
                 return k, k, (0, 0), (1, 1)
         return None
 
+    def channels_last(self, name: str) -> bool:
+        """Whether node ``name`` holds its map as ``(H, W, C)`` per image (inside a ConvNeXt
+        block, between its permutes): its records are cut to a window on dims 1 and 2."""
+        return self._moved.get(name) == (0, 1) and len(self._by_name[name].shape) == 3
+
     def _reach(self, node: GraphNode, frame: Frame):
         """What ``frame`` of ``node``'s output reads of each input (see ``REACH``), or None."""
         kind = REACH.get(node.op)
         ins = [x for x in node.inputs if x is not None]
+        if node.op in ("permute", "linear") and node.spatial:
+            # A permute into a channels-last block and back, a Linear on its channels: the
+            # same rows and columns, in other dims.
+            (x,) = ins
+            moves = self._moved.get(node.name, (1, 2)), self._moved.get(x, (1, 2))
+            if any(m not in ((1, 2), (0, 1)) for m in moves) or not self._by_name[x].spatial:
+                return None
+            if node.op == "linear" and not self.channels_last(node.name):
+                return None
+            return [(x, frame)]
         if kind == "pointwise":
             if node.op == "cat" and node.params["dim"] % 4 != 1:
                 return None
