@@ -323,7 +323,7 @@ def test_render_rejects_damaged_and_foreign_files(tmp_path):
             f.attrs[a] = 99
     cases = [(junk, "is not a readable HDF5 file"),
              (foreign, "is not a deconvviz report (format attribute 'keras'"),
-             (newer, "has format version 99; this deconvviz reads versions 1..2"),
+             (newer, "has format version 99; this deconvviz reads versions 1..3"),
              (tmp_path / "missing.h5", "does not exist")]
     for path, message in cases:
         res = _run(["render", str(path), "--out", str(tmp_path / "o")])
@@ -388,9 +388,10 @@ def test_interrupted_runs_leave_the_earlier_report_untouched(tiny_checkpoint, im
     res = _run(base + ["--top", "3"])
     assert res.exit_code == 1 and "No space left on device" in res.output
     assert "Traceback" not in res.output
-    # No temp file left, nothing replaced; the finished scan is kept for --resume.
+    # No temp file left, nothing replaced; the finished scan and layer are kept for --resume.
     after = _snapshot(out)
     assert after.pop(Path(".scan-state.pt"), None) is not None
+    assert after.pop(Path("report.h5.partial"), None) is not None
     assert after == before
     monkeypatch.setattr(report_mod, "write_png", real_png)
     res = _run(base + ["--top", "3", "--resume"])
