@@ -16,17 +16,20 @@ class Progress:
     (done/total, rate, time left) every ``every`` seconds, and one when it closes.
     With ``delay`` it stays silent for work that ends within ``delay`` seconds (a
     phase that is usually instant, such as reading an already decoded folder).
+    ``initial``: work done before (a resumed scan); it counts towards the total but
+    not towards the rate.
     """
 
     def __init__(self, total: int, desc: str, unit: str = "img", enabled: bool = True,
-                 stream=None, every: float = 5.0, clock=time.perf_counter, delay: float = 0.0):
+                 stream=None, every: float = 5.0, clock=time.perf_counter, delay: float = 0.0,
+                 initial: int = 0):
         self.total, self.desc, self.unit = int(total), desc, unit
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
         self.every = float(every)
         self._clock = clock
-        self.done = 0
+        self.done = self.initial = int(initial)
         self.fields = {}
         self.start = clock()
         self._last = self.start
@@ -43,7 +46,7 @@ class Progress:
     @property
     def rate(self) -> float:
         elapsed = self._clock() - self.start
-        return self.done / elapsed if elapsed > 0 else 0.0
+        return (self.done - self.initial) / elapsed if elapsed > 0 else 0.0
 
     def line(self) -> str:
         rate = self.rate

@@ -208,8 +208,7 @@ def _scan(model, source, layers, k, *, batch_size, device, rule, progress, limit
         # Segments of whole rounds of batches keep the round-robin dealing of one scan.
         step = n if state is None else max(1, int(save_every)) * batch_size * world
         with Progress(mine, "scan" if world == 1 else f"scan (rank {rank}/{world})",
-                      enabled=progress and rank == 0) as bar:
-            bar.update(done)
+                      enabled=progress and rank == 0, initial=done) as bar:
             for s0 in range(start, n, step):
                 part = scan_topk(model, source, [layer_key(i) for i in infos], k,
                                  batch_size=batch_size, device=device, progress=bar,
