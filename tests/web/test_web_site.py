@@ -380,4 +380,5 @@ def test_report_html_failing_midway_leaves_the_earlier_report_and_site(tmp_path,
         make_report(out, k=3, html=True)
     after = _snapshot(out)
     assert after.pop(Path(".scan-state.pt"), None) is not None  # kept for --resume
+    assert after.pop(Path("report.h5.partial"), None) is not None  # its finished layers too
     assert after == before   # neither report.h5 nor any file of the site changed, no leftovers
