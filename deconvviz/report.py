@@ -49,7 +49,7 @@ from .store.report import (PROJECTION_DTYPES, REPORT_FILE, REPORT_FORMAT, REPORT
                            write_report_h5)
 
 __all__ = ["build_report", "write_report", "report_paths", "save_report", "render_report",
-           "scan_state_path", "partial_path", "ReportInterrupted"]
+           "scan_state_path", "partial_path", "check_features", "ReportInterrupted"]
 
 PARTIAL_SUFFIX = ".partial"
 

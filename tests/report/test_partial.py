@@ -21,26 +21,11 @@ from deconvviz.report import partial_path, scan_state_path
 from deconvviz.store.report import read_report_h5
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory):
-    """40 generated 32x32 PNGs in two classes (decoded once, then read from the cache;
-    generating the whole builtin split for every run would cost more than the runs)."""
-    from PIL import Image
-    from deconvviz.data.sources import synthetic_images
-    root = tmp_path_factory.mktemp("images")
-    images, _ = synthetic_images(40, seed=3)
-    for i in range(40):
-        d = root / ("a" if i % 2 else "b")
-        d.mkdir(exist_ok=True)
-        Image.fromarray(images[i].permute(1, 2, 0).numpy()).save(d / f"{i:02d}.png")
-    return root
-
-
 @pytest.fixture
-def args(tiny_checkpoint, folder):
+def args(tiny_checkpoint, image_folder):
     """``args(out, *extra)``: a quiet two-layer report of the folder into ``out``."""
     def make(out, *extra):
-        return ["report", "--model", str(tiny_checkpoint), "--data", str(folder), "--limit",
+        return ["report", "--model", str(tiny_checkpoint), "--data", str(image_folder), "--limit",
                 "36", "--layer", "1", "--layer", "2", "--top", "3", "--batch-size", "20",
                 "--quiet", "--no-png", "--out", str(out), *extra]
     return make
@@ -274,7 +259,7 @@ def test_every_phase_shows_progress_as_lines_in_a_log(args, tmp_path):
     assert any(line.startswith("web report [####################] 2/2 ") for line in lines)
 
 
-def test_the_readme_call_with_a_data_source_string(folder, tmp_path):
+def test_the_readme_call_with_a_data_source_string(image_folder, tmp_path):
     """README: ``build_report(model, "builtin", [2], 4)``; the string is resolved as
     ``--data`` is (the test split, preprocessed for the model)."""
     import deconvviz
@@ -287,11 +272,11 @@ def test_the_readme_call_with_a_data_source_string(folder, tmp_path):
     assert report.attrs["num_images"] == 2000 and report.layers[2].k == 4
     assert report.attrs["data_fingerprint"] == resolve_source("builtin", split="test").fingerprint
     # write_report too (a folder, with a limit); a wrong kind of source is one line.
-    written = write_report(model, str(folder), tmp_path / "w", [1], 2, limit=30, png=False,
+    written = write_report(model, str(image_folder), tmp_path / "w", [1], 2, limit=30, png=False,
                            progress=False)
     assert written == [tmp_path / "w" / "report.h5"]
     back = read_report_h5(written[0])
-    assert back.attrs["num_images"] == 30 and back.attrs["data_source"] == str(folder)
+    assert back.attrs["num_images"] == 30 and back.attrs["data_source"] == str(image_folder)
     with pytest.raises(deconvviz.errors.DeconvvizError,
                        match="source must be an ImageSource or a data-source string"):
         build_report(model, 7, [2], 4)

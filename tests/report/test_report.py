@@ -39,19 +39,6 @@ def _subset(n: int, dup: bool = False) -> ImageSource:
                        labels=labels, class_names=BUILTIN_CLASSES, images=images)
 
 
-@pytest.fixture(scope="module")
-def image_folder(tmp_path_factory):
-    """A small ImageFolder tree (two classes, 40 PNGs) for the command-line tests."""
-    from PIL import Image
-    root = tmp_path_factory.mktemp("folder")
-    images, _ = synthetic_images(40, seed=2)
-    for i in range(40):
-        d = root / ("a" if i % 2 else "b")
-        d.mkdir(exist_ok=True)
-        Image.fromarray(images[i].permute(1, 2, 0).numpy()).save(d / f"{i:02d}.png")
-    return root
-
-
 def _brute_force(model, source, layer, k):
     """Sort every (image, feature) maximum with Python's sort: independent of the scan."""
     info = get_layer(model, layer)
