@@ -44,8 +44,8 @@ from .store.atomic import (atomic_folder, atomic_path, atomic_paths, check_folde
                            check_writable_dir, output_folder)
 from .store.h5 import attr_value, h5py_module
 from .store.report import (PROJECTION_DTYPES, REPORT_FILE, REPORT_FORMAT, REPORT_VERSION,
-                           ImageTable, LayerReport, Report, ReportWriter, features_per_chunk,
-                           finished_layers, layer_names, open_report, read_report_h5,
+                           DamagedPartialError, ImageTable, LayerReport, Report, ReportWriter,
+                           features_per_chunk, finished_layers, layer_names, open_report,
                            write_report_h5)
 
 __all__ = ["build_report", "write_report", "report_paths", "save_report", "render_report",
@@ -498,11 +498,9 @@ def _write_report(model, source, out_dir: Path, layers, k, *, batch_size, device
     table = _kept_images(source, scan)
     writer = None
     if resume and partial.is_file():
-        try:
+        try:   # (another run's file: one line, kept as it is)
             writer = ReportWriter(partial, attrs, projection_dtype, append=True)
-        except DeconvvizError as exc:
-            if str(exc).startswith("--resume"):
-                raise                       # another run's: keep it, one line
+        except DamagedPartialError as exc:
             notice(f"{exc}; projecting every layer again")
     elif partial.exists():
         notice(f"starting a new report: the unfinished {partial} is replaced (--resume "

@@ -31,7 +31,7 @@ from .h5 import STAMPED, attr_value, h5py_module, open_checked, stamp
 __all__ = ["REPORT_FORMAT", "REPORT_VERSION", "REPORT_FILE", "PROJECTION_DTYPES", "LayerReport",
            "ImageTable", "Report", "ReportWriter", "write_report_h5", "read_report_h5",
            "layer_names", "features_per_chunk", "CHUNK_BYTES", "SEEDS_PER_CHUNK", "open_report",
-           "finished_layers", "RUN_ATTRS"]
+           "finished_layers", "RUN_ATTRS", "DamagedPartialError"]
 
 REPORT_FORMAT = "deconvviz-report"
 REPORT_VERSION = 3
@@ -297,6 +297,11 @@ class ReportWriter:
         return replace(head, projection=g["projection"], patch=g["patch"])
 
 
+class DamagedPartialError(DeconvvizError):
+    """An unfinished report that cannot be continued (cut short by a killed process):
+    its layers must be projected again."""
+
+
 def _is_complete(g) -> bool:
     return bool(attr_value(g.attrs.get("complete", False)))
 
@@ -313,14 +318,14 @@ def _open_unfinished(path: Path, attrs: dict):
     try:
         f = h5py.File(path, "r+", track_order=True)
     except OSError:
-        raise DeconvvizError(f"the unfinished report {path} is damaged (not a readable HDF5 "
-                             "file)") from None
+        raise DamagedPartialError(f"the unfinished report {path} is damaged (not a readable "
+                                  "HDF5 file)") from None
     try:
         found = {k: attr_value(v) for k, v in f.attrs.items()}
         if found.get("format") != REPORT_FORMAT or "images" not in f or \
                 not _is_complete(f["images"]):
-            raise DeconvvizError(f"the unfinished report {path} is damaged (no complete "
-                                 "images group)")
+            raise DamagedPartialError(f"the unfinished report {path} is damaged (no complete "
+                                      "images group)")
         want = {k: attr_value(np.asarray(v) if isinstance(v, (list, tuple)) else v)
                 for k, v in attrs.items()}
         differ = [k for k in RUN_ATTRS if str(found.get(k)) != str(want.get(k))]
