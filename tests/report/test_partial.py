@@ -16,6 +16,7 @@ from click.testing import CliRunner
 
 import deconvviz.report as report_mod
 from conftest import assert_close
+from report_helpers import image_folder  # noqa: F401 - a fixture
 from deconvviz.cli import main
 from deconvviz.report import partial_path, scan_state_path
 from deconvviz.store.report import read_report_h5

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from torch import nn
 
 from conftest import alexnet_like, reference_projection
+from report_helpers import image_folder  # noqa: F401 - a fixture
 from deconvviz.models.checkpoint import load_model
 from deconvviz.cli import main
 from deconvviz.data.sources import BUILTIN_CLASSES, ImageSource, normalize, synthetic_images

@@ -1,4 +1,4 @@
-"""Fixtures of the report tests."""
+"""Shared by the report tests (a module of its own: `conftest` is the top-level one)."""
 
 from __future__ import annotations
 
