@@ -15,14 +15,29 @@ Layers count from 1, features (channels) from 0.
 
 __version__ = "0.1.0"
 
-from .api import load_data, load_model, model_normalization  # noqa: E402
-from .engine.deconvnet import Projection, deconvolve, project  # noqa: E402
-from .engine.layers import list_layers  # noqa: E402
-from .engine.receptive import receptive_box  # noqa: E402
-from .engine.recording import record  # noqa: E402
 from .errors import DeconvvizError  # noqa: E402
-from .render.display import to_display  # noqa: E402
 
 __all__ = ["__version__", "load_model", "load_data", "project", "deconvolve", "Projection",
            "list_layers", "receptive_box", "record", "to_display", "model_normalization",
            "DeconvvizError"]
+
+# The API is imported on first use (PEP 562), so that the command line's help, and
+# anything else that needs no tensors, starts without importing torch.
+_LAZY = {"load_model": "api", "load_data": "api", "model_normalization": "api",
+         "project": "engine.deconvnet", "deconvolve": "engine.deconvnet",
+         "Projection": "engine.deconvnet", "list_layers": "engine.layers",
+         "receptive_box": "engine.receptive", "record": "engine.recording",
+         "to_display": "render.display"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
