@@ -1,7 +1,7 @@
 """deconvviz: see what the features of a convolutional network respond to.
 
 The deconvolutional network of Zeiler & Fergus, "Visualizing and Understanding
-Convolutional Networks" (ECCV 2014, arXiv 1311.2901), for a CIFAR-10 CNN::
+Convolutional Networks" (ECCV 2014, arXiv 1311.2901), for any traceable CNN::
 
     import deconvviz
     model = deconvviz.load_model()                  # the bundled CIFAR-10 network
@@ -10,7 +10,8 @@ Convolutional Networks" (ECCV 2014, arXiv 1311.2901), for a CIFAR-10 CNN::
     images = torch.stack([data[i][0] for i in range(9)])
     proj = deconvviz.project(model, images, layer=2, feature=9)   # (9, 3, 32, 32)
 
-Layers count from 1, features (channels) from 0.
+Layers are node names (torchvision's, listed by ``deconvviz layers``) or, for a plain
+conv stack, block numbers from 1; features (channels) count from 0.
 """
 
 __version__ = "0.1.0"
