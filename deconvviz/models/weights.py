@@ -17,7 +17,7 @@ import torch
 from torch import nn
 
 from ..errors import DeconvvizError
-from .torchfile import read_torch_file
+from .torchfile import TorchFileError, read_torch_file
 
 __all__ = ["read_state_file", "load_state", "class_count_to_fit", "state_sha256",
            "torchvision_state_dict"]
@@ -145,6 +145,10 @@ def torchvision_state_dict(arch: str, tv_weights, progress: bool):
     except Exception as exc:
         reason = _first_line(exc)
         if existed or cached.is_file():
+            try:   # say what the file is in our words: torch's advise loading it unsafely
+                read_torch_file(cached, "torchvision's weights")
+            except TorchFileError as bad:
+                reason = bad.why
             raise DeconvvizError(f"cannot read torchvision's cached weights {cached} for {arch} "
                                  f"({reason}); delete it, or fetch {url} again and save it "
                                  "there") from None

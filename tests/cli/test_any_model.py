@@ -3,7 +3,6 @@ norm, F.relu, an in-place ReLU and a reused ReLU module, given as package.module
 
 from __future__ import annotations
 
-import sys
 import textwrap
 
 import h5py
@@ -66,10 +65,8 @@ NET = textwrap.dedent('''
 
 
 @pytest.fixture
-def user_net(tmp_path, monkeypatch):
-    (tmp_path / "usernet.py").write_text(NET)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    sys.modules.pop("usernet", None)
+def user_net(user_module):
+    user_module("usernet", NET)
     return "usernet:make"
 
 

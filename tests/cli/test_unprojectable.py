@@ -4,13 +4,10 @@ has no rule; ``project`` and ``report`` refuse in one line naming that node and 
 
 from __future__ import annotations
 
-import sys
 import textwrap
 
 import pytest
-import torch
 from click.testing import CliRunner
-from torch import nn
 
 from deconvviz.cli import main
 from deconvviz.engine.graph import RULE_OPS, build_graph
@@ -71,10 +68,8 @@ OPS = {"act": "SiLU", "gate": "Sigmoid", "gelu": "GELU"}
 
 
 @pytest.fixture
-def nets(tmp_path, monkeypatch):
-    (tmp_path / "blocknets.py").write_text(NET)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    sys.modules.pop("blocknets", None)
+def nets(user_module):
+    user_module("blocknets", NET)
     return "blocknets:make"
 
 

@@ -1,12 +1,9 @@
 """Files that are not a checkpoint or a state dict: one line in our words, nothing run.
 
-Each bad file is built here; the malicious one is a pickle whose ``__reduce__``
-calls ``os.system`` to create a marker file, which must never appear.
+Each bad file is built in the test (``bad_torch_files`` in conftest); the malicious ones
+are pickles whose ``__reduce__`` calls ``os.system`` to create a marker file, which must
+never appear.
 """
-
-import os
-import pickle
-import zipfile
 
 import pytest
 import torch
@@ -21,53 +18,10 @@ from deconvviz.models.zoo import resolve_model
 TORCH_ADVICE = ("weights_only", "Re-running", "torch.load", "trusted source", "file an issue")
 
 
-class _RunsCommand:
-    """Unpickling this runs a shell command (what a malicious checkpoint does)."""
-
-    def __init__(self, command: str):
-        self.command = command
-
-    def __reduce__(self):
-        return os.system, (self.command,)
-
-
-def _bad_files(tmp_path):
-    """``{name: (path, why)}``: every kind of file that is not what was asked for, with the
-    reason the message must give."""
-    good = tmp_path / "good.pt"
-    torch.save({"w": torch.ones(2, 2)}, good)
-    data = good.read_bytes()
-    marker = tmp_path / "PWNED"
-    files = {}
-
-    def add(name, why, write):
-        path = tmp_path / name
-        write(path)
-        files[name] = (path, why)
-
-    add("notes.txt", "it is a text file, not one written by torch.save",
-        lambda p: p.write_text("epoch 1: loss 2.3\nepoch 2: loss 1.9\n"))
-    add("empty.pt", "the file is empty", lambda p: p.write_bytes(b""))
-    add("truncated.pt", "it is damaged or truncated (a torch.save zip archive without its end)",
-        lambda p: p.write_bytes(data[: len(data) // 2]))
-    add("archive.zip", "it is a zip archive that torch.save did not write",
-        lambda p: zipfile.ZipFile(p, "w").writestr("readme.txt", "hello"))
-    add("plain.pkl", "it is a pickle that torch.save did not write (or it is damaged)",
-        lambda p: p.write_bytes(pickle.dumps({"w": [1.0, 2.0]}, protocol=4)))
-    add("array.npy", "it is not a file written by torch.save (or it is damaged)",
-        lambda p: p.write_bytes(b"\x93NUMPY\x01\x00v\x00" + bytes(range(200, 256))))
-    evil = (f"it is a pickle that imports Python objects ({os.system.__module__}.system); "
-            "deconvviz loads only tensors and plain values and never runs code from a file")
-    command = f"touch {marker}"
-    add("evil.pkl", evil,
-        lambda p: p.write_bytes(pickle.dumps(_RunsCommand(command), protocol=2)))
-    add("evil.pt", evil, lambda p: torch.save({"w": _RunsCommand(command)}, p))
-    return files, marker
-
-
-def test_every_bad_file_gets_one_line_naming_it_and_what_was_expected(tmp_path):
-    files, marker = _bad_files(tmp_path)
-    for name, (path, why) in files.items():
+def test_every_bad_file_gets_one_line_naming_it_and_what_was_expected(bad_torch_files):
+    files, marker = bad_torch_files
+    for path, why in files.items():
+        name = path.name
         for expected in (EXPECTED, STATE_DICT):
             with pytest.raises(TorchFileError) as exc:
                 read_torch_file(path, expected)
@@ -77,9 +31,9 @@ def test_every_bad_file_gets_one_line_naming_it_and_what_was_expected(tmp_path):
     assert not marker.exists()   # the malicious pickle never ran
 
 
-def test_checkpoint_and_weights_loaders_use_the_same_words(tmp_path, recwarn):
-    files, marker = _bad_files(tmp_path)
-    for name, (path, why) in files.items():
+def test_checkpoint_and_weights_loaders_use_the_same_words(bad_torch_files, recwarn):
+    files, marker = bad_torch_files
+    for path, why in files.items():
         with pytest.raises(DeconvvizError) as exc:
             load_model(path)
         assert str(exc.value) == f"{path} is not {EXPECTED}: {why}"
