@@ -259,3 +259,16 @@ def bad_torch_files(tmp_path):
         write(folder / name)
         files[folder / name] = why
     return files, marker
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    """``write(name, source)``: a module of the user's own networks, importable as ``name``
+    for ``--model name:function`` (a fresh import in every test)."""
+    import sys
+
+    def write(name: str, source: str) -> None:
+        (tmp_path / f"{name}.py").write_text(source)
+        monkeypatch.syspath_prepend(str(tmp_path))
+        sys.modules.pop(name, None)
+    return write

@@ -184,8 +184,9 @@ def projection_options(mode_default: str = "max"):
                          default="deconvnet", show_default=True,
                          help="backward ReLU rule: deconvnet (paper), guided backprop, or "
                               "the plain gradient")(f)
-        f = click.option("--mode", type=click.Choice([m for m in MODES if m != "position"]), default=mode_default,
-                         show_default=True,
+        # "position" seeds need positions, which only the Python API takes
+        f = click.option("--mode", type=click.Choice([m for m in MODES if m != "position"]),
+                         default=mode_default, show_default=True,
                          help="seed the feature's strongest activation (paper) or its whole "
                               "map (source material)")(f)
         return f
