@@ -9,7 +9,6 @@ import torchvision
 from torch import nn
 from torchvision.models.feature_extraction import get_graph_node_names
 
-import test_deconvnet as legacy
 from conftest import assert_close, TINY_INPUT, alexnet_like, tiny_model
 from deconvviz.engine.deconv import deconvnet
 from deconvviz.engine.deconv.deconvnet import RULES
@@ -238,7 +237,7 @@ class Squared(Gated):
     (Gated(nn.Softmax(dim=1)), r"node 'act' \(Softmax\)"),
     (Gated(nn.LogSoftmax(dim=1)), r"node 'act' \(LogSoftmax\)"),
     (Squared(nn.Identity()), r"node 'mul' \(operator\.mul\), a product of two signals that is "
-                             r"not a gate \(a sigmoid or hard sigmoid of another signal\)"),
+                             r"not a gate \(a sigmoid or hard sigmoid of another signal\),"),
     (FunctionalSoftmax(nn.Identity()), r"node 'softmax' \(torch\.softmax\)")])
 def test_op_without_a_rule_is_named(model, label):
     x = torch.randn(1, 3, 8, 8)
@@ -361,33 +360,7 @@ def test_recording_stops_at_the_seed_node():
     assert "layer2.0.conv1" not in rec.shapes and "layer1.1.conv1" not in rec.shapes
 
 
-# ----------------------------------------------------------------------------- legacy cases
-
-LITERAL = [
-    ("test_tiny_layer1_max_is_literal", {"rule": r}) for r in RULES] + [
-    ("test_tiny_layer1_map_is_literal", {}),
-    ("test_tiny_layer2_rules_differ_as_computed_by_hand", {}),
-    ("test_overlapping_unpool_sums_like_the_gradient", {}),
-    ("test_position_mode_equals_autograd", {"rule": "guided"}),
-    ("test_batched_equals_one_at_a_time_exactly", {}),
-    ("test_layer_and_feature_ranges_are_pinned", {}),
-    ("test_feature_that_never_fires_projects_to_zero", {}),
-] + [("test_equals_autograd_with_the_relu_rule",
-      dict(zip(("name", "make", "size", "layers"), case), rule=rule, mode=mode, unpool=unpool))
-     for case in legacy.CASES for rule in RULES for mode in ("max", "map")
-     for unpool in ("switches", "nearest")]
-
-
-@pytest.mark.parametrize("test,kwargs", LITERAL,
-                         ids=[f"{t[5:]}-{'-'.join(str(v) for k, v in kw.items() if k != 'make')}"
-                              for t, kw in LITERAL])
-def test_todays_deconvnet_cases_pass_through_the_graph_engine(test, kwargs, monkeypatch):
-    """tests/engine/test_deconvnet.py's cases, with its deconvolve/project swapped for ours
-    (its torchvision-stack case is left out: the proofs cover AlexNet and VGG whole)."""
-    monkeypatch.setattr(legacy, "deconvolve", deconvnet.deconvolve)
-    monkeypatch.setattr(legacy, "project", deconvnet.project)
-    getattr(legacy, test)(**kwargs)
-
+# ----------------------------------------------------------------------------- literal cases
 
 def test_tiny_switches_and_outputs_are_literal():
     graph = build_graph(tiny_model(), (5, 5), in_channels=1)

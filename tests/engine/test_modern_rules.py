@@ -207,6 +207,6 @@ def test_a_signal_times_its_own_sigmoid_is_refused_in_one_line():
     """SiLU written out is not a gate (the gate would be the signal itself): refused, as the
     reference refuses it, naming the node and the op."""
     with pytest.raises(DeconvvizError, match=r"^node 'mul' \(operator\.mul\), a signal times "
-                       r"its own sigmoid \(SiLU written out; use nn\.SiLU or F\.silu\) has no "
+                       r"its own sigmoid \(SiLU written out; use nn\.SiLU or F\.silu\), has no "
                        r"deconvnet rule \(rules exist for: "):
         deconvolve(_SelfGate().eval(), torch.randn(1, 3, 8, 8), "mul", 0)

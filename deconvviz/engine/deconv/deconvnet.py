@@ -279,13 +279,27 @@ def project_positions(graph: Graph, images: torch.Tensor, layer: Layer,
     pos = position.to(torch.int64)
     used, local = torch.unique(idx, return_inverse=True)
     how = how or plan(graph, node.name, "position", idx.numel(), used.numel())
-    if how.record == "whole":
-        rec = record_whole(graph, images[used.to(images.device)], [node.name], masks)
-        proj, act, _ = project_recorded(graph, rec, node.name, local, feature, mode="position",
-                                        rule=rule, unpool=unpool, position=pos,
-                                        max_bytes=max_bytes, walk=how.walk, windows=windows)
-        return proj, act
     elem = images.element_size()
+    if how.record == "whole":
+        # The distinct images in chunks whose recordings fit the budget.
+        _, per_image = _bytes(graph, node.name, graph.frames(node.name, whole=True), elem,
+                              masks)
+        step = max(1, int(max_bytes) // per_image)
+        proj = act = None
+        for c0 in range(0, used.numel(), step):
+            sel = ((local >= c0) & (local < c0 + step)).nonzero().view(-1)
+            chunk = used[c0:c0 + step].to(images.device)
+            rec = record_whole(graph, images[chunk], [node.name], masks)
+            p, a, _ = project_recorded(graph, rec, node.name, local[sel] - c0, feature[sel],
+                                       mode="position", rule=rule, unpool=unpool,
+                                       position=pos[sel], max_bytes=max_bytes, walk=how.walk,
+                                       windows=windows)
+            if proj is None:
+                proj = p.new_zeros((idx.numel(),) + tuple(p.shape[1:]))
+                act = a.new_zeros(idx.numel())
+            proj[sel.to(p.device)], act[sel.to(a.device)] = p, a
+        if proj is not None:
+            return proj, act
     walk_bytes, rec_bytes = _bytes(graph, node.name, graph.frames(node.name), elem, masks)
     step = max(1, int(max_bytes) // (walk_bytes + rec_bytes))
     parts, acts = [], []

@@ -1,7 +1,7 @@
 """What a projection is and how its seeds are chosen and checked (Zeiler & Fergus, arXiv 1311.2901).
 
 :class:`Projection` is the public result; :data:`RULES`, :data:`UNPOOLS` and
-:data:`MODES` the variants of the one reverse pass; :func:`check_seeds` the
+:data:`MODES` (:mod:`..variants`) the variants of the one reverse pass; :func:`check_seeds` the
 one seed check every entry point goes through; :func:`seed_maps` and
 :func:`max_positions` choose the seeded values.
 """
@@ -14,13 +14,10 @@ from typing import Optional, Tuple, Union
 import torch
 
 from ...errors import DeconvvizError
+from ..variants import MODES, RULES, UNPOOLS
 
 __all__ = ["RULES", "UNPOOLS", "MODES", "Projection", "check_choice", "check_seeds",
            "seed_maps", "max_positions"]
-
-RULES = ("deconvnet", "guided", "gradient")
-UNPOOLS = ("switches", "nearest")
-MODES = ("max", "map", "position")
 
 
 @dataclass

@@ -56,7 +56,7 @@ from ..net.graph import Graph, GraphNode
 from ..net.geometry import Frame, window_frame
 from ..net.ops import fetch_attr, op_weight, split_sizes
 from .record import (GraphRecording, avg_counts, channels_last, constant_value, cut_record,
-                     inside, shift, zero_outside)
+                     inside, zero_outside)
 
 __all__ = ["Walk", "TRANSPOSES", "POINT_OPS", "reverse_walk", "point_walk"]
 
@@ -345,6 +345,27 @@ def _settle(walk: Walk, name: str, g: torch.Tensor) -> torch.Tensor:
     return zero_outside(g, inside(walk.origin(name), f.n, (0, 0), walk.extent(name)))
 
 
+def _add_window(pending: Dict[str, torch.Tensor], owned: set, parent: str, sent: torch.Tensor,
+                sent_frame: Frame, target: Frame) -> None:
+    """Add ``sent`` (on ``sent_frame``) into ``parent``'s signal on its frame ``target``,
+    in place where the walk owns that signal (no padded copy of ``sent``)."""
+    if parent not in owned:
+        base = pending.get(parent)
+        pending[parent] = (sent.new_zeros((sent.shape[0], sent.shape[1]) + tuple(target.n))
+                           .contiguous(memory_format=torch.channels_last) if base is None
+                           else base.clone())
+        owned.add(parent)
+    acc = pending[parent]
+    # The part of each window that lies on the other (the same for every seed).
+    lo = [max(0, sent_frame.a[i] - target.a[i]) for i in range(2)]
+    hi = [min(target.n[i], sent_frame.a[i] - target.a[i] + sent_frame.n[i]) for i in range(2)]
+    if lo[0] >= hi[0] or lo[1] >= hi[1]:
+        return
+    so = [lo[i] - (sent_frame.a[i] - target.a[i]) for i in range(2)]
+    acc[..., lo[0]:hi[0], lo[1]:hi[1]] += sent[..., so[0]:so[0] + hi[0] - lo[0],
+                                               so[1]:so[1] + hi[1] - lo[1]]
+
+
 def reverse_walk(walk: Walk, start: str, signal: torch.Tensor) -> torch.Tensor:
     """Send ``signal`` ``(S, ...)`` on node ``start``'s frame back to the input.
 
@@ -354,6 +375,7 @@ def reverse_walk(walk: Walk, start: str, signal: torch.Tensor) -> torch.Tensor:
     """
     graph = walk.graph
     pending: Dict[str, torch.Tensor] = {start: signal}
+    owned = set()        # pending signals this walk made, so it may add into them in place
     spread = {start}     # nodes a window op sent signal to: it may lie in their padding
     for n in reversed(graph.ancestors([start])):
         g = pending.pop(n.name, None)
@@ -370,14 +392,17 @@ def reverse_walk(walk: Walk, start: str, signal: torch.Tensor) -> torch.Tensor:
             if parent is None:
                 continue
             target = walk.frame(parent)
-            if sent_frame is not None and target is not None:
-                if sent_frame != target:
-                    sent = shift(sent, tuple(target.a[i] - sent_frame.a[i] for i in range(2)),
-                                 target.n)
-                if sent_frame is not walk.frame(n.name):
-                    spread.add(parent)
-            # Out of place: a signal may be shared by several parents (add).
-            pending[parent] = sent if parent not in pending else pending[parent] + sent
+            if sent_frame is not None and sent_frame is not walk.frame(n.name):
+                spread.add(parent)
+            if sent_frame is not None and target is not None and sent_frame != target:
+                _add_window(pending, owned, parent, sent, sent_frame, target)
+            elif parent not in pending:
+                pending[parent] = sent       # shared with other parents (add): never written
+            elif parent in owned:
+                pending[parent] += sent
+            else:
+                pending[parent] = pending[parent] + sent
+                owned.add(parent)
     first = graph.nodes[0]
     f = walk.frame(first.name)
     shape = tuple(walk.rec.shapes.get(first.name) or first.shape)

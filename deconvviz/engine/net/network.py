@@ -16,7 +16,7 @@ from typing import List, Optional, Sequence, Tuple, Union
 
 from torch import nn
 
-from ...errors import DeconvvizError
+from ...errors import DeconvvizError, NotProjectable
 from .graph import Graph, NodeInfo, build_graph
 
 __all__ = ["Layer", "graph_of", "resolve_info", "resolve_infos", "layer_key", "spatial",
@@ -67,12 +67,16 @@ def resolve_infos(model: nn.Module, layers: Optional[Sequence[Layer]],
         if graph.layers:
             return [resolve_info(model, i + 1, image_size) for i in range(len(graph.layers))]
         infos = [dataclasses.replace(i, index=None) for i in graph.infos()
-                 if _projectable(graph, i.name)]
+                 if not graph.why_not(i.name)]
         if not infos:
-            first = next((graph.blocker(i.name) for i in graph.infos()
-                          if graph.blocker(i.name) is not None), None)
-            why = f": {first.label()} has no deconvnet rule" if first is not None else ""
-            raise DeconvvizError(f"{type(model).__name__} has no node to project{why}")
+            # name the op without a rule nearest the image that the listed nodes go back to
+            blocks = [graph.blocker(n.name) for n in graph.listed()]
+            first = min((b for b in blocks if b is not None), key=lambda b: b.index,
+                        default=None)
+            why = graph.why_not(first.name) if first is not None else \
+                "none of its nodes gives a feature map"
+            raise NotProjectable(f"{type(model).__name__} has no node to project (see "
+                                 f"'deconvviz layers'): {why}")
         return infos
     out, seen = [], set()
     for layer in layers:
@@ -83,10 +87,6 @@ def resolve_infos(model: nn.Module, layers: Optional[Sequence[Layer]],
     if all(i.index is not None for i in out):
         out.sort(key=lambda i: i.index)
     return out
-
-
-def _projectable(graph: Graph, name: str) -> bool:
-    return not graph.why_not(name)
 
 
 def spatial(model: nn.Module, info: NodeInfo) -> bool:
