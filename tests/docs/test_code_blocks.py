@@ -48,8 +48,8 @@ _DIRECTIVE = re.compile(r"^\s*<!--\s*test:\s*(?P<body>.*?)\s*-->\s*$")
 
 @dataclass
 class Block:
-    page: str                 # path relative to the repository
-    line: int                 # 1-based line of the opening fence
+    page: str  # path relative to the repository
+    line: int  # 1-based line of the opening fence
     lang: str
     code: str
     directives: List[List[str]] = field(default_factory=list)
@@ -77,7 +77,7 @@ def parse_blocks(text: str, page: str) -> List[Block]:
         i += 1
         while i < len(lines) and lines[i].strip() != "```":
             line = lines[i]
-            body.append(line[len(indent):] if line.startswith(indent) else line.lstrip())
+            body.append(line[len(indent) :] if line.startswith(indent) else line.lstrip())
             i += 1
         if i == len(lines):
             raise ValueError(f"{page}:{start + 1}: code block is never closed")
@@ -108,6 +108,7 @@ CODE_BLOCKS = [b for b in BLOCKS if b.lang in RUNNABLE]
 
 # -- the rewrite a `shrink` may do ----------------------------------------------------------
 
+
 def _numbers(token: str) -> Tuple[str, List[int]]:
     return re.sub(r"\d+", "#", token), [int(n) for n in re.findall(r"\d+", token)]
 
@@ -118,8 +119,12 @@ def check_shrink(old: str, new: str) -> None:
     kept = []
     k = 0
     while k < len(n):
-        if n[k] in SHRINKING_OPTIONS and k + 1 < len(n) and n[k + 1].isdigit() and \
-                (len(kept) >= len(o) or n[k] != o[len(kept)]):
+        if (
+            n[k] in SHRINKING_OPTIONS
+            and k + 1 < len(n)
+            and n[k + 1].isdigit()
+            and (len(kept) >= len(o) or n[k] != o[len(kept)])
+        ):
             k += 2
             continue
         kept.append(n[k])
@@ -144,6 +149,7 @@ def rewritten(block: Block) -> str:
 
 
 # -- the commands of a block that is not run -------------------------------------------------
+
 
 def command_lines(code: str) -> List[List[str]]:
     """Each shell command of ``code`` as tokens (continuations joined, comments and ``&&``
@@ -171,7 +177,8 @@ def check_parses(cmd: List[str]) -> Optional[str]:
     """Check what can be checked without running ``cmd``; return what was checked."""
     if "deconvviz" in cmd:
         from deconvviz.cli import main
-        rest = cmd[cmd.index("deconvviz") + 1:]
+
+        rest = cmd[cmd.index("deconvviz") + 1 :]
         assert rest and rest[0] in main.commands, f"no deconvviz command {rest[:1]}"
         sub = main.commands[rest[0]]
         known = {"--help"}
@@ -185,8 +192,14 @@ def check_parses(cmd: List[str]) -> Optional[str]:
         assert script.is_file(), f"no script {cmd[1]}"
         if not _long_options(cmd[2:]):
             return cmd[1]
-        r = subprocess.run([sys.executable, str(script), "--help"], cwd=REPO, env=_env(),
-                           capture_output=True, text=True, timeout=TIMEOUT)
+        r = subprocess.run(
+            [sys.executable, str(script), "--help"],
+            cwd=REPO,
+            env=_env(),
+            capture_output=True,
+            text=True,
+            timeout=TIMEOUT,
+        )
         assert r.returncode == 0, r.stderr[-2000:]
         unknown = [o for o in _long_options(cmd[2:]) if o not in r.stdout]
         assert not unknown, f"{cmd[1]} --help names no {unknown}"
@@ -206,18 +219,20 @@ def _outside_tool(cmd: List[str]) -> bool:
 
 # -- running ----------------------------------------------------------------------------------
 
+
 def _env() -> Dict[str, str]:
     env = dict(os.environ)
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + ([env["PYTHONPATH"]]
-                                                       if env.get("PYTHONPATH") else []))
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+    )
     env["MPLBACKEND"] = "Agg"
     return env
 
 
 def _clone_like(tmp: Path) -> Path:
     """A folder laid out as a clone beside the shared data, with the reader's own images."""
-    from PIL import Image
     import numpy as np
+    from PIL import Image
 
     clone = tmp / "clone"
     clone.mkdir()
@@ -226,8 +241,9 @@ def _clone_like(tmp: Path) -> Path:
     if SHARED.exists():
         (tmp / "shared").symlink_to(SHARED.resolve())
     rng = np.random.default_rng(0)
-    pictures = [clone / "dog.jpg", clone / "cat.png"] + \
-        [clone / "photos" / f"photo{i}.jpg" for i in range(4)]
+    pictures = [clone / "dog.jpg", clone / "cat.png"] + [
+        clone / "photos" / f"photo{i}.jpg" for i in range(4)
+    ]
     (clone / "photos").mkdir()
     for p in pictures:
         Image.fromarray(rng.integers(0, 256, (48, 40, 3), dtype=np.uint8)).save(p)
@@ -254,8 +270,7 @@ def run_block(block: Block, tmp: Path) -> subprocess.CompletedProcess:
         argv = [sys.executable, "-c", code]
     else:
         argv = ["bash", "-e", "-o", "pipefail", "-c", code]
-    return subprocess.run(argv, cwd=clone, env=env, capture_output=True, text=True,
-                          timeout=TIMEOUT)
+    return subprocess.run(argv, cwd=clone, env=env, capture_output=True, text=True, timeout=TIMEOUT)
 
 
 @pytest.mark.parametrize("block", CODE_BLOCKS, ids=[b.id for b in CODE_BLOCKS])
@@ -273,29 +288,44 @@ def test_code_block_runs(block, tmp_path):
             assert check_parses(cmd) or _outside_tool(cmd), f"{block.id}: cannot check {cmd}"
         return
     r = run_block(block, tmp_path)
-    out = f"{block.id} exited {r.returncode}\n--- stdout\n{r.stdout[-3000:]}\n--- stderr\n" \
-          f"{r.stderr[-3000:]}"
+    out = (
+        f"{block.id} exited {r.returncode}\n--- stdout\n{r.stdout[-3000:]}\n--- stderr\n"
+        f"{r.stderr[-3000:]}"
+    )
     xfail = block.directive("xfail")
     if xfail:
-        assert r.returncode != 0, f"{block.id} is marked xfail ({xfail[0][0]}) but runs now: " \
-                                  "remove the mark"
+        assert r.returncode != 0, (
+            f"{block.id} is marked xfail ({xfail[0][0]}) but runs now: remove the mark"
+        )
         pytest.xfail(xfail[0][0])
     assert r.returncode == 0, out
 
 
 def test_every_block_names_a_known_language_and_directive():
     bad = [f"{b.id}: ```{b.lang}" for b in BLOCKS if b.lang not in LANGUAGES]
-    bad += [f"{b.id}: test: {' '.join(d)}" for b in BLOCKS for d in b.directives
-            if not d or d[0] not in VERBS]
-    assert not bad, "blocks need a language of " + ", ".join(sorted(LANGUAGES)) + \
-        " and directives of " + ", ".join(sorted(VERBS)) + ":\n" + "\n".join(bad)
+    bad += [
+        f"{b.id}: test: {' '.join(d)}"
+        for b in BLOCKS
+        for d in b.directives
+        if not d or d[0] not in VERBS
+    ]
+    assert not bad, (
+        "blocks need a language of "
+        + ", ".join(sorted(LANGUAGES))
+        + " and directives of "
+        + ", ".join(sorted(VERBS))
+        + ":\n"
+        + "\n".join(bad)
+    )
 
 
 def test_readme_commands_are_what_ci_runs():
     readme = [b for b in BLOCKS if b.page == "README.md" and b.lang == "bash"]
     install, tests = readme[0].code.strip(), readme[1].code.strip()
-    assert install == ("python -m pip install -e . --config-settings editable_mode=compat && "
-                       "deconvviz project --layer 2 --feature 9")
+    assert install == (
+        "python -m pip install -e . --config-settings editable_mode=compat && "
+        "deconvviz project --layer 2 --feature 9"
+    )
     ci = (REPO / ".ci" / "run").read_text().splitlines()
     assert tests in ci, f".ci/run does not run the README's test command {tests!r}"
 
@@ -308,8 +338,10 @@ def test_the_pages_have_code_to_run():
 
 
 def test_parser_reads_indented_fences_and_directives():
-    text = ("1. a step\n\n   <!-- test: not-run \"two GPUs\" -->\n   ```bash\n"
-            "   torchrun x \\\n       --y 1\n   ```\n\n```text\nfree\n```\n")
+    text = (
+        '1. a step\n\n   <!-- test: not-run "two GPUs" -->\n   ```bash\n'
+        "   torchrun x \\\n       --y 1\n   ```\n\n```text\nfree\n```\n"
+    )
     a, b = parse_blocks(text, "p.md")
     assert (a.lang, a.line, a.code) == ("bash", 4, "torchrun x \\\n    --y 1\n")
     assert a.directives == [["not-run", "two GPUs"]] and b.directives == []
@@ -317,35 +349,47 @@ def test_parser_reads_indented_fences_and_directives():
         parse_blocks("```bash\nx\n", "p.md")
 
 
-@pytest.mark.parametrize("old,new", [
-    ("--limit 2000", "--limit 64"),
-    ("--out o", "--limit 64 --out o"),
-    ("--top 16 --out o", "--top 16 --limit 200 --out o"),
-    ("--epochs 30 --size 8x8", "--epochs 1 --size 4x4"),
-])
+@pytest.mark.parametrize(
+    "old,new",
+    [
+        ("--limit 2000", "--limit 64"),
+        ("--out o", "--limit 64 --out o"),
+        ("--top 16 --out o", "--top 16 --limit 200 --out o"),
+        ("--epochs 30 --size 8x8", "--epochs 1 --size 4x4"),
+    ],
+)
 def test_shrink_accepts_smaller_sizes(old, new):
     check_shrink(old, new)
 
 
-@pytest.mark.parametrize("old,new", [
-    ("--limit 64", "--limit 640"),                 # larger
-    ("--data big", "--data small"),                # another source
-    ("--out o", "--out o --rule guided"),          # another option
-    ("--layer 2 --out o", "--out o"),              # an option dropped
-])
+@pytest.mark.parametrize(
+    "old,new",
+    [
+        ("--limit 64", "--limit 640"),  # larger
+        ("--data big", "--data small"),  # another source
+        ("--out o", "--out o --rule guided"),  # another option
+        ("--layer 2 --out o", "--out o"),  # an option dropped
+    ],
+)
 def test_shrink_refuses_anything_else(old, new):
     with pytest.raises(ValueError):
         check_shrink(old, new)
 
 
 def test_not_run_commands_are_checked_against_the_cli():
-    assert check_parses(["deconvviz", "train", "--epochs", "30", "--save-epochs", "1,2"]) == \
-        "deconvviz train"
+    assert (
+        check_parses(["deconvviz", "train", "--epochs", "30", "--save-epochs", "1,2"])
+        == "deconvviz train"
+    )
     with pytest.raises(AssertionError, match="no option"):
         check_parses(["deconvviz", "train", "--epoch", "30"])
     with pytest.raises(AssertionError, match="no deconvviz command"):
         check_parses(["deconvviz", "trian"])
-    assert command_lines("torchrun --a 1 --no-python deconvviz report \\\n  --out o  # c\n"
-                         "pip install x && python -m pytest -q\n") == [
+    assert command_lines(
+        "torchrun --a 1 --no-python deconvviz report \\\n  --out o  # c\n"
+        "pip install x && python -m pytest -q\n"
+    ) == [
         ["torchrun", "--a", "1", "--no-python", "deconvviz", "report", "--out", "o"],
-        ["pip", "install", "x"], ["python", "-m", "pytest", "-q"]]
+        ["pip", "install", "x"],
+        ["python", "-m", "pytest", "-q"],
+    ]

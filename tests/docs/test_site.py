@@ -14,19 +14,38 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[2]
 
-pytest.importorskip("mkdocs", reason="the docs tools are not installed (pip install -e '.[docs]'; "
-                    "the test extra brings them)")
+pytest.importorskip(
+    "mkdocs",
+    reason="the docs tools are not installed (pip install -e '.[docs]'; "
+    "the test extra brings them)",
+)
 for _plugin in ("material", "mkdocstrings", "mkdocs_click"):
     pytest.importorskip(_plugin, reason=f"{_plugin} is not installed (pip install -e '.[docs]')")
 
 
 def _build(root: Path, out: Path) -> subprocess.CompletedProcess:
     env = dict(os.environ, NO_MKDOCS_2_WARNING="1")
-    env["PYTHONPATH"] = os.pathsep.join([str(REPO)] + ([env["PYTHONPATH"]]
-                                                       if env.get("PYTHONPATH") else []))
-    return subprocess.run([sys.executable, "-m", "mkdocs", "build", "--strict", "-f",
-                           str(root / "mkdocs.yml"), "-d", str(out)],
-                          cwd=root, env=env, capture_output=True, text=True, timeout=600)
+    env["PYTHONPATH"] = os.pathsep.join(
+        [str(REPO)] + ([env["PYTHONPATH"]] if env.get("PYTHONPATH") else [])
+    )
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "mkdocs",
+            "build",
+            "--strict",
+            "-f",
+            str(root / "mkdocs.yml"),
+            "-d",
+            str(out),
+        ],
+        cwd=root,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +58,7 @@ def site(tmp_path_factory):
 
 def test_cli_reference_is_generated_from_every_command(site):
     from deconvviz.cli import main
+
     page = (site / "cli" / "index.html").read_text(encoding="utf-8")
     for name, command in main.commands.items():
         assert f"deconvviz {name}" in page, name
@@ -51,6 +71,7 @@ def test_cli_reference_is_generated_from_every_command(site):
 def test_api_reference_is_generated_from_the_docstrings(site):
     import deconvviz
     from deconvviz.report import build_report
+
     page = (site / "reference" / "index.html").read_text(encoding="utf-8")
     for name in deconvviz.__all__:
         if name != "__version__":
@@ -72,8 +93,10 @@ def test_a_broken_link_fails_the_build(tmp_path):
     shutil.copytree(REPO / "docs", root / "docs")
     shutil.copy(REPO / "mkdocs.yml", root / "mkdocs.yml")
     page = root / "docs" / "method.md"
-    page.write_text(page.read_text() + "\nSee [the rules](networks-and-data.md#no-such-anchor) "
-                    "and [a page](no-such-page.md).\n")
+    page.write_text(
+        page.read_text() + "\nSee [the rules](networks-and-data.md#no-such-anchor) "
+        "and [a page](no-such-page.md).\n"
+    )
     r = _build(root, tmp_path / "site")
     assert r.returncode != 0
     said = r.stdout + r.stderr
