@@ -1,7 +1,7 @@
 """deconvviz: see what the features of a convolutional network respond to.
 
 The deconvolutional network of Zeiler & Fergus, "Visualizing and Understanding
-Convolutional Networks" (ECCV 2014, arXiv 1311.2901), for a CIFAR-10 CNN::
+Convolutional Networks" (ECCV 2014, arXiv 1311.2901), for any traceable CNN::
 
     import deconvviz
     model = deconvviz.load_model()                  # the bundled CIFAR-10 network
@@ -10,19 +10,35 @@ Convolutional Networks" (ECCV 2014, arXiv 1311.2901), for a CIFAR-10 CNN::
     images = torch.stack([data[i][0] for i in range(9)])
     proj = deconvviz.project(model, images, layer=2, feature=9)   # (9, 3, 32, 32)
 
-Layers count from 1, features (channels) from 0.
+Layers are node names (torchvision's, listed by ``deconvviz layers``) or, for a plain
+conv stack, block numbers from 1; features (channels) count from 0.
 """
 
 __version__ = "0.1.0"
 
-from .api import load_data, load_model, model_normalization  # noqa: E402
-from .engine.deconvnet import Projection, deconvolve, project  # noqa: E402
-from .engine.layers import list_layers  # noqa: E402
-from .engine.receptive import receptive_box  # noqa: E402
-from .engine.recording import record  # noqa: E402
 from .errors import DeconvvizError  # noqa: E402
-from .render.display import to_display  # noqa: E402
 
 __all__ = ["__version__", "load_model", "load_data", "project", "deconvolve", "Projection",
            "list_layers", "receptive_box", "record", "to_display", "model_normalization",
            "DeconvvizError"]
+
+# The API is imported on first use (PEP 562), so that the command line's help, and
+# anything else that needs no tensors, starts without importing torch.
+_LAZY = {"load_model": "api", "load_data": "api", "model_normalization": "api",
+         "project": "engine.deconvnet", "deconvolve": "engine.deconvnet",
+         "Projection": "engine.deconvnet", "list_layers": "engine.layers",
+         "receptive_box": "engine.receptive", "record": "engine.recording",
+         "to_display": "render.display"}
+
+
+def __getattr__(name):
+    if name in _LAZY:
+        import importlib
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))

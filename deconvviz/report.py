@@ -37,6 +37,7 @@ from .engine.seeds import project_seeds
 from .engine.topk import (TopK, empty_topk, finalize_topk, layer_infos, merge_topk,
                           normalization_of, batch_size_for, scan_topk)
 from .errors import DeconvvizError, notice
+from .models.torchfile import TorchFileError, read_torch_file
 from .progress import Progress
 from .render.report_png import feature_png, layer_figure, write_png
 from .render.web import SiteWriter, site_path, timestamp
@@ -75,12 +76,15 @@ class _ScanState:
     def load(self, k_features: Dict[int, int], k: int):
         """``(tops, next image)`` from the saved file, checked against this run."""
         try:
-            state = torch.load(self.path, map_location="cpu", weights_only=True)
+            state = read_torch_file(self.path, "a deconvviz scan state")
             saved = state["identity"]
             tops = {int(L) if L.isdigit() else L: TopK(t["activation"], t["image_index"],
                                                         t["position"])
                     for L, t in state["tops"].items()}
             start = int(state["next"])
+        except TorchFileError as exc:
+            raise DeconvvizError(f"--resume: cannot read the saved scan state {self.path} "
+                                 f"({exc.why}); remove it or run without --resume") from None
         except Exception as exc:  # noqa: BLE001 - any damage: one line
             raise DeconvvizError(f"--resume: cannot read the saved scan state {self.path} "
                                  f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import click
 
-from ..engine.deconvnet import RULES
+from ..engine.variants import RULES
 from ..errors import DeconvvizError
 from ..store.report import PROJECTION_DTYPES
 from .common import (LAYER, command_line, data_option, device_option, model_option, resolve_device,

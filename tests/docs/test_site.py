@@ -75,7 +75,8 @@ def test_api_reference_is_generated_from_the_docstrings(site):
     page = (site / "reference" / "index.html").read_text(encoding="utf-8")
     for name in deconvviz.__all__:
         if name != "__version__":
-            assert f'id="deconvviz.{name}"' in page, name
+            where = getattr(deconvviz, name).__module__
+            assert f'id="{where}.{name}"' in page, (where, name)
     first_line = build_report.__doc__.strip().splitlines()[0]
     assert 'id="deconvviz.report.build_report"' in page
     assert first_line.split("``")[0].strip()[:30] in page
