@@ -12,7 +12,7 @@ Layout under ``OUT/site/`` (see the README):
 
 Every PNG is written once at the size stored in the report and enlarged by the
 browser without smoothing; pages share them. :class:`SiteWriter` fills a folder
-layer by layer (``write_report`` streams into it as each layer is computed);
+layer by layer (``write_report`` fills it from the finished report file);
 :func:`write_site` builds the site from a report file, reading one layer at a
 time, into a temporary folder that replaces ``OUT/site`` only when complete.
 """
