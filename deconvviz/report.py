@@ -38,6 +38,7 @@ from .engine.topk import (TopK, empty_topk, finalize_topk, layer_infos, merge_to
                           normalization_of, batch_size_for, scan_topk)
 from .errors import DeconvvizError, notice
 from .progress import Progress
+from .runs.statistics import ScanMaxima, layer_statistics
 from .render.report_png import feature_png, layer_figure, write_png
 from .render.web import SiteWriter, site_path, timestamp
 from .store.atomic import (atomic_folder, atomic_path, atomic_paths, check_folder_target,
@@ -50,11 +51,14 @@ __all__ = ["build_report", "write_report", "report_paths", "save_report", "rende
 
 
 class _Scan:
-    """What the scan found (on the rank that writes): layers, top-k lists, kept images."""
+    """What the scan found (on the rank that writes): layers, top-k lists, kept images,
+    every image's maxima (``maxima``, a :class:`~deconvviz.runs.statistics.ScanMaxima`)
+    and the source's ``labels`` and ``classes`` (for the feature statistics)."""
 
-    def __init__(self, infos, tops, n, mean, std, world):
+    def __init__(self, infos, tops, n, mean, std, world, maxima=None, labels=None, classes=0):
         self.infos, self.tops, self.n = infos, tops, n
         self.mean, self.std, self.world = mean, std, world
+        self.maxima, self.labels, self.classes = maxima, labels, classes
 
 
 SCAN_STATE = ".scan-state{suffix}.pt"
@@ -145,10 +149,14 @@ def _scan(model, source, layers, k, *, batch_size, device, rule, progress, limit
                 "top_k": int(k), "batch_size": int(batch_size), "num_images": int(n),
                 "world_size": int(world)})
         tops = {layer_key(i): empty_topk(i.features, k) for i in infos}
+        # Feature statistics (issue 20): every image's maxima, recorded in the same pass.
+        maxima = ScanMaxima([layer_key(i) for i in infos], [i.features for i in infos], n,
+                            None if state is None else state.path.with_suffix(""))
         start = 0
         if state is not None and resume:
             if state.path.is_file():
                 tops, start = state.load({layer_key(i): i.features for i in infos}, k)
+                maxima.load()
                 notice(f"resuming the scan at image {start} of {n} from {state.path}")
             else:
                 notice(f"no saved scan state in {state.path.parent}; scanning from the start")
@@ -163,18 +171,21 @@ def _scan(model, source, layers, k, *, batch_size, device, rule, progress, limit
                 part = scan_topk(model, source, [layer_key(i) for i in infos], k,
                                  batch_size=batch_size, device=device, progress=bar,
                                  shard=(rank, world), start=s0, stop=min(n, s0 + step),
-                                 mean=mean, std=std)
+                                 mean=mean, std=std, maxima=maxima.recorders)
                 tops = part if s0 == 0 and state is None else \
                     {L: merge_topk(tops[L], part[L], k) for L in tops}
                 if state is not None:
+                    maxima.save(s0, min(n, s0 + step))
                     state.save(tops, min(n, s0 + step))
     if world > 1:
         tops = gather_topk(tops, device)
+        maxima.gather(device)
         if rank != 0:
             return None
     tops = {L: finalize_topk(t, n) for L, t in tops.items()}
     timings["scan"] = time.perf_counter() - t0
-    return _Scan(infos, tops, n, mean, std, world)
+    return _Scan(infos, tops, n, mean, std, world, maxima, source.labels[:n],
+                 len(source.class_names))
 
 
 def _attrs(model, source, scan: _Scan, k: int, rule: str, command_line: str) -> dict:
@@ -234,6 +245,9 @@ def _layer_parts(model, scan: _Scan, table: ImageTable, *, rule, device
             position=top.position.numpy(), projection=None, patch=None,
             patch_box=box.reshape(F_, kk, 4).numpy(),
             patch_origin=origin.reshape(F_, kk, 2).numpy())
+        if scan.maxima is not None:   # feature statistics (issue 20)
+            head.stats = layer_statistics(scan.maxima.recorders[key], scan.labels, scan.classes,
+                                          head.label)
         yield head, _chunks(model, info, key, top, table, images, rule=rule, device=device,
                             scan=scan)
 
@@ -374,6 +388,8 @@ def write_report(model: nn.Module, source: ImageSource, out_dir: Union[str, Path
             targets.append(site_path(out_dir) / "index.html")
         for state in out_dir.glob(SCAN_STATE.format(suffix="*")):
             state.unlink()  # the report is complete: nothing left to resume
+        for state in out_dir.glob(SCAN_STATE.format(suffix="*").replace(".pt", ".maxima*.f16")):
+            state.unlink()
         timings["project"] = time.perf_counter() - t0
         return targets
 

@@ -26,10 +26,12 @@ ALLOWED = {
     "engine": BASE | {"models", "data"},
     "store": BASE | {"models", "data"},
     "render": BASE | {"store", "data"},
-    "report": BASE | {"engine", "store", "render", "models", "data"},
+    "runs": BASE | {"engine", "store", "render", "models", "data"},
+    "report": BASE | {"runs", "explore", "engine", "store", "render", "models", "data"},
+    "explore": BASE | {"store", "render", "data"},
     "figures": BASE | {"engine", "store", "render", "models", "data"},
     "api": BASE | {"models", "data"},
-    "cli": BASE | {"report", "figures", "engine", "store", "render", "models", "data", "api"},
+    "cli": BASE | {"report", "runs", "explore", "figures", "engine", "store", "render", "models", "data", "api"},
 }
 
 

@@ -8,7 +8,9 @@ are computed (so memory grows with neither the number of layers nor of features)
 cut to its receptive-field window (the same window as its patch), the kept
 images themselves, and every layer dataset chunked per feature and compressed;
 version 1 files (whole-image projections, no images) are still read, their
-projections cut to the same windows on reading.
+projections cut to the same windows on reading. Version 3 adds each layer's feature
+statistics over the whole scan (:mod:`deconvviz.store.statistics`); versions 1 and 2
+read with ``LayerReport.stats = None``.
 """
 
 from __future__ import annotations
@@ -22,13 +24,14 @@ import numpy as np
 
 from ..errors import DeconvvizError
 from .h5 import STAMPED, attr_value, h5py_module, open_checked, stamp
+from .statistics import FeatureStatistics, read_statistics, write_statistics
 
 __all__ = ["REPORT_FORMAT", "REPORT_VERSION", "REPORT_FILE", "PROJECTION_DTYPES", "LayerReport",
            "ImageTable", "Report", "ReportWriter", "write_report_h5", "read_report_h5",
            "layer_names", "features_per_chunk", "CHUNK_BYTES", "open_report"]
 
 REPORT_FORMAT = "deconvviz-report"
-REPORT_VERSION = 2
+REPORT_VERSION = 3      # 3: per-feature statistics (issue 20)
 REPORT_FILE = "report.h5"
 PROJECTION_DTYPES = ("float32", "float16")
 
@@ -67,7 +70,9 @@ class LayerReport:
     int64 (y0, x0, y1, x1) in image pixels, end exclusive; ``patch_origin
     (F, k, 2)`` int64, the window's unclipped top-left corner (see
     :func:`deconvviz.engine.receptive.extract_patches`). Window pixels outside
-    the image are zero in both.
+    the image are zero in both. ``stats``: the layer's
+    :class:`~deconvviz.store.statistics.FeatureStatistics` over the whole scan (None
+    in files of format version 1 and 2).
     """
 
     layer: int
@@ -85,6 +90,7 @@ class LayerReport:
     patch_box: np.ndarray
     patch_origin: np.ndarray
     node: str = ""
+    stats: Optional[FeatureStatistics] = None
 
     @property
     def features(self) -> int:
@@ -237,6 +243,8 @@ class ReportWriter:
             done += n
         if done != head.features:
             raise ValueError(f"layer {head.name}: {done} of {head.features} features written")
+        if head.stats is not None:
+            write_statistics(g, head.stats)
         return replace(head, projection=g["projection"], patch=g["patch"])
 
 
@@ -345,6 +353,9 @@ def _read_report(f, path, layers, images: bool, lazy: bool) -> Report:
     H, W = (int(v) for v in attrs.get("image_size", [32, 32]))
     for name in names:
         lr = _read_layer(f, path, name, version, (H, W), lazy and version > 1)
+        if version >= 3:
+            lr.stats = read_statistics(f[name], path, lr.features,
+                                       int(attrs.get("num_images", -1)))
         report.layers[lr.key] = lr
     return report
 

@@ -323,7 +323,7 @@ def test_render_rejects_damaged_and_foreign_files(tmp_path):
             f.attrs[a] = 99
     cases = [(junk, "is not a readable HDF5 file"),
              (foreign, "is not a deconvviz report (format attribute 'keras'"),
-             (newer, "has format version 99; this deconvviz reads versions 1..2"),
+             (newer, f"has format version 99; this deconvviz reads versions 1..{REPORT_VERSION}"),
              (tmp_path / "missing.h5", "does not exist")]
     for path, message in cases:
         res = _run(["render", str(path), "--out", str(tmp_path / "o")])
@@ -391,11 +391,13 @@ def test_interrupted_runs_leave_the_earlier_report_untouched(tiny_checkpoint, im
     # No temp file left, nothing replaced; the finished scan is kept for --resume.
     after = _snapshot(out)
     assert after.pop(Path(".scan-state.pt"), None) is not None
+    assert after.pop(Path(".scan-state.maxima0.f16"), None) is not None   # its image maxima
     assert after == before
     monkeypatch.setattr(report_mod, "write_png", real_png)
     res = _run(base + ["--top", "3", "--resume"])
     assert res.exit_code == 0, res.output
     assert not (out / ".scan-state.pt").exists()
+    assert not (out / ".scan-state.maxima0.f16").exists()
 
 
 def test_second_report_does_not_decode_again(tiny_checkpoint, tmp_path, monkeypatch):
