@@ -47,7 +47,8 @@ from .store.report import (PROJECTION_DTYPES, REPORT_FILE, REPORT_FORMAT, REPORT
                            ImageTable, LayerReport, Report, ReportWriter, features_per_chunk,
                            open_report, read_report_h5, write_report_h5)
 
-__all__ = ["build_report", "write_report", "report_paths", "save_report", "render_report"]
+__all__ = ["build_report", "write_report", "report_paths", "save_report", "render_report",
+           "report"]
 
 
 class _Scan:
@@ -474,3 +475,57 @@ def render_report(report: Union[Report, str, Path], out_dir: Union[str, Path]) -
     with open_report(report) as opened:   # layers read one feature at a time
         return save_report(opened, out_dir, h5=False, png=True)
 
+
+
+# --- the notebook route (issue 20): ``deconvviz.report(model, data, ...)`` -------------------
+
+def report(model: nn.Module, data="builtin", layers: Optional[Sequence] = None, top: int = 9,
+           out: Union[str, Path] = "outputs/report", *, split: Optional[str] = "test",
+           limit: Optional[int] = None, batch_size: Optional[int] = None,
+           device: Union[str, torch.device] = "cpu", rule: str = "deconvnet", png: bool = False,
+           html: bool = False, progress: bool = True, projection_dtype: str = "float32"):
+    """Scan ``data`` with ``model`` and write a report, as ``deconvviz report`` does, to
+    ``out/report.h5``; returns it opened as a :class:`deconvviz.explore.Report` (what
+    each feature detects, ``report.feature(node, i)``, ``report.features_for("dog")``,
+    inline display in notebooks).
+
+    ``model``: from :func:`deconvviz.load_model`; ``data``: anything ``--data`` takes
+    (``"builtin"``, a folder, ...), a :func:`deconvviz.load_data` dataset or an
+    :class:`~deconvviz.data.sources.ImageSource`; ``layers``: layer numbers or node
+    names (default: every conv layer, or every node with image patches); ``top``:
+    images kept per feature; ``png`` / ``html``: also the PNGs / the web report.
+    Also callable as ``deconvviz.report(...)``.
+    """
+    from .data.preprocess import Preprocessing
+    from .data.sources import resolve_source
+    from .explore import Report as ExploredReport
+    from .models.checkpoint import read_checkpoint
+
+    if isinstance(data, ImageSource):
+        source = data
+    elif isinstance(getattr(data, "source", None), ImageSource):
+        source = data.source
+    else:
+        meta = getattr(model, "meta", None) or read_checkpoint(None)
+        source = resolve_source(None if data is None else str(data), split=split,
+                                **Preprocessing.from_meta(meta).source_kwargs())
+    layers = None if layers is None else ([layers] if isinstance(layers, (int, str))
+                                          else list(layers))
+    line = (f"deconvviz.report(model, {source.description!r}, layers={layers!r}, top={top}, "
+            f"out={str(out)!r})")
+    write_report(model, source, out, layers, top, batch_size=batch_size, device=device,
+                 rule=rule, progress=progress, limit=limit, command_line=line, png=png,
+                 projection_dtype=projection_dtype, html=html)
+    return ExploredReport(Path(out) / REPORT_FILE)
+
+
+class _CallableModule(type(contextlib)):
+    """``deconvviz.report`` is this module and, called, :func:`report`: the name is both
+    the module (``from deconvviz.report import write_report``) and the verb."""
+
+    def __call__(self, *args, **kwargs):
+        return report(*args, **kwargs)
+
+
+import sys as _sys  # noqa: E402
+_sys.modules[__name__].__class__ = _CallableModule
