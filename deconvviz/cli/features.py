@@ -57,7 +57,8 @@ def features(report_file, class_name, feature, layer, limit):
                        f"features; AUROC with Holm-corrected Mann-Whitney p < "
                        f"{next(iter(rep.layers.values())).stats.alpha:g})")
             return
-        click.echo(f"{len(found)} features detect {name}, strongest first "
+        click.echo(f"{len(found)} feature{'s detect' if len(found) > 1 else ' detects'} {name}, "
+                   "strongest first "
                    "(AUROC of the maximum per image; p: one-sided Mann-Whitney, Holm over "
                    "the classes; top k: share of the top images of the class):")
         for ft in found[:limit]:
