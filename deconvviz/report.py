@@ -38,7 +38,8 @@ from .engine.topk import (TopK, empty_topk, finalize_topk, layer_infos, merge_to
                           normalization_of, batch_size_for, scan_topk)
 from .errors import DeconvvizError, notice
 from .progress import Progress
-from .runs.statistics import ScanMaxima, layer_statistics
+from .engine.statistics import MaximaRecorder, feature_statistics, gather_maxima
+from .store.statistics import FeatureStatistics, MaximaState
 from .render.report_png import feature_png, layer_figure, write_png
 from .render.web import SiteWriter, site_path, timestamp
 from .store.atomic import (atomic_folder, atomic_path, atomic_paths, check_folder_target,
@@ -53,7 +54,7 @@ __all__ = ["build_report", "write_report", "report_paths", "save_report", "rende
 
 class _Scan:
     """What the scan found (on the rank that writes): layers, top-k lists, kept images,
-    every image's maxima (``maxima``, a :class:`~deconvviz.runs.statistics.ScanMaxima`)
+    every image's maxima (``maxima``: ``{layer: MaximaRecorder}``)
     and the source's ``labels`` and ``classes`` (for the feature statistics)."""
 
     def __init__(self, infos, tops, n, mean, std, world, maxima=None, labels=None, classes=0):
@@ -151,13 +152,13 @@ def _scan(model, source, layers, k, *, batch_size, device, rule, progress, limit
                 "world_size": int(world)})
         tops = {layer_key(i): empty_topk(i.features, k) for i in infos}
         # Feature statistics (issue 20): every image's maxima, recorded in the same pass.
-        maxima = ScanMaxima([layer_key(i) for i in infos], [i.features for i in infos], n,
-                            None if state is None else state.path.with_suffix(""))
+        maxima = {layer_key(i): MaximaRecorder(i.features, n) for i in infos}
+        kept = None if state is None else MaximaState(state.path.with_suffix(""), len(infos))
         start = 0
         if state is not None and resume:
             if state.path.is_file():
                 tops, start = state.load({layer_key(i): i.features for i in infos}, k)
-                maxima.load()
+                kept.load([m.values.numpy() for m in maxima.values()])
                 notice(f"resuming the scan at image {start} of {n} from {state.path}")
             else:
                 notice(f"no saved scan state in {state.path.parent}; scanning from the start")
@@ -172,15 +173,16 @@ def _scan(model, source, layers, k, *, batch_size, device, rule, progress, limit
                 part = scan_topk(model, source, [layer_key(i) for i in infos], k,
                                  batch_size=batch_size, device=device, progress=bar,
                                  shard=(rank, world), start=s0, stop=min(n, s0 + step),
-                                 mean=mean, std=std, maxima=maxima.recorders)
+                                 mean=mean, std=std, maxima=maxima)
                 tops = part if s0 == 0 and state is None else \
                     {L: merge_topk(tops[L], part[L], k) for L in tops}
                 if state is not None:
-                    maxima.save(s0, min(n, s0 + step))
+                    kept.save([m.values.numpy() for m in maxima.values()], s0, min(n, s0 + step))
                     state.save(tops, min(n, s0 + step))
     if world > 1:
         tops = gather_topk(tops, device)
-        maxima.gather(device)
+        for rec in maxima.values():
+            rec.values = gather_maxima(rec.values, device)
         if rank != 0:
             return None
     tops = {L: finalize_topk(t, n) for L, t in tops.items()}
@@ -247,8 +249,8 @@ def _layer_parts(model, scan: _Scan, table: ImageTable, *, rule, device
             patch_box=box.reshape(F_, kk, 4).numpy(),
             patch_origin=origin.reshape(F_, kk, 2).numpy())
         if scan.maxima is not None:   # feature statistics (issue 20)
-            head.stats = layer_statistics(scan.maxima.recorders[key], scan.labels, scan.classes,
-                                          head.label)
+            head.stats = FeatureStatistics(**feature_statistics(
+                scan.maxima[key].values.numpy(), scan.labels.numpy(), scan.classes, head.label))
         yield head, _chunks(model, info, key, top, table, images, rule=rule, device=device,
                             scan=scan)
 
@@ -389,7 +391,7 @@ def write_report(model: nn.Module, source: ImageSource, out_dir: Union[str, Path
             targets.append(site_path(out_dir) / "index.html")
         for state in out_dir.glob(SCAN_STATE.format(suffix="*")):
             state.unlink()  # the report is complete: nothing left to resume
-        for state in out_dir.glob(SCAN_STATE.format(suffix="*").replace(".pt", ".maxima*.f16")):
+        for state in out_dir.glob(MaximaState.PATTERN.format(stem=SCAN_STATE.format(suffix="*")[:-3])):
             state.unlink()
         timings["project"] = time.perf_counter() - t0
         return targets

@@ -59,10 +59,6 @@ class MaximaRecorder:
         n = maxima.shape[1]
         self.values[:, offset:offset + n] = maxima.clamp(-_F16_MAX, _F16_MAX).to(torch.float16)
 
-    def missing(self) -> int:
-        """Images not recorded (``-inf``): 0 after a whole scan."""
-        return int(torch.isneginf(self.values).any(dim=0).sum())
-
 
 def gather_maxima(values: torch.Tensor, device="cpu") -> torch.Tensor:
     """Combine the ranks' :class:`MaximaRecorder` values of one layer under ``torchrun``

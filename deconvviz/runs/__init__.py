@@ -1,3 +1,2 @@
-"""Orchestration of commands that combine the engine, the files and the drawings:
-feature statistics of a report's scan (:mod:`.statistics`) and the comparison of two
-networks (:mod:`.compare`)."""
+"""Orchestration of commands that combine reports, the engine, the files and the
+drawings: the comparison of two or more networks at one node (:mod:`.compare`)."""

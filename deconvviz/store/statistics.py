@@ -13,7 +13,8 @@ no such group: their layers read with ``stats = None``.
 from __future__ import annotations
 
 from dataclasses import dataclass, fields
-from typing import List, Optional
+from pathlib import Path
+from typing import List, Optional, Sequence
 
 import numpy as np
 
@@ -21,7 +22,7 @@ from ..errors import DeconvvizError
 from .h5 import attr_value
 
 __all__ = ["FeatureStatistics", "STATISTICS_GROUP", "STATISTICS_ENCODING", "write_statistics",
-           "read_statistics", "statistics_absent", "label_text", "NO_CLASS_TEXT"]
+           "read_statistics", "statistics_absent", "label_text", "NO_CLASS_TEXT", "MaximaState"]
 
 STATISTICS_GROUP = "statistics"
 STATISTICS_ENCODING = "deconvviz-feature-statistics"
@@ -168,3 +169,43 @@ def statistics_absent(path, version: int) -> str:
     return (f"report {path} (format version {version}) holds no feature statistics: they are "
             "computed by 'deconvviz report' since format version 3; run 'deconvviz report' "
             "again with the same --model, --data and --layer to compute them")
+
+
+class MaximaState:
+    """The per-image maxima of a scan kept beside its resumable state: one raw float16
+    file per layer, ``{stem}.maxima{j}.f16`` (``stem``: the state file's path without
+    ``.pt``). Written whole at the first save, then only the columns of the images
+    scanned since, so saving stays cheap for VGG-16 (0.42 GB of maxima over 50,000
+    images) even when it happens every 20 images."""
+
+    PATTERN = "{stem}.maxima*.f16"
+
+    def __init__(self, stem: Path, count: int):
+        self.stem, self.count = Path(stem), int(count)
+        self._written = False
+
+    def files(self) -> List[Path]:
+        return [self.stem.with_name(f"{self.stem.name}.maxima{j}.f16") for j in range(self.count)]
+
+    def save(self, arrays: Sequence[np.ndarray], start: int, stop: int) -> None:
+        """Store columns ``start:stop`` of each ``(F, N)`` float16 array (all of them the
+        first time); call before the scan state itself is saved."""
+        for path, values in zip(self.files(), arrays):
+            if not self._written:
+                np.ascontiguousarray(values, dtype=np.float16).tofile(path)
+                continue
+            disk = np.memmap(path, dtype=np.float16, mode="r+", shape=values.shape)
+            disk[:, start:stop] = values[:, start:stop]
+            disk.flush()
+            del disk
+        self._written = True
+
+    def load(self, arrays: Sequence[np.ndarray]) -> None:
+        """Fill each ``(F, N)`` float16 array from its saved file (one line if missing)."""
+        for path, values in zip(self.files(), arrays):
+            if not path.is_file() or path.stat().st_size != values.size * 2:
+                raise DeconvvizError(f"--resume: the saved scan state's maxima {path} are "
+                                     "missing or damaged; remove the state or run without "
+                                     "--resume")
+            values[...] = np.fromfile(path, dtype=np.float16).reshape(values.shape)
+        self._written = True
