@@ -44,9 +44,10 @@ from .occlusion import occlusion  # noqa: E402
 from .project import layers, project  # noqa: E402
 from .report import render, report  # noqa: E402
 from .features import features  # noqa: E402
+from .compare import compare  # noqa: E402
 
 for _command in (train, evaluate, layers, project, info, occlusion, report, render, filters,
-                 features):
+                 features, compare):
     main.add_command(_command)
 
 

@@ -50,7 +50,7 @@ class Matching:
     ``a``, ``b``: ``(P,)`` int64 matched feature indices (sorted by correlation
     descending, ties by ``a``); ``correlation (P,)``; ``unmatched_a``, ``unmatched_b``:
     the features left without a partner (no partner left, or the best assignment
-    pairs them below ``threshold``).
+    pairs them below ``threshold``); ``matrix (Fa, Fb)``: the correlations matched.
     """
 
     a: np.ndarray
@@ -59,6 +59,7 @@ class Matching:
     unmatched_a: np.ndarray
     unmatched_b: np.ndarray
     threshold: float
+    matrix: np.ndarray
 
     def partner_of_b(self, features_b: int) -> np.ndarray:
         """``(Fb,)``: the matched ``a`` feature of every ``b`` feature, -1 for none."""
@@ -82,7 +83,7 @@ def match_features(corr: np.ndarray, threshold: float = MIN_CORRELATION) -> Matc
     return Matching(a=ra, b=rb, correlation=r,
                     unmatched_a=np.setdiff1d(np.arange(corr.shape[0]), ra).astype(np.int64),
                     unmatched_b=np.setdiff1d(np.arange(corr.shape[1]), rb).astype(np.int64),
-                    threshold=float(threshold))
+                    threshold=float(threshold), matrix=corr)
 
 
 def follow_back(maxima: Sequence[np.ndarray], threshold: float = MIN_CORRELATION):
