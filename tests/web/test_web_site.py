@@ -26,6 +26,7 @@ from deconvviz.render.report_png import _tiles
 from deconvviz.render.web import site as site_mod
 from deconvviz.render.web import write_site
 from deconvviz.render.web.site import feature_tiles
+from deconvviz.store.report import REPORT_VERSION
 from deconvviz.render.web.pages import json_script
 from deconvviz.store.report import read_report_h5
 
@@ -273,7 +274,7 @@ def test_bad_report_files_are_one_line_and_write_nothing(report_h5, tmp_path):
     newer = tmp_path / "newer.h5"
     shutil.copy(report_h5, newer)
     with h5py.File(newer, "a") as f:
-        f.attrs["format_version"] = 3
+        f.attrs["format_version"] = REPORT_VERSION + 1
     broken = tmp_path / "broken.h5"
     shutil.copy(report_h5, broken)
     with h5py.File(broken, "a") as f:
@@ -284,7 +285,8 @@ def test_bad_report_files_are_one_line_and_write_nothing(report_h5, tmp_path):
         f.attrs["format"] = PROJECTION_FORMAT
     cases = [(damaged, "is not a readable HDF5 file"),
              (projection, "--html makes the web report of a deconvviz-report file"),
-             (newer, "has format version 3; this deconvviz reads versions 1..2"),
+             (newer, f"has format version {REPORT_VERSION + 1}; this deconvviz reads versions "
+                     f"1..{REPORT_VERSION}"),
              (broken, "is damaged: layer2/activation missing"),
              (tmp_path / "none.h5", "does not exist")]
     for path, message in cases:
@@ -380,4 +382,6 @@ def test_report_html_failing_midway_leaves_the_earlier_report_and_site(tmp_path,
         make_report(out, k=3, html=True)
     after = _snapshot(out)
     assert after.pop(Path(".scan-state.pt"), None) is not None  # kept for --resume
+    for j in range(2):  # with each layer's per-image maxima
+        assert after.pop(Path(f".scan-state.maxima{j}.f16"), None) is not None
     assert after == before   # neither report.h5 nor any file of the site changed, no leftovers

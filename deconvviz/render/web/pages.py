@@ -71,6 +71,11 @@ def _act(v: float) -> str:
     return f"{float(v):.4g}"
 
 
+def _num(v: float) -> float:
+    """A statistic for the page's JSON: 4 decimals, -1 where absent (JSON has no NaN)."""
+    return -1.0 if v != v else round(float(v), 4)
+
+
 def _track(value: float, top: float) -> str:
     """A bar on the activation colour scale (0 .. the layer's strongest activation)."""
     frac = max(0.0, float(value)) / top if top > 0 else 0.0
@@ -181,15 +186,20 @@ def index_page(attrs: dict, layers: Sequence[LayerSummary], date_line: str,
 
 def layer_page(s: LayerSummary, attrs: dict, activation0: np.ndarray, dead: np.ndarray,
                top_class: Sequence[str], tile_size: Tuple[int, int, bool],
-               page_size: int) -> str:
+               page_size: int, labels: Optional[Sequence[Tuple[str, float, float]]] = None) -> str:
     """A layer's page: its features as tiles, paged, sorted and filtered by ``layer.js``
-    from the JSON it carries."""
+    from the JSON it carries. ``labels``: per feature ``(detected class or "", its AUROC,
+    firing rate)`` from the report's statistics (None: a report without them)."""
+    stats = labels is not None
+    labels = labels if stats else [("", float("nan"), float("nan"))] * s.features
     data = {
         "dir": quote(s.slug, safe=""), "tiles": "tiles", "pageSize": int(page_size),
         "tileW": tile_size[1], "tileH": tile_size[0], "pixelated": bool(tile_size[2]),
         "maxAct": float(s.max_act), "images": _count(attrs),
-        "features": [[f, float(f"{float(activation0[f]):.5g}"), int(bool(dead[f])), top_class[f]]
+        "features": [[f, float(f"{float(activation0[f]):.5g}"), int(bool(dead[f])), top_class[f],
+                      labels[f][0], _num(labels[f][1]), _num(labels[f][2])]
                      for f in range(s.features)],
+        "statistics": stats,
     }
     n = attrs.get("num_images", "?")
     one = s.dead == 1
@@ -210,6 +220,11 @@ def layer_page(s: LayerSummary, attrs: dict, activation0: np.ndarray, dead: np.n
                  dead_label=dead_label, dead_disabled="" if s.dead else " disabled",
                  dead_note=dead_note, last=str(max(0, s.features - 1)),
                  tile_w=str(2 * tile_size[1] + 14), data=json_script(data),
+                 stats_disabled="" if stats else " disabled",
+                 stats_note="" if stats else (
+                     '<p class="note">This report has no feature statistics (written before '
+                     "format version 3): run 'deconvviz report' again to label its features."
+                     "</p>"),
                  first_link=f'<a href="{first}">feature 0</a>')
 
 
@@ -230,9 +245,12 @@ class Tile:
 
 def feature_page(s: LayerSummary, attrs: dict, f: int, tiles: Sequence[Tile], dead: bool,
                  image_size: Tuple[int, int], tile_size: Tuple[int, int, bool],
-                 whole_size: Tuple[int, int, bool], missing_images: str) -> str:
+                 whole_size: Tuple[int, int, bool], missing_images: str,
+                 statistics: Optional[str] = None) -> str:
     """Feature ``f``'s page: its top-k projections, patches and whole images with the
-    receptive field drawn on them (``tiles``); a feature that never fires says so."""
+    receptive field drawn on them (``tiles``); a feature that never fires says so.
+    ``statistics``: what it detects over the whole scan (an HTML fragment of
+    :func:`deconvviz.render.feature_stats.statistics_html`), shown above the cards."""
     n = _count(attrs)
     title = f"{s.title}, feature {f}"
     cards = []
@@ -289,6 +307,8 @@ def feature_page(s: LayerSummary, attrs: dict, f: int, tiles: Sequence[Tile], de
                  else '<a class="off">&lsaquo; first feature</a>')
     next_link = (f'<a id="next" href="{next_href}">feature {f + 1} &rsaquo;</a>'
                  if f + 1 < s.features else '<a class="off">last feature &rsaquo;</a>')
+    if statistics:
+        summary += f'<section class="stats"><h2>What it detects</h2>{statistics}</section>'
     card_w = 2 * tile_size[1] + whole_size[1] + 60
     return _page("feature.html", title=esc(f"{title} - deconvviz report"),
                  layer_title=esc(s.title), layer_href=up, feature=str(f),

@@ -34,6 +34,7 @@ from ...errors import DeconvvizError
 from ...store.atomic import atomic_folder, check_writable_dir
 from ...store.report import ImageTable, LayerReport, Report, open_report
 from ..display import to_display_uint8
+from ..feature_stats import class_name, statistics_html
 from .pages import (LayerSummary, Tile, display_size, feature_page, href, index_page,
                     layer_page)
 
@@ -204,13 +205,19 @@ class SiteWriter:
                         position=tuple(int(v) for v in lr.position[f, j]),
                         box=tuple(int(v) for v in lr.patch_box[f, j]), scale=float(scales[f][j]),
                         whole=href("..", "images", f"image{i}.png") if row >= 0 else None))
+            # What the feature detects (issue 20; None in reports without statistics).
+            stats = statistics_html(lr.stats, f, self.classes) if lr.stats is not None else None
             (folder / f"feature{f:03d}.html").write_text(
                 feature_page(s, self.attrs, f, tiles, bool(dead[f]), self.image_size, tile,
-                             whole, self.missing), encoding="utf-8")
+                             whole, self.missing, stats), encoding="utf-8")
         top_class = [self._class(int(lr.label[f, 0])) if k else "" for f in range(F_)]
+        labels = None if lr.stats is None else [
+            (class_name(self.classes, int(c)) if c >= 0 else "", float(a), float(r))
+            for c, a, r in zip(lr.stats.label, lr.stats.label_auroc, lr.stats.firing_rate)]
         (self.root / f"{slug}.html").write_text(
             layer_page(s, self.attrs, act0, dead, top_class,
-                       display_size(lr.rf_size, _PX["layer"]), self.page_size), encoding="utf-8")
+                       display_size(lr.rf_size, _PX["layer"]), self.page_size, labels),
+            encoding="utf-8")
         self.summaries.append(s)
         return s
 
