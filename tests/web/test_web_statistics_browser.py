@@ -44,7 +44,7 @@ def test_every_tile_shows_its_label_and_auroc(browser, site):
         "[+a.dataset.feature, a.querySelector('.lbl').textContent])")
     assert [f for f, _ in shown] == list(range(s.features))
     for f, text in shown:
-        want = f"{names[f]} \u00b7 AUROC {s.label_auroc[f]:.2f}" if names[f] else "no class"
+        want = f"{names[f]} {s.label_auroc[f]:.2f}" if names[f] else "no class"
         assert text == want, (f, text, want)
     assert any(names) and not all(names)   # both kinds occur in this report
     assert _errors(browser) == []

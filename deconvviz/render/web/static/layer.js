@@ -90,8 +90,12 @@
     a.appendChild(track);
     a.appendChild(el("div", "cls", x[2] || !x[3] ? "\u00a0" : "top image: " + x[3]));
     if (data.statistics) {
-      a.appendChild(el("div", "lbl" + (x[4] ? "" : " none"),
-                       x[4] ? x[4] + " \u00b7 AUROC " + x[5].toFixed(2) : "no class"));
+      // The same caption as the notebook's: the class and its AUROC, or "no class".
+      var lbl = el("div", "lbl" + (x[4] ? "" : " none"),
+                   x[4] ? x[4] + " " + x[5].toFixed(2) : "no class");
+      lbl.title = x[4] ? "detects " + x[4] + " (AUROC " + x[5].toFixed(3) + ")" :
+        "no class: no AUROC is significant";
+      a.appendChild(lbl);
     }
     return a;
   }
