@@ -147,6 +147,13 @@ class Report:
     layers: Dict[int, LayerReport] = field(default_factory=dict)
     images: Optional[ImageTable] = None
 
+    def __repr__(self) -> str:   # one line, not every attribute and array (issue 20)
+        layers = ", ".join(f"{lr.name} ({lr.features} features, top {lr.k})"
+                           for lr in self.layers.values())
+        return (f"Report({layers or 'no layers'}; {self.attrs.get('num_images', '?')} images of "
+                f"{self.attrs.get('data_source', '?')}, format version "
+                f"{self.attrs.get('format_version', '?')})")
+
 
 class ReportWriter:
     """``with ReportWriter(path, attrs) as w: w.add_images(t); w.add_layer(lr); ...``
