@@ -19,7 +19,6 @@ node name (``"layer3.1.relu_1"``); features count from 0.
 from __future__ import annotations
 
 import difflib
-import json
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
@@ -28,7 +27,7 @@ import numpy as np
 from .errors import DeconvvizError
 from .render.feature_stats import class_name, label_caption, statistics_html
 from .render.notebook import feature_html, layer_html, report_html
-from .render.web.site import feature_tiles
+from .render.web.site import class_names, feature_tiles
 from .store.report import LayerReport, open_report
 from .store.statistics import FeatureStatistics, NO_CLASS_TEXT, statistics_absent
 
@@ -37,14 +36,6 @@ __all__ = ["Report", "ReportLayer", "Feature", "NOTEBOOK_FEATURES"]
 #: Features a layer shows inline (the strongest detectors first); ``layer.html(None)``
 #: shows all.
 NOTEBOOK_FEATURES = 48
-
-
-def _names(attrs: dict) -> List[str]:
-    try:
-        names = json.loads(attrs.get("class_names", "[]") or "[]")
-    except (TypeError, ValueError):
-        return []
-    return [str(n) for n in names] if isinstance(names, list) else []
 
 
 class Feature:
@@ -203,7 +194,7 @@ class Report:
             heads = [LayerReport(**{**{k: getattr(lr, k) for k in lr.__dataclass_fields__},
                                     "projection": None, "patch": None}) for lr in heads]
         self.version = int(self.attrs.get("format_version", 0))
-        self.classes = _names(self.attrs)
+        self.classes = class_names(self.attrs)
         self.layers: Dict[object, ReportLayer] = {h.key: ReportLayer(self, h) for h in heads}
 
     @property

@@ -59,7 +59,7 @@ def _open(label: str, path: Path, layer) -> Tuple[Report, object]:
 
 
 def _same_data(opened, labels) -> None:
-    first, a0 = opened[0][0], opened[0][0].attrs
+    a0 = opened[0][0].attrs
     for (rep, _), label in zip(opened[1:], labels[1:]):
         a = rep.attrs
         if (a.get("data_fingerprint") != a0.get("data_fingerprint")

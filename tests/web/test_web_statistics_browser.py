@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from test_web_browser import _all_images_load, _errors, _open, _tiles, _wait, browser  # noqa: F401
+from test_web_browser import _all_images_load, _errors, _open, _tiles, _wait
 from test_web_browser import pytestmark  # noqa: F401  (the same skip, with its reason)
 from web_helpers import make_report, source
 from deconvviz.render.feature_stats import class_name
