@@ -217,3 +217,24 @@ def test_feature_statistics_on_an_empty_class_and_unlabelled_images():
     assert s["topk_share"].tolist() == [[0.5, 0.5, 0.0]]
     assert s["class_count"].tolist() == [2, 1, 0]
     assert s["label"][0] == -1          # two images per test: nothing significant
+
+
+def test_the_python_route_writes_and_opens_the_same_file(tmp_path):
+    import deconvviz
+    import deconvviz.report as report_module
+
+    # ``deconvviz.report`` is the module (its functions importable) and, called, the verb.
+    assert report_module.write_report is write_report and callable(deconvviz.report)
+    model, source = planted_model(), planted_source()
+    rep = deconvviz.report(model, source, layers=1, top=3, out=tmp_path / "r", progress=False)
+    assert isinstance(rep, deconvviz.Report) and rep.path == tmp_path / "r" / "report.h5"
+    assert repr(rep) == (f"Report('{rep.path}': layer1 (3 features); top 3 of 60 images of "
+                         "planted)")
+    assert repr(rep.feature(1, 0)).startswith("Feature(layer1 #0: red, AUROC 1.000, p ")
+    # The same file as write_report's, read back by the store and the features command.
+    stored = read_report_h5(rep.path)
+    assert stored.attrs["command_line"].startswith("deconvviz.report(model, 'planted'")
+    assert np.array_equal(stored.layers[1].stats.auroc, rep.layer(1).stats.auroc)
+    assert repr(stored) == "Report(layer1 (3 features, top 3); 60 images of planted, format version 3)"
+    with pytest.raises(DeconvvizError, match=r"has no layer 'layer5' \(it has layer1\)"):
+        rep.feature("layer5", 0)
