@@ -19,6 +19,7 @@ node name (``"layer3.1.relu_1"``); features count from 0.
 from __future__ import annotations
 
 import difflib
+from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Optional, Union
 
@@ -110,8 +111,8 @@ class Feature:
     def _repr_html_(self) -> str:
         proj, patch = self.tiles()
         classes = self.layer.classes
-        caps = [f"#{j + 1} image {int(i)} {class_name(classes, int(c)) if c >= 0 else ''} "
-                f"act {float(a):.3g}".replace("  ", " ")
+        caps = [" ".join([f"#{j + 1} image {int(i)}"] +
+                         ([class_name(classes, int(c))] if c >= 0 else []) + [f"act {float(a):.3g}"])
                 for j, (i, c, a) in enumerate(zip(self.image_index, self.labels,
                                                    self.activation))]
         stats = statistics_html(self.stats, self.index, classes) if self.stats is not None \
@@ -189,10 +190,8 @@ class Report:
         self.path = Path(path)
         with open_report(self.path, images=False) as rep:
             self.attrs = dict(rep.attrs)
-            heads = [lr for lr in rep.layers.values()]
             # Keep everything but the projections and patches (read per feature on demand).
-            heads = [LayerReport(**{**{k: getattr(lr, k) for k in lr.__dataclass_fields__},
-                                    "projection": None, "patch": None}) for lr in heads]
+            heads = [replace(lr, projection=None, patch=None) for lr in rep.layers.values()]
         self.version = int(self.attrs.get("format_version", 0))
         self.classes = class_names(self.attrs)
         self.layers: Dict[object, ReportLayer] = {h.key: ReportLayer(self, h) for h in heads}

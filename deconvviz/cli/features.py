@@ -80,6 +80,8 @@ def features(report_file, class_name, feature, layer, limit):
 
 
 def _one_feature(rep, ft) -> None:
+    import numpy as np
+
     from ..store.statistics import statistics_absent
 
     click.echo(f"{ft.layer.name} feature {ft.index}: {ft.describe().split(': ', 1)[1]}")
@@ -95,13 +97,9 @@ def _one_feature(rep, ft) -> None:
     click.echo(f"  fires on {100 * s.firing_rate[f]:.1f}% of {s.maxima.shape[1]:,} images; mean "
                f"maximum {s.mean[f]:.4g}; quantiles {q}")
     click.echo("  class: AUROC, p (Holm), share of the top images")
-    for c in sorted(range(s.classes), key=lambda c: (-_nan0(s.auroc[f, c]), c)):
+    for c in sorted(range(s.classes), key=lambda c: (-np.nan_to_num(s.auroc[f, c], nan=-1.0), c)):
         mark = "  <- label" if c == int(s.label[f]) else ""
         name = rep.classes[c] if c < len(rep.classes) else f"class {c}"
-        auroc = "-" if s.auroc[f, c] != s.auroc[f, c] else f"{s.auroc[f, c]:.3f}"
-        p = "-" if s.p_adjusted[f, c] != s.p_adjusted[f, c] else _p(s.p_adjusted[f, c])
+        auroc = "-" if np.isnan(s.auroc[f, c]) else f"{s.auroc[f, c]:.3f}"
+        p = "-" if np.isnan(s.p_adjusted[f, c]) else _p(s.p_adjusted[f, c])
         click.echo(f"    {name}: {auroc}, {p}, {100 * s.topk_share[f, c]:.0f}%{mark}")
-
-
-def _nan0(v: float) -> float:
-    return -1.0 if v != v else float(v)
