@@ -140,3 +140,25 @@ def test_the_comparison_page(browser, tmp_path):
     browser.get(links[0])
     _wait(browser, lambda: browser.execute_script("return document.readyState") == "complete")
     assert "feature" in browser.title and _errors(browser) == []
+
+
+def test_the_index_finds_features_of_every_layer_by_class(browser, site):
+    root, rep = site
+    found = []
+    for L in (1, 2):
+        s, names = _labels(rep, L)
+        found += [(-round(float(s.label_auroc[f]), 4), L, f, names[f])
+                  for f in range(s.features) if names[f]]
+    target = max({n for *_, n in found}, key=lambda n: (sum(x[3] == n for x in found), n))
+    _open(browser, root / "index.html")
+    browser.find_element("id", "class-search").send_keys(target)
+    want = [f"layer {L}, feature {f}: {n} (AUROC {-a:.3f})" for a, L, f, n in sorted(found)
+            if target in n]
+    _wait(browser, lambda: browser.execute_script(
+        "return [...document.querySelectorAll('#hits li')].map(li => li.textContent)") == want)
+    link = browser.execute_script("return document.querySelector('#hits a').href")
+    browser.get(link)
+    _wait(browser, lambda: browser.execute_script("return document.readyState") == "complete")
+    L, f = next((L, f) for a, L, f, n in sorted(found) if target in n)   # the first listed
+    assert browser.title == f"layer {L}, feature {f} - deconvviz report"
+    assert _errors(browser) == []

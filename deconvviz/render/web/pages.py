@@ -12,7 +12,7 @@ from __future__ import annotations
 import html
 import json
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import PurePosixPath
@@ -120,6 +120,8 @@ class LayerSummary:
     dead: int
     strongest: List[Tuple[int, float]]   # (feature, activation) of its strongest features
     max_act: float
+    # (feature, class it detects, AUROC) of every labelled feature (issue 20)
+    labels: List[Tuple[int, str, float]] = field(default_factory=list)
 
 
 def _page(name: str, **values) -> str:
@@ -178,6 +180,7 @@ def index_page(attrs: dict, layers: Sequence[LayerSummary], date_line: str,
             f'<div class="strip">{"".join(thumbs) or "<em>no feature of this layer fires</em>"}'
             f"</div></section>")
     names = ", ".join(s.title for s in layers)
+    sections.insert(0, _class_search(layers))
     return _page("index.html", title=esc(f"deconvviz report: {names}"),
                  heading=esc(f"Top-{attrs.get('top_k', '?')} images per feature: {names}"),
                  k=esc(attrs.get("top_k", "?")), provenance=prov,
@@ -226,6 +229,20 @@ def layer_page(s: LayerSummary, attrs: dict, activation0: np.ndarray, dead: np.n
                      "format version 3): run 'deconvviz report' again to label its features."
                      "</p>"),
                  first_link=f'<a href="{first}">feature 0</a>')
+
+
+def _class_search(layers: Sequence[LayerSummary]) -> str:
+    """The index's search box: which features, of every layer, detect a class (``index.js``
+    filters the JSON it carries); empty for a report without feature statistics."""
+    found = [[s.slug, s.title, f, name, round(float(a), 4)] for s in layers
+             for f, name, a in s.labels]
+    if not found:
+        return ""
+    return ('<section class="search"><h2>Which features detect &hellip;</h2>'
+            '<label>class <input type="search" id="class-search" placeholder="e.g. dog"></label> '
+            '<span id="hit-count"></span><ol id="hits"></ol>'
+            f'<script type="application/json" id="label-data">{json_script(found)}</script>'
+            '<script src="assets/index.js"></script></section>')
 
 
 @dataclass

@@ -129,7 +129,7 @@ class SiteWriter:
         assets = self.root / "assets"
         assets.mkdir(exist_ok=True)
         static = resources.files(__package__).joinpath("static")
-        for name in ("style.css", "layer.js", "feature.js"):
+        for name in ("style.css", "layer.js", "feature.js", "index.js"):
             (assets / name).write_bytes(static.joinpath(name).read_bytes())
         self.missing = _V1_MISSING if images is None else "whole image not stored in this report"
         # Keep only what the pages need of the images (not their pixels).
@@ -214,6 +214,7 @@ class SiteWriter:
         labels = None if lr.stats is None else [
             (class_name(self.classes, int(c)) if c >= 0 else "", float(a), float(r))
             for c, a, r in zip(lr.stats.label, lr.stats.label_auroc, lr.stats.firing_rate)]
+        s.labels = [(f, name, a) for f, (name, a, _) in enumerate(labels or []) if name]
         (self.root / f"{slug}.html").write_text(
             layer_page(s, self.attrs, act0, dead, top_class,
                        display_size(lr.rf_size, _PX["layer"]), self.page_size, labels),
