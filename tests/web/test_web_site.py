@@ -51,8 +51,8 @@ def test_site_layout_pixels_and_pages(report_h5):
     rep = read_report_h5(report_h5)
     assert {p.name for p in site.iterdir()} == {"index.html", "assets", "images", "layer1.html",
                                                "layer2.html", "layer1", "layer2"}
-    assert sorted(p.name for p in (site / "assets").iterdir()) == ["feature.js", "layer.js",
-                                                                 "style.css"]
+    assert sorted(p.name for p in (site / "assets").iterdir()) == ["feature.js", "index.js",
+                                                                 "layer.js", "style.css"]
     # Whole images: one PNG per kept image, exactly its stored pixels.
     table = rep.images
     assert sorted(p.name for p in (site / "images").iterdir()) == \
