@@ -202,8 +202,10 @@ def test_names_from_the_file_are_escaped(tmp_path):
         p.feed(text)
         p.close()
         for attrs in p.scripts:  # only the site's own scripts and its JSON data
-            assert attrs.get("src", "").endswith(("assets/layer.js", "assets/feature.js")) or \
-                attrs == {"type": "application/json", "id": "layer-data"}, attrs
+            assert attrs.get("src", "").endswith(("assets/layer.js", "assets/feature.js",
+                                                  "assets/index.js")) or \
+                attrs in ({"type": "application/json", "id": "layer-data"},
+                          {"type": "application/json", "id": "label-data"}), attrs
         body = "".join(p.text)
         seen_classes |= {c for c in classes if c in body}
         if page.name.startswith("feature") and page.parent.name == "layer2":
