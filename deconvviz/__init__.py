@@ -1,7 +1,7 @@
 """deconvviz: see what the features of a convolutional network respond to.
 
 The deconvolutional network of Zeiler & Fergus, "Visualizing and Understanding
-Convolutional Networks" (ECCV 2014, arXiv 1311.2901), for a CIFAR-10 CNN::
+Convolutional Networks" (ECCV 2014, arXiv 1311.2901), for any traceable CNN::
 
     import deconvviz
     model = deconvviz.load_model()                  # the bundled CIFAR-10 network
@@ -13,38 +13,44 @@ Convolutional Networks" (ECCV 2014, arXiv 1311.2901), for a CIFAR-10 CNN::
     rep.features_for("disc")                        # what detects discs, strongest first
     rep.feature(2, 9)                               # shown inline in a notebook
 
-Layers count from 1, features (channels) from 0.
+Layers are node names (torchvision's, listed by ``deconvviz layers``) or, for a plain
+conv stack, block numbers from 1; features (channels) count from 0.
 """
 
 __version__ = "0.1.0"
 
-from .api import load_data, load_model, model_normalization  # noqa: E402
-from .engine.deconvnet import Projection, deconvolve, project  # noqa: E402
-from .engine.layers import list_layers  # noqa: E402
-from .engine.receptive import receptive_box  # noqa: E402
-from .engine.recording import record  # noqa: E402
 from .errors import DeconvvizError  # noqa: E402
-from .render.display import to_display  # noqa: E402
 
 __all__ = ["__version__", "load_model", "load_data", "project", "deconvolve", "Projection",
            "list_layers", "receptive_box", "record", "to_display", "model_normalization",
            "DeconvvizError", "report", "Report"]
 
+# The API is imported on first use (PEP 562), so that the command line's help, and
+# anything else that needs no tensors, starts without importing torch.
+_LAZY = {"load_model": "api", "load_data": "api", "model_normalization": "api",
+         "project": "engine.deconvnet", "deconvolve": "engine.deconvnet",
+         "Projection": "engine.deconvnet", "list_layers": "engine.layers",
+         "receptive_box": "engine.receptive", "record": "engine.recording",
+         "to_display": "render.display", "report": "report", "Report": "explore"}
+
 
 def __getattr__(name):
-    # ``report`` (the module, callable as the verb) and ``Report`` load the report and
-    # drawing machinery only when first used, so ``import deconvviz`` stays light.
-    if name == "report":
+    if name in _LAZY:
         import importlib
-        return importlib.import_module(".report", __name__)
-    if name == "Report":
-        from .explore import Report
-        return Report
+        value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+        globals()[name] = value
+        return value
     raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
+def __dir__():
+    return sorted(set(globals()) | set(_LAZY))
+
+
 def _notebook_display() -> None:
-    """In IPython / Jupyter, show a :class:`Projection` as its tile grid."""
+    """In IPython / Jupyter, show a :class:`Projection` as its tile grid. Registered by
+    the class's module and name, so neither torch nor the engine is imported until a
+    projection is made (and displayed)."""
     import sys
     ipython = sys.modules.get("IPython")
     shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") \
@@ -55,7 +61,8 @@ def _notebook_display() -> None:
     def html(projection):
         from .render.notebook import projection_html
         return projection_html(projection)
-    shell.display_formatter.formatters["text/html"].for_type(Projection, html)
+    shell.display_formatter.formatters["text/html"].for_type_by_name(
+        f"{__name__}.{_LAZY['Projection']}", "Projection", html)
 
 
 _notebook_display()

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-__all__ = ["DeconvvizError", "notice"]
+__all__ = ["DeconvvizError", "NotProjectable", "notice"]
 
 
 class DeconvvizError(ValueError):
@@ -12,6 +12,12 @@ class DeconvvizError(ValueError):
 
     The command line prints it as ``Error: <message>`` and exits with status 1.
     """
+
+
+class NotProjectable(DeconvvizError):
+    """A layer that exists but that the deconvnet cannot go back from (an op on the way
+    back has no rule, or the node gives no feature map): a refusal, not a usage mistake,
+    so the command line answers it with one line and exit status 1."""
 
 
 def notice(message: str) -> None:

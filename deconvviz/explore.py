@@ -40,7 +40,9 @@ NOTEBOOK_FEATURES = 48
 
 
 class Feature:
-    """Feature ``index`` of one layer of a report: its top images and what it detects.
+    """Feature ``index`` (its channel number) of one layer of a report, in row ``row`` of
+    the layer (the same unless the report keeps some features only, ``--feature``): its
+    top images and what it detects.
 
     ``activation (k,)``, ``image_index (k,)`` and ``labels (k,)`` of its top k images;
     ``stats``: the layer's :class:`~deconvviz.store.statistics.FeatureStatistics` (None
@@ -48,12 +50,13 @@ class Feature:
     ``"no class"``, or None without statistics; ``auroc`` maps each class to its AUROC.
     """
 
-    def __init__(self, layer: "ReportLayer", index: int):
-        self.layer, self.index = layer, int(index)
+    def __init__(self, layer: "ReportLayer", row: int):
+        self.layer, self.row = layer, int(row)
+        self.index = layer.ids[self.row]
         head = layer.head
-        self.activation = head.activation[index]
-        self.image_index = head.image_index[index]
-        self.labels = head.label[index]
+        self.activation = head.activation[row]
+        self.image_index = head.image_index[row]
+        self.labels = head.label[row]
         self.stats: Optional[FeatureStatistics] = head.stats
 
     @property
@@ -64,39 +67,39 @@ class Feature:
     def label(self) -> Optional[str]:
         if self.stats is None:
             return None
-        c = int(self.stats.label[self.index])
+        c = int(self.stats.label[self.row])
         return NO_CLASS_TEXT if c < 0 else class_name(self.layer.classes, c)
 
     @property
     def label_auroc(self) -> float:
-        return float("nan") if self.stats is None else float(self.stats.label_auroc[self.index])
+        return float("nan") if self.stats is None else float(self.stats.label_auroc[self.row])
 
     @property
     def label_p(self) -> float:
-        return float("nan") if self.stats is None else float(self.stats.label_p[self.index])
+        return float("nan") if self.stats is None else float(self.stats.label_p[self.row])
 
     @property
     def firing_rate(self) -> float:
-        return float("nan") if self.stats is None else float(self.stats.firing_rate[self.index])
+        return float("nan") if self.stats is None else float(self.stats.firing_rate[self.row])
 
     @property
     def auroc(self) -> Dict[str, float]:
         """``{class name: AUROC}`` (empty without statistics)."""
         if self.stats is None:
             return {}
-        return {class_name(self.layer.classes, c): float(self.stats.auroc[self.index, c])
+        return {class_name(self.layer.classes, c): float(self.stats.auroc[self.row, c])
                 for c in range(self.stats.classes)}
 
     @property
     def maxima(self) -> Optional[np.ndarray]:
         """Its maximum over positions on every image of the scan, ``(N,)`` float16."""
-        return None if self.stats is None else self.stats.maxima[self.index]
+        return None if self.stats is None else self.stats.maxima[self.row]
 
     def tiles(self):
         """``(projections, patches)`` ``uint8 (k, rf_h, rf_w, 3)`` as the web report
         draws them."""
         with open_report(self.layer.report.path, [self.layer.name], images=False) as rep:
-            proj, patch, _ = feature_tiles(rep.layers[self.layer.key], self.index)
+            proj, patch, _ = feature_tiles(rep.layers[self.layer.key], self.row)
         return proj, patch
 
     def describe(self) -> str:
@@ -115,7 +118,7 @@ class Feature:
                          ([class_name(classes, int(c))] if c >= 0 else []) + [f"act {float(a):.3g}"])
                 for j, (i, c, a) in enumerate(zip(self.image_index, self.labels,
                                                    self.activation))]
-        stats = statistics_html(self.stats, self.index, classes) if self.stats is not None \
+        stats = statistics_html(self.stats, self.row, classes) if self.stats is not None \
             else f"<p>{statistics_absent(self.layer.report.path, self.layer.report.version)}</p>"
         return feature_html(f"{self.layer.title}, feature {self.index}", proj, patch, caps, stats)
 
@@ -129,16 +132,25 @@ class ReportLayer:
         self.key, self.name, self.title = head.key, head.name, head.title
         self.features, self.k, self.stats = head.features, head.k, head.stats
         self.classes = report.classes
+        #: The channel number of each row (0 .. features - 1 unless ``--feature`` chose).
+        self.ids = [int(c) for c in head.feature_ids]
+        self._rows = {c: r for r, c in enumerate(self.ids)}
 
     def feature(self, i: int) -> Feature:
-        if not 0 <= int(i) < self.features:
-            raise DeconvvizError(f"feature {i} is out of range: {self.name} has features "
-                                 f"0..{self.features - 1}")
-        return Feature(self, int(i))
+        """Feature (channel) ``i``."""
+        if int(i) not in self._rows:
+            kept = (f"features 0..{self.features - 1}" if self.ids == list(range(self.features))
+                    else f"features {', '.join(map(str, self.ids))} only (--feature)")
+            raise DeconvvizError(f"feature {i} is out of range: {self.name} has {kept}")
+        return Feature(self, self._rows[int(i)])
+
+    def at_row(self, row: int) -> Feature:
+        """The feature in row ``row`` of the layer (the rows of :attr:`stats`)."""
+        return Feature(self, int(row))
 
     def order(self) -> List[int]:
-        """Features strongest detector first: labelled by AUROC of their label, then the
-        rest by firing rate (the feature index without statistics)."""
+        """Rows of the features, strongest detector first: labelled by AUROC of their
+        label, then the rest by firing rate (the feature's row without statistics)."""
         if self.stats is None:
             return list(range(self.features))
         s = self.stats
@@ -161,7 +173,7 @@ class ReportLayer:
             lr = rep.layers[self.key]
             for f in shown:
                 proj, patch, _ = feature_tiles(lr, f)
-                cap = [f"feature {f}"]
+                cap = [f"feature {self.ids[f]}"]
                 if self.stats is not None:
                     cap.append(label_caption(self.stats, f, self.classes))
                     cap.append(f"fires {100 * self.stats.firing_rate[f]:.0f}%")
@@ -241,7 +253,7 @@ class Report:
         found = [(float(lay.stats.auroc[f, c]), j, int(f))
                  for j, lay in enumerate(layers) for f in lay.stats.detectors(c)]
         found.sort(key=lambda t: (-t[0], t[1], t[2]))
-        return [layers[j].feature(f) for _, j, f in found]
+        return [layers[j].at_row(f) for _, j, f in found]
 
     def __repr__(self) -> str:
         parts = ", ".join(f"{lay.name} ({lay.features} features)" for lay in self.layers.values())

@@ -14,20 +14,27 @@ class Progress:
     On a terminal it redraws one bar in place at most 5 times a second. Elsewhere
     (a log file, CI) it never writes a carriage return: it prints one plain line
     (done/total, rate, time left) every ``every`` seconds, and one when it closes.
+    With ``delay`` it stays silent for work that ends within ``delay`` seconds (a
+    phase that is usually instant, such as reading an already decoded folder).
+    ``initial``: work done before (a resumed scan); it counts towards the total but
+    not towards the rate.
     """
 
     def __init__(self, total: int, desc: str, unit: str = "img", enabled: bool = True,
-                 stream=None, every: float = 5.0, clock=time.perf_counter):
+                 stream=None, every: float = 5.0, clock=time.perf_counter, delay: float = 0.0,
+                 initial: int = 0):
         self.total, self.desc, self.unit = int(total), desc, unit
         self.stream = stream or sys.stderr
         self.enabled = enabled
         self.tty = enabled and hasattr(self.stream, "isatty") and self.stream.isatty()
         self.every = float(every)
         self._clock = clock
-        self.done = 0
+        self.done = self.initial = int(initial)
         self.fields = {}
         self.start = clock()
         self._last = self.start
+        self.delay = float(delay)
+        self._shown = False
 
     def __enter__(self):
         return self
@@ -39,7 +46,7 @@ class Progress:
     @property
     def rate(self) -> float:
         elapsed = self._clock() - self.start
-        return self.done / elapsed if elapsed > 0 else 0.0
+        return (self.done - self.initial) / elapsed if elapsed > 0 else 0.0
 
     def line(self) -> str:
         rate = self.rate
@@ -60,16 +67,20 @@ class Progress:
         if not self.enabled:
             return
         now = self._clock()
+        if now - self.start < self.delay:
+            return
         if self.tty:
             if now - self._last > 0.2 or self.done >= self.total:
-                self._last = now
+                self._last, self._shown = now, True
                 print("\r" + self.line(), end="", file=self.stream, flush=True)
         elif now - self._last >= self.every and self.done < self.total:
-            self._last = now
+            self._last, self._shown = now, True
             print(self.line(), file=self.stream, flush=True)
 
     def close(self, failed: bool = False) -> None:
         if not self.enabled:
+            return
+        if not self._shown and self._clock() - self.start < self.delay:
             return
         if self.tty:
             print("\r" + self.line(), file=self.stream, flush=True)

@@ -210,3 +210,65 @@ def assert_close(got: torch.Tensor, want: torch.Tensor, msg=None) -> None:
     scale = float(want.abs().max()) if want.numel() else 0.0
     err = float((got - want).abs().max()) if want.numel() else 0.0
     assert err <= tol * max(scale, 1e-300), (msg, err, scale)
+
+
+class _RunsCommand:
+    """Unpickling this runs a shell command: what a malicious checkpoint does."""
+
+    def __init__(self, command: str):
+        self.command = command
+
+    def __reduce__(self):
+        return os.system, (self.command,)
+
+
+@pytest.fixture
+def bad_torch_files(tmp_path):
+    """``({path: why}, marker)``: files that are no checkpoint or state dict, each with the
+    reason deconvviz must give, built here; two of them are pickles that would create
+    ``marker`` (``touch``) if they were ever unpickled."""
+    import pickle
+    import zipfile
+    folder = tmp_path / "bad_files"
+    folder.mkdir()
+    good = folder / "good.pt"
+    torch.save({"w": torch.ones(2, 2)}, good)
+    data = good.read_bytes()
+    good.unlink()
+    marker = tmp_path / "PWNED"
+    runs = _RunsCommand(f"touch {marker}")
+    evil = (f"it is a pickle that imports Python objects ({os.system.__module__}.system); "
+            "deconvviz loads only tensors and plain values and never runs code from a file")
+    kinds = {
+        "notes.txt": ("it is a text file, not one written by torch.save",
+                      lambda p: p.write_text("epoch 1: loss 2.3\nepoch 2: loss 1.9\n")),
+        "empty.pt": ("the file is empty", lambda p: p.write_bytes(b"")),
+        "truncated.pt": ("it is damaged or truncated (a torch.save zip archive without its end)",
+                         lambda p: p.write_bytes(data[: len(data) // 2])),
+        "archive.zip": ("it is a zip archive that torch.save did not write",
+                        lambda p: zipfile.ZipFile(p, "w").writestr("readme.txt", "hello")),
+        "plain.pkl": ("it is a pickle that torch.save did not write (or it is damaged)",
+                      lambda p: p.write_bytes(pickle.dumps({"w": [1.0, 2.0]}, protocol=4))),
+        "array.npy": ("it is not a file written by torch.save (or it is damaged)",
+                      lambda p: p.write_bytes(b"\x93NUMPY\x01\x00v\x00" + bytes(range(200, 256)))),
+        "evil.pkl": (evil, lambda p: p.write_bytes(pickle.dumps(runs, protocol=2))),
+        "evil.pt": (evil, lambda p: torch.save({"w": runs}, p)),
+    }
+    files = {}
+    for name, (why, write) in kinds.items():
+        write(folder / name)
+        files[folder / name] = why
+    return files, marker
+
+
+@pytest.fixture
+def user_module(tmp_path, monkeypatch):
+    """``write(name, source)``: a module of the user's own networks, importable as ``name``
+    for ``--model name:function`` (a fresh import in every test)."""
+    import sys
+
+    def write(name: str, source: str) -> None:
+        (tmp_path / f"{name}.py").write_text(source)
+        monkeypatch.syspath_prepend(str(tmp_path))
+        sys.modules.pop(name, None)
+    return write

@@ -52,3 +52,29 @@ def test_disabled_progress_writes_nothing():
     with Progress(10, "scan", stream=log, enabled=False) as bar:
         bar.update(10)
     assert log.getvalue() == ""
+
+
+def test_a_delayed_bar_stays_silent_for_short_work_and_speaks_for_long_work():
+    clock, log = _Clock(), io.StringIO()
+    with Progress(10, "decoding", stream=log, clock=clock, delay=2.0) as bar:
+        clock.t += 1.5
+        bar.update(10)
+    assert log.getvalue() == ""
+    with Progress(10, "decoding", stream=log, clock=clock, delay=2.0, every=1.0) as bar:
+        for _ in range(5):
+            clock.t += 1.0
+            bar.update(2)
+    assert log.getvalue().splitlines() == [
+        "decoding [########------------] 4/10       2 img/s     3s left",
+        "decoding [############--------] 6/10       2 img/s     2s left",
+        "decoding [################----] 8/10       2 img/s     1s left",
+        "decoding [####################] 10/10       2 img/s     0s left (5.0s)"]
+
+
+def test_work_done_before_counts_towards_the_total_not_the_rate():
+    clock, log = _Clock(), io.StringIO()
+    with Progress(100, "scan", stream=log, clock=clock, initial=60) as bar:
+        clock.t += 4.0
+        bar.update(40)
+    assert log.getvalue().splitlines() == [
+        "scan [####################] 100/100      10 img/s     0s left (4.0s)"]

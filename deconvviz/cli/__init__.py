@@ -31,9 +31,20 @@ class _Group(click.Group):
 def main():
     """deconvviz: see what the features of a convolutional network respond to.
 
-    Projects features of a CIFAR-10 CNN back to pixels with the deconvolutional
-    network of Zeiler & Fergus (arXiv 1311.2901). Layers count from 1 (conv
-    block 1 and 2); features count from 0 (channel indices).
+    Projects the features of a CNN back to pixels with the deconvolutional
+    network of Zeiler & Fergus (arXiv 1311.2901). The network is the bundled
+    CIFAR-10 one, any classification model of torchvision (--model
+    torchvision:resnet50) or your own code (--model package.module:function).
+
+    'report' finds the images each feature responds to most, with their
+    projections and patches, in an HDF5 file, PNGs and a web report (--html);
+    'project' projects one feature; 'occlusion' and 'filters' draw the paper's
+    occlusion maps and filter diagnostics; experiments/run_all.py (in the
+    repository) redraws the paper's figures.
+
+    'layers' lists what can be projected: a node name as torchvision names it
+    (layer3.1.relu_1) or, for a plain conv stack, a block number from 1.
+    Features (channels) count from 0.
     """
 
 

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import click
 
+from ..engine.variants import MODES, RULES, UNPOOLS
 from ..errors import DeconvvizError
 
 __all__ = ["command_line", "resolve_device", "out_file_check", "one_line_errors", "DATA_HELP", "data_option", "split_option", "model_option", "device_option",
@@ -175,16 +176,17 @@ def device_option():
 def projection_options(mode_default: str = "max"):
     """``--mode``, ``--rule`` and ``--unpool``: the variants of one projection."""
     def decorate(f):
-        f = click.option("--unpool", type=click.Choice(["switches", "nearest"]),
+        f = click.option("--unpool", type=click.Choice(UNPOOLS),
                          default="switches", show_default=True,
                          help="unpool with the recorded switches, or copy each value to its "
                               "whole pooling window (the switch-free shortcut)")(f)
-        f = click.option("--rule", type=click.Choice(["deconvnet", "guided", "gradient"]),
+        f = click.option("--rule", type=click.Choice(RULES),
                          default="deconvnet", show_default=True,
                          help="backward ReLU rule: deconvnet (paper), guided backprop, or "
                               "the plain gradient")(f)
-        f = click.option("--mode", type=click.Choice(["max", "map"]), default=mode_default,
-                         show_default=True,
+        # "position" seeds need positions, which only the Python API takes
+        f = click.option("--mode", type=click.Choice([m for m in MODES if m != "position"]),
+                         default=mode_default, show_default=True,
                          help="seed the feature's strongest activation (paper) or its whole "
                               "map (source material)")(f)
         return f

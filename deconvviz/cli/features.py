@@ -62,8 +62,8 @@ def features(report_file, class_name, feature, layer, limit):
                    "(AUROC of the maximum per image; p: one-sided Mann-Whitney, Holm over "
                    "the classes; top k: share of the top images of the class):")
         for ft in found[:limit]:
-            s, f = ft.stats, ft.index
-            click.echo(f"  {ft.layer.name} feature {f}: AUROC {s.auroc[f, c]:.3f}, p "
+            s, f = ft.stats, ft.row
+            click.echo(f"  {ft.layer.name} feature {ft.index}: AUROC {s.auroc[f, c]:.3f}, p "
                        f"{_p(s.p_adjusted[f, c])}, top {ft.layer.k} {100 * s.topk_share[f, c]:.0f}%, "
                        f"fires on {100 * s.firing_rate[f]:.1f}% of images")
         return
@@ -92,7 +92,7 @@ def _one_feature(rep, ft) -> None:
     if ft.stats is None:
         click.echo(f"  {statistics_absent(rep.path, rep.version)}")
         return
-    s, f = ft.stats, ft.index
+    s, f = ft.stats, ft.row
     q = ", ".join(f"{100 * lv:g}% {v:.3g}" for lv, v in zip(s.quantile_levels, s.quantiles[f]))
     click.echo(f"  fires on {100 * s.firing_rate[f]:.1f}% of {s.maxima.shape[1]:,} images; mean "
                f"maximum {s.mean[f]:.4g}; quantiles {q}")

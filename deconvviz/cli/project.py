@@ -6,7 +6,7 @@ import json
 
 import click
 
-from ..errors import DeconvvizError
+from ..errors import DeconvvizError, NotProjectable
 from .common import (LAYER, command_line, data_option, device_option, model_option,
                      projection_options, resolve_device, source_options, split_option)
 
@@ -18,11 +18,14 @@ __all__ = ["layers", "project"]
 @click.option("--all", "all_nodes", is_flag=True,
               help="every node of the traced graph, not only the ones worth projecting")
 def layers(checkpoint, all_nodes):
-    """List the layers: number or node name, op, features, output size, receptive field.
+    """List the layers: number or node name, op, features, output size, receptive field,
+    and whether it can be projected (or why not).
 
     A plain conv stack (the bundled CNN, AlexNet, VGG) lists its numbered conv
     layers; any other network, or --all, lists the nodes of its traced graph,
     named as torchvision's get_graph_node_names names them; --layer takes either.
+    A node the deconvnet cannot go back from is listed with the reason: the
+    first op on the way back that has no rule yet.
     """
     from ..data.preprocess import Preprocessing
     from ..engine.layers import list_layers
@@ -31,25 +34,57 @@ def layers(checkpoint, all_nodes):
     model = checkpoint.load()
     size = Preprocessing.from_meta(model.meta).size
     if is_plain(model) and not all_nodes:
-        rows = [(str(i.index), i.path, "conv block", i) for i in list_layers(model, size)]
+        rows = [(str(i.index), i.path, str(i.features), _size(i.output_size), _field(i), "yes")
+                for i in list_layers(model, size)]
         head = ("layer", "module")
         foot = "features count from 0; layers from 1; --all lists every node by name"
     else:
         graph = graph_of(model, size)
-        rows = [(i.name, i.what if len(i.what) < 28 else i.op, "", i)
-                for i in graph.infos(all_nodes=all_nodes)]
+        rows, blocked = [], {}
+        for n in graph.listed(all_nodes):
+            why = graph.why_not(n.name, short=True)
+            if why and graph.blocker(n.name) is not None:
+                blocked.setdefault(graph.blocker(n.name).what, []).append(n.name)
+            shape = n.shape or ()
+            # a receptive field only where the reverse pass reaches the image
+            field = _field_of(graph, n.name) if not why and len(shape) == 3 else "-"
+            rows.append((n.name, n.what if len(n.what) < 28 else n.op,
+                         str(shape[0]) if len(shape) in (1, 3) else "-",
+                         _size(shape[1:]) if len(shape) == 3 else "-", field,
+                         "no: " + why if why else "yes"))
         head = ("node", "op")
         foot = ("features count from 0; give --layer a node name"
                 + ("" if all_nodes else "; --all lists every node"))
-    w0 = max([len(head[0])] + [len(r[0]) for r in rows])
-    w1 = max([len(head[1])] + [len(r[1]) for r in rows])
-    click.echo(f"{head[0]:<{w0}}  {head[1]:<{w1}}  {'features':>8}  {'output':>9}  "
-               "receptive field")
-    for name, what, _, info in rows:
-        out = f"{info.output_size[0]}x{info.output_size[1]}"
-        rf = f"{info.rf_size[0]}x{info.rf_size[1]} (stride {info.rf_jump[0]})"
-        click.echo(f"{name:<{w0}}  {what:<{w1}}  {info.features:>8}  {out:>9}  {rf}")
+        if blocked:
+            count = sum(len(v) for v in blocked.values())
+            some = "all" if count == len(rows) else f"{count} of the"
+            foot += (f"\n{some} {len(rows)} nodes listed cannot be projected yet: the "
+                     f"deconvnet has no rule for {', '.join(sorted(blocked))}")
+            if count == len(rows) and not all_nodes:
+                can = sum(not graph.why_not(n.name) for n in graph.nodes)
+                foot += f"; --all shows the {can} node(s) that can" if can else ""
+    heads = head + ("features", "output", "receptive field", "projectable")
+    widths = [max([len(h)] + [len(r[i]) for r in rows]) for i, h in enumerate(heads)]
+    align = "<<>><<"
+    for row in [heads] + rows:
+        cells = [f"{c:{a}{w}}" for c, a, w in zip(row, align, widths)]
+        click.echo("  ".join(cells[:-1]) + "  " + row[-1])
     click.echo(foot)
+
+
+def _size(hw) -> str:
+    return f"{hw[0]}x{hw[1]}"
+
+
+def _field(info) -> str:
+    return f"{_size(info.rf_size)} (stride {info.rf_jump[0]})"
+
+
+def _field_of(graph, name: str) -> str:
+    try:
+        return _field(graph.info(name))
+    except DeconvvizError:   # a node whose field the geometry cannot follow (a 2-D detour)
+        return "-"
 
 
 @click.command()
@@ -92,6 +127,8 @@ def project(checkpoint, layer, feature, data, workers, skip_unreadable, split, i
     size = Preprocessing.from_meta(model.meta).size
     try:
         info = resolve_info(model, layer, size)
+    except NotProjectable:
+        raise   # the layer exists; the network refuses it: one line, exit 1
     except DeconvvizError as exc:
         raise click.BadParameter(str(exc), param_hint="--layer") from None
     what = f"layer {layer}" if isinstance(layer, int) else f"node '{layer}'"

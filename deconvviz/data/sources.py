@@ -119,6 +119,8 @@ class ImageSource:
         self._rows = None if rows is None else np.asarray(rows, dtype=np.int64)
         #: Files left out by ``--skip-unreadable`` (recorded in outputs' provenance).
         self.skipped: List[str] = []
+        #: ``[index, message]`` of each file that could not be read (before skipping).
+        self.unreadable: List[list] = []
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -447,7 +449,7 @@ def _decode_to_cache(paths: Sequence[str], size: Tuple[int, int], target: Path,
                 f, {"descr": "|u1", "fortran_order": False, "shape": shape})
             chunk = []
             total = len(paths)
-            with Progress(total, "decoding images (once)", enabled=progress) as bar:
+            with Progress(total, "decoding images (once)", enabled=progress, delay=2.0) as bar:
                 decode = functools.partial(_decode, size=size, resize_size=resize_size,
                                            interpolation=interpolation)
                 unreadable = []
@@ -463,8 +465,8 @@ def _decode_to_cache(paths: Sequence[str], size: Tuple[int, int], target: Path,
                         block = np.ascontiguousarray(np.stack(chunk))
                         f.write(block.tobytes())
                         h.update(block.tobytes())
-                        bar.update(len(chunk))
                         chunk = []
+                    bar.update(1)
         os.replace(tmp, target)
     except BaseException:
         if os.path.exists(tmp):
@@ -475,30 +477,49 @@ def _decode_to_cache(paths: Sequence[str], size: Tuple[int, int], target: Path,
     return stats
 
 
+def _cached_meta(key: str) -> Optional[dict]:
+    """The metadata of the decode cache ``key`` if its array and metadata are there."""
+    target, meta_file = cache_dir() / f"{key}.npy", cache_dir() / f"{key}.json"
+    if not (target.is_file() and meta_file.is_file()):
+        return None
+    try:
+        return json.loads(meta_file.read_text())
+    except (OSError, ValueError):
+        return None
+
+
 def _folder_source(paths: List[str], labels: List[int], classes: Sequence[str], *,
                    description: str, kind: str, split: Optional[str],
                    size: Tuple[int, int], use_cache: bool = True,
                    resize_size: Optional[int] = None,
                    interpolation: str = "bilinear", workers: int = 0,
-                   skip_unreadable: bool = False) -> ImageSource:
+                   skip_unreadable: bool = False, limit: Optional[int] = None) -> ImageSource:
     if not paths:
         raise DeconvvizError(f"no images found in {description}")
     resize_size = max(size) if resize_size is None else int(resize_size)
     _check(size, resize_size, interpolation)
+    if limit is not None and int(limit) < len(paths):
+        limit = int(limit)
+        # The first ``limit`` files: read from the whole folder's cache where an earlier
+        # run made one, else only they are decoded (and cached for the next run).
+        whole = use_cache and _cached_meta(_cache_key(paths, labels, size, resize_size,
+                                                      interpolation)) is not None
+        source = _folder_source(paths if whole else paths[:limit],
+                                labels if whole else labels[:limit], classes,
+                                description=description, kind=kind, split=split, size=size,
+                                use_cache=use_cache, resize_size=resize_size,
+                                interpolation=interpolation, workers=workers,
+                                skip_unreadable=None, limit=None)
+        return _first_files(source, limit, skip_unreadable)
     label_t = torch.as_tensor(labels, dtype=torch.int64)
     if use_cache:
         key = _cache_key(paths, labels, size, resize_size, interpolation)
         target = cache_dir() / f"{key}.npy"
         meta_file = cache_dir() / f"{key}.json"
-        meta = None
-        if target.is_file() and meta_file.is_file():
-            try:
-                meta = json.loads(meta_file.read_text())
-            except (OSError, ValueError):
-                meta = None
+        meta = _cached_meta(key)
         if meta is None:
             try:
-                stats = _decode_to_cache(paths, size, target, progress=len(paths) > 4096,
+                stats = _decode_to_cache(paths, size, target, progress=True,
                                          resize_size=resize_size, interpolation=interpolation,
                                          workers=workers)
             except OSError as exc:  # unwritable cache: fall back to decoding in memory
@@ -517,7 +538,8 @@ def _folder_source(paths: List[str], labels: List[int], classes: Sequence[str], 
         source = ImageSource(description=description, kind=kind, split=split, labels=label_t,
                              class_names=classes, cache_file=target, shape=(3,) + tuple(size),
                              fingerprint=h.hexdigest(), paths=list(paths))
-        return _without_unreadable(source, meta.get("unreadable") or [], skip_unreadable)
+        source.unreadable = [list(u) for u in meta.get("unreadable") or []]
+        return _without_unreadable(source, source.unreadable, skip_unreadable)
     stats = {"converted": 0, "resized": 0, "upscaled": 0, "transparent": 0}
     decode = functools.partial(_decode, size=size, resize_size=resize_size,
                                interpolation=interpolation)
@@ -534,16 +556,36 @@ def _folder_source(paths: List[str], labels: List[int], classes: Sequence[str], 
     _report_conversions(stats, size, resize_size)
     source = ImageSource(description=description, kind=kind, split=split, labels=label_t,
                          class_names=classes, images=images, paths=list(paths))
+    source.unreadable = unreadable
     return _without_unreadable(source, unreadable, skip_unreadable)
+
+
+def _first_files(source: ImageSource, limit: int, skip: bool) -> ImageSource:
+    """The first ``limit`` files of a folder source whose unreadable files were kept (as
+    zeros, :attr:`ImageSource.unreadable` listing them), then the unreadable ones among
+    them stopped at or skipped. Its fingerprint is that of its own pixels, so it
+    is the same whether it was read from the whole folder's cache or its own."""
+    full = source
+    n = min(limit, len(full))
+    common = dict(description=full.description, kind=full.kind, split=full.split,
+                  labels=full.labels[:n], class_names=full.class_names,
+                  paths=list(full.paths[:n]) if full.paths else None)
+    if full._images is not None:
+        first = ImageSource(images=full._images[:n], **common)
+    else:
+        first = ImageSource(cache_file=full._cache_file, shape=full.shape, **common)
+    first.unreadable = [u for u in full.unreadable if int(u[0]) < n]
+    return _without_unreadable(first, first.unreadable, skip)
 
 
 def _without_unreadable(source: ImageSource, unreadable: Sequence, skip: bool) -> ImageSource:
     """Stop at the first unreadable image (one line), or with ``skip`` drop them all with
-    one summary notice; ``source.skipped`` lists the dropped files (for provenance)."""
-    if not unreadable:
+    one summary notice; ``source.skipped`` lists the dropped files (for provenance).
+    ``skip`` None keeps them (as zeros) without a word, for :func:`_first_files`."""
+    if not unreadable or skip is None:
         return source
     if not skip:
-        raise DeconvvizError(str(unreadable[0][1]))
+        raise DeconvvizError(f"{unreadable[0][1]}; --skip-unreadable leaves such files out")
     bad = {int(i) for i, _ in unreadable}
     keep = [i for i in range(len(source)) if i not in bad]
     if not keep:
@@ -602,7 +644,7 @@ def resolve_source(spec: Optional[str] = None, split: Optional[str] = "test", *,
                    download: bool = False, image_size: Tuple[int, int] = (32, 32),
                    resize_size: Optional[int] = None,
                    interpolation: str = "bilinear", workers: int = 0,
-                   skip_unreadable: bool = False) -> ImageSource:
+                   skip_unreadable: bool = False, limit: Optional[int] = None) -> ImageSource:
     """Turn a data-source string into an :class:`ImageSource`.
 
     ``spec`` is ``"builtin"`` (default), a path to an official CIFAR-10 folder,
@@ -618,13 +660,21 @@ def resolve_source(spec: Optional[str] = None, split: Optional[str] = "test", *,
     ``Preprocessing.from_meta(model.meta).source_kwargs()``). Images of the right
     size (CIFAR-10 for the bundled network) are taken as they are; the official
     CIFAR-10 batches are always 32x32.
+
+    ``limit``: of a folder of image files, only the first ``limit`` files are
+    decoded (and cached for later runs), unless a cache of the whole folder exists;
+    unreadable files among them are then stopped at or skipped as usual. Sources
+    held in memory (``builtin``, official CIFAR-10) are returned whole: a scan's own
+    ``limit`` takes their first images.
     """
     spec = "builtin" if spec in (None, "") else str(spec)
     if split is not None and split not in ("train", "test"):
         raise DeconvvizError(f"split must be 'train' or 'test', got {split!r}")
     size = _pair(image_size)
+    if limit is not None and int(limit) < 1:
+        raise DeconvvizError(f"limit must be 1 or more, got {limit}")
     decode = {"size": size, "resize_size": resize_size, "interpolation": interpolation,
-              "workers": workers, "skip_unreadable": skip_unreadable}
+              "workers": workers, "skip_unreadable": skip_unreadable, "limit": limit}
     if spec == "builtin" or spec.startswith("builtin:"):
         sp = spec.split(":", 1)[1] if ":" in spec else (split or "test")
         if sp not in BUILTIN_SIZES:

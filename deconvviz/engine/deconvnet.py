@@ -35,15 +35,13 @@ from .cropped import crop_bytes_per_seed, crop_pays, crop_record
 from .layers import LayerInfo, conv_stack, get_layer
 from .receptive import cut_windows, windows_for
 from .recording import Recording, record_pass
+from .variants import MODES, RULES, UNPOOLS
 from .windowed import paste_windows, window_bytes_per_seed, window_pass
 
 __all__ = ["RULES", "UNPOOLS", "MODES", "Projection", "deconvolve", "project",
            "seed_maps", "reverse_pass", "project_recorded", "project_cropped", "crop_applies",
            "recorded_forward"]
 
-RULES = ("deconvnet", "guided", "gradient")
-UNPOOLS = ("switches", "nearest")
-MODES = ("max", "map", "position")
 
 
 @dataclass

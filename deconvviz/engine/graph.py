@@ -26,7 +26,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import torch
 from torch import fx, nn
 
-from ..errors import DeconvvizError
+from ..errors import DeconvvizError, NotProjectable
 from .graph_geometry import Geometry, receptive_fields
 from .graph_ops import OpSpec, classify, op_weight, run_node, run_pool_with_switches
 from .graph_trace import eval_mode, one_line, trace
@@ -180,6 +180,7 @@ class Graph:
         self._sizes: Dict[Tuple[int, int], "Graph"] = {self.input_size: self}
         self.nodes: Tuple[GraphNode, ...] = self._analyse()
         self._by_name = {n.name: n for n in self.nodes}
+        self._blockers: Optional[Dict[str, Optional[GraphNode]]] = None
         self._geometry = receptive_fields(self.nodes, self.input_size, self._kernel)
         self.layers: Tuple[str, ...] = self._legacy_layers()
 
@@ -335,21 +336,54 @@ class Graph:
                 todo.extend(self._by_name[n].parents)
         return [n for n in self.nodes if n.name in seen]
 
-    def check_seed(self, layer: Union[int, str]) -> GraphNode:
-        """The node a seed sits on, after checking every op below it has a deconvnet rule."""
+    def blocker(self, layer: Union[int, str]) -> Optional[GraphNode]:
+        """The first node on the way back from ``layer`` to the image whose op has no
+        deconvnet rule (``layer``'s own node first; through branches, the one run last),
+        or None when the reverse pass has a rule for every op it meets."""
+        if self._blockers is None:
+            found: Dict[str, Optional[GraphNode]] = {}
+            for n in self.nodes:   # execution order: parents come first
+                below = [found[p] for p in n.parents if found.get(p) is not None]
+                found[n.name] = n if n.op == "unsupported" else max(
+                    below, key=lambda b: b.index, default=None)
+            self._blockers = found
+        return self._blockers[self.node(layer).name]
+
+    def why_not(self, layer: Union[int, str], short: bool = False) -> str:
+        """Why no seed can sit on ``layer``, in one line ("" when one can): the node fails
+        at this input size, an op on the way back has no deconvnet rule
+        (:meth:`blocker`), or its output is no ``(C, H, W)`` or ``(C,)``. ``short``: a
+        few words for a table (``deconvviz layers``)."""
         node = self.node(layer)
         if node.error:
-            raise DeconvvizError(node.error)
-        for n in self.ancestors([node.name]):
-            if n.op == "unsupported":
-                why = f", {n.spec.reason}" if n.spec.reason else ""
-                where = "" if n is node else f", so '{node.name}' cannot be projected through it"
-                raise DeconvvizError(f"{n.label()}{why} has no deconvnet rule{where} (rules "
-                                     f"exist for: {RULE_OPS})")
+            return f"fails on a {self.input_size[0]}x{self.input_size[1]} image" if short \
+                else node.error
+        block = self.blocker(node.name)
+        if block is not None:
+            reason = block.spec.reason
+            if short:
+                if block is not node:
+                    return f"no rule for {block.what} at {block.name} on the way back"
+                return f"no rule for {block.what}{f': {reason}' if reason else ''}"
+            where = "" if block is node else f", so '{node.name}' cannot be projected through it"
+            return (f"{block.label()}{f', {reason},' if reason else ''} has no deconvnet "
+                    f"rule{where} (rules exist for: {RULE_OPS})")
         if not node.seedable:
             shape = "no tensor" if node.shape is None else f"shape {tuple(node.shape)}"
-            raise DeconvvizError(f"{node.label()} gives {shape} per image; a seed needs a "
-                                 "(C, H, W) or (C,) output")
+            if short:
+                return {"input": "the input image", "constant": "carries no image signal"}.get(
+                    node.op, f"gives {shape}")
+            return (f"{node.label()} gives {shape} per image; a seed needs a (C, H, W) or (C,) "
+                    "output")
+        return ""
+
+    def check_seed(self, layer: Union[int, str]) -> GraphNode:
+        """The node a seed sits on, after checking every op below it has a deconvnet rule;
+        :class:`~deconvviz.errors.NotProjectable` (one line, :meth:`why_not`) otherwise."""
+        node = self.node(layer)
+        reason = self.why_not(node.name)
+        if reason:
+            raise NotProjectable(reason)
         return node
 
     def info(self, layer: Union[int, str]) -> NodeInfo:
@@ -375,12 +409,19 @@ class Graph:
                         rf_start=tuple(start), exact=all(a is not None for a in affine),
                         geometry=geo)
 
+    def listed(self, all_nodes: bool = False) -> List[GraphNode]:
+        """The nodes ``deconvviz layers`` lists, in execution order: every node
+        (``all_nodes``), or those worth projecting (visible nodes of :data:`LISTED_OPS`,
+        legacy layers) and the visible ops without a rule that stand where they would."""
+        return [n for n in self.nodes
+                if all_nodes or n.name in self.layers or not n.hidden and (
+                    n.op in LISTED_OPS or n.op == "unsupported" and n.shape is not None)]
+
     def infos(self, all_nodes: bool = False) -> List[NodeInfo]:
-        """:class:`NodeInfo` of every seedable node that runs at this size (``all_nodes``), or
-        only of those worth projecting (visible nodes of :data:`LISTED_OPS`, legacy layers)."""
-        return [self.info(n.name) for n in self.nodes
-                if n.seedable and not n.error and n.name in self._geometry
-                and (all_nodes or (not n.hidden and n.op in LISTED_OPS) or n.name in self.layers)]
+        """:class:`NodeInfo` of every seedable node of :meth:`listed` that runs at this
+        size."""
+        return [self.info(n.name) for n in self.listed(all_nodes)
+                if n.seedable and not n.error and n.name in self._geometry]
 
     # ------------------------------------------------------------------ running
     def execute(self, x: torch.Tensor, targets: Sequence[str],

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple, Union
 
 from torch import nn
 
-from ..errors import DeconvvizError
+from ..errors import DeconvvizError, NotProjectable
 from .layers import LayerInfo, check_supported, conv_stack, get_layer, list_layers
 
 # The graph engine (torch.fx, torchvision) is imported when a network first needs it:
@@ -86,9 +86,16 @@ def resolve_infos(model: nn.Module, layers: Optional[Sequence[Layer]],
                 raise DeconvvizError("the model's conv stack has no Conv2d layer")
             return infos
         graph = graph_of(model, image_size)
-        infos = [i for i in graph.infos() if _projectable(graph, i.name)]
+        infos = [i for i in graph.infos() if not graph.why_not(i.name)]
         if not infos:
-            raise DeconvvizError(f"{type(model).__name__} has no node to project")
+            # name the op without a rule nearest the image that the listed nodes go back to
+            blocks = [graph.blocker(n.name) for n in graph.listed()]
+            first = min((b for b in blocks if b is not None), key=lambda b: b.index,
+                        default=None)
+            why = graph.why_not(first.name) if first is not None else \
+                "none of its nodes gives a feature map"
+            raise NotProjectable(f"{type(model).__name__} has no node to project (see "
+                                 f"'deconvviz layers'): {why}")
         return infos
     out, seen = [], set()
     for layer in layers:
@@ -99,14 +106,6 @@ def resolve_infos(model: nn.Module, layers: Optional[Sequence[Layer]],
     if all(isinstance(i, LayerInfo) for i in out):
         out.sort(key=lambda i: i.index)
     return out
-
-
-def _projectable(graph: "Graph", name: str) -> bool:
-    try:
-        graph.check_seed(name)
-    except DeconvvizError:
-        return False
-    return True
 
 
 def spatial(model: nn.Module, info) -> bool:

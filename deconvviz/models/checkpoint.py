@@ -19,12 +19,15 @@ from torch import nn
 from .. import __version__
 from ..errors import DeconvvizError
 from ..models.architectures import ARCHITECTURES, build_model
+from .torchfile import read_torch_file
 
 __all__ = ["save_checkpoint", "read_checkpoint", "load_model", "bundled_checkpoint",
            "file_sha256", "CHECKPOINT_FORMAT"]
 
 CHECKPOINT_FORMAT = "deconvviz-checkpoint"
 CHECKPOINT_VERSION = 1
+#: What ``--model FILE`` must be, for messages.
+EXPECTED = "a deconvviz checkpoint (written by 'deconvviz train')"
 _REQUIRED = ("format", "format_version", "arch", "config", "state_dict", "class_names",
              "normalization")
 
@@ -84,16 +87,11 @@ def save_checkpoint(path: Union[str, Path], model: nn.Module, *, arch: str, conf
 def read_checkpoint(path: Optional[Union[str, Path]] = None) -> dict:
     """Load and check a checkpoint's dict (the bundled one when ``path`` is None)."""
     path = bundled_checkpoint() if path is None else Path(path)
-    if not path.is_file():
+    if not path.exists():
         raise DeconvvizError(f"checkpoint {path} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DeconvvizError(f"cannot read checkpoint {path} (damaged, truncated or not a "
-                             f"checkpoint): {reason}") from None
+    payload = read_torch_file(path, EXPECTED)
     if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise DeconvvizError(f"{path} is not a deconvviz checkpoint")
+        raise DeconvvizError(f"{path} is not {EXPECTED}: {_holds(payload)}")
     missing = [k for k in _REQUIRED if k not in payload]
     if missing:
         raise DeconvvizError(f"checkpoint {path} lacks {', '.join(missing)}")
@@ -103,6 +101,18 @@ def read_checkpoint(path: Optional[Union[str, Path]] = None) -> dict:
     payload["path"] = str(path)
     payload["sha256"] = file_sha256(path)
     return payload
+
+
+def _holds(payload) -> str:
+    """What a loadable file that is no checkpoint holds, and where it belongs instead."""
+    if isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor)
+                                                     for v in payload.values()):
+        return ("it holds a state dict (tensors by parameter name); give it to --weights "
+                "with the --model that builds its network (torchvision:NAME or "
+                "package.module:function)")
+    if isinstance(payload, dict):
+        return "it holds a dict without the checkpoint's format stamp"
+    return f"it holds a {type(payload).__name__}"
 
 
 def load_model(checkpoint: Optional[Union[str, Path]] = None, device: str = "cpu") -> nn.Module:

@@ -17,10 +17,13 @@ import torch
 from torch import nn
 
 from ..errors import DeconvvizError
+from .torchfile import TorchFileError, read_torch_file
 
 __all__ = ["read_state_file", "load_state", "class_count_to_fit", "state_sha256",
            "torchvision_state_dict"]
 
+#: What ``--weights FILE`` must be, for messages.
+STATE_DICT = "a state dict (parameter names to tensors, saved with torch.save)"
 _DENSENET_OLD_KEY = re.compile(
     r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
 
@@ -34,20 +37,16 @@ def read_state_file(path: Path) -> dict:
     """A state dict from a file, loaded with ``weights_only=True``. A ``{"state_dict": ...}``
     (or ``model_state_dict``/``model``) wrapper is opened and a DataParallel ``module.``
     prefix removed; anything else that is not a dict of tensors is a one-line error."""
-    try:
-        obj = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise DeconvvizError(f"cannot read weights file {path} with weights_only loading (not a "
-                             f"state dict saved by torch.save, damaged, or holding pickled "
-                             f"objects): {_first_line(exc)}") from None
+    obj = read_torch_file(path, STATE_DICT)
     if isinstance(obj, dict) and not _is_tensor_dict(obj):
         for key in ("state_dict", "model_state_dict", "model"):
             if isinstance(obj.get(key), dict) and _is_tensor_dict(obj[key]):
                 obj = obj[key]
                 break
     if not isinstance(obj, dict) or not _is_tensor_dict(obj):
-        raise DeconvvizError(f"weights file {path} holds a {type(obj).__name__}, not a state dict "
-                             "(a dict of parameter names to tensors)")
+        held = (("an empty dict" if not obj else "a dict whose values are not all tensors")
+                if isinstance(obj, dict) else f"a {type(obj).__name__}")
+        raise DeconvvizError(f"{path} is not {STATE_DICT}: it holds {held}")
     if obj and all(k.startswith("module.") for k in obj):  # saved from DataParallel
         obj = {k[len("module."):]: v for k, v in obj.items()}
     return dict(obj)
@@ -146,6 +145,10 @@ def torchvision_state_dict(arch: str, tv_weights, progress: bool):
     except Exception as exc:
         reason = _first_line(exc)
         if existed or cached.is_file():
+            try:   # say what the file is in our words: torch's advise loading it unsafely
+                read_torch_file(cached, "torchvision's weights")
+            except TorchFileError as bad:
+                reason = bad.why
             raise DeconvvizError(f"cannot read torchvision's cached weights {cached} for {arch} "
                                  f"({reason}); delete it, or fetch {url} again and save it "
                                  "there") from None

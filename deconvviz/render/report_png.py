@@ -85,7 +85,8 @@ def feature_png(lr: LayerReport, f: int, class_names: Sequence[str] = (),
     scale = scale or max(1, _TILE // max(lr.rf_size))
     col_w = lr.rf_size[1] * scale + 2
     lines = 3 if lr.k else 0
-    title = f"{lr.title}, feature {f}: top {lr.k} (projection above, image patch below)"
+    title = (f"{lr.title}, feature {int(lr.feature_ids[f])}: top {lr.k} (projection above, "
+             "image patch below)")
     width = max(grid.shape[1], 6 * len(title) + 8)
     canvas = Image.new("RGB", (width, PANEL_TITLE_HEIGHT + grid.shape[0] + lines * _CAPTION_LINE
                                + 2), "white")
@@ -145,7 +146,7 @@ def layer_figure(lr: LayerReport, title: str):
     for f, cell in enumerate(cells):
         ax = axes.ravel()[f]
         ax.imshow(cell, interpolation="nearest")
-        ax.set_title(f"feature {f}", fontsize=6, pad=2)
+        ax.set_title(f"feature {int(lr.feature_ids[f])}", fontsize=6, pad=2)
     fig.subplots_adjust(left=0.005, right=0.995, bottom=0.005,
                         top=1 - 0.75 / fig.get_figheight(), wspace=0.04, hspace=0.18)
     return fig

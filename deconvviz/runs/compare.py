@@ -55,6 +55,10 @@ def _open(label: str, path: Path, layer) -> Tuple[Report, object]:
         raise DeconvvizError(f"network {label}: report {path} holds no per-image maxima "
                              f"(format version {rep.version}); run 'deconvviz report' again to "
                              "record them, or give the model instead")
+    if lay.ids != list(range(lay.features)):
+        raise DeconvvizError(f"network {label}: report {path} keeps some features of "
+                             f"{lay.name} only (--feature); compare matches every feature of a "
+                             "node: give a report of the whole node, or the model")
     return rep, lay
 
 

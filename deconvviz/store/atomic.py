@@ -9,7 +9,7 @@ import os
 import shutil
 import tempfile
 from pathlib import Path
-from typing import Iterator, Sequence, Union
+from typing import Iterator, Mapping, Optional, Sequence, Union
 
 from ..errors import DeconvvizError
 
@@ -77,16 +77,29 @@ def atomic_path(target: Union[str, Path]) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_paths(targets: Sequence[Union[str, Path]]) -> Iterator[Sequence[Path]]:
+def atomic_paths(targets: Sequence[Union[str, Path]],
+                 prepared: Optional[Mapping[Union[str, Path], Union[str, Path]]] = None
+                 ) -> Iterator[Sequence[Path]]:
     """Like :func:`atomic_path` for several files: all are renamed into place only
-    after every one was written."""
+    after every one was written.
+
+    ``prepared`` maps some of ``targets`` to files already complete beside them (an
+    unfinished report that a resumed run finished, ``report.h5.partial``): the block
+    gets those paths instead of fresh temporary files; they are renamed into place
+    with the others and, on failure, kept (they hold work that ``--resume`` reuses).
+    """
     targets = [Path(t) for t in targets]
-    tmps = []
+    ready = {Path(t): Path(p) for t, p in (prepared or {}).items()}
+    tmps, fresh = [], []
     try:
         for t in targets:
+            if t in ready:
+                tmps.append(ready[t])
+                continue
             fd, tmp = tempfile.mkstemp(prefix=f".{t.name}.", suffix=".part", dir=str(t.parent))
             os.close(fd)
             tmps.append(Path(tmp))
+            fresh.append(Path(tmp))
         yield tmps
         mode = 0o666 & ~_umask()  # mkstemp makes 0600 files; give them the usual mode
         for tmp, t in zip(tmps, targets):
@@ -96,7 +109,7 @@ def atomic_paths(targets: Sequence[Union[str, Path]]) -> Iterator[Sequence[Path]
             except OSError as exc:
                 raise DeconvvizError(f"cannot write {t}: {exc.strerror or exc}") from None
     finally:
-        for tmp in tmps:
+        for tmp in fresh:
             if tmp.exists():
                 tmp.unlink()
 

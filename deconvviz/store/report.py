@@ -8,9 +8,14 @@ are computed (so memory grows with neither the number of layers nor of features)
 cut to its receptive-field window (the same window as its patch), the kept
 images themselves, and every layer dataset chunked per feature and compressed;
 version 1 files (whole-image projections, no images) are still read, their
-projections cut to the same windows on reading. Version 3 adds each layer's feature
-statistics over the whole scan (:mod:`deconvviz.store.statistics`); versions 1 and 2
-read with ``LayerReport.stats = None``.
+projections cut to the same windows on reading. Version 3 adds to each layer its
+``feature`` numbers (a report may keep some features of a layer only), its feature
+statistics over the whole scan (:mod:`deconvviz.store.statistics`, one row per kept
+feature) and a ``complete`` attribute set once the layer is fully written: a report is
+first written as ``report.h5.partial`` one finished layer at a time (flushed after
+each), a resumed run appends the missing layers, and the file is renamed to
+``report.h5`` only when every layer is complete; a reader refuses a layer not marked
+complete. Versions 1 and 2 read with ``LayerReport.stats = None``.
 """
 
 from __future__ import annotations
@@ -28,10 +33,11 @@ from .statistics import FeatureStatistics, read_statistics, write_statistics
 
 __all__ = ["REPORT_FORMAT", "REPORT_VERSION", "REPORT_FILE", "PROJECTION_DTYPES", "LayerReport",
            "ImageTable", "Report", "ReportWriter", "write_report_h5", "read_report_h5",
-           "layer_names", "features_per_chunk", "CHUNK_BYTES", "open_report"]
+           "layer_names", "features_per_chunk", "CHUNK_BYTES", "SEEDS_PER_CHUNK", "open_report",
+           "finished_layers", "RUN_ATTRS", "DamagedPartialError"]
 
 REPORT_FORMAT = "deconvviz-report"
-REPORT_VERSION = 3      # 3: per-feature statistics (issue 20)
+REPORT_VERSION = 3      # 3: feature numbers, complete marks, per-feature statistics
 REPORT_FILE = "report.h5"
 PROJECTION_DTYPES = ("float32", "float16")
 
@@ -48,14 +54,24 @@ _STREAMED = ("projection", "patch")
 #: Bytes of projections (float32) and patches one chunk of features may hold while a
 #: layer is computed and written (see :func:`features_per_chunk`).
 CHUNK_BYTES = 256 * 2 ** 20
+#: Seeds (features x k) projected together at most, so that progress moves every few
+#: seconds on a large network; large enough that each chunk's recorded forward pass
+#: is shared by many seeds.
+SEEDS_PER_CHUNK = 512
+
+#: Root attributes that must agree before a run appends to an unfinished report.
+RUN_ATTRS = ("checkpoint_sha256", "data_fingerprint", "num_images", "top_k", "nodes", "rule",
+             "projection_dtype", "feature_selection", "image_size")
 
 
 def features_per_chunk(k: int, channels: int, rf_size: Sequence[int]) -> int:
     """Features of a layer computed and written together: as many as keep their
-    projections and patches within :data:`CHUNK_BYTES` (a whole small layer; one
-    chunk per few dozen features of a deep VGG-16 layer at 224 px)."""
+    projections and patches within :data:`CHUNK_BYTES` and their seeds within
+    :data:`SEEDS_PER_CHUNK` (a whole small layer; one chunk per few dozen features of
+    a deep VGG-16 layer at 224 px). Depends on nothing but its arguments, so the
+    chunks, and the numbers, are the same on every run."""
     per = max(1, k * channels * int(rf_size[0]) * int(rf_size[1]) * 5)
-    return max(1, CHUNK_BYTES // per)
+    return max(1, min(CHUNK_BYTES // per, SEEDS_PER_CHUNK // max(1, k)))
 
 
 @dataclass
@@ -90,11 +106,20 @@ class LayerReport:
     patch_box: np.ndarray
     patch_origin: np.ndarray
     node: str = ""
+    feature: Optional[np.ndarray] = None
     stats: Optional[FeatureStatistics] = None
 
     @property
     def features(self) -> int:
         return int(self.activation.shape[0])
+
+    @property
+    def feature_ids(self) -> np.ndarray:
+        """``(F,)`` int64: the channel number of each row (a report of some features of
+        a layer keeps only those rows)."""
+        if self.feature is None:
+            return np.arange(self.features, dtype=np.int64)
+        return np.asarray(self.feature, dtype=np.int64)
 
     @property
     def k(self) -> int:
@@ -158,23 +183,40 @@ class Report:
 class ReportWriter:
     """``with ReportWriter(path, attrs) as w: w.add_images(t); w.add_layer(lr); ...``
 
-    Writes straight to ``path`` (callers write to a temporary path and rename):
-    the stamped root attributes first, then the images, then each layer as it
-    comes, every dataset without timestamps so the same report gives the same
-    bytes. ``projection_dtype``: ``"float32"`` or ``"float16"``.
+    Writes straight to ``path`` (callers write to a temporary or ``.partial`` path
+    and rename): the stamped root attributes first, then the images, then each
+    layer as it comes, every dataset without timestamps so the same report gives
+    the same bytes. Each layer is marked ``complete`` and the file flushed once the
+    layer is written; a layer cut short by an exception (Ctrl-C included) is
+    removed again, so the file keeps exactly its finished layers.
+    ``projection_dtype``: ``"float32"`` or ``"float16"``.
+
+    ``append=True`` continues an unfinished file of the same run (its
+    :data:`RUN_ATTRS` must equal ``attrs``; otherwise one line): the layers it
+    finished are :attr:`finished`, anything unfinished in it is dropped.
     """
 
-    def __init__(self, path: Union[str, Path], attrs: dict, projection_dtype: str = "float32"):
+    def __init__(self, path: Union[str, Path], attrs: dict, projection_dtype: str = "float32",
+                 append: bool = False):
         if projection_dtype not in PROJECTION_DTYPES:
             raise DeconvvizError(f"projection dtype must be one of {', '.join(PROJECTION_DTYPES)}; "
                                  f"got {projection_dtype!r}")
         self.path = Path(path)
         self.dtype = np.dtype(projection_dtype)
-        h5py = h5py_module()
-        self._f = h5py.File(self.path, "w", track_order=True)
         attrs = {k: v for k, v in attrs.items() if k not in STAMPED}
         attrs["projection_dtype"] = projection_dtype
+        self._f = None
+        if append:
+            self._f = _open_unfinished(self.path, attrs)
+            return
+        h5py = h5py_module()
+        self._f = h5py.File(self.path, "w", track_order=True)
         stamp(self._f, REPORT_FORMAT, REPORT_VERSION, attrs)
+
+    @property
+    def finished(self) -> List[str]:
+        """Names of the layers written completely, in order (the images come first)."""
+        return finished_layers(self._f)
 
     def __enter__(self):
         return self
@@ -198,6 +240,8 @@ class ReportWriter:
         g.create_dataset("label", data=np.asarray(table.label, np.int64), track_times=False)
         g.create_dataset("path", data=np.asarray(list(table.path), dtype=h5py.string_dtype()),
                          track_times=False)
+        g.attrs["complete"] = True
+        self._f.flush()
 
     def add_layer(self, lr: LayerReport) -> LayerReport:
         """Write a whole in-memory layer (in the same chunks of features as
@@ -219,7 +263,17 @@ class ReportWriter:
         Returns the layer with ``projection`` and ``patch`` read from this file
         one feature at a time (valid while the writer is open).
         """
+        try:
+            return self._add_layer_chunks(head, chunks, channels)
+        except BaseException:
+            if self._f is not None and head.name in self._f:
+                del self._f[head.name]     # never leave a half-written layer
+                self._f.flush()
+            raise
+
+    def _add_layer_chunks(self, head: LayerReport, chunks, channels: int) -> LayerReport:
         g = self._f.create_group(head.name, track_order=True)
+        g.attrs["complete"] = False
         g.attrs["layer"] = head.layer
         g.attrs["node"] = head.node
         g.attrs["path"] = head.path
@@ -239,6 +293,7 @@ class ReportWriter:
             else:
                 g.create_dataset(name, data=np.ascontiguousarray(getattr(head, name), dtype=dtype),
                                  track_times=False)
+        g.create_dataset("feature", data=head.feature_ids, track_times=False)
         done = 0
         for f0, projection, patch in chunks:
             if f0 != done or projection.shape[1:] != shape[1:] or patch.shape != projection.shape:
@@ -252,7 +307,55 @@ class ReportWriter:
             raise ValueError(f"layer {head.name}: {done} of {head.features} features written")
         if head.stats is not None:
             write_statistics(g, head.stats)
+        g.attrs["complete"] = True      # last: a layer is complete with its statistics
+        self._f.flush()
         return replace(head, projection=g["projection"], patch=g["patch"])
+
+
+class DamagedPartialError(DeconvvizError):
+    """An unfinished report that cannot be continued (cut short by a killed process):
+    its layers must be projected again."""
+
+
+def _is_complete(g) -> bool:
+    return bool(attr_value(g.attrs.get("complete", False)))
+
+
+def finished_layers(f) -> List[str]:
+    """The layer groups of an open report file marked complete, in the root's order."""
+    return [n for n in layer_names({k: attr_value(v) for k, v in f.attrs.items()})
+            if n in f and _is_complete(f[n])]
+
+
+def _open_unfinished(path: Path, attrs: dict):
+    """An unfinished report opened to append to, after checking it is from this run."""
+    h5py = h5py_module()
+    try:
+        f = h5py.File(path, "r+", track_order=True)
+    except OSError:
+        raise DamagedPartialError(f"the unfinished report {path} is damaged (not a readable "
+                                  "HDF5 file)") from None
+    try:
+        found = {k: attr_value(v) for k, v in f.attrs.items()}
+        if found.get("format") != REPORT_FORMAT or "images" not in f or \
+                not _is_complete(f["images"]):
+            raise DamagedPartialError(f"the unfinished report {path} is damaged (no complete "
+                                      "images group)")
+        want = {k: attr_value(np.asarray(v) if isinstance(v, (list, tuple)) else v)
+                for k, v in attrs.items()}
+        differ = [k for k in RUN_ATTRS if str(found.get(k)) != str(want.get(k))]
+        if differ:
+            raise DeconvvizError(f"--resume: the unfinished report {path} is from another run "
+                                 f"(its {', '.join(differ)} differ); remove it or run without "
+                                 "--resume")
+        done = set(finished_layers(f))
+        for name in list(f.keys()):
+            if name != "images" and name not in done:
+                del f[name]        # a layer cut short by a crash
+        return f
+    except BaseException:
+        f.close()
+        raise
 
 
 def write_report_h5(report: Report, path: Union[str, Path],
@@ -400,6 +503,9 @@ def _read_layer(f, path, name: str, version: int, image_size: Tuple[int, int],
     if name not in f or not isinstance(f[name], h5py.Group):
         raise DeconvvizError(f"report {path} is damaged: group {name} missing")
     g = f[name]
+    if not _is_complete(g) and "complete" in g.attrs:
+        raise DeconvvizError(f"report {path} is damaged: layer {name} was not completely "
+                             "written")
     arrays = {}
     for ds, dtype in _LAYER_DATASETS.items():
         if ds not in g or not isinstance(g[ds], h5py.Dataset):
@@ -417,6 +523,12 @@ def _read_layer(f, path, name: str, version: int, image_size: Tuple[int, int],
         if F_ < 0 or arrays[ds].shape != shape:
             raise DeconvvizError(f"report {path} is damaged: {name}/{ds} has shape "
                                  f"{arrays[ds].shape}, expected {shape}")
+    feature = None
+    if "feature" in g:
+        feature = np.asarray(g["feature"][()], dtype=np.int64)
+        if feature.shape != (F_,):
+            raise DeconvvizError(f"report {path} is damaged: {name}/feature has shape "
+                                 f"{feature.shape}, expected {(F_,)}")
     if version == 1:
         arrays["projection"] = _windows_of_v1(arrays["projection"], arrays["patch_box"],
                                               arrays["patch_origin"], rf)
@@ -426,4 +538,5 @@ def _read_layer(f, path, name: str, version: int, image_size: Tuple[int, int],
         path=str(attr_value(g.attrs.get("path", ""))),
         output_size=tuple(int(v) for v in attr_value(g.attrs["output_size"])),
         rf_size=rf, rf_jump=tuple(int(v) for v in attr_value(g.attrs["rf_jump"])),
-        rf_start=tuple(int(v) for v in attr_value(g.attrs["rf_start"])), **arrays)
+        rf_start=tuple(int(v) for v in attr_value(g.attrs["rf_start"])), feature=feature,
+        **arrays)

@@ -3,7 +3,6 @@ norm, F.relu, an in-place ReLU and a reused ReLU module, given as package.module
 
 from __future__ import annotations
 
-import sys
 import textwrap
 
 import h5py
@@ -66,10 +65,8 @@ NET = textwrap.dedent('''
 
 
 @pytest.fixture
-def user_net(tmp_path, monkeypatch):
-    (tmp_path / "usernet.py").write_text(NET)
-    monkeypatch.syspath_prepend(str(tmp_path))
-    sys.modules.pop("usernet", None)
+def user_net(user_module):
+    user_module("usernet", NET)
     return "usernet:make"
 
 
@@ -142,8 +139,8 @@ def test_project_report_render_and_occlusion_on_a_node(user_net, photos, tmp_pat
      "Error: Invalid value for --layer: no node named 'relu_3' in Res (closest: relu_2, relu_1, "
      "relu; see 'deconvviz layers --all')"),
     (["project", "--model", "usernet:with_silu", *MODEL, "--layer", "head", "--feature", "0"],
-     "Error: Invalid value for --layer: node 'act' (SiLU) has no deconvnet rule, so 'head' "
-     "cannot be projected through it"),
+     "Error: node 'act' (SiLU) has no deconvnet rule, so 'head' cannot be projected through "
+     "it (rules exist for: Conv2d"),
     (["report", "--model", "usernet:make", *MODEL, "--layer", "head"],
      "Error: node 'head' (Linear) has no spatial output (one value per channel), so it has no "
      "image patches for a report; choose a node with a (C, H, W) output"),

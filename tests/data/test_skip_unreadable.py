@@ -30,8 +30,10 @@ def test_skip_unreadable_in_a_report(tiny_checkpoint, tmp_path):
             "--top", "2", "--layer", "1", "--no-png", "--quiet", "--out", str(tmp_path / "r")]
     res = CliRunner().invoke(main, base)
     assert res.exit_code == 1
-    assert res.output.strip().splitlines()[-1].startswith(f"Error: cannot read image {bad[0]}: ")
-    assert not (tmp_path / "r" / "report.h5").exists()
+    [line] = res.output.strip().splitlines()
+    assert line.startswith(f"Error: cannot read image {bad[0]}: ")
+    assert line.endswith("; --skip-unreadable leaves such files out")
+    assert not (tmp_path / "r").exists()       # the refused run leaves no folder behind
 
     res = CliRunner().invoke(main, base + ["--skip-unreadable", "--workers", "2"])
     assert res.exit_code == 0, res.output

@@ -174,5 +174,17 @@ def test_compare_refuses_bad_input_in_one_line(pair, tmp_path):
         "Error: networks a and b were scanned on different data (builtin:test, 40 images vs "
         "builtin:test, 50 images): compare needs the same images in the same order"]
     assert not out.exists()
+    # A report of some features of the node only (--feature): its rows are not the node.
+    assert runner.invoke(main, ["report", "--model", str(folder / "b.pt"), "--limit", "40",
+                                "--layer", "1", "--feature", "2-4", "--top", "2", "--no-png",
+                                "--quiet", "--out", str(tmp_path / "some")]).exit_code == 0
+    res = runner.invoke(main, ["compare", str(tmp_path / "a" / "report.h5"),
+                               str(tmp_path / "some" / "report.h5"), "--layer", "1", "--out",
+                               str(out)])
+    assert res.exit_code == 1 and res.output.strip().splitlines() == [
+        f"Error: network b: report {tmp_path / 'some' / 'report.h5'} keeps some features of "
+        "layer1 only (--feature); compare matches every feature of a node: give a report of "
+        "the whole node, or the model"]
+    assert not out.exists()
     res = runner.invoke(main, ["compare", str(folder / "a.pt"), "--layer", "1"])
     assert res.exit_code == 2 and "give at least two networks" in res.output

@@ -130,11 +130,11 @@ def test_weights_file_for_another_architecture(tmp_path):
 def test_unreadable_and_non_state_dict_files(tmp_path):
     bad = tmp_path / "bad.pt"
     bad.write_bytes(b"not a torch file")
-    with pytest.raises(DeconvvizError, match=rf"^cannot read weights file {re.escape(str(bad))} "
-                                             r"with weights_only loading"):
+    with pytest.raises(DeconvvizError, match=rf"^{re.escape(str(bad))} is not a state dict "
+                                             r".*: it is a text file"):
         resolve_model("torchvision:resnet18", weights=str(bad))
     torch.save([1, 2, 3], bad)
-    with pytest.raises(DeconvvizError, match=r"holds a list, not a state dict"):
+    with pytest.raises(DeconvvizError, match=r"is not a state dict .*: it holds a list$"):
         resolve_model("torchvision:resnet18", weights=str(bad))
     with pytest.raises(DeconvvizError, match=r"^weights file nowhere/r18\.pt does not exist"):
         resolve_model("torchvision:resnet18", weights="nowhere/r18.pt")
@@ -202,9 +202,28 @@ def test_torchvision_weights_from_the_cache(torch_home, monkeypatch):
     assert small.meta["input_size"] == [3, 64, 64] and small.meta["resize_size"] == 73
     assert small.meta["normalization"] == {"mean": t.mean, "std": [0.5, 0.5, 0.5]}
     cached.write_bytes(b"truncated")
-    with pytest.raises(DeconvvizError, match=rf"^cannot read torchvision's cached weights "
-                                             rf"{re.escape(str(cached))} for torchvision:resnet18 "):
+    with pytest.raises(DeconvvizError) as exc:
         resolve_model("torchvision:resnet18", weights="DEFAULT")
+    assert str(exc.value) == (
+        f"cannot read torchvision's cached weights {cached} for torchvision:resnet18 (it is a "
+        f"text file, not one written by torch.save); delete it, or fetch {weights.url} again "
+        "and save it there")
+
+
+def test_a_malicious_file_in_the_cache_is_named_not_run(torch_home, bad_torch_files):
+    """torch's own message would advise loading it unsafely; ours says what it is."""
+    files, marker = bad_torch_files
+    url = torchvision.models.ResNet18_Weights.IMAGENET1K_V1.url
+    cached = torch_home / "hub" / "checkpoints" / Path(url).name
+    cached.parent.mkdir(parents=True)
+    evil = next(p for p in files if p.name == "evil.pt")
+    cached.write_bytes(evil.read_bytes())
+    with pytest.raises(DeconvvizError) as exc:
+        resolve_model("torchvision:resnet18", weights="DEFAULT")
+    assert str(exc.value) == (
+        f"cannot read torchvision's cached weights {cached} for torchvision:resnet18 "
+        f"({files[evil]}); delete it, or fetch {url} again and save it there")
+    assert not marker.exists()
 
 
 def test_googlenet_is_built_like_the_pretrained_one(tmp_path):

@@ -13,6 +13,7 @@ from click.testing import CliRunner
 from torch import nn
 
 from conftest import alexnet_like, reference_projection
+from report_helpers import image_folder  # noqa: F401 - a fixture
 from deconvviz.models.checkpoint import load_model
 from deconvviz.cli import main
 from deconvviz.data.sources import BUILTIN_CLASSES, ImageSource, normalize, synthetic_images
@@ -37,19 +38,6 @@ def _subset(n: int, dup: bool = False) -> ImageSource:
         images, labels = torch.cat([images, images]), torch.cat([labels, labels])
     return ImageSource(description=f"generated[:{n}]", kind="builtin", split="test",
                        labels=labels, class_names=BUILTIN_CLASSES, images=images)
-
-
-@pytest.fixture(scope="module")
-def image_folder(tmp_path_factory):
-    """A small ImageFolder tree (two classes, 40 PNGs) for the command-line tests."""
-    from PIL import Image
-    root = tmp_path_factory.mktemp("folder")
-    images, _ = synthetic_images(40, seed=2)
-    for i in range(40):
-        d = root / ("a" if i % 2 else "b")
-        d.mkdir(exist_ok=True)
-        Image.fromarray(images[i].permute(1, 2, 0).numpy()).save(d / f"{i:02d}.png")
-    return root
 
 
 def _brute_force(model, source, layer, k):
@@ -323,7 +311,7 @@ def test_render_rejects_damaged_and_foreign_files(tmp_path):
             f.attrs[a] = 99
     cases = [(junk, "is not a readable HDF5 file"),
              (foreign, "is not a deconvviz report (format attribute 'keras'"),
-             (newer, f"has format version 99; this deconvviz reads versions 1..{REPORT_VERSION}"),
+             (newer, "has format version 99; this deconvviz reads versions 1..3"),
              (tmp_path / "missing.h5", "does not exist")]
     for path, message in cases:
         res = _run(["render", str(path), "--out", str(tmp_path / "o")])
@@ -388,10 +376,11 @@ def test_interrupted_runs_leave_the_earlier_report_untouched(tiny_checkpoint, im
     res = _run(base + ["--top", "3"])
     assert res.exit_code == 1 and "No space left on device" in res.output
     assert "Traceback" not in res.output
-    # No temp file left, nothing replaced; the finished scan is kept for --resume.
+    # No temp file left, nothing replaced; the finished scan and layer are kept for --resume.
     after = _snapshot(out)
     assert after.pop(Path(".scan-state.pt"), None) is not None
     assert after.pop(Path(".scan-state.maxima0.f16"), None) is not None   # its image maxima
+    assert after.pop(Path("report.h5.partial"), None) is not None
     assert after == before
     monkeypatch.setattr(report_mod, "write_png", real_png)
     res = _run(base + ["--top", "3", "--resume"])

@@ -101,9 +101,11 @@ def test_a_failing_rank_stops_every_rank_with_one_line(tiny_checkpoint, tmp_path
         "Error: process 0 of this torchrun job failed during the report (see its error); "
         "process 1 stopped too"]), r.stderr[-3000:]
     assert "terminate called" not in r.stderr
-    # Nothing half-written; each rank's finished scan is kept for --resume.
+    # Nothing half-written; each rank's finished scan and the finished layers (all of
+    # them: renaming into place failed) are kept for --resume.
     assert sorted(p.name for p in out.iterdir()) == [
         ".scan-state.rank0of2.maxima0.f16", ".scan-state.rank0of2.maxima1.f16",
         ".scan-state.rank0of2.pt", ".scan-state.rank1of2.maxima0.f16",
-        ".scan-state.rank1of2.maxima1.f16", ".scan-state.rank1of2.pt", "report.h5"]
+        ".scan-state.rank1of2.maxima1.f16", ".scan-state.rank1of2.pt", "report.h5",
+        "report.h5.partial"]
     assert not list((out / "report.h5").iterdir())

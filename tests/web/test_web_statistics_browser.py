@@ -10,12 +10,13 @@ import pytest
 from click.testing import CliRunner
 
 from test_web_browser import _all_images_load, _errors, _open, _tiles, _wait
-from test_web_browser import pytestmark  # noqa: F401  (the same skip, with its reason)
+from browser_helpers import browser, needs_browser  # noqa: F401 - a fixture
 from web_helpers import make_report, source
 from deconvviz.render.feature_stats import class_name
 from deconvviz.render.web import write_site
 from deconvviz.store.report import read_report_h5
 
+pytestmark = needs_browser
 PAGE = 100   # every feature of layer 2 on one page
 
 

@@ -122,6 +122,30 @@ class LayerSummary:
     max_act: float
     # (feature, class it detects, AUROC) of every labelled feature (issue 20)
     labels: List[Tuple[int, str, float]] = field(default_factory=list)
+    # the channel number of each row (empty: 0 .. features - 1, the whole layer)
+    feature_ids: List[int] = field(default_factory=list)
+
+    def channel(self, row: int) -> int:
+        """The channel number of row ``row``: what pages and files call the feature."""
+        return int(self.feature_ids[row]) if self.feature_ids else int(row)
+
+    def numbering(self) -> str:
+        """Which feature numbers the layer's pages hold, in words."""
+        ids = [self.channel(r) for r in range(self.features)]
+        if ids == list(range(self.features)):
+            return f"features are numbered 0\u2013{self.features - 1}"
+        return f"this report keeps features {_ranges(ids)} of this layer"
+
+
+def _ranges(ids: Sequence[int]) -> str:
+    """``[3, 7, 8, 9]`` as ``3, 7\u20139``."""
+    parts, start = [], 0
+    for i in range(1, len(ids) + 1):
+        if i == len(ids) or ids[i] != ids[i - 1] + 1:
+            a, b = ids[start], ids[i - 1]
+            parts.append(str(a) if a == b else f"{a}\u2013{b}")
+            start = i
+    return ", ".join(parts)
 
 
 def _page(name: str, **values) -> str:
@@ -199,10 +223,10 @@ def layer_page(s: LayerSummary, attrs: dict, activation0: np.ndarray, dead: np.n
         "dir": quote(s.slug, safe=""), "tiles": "tiles", "pageSize": int(page_size),
         "tileW": tile_size[1], "tileH": tile_size[0], "pixelated": bool(tile_size[2]),
         "maxAct": float(s.max_act), "images": _count(attrs),
-        "features": [[f, float(f"{float(activation0[f]):.5g}"), int(bool(dead[f])), top_class[f],
-                      labels[f][0], _num(labels[f][1]), _num(labels[f][2])]
+        "features": [[s.channel(f), float(f"{float(activation0[f]):.5g}"), int(bool(dead[f])),
+                      top_class[f], labels[f][0], _num(labels[f][1]), _num(labels[f][2])]
                      for f in range(s.features)],
-        "statistics": stats,
+        "statistics": stats, "numbering": s.numbering(),
     }
     n = attrs.get("num_images", "?")
     one = s.dead == 1
@@ -214,21 +238,22 @@ def layer_page(s: LayerSummary, attrs: dict, activation0: np.ndarray, dead: np.n
     dead_label = (f"hide the {s.dead} feature{'' if one else 's'} that never "
                   f"fire{'s' if one else ''}" if s.dead
                   else "hide features that never fire (every feature here fires)")
-    first = href(s.slug, "feature000.html")
+    lo, hi = (s.channel(0), s.channel(s.features - 1)) if s.features else (0, 0)
+    first = href(s.slug, f"feature{lo:03d}.html")
     return _page("layer.html", title=esc(f"{s.title}: {s.features} features - deconvviz report"),
                  layer_title=esc(s.title),
                  heading=esc(f"{s.title} ({s.path}): {s.features} features, top {s.k} of {n} "
                              "images each"),
                  k=esc(s.k), normalisation=esc(NORMALISATION), max_act=esc(_act(s.max_act)),
                  dead_label=dead_label, dead_disabled="" if s.dead else " disabled",
-                 dead_note=dead_note, last=str(max(0, s.features - 1)),
+                 dead_note=dead_note, first=str(lo), last=str(hi),
                  tile_w=str(2 * tile_size[1] + 14), data=json_script(data),
                  stats_disabled="" if stats else " disabled",
                  stats_note="" if stats else (
                      '<p class="note">This report has no feature statistics (written before '
                      "format version 3): run 'deconvviz report' again to label its features."
                      "</p>"),
-                 first_link=f'<a href="{first}">feature 0</a>')
+                 first_link=f'<a href="{first}">feature {lo}</a>')
 
 
 def _class_search(layers: Sequence[LayerSummary]) -> str:
@@ -260,15 +285,18 @@ class Tile:
     whole: Optional[str]        # link to the whole image's PNG, None where not stored
 
 
-def feature_page(s: LayerSummary, attrs: dict, f: int, tiles: Sequence[Tile], dead: bool,
+def feature_page(s: LayerSummary, attrs: dict, row: int, tiles: Sequence[Tile], dead: bool,
                  image_size: Tuple[int, int], tile_size: Tuple[int, int, bool],
                  whole_size: Tuple[int, int, bool], missing_images: str,
                  statistics: Optional[str] = None) -> str:
-    """Feature ``f``'s page: its top-k projections, patches and whole images with the
-    receptive field drawn on them (``tiles``); a feature that never fires says so.
+    """The page of the layer's feature in row ``row`` (named by its channel number,
+    :meth:`LayerSummary.channel`): its top-k projections, patches and whole images with
+    the receptive field drawn on them (``tiles``); a feature that never fires says so.
     ``statistics``: what it detects over the whole scan (an HTML fragment of
-    :func:`deconvviz.render.feature_stats.statistics_html`), shown above the cards."""
+    :func:`deconvviz.render.feature_stats.statistics_html`), shown above the cards.
+    Previous / next step through the layer's rows (the channels the report keeps)."""
     n = _count(attrs)
+    f = s.channel(row)
     title = f"{s.title}, feature {f}"
     cards = []
     H, W = image_size
@@ -319,11 +347,13 @@ def feature_page(s: LayerSummary, attrs: dict, f: int, tiles: Sequence[Tile], de
                    "image patch under its receptive field, and the whole image.</p>")
         heading = f"{title}: its top {len(tiles)} images"
     up = href("..", s.slug + ".html") + f"#f{f}"
-    prev_href, next_href = href(f"feature{f - 1:03d}.html"), href(f"feature{f + 1:03d}.html")
-    prev_link = (f'<a id="prev" href="{prev_href}">&lsaquo; feature {f - 1}</a>' if f > 0
+    before = s.channel(row - 1) if row > 0 else None
+    after = s.channel(row + 1) if row + 1 < s.features else None
+    prev_link = (f'<a id="prev" href="{href(f"feature{before:03d}.html")}">&lsaquo; feature '
+                 f'{before}</a>' if before is not None
                  else '<a class="off">&lsaquo; first feature</a>')
-    next_link = (f'<a id="next" href="{next_href}">feature {f + 1} &rsaquo;</a>'
-                 if f + 1 < s.features else '<a class="off">last feature &rsaquo;</a>')
+    next_link = (f'<a id="next" href="{href(f"feature{after:03d}.html")}">feature {after} '
+                 '&rsaquo;</a>' if after is not None else '<a class="off">last feature &rsaquo;</a>')
     if statistics:
         summary += f'<section class="stats"><h2>What it detects</h2>{statistics}</section>'
     card_w = 2 * tile_size[1] + whole_size[1] + 60

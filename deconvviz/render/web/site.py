@@ -10,9 +10,13 @@ Layout under ``OUT/site/`` (see the README):
 ``{layer}/tiles/feature{f:03d}_{r}_projection.png``, ``..._patch.png``
                                            rank ``r`` (from 1) of feature ``f``
 
+``f`` is the feature's channel number (the layer's ``feature`` ids): a report of some
+features of a layer (``--feature 3 --feature 7-9``) names and links them as the whole
+layer's report would.
+
 Every PNG is written once at the size stored in the report and enlarged by the
 browser without smoothing; pages share them. :class:`SiteWriter` fills a folder
-layer by layer (``write_report`` streams into it as each layer is computed);
+layer by layer (``write_report`` fills it from the finished report file);
 :func:`write_site` builds the site from a report file, reading one layer at a
 time, into a temporary folder that replaces ``OUT/site`` only when complete.
 """
@@ -164,8 +168,10 @@ class SiteWriter:
         return self.classes[label] if label < len(self.classes) else f"class {label}"
 
     def add_layer(self, lr: LayerReport) -> LayerSummary:
-        """Write layer ``lr``'s tiles, feature pages and layer page."""
+        """Write layer ``lr``'s tiles, feature pages and layer page. Row ``r`` of the
+        layer is channel ``lr.feature_ids[r]``: pages and tiles are named by channel."""
         F_, k = lr.features, lr.k
+        ids = [int(c) for c in lr.feature_ids]
         act0 = lr.activation[:, 0].astype(np.float64) if k else np.zeros(F_)
         # Never fires: its largest activation is exactly 0 (a ReLU output that stayed off
         # on every image). Negative maxima (nodes before a ReLU) are real and are shown.
@@ -177,15 +183,15 @@ class SiteWriter:
         s = LayerSummary(name=lr.name, slug=slug, title=lr.title, path=lr.path, features=F_, k=k,
                          rf_size=tuple(lr.rf_size), output_size=tuple(lr.output_size),
                          dead=int(dead.sum()),
-                         strongest=[(f, float(act0[f])) for f in order[:STRIP]],
-                         max_act=float(act0.max()) if F_ else 0.0)
+                         strongest=[(ids[f], float(act0[f])) for f in order[:STRIP]],
+                         max_act=float(act0.max()) if F_ else 0.0, feature_ids=ids)
         tile = display_size(lr.rf_size, _PX["feature"])
         whole = display_size(self.image_size, _PX["whole"])
 
         def draw(f: int) -> np.ndarray:
             proj, patch, scale = feature_tiles(lr, f)
             for j in range(k):
-                stem = folder / "tiles" / f"feature{f:03d}_{j + 1}"
+                stem = folder / "tiles" / f"feature{ids[f]:03d}_{j + 1}"
                 _png(proj[j], stem.with_name(stem.name + "_projection.png"))
                 _png(patch[j], stem.with_name(stem.name + "_patch.png"))
             return scale
@@ -207,14 +213,14 @@ class SiteWriter:
                         whole=href("..", "images", f"image{i}.png") if row >= 0 else None))
             # What the feature detects (issue 20; None in reports without statistics).
             stats = statistics_html(lr.stats, f, self.classes) if lr.stats is not None else None
-            (folder / f"feature{f:03d}.html").write_text(
+            (folder / f"feature{ids[f]:03d}.html").write_text(
                 feature_page(s, self.attrs, f, tiles, bool(dead[f]), self.image_size, tile,
                              whole, self.missing, stats), encoding="utf-8")
         top_class = [self._class(int(lr.label[f, 0])) if k else "" for f in range(F_)]
         labels = None if lr.stats is None else [
             (class_name(self.classes, int(c)) if c >= 0 else "", float(a), float(r))
             for c, a, r in zip(lr.stats.label, lr.stats.label_auroc, lr.stats.firing_rate)]
-        s.labels = [(f, name, a) for f, (name, a, _) in enumerate(labels or []) if name]
+        s.labels = [(ids[f], name, a) for f, (name, a, _) in enumerate(labels or []) if name]
         (self.root / f"{slug}.html").write_text(
             layer_page(s, self.attrs, act0, dead, top_class,
                        display_size(lr.rf_size, _PX["layer"]), self.page_size, labels),

@@ -3,7 +3,7 @@
 (function () {
   "use strict";
   var data = JSON.parse(document.getElementById("layer-data").textContent);
-  // data.features: [feature, strongest activation, never fires (0/1), class of its top image,
+  // data.features: [feature (channel number), strongest activation, never fires (0/1), class of its top image,
   //                 class it detects ("" none), that class's AUROC, firing rate (-1: absent)]
   var feats = data.features;
   var state = { sort: "feature", hide: false, page: 0, hit: -1, q: "" };
@@ -166,8 +166,8 @@
   jumpForm.addEventListener("submit", function (ev) {
     ev.preventDefault();
     var f = parseInt(jumpBox.value, 10);
-    if (!(f >= 0 && f < feats.length) || !jump(f)) {
-      jumpBox.setCustomValidity("features are numbered 0\u2013" + (feats.length - 1));
+    if (!(f >= 0) || !feats.some(function (x) { return x[0] === f; }) || !jump(f)) {
+      jumpBox.setCustomValidity(data.numbering);
       jumpBox.reportValidity();
     } else {
       jumpBox.setCustomValidity("");
