@@ -31,7 +31,7 @@ _LAZY = {"load_model": "api", "load_data": "api", "model_normalization": "api",
          "project": "engine.deconvnet", "deconvolve": "engine.deconvnet",
          "Projection": "engine.deconvnet", "list_layers": "engine.layers",
          "receptive_box": "engine.receptive", "record": "engine.recording",
-         "to_display": "render.display", "report": "report", "Report": "explore"}
+         "to_display": "render.display", "report": "runs.report", "Report": "explore"}
 
 
 def __getattr__(name):

@@ -67,3 +67,35 @@ def test_the_example_notebook_runs_in_a_kernel_and_displays_inline(tmp_path, mon
     # The projection of its top images: a tile grid, one picture per seed.
     html = _html(projection_cell)
     assert "deconvnet projections of layer 2: 4 seeds" in html and len(_pngs(html)) == 4
+
+
+_SHELL_PROBE = """
+import json, sys
+from IPython.core.interactiveshell import InteractiveShell
+shell = InteractiveShell.instance()
+import deconvviz
+heavy = sorted(m for m in ("torch", "torchvision", "h5py") if m in sys.modules)
+import torch
+model = deconvviz.load_model()
+data = deconvviz.load_data("builtin", model)
+proj = deconvviz.deconvolve(model, torch.stack([data[i][0] for i in range(3)]), layer=2, feature=9)
+fmt, _ = shell.display_formatter.format(proj)
+print(json.dumps({"heavy": heavy, "html": fmt.get("text/html", "")}))
+"""
+
+
+def test_importing_deconvviz_in_ipython_imports_no_torch_and_projections_display(tmp_path):
+    """The Projection display hook is registered by name when deconvviz is imported
+    under IPython: no torch until a projection is made, which then shows as its grid."""
+    import json
+    import subprocess
+    import sys
+
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
+    done = subprocess.run([sys.executable, "-c", _SHELL_PROBE], cwd=tmp_path, env=env,
+                          check=True, capture_output=True, text=True, timeout=300)
+    out = json.loads(done.stdout.strip().splitlines()[-1])
+    assert out["heavy"] == []
+    assert "deconvnet projections of layer 2: 3 seeds" in out["html"]
+    assert len(_pngs(out["html"])) == 3

@@ -106,7 +106,7 @@ def report(checkpoint, data, workers, skip_unreadable, split, layers, features, 
     from ..engine.distributed import distributed_context
     from ..data.preprocess import Preprocessing
     from ..engine.network import require_spatial, resolve_info
-    from ..report import ReportInterrupted, check_features, write_report
+    from ..runs.report import ReportInterrupted, check_features, write_report
     from ..store.atomic import output_folder
 
     chosen = sorted({f for r in features for f in r}) if features else None
@@ -161,7 +161,7 @@ def render(report_file, out, html):
     (report.h5) or a projection file of 'deconvviz project'; with --html, a report's
     web report instead."""
     from ..figures import render_projection
-    from ..report import render_report
+    from ..runs.report import render_report
     from ..store.atomic import check_writable_dir
     from ..store.h5 import file_format
     from ..store.projection import PROJECTION_FORMAT, read_projection_h5

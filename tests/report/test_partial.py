@@ -14,11 +14,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import deconvviz.report as report_mod
+import deconvviz.runs.report as report_mod
 from conftest import assert_close
 from report_helpers import image_folder  # noqa: F401 - a fixture
 from deconvviz.cli import main
-from deconvviz.report import partial_path, scan_state_path
+from deconvviz.runs.report import partial_path, scan_state_path
 from deconvviz.store.report import read_report_h5
 
 
@@ -281,7 +281,7 @@ def test_the_readme_call_with_a_data_source_string(image_folder, tmp_path):
     ``--data`` is (the test split, preprocessed for the model)."""
     import deconvviz
     from deconvviz.data.sources import resolve_source
-    from deconvviz.report import build_report, write_report
+    from deconvviz.runs.report import build_report, write_report
 
     model = deconvviz.load_model()
     report = build_report(model, "builtin", [2], 4)

@@ -8,7 +8,10 @@ passes (:mod:`deconvviz.engine.seeds`) and cut out beside the image patch under
 their receptive field (:mod:`deconvviz.engine.receptive`). The result is stored
 as one HDF5 file (:mod:`deconvviz.store.report`) and drawn as PNGs
 (:mod:`deconvviz.render.report_png`); :func:`render_report` redraws the PNGs
-from the HDF5 file alone.
+from the HDF5 file alone. The same pass records every image's maximum of every
+feature, from which each layer gets its feature statistics
+(:mod:`deconvviz.engine.statistics`). :func:`report` is the notebook's verb,
+``deconvviz.report(model, data, ...)``.
 
 When the source has fewer than ``k`` images, the report keeps ``min(k, N)``
 columns (every image, ranked): files never hold padding entries.
@@ -27,26 +30,26 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__
-from .data.sources import ImageSource, resolve_source
-from .engine.deconvnet import RULES
-from .engine.distributed import Ranks, gather_topk
-from .engine.network import layer_key, require_spatial, spatial
-from .engine.receptive import extract_patches, windows_for
-from .engine.seeds import project_seeds
-from .engine.statistics import MaximaRecorder, feature_statistics, gather_maxima
-from .engine.topk import (TopK, empty_topk, finalize_topk, layer_infos, merge_topk,
+from .. import __version__
+from ..data.sources import ImageSource, resolve_source
+from ..engine.deconvnet import RULES
+from ..engine.distributed import Ranks, gather_topk
+from ..engine.network import layer_key, require_spatial, spatial
+from ..engine.receptive import extract_patches, windows_for
+from ..engine.seeds import project_seeds
+from ..engine.statistics import MaximaRecorder, feature_statistics, gather_maxima
+from ..engine.topk import (TopK, empty_topk, finalize_topk, layer_infos, merge_topk,
                           normalization_of, batch_size_for, scan_topk)
-from .errors import DeconvvizError, notice
-from .models.torchfile import TorchFileError, read_torch_file
-from .progress import Progress
-from .render.report_png import feature_png, layer_figure, write_png
-from .render.web import SiteWriter, site_path, timestamp
-from .store.atomic import (atomic_folder, atomic_path, atomic_paths, check_folder_target,
+from ..errors import DeconvvizError, notice
+from ..models.torchfile import TorchFileError, read_torch_file
+from ..progress import Progress
+from ..render.report_png import feature_png, layer_figure, write_png
+from ..render.web import SiteWriter, site_path, timestamp
+from ..store.atomic import (atomic_folder, atomic_path, atomic_paths, check_folder_target,
                            check_writable_dir, output_folder)
-from .store.h5 import attr_value, h5py_module
-from .store.statistics import FeatureStatistics, MaximaState
-from .store.report import (PROJECTION_DTYPES, REPORT_FILE, REPORT_FORMAT, REPORT_VERSION,
+from ..store.h5 import attr_value, h5py_module
+from ..store.statistics import FeatureStatistics, MaximaState
+from ..store.report import (PROJECTION_DTYPES, REPORT_FILE, REPORT_FORMAT, REPORT_VERSION,
                            DamagedPartialError, ImageTable, LayerReport, Report, ReportWriter,
                            features_per_chunk, finished_layers, layer_names, open_report,
                            write_report_h5)
@@ -367,8 +370,8 @@ def _as_source(model: nn.Module, source: Union[ImageSource, str, Path, None],
     if source is not None and not isinstance(source, (str, Path)):
         raise DeconvvizError(f"source must be an ImageSource or a data-source string like "
                              f"'builtin' or a folder; got {type(source).__name__}")
-    from .data.preprocess import Preprocessing
-    from .models.checkpoint import read_checkpoint
+    from ..data.preprocess import Preprocessing
+    from ..models.checkpoint import read_checkpoint
     meta = getattr(model, "meta", None) or read_checkpoint(None)
     return resolve_source(None if source is None else str(source), split=split, limit=limit,
                           **Preprocessing.from_meta(meta).source_kwargs())
@@ -700,7 +703,7 @@ def report(model: nn.Module, data="builtin", layers: Optional[Sequence] = None, 
     ``features``: keep only these channels of every layer; ``png`` / ``html``: also
     the PNGs / the web report. Available as ``deconvviz.report(...)``.
     """
-    from .explore import Report as ExploredReport
+    from ..explore import Report as ExploredReport
 
     source = _as_source(model, data, limit, split)
     layers = None if layers is None else ([layers] if isinstance(layers, (int, str))
@@ -711,15 +714,3 @@ def report(model: nn.Module, data="builtin", layers: Optional[Sequence] = None, 
                  rule=rule, progress=progress, limit=limit, command_line=line, png=png,
                  projection_dtype=projection_dtype, html=html, features=features)
     return ExploredReport(Path(out) / REPORT_FILE)
-
-
-class _CallableModule(type(contextlib)):
-    """``deconvviz.report`` is this module and, called, :func:`report`: the name is both
-    the module (``from deconvviz.report import write_report``) and the verb."""
-
-    def __call__(self, *args, **kwargs):
-        return report(*args, **kwargs)
-
-
-import sys as _sys  # noqa: E402
-_sys.modules[__name__].__class__ = _CallableModule
