@@ -182,7 +182,7 @@ def test_compare_refuses_bad_input_in_one_line(pair, tmp_path):
                                str(tmp_path / "some" / "report.h5"), "--layer", "1", "--out",
                                str(out)])
     assert res.exit_code == 1 and res.output.strip().splitlines() == [
-        f"Error: network b: report {tmp_path / 'some' / 'report.h5'} keeps some features of "
+        f"Error: network some: report {tmp_path / 'some' / 'report.h5'} keeps some features of "
         "layer1 only (--feature); compare matches every feature of a node: give a report of "
         "the whole node, or the model"]
     assert not out.exists()
