@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Optional, Sequence, Union
+from typing import List, Optional, Sequence, Tuple, Union
 
 from torch import nn
 
@@ -31,7 +31,7 @@ def load_model(spec: Optional[str] = None, device: str = "cpu", *, weights: Opti
                          mean=mean, std=std, progress=progress)
 
 
-def model_normalization(model: Optional[nn.Module] = None):
+def model_normalization(model: Optional[nn.Module] = None) -> Tuple[List[float], List[float]]:
     """``(mean, std)`` the model expects (the bundled network's when ``model`` is None
     or carries no checkpoint metadata)."""
     meta = getattr(model, "meta", None) if model is not None else None

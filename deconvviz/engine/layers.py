@@ -148,7 +148,8 @@ def list_layers(model: nn.Module, input_size: Optional[Tuple[int, int]] = None) 
     return layers
 
 
-def get_layer(model: nn.Module, layer: int, input_size=None) -> LayerInfo:
+def get_layer(model: nn.Module, layer: int,
+              input_size: Optional[Tuple[int, int]] = None) -> LayerInfo:
     """The :class:`LayerInfo` of layer ``layer`` (from 1), with a clear error when out of range."""
     layers = list_layers(model, input_size)
     if not layers:

@@ -281,6 +281,8 @@ def _user_module(spec, weights, device, image_size, mean, std) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise DeconvvizError(f"{spec} returned a {type(model).__module__}.{type(model).__name__}"
                              ", not a torch.nn.Module")
+    size = _pair(DEFAULT_IMAGE_SIZE if image_size is None else image_size)
+    _materialize_lazy(model, spec, size)
     meta = {"arch": spec, "model": spec}
     if weights is not None and str(weights) != "":
         if not os.path.isfile(str(weights)):
@@ -292,7 +294,6 @@ def _user_module(spec, weights, device, image_size, mean, std) -> nn.Module:
         meta.update(weights=str(weights), path=str(weights), sha256=file_sha256(weights))
     else:
         meta.update(weights=None, path=spec, sha256=state_sha256(model))
-    size = _pair(DEFAULT_IMAGE_SIZE if image_size is None else image_size)
     pre = Preprocessing(size=size, resize_size=default_resize_size(size),
                         mean=IMAGENET_MEAN if mean is None else mean,
                         std=IMAGENET_STD if std is None else std)
@@ -368,3 +369,22 @@ def _finish(model: nn.Module, meta: dict, pre: Preprocessing, device: str,
                 torch_version=torch.__version__, torchvision_version=torchvision.__version__)
     model.meta = meta
     return model
+
+
+def _materialize_lazy(model: nn.Module, spec: str, size) -> None:
+    """Lazy modules (``nn.LazyLinear``, ...) get their shapes from one forward pass of a grey
+    batch of the input size, seeded like the rest of a random initialisation."""
+    if not any(isinstance(p, nn.parameter.UninitializedParameter) for p in model.parameters()):
+        return
+    was_training = model.training
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(RANDOM_INIT_SEED)
+        try:
+            with torch.no_grad():
+                model.eval()(torch.zeros(1, 3, *size))
+        except Exception as exc:
+            raise DeconvvizError(f"{spec} has lazy layers, and a {size[0]}x{size[1]} image to "
+                                 f"set their shapes raised {type(exc).__name__}: "
+                                 f"{_first_line(exc)} (give --image-size)") from None
+        finally:
+            model.train(was_training)

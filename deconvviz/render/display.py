@@ -11,12 +11,15 @@ mid-grey (no division by zero). Rendering never modifies its input.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import List, Optional, Sequence
+from typing import TYPE_CHECKING, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
 
 from ..store.atomic import atomic_path
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 __all__ = ["to_display", "to_display_uint8", "image_to_display", "pairs_figure", "save_figure",
            "grid_image", "DISPLAY_PERCENTILE"]
@@ -46,7 +49,8 @@ def to_display(tiles: torch.Tensor, percentile: float = DISPLAY_PERCENTILE) -> n
     return arr[0] if single else arr
 
 
-def to_display_uint8(tiles: np.ndarray, percentile: float = DISPLAY_PERCENTILE):
+def to_display_uint8(tiles: np.ndarray,
+                     percentile: float = DISPLAY_PERCENTILE) -> Tuple[np.ndarray, np.ndarray]:
     """:func:`to_display` for many tiles at once, as ``uint8``: signed tiles
     ``(B, 3, H, W)`` (any float dtype) -> ``(RGB (B, H, W, 3) uint8, scale (B,) float64)``.
 
@@ -103,7 +107,7 @@ def image_to_display(images: torch.Tensor, mean: Optional[Sequence[float]] = Non
 
 
 def pairs_figure(images: np.ndarray, projections: np.ndarray, labels: Sequence[str],
-                 title: str, columns: int = 3):
+                 title: str, columns: int = 3) -> Figure:
     """Each image beside its projection, labelled; both already in display form
     ``(N, H, W, 3)``. Returns a matplotlib ``Figure`` (not attached to pyplot)."""
     from matplotlib.figure import Figure
@@ -127,7 +131,7 @@ def pairs_figure(images: np.ndarray, projections: np.ndarray, labels: Sequence[s
     return fig
 
 
-def save_figure(fig, path, dpi: Optional[int] = None) -> Path:
+def save_figure(fig: Figure, path: Union[str, Path], dpi: Optional[int] = None) -> Path:
     """Write a figure to PNG atomically (temp file in the folder, then rename)."""
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=dpi)

@@ -158,3 +158,28 @@ def test_bad_layers_and_models_are_one_line(user_net, args, message, tmp_path):
     assert len(lines) == 1 and lines[0].startswith(message), res.output
     assert "Traceback" not in res.output
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
+
+
+LAZY = textwrap.dedent('''
+    from torch import nn
+
+    def net():
+        return nn.Sequential(nn.Conv2d(3, 4, 3, padding=1), nn.ReLU(), nn.MaxPool2d(2),
+                             nn.Flatten(), nn.LazyLinear(5))
+
+    def too_small():
+        return nn.Sequential(nn.Conv2d(3, 4, 9), nn.ReLU(), nn.Flatten(), nn.LazyLinear(5))
+''')
+
+
+def test_lazy_layers_take_their_shapes_from_the_input_size(user_module, tmp_path):
+    user_module("lazynet", LAZY)
+    a = deconvviz.load_model("lazynet:net", image_size=16)
+    b = deconvviz.load_model("lazynet:net", image_size=16)
+    assert a[4].weight.shape == (5, 4 * 8 * 8)          # 16 px halved by the pool
+    assert a.meta["sha256"] == b.meta["sha256"]           # seeded like the rest
+    assert torch.equal(a[4].weight, b[4].weight)
+    r = CliRunner().invoke(main, ["layers", "--model", "lazynet:too_small", "--image-size", "8"])
+    assert r.exit_code == 1 and r.output.startswith(
+        "Error: lazynet:too_small has lazy layers, and a 8x8 image to set their shapes raised "
+        "RuntimeError: ") and r.output.endswith("(give --image-size)\n")
