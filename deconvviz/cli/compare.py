@@ -63,6 +63,7 @@ def compare(networks, data, workers, skip_unreadable, split, layer, top, limit, 
     from ..data.sources import resolve_source
     from ..errors import DeconvvizError
     from ..runs.compare import compare_networks
+    from ..runs.report import ReportInterrupted
     from ..store.h5 import file_format
     from ..store.report import REPORT_FORMAT
     from .common import ModelChoice
@@ -87,8 +88,11 @@ def compare(networks, data, workers, skip_unreadable, split, layer, top, limit, 
     if first_model is not None:
         source = resolve_source(data, split=split, workers=workers,
                                 skip_unreadable=skip_unreadable, **source_options(first_model))
-    written = compare_networks(nets, layer, Path(out), source, top=top, limit=limit,
-                               threshold=min_correlation, html=html, batch_size=batch_size,
-                               device=dev, progress=not quiet, command_line=command_line())
+    try:
+        written = compare_networks(nets, layer, Path(out), source, top=top, limit=limit,
+                                   threshold=min_correlation, html=html, batch_size=batch_size,
+                                   device=dev, progress=not quiet, command_line=command_line())
+    except ReportInterrupted as exc:
+        raise click.ClickException(str(exc)) from None
     for p in written:
         click.echo(f"wrote {p}")

@@ -26,7 +26,7 @@ from ..explore import Report
 from ..render.compare import comparison_figure, comparison_page
 from ..render.feature_stats import label_caption
 from ..render.web.pages import esc, href
-from .report import write_report
+from .report import ReportInterrupted, write_report
 from ..store.atomic import atomic_paths, output_folder
 from ..store.compare import COMPARE_FILE, Comparison, write_compare_h5
 from ..store.report import REPORT_FILE
@@ -119,13 +119,16 @@ def compare_networks(networks: Sequence[Tuple[str, Union[nn.Module, Path]]], lay
                     f"({rep.attrs.get('data_source')}, {rep.num_images} images) than --data "
                     f"({source.description}, {n} images): compare needs the same images")
     with output_folder(out_dir) as out_dir:
-        paths = []
+        paths: List[Path] = []
         for j, (label, net) in enumerate(networks):
             if isinstance(net, nn.Module):
-                write_report(net, source, out_dir / f"net{j + 1}", [layer], top,
-                             batch_size=batch_size, device=device, progress=progress,
-                             limit=limit, png=False, html=html,
-                             command_line=f"{command_line} (network {label})")
+                try:
+                    write_report(net, source, out_dir / f"net{j + 1}", [layer], top,
+                                 batch_size=batch_size, device=device, progress=progress,
+                                 limit=limit, png=False, html=html,
+                                 command_line=f"{command_line} (network {label})")
+                except KeyboardInterrupt:
+                    raise _interrupted(networks, paths, j) from None
                 paths.append(out_dir / f"net{j + 1}" / REPORT_FILE)
             else:
                 paths.append(Path(net))
@@ -227,3 +230,16 @@ def _rows(opened, labels, comparison: Comparison, out_dir: Path, paths):
                  f"through every network" + (f"; the {SHOWN} best kept shown" if len(order) > SHOWN
                                              else "") + f" (all in {COMPARE_FILE}).")
     return rows, page_rows, columns, notes
+
+
+def _interrupted(networks, paths: List[Path], j: int) -> ReportInterrupted:
+    """Ctrl-C while network ``j`` was scanned: the finished reports are complete files that a
+    later ``compare`` takes in place of their networks."""
+    if not paths:
+        return ReportInterrupted("interrupted while scanning the first network; nothing was "
+                                 "written")
+    kept = ", ".join(f"{networks[i][0]}: {p}" for i, p in enumerate(paths))
+    return ReportInterrupted(
+        f"interrupted while scanning network {networks[j][0]}; the reports of the networks "
+        f"before it are complete ({kept}): give those files to compare in place of their "
+        "networks to skip their scans")

@@ -188,3 +188,33 @@ def test_compare_refuses_bad_input_in_one_line(pair, tmp_path):
     assert not out.exists()
     res = runner.invoke(main, ["compare", str(folder / "a.pt"), "--layer", "1"])
     assert res.exit_code == 2 and "give at least two networks" in res.output
+
+
+def test_ctrl_c_in_the_second_scan_keeps_the_first_report(pair, tmp_path, monkeypatch):
+    import deconvviz.runs.compare as compare_run
+
+    folder, perm1, _ = pair
+    out = tmp_path / "cmp"
+    real = compare_run.write_report
+
+    def pressed_in_net2(model, source, out_dir, *a, **k):
+        if out_dir.name == "net2":      # the user presses Ctrl-C during the second scan
+            raise KeyboardInterrupt
+        return real(model, source, out_dir, *a, **k)
+
+    monkeypatch.setattr(compare_run, "write_report", pressed_in_net2)
+    args = ["--data", "builtin", "--limit", "150", "--layer", "1", "--top", "3", "--quiet"]
+    res = CliRunner().invoke(main, ["compare", str(folder / "a.pt"), str(folder / "b.pt"),
+                                    *args, "--out", str(out)])
+    kept = out / "net1" / "report.h5"
+    assert res.exit_code == 1
+    assert res.output == (f"Error: interrupted while scanning network b; the reports of the "
+                          f"networks before it are complete (a: {kept}): give those files to "
+                          "compare in place of their networks to skip their scans\n")
+    assert kept.is_file() and not (out / "compare.h5").exists()
+    monkeypatch.setattr(compare_run, "write_report", real)
+    res = CliRunner().invoke(main, ["compare", str(kept), str(folder / "b.pt"), *args,
+                                    "--out", str(tmp_path / "again")])
+    assert res.exit_code == 0, res.output
+    step = read_compare_h5(tmp_path / "again" / "compare.h5").steps[0]
+    assert dict(zip(step["b"].tolist(), step["a"].tolist())) == dict(enumerate(perm1.tolist()))
