@@ -50,8 +50,8 @@ SHARED = REPO.parent / "shared" / "datasets"
 sys.path.insert(0, str(REPO))
 
 from deconvviz.data.sources import normalize, resolve_source  # noqa: E402
-from deconvviz.engine.deconvnet import deconvolve  # noqa: E402
-from deconvviz.engine.layers import conv_stack, get_layer  # noqa: E402
+from deconvviz.engine.deconv.deconvnet import deconvolve  # noqa: E402
+from deconvviz.engine.net.layers import conv_stack, get_layer  # noqa: E402
 
 IMAGENET_MEAN, IMAGENET_STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
 

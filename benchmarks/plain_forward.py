@@ -7,7 +7,8 @@ channels-last float32 buffer and runs the whole bundled network (conv stack and
 classifier) under ``torch.inference_mode()``. Decoding is excluded, as it is
 from the report (which reads the same cache).
 
-Usage: ``python benchmarks/plain_forward.py CACHE.npy [--batch-size 128] [--model PT]``
+Usage: ``python benchmarks/plain_forward.py CACHE.npy [--batch-size 128] [--model PT]
+[--limit N]``
 """
 
 import argparse
@@ -24,6 +25,7 @@ def main() -> None:
     ap.add_argument("cache", help="decoded-image cache file (.npy, uint8 (N, 3, H, W))")
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--model", default=None, help="checkpoint (default: the bundled network)")
+    ap.add_argument("--limit", type=int, default=None, help="only the first N images")
     ap.add_argument("--contiguous", action="store_true",
                     help="default memory format instead of channels-last")
     args = ap.parse_args()
@@ -32,7 +34,7 @@ def main() -> None:
     norm = model.meta["normalization"]
     mean = torch.tensor(norm["mean"], dtype=torch.float32).view(1, -1, 1, 1)
     std = torch.tensor(norm["std"], dtype=torch.float32).view(1, -1, 1, 1)
-    pixels = np.load(args.cache, mmap_mode="r")
+    pixels = np.load(args.cache, mmap_mode="r")[:args.limit]
     n_img, bs = pixels.shape[0], args.batch_size
     fmt = torch.contiguous_format if args.contiguous else torch.channels_last
     raw = torch.empty((bs,) + pixels.shape[1:], dtype=torch.uint8)

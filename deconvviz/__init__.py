@@ -28,9 +28,9 @@ __all__ = ["__version__", "load_model", "load_data", "project", "deconvolve", "P
 # The API is imported on first use (PEP 562), so that the command line's help, and
 # anything else that needs no tensors, starts without importing torch.
 _LAZY = {"load_model": "api", "load_data": "api", "model_normalization": "api",
-         "project": "engine.deconvnet", "deconvolve": "engine.deconvnet",
-         "Projection": "engine.deconvnet", "list_layers": "engine.layers",
-         "receptive_box": "engine.receptive", "record": "engine.recording",
+         "project": "engine.deconv.deconvnet", "deconvolve": "engine.deconv.deconvnet",
+         "Projection": "engine.deconv.deconvnet", "list_layers": "engine.net.layers",
+         "receptive_box": "engine.net.geometry", "record": "engine.deconv.hooks",
          "to_display": "render.display", "report": "runs.report", "Report": "explore"}
 
 

@@ -18,12 +18,12 @@ import torch
 from torch import nn
 
 from .data.sources import ImageSource, normalize
-from .engine.deconvnet import deconvolve
-from .engine.layers import get_layer
+from .engine.deconv.deconvnet import deconvolve
+from .engine.net.layers import get_layer
 from .engine.occlusion import occlusion_maps
-from .engine.receptive import receptive_box
+from .engine.net.geometry import receptive_box
 from .errors import DeconvvizError
-from .engine.receptive import windows_for
+from .engine.net.geometry import windows_for
 from .render.display import image_to_display, pairs_figure, save_figure, to_display
 from .render.projection import projection_figure
 from .render.figures import class_name, model_caption, mode_text, short_description, tiles_figure

@@ -22,7 +22,7 @@ if str(REPO) not in sys.path:
 
 from deconvviz import deconvolve, list_layers, load_model  # noqa: E402
 from deconvviz.errors import DeconvvizError  # noqa: E402
-from deconvviz.engine.layers import get_layer  # noqa: E402
+from deconvviz.engine.net.layers import get_layer  # noqa: E402
 from deconvviz.cli.experiment import experiment_command  # noqa: E402
 from deconvviz.engine.topk import strongest_images  # noqa: E402
 from deconvviz.figures import load_images, receptive_crops  # noqa: E402

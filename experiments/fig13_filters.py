@@ -20,7 +20,7 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from deconvviz.cli.experiment import experiment_command  # noqa: E402
-from deconvviz.engine.layers import get_layer  # noqa: E402
+from deconvviz.engine.net.layers import get_layer  # noqa: E402
 from deconvviz.figures import run_filters  # noqa: E402
 
 DATA = str(REPO.parent / "shared" / "datasets" / "cifar10")

@@ -34,7 +34,7 @@ def filters(checkpoint, layer, data, workers, skip_unreadable, split, limit, bat
     symmetrically around zero), so a dominating or dead filter shows at once; with
     --data, also list the features that never fire on that source."""
     from ..data.sources import resolve_source
-    from ..engine.layers import get_layer
+    from ..engine.net.layers import get_layer
     from ..figures import run_filters
 
     device = resolve_device(device)

@@ -28,18 +28,18 @@ def layers(checkpoint, all_nodes):
     first op on the way back that has no rule yet.
     """
     from ..data.preprocess import Preprocessing
-    from ..engine.layers import list_layers
-    from ..engine.network import graph_of, is_plain
+    from ..engine.net.layers import list_layers
+    from ..engine.net.network import graph_of
 
     model = checkpoint.load()
     size = Preprocessing.from_meta(model.meta).size
-    if is_plain(model) and not all_nodes:
+    graph = graph_of(model, size)
+    if graph.layers and not all_nodes:
         rows = [(str(i.index), i.path, str(i.features), _size(i.output_size), _field(i), "yes")
                 for i in list_layers(model, size)]
         head = ("layer", "module")
         foot = "features count from 0; layers from 1; --all lists every node by name"
     else:
-        graph = graph_of(model, size)
         rows, blocked = [], {}
         for n in graph.listed(all_nodes):
             why = graph.why_not(n.name, short=True)
@@ -115,9 +115,9 @@ def project(checkpoint, layer, feature, data, workers, skip_unreadable, split, i
     HDF5 file with the raw values, and prints both paths.
     """
     from ..data.sources import image_files_source, normalize, resolve_source
-    from ..engine.deconvnet import deconvolve
+    from ..engine.deconv.deconvnet import deconvolve
     from ..data.preprocess import Preprocessing
-    from ..engine.network import resolve_info
+    from ..engine.net.network import resolve_info
     from ..engine.topk import strongest_images
     from ..figures import save_projection
     from ..store.atomic import output_folder

@@ -105,7 +105,7 @@ def report(checkpoint, data, workers, skip_unreadable, split, layers, features, 
     from ..data.sources import resolve_source
     from ..engine.distributed import distributed_context
     from ..data.preprocess import Preprocessing
-    from ..engine.network import require_spatial, resolve_info
+    from ..engine.net.network import require_spatial, resolve_info
     from ..runs.report import ReportInterrupted, check_features, write_report
     from ..store.atomic import output_folder
 

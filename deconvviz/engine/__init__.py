@@ -1,19 +1,25 @@
 """The paper's machinery (Zeiler & Fergus, arXiv 1311.2901), on tensors and modules only.
 
-Finding layers (:mod:`.layers`), receptive fields and patches (:mod:`.receptive`),
-recording activations and max-pooling switches (:mod:`.recording`), the reverse
-pass of the deconvnet (:mod:`.deconvnet`, inside receptive-field windows in
-:mod:`.windowed`, recorded on receptive-field crops in :mod:`.cropped`) and its batched seeds (:mod:`.seeds`), the streaming top-k
-search (:mod:`.topk`) and its distributed merge (:mod:`.distributed`), occlusion
-(:mod:`.occlusion`), the measures of the figures (:mod:`.analysis`), feature
-vectors at named places (:mod:`.features`), invariance (:mod:`.invariance`),
-correspondence (:mod:`.correspondence`) and filter diagnostics (:mod:`.filters`).
-Any traceable CNN: its torch.fx graph with torchvision's node names, shapes and
-receptive fields (:mod:`.graph`, ops in :mod:`.graph_ops`, fields in
-:mod:`.graph_geometry`), the deconvnet walking that graph back
-(:mod:`.graph_deconv`, one transpose per op in :mod:`.graph_reverse`), and the
-choice between the two engines (:mod:`.network`). It knows nothing of files,
-pixels on disk or the shell: it may import :mod:`deconvviz.models`,
-:mod:`deconvviz.data` and the top-level ``errors`` and ``progress``, never
-``store``, ``render``, ``cli`` or ``report``.
+Two wings, imports running one way (``deconv`` -> ``net``):
+
+* :mod:`.net`: the traced network, made once at the boundary and handed down:
+  tracing (:mod:`.net.trace`), each op's kind and parameters (:mod:`.net.ops`),
+  the graph with torchvision's node names and block numbers (:mod:`.net.graph`,
+  :mod:`.net.network`, plain stacks numbered in :mod:`.net.layers`), and every
+  receptive field, cone, window and patch (:mod:`.net.geometry`);
+* :mod:`.deconv`: the deconvnet on it: the recorded forward pass over whole
+  images or seeds' cones (:mod:`.deconv.record`), the reverse walk with one
+  transpose per op (:mod:`.deconv.reverse`), the seeds and their one check
+  (:mod:`.deconv.projection`), the public ``project``/``deconvolve``
+  (:mod:`.deconv.deconvnet`), reports' seeds (:mod:`.deconv.seeds`) and the
+  hook recorder ``record`` (:mod:`.deconv.hooks`).
+
+Beside them, one file each: the streaming top-k search (:mod:`.topk`) and its
+distributed merge (:mod:`.distributed`), occlusion (:mod:`.occlusion`), the
+measures of the figures (:mod:`.analysis`), feature vectors at named places
+(:mod:`.features`), invariance (:mod:`.invariance`), correspondence
+(:mod:`.correspondence`) and filter diagnostics (:mod:`.filters`). It knows
+nothing of files, pixels on disk or the shell: it may import
+:mod:`deconvviz.models`, :mod:`deconvviz.data` and the top-level ``errors`` and
+``progress``, never ``store``, ``render``, ``cli`` or ``report``.
 """

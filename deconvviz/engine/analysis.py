@@ -8,7 +8,7 @@ import copy
 import torch
 from torch import nn
 
-from .layers import conv_stack, get_layer
+from .net.layers import conv_stack, get_layer
 
 __all__ = ["rank_correlation", "cosine_similarity", "randomized_copy", "strongest_features"]
 

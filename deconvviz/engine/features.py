@@ -4,7 +4,7 @@ The invariance and correspondence measures of Zeiler & Fergus (arXiv 1311.2901,
 sections 5 and 5.1) compare whole feature vectors of one layer. A place is a
 :class:`FeatureLayer`:
 
-* a conv **layer L** (from 1, as :func:`~deconvviz.engine.layers.get_layer`
+* a conv **layer L** (from 1, as :func:`~deconvviz.engine.net.layers.get_layer`
   numbers them): the output of its block (after its ReLU and max pool), the
   same tensor the deconvnet and the reports use, flattened to ``(C * h * w,)``;
 * the **classifier input**: the input of the model's last ``nn.Linear`` (for the
@@ -26,8 +26,8 @@ import torch
 from torch import nn
 
 from ..errors import DeconvvizError
-from .layers import conv_stack, get_layer
-from .network import graph_of
+from .net.layers import conv_stack, get_layer
+from .net.network import graph_of
 
 __all__ = ["FeatureLayer", "parse_feature_layer", "resolve_feature_layers", "last_linear",
            "extract_features", "CLASSIFIER_NAMES"]

@@ -19,7 +19,7 @@ from torch import nn
 from ..data.sources import ImageSource
 from ..errors import DeconvvizError
 from ..models.constraints import filter_rms
-from .layers import conv_stack, get_layer
+from .net.layers import conv_stack, get_layer
 from .topk import finalize_topk, scan_topk
 
 __all__ = ["LayerFilters", "layer_filters", "DeadFeatures", "dead_features", "filter_rms"]

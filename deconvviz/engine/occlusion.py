@@ -29,8 +29,7 @@ import torch
 from torch import nn
 
 from ..errors import DeconvvizError
-from .layers import conv_stack
-from .network import graph_of, resolve_info, uses_graph
+from .net.network import graph_of, resolve_info
 
 __all__ = ["OcclusionMaps", "occlusion_maps", "occluder_positions", "fill_value", "occlude"]
 
@@ -154,21 +153,16 @@ def occlusion_maps(model: nn.Module, images: torch.Tensor,
     if labels.numel() != b:
         raise DeconvvizError(f"{labels.numel()} labels for {b} images")
     captured = {}
-    if uses_graph(info):
-        graph = graph_of(model, (h, w))
+    graph = graph_of(model, (h, w))
 
-        def run(x):
-            out = graph.execute(x, [info.name])[info.name]
-            captured["out"] = out.reshape(out.shape[0], out.shape[1], *out.shape[2:4] or (1, 1))
-            return model(x)
-        handle = None
-    else:
-        def hook(module, inputs, output):
-            captured["out"] = output.detach()
+    last = graph.output_name()
 
-        def run(x):
-            return model(x)
-        handle = conv_stack(model)[info.end - 1].register_forward_hook(hook)
+    def run(x):
+        # One pass gives the node and the logits where the model returns one node.
+        got = graph.execute(x, [info.name] + ([last] if last else []))
+        out = got[info.name]
+        captured["out"] = out.reshape(out.shape[0], out.shape[1], *out.shape[2:4] or (1, 1))
+        return got[last] if last else model(x)
     was_training = model.training
     model.eval()
     try:
@@ -215,8 +209,6 @@ def occlusion_maps(model: nn.Module, images: torch.Tensor,
                     prob[i, s:s + len(chunk)] = p[:, int(label[i])]
                     pred[i, s:s + len(chunk)] = p.argmax(dim=1)
     finally:
-        if handle is not None:
-            handle.remove()
         model.train(was_training)
     return OcclusionMaps(activation=act.view(b, ny, nx), probability=prob.view(b, ny, nx),
                          predicted=pred.view(b, ny, nx), feature=feat, label=labels.clone(),

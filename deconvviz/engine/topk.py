@@ -24,8 +24,8 @@ from torch import nn
 from ..data.sources import ImageSource
 from ..errors import DeconvvizError
 from ..progress import Progress
-from .layers import LayerInfo, check_supported, conv_stack, list_layers
-from .network import graph_of, layer_key, resolve_infos, uses_graph
+from .net.graph import NodeInfo
+from .net.network import graph_of, layer_key, resolve_infos
 
 __all__ = ["TopK", "empty_topk", "merge_topk", "finalize_topk", "scan_topk", "strongest_images",
            "model_dtype", "normalization_of", "layer_infos", "scan_batch_size"]
@@ -137,44 +137,25 @@ SCAN_BATCH_BYTES = 16 * 2 ** 20
 MAX_SCAN_BATCH = 512
 
 
-def scan_batch_size(model: nn.Module, image_size: Tuple[int, int], end: Optional[int] = None,
-                    budget: int = SCAN_BATCH_BYTES) -> int:
+def scan_batch_size(model: nn.Module, image_size: Tuple[int, int],
+                    layers: Optional[Sequence] = None, budget: int = SCAN_BATCH_BYTES) -> int:
     """Images per scan batch for ``model`` at ``image_size``: as many as keep the
-    largest activation tensor of ``stack[:end]`` within ``budget`` bytes (at least 1,
-    at most :data:`MAX_SCAN_BATCH`). 128 for the bundled CNN at 32x32; 1 for VGG-16
-    at 224x224."""
+    largest output of the nodes ``layers`` need (every node by default) within
+    ``budget`` bytes (at least 1, at most :data:`MAX_SCAN_BATCH`). 128 for the
+    bundled CNN at 32x32; 1 for VGG-16 at 224x224."""
+    graph = graph_of(model, image_size)
     elem = torch.finfo(model_dtype(model)).bits // 8
-    largest = 3 * int(image_size[0]) * int(image_size[1])
-    for info in list_layers(model, image_size):
-        if end is not None and info.start >= end:
-            break
-        # The conv output (before the block's pool) is the block's largest tensor.
-        h, w = info.input_size
-        conv = conv_stack(model)[info.start]
-        (kh, kw), (sh, sw), (ph, pw), (dh, dw) = (_two(conv.kernel_size), _two(conv.stride),
-                                                  _two(conv.padding), _two(conv.dilation))
-        oh = (h + 2 * ph - dh * (kh - 1) - 1) // sh + 1
-        ow = (w + 2 * pw - dw * (kw - 1) - 1) // sw + 1
-        largest = max(largest, info.features * oh * ow)
+    nodes = graph.nodes if not layers else graph.ancestors(
+        [graph.node(n).name for n in layers])
+    largest = max([3 * int(image_size[0]) * int(image_size[1])] +
+                  [math.prod(n.shape) for n in nodes if n.shape and n.op != "constant"])
     return int(max(1, min(MAX_SCAN_BATCH, budget // (largest * elem))))
 
 
 def batch_size_for(model: nn.Module, infos, image_size: Tuple[int, int],
                    budget: int = SCAN_BATCH_BYTES) -> int:
-    """:func:`scan_batch_size` for the layers ``infos`` (numbered layers or graph nodes):
-    on the graph, the largest output of the nodes they need sets the batch."""
-    if not any(uses_graph(i) for i in infos):
-        return scan_batch_size(model, image_size, max(i.end for i in infos), budget)
-    graph = graph_of(model, image_size)
-    elem = torch.finfo(model_dtype(model)).bits // 8
-    largest = max([3 * int(image_size[0]) * int(image_size[1])] +
-                  [math.prod(n.shape) for n in graph.ancestors([i.name for i in infos])
-                   if n.shape])
-    return int(max(1, min(MAX_SCAN_BATCH, budget // (largest * elem))))
-
-
-def _two(v) -> Tuple[int, int]:
-    return (int(v[0]), int(v[1])) if isinstance(v, (tuple, list)) else (int(v), int(v))
+    """:func:`scan_batch_size` for the layers ``infos``."""
+    return scan_batch_size(model, image_size, [i.name for i in infos], budget)
 
 
 def _scan_memory_format(device) -> torch.memory_format:
@@ -202,7 +183,7 @@ class _StreamingTopK:
         self.last_index = int(top.image_index.max()) if top.image_index.numel() else -1
         self.maxima = maxima   # called with every batch's (F, n) maxima (engine.statistics)
 
-    def add(self, block_out: torch.Tensor, offset: int, info: LayerInfo) -> None:
+    def add(self, block_out: torch.Tensor, offset: int, info: NodeInfo) -> None:
         n, c, h, w = block_out.shape
         if block_out.is_contiguous(memory_format=torch.channels_last):
             planes = block_out.permute(0, 2, 3, 1).reshape(n, h * w, c)   # a view
@@ -298,21 +279,13 @@ def scan_topk(model: nn.Module, source: ImageSource, layers: Optional[Sequence[i
         raise DeconvvizError(f"batch size must be at least 1, got {batch_size}")
     mean, std = normalization_of(model, mean, std)
     infos = layer_infos(model, layers, source.image_size)
-    graph = None
-    if any(uses_graph(i) for i in infos):
-        # Any network: run only the nodes the chosen ones need (see engine.graph).
-        graph = graph_of(model, source.image_size)
-        names = [i.name for i in infos]
-        end = None
-        if batch_size is None:
-            batch_size = batch_size_for(model, infos, source.image_size)
-    else:
-        end = max(i.end for i in infos)
-        check_supported(model, end)
-        if batch_size is None:
-            batch_size = scan_batch_size(model, source.image_size, end)
-        modules = list(conv_stack(model))[:end]
-        layer_at = {i.end - 1: i for i in infos}
+    graph = graph_of(model, source.image_size)
+    names = [i.name for i in infos]
+    if batch_size is None:
+        batch_size = batch_size_for(model, infos, source.image_size)
+    info_of: Dict[str, list] = {}
+    for i in infos:
+        info_of.setdefault(i.name, []).append(i)
     maxima = maxima or {}
     tops = {layer_key(i): _StreamingTopK(empty_topk(i.features, k), maxima.get(layer_key(i)))
             for i in infos}
@@ -345,21 +318,13 @@ def scan_topk(model: nn.Module, source: ImageSource, layers: Optional[Sequence[i
                 x.div_(255.0).sub_(m).div_(s)
                 if dtype != torch.float32:
                     x = x.to(dtype)
-                if graph is not None:
-                    def reduce(node, value, _switches):
-                        # At once, as made: a later in-place op must not see changed values.
-                        if node.name in tops:
-                            tops[node.name].add(value.reshape(value.shape[0], value.shape[1],
-                                                              *value.shape[2:4] or (1, 1)),
-                                                offset, graph.info(node.name))
-                    graph.execute(x, names, visit=reduce)
-                    x = None
-                for m_i, mod in enumerate(modules if graph is None else ()):
-                    x = mod(x)
-                    info = layer_at.get(m_i)
-                    if info is not None:
-                        # Reduce at once: a later in-place module must not see changed values.
-                        tops[info.index].add(x, offset, info)
+                def reduce(node, value, _switches):
+                    # At once, as made: a later in-place op must not see changed values.
+                    for info in info_of.get(node.name, ()):
+                        tops[layer_key(info)].add(
+                            value.reshape(value.shape[0], value.shape[1],
+                                          *value.shape[2:4] or (1, 1)), offset, info)
+                graph.execute(x, names, visit=reduce)
                 if device.type == "cuda":  # the pixel buffer is refilled next batch
                     torch.cuda.current_stream(device).synchronize()
                 if progress is not None:

@@ -1,7 +1,7 @@
 """The names of a projection's variants: the backward ReLU rule, the unpooling, the seed mode.
 
 Plain names, importable without torch, so that the command line offers them as
-choices and prints its help without loading the engine (:mod:`.deconvnet`
+choices and prints its help without loading the engine (:mod:`.deconv.deconvnet`
 documents what each one does).
 """
 

@@ -1,7 +1,7 @@
 """Notebook display: a report, a layer, a feature and a projection as inline HTML.
 
 What Jupyter shows for ``_repr_html_`` (:mod:`deconvviz.explore`) and for a
-:class:`~deconvviz.engine.deconvnet.Projection`: the same tiles as the web report
+:class:`~deconvviz.engine.deconv.deconvnet.Projection`: the same tiles as the web report
 (projections in the package's display normalisation, patches with pixels outside the
 image mid-grey, see :func:`deconvviz.render.web.site.feature_tiles`), embedded as
 base64 PNGs so the notebook file carries them, and the same statistics drawing
@@ -86,7 +86,7 @@ def report_html(title: str, provenance: Sequence[Tuple[str, str]], layers: Seque
 
 
 def projection_html(projection, limit: int = 64) -> str:
-    """A :class:`~deconvviz.engine.deconvnet.Projection` as its tile grid: each seed's
+    """A :class:`~deconvviz.engine.deconv.deconvnet.Projection` as its tile grid: each seed's
     projection (whole image, display-normalised), captioned with image, feature and
     activation; at most ``limit`` seeds."""
     proj = projection.projections.detach().cpu().double().numpy()

@@ -20,7 +20,7 @@ from torch import nn
 
 from ..data.sources import ImageSource
 from ..engine.matching import MIN_CORRELATION, follow_back
-from ..engine.network import require_spatial, resolve_info
+from ..engine.net.network import require_spatial, resolve_info
 from ..errors import DeconvvizError
 from ..explore import Report
 from ..render.compare import comparison_figure, comparison_page

@@ -4,8 +4,8 @@ One pass over a data source keeps, for every feature of the chosen layers, the
 ``k`` images on which the feature fires most (:mod:`deconvviz.engine.topk`,
 merged across ``torchrun`` ranks by :mod:`deconvviz.engine.distributed`). The
 kept seeds are then projected back to pixels with the deconvnet in batched
-passes (:mod:`deconvviz.engine.seeds`) and cut out beside the image patch under
-their receptive field (:mod:`deconvviz.engine.receptive`). The result is stored
+passes (:mod:`deconvviz.engine.deconv.seeds`) and cut out beside the image patch under
+their receptive field (:mod:`deconvviz.engine.net.geometry`). The result is stored
 as one HDF5 file (:mod:`deconvviz.store.report`) and drawn as PNGs
 (:mod:`deconvviz.render.report_png`); :func:`render_report` redraws the PNGs
 from the HDF5 file alone. The same pass records every image's maximum of every
@@ -32,11 +32,11 @@ from torch import nn
 
 from .. import __version__
 from ..data.sources import ImageSource, resolve_source
-from ..engine.deconvnet import RULES
+from ..engine.deconv.deconvnet import RULES
 from ..engine.distributed import Ranks, gather_topk
-from ..engine.network import layer_key, require_spatial, spatial
-from ..engine.receptive import extract_patches, windows_for
-from ..engine.seeds import project_seeds
+from ..engine.net.network import layer_key, require_spatial, spatial
+from ..engine.net.geometry import extract_patches, windows_for
+from ..engine.deconv.seeds import project_seeds
 from ..engine.statistics import MaximaRecorder, feature_statistics, gather_maxima
 from ..engine.topk import (TopK, empty_topk, finalize_topk, layer_infos, merge_topk,
                           normalization_of, batch_size_for, scan_topk)

@@ -23,7 +23,7 @@ def write_projection_h5(path: Union[str, Path], proj, images_uint8: torch.Tensor
                         class_names: Sequence[str], attrs: Mapping[str, object],
                         image_paths: Optional[Sequence[str]] = None,
                         boxes: Optional[np.ndarray] = None) -> Path:
-    """Write one projection run (a :class:`~deconvviz.engine.deconvnet.Projection` with one
+    """Write one projection run (a :class:`~deconvviz.engine.deconv.deconvnet.Projection` with one
     seed per image, and the input pixels ``uint8 (B, 3, H, W)``) to ``path``.
 
     Writes straight to ``path``; callers write to a temporary path and rename.

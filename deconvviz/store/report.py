@@ -85,7 +85,7 @@ class LayerReport:
     like its patch; ``patch (F, k, 3, rf_h, rf_w)`` uint8; ``patch_box (F, k, 4)``
     int64 (y0, x0, y1, x1) in image pixels, end exclusive; ``patch_origin
     (F, k, 2)`` int64, the window's unclipped top-left corner (see
-    :func:`deconvviz.engine.receptive.extract_patches`). Window pixels outside
+    :func:`deconvviz.engine.net.geometry.extract_patches`). Window pixels outside
     the image are zero in both. ``stats``: the layer's
     :class:`~deconvviz.store.statistics.FeatureStatistics` over the whole scan (None
     in files of format version 1 and 2).

@@ -10,7 +10,7 @@ from PIL import Image
 from deconvviz import __version__, load_model
 from deconvviz.cli import main
 from deconvviz.data.sources import normalize, resolve_source
-from deconvviz.engine.deconvnet import deconvolve
+from deconvviz.engine.deconv.deconvnet import deconvolve
 from deconvviz.store.projection import read_projection_h5
 
 

@@ -10,7 +10,7 @@ import pytest
 from click.testing import CliRunner
 
 from deconvviz.cli import main
-from deconvviz.engine.graph import RULE_OPS, build_graph
+from deconvviz.engine.net.graph import RULE_OPS, build_graph
 
 NET = textwrap.dedent('''
     import torch

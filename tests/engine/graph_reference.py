@@ -244,13 +244,13 @@ def nonzero_positions(model: nn.Module, images: torch.Tensor, node: str, feature
 
 
 def zoo_graph(name: str, positive: bool = False):
-    """The :class:`~deconvviz.engine.graph.Graph` of :func:`zoo_model` at its test size."""
+    """The :class:`~deconvviz.engine.net.graph.Graph` of :func:`zoo_model` at its test size."""
     return _zoo_graph(name, bool(positive))
 
 
 @functools.lru_cache(maxsize=None)
 def _zoo_graph(name: str, positive: bool):
-    from deconvviz.engine.graph import build_graph
+    from deconvviz.engine.net.graph import build_graph
 
     size = zoo_size(name)
     return build_graph(zoo_model(name, positive), (size, size))

@@ -9,14 +9,13 @@ import torchvision
 from torch import nn
 from torchvision.models.feature_extraction import get_graph_node_names
 
-import test_deconvnet as legacy
 from conftest import assert_close, TINY_INPUT, alexnet_like, tiny_model
-from deconvviz.engine import graph_deconv
-from deconvviz.engine.deconvnet import RULES
-from deconvviz.engine.graph import build_graph
-from deconvviz.engine.graph_deconv import deconvolve, record_graph
-from deconvviz.engine.layers import list_layers
-from deconvviz.engine.receptive import boxes_for
+from deconvviz.engine.deconv import deconvnet
+from deconvviz.engine.deconv.deconvnet import RULES
+from deconvviz.engine.net.graph import build_graph
+from deconvviz.engine.deconv.deconvnet import deconvolve, record_graph
+from deconvviz.engine.net.layers import list_layers
+from deconvviz.engine.net.geometry import boxes_for
 from deconvviz.errors import DeconvvizError
 from deconvviz.models.architectures import CifarCNN
 from graph_reference import (ZOO, extractor, one_thread, rule_patches, zoo_graph,  # noqa: F401
@@ -129,7 +128,7 @@ def test_receptive_box_is_the_support_of_the_gradient(name):
 def test_affine_field_clipped_holds_the_exact_box(name):
     """Where a node has stride and offset (every node of these networks but uneven adaptive
     pools), the classic window clipped at the border (what the report's patches cut,
-    :mod:`deconvviz.engine.receptive`) holds each position's exact box, and equals it unless
+    :mod:`deconvviz.engine.net.geometry`) holds each position's exact box, and equals it unless
     the first layer never reads the image's last rows (SqueezeNet's 7x7/2 conv on 64 px)."""
     graph = zoo_graph(name)
     drops = name in ("squeezenet",)
@@ -337,7 +336,7 @@ def test_node_outputs_equal_torchvisions_feature_extractor():
     model, graph = zoo_model("googlenet"), zoo_graph("googlenet")
     nodes = ("maxpool2", "inception3a.branch2.1.relu", "inception4a.cat", "fc")
     x = torch.randn(2, 3, 64, 64, dtype=torch.float64)
-    ours = graph_deconv.node_outputs(graph, x, nodes)
+    ours = deconvnet.node_outputs(graph, x, nodes)
     with torch.no_grad():
         theirs = extractor(model, nodes)(x)
     assert list(ours) == list(nodes)
@@ -355,33 +354,7 @@ def test_recording_stops_at_the_seed_node():
     assert "layer2.0.conv1" not in rec.shapes and "layer1.1.conv1" not in rec.shapes
 
 
-# ----------------------------------------------------------------------------- legacy cases
-
-LITERAL = [
-    ("test_tiny_layer1_max_is_literal", {"rule": r}) for r in RULES] + [
-    ("test_tiny_layer1_map_is_literal", {}),
-    ("test_tiny_layer2_rules_differ_as_computed_by_hand", {}),
-    ("test_overlapping_unpool_sums_like_the_gradient", {}),
-    ("test_position_mode_equals_autograd", {"rule": "guided"}),
-    ("test_batched_equals_one_at_a_time_exactly", {}),
-    ("test_layer_and_feature_ranges_are_pinned", {}),
-    ("test_feature_that_never_fires_projects_to_zero", {}),
-] + [("test_equals_autograd_with_the_relu_rule",
-      dict(zip(("name", "make", "size", "layers"), case), rule=rule, mode=mode, unpool=unpool))
-     for case in legacy.CASES for rule in RULES for mode in ("max", "map")
-     for unpool in ("switches", "nearest")]
-
-
-@pytest.mark.parametrize("test,kwargs", LITERAL,
-                         ids=[f"{t[5:]}-{'-'.join(str(v) for k, v in kw.items() if k != 'make')}"
-                              for t, kw in LITERAL])
-def test_todays_deconvnet_cases_pass_through_the_graph_engine(test, kwargs, monkeypatch):
-    """tests/engine/test_deconvnet.py's cases, with its deconvolve/project swapped for ours
-    (its torchvision-stack case is left out: the proofs cover AlexNet and VGG whole)."""
-    monkeypatch.setattr(legacy, "deconvolve", graph_deconv.deconvolve)
-    monkeypatch.setattr(legacy, "project", graph_deconv.project)
-    getattr(legacy, test)(**kwargs)
-
+# ----------------------------------------------------------------------------- literal cases
 
 def test_tiny_switches_and_outputs_are_literal():
     graph = build_graph(tiny_model(), (5, 5), in_channels=1)
@@ -404,5 +377,5 @@ def test_conv_transposes_share_the_conv_weights(monkeypatch):
         return real(inp, weight, *a, **k)
 
     monkeypatch.setattr(F, "conv_transpose2d", spy)
-    graph_deconv.project(model, torch.randn(1, 3, 32, 32), "features.5", 0, mode="map")
+    deconvnet.project(model, torch.randn(1, 3, 32, 32), "features.5", 0, mode="map")
     assert seen == [model.features[3].weight.data_ptr(), model.features[0].weight.data_ptr()]

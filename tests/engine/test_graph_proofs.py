@@ -11,9 +11,9 @@ from conftest import assert_close
 import torch.nn.functional as F
 from torch import nn
 
-from deconvviz.engine.deconvnet import RULES
-from deconvviz.engine.graph import build_graph
-from deconvviz.engine.graph_deconv import Seeds, deconvolve, deconvolve_many
+from deconvviz.engine.deconv.deconvnet import RULES
+from deconvviz.engine.net.graph import build_graph
+from deconvviz.engine.deconv.deconvnet import Seeds, deconvolve, deconvolve_many
 from graph_reference import (ZOO, nonzero_positions, one_thread, reference,  # noqa: F401
                              zoo_graph, zoo_model)
 
@@ -212,7 +212,7 @@ def test_relu6_rule_is_the_clamps_gradient_support():
 def test_closed_form_for_one_value_seeds_equals_the_plain_walk(name):
     """Grouped (ResNeXt), depthwise (MobileNet), ceil-mode pools (GoogLeNet), strided and
     overlapping pools (AlexNet): the point walk and filter stamp give the plain walk's result."""
-    from deconvviz.engine.graph_deconv import project_recorded, record_graph
+    from deconvviz.engine.deconv.deconvnet import project_recorded, record_graph
 
     model, graph = _setup(name)
     kinds = {"conv", "relu", "relu6", "maxpool", "batchnorm", "add", "cat"} & set(

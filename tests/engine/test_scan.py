@@ -6,7 +6,7 @@ import torch
 import torchvision
 
 from deconvviz.data.sources import BUILTIN_CLASSES, ImageSource, synthetic_images
-from deconvviz.engine.layers import get_layer
+from deconvviz.engine.net.layers import get_layer
 from deconvviz.engine.topk import (TopK, _StreamingTopK, empty_topk, merge_topk, scan_batch_size,
                                    scan_topk)
 from deconvviz.models.architectures import CifarCNN

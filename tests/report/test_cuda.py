@@ -14,7 +14,7 @@ from conftest import alexnet_like, random_seeds
 from deconvviz import deconvolve
 from deconvviz.cli import main
 from deconvviz.data.sources import ImageSource, synthetic_images
-from deconvviz.engine.layers import list_layers
+from deconvviz.engine.net.layers import list_layers
 from deconvviz.runs.report import build_report
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),

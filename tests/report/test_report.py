@@ -18,9 +18,9 @@ from deconvviz.models.checkpoint import load_model
 from deconvviz.cli import main
 from deconvviz.data.sources import BUILTIN_CLASSES, ImageSource, normalize, synthetic_images
 from deconvviz.errors import DeconvvizError
-from deconvviz.engine.layers import conv_stack, get_layer, list_layers
-from deconvviz.engine.receptive import extract_patches
-from deconvviz.engine.seeds import project_seeds
+from deconvviz.engine.net.layers import conv_stack, get_layer, list_layers
+from deconvviz.engine.net.geometry import extract_patches
+from deconvviz.engine.deconv.seeds import project_seeds
 from deconvviz.engine.topk import TopK, empty_topk, finalize_topk, merge_topk, scan_topk
 from deconvviz.render.report_png import PANEL_TITLE_HEIGHT, feature_png
 from deconvviz.runs.report import build_report, render_report, save_report, write_report

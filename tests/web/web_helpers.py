@@ -14,7 +14,7 @@ DEAD = 7  # a feature of layer 2 that never fires (its bias is set far below zer
 def tiny_model(folder: Path):
     """A random CifarCNN (hidden 16) saved and loaded like a user's checkpoint."""
     from deconvviz.data.sources import BUILTIN_CLASSES
-    from deconvviz.engine.layers import conv_stack
+    from deconvviz.engine.net.layers import conv_stack
     from deconvviz.models.architectures import build_model
     from deconvviz.models.checkpoint import load_model, save_checkpoint
 

@@ -20,7 +20,7 @@ import torch.nn.functional as F
 import torchvision
 from torch import fx, nn
 
-__all__ = ["OpSpec", "OPS", "SPATIAL_WINDOW_OPS", "classify", "run_node", "run_pool_with_switches",
+__all__ = ["OpSpec", "OPS", "SPATIAL_WINDOW_OPS", "REACH", "classify", "run_node", "run_pool_with_switches",
            "fetch_attr", "op_weight", "describe_target"]
 
 #: Every op kind with a deconvnet rule (plus the bookkeeping kinds ``input``,
@@ -31,6 +31,17 @@ OPS = ("input", "constant", "conv", "relu", "relu6", "maxpool", "adaptive_maxpoo
 
 #: Ops whose output position sees a kernel-sized window of its input.
 SPATIAL_WINDOW_OPS = ("conv", "maxpool", "avgpool")
+
+#: What one output position of an op reads of its inputs, for the seed's cone
+#: (:func:`~deconvviz.engine.net.geometry.seed_frames`): ``"pointwise"`` the same
+#: position of every input, ``"window"`` a kernel window, ``"adaptive"`` a window
+#: where the input size is a multiple of the output's; an op not listed reads
+#: everything, so a seed above it takes the whole image. A new elementwise op is
+#: ``"pointwise"`` here and a transpose in ``graph_reverse.TRANSPOSES``.
+REACH = {"relu": "pointwise", "relu6": "pointwise", "batchnorm": "pointwise",
+         "add": "pointwise", "scale": "pointwise", "cat": "pointwise", "dropout": "pointwise",
+         "identity": "pointwise", "conv": "window", "maxpool": "window", "avgpool": "window",
+         "adaptive_maxpool": "adaptive", "adaptive_avgpool": "adaptive"}
 
 
 @dataclass(frozen=True)

@@ -7,10 +7,10 @@ and ``create_feature_extractor`` takes: ``features.28``, ``layer3.1.relu_1``,
 ``inception4a.branch2.1.conv``. Every use of a reused module and every
 functional or in-place ReLU is its own node. One forward pass at the given
 input size gives every node's output shape; the receptive field of every output
-position follows (:mod:`.graph_geometry`). The :class:`Graph` is made once at
+position follows (:mod:`.geometry`). The :class:`Graph` is made once at
 the boundary and handed along.
 
-**Legacy layer numbers.** Where the network is a plain conv stack
+**Block numbers.** Where the network is a plain conv stack
 (``model.features`` or the model itself an ``nn.Sequential``; our CIFAR CNN,
 AlexNet, VGG), integer layer ``L`` names the output of the L-th ``Conv2d``'s
 block (after its ReLU and pooling, up to the next conv), exactly as
@@ -26,10 +26,10 @@ from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tupl
 import torch
 from torch import fx, nn
 
-from ..errors import DeconvvizError, NotProjectable
-from .graph_geometry import Geometry, receptive_fields
-from .graph_ops import OpSpec, classify, op_weight, run_node, run_pool_with_switches
-from .graph_trace import eval_mode, one_line, trace
+from ...errors import DeconvvizError, NotProjectable
+from .geometry import Frame, Geometry, receptive_fields, seed_frames, window_frame
+from .ops import REACH, OpSpec, classify, op_weight, run_node, run_pool_with_switches
+from .trace import eval_mode, one_line, trace
 from .layers import conv_stack
 
 __all__ = ["GraphNode", "NodeInfo", "Graph", "build_graph", "eval_mode", "SEED_OPS",
@@ -63,7 +63,7 @@ class GraphNode:
     among torchvision's node names; ``shape``: the output shape of one image,
     ``(C, H, W)`` or ``(C,)`` (``None`` when not a tensor or when the node cannot
     run at this input size, ``error`` then says why); ``spec``: the op in normal
-    form (:class:`~deconvviz.engine.graph_ops.OpSpec`).
+    form (:class:`~deconvviz.engine.net.ops.OpSpec`).
     """
 
     name: str
@@ -101,13 +101,13 @@ class GraphNode:
 @dataclass(frozen=True)
 class NodeInfo:
     """A seedable node's size and receptive field, shaped like
-    :class:`~deconvviz.engine.layers.LayerInfo`.
+    :class:`~deconvviz.engine.net.layers.LayerInfo`.
 
     ``index``: the legacy layer number (``None`` for other nodes); ``features``:
     channels; ``output_size``: ``(h, w)`` (``(1, 1)`` for a ``(B, C)`` output);
     the receptive field of position ``(i, j)`` starts at
     ``(rf_start[0] + i * rf_jump[0], ...)`` and spans ``rf_size`` (unclipped, as
-    :func:`~deconvviz.engine.receptive.receptive_box` reads it). Where no such
+    :func:`~deconvviz.engine.net.geometry.receptive_box` reads it). Where no such
     affine field exists (``exact`` False: uneven adaptive pools, merges of
     different strides), ``rf_jump`` is 0 and the window covers every position's
     box. :meth:`box` and :meth:`boxes` give each position's exact clipped box.
@@ -178,8 +178,10 @@ class Graph:
         self.in_channels = int(in_channels)
         self._fx_graph, self._names, self._visible = fx_graph, names, visible
         self._sizes: Dict[Tuple[int, int], "Graph"] = {self.input_size: self}
+        self._frames: Dict[Tuple[str, bool], Optional[Dict[str, Frame]]] = {}
         self.nodes: Tuple[GraphNode, ...] = self._analyse()
         self._by_name = {n.name: n for n in self.nodes}
+        self._by_fx = {n.fx_node: n for n in self.nodes}
         self._blockers: Optional[Dict[str, Optional[GraphNode]]] = None
         self._geometry = receptive_fields(self.nodes, self.input_size, self._kernel)
         self.layers: Tuple[str, ...] = self._legacy_layers()
@@ -206,6 +208,7 @@ class Graph:
                 return depends.get(a, False)
             return depends.get(a, False) and isinstance(env.get(a), torch.Tensor)
 
+        self._depends = depends
         with torch.no_grad(), eval_mode(self.model):
             for node in self._fx_graph.nodes:
                 if node.op == "output":
@@ -252,6 +255,49 @@ class Graph:
 
     def _kernel(self, node: GraphNode) -> Tuple[int, int]:
         return node.params["kernel"] or tuple(op_weight(node.spec, self.model).shape[-2:])
+
+    def window_params(self, node: GraphNode):
+        """``(kernel, stride, padding, dilation)`` pairs of a conv or pool (an adaptive pool
+        whose input is a multiple of its output is a pool of that window), else None."""
+        if REACH.get(node.op) == "window":
+            p = node.params
+            return self._kernel(node), p["stride"], p["padding"], p["dilation"]
+        if REACH.get(node.op) == "adaptive":
+            n_in = self._by_name[node.inputs[0]].shape[1:]
+            n_out = node.shape[1:]
+            if len(n_in) == 2 and all(i % o == 0 for i, o in zip(n_in, n_out)):
+                k = tuple(i // o for i, o in zip(n_in, n_out))
+                return k, k, (0, 0), (1, 1)
+        return None
+
+    def _reach(self, node: GraphNode, frame: Frame):
+        """What ``frame`` of ``node``'s output reads of each input (see ``REACH``), or None."""
+        kind = REACH.get(node.op)
+        ins = [x for x in node.inputs if x is not None]
+        if kind == "pointwise":
+            if node.op == "cat" and node.params["dim"] % 4 != 1:
+                return None
+            for a in node.fx_node.all_input_nodes:
+                name = self._names.get(a)
+                shape = self._by_name[name].shape if name in self._by_name else None
+                if name in ins and (shape is None or tuple(shape[1:]) != tuple(node.shape[1:])):
+                    return None     # a broadcast signal reads other positions than its own
+                if name not in ins and (self._depends.get(a) or (
+                        shape is not None and len(shape) >= 2 and shape[-1] * shape[-2] > 1)):
+                    return None     # a size read off the image, or a map that does not move
+            return [(x, frame) for x in ins]
+        window = self.window_params(node) if kind else None
+        if window is None:
+            return None
+        return [(ins[0], window_frame(frame, *window))]
+
+    def frames(self, seed: str, whole: bool = False) -> Optional[Dict[str, Frame]]:
+        """Per node under ``seed``, the window its seeds keep (the seed's cone, or with
+        ``whole`` every map whole); None where the cone does not exist (cached)."""
+        key = (seed, bool(whole))
+        if key not in self._frames:
+            self._frames[key] = seed_frames(self.ancestors([seed]), seed, self._reach, whole)
+        return self._frames[key]
 
     def _legacy_layers(self) -> Tuple[str, ...]:
         try:
@@ -321,6 +367,20 @@ class Graph:
         hint = f"closest: {', '.join(close)}" if close else f"{len(self.nodes)} nodes"
         raise DeconvvizError(f"no node named {layer!r} in {type(self.model).__name__} ({hint}; "
                              "see 'deconvviz layers --all')")
+
+    def output_name(self) -> Optional[str]:
+        """The node the model returns (None when it returns something else than one node)."""
+        out = next((n for n in self._fx_graph.nodes if n.op == "output"), None)
+        arg = out.args[0] if out is not None and out.args else None
+        return self._names.get(arg) if isinstance(arg, fx.Node) else None
+
+    def node_of(self, fx_node: fx.Node) -> GraphNode:
+        """The :class:`GraphNode` of a traced fx node."""
+        return self._by_fx[fx_node]
+
+    def name_of(self, fx_node: fx.Node) -> Optional[str]:
+        """The node name of a traced fx node."""
+        return self._names.get(fx_node)
 
     def layer_index(self, name: str) -> Optional[int]:
         """The legacy layer number of node ``name``, or None."""

@@ -17,7 +17,7 @@ import torchvision
 from torch import fx, nn
 from torchvision.models.feature_extraction import NodePathTracer
 
-from ..errors import DeconvvizError
+from ...errors import DeconvvizError
 
 __all__ = ["trace", "eval_mode", "one_line"]
 

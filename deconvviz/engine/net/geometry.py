@@ -7,7 +7,7 @@ Per spatial axis, a node's geometry holds two things:
   the union), clipped at the image border. It is the bounding box of the support
   of the unit's gradient when nothing cancels;
 * the **affine field** ``(start, jump, size)`` where one exists, as in
-  :class:`~deconvviz.engine.layers.LayerInfo`: index ``i`` sees
+  :class:`~deconvviz.engine.net.layers.LayerInfo`: index ``i`` sees
   ``[start + i * jump, start + i * jump + size)`` before clipping (padding
   included). Adaptive pools with uneven windows, or merges of paths with
   different strides, have none.
@@ -18,8 +18,14 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Sequence, Tuple
 
-__all__ = ["Geometry", "input_geometry", "window_geometry", "adaptive_geometry",
-           "union_geometry", "concat_geometry", "hull_geometry", "receptive_fields"]
+import torch
+
+from .layers import LayerInfo
+
+__all__ = ["Geometry", "Frame", "window_frame", "union_frame", "seed_frames",
+           "input_geometry", "window_geometry", "adaptive_geometry",
+           "union_geometry", "concat_geometry", "hull_geometry", "receptive_fields",
+           "receptive_box", "boxes_for", "windows_for", "cut_windows", "extract_patches"]
 
 _EMPTY = (1 << 62, -(1 << 62))  # (lo, hi) of an index no input pixel reaches
 
@@ -157,7 +163,7 @@ def receptive_fields(nodes: Sequence, input_size: Tuple[int, int],
                      kernel: Callable[[object], Tuple[int, int]]) -> Dict[str, Geometry]:
     """The :class:`Geometry` of every node with a ``(C, H, W)`` or ``(C,)`` output.
 
-    ``nodes``: a graph's :class:`~deconvviz.engine.graph.GraphNode` s in execution
+    ``nodes``: a graph's :class:`~deconvviz.engine.net.graph.GraphNode` s in execution
     order; ``kernel(node)``: a conv's or pool's kernel size. A ``(C,)`` output is
     one position whose box covers everything its inputs see.
     """
@@ -188,3 +194,162 @@ def receptive_fields(nodes: Sequence, input_size: Tuple[int, int],
         else:
             geo[n.name] = hull_geometry(parents, size)
     return geo
+
+
+# ----------------------------------------------------------------------------- seed frames
+
+@dataclass(frozen=True)
+class Frame:
+    """The window of one node's output that a seed's forward cone or reverse walk keeps.
+
+    Per axis ``(a, j, n)``: a seed at position ``p`` of its own node keeps rows
+    ``[a + p * j, a + p * j + n)`` of this node's output (unclipped: the window may
+    run into the padding). ``j == 0`` is the whole map (``a == 0``, ``n`` the size),
+    the same for every seed. Two frames of one node differ by a shift that does
+    not depend on the seed, which is what lets every seed's window be one tensor.
+    """
+
+    a: Tuple[int, int]
+    j: Tuple[int, int]
+    n: Tuple[int, int]
+
+    @property
+    def whole(self) -> bool:
+        return self.j == (0, 0)
+
+    def origin(self, position):
+        """Per-seed top-left ``(S, 2)`` of the window, in this node's output coordinates."""
+        pos = position.to(torch.int64)
+        return torch.stack([self.a[0] + pos[:, 0] * self.j[0],
+                            self.a[1] + pos[:, 1] * self.j[1]], dim=1)
+
+    def area(self) -> int:
+        return self.n[0] * self.n[1]
+
+
+def window_frame(out: Frame, kernel, stride, padding, dilation) -> Frame:
+    """The input window a conv or pool reads for an output window ``out``."""
+    return Frame(tuple(out.a[i] * stride[i] - padding[i] for i in range(2)),
+                 tuple(out.j[i] * stride[i] for i in range(2)),
+                 tuple((out.n[i] - 1) * stride[i] + dilation[i] * (kernel[i] - 1) + 1
+                       for i in range(2)))
+
+
+def union_frame(a: Frame, b: Frame) -> Optional[Frame]:
+    """The smallest frame holding both (``None`` when they move differently with the seed)."""
+    if a.j != b.j:
+        return None
+    lo = tuple(min(a.a[i], b.a[i]) for i in range(2))
+    hi = tuple(max(a.a[i] + a.n[i], b.a[i] + b.n[i]) for i in range(2))
+    return Frame(lo, a.j, tuple(hi[i] - lo[i] for i in range(2)))
+
+
+def seed_frames(order: Sequence, seed: str, reach: Callable[[object, Frame], Optional[list]],
+                whole: bool) -> Optional[Dict[str, Frame]]:
+    """Frames of every node under ``seed`` (``order``: its ancestors in execution order).
+
+    ``whole``: every spatial node's whole map. Otherwise each seed's cone: the seed
+    node keeps its one position and every input keeps the union of what its
+    consumers read (``reach(node, frame)`` -> ``[(input, frame), ...]``, or
+    ``None`` where an op's window is not a fixed shift of the seed's position:
+    flatten, linear, a spatial concatenation, an uneven adaptive pool). ``None``
+    when the cone does not exist; the caller then takes the whole image.
+    """
+    if whole:
+        return {n.name: Frame((0, 0), (0, 0), tuple(n.shape[1:])) for n in order
+                if n.shape is not None and len(n.shape) == 3}
+    by_name = {n.name: n for n in order}
+    if by_name[seed].shape is None or len(by_name[seed].shape) != 3:
+        return None
+    frames: Dict[str, Frame] = {seed: Frame((0, 0), (1, 1), (1, 1))}
+    for n in reversed(order):
+        f = frames.get(n.name)
+        if f is None or n.op == "input":
+            continue
+        needs = reach(n, f)
+        if needs is None:
+            return None
+        for x, fx_ in needs:
+            shape = by_name[x].shape
+            if shape is None or len(shape) != 3:
+                return None
+            merged = fx_ if x not in frames else union_frame(frames[x], fx_)
+            if merged is None:
+                return None
+            frames[x] = merged
+    return frames
+
+
+# ----------------------------------------------------------------------------- boxes and patches
+
+
+
+def receptive_box(info: LayerInfo, position: Tuple[int, int],
+                  image_size: Optional[Tuple[int, int]] = None) -> Tuple[int, int, int, int]:
+    """Input-pixel box ``(y0, x0, y1, x1)`` (end exclusive) under output unit ``position``.
+
+    The box is the unit's receptive field, computed from the kernel, stride,
+    padding and dilation of every layer below, clipped at the image border.
+    """
+    H, W = image_size if image_size is not None else info.image_size
+    y, x = int(position[0]), int(position[1])
+    y0 = info.rf_start[0] + y * info.rf_jump[0]
+    x0 = info.rf_start[1] + x * info.rf_jump[1]
+    y1, x1 = y0 + info.rf_size[0], x0 + info.rf_size[1]
+    return max(0, y0), max(0, x0), min(H, y1), min(W, x1)
+
+
+def boxes_for(info: LayerInfo, positions: torch.Tensor) -> torch.Tensor:
+    """Vectorised :func:`receptive_box`: positions ``(..., 2)`` -> boxes ``(..., 4)`` int64."""
+    pos = positions.to(torch.int64)
+    y0 = info.rf_start[0] + pos[..., 0] * info.rf_jump[0]
+    x0 = info.rf_start[1] + pos[..., 1] * info.rf_jump[1]
+    H, W = info.image_size
+    return torch.stack([y0.clamp(0, H), x0.clamp(0, W), (y0 + info.rf_size[0]).clamp(0, H),
+                        (x0 + info.rf_size[1]).clamp(0, W)], dim=-1)
+
+def windows_for(info: LayerInfo, position: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Receptive-field windows of output ``position`` s ``(S, 2)``: ``(box (S, 4), origin (S, 2))``.
+
+    ``box`` is ``(y0, x0, y1, x1)`` in image pixels, end exclusive, clipped at the
+    border; ``origin`` the unclipped top-left corner of the ``rf_size`` window.
+    """
+    pos = position.to(torch.int64).reshape(-1, 2)
+    origin = torch.stack([info.rf_start[0] + pos[:, 0] * info.rf_jump[0],
+                          info.rf_start[1] + pos[:, 1] * info.rf_jump[1]], dim=1)
+    # A graph node knows each position's exact box (also where no affine field exists:
+    # then the window is the hull of all of them, rf_jump 0).
+    box = info.boxes(pos) if hasattr(info, "boxes") else boxes_for(info, pos)
+    return box, origin
+
+
+def cut_windows(full: torch.Tensor, box: torch.Tensor, origin: torch.Tensor,
+                size: Tuple[int, int]) -> torch.Tensor:
+    """Cut ``full`` ``(S, C, H, W)`` to one window per row: ``(S, C, size_h, size_w)``.
+
+    Row ``s``'s clipped ``box[s]`` lands at ``box[s, :2] - origin[s]`` in its window;
+    the rest of the window (outside the image) is zero.
+    """
+    rh, rw = size
+    out = full.new_zeros((full.shape[0], full.shape[1], rh, rw))
+    for s in range(full.shape[0]):
+        y0, x0, y1, x1 = (int(v) for v in box[s])
+        if y1 <= y0 or x1 <= x0:
+            continue
+        oy, ox = y0 - int(origin[s, 0]), x0 - int(origin[s, 1])
+        out[s, :, oy:oy + y1 - y0, ox:ox + x1 - x0] = full[s, :, y0:y1, x0:x1]
+    return out
+
+
+def extract_patches(info: LayerInfo, images: torch.Tensor, position: torch.Tensor
+                    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Image patches under the receptive fields of output ``position`` s.
+
+    ``images``: ``uint8 (S, 3, H, W)``, one per seed; ``position``: ``(S, 2)``.
+    Returns ``(patch uint8 (S, 3, rf_h, rf_w), box int64 (S, 4), origin int64 (S, 2))``
+    (see :func:`windows_for`): the patch is the full receptive-field window, the
+    clipped crop placed at ``box[:2] - origin`` and zero where the window leaves
+    the image.
+    """
+    box, origin = windows_for(info, position)
+    return cut_windows(images, box, origin, info.rf_size), box, origin

@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .layers import check_supported, conv_stack, list_layers
+from ..net.layers import check_supported, conv_stack, list_layers
 
-__all__ = ["Recording", "BlockRecord", "record", "record_pass"]
+__all__ = ["Recording", "BlockRecord", "record"]
 
 
 @dataclass
@@ -112,36 +112,3 @@ def record(model: nn.Module, stop: Optional[int] = None, masks: bool = True,
             yield rec
         finally:
             model.train(was_training)
-
-
-def record_pass(model: nn.Module, x: torch.Tensor, stop: int, masks: bool = True) -> Recording:
-    """Run ``stack[:stop]`` on ``x`` and record what a projection needs, without hooks.
-
-    Each max pool runs once, with its switches (a hook can only add a second
-    pool after the module's own); ReLU masks only with ``masks``; the block
-    output of the last recorded layer in ``blocks``. The same records as
-    :func:`record` with ``activations=False``, and the same values. Call it
-    under ``torch.no_grad()``; the model's state is not touched (the conv
-    stack's modules behave the same in train and eval mode).
-    """
-    modules = list(conv_stack(model))[:stop]
-    check_supported(model, len(modules))
-    last = None
-    for info in list_layers(model, tuple(x.shape[-2:])):
-        if info.end == len(modules):
-            last = info.index
-    rec = Recording()
-    for i, m in enumerate(modules):
-        if isinstance(m, nn.MaxPool2d):
-            rec.in_sizes[i] = tuple(x.shape[-2:])
-            x, rec.switches[i] = _pool_with_switches(m, x)
-        elif isinstance(m, nn.ReLU):
-            x = m(x)
-            if masks:
-                rec.masks[i] = x > 0
-        else:
-            rec.in_sizes[i] = tuple(x.shape[-2:])
-            x = m(x)
-    if last is not None:
-        rec.blocks[last] = BlockRecord(output=x)
-    return rec

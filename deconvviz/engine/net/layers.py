@@ -1,6 +1,6 @@
 """Layers of a convolutional stack: finding and numbering them, their sizes and receptive fields.
 
-The geometry of single units (boxes, patches) lives in :mod:`.receptive`.
+The geometry of single units (boxes, patches) lives in :mod:`.geometry`.
 
 The conv stack is ``model.features`` when the model has one (our CNN,
 torchvision's AlexNet and VGG), or the model itself when it is an
@@ -17,7 +17,7 @@ from typing import List, Optional, Tuple
 
 from torch import nn
 
-from ..errors import DeconvvizError
+from ...errors import DeconvvizError
 
 __all__ = ["LayerInfo", "conv_stack", "list_layers", "get_layer", "SUPPORTED_MODULES",
            "check_supported"]

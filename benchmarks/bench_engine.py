@@ -1,0 +1,217 @@
+"""Benchmark of the one graph engine (issue 18): report-shaped seeds through the public
+``deconvolve(..., mode="position")`` against what a skilled user writes without deconvviz.
+
+Seeds as a report keeps them: per node, the 8 channels that fire most over the images, each
+with its 4 strongest images and their positions (random weights, 224 px, the first
+``--images`` photographs of imagenet-samples, float32, channels-last).
+
+Baselines, timed in the same process, interleaved with deconvviz (``--repeats`` pairs):
+
+* **loop**: the network traced with torch.fx, every ReLU replaced by the deconvnet rule as
+  an autograd Function, one ``autograd.grad`` per feature with its images in one batch;
+* **captum** (``--captum``): Captum's ``NeuronDeconvolution`` once per feature.
+
+The largest difference to the baseline (scaled by its largest value) is printed too.
+
+Usage::
+
+    python benchmarks/bench_engine.py --net resnet50 --nodes layer1.2.relu_2 layer2.3.relu_2
+    python benchmarks/bench_engine.py --net vgg16 --nodes features.9 features.16 features.23 \
+        --captum
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+import torchvision
+from torch import fx
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from deconvviz import deconvolve  # noqa: E402
+from deconvviz.data.sources import normalize, resolve_source  # noqa: E402
+from deconvviz.engine.net.graph import build_graph  # noqa: E402
+from deconvviz.engine.deconv.deconvnet import node_outputs  # noqa: E402
+
+DATA = REPO.parent / "shared" / "datasets" / "imagenet-samples"
+MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
+
+
+class DeconvReLU(torch.autograd.Function):
+    """ReLU forward; the deconvnet rule backward (the signal rectified)."""
+
+    @staticmethod
+    def forward(ctx, x):
+        return x.clamp(min=0)
+
+    @staticmethod
+    def backward(ctx, g):
+        return g.clamp(min=0)
+
+
+def _rule_relu(x, inplace=False):
+    return DeconvReLU.apply(x)
+
+
+def loop_model(model, nodes):
+    """The skilled user's baseline: fx-traced up to ``nodes``, every ReLU the rule."""
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    fe = create_feature_extractor(model, return_nodes=list(nodes)).eval()
+    gm = fx.symbolic_trace(fe) if not isinstance(fe, fx.GraphModule) else fe
+    for n in gm.graph.nodes:
+        if n.op == "call_module" and isinstance(gm.get_submodule(n.target), torch.nn.ReLU):
+            n.op, n.target = "call_function", _rule_relu
+        elif n.op == "call_function" and n.target in (F.relu, torch.relu):
+            n.target = _rule_relu
+    gm.recompile()
+    return gm
+
+
+def loop(gm, x, node, feats, idx, pos):
+    out = []
+    for f in feats.unique():
+        sel = (feats == f).nonzero().view(-1)
+        xi = x[idx[sel]].clone().requires_grad_(True)
+        y = gm(xi)[node]
+        v = y[torch.arange(sel.numel()), f, pos[sel, 0], pos[sel, 1]]
+        (g,) = torch.autograd.grad((v * v.detach()).sum(), xi)
+        out.append((sel, g))
+    res = torch.zeros((feats.numel(),) + tuple(x.shape[1:]))
+    for sel, g in out:
+        res[sel] = g
+    return res
+
+
+class Trunk(torch.nn.Module):
+    """The network up to ``node`` (torchvision's feature extractor), ReLUs not in place
+    (Captum's hooks need that): the least a Captum user runs per call."""
+
+    def __init__(self, model, node):
+        super().__init__()
+        from torchvision.models.feature_extraction import create_feature_extractor
+
+        self.fe = create_feature_extractor(model, return_nodes=[node]).eval()
+        for m in self.fe.modules():
+            if isinstance(m, torch.nn.ReLU):
+                m.inplace = False
+        self.node = node
+
+    def forward(self, x):
+        return self.fe(x)[self.node]
+
+
+def captum_loop(trunk, x, feats, idx, pos):
+    """Captum's ``NeuronDeconvolution`` once per feature, over that feature's images (a
+    selector picks each image's own position), scaled by the seeded value."""
+    from captum.attr import NeuronDeconvolution
+
+    layer = trunk.fe.get_submodule(trunk.node) if trunk.node in dict(
+        trunk.fe.named_modules()) else trunk
+    nd = NeuronDeconvolution(trunk, layer)
+    res = torch.zeros((feats.numel(),) + tuple(x.shape[1:]))
+    for f in feats.unique():
+        sel = (feats == f).nonzero().view(-1)
+        xs, p = x[idx[sel]], pos[sel]
+        rows = torch.arange(sel.numel())
+
+        def select(o, f=f, p=p, rows=rows):
+            return o[rows, f, p[:, 0], p[:, 1]]
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            a = nd.attribute(xs, neuron_selector=select)
+        with torch.no_grad():
+            v = trunk(xs)[rows, f, p[:, 0], p[:, 1]]
+        res[sel] = a * v.view(-1, 1, 1, 1)
+    return res
+
+
+def report_seeds(graph, x, node, channels=8, k=4):
+    """Per node the ``channels`` that fire most, each with its ``k`` strongest images."""
+    out = node_outputs(graph, x, [node])[node]
+    best, where = out.flatten(2).max(dim=2)                 # (B, C)
+    chans = best.sum(0).argsort(descending=True)[:channels]
+    idx, feat, pos = [], [], []
+    w = out.shape[-1]
+    for c in chans.tolist():
+        imgs = best[:, c].argsort(descending=True)[:k]
+        for i in imgs.tolist():
+            flat = int(where[i, c])
+            idx.append(i)
+            feat.append(c)
+            pos.append((flat // w, flat % w))
+    return torch.tensor(idx), torch.tensor(feat), torch.tensor(pos)
+
+
+def timed(fn):
+    t = time.perf_counter()
+    r = fn()
+    return time.perf_counter() - t, r
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--net", default="resnet50")
+    ap.add_argument("--nodes", nargs="+", required=True,
+                    help="node names, or block numbers of a plain stack")
+    ap.add_argument("--images", type=int, default=32)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--captum", action="store_true",
+                    help="Captum per feature as the baseline instead of the autograd loop")
+    args = ap.parse_args()
+    torch.manual_seed(0)
+    # Channels-last runs convolutions several times faster on the CPU, for both sides.
+    model = getattr(torchvision.models, args.net)().eval().to(memory_format=torch.channels_last)
+    src = resolve_source(str(DATA), image_size=(224, 224))
+    pix = src.read_indices(list(range(args.images)))
+    x = normalize(pix, MEAN, STD).contiguous(memory_format=torch.channels_last)
+    graph = build_graph(model, (224, 224))
+    nodes = [int(n) if n.isdigit() else n for n in args.nodes]
+    names = [graph.node(n).name for n in nodes]
+    seeds = {n: report_seeds(graph, x, graph.node(n).name) for n in nodes}
+    total = sum(s[0].numel() for s in seeds.values())
+    gm = None if args.captum else loop_model(model, names)
+    trunks = {name: Trunk(model, name) for name in names} if args.captum else {}
+
+    def ours():
+        return [deconvolve(model, x, n, seeds[n][1], seeds[n][0], mode="position",
+                           position=seeds[n][2], graph=graph).projections for n in nodes]
+
+    def base():
+        if args.captum:
+            return [captum_loop(trunks[name], x, seeds[n][1], seeds[n][0], seeds[n][2])
+                    for n, name in zip(nodes, names)]
+        return [loop(gm, x, name, seeds[n][1], seeds[n][0], seeds[n][2])
+                for n, name in zip(nodes, names)]
+
+    t_ours, t_base = [], []
+    for r in range(args.repeats):
+        tb, want = timed(base)
+        to, got = timed(ours)
+        t_base.append(tb)
+        t_ours.append(to)
+        print(f"pair {r + 1}: baseline {tb:.2f} s, deconvviz {to:.2f} s", flush=True)
+    err = max(float((g - w).abs().max() / w.abs().max().clamp(min=1e-30))
+              for g, w in zip(got, want))
+
+    def mmm(v):
+        return f"{min(v):.2f}/{statistics.median(v):.2f}/{max(v):.2f} s"
+
+    print(f"{args.net} {' '.join(map(str, args.nodes))} ({total} seeds, {args.images} images): "
+          f"{'Captum per feature' if args.captum else 'autograd loop'} {mmm(t_base)}, "
+          f"deconvviz {mmm(t_ours)} (min/median/max); ratio of medians "
+          f"{statistics.median(t_base) / statistics.median(t_ours):.1f}x; "
+          f"largest scaled difference {err:.1e}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,414 @@
+"""The deconvnet on any traced CNN: record the forward pass, seed, walk the graph back.
+
+Zeiler & Fergus (arXiv 1311.2901) on any network
+:func:`~deconvviz.engine.net.graph.build_graph` can trace: the bundled CNN, AlexNet,
+VGG (with batch norm), ResNets, GoogLeNet, DenseNet, MobileNet, SqueezeNet, your
+own. A layer is a torchvision node name (``"layer3.1.relu_1"``) or, on a plain
+conv stack, a block number, which is only a name for a node.
+
+A seed at one position depends on the image only inside its cone
+(:meth:`~deconvviz.engine.net.graph.Graph.frames`), so each node's seeds take the
+cheapest of three ways, chosen by multiply-adds (:func:`plan`):
+
+* ``record="cone"``: each seed records the forward pass inside its cone only
+  (:func:`~deconvviz.engine.deconv.record.record_cone`; seeds at known positions
+  where there are more images than the cones cost, e.g. shallow nodes of large
+  images);
+* ``record="whole"``: each distinct image is recorded once, as far as the node
+  needs (:func:`~deconvviz.engine.deconv.record.record_whole`);
+* ``walk="cone"`` or ``"whole"``: the reverse pass inside each seed's cone, or
+  over whole maps (where the cone covers the image, for ``mode="map"``, and
+  where no cone exists: a logit, a flatten below the seed).
+
+Every way gives the same projections (proved against autograd in float64).
+Seeds go in chunks under one memory budget (:data:`MAX_BYTES`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple, Union
+
+import torch
+from torch import nn
+
+from ...errors import DeconvvizError
+from ..net.graph import Graph, GraphNode, build_graph, eval_mode
+from .record import GraphRecording, channels_last, paste, record_cone, record_whole
+from .reverse import Walk, point_walk, reverse_walk
+from .projection import (MODES, RULES, UNPOOLS, Projection, check_choice, check_seeds,
+                         max_positions, seed_maps)
+
+__all__ = ["RULES", "UNPOOLS", "MODES", "Projection", "Seeds", "Plan", "MAX_BYTES", "plan", "record_graph", "node_outputs",
+           "project_recorded", "project_positions", "deconvolve", "deconvolve_many", "project",
+           "graph_for"]
+
+Layer = Union[int, str]
+
+#: The one memory budget (bytes): a chunk of rows of a recording, or of seeds of a reverse
+#: pass, holds at most this much at its peak (an estimate from the frames' sizes).
+MAX_BYTES = 256 * 2 ** 20
+
+
+@dataclass
+class Seeds:
+    """Many seeds on one node: seed ``s`` is channel ``feature[s]`` of image ``image_index[s]``.
+
+    ``layer``: node name or block number; ``feature``: int or ``(S,)``;
+    ``image_index``: ``(S,)`` (default: one seed per image, ``feature``
+    broadcast); ``position``: ``(S, 2)`` or one ``(row, col)`` for
+    ``mode="position"``.
+    """
+
+    layer: Layer
+    feature: Union[int, Sequence[int], torch.Tensor]
+    image_index: Optional[Union[Sequence[int], torch.Tensor]] = None
+    position: Optional[Union[Sequence[int], torch.Tensor]] = None
+
+
+@dataclass(frozen=True)
+class Plan:
+    """How one node's seeds go: ``record`` ``"cone"`` or ``"whole"``, ``walk`` likewise."""
+
+    record: str = "whole"
+    walk: str = "whole"
+
+
+def graph_for(model: nn.Module, images: torch.Tensor, graph: Optional[Graph] = None) -> Graph:
+    """``graph`` (or a new one for ``model``) analysed at the images' size, after checks."""
+    if images.ndim != 4:
+        raise DeconvvizError(f"images must be (B, C, H, W); got shape {tuple(images.shape)}")
+    if graph is None:
+        graph = build_graph(model, tuple(images.shape[-2:]), in_channels=images.shape[1])
+    elif graph.model is not model:
+        raise DeconvvizError("the graph was built for another model")
+    if images.shape[1] != graph.in_channels:
+        raise DeconvvizError(f"images have {images.shape[1]} channels; the network takes "
+                             f"{graph.in_channels}")
+    return graph.at_size(tuple(images.shape[-2:]))
+
+
+# ----------------------------------------------------------------------------- cost and memory
+
+def conv_macs(graph: Graph, frames: Dict[str, "object"]) -> int:
+    """Multiply-adds of the convolutions on ``frames`` (one seed's cone, or whole maps)."""
+    total = 0
+    for name, f in frames.items():
+        n = graph.node(name)
+        if n.op == "conv":
+            w = graph.window_params(n)[0]
+            c_in = graph.node(n.inputs[0]).shape[0]
+            total += f.area() * n.shape[0] * c_in // n.params["groups"] * w[0] * w[1]
+    return total
+
+
+def plan(graph: Graph, node: str, mode: str, seeds: int, images: int) -> Plan:
+    """The cheapest way for ``seeds`` seeds of ``node`` on ``images`` distinct images."""
+    cone = graph.frames(node) if mode != "map" else None
+    if cone is None:
+        return Plan()
+    whole = conv_macs(graph, graph.frames(node, whole=True))
+    cost = conv_macs(graph, cone)
+    if cost >= whole:
+        return Plan()
+    record = "cone" if mode == "position" and seeds * cost < images * whole else "whole"
+    return Plan(record, "cone")
+
+
+def _bytes(graph: Graph, node: str, frames, elem: int, masks: bool) -> Tuple[int, int]:
+    """``(walk bytes per seed, record bytes per row)`` on ``frames``."""
+    widest, kept = 1, 0
+    for n in graph.ancestors([node]):
+        if n.shape is None:
+            continue
+        f = frames.get(n.name) if frames else None
+        size = n.shape[0] * f.area() if f is not None else int(torch.Size(n.shape).numel())
+        widest = max(widest, size)
+        if n.op in ("maxpool", "adaptive_maxpool"):
+            kept += size * 8
+        elif masks and n.op in ("relu", "relu6"):
+            kept += size
+    # A signal, the one it is added to, and the op's temporary.
+    return 3 * widest * elem, kept + 3 * widest * elem
+
+
+# ----------------------------------------------------------------------------- recording
+
+def record_graph(graph: Graph, images: torch.Tensor, nodes: Sequence[Layer],
+                 masks: bool = True) -> GraphRecording:
+    """One whole forward pass of ``images`` ``(B, C, H, W)``, only as far as ``nodes`` need
+    (see :func:`~deconvviz.engine.deconv.record.record_whole`), after checking each node."""
+    return record_whole(graph, images, [graph.check_seed(n).name for n in nodes], masks)
+
+
+def node_outputs(graph: Graph, images: torch.Tensor, nodes: Sequence[Layer]
+                 ) -> Dict[str, torch.Tensor]:
+    """The outputs ``{name: (B, ...)}`` of ``nodes`` on ``images``, running only what they need.
+
+    A plain forward pass (no switches, no masks) for scanning activations, e.g.
+    the top-k search; eval mode, no gradients, the model left as found.
+    """
+    names = [graph.node(n).name for n in nodes]
+    for name in names:
+        if graph.node(name).error:
+            raise DeconvvizError(graph.node(name).error)
+    with torch.no_grad(), eval_mode(graph.model):
+        return graph.execute(channels_last(images), names)
+
+
+# ----------------------------------------------------------------------------- projecting
+
+def _canvas(graph: Graph, node: GraphNode, pos: torch.Tensor, windows: bool):
+    """Size and per-seed top-left of what a projection is placed on: the seed's
+    receptive-field window with ``windows``, else the whole image."""
+    if windows:
+        info = graph.info(node.name)
+        origin = torch.stack([info.rf_start[0] + pos[:, 0] * info.rf_jump[0],
+                              info.rf_start[1] + pos[:, 1] * info.rf_jump[1]], dim=1)
+        return tuple(info.rf_size), origin
+    return tuple(graph.input_size), torch.zeros_like(pos)
+
+
+@torch.no_grad()
+def project_recorded(graph: Graph, rec: GraphRecording, layer: Layer, rows: torch.Tensor,
+                     feature: torch.Tensor, *, mode: str = "max", rule: str = "deconvnet",
+                     unpool: str = "switches", position: Optional[torch.Tensor] = None,
+                     max_bytes: int = MAX_BYTES, walk: str = "whole", windows: bool = False,
+                     closed_form: bool = True
+                     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """Seed and project S seeds of node ``layer`` from a recording.
+
+    Seed ``s`` is channel ``feature[s]`` of recorded row ``rows[s]`` (an image of a
+    whole recording, the seed's own row of a cone recording): its strongest
+    activation (``mode="max"``, first in row-major order), its whole map
+    (``"map"``) or its value at ``position[s]`` (``"position"``); every other
+    value is zero. A ``(B, C)`` node (a logit) is one position ``(0, 0)``.
+    ``walk``: ``"cone"`` goes back inside each seed's cone (one-value seeds),
+    ``"whole"`` over whole maps. Returns ``(projections (S, C_in, H, W), activation
+    (S,), position (S, 2))``; with ``windows`` each projection is its seed's
+    receptive-field window ``(S, C_in, rf_h, rf_w)`` (top-left ``rf_start +
+    position * rf_jump``, zero outside the image) instead of the whole image.
+    One-value seeds take the closed form of :func:`~.graph_reverse.point_walk`
+    down to the first conv (``closed_form=False``: the plain walk; the same result).
+    """
+    node = graph.node(layer)
+    out = rec.outputs[node.name]
+    flat = out.dim() == 2
+    out4 = out.reshape(out.shape[0], out.shape[1], 1, 1) if flat else out
+    device = out.device
+    rows, feat = rows.to(device), feature.to(device)
+    if flat and position is None:
+        position = torch.zeros((rows.numel(), 2), dtype=torch.int64)
+    pos_all = None if position is None else position.to(device).to(torch.int64)
+    cone = walk == "cone" and mode != "map" and not flat
+    frames = graph.frames(node.name, whole=not cone)
+    per_seed, _ = _bytes(graph, node.name, frames, out.element_size(), False)
+    chunk = max(1, int(max_bytes) // per_seed)
+    first = graph.nodes[0]
+    channels = graph.in_channels
+    projections, activations, positions = [], [], []
+    for c0 in range(0, rows.numel(), chunk):
+        sl = slice(c0, c0 + chunk)
+        r, f = rows[sl], feat[sl]
+        if mode == "map" or flat:
+            seeds, act, pos = seed_maps(out4, r, f, mode, None if pos_all is None
+                                        else pos_all[sl])
+            if flat:
+                seeds = seeds.reshape(seeds.shape[0], -1)
+        else:
+            if mode == "max":
+                _, act, pos = max_positions(out, r, f)
+            else:
+                pos = pos_all[sl]
+                at = pos if rec.frames is None else torch.zeros_like(pos)
+                act = out[r, f, at[:, 0], at[:, 1]]
+        w = Walk(graph, rec, r, pos, frames, rule, unpool)
+        if mode != "map" and not flat and closed_form:
+            start, signal = point_walk(w, node.name, f, act)
+        elif mode != "map" and not flat and cone:
+            seeds = out.new_zeros((r.numel(), out.shape[1], 1, 1))
+            seeds[torch.arange(r.numel(), device=device), f, 0, 0] = act
+            start, signal = node.name, seeds
+        elif mode != "map" and not flat:
+            start, signal = node.name, seed_maps(out, r, f, "position", pos)[0]
+        else:
+            start, signal = node.name, seeds
+        g = reverse_walk(w, start, signal)
+        size, canvas = _canvas(graph, node, pos.cpu(), windows)
+        f_in = frames.get(first.name)
+        if f_in is None or f_in.whole:
+            if windows:
+                g = paste(g, torch.zeros_like(canvas), canvas, size)
+        else:
+            g = paste(g, f_in.origin(pos.cpu()), canvas, size)
+        projections.append(g)
+        activations.append(act)
+        positions.append(pos)
+    if not projections:
+        size = graph.info(node.name).rf_size if windows and not flat else graph.input_size
+        return (out.new_zeros((0, channels) + tuple(size)), out.new_zeros(0),
+                torch.zeros((0, 2), dtype=torch.int64))
+    return torch.cat(projections), torch.cat(activations), torch.cat(positions)
+
+
+@torch.no_grad()
+def project_positions(graph: Graph, images: torch.Tensor, layer: Layer,
+                      image_index: torch.Tensor, feature: torch.Tensor, position: torch.Tensor,
+                      *, rule: str = "deconvnet", unpool: str = "switches",
+                      windows: bool = False, max_bytes: int = MAX_BYTES,
+                      how: Optional[Plan] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+    """Project S seeds at known positions of node ``layer``: ``(projections, activation (S,))``.
+
+    Seed ``s`` is channel ``feature[s]`` at ``position[s]`` of image
+    ``images[image_index[s]]`` (model input). Records each distinct image once, or
+    each seed's cone, whichever costs fewer multiply-adds (``how`` forces a
+    :class:`Plan`), in chunks under ``max_bytes``; projections as
+    :func:`project_recorded` returns them (``windows``: receptive-field windows).
+    """
+    node = graph.check_seed(layer)
+    masks = rule != "deconvnet"
+    idx = image_index.to(torch.int64)
+    pos = position.to(torch.int64)
+    used, local = torch.unique(idx, return_inverse=True)
+    how = how or plan(graph, node.name, "position", idx.numel(), used.numel())
+    elem = images.element_size()
+    if how.record == "whole":
+        # The distinct images in chunks whose recordings fit the budget.
+        _, per_image = _bytes(graph, node.name, graph.frames(node.name, whole=True), elem,
+                              masks)
+        step = max(1, int(max_bytes) // per_image)
+        proj = act = None
+        for c0 in range(0, used.numel(), step):
+            sel = ((local >= c0) & (local < c0 + step)).nonzero().view(-1)
+            chunk = used[c0:c0 + step].to(images.device)
+            rec = record_whole(graph, images[chunk], [node.name], masks)
+            p, a, _ = project_recorded(graph, rec, node.name, local[sel] - c0, feature[sel],
+                                       mode="position", rule=rule, unpool=unpool,
+                                       position=pos[sel], max_bytes=max_bytes, walk=how.walk,
+                                       windows=windows)
+            if proj is None:
+                proj = p.new_zeros((idx.numel(),) + tuple(p.shape[1:]))
+                act = a.new_zeros(idx.numel())
+            proj[sel.to(p.device)], act[sel.to(a.device)] = p, a
+        if proj is not None:
+            return proj, act
+    walk_bytes, rec_bytes = _bytes(graph, node.name, graph.frames(node.name), elem, masks)
+    step = max(1, int(max_bytes) // (walk_bytes + rec_bytes))
+    parts, acts = [], []
+    for c0 in range(0, idx.numel(), step):
+        sl = slice(c0, c0 + step)
+        rec = record_cone(graph, images, node.name, idx[sl].to(images.device), pos[sl], masks)
+        rows = torch.arange(rec.batch)
+        proj, act, _ = project_recorded(graph, rec, node.name, rows, feature[sl],
+                                        mode="position", rule=rule, unpool=unpool,
+                                        position=pos[sl], max_bytes=max_bytes, walk="cone",
+                                        windows=windows)
+        parts.append(proj)
+        acts.append(act)
+    if not parts:
+        size = graph.info(node.name).rf_size if windows else graph.input_size
+        return images.new_zeros((0, images.shape[1]) + tuple(size)), images.new_zeros(0)
+    return torch.cat(parts), torch.cat(acts)
+
+
+def _check(graph: Graph, images: torch.Tensor, seeds: Seeds, mode: str):
+    """Validated ``(node, image_index, feature, position)`` of one :class:`Seeds`."""
+    node = graph.check_seed(seeds.layer)
+    info = graph.info(node.name)
+    what = (f"layer {seeds.layer}" if isinstance(seeds.layer, int)
+            else f"node '{node.name}'")
+    idx, feat, pos = check_seeds(seeds.feature, seeds.image_index, seeds.position, mode,
+                                 int(images.shape[0]), info.features, info.output_size, what)
+    return node, idx, feat, pos
+
+
+def deconvolve_many(model: nn.Module, images: torch.Tensor, seeds: Sequence[Seeds], *,
+                    mode: str = "max", rule: str = "deconvnet", unpool: str = "switches",
+                    graph: Optional[Graph] = None, max_bytes: int = MAX_BYTES
+                    ) -> List[Projection]:
+    """Project seeds on several nodes, each the cheapest way (:func:`plan`).
+
+    ``images``: model input ``(B, C, H, W)``; ``seeds``: one :class:`Seeds` per
+    node. Nodes whose seeds read whole recordings share **one** forward pass of
+    the images they use, as far as the deepest of them needs; seeds at known
+    positions of shallow nodes record their cones instead. Returns one
+    :class:`~deconvviz.engine.deconv.projection.Projection` per :class:`Seeds`, in order
+    (``projections`` ``(S, C, H, W)`` in the model's input space, raw and signed;
+    ``layer`` as given).
+    """
+    check_choice("mode", mode, MODES)
+    check_choice("rule", rule, RULES)
+    check_choice("unpool", unpool, UNPOOLS)
+    graph = graph_for(model, images, graph)
+    checked = [_check(graph, images, s, mode) for s in seeds]
+    masks = rule != "deconvnet"
+    plans = []
+    for node, idx, _, _ in checked:
+        plans.append(plan(graph, node.name, mode, idx.numel(), torch.unique(idx).numel()))
+    whole = [c for c, p in zip(checked, plans) if p.record == "whole"]
+    rec = None
+    if whole:
+        used = torch.unique(torch.cat([c[1] for c in whole]))
+        rec = record_whole(graph, images[used.to(images.device)], [c[0].name for c in whole],
+                           masks)
+    results = []
+    with torch.no_grad():
+        for s, (node, idx, feat, pos), how in zip(seeds, checked, plans):
+            if how.record == "cone":
+                proj, act = project_positions(graph, images, node.name, idx, feat, pos,
+                                              rule=rule, unpool=unpool, max_bytes=max_bytes,
+                                              how=how)
+                where = pos
+            else:
+                rows = torch.searchsorted(used, idx)
+                proj, act, where = project_recorded(graph, rec, node.name, rows, feat, mode=mode,
+                                                    rule=rule, unpool=unpool, position=pos,
+                                                    max_bytes=max_bytes, walk=how.walk)
+            results.append(Projection(projections=proj, image_index=idx, feature=feat,
+                                      activation=act.cpu(), position=where.cpu(),
+                                      layer=s.layer, mode=mode, rule=rule, unpool=unpool))
+    return results
+
+
+def deconvolve(model: nn.Module, images: torch.Tensor, layer: Layer,
+               feature: Union[int, Sequence[int], torch.Tensor],
+               image_index: Optional[Union[Sequence[int], torch.Tensor]] = None, *,
+               mode: str = "max", rule: str = "deconvnet", unpool: str = "switches",
+               position: Optional[torch.Tensor] = None, graph: Optional[Graph] = None,
+               max_bytes: int = MAX_BYTES) -> Projection:
+    """Project many (image, channel) seeds of one layer in batched passes.
+
+    ``images``: model input ``(B, C, H, W)``. ``layer``: a node name as
+    torchvision names it (``"layer2.1.relu_1"``, ``"classifier.6"`` for a logit;
+    see ``deconvviz layers --all``) or, on a plain conv stack, a block number
+    (block L ends after the L-th conv's ReLU and pool). Seed ``s`` is channel
+    ``feature[s]`` of image ``image_index[s]`` (default: one seed per image,
+    ``feature`` broadcast). ``mode``: ``"max"`` seeds the channel's strongest
+    activation (the paper), ``"map"`` its whole map, ``"position"`` its value at
+    ``position`` ``(S, 2)``. ``rule``: ``"deconvnet"`` (ReLUs rectify the signal),
+    ``"guided"`` or ``"gradient"``; ``unpool``: ``"switches"`` or ``"nearest"``.
+    ``graph``: the model's :class:`~deconvviz.engine.net.graph.Graph` (built here if
+    not given). Seeds at one position go back inside their receptive fields
+    only, and record only them where that costs less. Returns a
+    :class:`~deconvviz.engine.deconv.projection.Projection` with full-image
+    ``projections`` ``(S, C, H, W)``.
+    """
+    return deconvolve_many(model, images, [Seeds(layer, feature, image_index, position)],
+                           mode=mode, rule=rule, unpool=unpool, graph=graph,
+                           max_bytes=max_bytes)[0]
+
+
+def project(model: nn.Module, images: torch.Tensor, layer: Layer, feature: int,
+            mode: str = "max", rule: str = "deconvnet", unpool: str = "switches",
+            graph: Optional[Graph] = None) -> torch.Tensor:
+    """Project channel ``feature`` of ``layer`` back to pixels for each image.
+
+    ``images`` ``(B, C, H, W)`` (e.g. from :func:`deconvviz.load_data`) -> raw,
+    signed projections ``(B, C, H, W)``, one per image (zero where the channel
+    does not fire). ``mode``: ``"max"`` (Zeiler & Fergus, arXiv 1311.2901) or
+    ``"map"``; ``layer``, ``rule`` and ``unpool`` as in :func:`deconvolve`.
+    """
+    if mode == "position":
+        raise DeconvvizError("project() takes mode 'max' or 'map'; use deconvolve() for positions")
+    return deconvolve(model, images, layer, feature, mode=mode, rule=rule, unpool=unpool,
+                      graph=graph).projections

@@ -1,0 +1,309 @@
+"""The recorded forward pass on a graph: over whole images, or over each seed's cone only.
+
+A seed at one position of a node depends on the image only inside its cone: at
+every node below, the window :meth:`~deconvviz.engine.net.graph.Graph.frames` gives
+(the union of what the node's consumers read, through adds and concatenations;
+strides, dilation, padding and groups followed). :func:`record_cone` runs every
+node of the cone on those windows, one row per seed, so a seed of
+``layer1.2.relu_2`` of a 224-pixel ResNet-50 records 35x35 pixels instead of the
+whole image:
+
+* a pointwise op (ReLU, batch norm, add, concatenation along channels, ...)
+  runs on its inputs cut to its own window;
+* a convolution or pool runs **without padding** on the exact input window its
+  output window reads; where that window leaves the input map, the values are
+  the padding the whole pass sees: ``0`` before a convolution or average pool,
+  ``-inf`` before a max pool, and an average pool divides by the count of the
+  whole pass (``count_include_pad``, ``ceil_mode``, ``divisor_override``);
+* switches are the whole pass's flat indices into each pool's input plane, and
+  every record keeps its frame, so the reverse walk reads a cone recording as it
+  reads a whole one (:func:`cut_record`).
+
+Positions of a window outside its map hold values no seed reads (they are
+replaced by the padding before any op that mixes positions). The sums are the
+whole pass's; only their order inside a convolution may differ (1e-12 in
+float64; in float32 a max pool may break a near-tie the other way).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Dict, Optional, Sequence, Tuple
+
+import torch
+import torch.nn.functional as F
+from torch import fx
+
+from ..net.graph import Graph, GraphNode, eval_mode
+from ..net.geometry import Frame, window_frame
+from ..net.ops import REACH, _SIGNATURES, _bind, fetch_attr, op_weight, run_node
+
+__all__ = ["GraphRecording", "record_whole", "record_cone", "shift", "inside", "zero_outside",
+           "cut_per_seed", "cut_record", "avg_counts", "channels_last", "paste"]
+
+
+@dataclass
+class GraphRecording:
+    """What one recorded forward pass kept, for the nodes below its seed nodes.
+
+    ``outputs[name]``: the seed nodes' outputs ``(R, ...)``; ``switches[name]``:
+    every max pool's flat argmax indices into its input plane; ``masks[name]``:
+    every ReLU's ``0 < y`` (ReLU6's ``0 < y < 6``) when the rule needs them;
+    ``shapes[name]``: each node's output shape for one image; ``batch``: R rows.
+    A whole recording has a row per image and ``frames`` None; a cone recording
+    a row per seed, each record holding ``frames[name]`` at the seeds'
+    ``position`` (of its seed node).
+    """
+
+    outputs: Dict[str, torch.Tensor]
+    switches: Dict[str, torch.Tensor]
+    masks: Dict[str, torch.Tensor]
+    shapes: Dict[str, Tuple[int, ...]]
+    batch: int
+    frames: Optional[Dict[str, Frame]] = None
+    position: Optional[torch.Tensor] = None
+    _origins: Dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def origin(self, name: str) -> Optional[torch.Tensor]:
+        """Top-left ``(R, 2)`` of each row's record of ``name``; None for whole maps."""
+        if self.frames is None or name not in self.frames:
+            return None
+        if name not in self._origins:
+            self._origins[name] = self.frames[name].origin(self.position)
+        return self._origins[name]
+
+
+def channels_last(x: torch.Tensor) -> torch.Tensor:
+    # On the CPU convolutions and pools run several times faster channels-last.
+    if x.dim() == 4 and x.device.type == "cpu":
+        return x.contiguous(memory_format=torch.channels_last)
+    return x
+
+
+# ----------------------------------------------------------------------------- windows
+
+def shift(t: torch.Tensor, offset: Tuple[int, int], size: Tuple[int, int],
+          fill: float = 0.0) -> torch.Tensor:
+    """The ``size`` window of ``t`` ``(S, C, h, w)`` whose top-left is ``offset`` (the same
+    for every row); where it leaves ``t``, ``fill``. A window inside ``t`` is a view."""
+    h, w = t.shape[-2:]
+    top, left = -offset[0], -offset[1]
+    bottom, right = size[0] - h - top, size[1] - w - left
+    if max(top, left, bottom, right) <= 0:
+        return t[..., offset[0]:offset[0] + size[0], offset[1]:offset[1] + size[1]]
+    if min(top, left, bottom, right) < 0:
+        t = t[..., max(offset[0], 0):h + min(bottom, 0), max(offset[1], 0):w + min(right, 0)]
+    return F.pad(t, (max(left, 0), max(right, 0), max(top, 0), max(bottom, 0)), value=fill)
+
+
+def inside(origin: torch.Tensor, size: Tuple[int, int], lo: Tuple[int, int],
+           hi: Tuple[int, int]) -> Optional[torch.Tensor]:
+    """``(S, 1, n_h, n_w)`` bool: window positions inside ``[lo, hi)``; None if all are."""
+    dev = origin.device
+    ys = origin[:, :1] + torch.arange(size[0], device=dev)
+    xs = origin[:, 1:] + torch.arange(size[1], device=dev)
+    iy, ix = (ys >= lo[0]) & (ys < hi[0]), (xs >= lo[1]) & (xs < hi[1])
+    if bool(iy.all()) and bool(ix.all()):
+        return None
+    return (iy[:, :, None] & ix[:, None, :]).unsqueeze(1)
+
+
+def zero_outside(t: torch.Tensor, keep: Optional[torch.Tensor]) -> torch.Tensor:
+    """``t`` with zeros where ``keep`` (from :func:`inside`) is False; ``t`` must be finite
+    (a product keeps channels-last and is several times faster than ``masked_fill``)."""
+    return t if keep is None else t * keep.to(t.dtype)
+
+
+def cut_per_seed(t: torch.Tensor, rows: torch.Tensor, offset: torch.Tensor,
+                 size: Tuple[int, int]) -> torch.Tensor:
+    """Row ``rows[s]`` of ``t`` ``(R, C, h, w)`` inside the window at ``offset[s]``:
+    ``(S, C, n_h, n_w)``; outside ``t`` it repeats the nearest border value."""
+    dev = t.device
+    ys = (offset[:, :1].to(dev) + torch.arange(size[0], device=dev)).clamp(0, t.shape[-2] - 1)
+    xs = (offset[:, 1:].to(dev) + torch.arange(size[1], device=dev)).clamp(0, t.shape[-1] - 1)
+    out = t[rows.to(dev)[:, None, None], :, ys[:, :, None], xs[:, None, :]]   # (S, nh, nw, C)
+    return out.permute(0, 3, 1, 2)
+
+
+def cut_record(rec: GraphRecording, records: Dict[str, torch.Tensor], name: str,
+               rows: torch.Tensor, frame: Optional[Frame], origin: Optional[torch.Tensor]
+               ) -> torch.Tensor:
+    """Record ``records[name]`` of rows ``rows`` inside each seed's window ``frame``
+    (top-left ``origin``): the record itself where the frames agree."""
+    t = records[name]
+    kept = rec.frames.get(name) if rec.frames is not None else None
+    if frame is None or (kept is None and frame.whole) or kept == frame:
+        return t.index_select(0, rows)
+    here = rec.origin(name)
+    offset = origin if here is None else origin - here.index_select(0, rows.to(here.device))
+    return cut_per_seed(t, rows, offset, frame.n)
+
+
+def avg_counts(origin: torch.Tensor, size: Tuple[int, int], extent: Tuple[int, int], kernel,
+               stride, padding, include_pad: bool) -> torch.Tensor:
+    """What an average pool divides each output by, for the input window ``size`` at
+    ``origin`` ``(S, 2)`` of a map ``extent``: ``(S, 1, h, w)`` as PyTorch counts."""
+    lo = tuple(-p for p in padding) if include_pad else (0, 0)
+    hi = tuple(e + p for e, p in zip(extent, padding)) if include_pad else tuple(extent)
+    keep = inside(origin, size, lo, hi)
+    ones = (torch.ones((origin.shape[0], 1) + tuple(size), device=origin.device)
+            if keep is None else keep.to(torch.float32))
+    counts = F.avg_pool2d(ones, kernel, stride, 0, divisor_override=1)
+    return counts.clamp(min=1)
+
+
+# ----------------------------------------------------------------------------- recording
+
+def _keep(rec: GraphRecording, node: GraphNode, value: torch.Tensor,
+          switches: Optional[torch.Tensor], masks: bool) -> None:
+    if switches is not None:
+        rec.switches[node.name] = switches
+    if masks and node.op == "relu":
+        rec.masks[node.name] = value > 0
+    elif masks and node.op == "relu6":
+        rec.masks[node.name] = (value > 0) & (value < 6)
+
+
+def record_whole(graph: Graph, images: torch.Tensor, targets: Sequence[str],
+                 masks: bool = True) -> GraphRecording:
+    """One forward pass of ``images`` ``(B, C, H, W)``, only as far as ``targets`` need.
+
+    Keeps the outputs of ``targets``, every max pool's switches below them and,
+    with ``masks``, every ReLU's mask. No hook is registered: the graph runs node
+    by node, in-place ops out of place, in eval mode and without gradients; the
+    model's train/eval flags are restored on exit, also when the forward raises.
+    """
+    below = {n.name for n in graph.ancestors(targets)}
+    rec = GraphRecording({}, {}, {}, {n: graph.node(n).shape for n in below},
+                         int(images.shape[0]))
+
+    def visit(node: GraphNode, value: torch.Tensor, switches: Optional[torch.Tensor]) -> None:
+        if node.name in below:
+            _keep(rec, node, value, switches, masks)
+
+    with torch.no_grad(), eval_mode(graph.model):
+        rec.outputs.update(graph.execute(channels_last(images), targets, visit, switches=True))
+    return rec
+
+
+def _constant(graph: Graph, node: fx.Node):
+    if node.op == "get_attr":
+        return fetch_attr(graph.model, node.target)
+    args, kwargs = fx.node.map_arg((node.args, node.kwargs), lambda a: _constant(graph, a))
+    return run_node(node, graph.node_of(node).spec, graph.model, args, kwargs)
+
+
+def _window_op(graph: Graph, node: GraphNode, x: torch.Tensor, xf: Frame, xo: torch.Tensor,
+               f: Frame, position: torch.Tensor):
+    """``node`` (a conv or pool) on its input window, without padding: ``(value, switches)``."""
+    kernel, stride, padding, dilation = graph.window_params(node)
+    need = window_frame(f, kernel, stride, padding, dilation)
+    x = shift(x, tuple(need.a[i] - xf.a[i] for i in range(2)), need.n)
+    origin = need.origin(position)
+    extent = tuple(graph.node(node.inputs[0]).shape[1:])
+    keep = inside(origin, need.n, (0, 0), extent)
+    pool = node.op in ("maxpool", "adaptive_maxpool")
+    if pool and keep is not None:
+        x = torch.where(keep, x, torch.tensor(float("-inf"), dtype=x.dtype, device=x.device))
+    else:
+        x = zero_outside(x, keep)
+    x = channels_last(x)
+    if node.op == "conv":
+        if node.fx_node.op == "call_module":
+            bias = node.module.bias
+        else:
+            b = _bind(_SIGNATURES["conv"], node.fx_node.args, node.fx_node.kwargs).get("bias")
+            bias = fetch_attr(graph.model, b.target) if isinstance(b, fx.Node) else b
+        return F.conv2d(x, op_weight(node.spec, graph.model), bias, stride, 0, dilation,
+                        node.params["groups"]), None
+    if node.op in ("maxpool", "adaptive_maxpool"):
+        value, local = F.max_pool2d(x, kernel, stride, 0, dilation, return_indices=True)
+        # A window wholly in the padding gives -inf, which no op after may see (every
+        # value kept is finite, so windows can be cut by products).
+        keep_out = inside(f.origin(position), f.n, (0, 0), tuple(node.shape[1:]))
+        if keep_out is not None:
+            value = torch.where(keep_out, value, torch.zeros((), dtype=value.dtype))
+        nw = need.n[1]
+        sw = ((origin[:, :1].view(-1, 1, 1, 1) + local // nw) * extent[1]
+              + origin[:, 1:].view(-1, 1, 1, 1) + local % nw)
+        return value, sw
+    total = F.avg_pool2d(x, kernel, stride, 0, divisor_override=1)
+    p = node.params
+    if node.op == "avgpool" and p["divisor_override"]:
+        return total / float(p["divisor_override"]), None
+    if node.op == "adaptive_avgpool":
+        return total / float(kernel[0] * kernel[1]), None
+    counts = avg_counts(origin, need.n, extent, kernel, stride, padding, p["count_include_pad"])
+    return total / counts.to(total.dtype), None
+
+
+def record_cone(graph: Graph, images: torch.Tensor, seed: str, image_index: torch.Tensor,
+                position: torch.Tensor, masks: bool = True) -> GraphRecording:
+    """Record, for S seeds at ``position`` ``(S, 2)`` of node ``seed`` on images
+    ``images[image_index]``, the forward pass inside each seed's cone only.
+
+    Row ``s`` of every record belongs to seed ``s``; ``outputs[seed]`` is
+    ``(S, C, 1, 1)``, each seed's own column. The node must have a cone
+    (``graph.frames(seed)`` not None).
+    """
+    frames = graph.frames(seed)
+    order = graph.ancestors([seed])
+    pos = position.to(torch.int64).to(images.device)
+    rec = GraphRecording({}, {}, {}, {n.name: n.shape for n in order}, int(pos.shape[0]),
+                         frames=frames, position=pos)
+    last_use: Dict[str, int] = {}
+    for i, n in enumerate(order):
+        for x in n.parents:
+            last_use[x] = i
+    env: Dict[str, torch.Tensor] = {}
+    with torch.no_grad(), eval_mode(graph.model):
+        for i, n in enumerate(order):
+            f = frames[n.name]
+            switches = None
+            if n.op == "input":
+                value = channels_last(cut_per_seed(images, image_index, rec.origin(n.name), f.n))
+            elif REACH.get(n.op) == "pointwise":
+                def arg(a):
+                    name = graph.name_of(a)
+                    if name in env:
+                        xf = frames[name]
+                        return shift(env[name], tuple(f.a[k] - xf.a[k] for k in range(2)), f.n)
+                    return _constant(graph, a)
+                fxn = n.fx_node
+                args, kwargs = fx.node.map_arg((fxn.args, fxn.kwargs), arg)
+                value = run_node(fxn, n.spec, graph.model, args, kwargs)
+            else:
+                x = n.inputs[0]
+                value, switches = _window_op(graph, n, env[x], frames[x], rec.origin(x), f, pos)
+            _keep(rec, n, value, switches, masks)
+            env[n.name] = value
+            for x in n.parents:
+                if last_use.get(x) == i and x != seed:
+                    env.pop(x, None)
+    rec.outputs[seed] = env[seed]
+    return rec
+
+
+def paste(windows: torch.Tensor, origin: torch.Tensor, canvas_origin: torch.Tensor,
+          canvas_size: Tuple[int, int]) -> torch.Tensor:
+    """Each window ``(S, C, n_h, n_w)`` (top-left ``origin[s]``) on a zero canvas
+    ``(S, C, *canvas_size)`` whose top-left is ``canvas_origin[s]``; what falls off
+    the canvas is dropped (it is zero: outside the image, or outside the window)."""
+    s, c, nh, nw = windows.shape
+    off = (origin - canvas_origin).to(windows.device)
+    if s and bool((off == off[:1]).all()):
+        return shift(windows, tuple(-int(v) for v in off[0]), canvas_size)
+    out = windows.new_zeros((s, canvas_size[0], canvas_size[1], c))
+    if s == 0:
+        return out.permute(0, 3, 1, 2)
+    dev = windows.device
+    ys = off[:, :1] + torch.arange(nh, device=dev)
+    xs = off[:, 1:] + torch.arange(nw, device=dev)
+    keep = (((ys >= 0) & (ys < canvas_size[0]))[:, :, None]
+            & ((xs >= 0) & (xs < canvas_size[1]))[:, None, :]).unsqueeze(-1)
+    vals = windows.permute(0, 2, 3, 1) * keep.to(windows.dtype)
+    rows = torch.arange(s, device=dev)[:, None, None]
+    # Accumulate: clamped rows of an off-canvas (zero) part add 0 where they land.
+    out.index_put_((rows, ys.clamp(0, canvas_size[0] - 1)[:, :, None],
+                    xs.clamp(0, canvas_size[1] - 1)[:, None, :]), vals, accumulate=True)
+    return out.permute(0, 3, 1, 2)

@@ -1,0 +1,429 @@
+"""The deconvnet's way down a graph: one transpose per op (Zeiler & Fergus, arXiv 1311.2901, 2.1).
+
+:func:`reverse_walk` sends a signal from a seed node back to the input, visiting
+the seed's ancestors in reverse execution order; a node's signal is the sum of
+what its consumers send it (a residual input, a tensor concatenated several
+times). Each op goes back through its own rule, one function per op in
+:data:`TRANSPOSES` (the table a new op is added to, with its ``REACH`` in
+:mod:`..net.ops`):
+
+* max pools **unpool**: ``switches`` puts each value where that image's max came
+  from, ``nearest`` copies it to the whole window; overlapping windows are
+  **summed**, as the gradient does;
+* ReLU and ReLU6 **rectify** by the rule: ``deconvnet`` ``relu(signal)``,
+  ``guided`` ``relu(signal) * mask``, ``gradient`` ``signal * mask``, where the
+  mask is ``0 < y`` for ReLU and ``0 < y < 6`` for ReLU6 (its gradient's support);
+* convolutions **filter** with the transposed convolution sharing the conv's own
+  weight (groups, stride, dilation, padding; no bias);
+* every other op linear in eval mode goes back through its transpose: batch norm
+  (its scale), add (the signal to both inputs), cat (split), average and
+  adaptive-average pools, flatten/view/reshape, permute, mean, linear (``W^T``),
+  dropout and identity (unchanged).
+
+**Windows.** Every signal lives on its node's frame (:class:`~.graph_geometry.Frame`):
+the whole map, or each seed's window of its cone. A spatial rule answers with
+the frame its signal covers (a convolution's or pool's the input window its
+output window reads), and the walk shifts it onto the input's frame and zeroes
+it outside the map (where the whole pass crops the padding away). On whole
+frames this is the plain transpose; on a seed's cone the same sums, skipping
+only the zeros outside it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Callable, Dict, List, Optional, Tuple
+
+import torch
+import torch.nn.functional as F
+import torchvision
+
+from ...errors import DeconvvizError
+from ..net.graph import Graph, GraphNode
+from ..net.geometry import Frame, window_frame
+from ..net.ops import op_weight
+from .record import (GraphRecording, avg_counts, channels_last, cut_record, inside,
+                           zero_outside)
+
+__all__ = ["Walk", "TRANSPOSES", "POINT_OPS", "reverse_walk", "point_walk"]
+
+
+@dataclass
+class Walk:
+    """One reverse pass: the graph, the recording, seed ``s``'s recorded row ``rows[s]``,
+    its position ``position[s]`` on the seed node, and every node's ``frames``."""
+
+    graph: Graph
+    rec: GraphRecording
+    rows: torch.Tensor
+    position: torch.Tensor
+    frames: Dict[str, Frame]
+    rule: str
+    unpool: str
+    _origins: Dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+
+    def frame(self, name: str) -> Optional[Frame]:
+        return self.frames.get(name)
+
+    def origin(self, name: str) -> torch.Tensor:
+        if name not in self._origins:
+            self._origins[name] = self.frames[name].origin(self.position)
+        return self._origins[name]
+
+    def record(self, records: Dict[str, torch.Tensor], name: str) -> torch.Tensor:
+        """A record of node ``name``, one row per seed, on the walk's frame of it."""
+        f = self.frame(name)
+        return cut_record(self.rec, records, name, self.rows, f,
+                          None if f is None else self.origin(name))
+
+    def shape(self, name: str, signal: torch.Tensor) -> Tuple[int, ...]:
+        return (signal.shape[0],) + tuple(self.rec.shapes[name])
+
+    def extent(self, name: str) -> Tuple[int, int]:
+        return tuple(self.rec.shapes[name][-2:])
+
+
+Sent = List[Tuple[Optional[str], torch.Tensor, Optional[Frame]]]
+Transpose = Callable[[GraphNode, torch.Tensor, Walk], Sent]
+
+
+def _conv(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
+    kernel, stride, padding, dilation = w.graph.window_params(node)
+    full = F.conv_transpose2d(channels_last(g), op_weight(node.spec, w.graph.model).to(g.dtype),
+                              stride=stride, dilation=dilation, groups=node.params["groups"])
+    return [(node.inputs[0], full, window_frame(w.frame(node.name), kernel, stride, padding,
+                                                dilation))]
+
+
+def _rectify(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
+    if w.rule == "deconvnet":
+        out = g.clamp(min=0)
+    else:
+        mask = w.record(w.rec.masks, node.name)
+        out = (g.clamp(min=0) if w.rule == "guided" else g) * mask
+    return [(node.inputs[0], out, w.frame(node.name))]
+
+
+def _sum_pool_transpose(g: torch.Tensor, kernel, stride, dilation) -> torch.Tensor:
+    c = g.shape[1]
+    ones = g.new_ones((c, 1) + tuple(kernel))
+    return F.conv_transpose2d(g, ones, stride=stride, dilation=dilation, groups=c)
+
+
+def _pool(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
+    """Max pools (switches or nearest), average pools and adaptive pools of even windows."""
+    window = w.graph.window_params(node)
+    if window is None:
+        return _adaptive(node, g, w)
+    kernel, stride, padding, dilation = window
+    (x,) = node.inputs
+    need = window_frame(w.frame(node.name), kernel, stride, padding, dilation)
+    if node.op in ("maxpool", "adaptive_maxpool") and w.unpool == "switches":
+        s, c, h, wd = g.shape
+        sw = w.record(w.rec.switches, node.name)
+        origin = need.origin(w.position)
+        width = w.extent(x)[1]
+        local = ((sw // width - origin[:, :1].view(-1, 1, 1, 1)) * need.n[1]
+                 + sw % width - origin[:, 1:].view(-1, 1, 1, 1))
+        area = need.area()
+        local = local.clamp(0, area - 1)      # where the signal is zero, any place will do
+        out = g.new_zeros((s, c, area))
+        # scatter_add sums values that share a switch (overlapping windows), deterministically.
+        out.scatter_add_(2, local.reshape(s, c, h * wd), g.reshape(s, c, h * wd))
+        return [(x, out.view(s, c, *need.n), need)]
+    if node.op == "avgpool" and node.params["divisor_override"]:
+        g = g / float(node.params["divisor_override"])
+    elif node.op == "adaptive_avgpool":
+        g = g / float(kernel[0] * kernel[1])
+    elif node.op == "avgpool":
+        origin = need.origin(w.position)
+        counts = avg_counts(origin, need.n, w.extent(x), kernel, stride, padding,
+                            node.params["count_include_pad"])
+        g = g / counts.to(g.dtype)
+    return [(x, _sum_pool_transpose(g, kernel, stride, dilation), need)]
+
+
+def _adaptive_matrix(n_out: int, n_in: int, average: bool, like: torch.Tensor) -> torch.Tensor:
+    """``(n_out, n_in)``: row ``i`` is the window ``[floor(i*n_in/n_out), ceil(...))``."""
+    m = like.new_zeros((n_out, n_in))
+    for i in range(n_out):
+        a0, a1 = (i * n_in) // n_out, -((-(i + 1) * n_in) // n_out)
+        m[i, a0:a1] = 1.0 / (a1 - a0) if average else 1.0
+    return m
+
+
+def _adaptive(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
+    """An adaptive pool of uneven windows (whole maps only)."""
+    (x,) = node.inputs
+    in_h, in_w = w.extent(x)
+    if node.op == "adaptive_maxpool" and w.unpool == "switches":
+        s, c, h, wd = g.shape
+        out = g.new_zeros((s, c, in_h * in_w))
+        sw = w.record(w.rec.switches, node.name)
+        out.scatter_add_(2, sw.reshape(s, c, h * wd), g.reshape(s, c, h * wd))
+        return [(x, out.view(s, c, in_h, in_w), None)]
+    average = node.op == "adaptive_avgpool"
+    ph = _adaptive_matrix(g.shape[-2], in_h, average, g)
+    pw = _adaptive_matrix(g.shape[-1], in_w, average, g)
+    # The pool is separable, y = Ph x Pw^T; its transpose is Ph^T g Pw.
+    return [(x, torch.einsum("scij,ih,jw->schw", g, ph, pw), None)]
+
+
+def _bn_scale(m) -> torch.Tensor:
+    if isinstance(m, torchvision.ops.FrozenBatchNorm2d):
+        return m.weight * (m.running_var + m.eps).rsqrt()
+    scale = (m.running_var + m.eps).rsqrt()
+    return scale * m.weight if m.weight is not None else scale
+
+
+def _batchnorm(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
+    scale = _bn_scale(node.module)
+    return [(node.inputs[0], g * scale.to(g.dtype).view((1, -1) + (1,) * (g.dim() - 2)),
+             w.frame(node.name))]
+
+
+def _unbroadcast(g: torch.Tensor, shape: Tuple[int, ...]) -> torch.Tensor:
+    if tuple(g.shape) == tuple(shape):
+        return g
+    if g.dim() != len(shape):
+        raise DeconvvizError(f"cannot send a {tuple(g.shape)} signal back to a {shape} input")
+    dims = [d for d in range(1, g.dim()) if shape[d] == 1 and g.shape[d] != 1]
+    return g.sum(dim=dims, keepdim=True) if dims else g
+
+
+def _add(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
+    out, f = [], w.frame(node.name)
+    for x, sign in zip(node.inputs, node.params["signs"]):
+        if x is not None:
+            sent = g if sign == 1.0 else g * sign
+            if f is None or f.whole:
+                sent = _unbroadcast(sent, w.shape(x, g))
+            out.append((x, sent, f))
+    return out
+
+
+def _scale(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
+    return [(node.inputs[0], g * node.params["factor"], w.frame(node.name))]
+
+
+def _cat(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
+    dim = node.params["dim"] % g.dim()
+    if dim == 0:
+        raise DeconvvizError(f"{node.label()} concatenates along the batch dimension")
+    sizes = [w.rec.shapes[x][dim - 1] for x in node.inputs]
+    f = w.frame(node.name) if dim == 1 else None    # a spatial cat goes back on whole maps
+    return [(x, part, f) for x, part in zip(node.inputs, torch.split(g, sizes, dim=dim))]
+
+
+def _reshape(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
+    (x,) = node.inputs
+    return [(x, g.reshape(w.shape(x, g)), None)]
+
+
+def _permute(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
+    p, (x,) = node.params, node.inputs
+    if "dims" in p:
+        dims = [d % g.dim() for d in p["dims"]]
+        inverse = sorted(range(len(dims)), key=dims.__getitem__)
+        return [(x, g.permute(inverse), None)]
+    return [(x, g.transpose(p["dim0"], p["dim1"]), None)]
+
+
+def _mean(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
+    (x,) = node.inputs
+    shape = w.shape(x, g)
+    dims = node.params["dim"]
+    dims = sorted(d % len(shape) for d in dims) if dims is not None else []
+    if not dims or 0 in dims:
+        raise DeconvvizError(f"{node.label()} averages over the batch dimension")
+    if not node.params["keepdim"]:
+        for d in dims:
+            g = g.unsqueeze(d)
+    count = 1
+    for d in dims:
+        count *= shape[d]
+    return [(x, g.expand(shape) / count, None)]
+
+
+def _linear(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
+    return [(node.inputs[0], g.matmul(op_weight(node.spec, w.graph.model).to(g.dtype)), None)]
+
+
+def _identity(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
+    return [(node.inputs[0], g, w.frame(node.name))]
+
+
+#: The deconvnet's rule for each op kind (see the module docstring).
+TRANSPOSES: Dict[str, Transpose] = {
+    "conv": _conv, "relu": _rectify, "relu6": _rectify, "maxpool": _pool,
+    "adaptive_maxpool": _pool, "adaptive_avgpool": _pool, "avgpool": _pool,
+    "batchnorm": _batchnorm, "add": _add, "scale": _scale, "cat": _cat, "reshape": _reshape,
+    "permute": _permute, "mean": _mean, "linear": _linear, "dropout": _identity,
+    "identity": _identity,
+}
+
+
+def _settle(walk: Walk, name: str, g: torch.Tensor) -> torch.Tensor:
+    """Zero a node's gathered signal outside its map (the padding a whole pass crops)."""
+    f = walk.frame(name)
+    if f is None or f.whole:
+        return g
+    return zero_outside(g, inside(walk.origin(name), f.n, (0, 0), walk.extent(name)))
+
+
+def _add_window(pending: Dict[str, torch.Tensor], owned: set, parent: str, sent: torch.Tensor,
+                sent_frame: Frame, target: Frame) -> None:
+    """Add ``sent`` (on ``sent_frame``) into ``parent``'s signal on its frame ``target``,
+    in place where the walk owns that signal (no padded copy of ``sent``)."""
+    if parent not in owned:
+        base = pending.get(parent)
+        pending[parent] = (sent.new_zeros((sent.shape[0], sent.shape[1]) + tuple(target.n))
+                           .contiguous(memory_format=torch.channels_last) if base is None
+                           else base.clone())
+        owned.add(parent)
+    acc = pending[parent]
+    # The part of each window that lies on the other (the same for every seed).
+    lo = [max(0, sent_frame.a[i] - target.a[i]) for i in range(2)]
+    hi = [min(target.n[i], sent_frame.a[i] - target.a[i] + sent_frame.n[i]) for i in range(2)]
+    if lo[0] >= hi[0] or lo[1] >= hi[1]:
+        return
+    so = [lo[i] - (sent_frame.a[i] - target.a[i]) for i in range(2)]
+    acc[..., lo[0]:hi[0], lo[1]:hi[1]] += sent[..., so[0]:so[0] + hi[0] - lo[0],
+                                               so[1]:so[1] + hi[1] - lo[1]]
+
+
+def reverse_walk(walk: Walk, start: str, signal: torch.Tensor) -> torch.Tensor:
+    """Send ``signal`` ``(S, ...)`` on node ``start``'s frame back to the input.
+
+    Returns the input's signal on its frame: ``(S, C, H, W)`` for whole frames,
+    each seed's window of the image otherwise (top-left ``walk.origin(input)``).
+    Only the start node's ancestors are visited, each once, in reverse order.
+    """
+    graph = walk.graph
+    pending: Dict[str, torch.Tensor] = {start: signal}
+    owned = set()        # pending signals this walk made, so it may add into them in place
+    spread = {start}     # nodes a window op sent signal to: it may lie in their padding
+    for n in reversed(graph.ancestors([start])):
+        g = pending.pop(n.name, None)
+        if g is None:
+            continue
+        if n.name in spread:
+            g = _settle(walk, n.name, g)
+        if n.op == "input":
+            return g
+        rule_fn = TRANSPOSES.get(n.op)
+        if rule_fn is None:
+            raise DeconvvizError(f"{n.label()} has no deconvnet rule")
+        for parent, sent, sent_frame in rule_fn(n, g, walk):
+            if parent is None:
+                continue
+            target = walk.frame(parent)
+            if sent_frame is not None and sent_frame is not walk.frame(n.name):
+                spread.add(parent)
+            if sent_frame is not None and target is not None and sent_frame != target:
+                _add_window(pending, owned, parent, sent, sent_frame, target)
+            elif parent not in pending:
+                pending[parent] = sent       # shared with other parents (add): never written
+            elif parent in owned:
+                pending[parent] += sent
+            else:
+                pending[parent] = pending[parent] + sent
+                owned.add(parent)
+    first = graph.nodes[0]
+    f = walk.frame(first.name)
+    shape = tuple(walk.rec.shapes.get(first.name) or first.shape)
+    if f is not None:
+        shape = shape[:1] + tuple(f.n)
+    return signal.new_zeros((signal.shape[0],) + shape)
+
+
+def _stamp(walk: Walk, conv: GraphNode, channel: torch.Tensor, y: torch.Tensor,
+           x: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+    """The transposed conv of one-value seeds on the conv input's frame: seed ``s``
+    stamps ``value[s] * W[channel[s]]`` with kernel tap ``(ky, kx)`` landing on row
+    ``y * stride - padding + ky * dilation`` (and likewise for columns)."""
+    (kh, kw), (sh, sw), (ph, pw), (dh, dw) = walk.graph.window_params(conv)
+    (parent,) = conv.inputs
+    weight = op_weight(conv.spec, walk.graph.model)
+    out_ch, in_g = weight.shape[:2]
+    c_in = walk.rec.shapes[parent][0]
+    f = walk.frame(parent)
+    s, dev = channel.shape[0], value.device
+    oy, ox = walk.origin(parent)[:, 0], walk.origin(parent)[:, 1]
+    # A canvas with a margin on every side holds every tap; the frame is cut out of it after.
+    my, mx = max(ph, 0), max(pw, 0)
+    hc, wc = f.n[0] + my + dh * (kh - 1) + sh + 1, f.n[1] + mx + dw * (kw - 1) + sw + 1
+    taps = ((torch.arange(kh, device=dev) * dh).view(kh, 1) * wc
+            + (torch.arange(kw, device=dev) * dw).view(1, kw)).view(-1)
+    top = (y * sh - ph - oy + my) * wc + (x * sw - pw - ox + mx)
+    where = top.view(s, 1, 1) + taps.view(1, 1, -1)
+    stamps = weight.index_select(0, channel).to(value.dtype) * value.view(-1, 1, 1, 1)
+    canvas = value.new_zeros((s, in_g, hc * wc))
+    canvas.scatter_add_(2, where.expand(s, in_g, kh * kw), stamps.reshape(s, in_g, kh * kw))
+    image = canvas.view(s, in_g, hc, wc)[:, :, my:my + f.n[0], mx:mx + f.n[1]]
+    if in_g == c_in:
+        return image.contiguous()
+    groups = conv.params["groups"]
+    out = value.new_zeros((s, groups, in_g) + tuple(f.n))
+    out[torch.arange(s, device=dev), channel // (out_ch // groups)] = image
+    return out.view((s, c_in) + tuple(f.n))
+
+
+#: Ops a one-value seed passes as one value (to the conv below it, where it becomes a stamp).
+POINT_OPS = ("relu", "relu6", "maxpool", "adaptive_maxpool", "batchnorm", "dropout", "identity",
+             "scale")
+
+
+def _at(walk: Walk, records: Dict[str, torch.Tensor], name: str, channel: torch.Tensor,
+        y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A record's value for each seed at map position ``(y, x)``."""
+    rows = walk.rows
+    here = walk.rec.origin(name)
+    if here is not None:
+        here = here.index_select(0, rows)
+        y, x = y - here[:, 0], x - here[:, 1]
+    return records[name][rows, channel, y, x]
+
+
+def point_walk(walk: Walk, node: str, channel: torch.Tensor, value: torch.Tensor
+               ) -> Tuple[str, torch.Tensor]:
+    """The first steps of :func:`reverse_walk` for seeds that are one value each, in closed form.
+
+    Seed ``s`` is ``value[s]`` at channel ``channel[s]`` and ``walk.position[s]`` of
+    node ``node``'s output ``(C, H, W)``. Down a chain of single-input ops it stays
+    one value: a ReLU rectifies it, a max pool (with switches) moves it to its
+    switch, a batch norm scales it; the first convolution stamps its filter
+    (:func:`_stamp`). That skips the ``S x C x H x W`` signals and the full
+    transposed conv that dominate the cost of many seeds on a wide layer.
+    Returns ``(name, signal)``: the node whose output ``signal`` (on its frame) is,
+    for :func:`reverse_walk` to take on. Equal to the plain walk.
+    """
+    y, x, v = walk.position[:, 0].clone(), walk.position[:, 1].clone(), value.clone()
+    n = walk.graph.node(node)
+    rule = walk.rule
+    while True:
+        if n.op in ("relu", "relu6"):
+            if rule != "deconvnet":
+                mask = _at(walk, walk.rec.masks, n.name, channel, y, x)
+                v = (v.clamp(min=0) if rule == "guided" else v) * mask
+            else:
+                v = v.clamp(min=0)
+        elif n.op in ("maxpool", "adaptive_maxpool") and walk.unpool == "switches" \
+                and walk.graph.window_params(n) is not None:
+            flat = _at(walk, walk.rec.switches, n.name, channel, y, x)
+            w_in = walk.extent(n.inputs[0])[1]
+            y, x = flat // w_in, flat % w_in
+        elif n.op == "batchnorm":
+            v = v * _bn_scale(n.module).to(v.dtype)[channel]
+        elif n.op == "scale":
+            v = v * n.params["factor"]
+        elif n.op == "conv":
+            return n.inputs[0], _stamp(walk, n, channel, y, x, v)
+        elif n.op not in ("dropout", "identity"):
+            f = walk.frame(n.name)
+            dense = v.new_zeros((v.shape[0], walk.rec.shapes[n.name][0]) + tuple(f.n))
+            o = walk.origin(n.name)
+            y, x = y - o[:, 0], x - o[:, 1]
+            dense[torch.arange(v.shape[0], device=v.device), channel, y, x] = v
+            return n.name, dense
+        n = walk.graph.node(n.inputs[0])

@@ -1,0 +1,1 @@
+"""The traced network: trace, ops, the graph with node names and block numbers, geometry."""
