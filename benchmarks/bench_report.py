@@ -384,7 +384,7 @@ def vgg_seeds(args, model, source):
 
 def _vgg_child(args):
     """Child process: a VGG-16 report written to --child-out; prints JSON."""
-    from deconvviz.report import write_report
+    from deconvviz.runs.report import write_report
     model = vgg16_model()
     source = resolve_source(args.vgg_data, split=None, image_size=(224, 224))
     layers = [int(v) for v in args.vgg_report_layers.split(",")] if args.vgg_report_layers \

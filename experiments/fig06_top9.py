@@ -20,7 +20,7 @@ if str(REPO) not in sys.path:
 from deconvviz.cli.experiment import experiment_command  # noqa: E402
 from deconvviz.render.figures import model_caption, save_png, short_description, table_figure  # noqa: E402
 from deconvviz.render.report_png import layer_cell  # noqa: E402
-from deconvviz.report import build_report  # noqa: E402
+from deconvviz.runs.report import build_report  # noqa: E402
 from deconvviz.store.report import write_report_h5  # noqa: E402
 
 DATA = str(REPO.parent / "shared" / "datasets" / "cifar10")

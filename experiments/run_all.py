@@ -3,7 +3,7 @@
     python experiments/run_all.py [--data D] [--model M] [--out O] [--checkpoints C ...]
 
 Runs each ``experiments/figNN_*.py`` in this process and prints how long each took.
-Figure 7 needs checkpoints saved at several epochs: ``--checkpoints`` (files or
+Figures 7 and 14 need checkpoints saved at several epochs: ``--checkpoints`` (files or
 folders of ``*-epochN.pt``; default: those in ``--train-dir``, ``outputs/checkpoints``);
 when there are none, they are trained first with
 ``deconvviz train --epochs E --save-epochs 1,2,5,...`` into it.
@@ -72,7 +72,7 @@ def main(data, checkpoint, out, checkpoints, train_dir, train_epochs, save_epoch
     for name in names:
         args = ["--data", data, "--out", out]
         started = time.perf_counter()
-        if name.startswith("fig07_"):
+        if name.startswith(("fig07_", "fig14_")):   # both follow features through training
             ck = list(checkpoints) or [train_dir]
             if not _has_epoch_checkpoints(ck):
                 if checkpoints:

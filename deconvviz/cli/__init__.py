@@ -54,8 +54,11 @@ from .model import evaluate, info, train  # noqa: E402
 from .occlusion import occlusion  # noqa: E402
 from .project import layers, project  # noqa: E402
 from .report import render, report  # noqa: E402
+from .features import features  # noqa: E402
+from .compare import compare  # noqa: E402
 
-for _command in (train, evaluate, layers, project, info, occlusion, report, render, filters):
+for _command in (train, evaluate, layers, project, info, occlusion, report, render, filters,
+                 features, compare):
     main.add_command(_command)
 
 

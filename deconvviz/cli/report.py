@@ -106,12 +106,9 @@ def report(checkpoint, data, workers, skip_unreadable, split, layers, features, 
     from ..engine.distributed import distributed_context
     from ..data.preprocess import Preprocessing
     from ..engine.net.network import require_spatial, resolve_info
-    from ..report import ReportInterrupted, check_features, write_report
+    from ..runs.report import ReportInterrupted, check_features, write_report
     from ..store.atomic import output_folder
 
-    if html and features:
-        raise click.BadParameter("the web report shows whole layers; leave out --html or "
-                                 "--feature", param_hint="'--feature'")
     chosen = sorted({f for r in features for f in r}) if features else None
     device = resolve_device(device)
     out_dir = Path(out)
@@ -163,10 +160,8 @@ def render(report_file, out, html):
     """Redraw the PNGs of a deconvviz HDF5 file alone (no model, no data): a report
     (report.h5) or a projection file of 'deconvviz project'; with --html, a report's
     web report instead."""
-    import numpy as np
-
     from ..figures import render_projection
-    from ..report import render_report
+    from ..runs.report import render_report
     from ..store.atomic import check_writable_dir
     from ..store.h5 import file_format
     from ..store.projection import PROJECTION_FORMAT, read_projection_h5
@@ -183,12 +178,6 @@ def render(report_file, out, html):
             raise DeconvvizError(f"{path} is a {fmt} file; --html makes the web report of a "
                                  f"{REPORT_FORMAT} file (report.h5)")
         from ..render.web import write_site
-        with open_report(path, images=False) as rep:
-            some = [lr.name for lr in rep.layers.values() if lr.feature is not None
-                    and not np.array_equal(lr.feature, np.arange(lr.features))]
-        if some:
-            raise DeconvvizError(f"{path} keeps some features of {some[0]} only (--feature); "
-                                 "the web report shows whole layers")
         click.echo(f"wrote {write_site(path, out_dir)}")
         return
     if fmt == PROJECTION_FORMAT:

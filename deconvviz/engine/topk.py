@@ -14,7 +14,7 @@ exactly what one process finds.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Optional, Sequence, Tuple, Union
 
 import math
 
@@ -178,9 +178,10 @@ class _StreamingTopK:
     all candidates exactly (the test against brute force checks it).
     """
 
-    def __init__(self, top: TopK):
+    def __init__(self, top: TopK, maxima=None):
         self.top = top
         self.last_index = int(top.image_index.max()) if top.image_index.numel() else -1
+        self.maxima = maxima   # called with every batch's (F, n) maxima (engine.statistics)
 
     def add(self, block_out: torch.Tensor, offset: int, info: NodeInfo) -> None:
         n, c, h, w = block_out.shape
@@ -195,6 +196,8 @@ class _StreamingTopK:
                 f"{info.describe()} gives non-finite activations on images "
                 f"{offset}..{offset + n - 1}; the checkpoint or the data is damaged")
         val = val.float().t().cpu()                                       # (F, n)
+        if self.maxima is not None:
+            self.maxima(val, offset)
         top = self.top
         k = top.k
         if offset <= self.last_index:  # not a forward scan: the general exact merge
@@ -250,8 +253,8 @@ def scan_topk(model: nn.Module, source: ImageSource, layers: Optional[Sequence[i
               k: int = 9, *, batch_size: Optional[int] = None,
               device: Union[str, torch.device] = "cpu",
               progress: Optional[Progress] = None, shard: Optional[Tuple[int, int]] = None,
-              start: int = 0, stop: Optional[int] = None, mean=None, std=None
-              ) -> Dict[int, TopK]:
+              start: int = 0, stop: Optional[int] = None, mean=None, std=None,
+              maxima: Optional[Dict[object, Callable]] = None) -> Dict[int, TopK]:
     """One pass over ``source[start:stop]``: the top-``k`` images of every feature.
 
     For each image and feature, the activation is the maximum of the layer's
@@ -265,6 +268,10 @@ def scan_topk(model: nn.Module, source: ImageSource, layers: Optional[Sequence[i
     were seen (see :func:`finalize_topk`). No switches are recorded: the scan
     runs the plain stack, in channels-last memory format, under
     ``torch.inference_mode``, reading every batch into the same buffers.
+    ``maxima``: ``{layer: callable}`` (e.g. a
+    :class:`~deconvviz.engine.statistics.MaximaRecorder`) called with every batch's
+    per-image maxima ``(F, n)`` float32 and the batch's first image index, in the
+    same pass.
     """
     if k < 1:
         raise DeconvvizError(f"top k must be at least 1, got {k}")
@@ -279,7 +286,9 @@ def scan_topk(model: nn.Module, source: ImageSource, layers: Optional[Sequence[i
     info_of: Dict[str, list] = {}
     for i in infos:
         info_of.setdefault(i.name, []).append(i)
-    tops = {layer_key(i): _StreamingTopK(empty_topk(i.features, k)) for i in infos}
+    maxima = maxima or {}
+    tops = {layer_key(i): _StreamingTopK(empty_topk(i.features, k), maxima.get(layer_key(i)))
+            for i in infos}
     stop = len(source) if stop is None else min(int(stop), len(source))
     rank, world = shard if shard is not None else (0, 1)
     dtype = model_dtype(model)

@@ -9,11 +9,13 @@ cut to its receptive-field window (the same window as its patch), the kept
 images themselves, and every layer dataset chunked per feature and compressed;
 version 1 files (whole-image projections, no images) are still read, their
 projections cut to the same windows on reading. Version 3 adds to each layer its
-``feature`` numbers (a report may keep some features of a layer only) and a
-``complete`` attribute set once the layer is fully written: a report is first
-written as ``report.h5.partial`` one finished layer at a time (flushed after each),
-a resumed run appends the missing layers, and the file is renamed to ``report.h5``
-only when every layer is complete; a reader refuses a layer not marked complete.
+``feature`` numbers (a report may keep some features of a layer only), its feature
+statistics over the whole scan (:mod:`deconvviz.store.statistics`, one row per kept
+feature) and a ``complete`` attribute set once the layer is fully written: a report is
+first written as ``report.h5.partial`` one finished layer at a time (flushed after
+each), a resumed run appends the missing layers, and the file is renamed to
+``report.h5`` only when every layer is complete; a reader refuses a layer not marked
+complete. Versions 1 and 2 read with ``LayerReport.stats = None``.
 """
 
 from __future__ import annotations
@@ -27,6 +29,7 @@ import numpy as np
 
 from ..errors import DeconvvizError
 from .h5 import STAMPED, attr_value, h5py_module, open_checked, stamp
+from .statistics import FeatureStatistics, read_statistics, write_statistics
 
 __all__ = ["REPORT_FORMAT", "REPORT_VERSION", "REPORT_FILE", "PROJECTION_DTYPES", "LayerReport",
            "ImageTable", "Report", "ReportWriter", "write_report_h5", "read_report_h5",
@@ -34,7 +37,7 @@ __all__ = ["REPORT_FORMAT", "REPORT_VERSION", "REPORT_FILE", "PROJECTION_DTYPES"
            "finished_layers", "RUN_ATTRS", "DamagedPartialError"]
 
 REPORT_FORMAT = "deconvviz-report"
-REPORT_VERSION = 3
+REPORT_VERSION = 3      # 3: feature numbers, complete marks, per-feature statistics
 REPORT_FILE = "report.h5"
 PROJECTION_DTYPES = ("float32", "float16")
 
@@ -83,7 +86,9 @@ class LayerReport:
     int64 (y0, x0, y1, x1) in image pixels, end exclusive; ``patch_origin
     (F, k, 2)`` int64, the window's unclipped top-left corner (see
     :func:`deconvviz.engine.net.geometry.extract_patches`). Window pixels outside
-    the image are zero in both.
+    the image are zero in both. ``stats``: the layer's
+    :class:`~deconvviz.store.statistics.FeatureStatistics` over the whole scan (None
+    in files of format version 1 and 2).
     """
 
     layer: int
@@ -102,6 +107,7 @@ class LayerReport:
     patch_origin: np.ndarray
     node: str = ""
     feature: Optional[np.ndarray] = None
+    stats: Optional[FeatureStatistics] = None
     op: str = ""    # what the node calls: ``Conv2d``, ``SiLU``, ``SqueezeExcitation``, ``F.gelu``
 
     @property
@@ -166,6 +172,13 @@ class Report:
     attrs: dict
     layers: Dict[int, LayerReport] = field(default_factory=dict)
     images: Optional[ImageTable] = None
+
+    def __repr__(self) -> str:   # one line, not every attribute and array (issue 20)
+        layers = ", ".join(f"{lr.name} ({lr.features} features, top {lr.k})"
+                           for lr in self.layers.values())
+        return (f"Report({layers or 'no layers'}; {self.attrs.get('num_images', '?')} images of "
+                f"{self.attrs.get('data_source', '?')}, format version "
+                f"{self.attrs.get('format_version', '?')})")
 
 
 class ReportWriter:
@@ -294,7 +307,9 @@ class ReportWriter:
             done += n
         if done != head.features:
             raise ValueError(f"layer {head.name}: {done} of {head.features} features written")
-        g.attrs["complete"] = True
+        if head.stats is not None:
+            write_statistics(g, head.stats)
+        g.attrs["complete"] = True      # last: a layer is complete with its statistics
         self._f.flush()
         return replace(head, projection=g["projection"], patch=g["patch"])
 
@@ -450,6 +465,9 @@ def _read_report(f, path, layers, images: bool, lazy: bool) -> Report:
     H, W = (int(v) for v in attrs.get("image_size", [32, 32]))
     for name in names:
         lr = _read_layer(f, path, name, version, (H, W), lazy and version > 1)
+        if version >= 3:
+            lr.stats = read_statistics(f[name], path, lr.features,
+                                       int(attrs.get("num_images", -1)))
         report.layers[lr.key] = lr
     return report
 

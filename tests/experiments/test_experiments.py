@@ -142,6 +142,36 @@ def test_fig07_feature_evolution(tree, ckpt, tmp_path):
         assert f.attrs["scanned"] == 20
 
 
+def test_fig14_matched_evolution(tree, ckpt, tmp_path):
+    """Three epochs: the second is the first with layer 1's channels reversed (and layer 2's
+    inputs to match), the third is the first again: the chains must undo the reversal."""
+    folder = tmp_path / "ck"
+    folder.mkdir()
+    payload = torch.load(ckpt, weights_only=True)
+    sd = payload["state_dict"]
+    rev = torch.arange(sd["features.0.bias"].shape[0] - 1, -1, -1)
+    for epoch, flip in ((1, False), (2, True), (3, False)):
+        p = {**payload, "epochs": epoch, "state_dict": dict(sd)}
+        if flip:
+            p["state_dict"]["features.0.weight"] = sd["features.0.weight"][rev]
+            p["state_dict"]["features.0.bias"] = sd["features.0.bias"][rev]
+            p["state_dict"]["features.3.weight"] = sd["features.3.weight"][:, rev]
+        torch.save(p, folder / f"m-epoch{epoch}.pt")
+    run("fig14_matched_evolution", "--data", tree, "--checkpoints", folder, "--out", tmp_path,
+        "--top", 2, "--min-correlation", 0.9)
+    for layer in (1, 2):
+        png_size(tmp_path / f"fig14_matched_evolution_layer{layer}" / "compare.png")
+    with h5py.File(tmp_path / "fig14_matched_evolution_layer1" / "compare.h5") as f:
+        assert [str(n) for n in f.attrs["networks"]] == ["epoch 1", "epoch 2", "epoch 3"]
+        chains = f["chains"][()]
+        n = chains.shape[1]
+        assert chains[2].tolist() == list(range(n)) and chains[0].tolist() == list(range(n))
+        assert chains[1].tolist() == rev.tolist()
+    with h5py.File(tmp_path / "fig14_matched_evolution_layer2" / "compare.h5") as f:
+        chains = f["chains"][()]
+        assert (chains == np.arange(chains.shape[1])).all()    # layer 2 is unchanged
+
+
 def test_fig08_occlusion(tree, ckpt, tmp_path):
     run("fig08_occlusion", "--data", tree, "--model", ckpt, "--out", tmp_path, "--count", 2,
         "--size", 16, "--stride", 8)
@@ -239,7 +269,7 @@ def test_run_all_lists_every_figure_script():
     names = script("run_all").scripts()
     assert [n[:5] for n in names] == sorted({n[:5] for n in names})
     for n in ("fig01", "fig02", "fig03", "fig04", "fig05", "fig06", "fig07", "fig08", "fig09",
-              "fig10", "fig11", "fig12", "fig13"):
+              "fig10", "fig11", "fig12", "fig13", "fig14"):
         assert any(x.startswith(n) for x in names), n
 
 

@@ -15,7 +15,7 @@ from deconvviz import deconvolve
 from deconvviz.cli import main
 from deconvviz.data.sources import ImageSource, synthetic_images
 from deconvviz.engine.net.layers import list_layers
-from deconvviz.report import build_report
+from deconvviz.runs.report import build_report
 
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
                                 reason="no CUDA device on this machine")

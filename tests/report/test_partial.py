@@ -14,11 +14,11 @@ import pytest
 import torch
 from click.testing import CliRunner
 
-import deconvviz.report as report_mod
+import deconvviz.runs.report as report_mod
 from conftest import assert_close
 from report_helpers import image_folder  # noqa: F401 - a fixture
 from deconvviz.cli import main
-from deconvviz.report import partial_path, scan_state_path
+from deconvviz.runs.report import partial_path, scan_state_path
 from deconvviz.store.report import read_report_h5
 
 
@@ -42,6 +42,11 @@ def _datasets(path):
         f.visititems(lambda name, obj: out.__setitem__(name, obj[()])
                      if isinstance(obj, h5py.Dataset) else None)
     return out
+
+
+def _same(x, y) -> bool:
+    """The same array, bit for bit where the same code computed it (NaN equal to NaN)."""
+    return x.dtype == y.dtype and np.array_equal(x, y, equal_nan=x.dtype.kind == "f")
 
 
 def _files(folder: Path):
@@ -81,6 +86,8 @@ def test_ctrl_c_in_layer_2_keeps_layer_1_and_resume_finishes_the_same_report(
         "finish the report"]
     now = _files(out)
     assert now.pop(Path("report.h5.partial")) and now.pop(Path(".scan-state.pt"))
+    for j in range(2):                         # with every image's maxima of each layer
+        assert now.pop(Path(f".scan-state.maxima{j}.f16"))
     assert now == earlier                      # report.h5 and its PNGs untouched
     with h5py.File(partial, "r") as f:         # layer 1 whole and marked, no trace of 2
         assert bool(f["layer1"].attrs["complete"]) and "layer2" not in f
@@ -94,11 +101,13 @@ def test_ctrl_c_in_layer_2_keeps_layer_1_and_resume_finishes_the_same_report(
     assert res.exit_code == 0, res.output
     assert f"deconvviz: resuming the report after 1 of 2 finished layers in {partial}" \
         in res.output
-    assert not partial.exists() and not scan_state_path(out).exists()
+    assert not partial.exists() and not list(out.glob(".scan-state*"))   # maxima too
     a, b = _datasets(out / "report.h5"), _datasets(whole / "report.h5")
     assert a.keys() == b.keys() and len(a) > 10
+    # The feature statistics too: layer 2's from the maxima kept beside the scan state.
+    assert a["layer2/statistics/maxima"].shape == (4, 36) and "layer2/statistics/auroc" in a
     for name in a:   # the same code computed the same bytes
-        assert a[name].dtype == b[name].dtype and np.array_equal(a[name], b[name]), name
+        assert _same(a[name], b[name]), name
     assert np.array_equal(a["layer1/projection"], kept)
     # The PNGs of both layers were drawn (from the finished file) and replaced the earlier.
     pngs = {p: v for p, v in _files(out).items() if p.suffix == ".png"}
@@ -135,7 +144,7 @@ def test_a_damaged_unfinished_report_is_projected_again(args, tmp_path,
     assert (f"deconvviz: the unfinished report {partial} is damaged (not a readable HDF5 "
             "file); projecting every layer again") in res.output
     a, b = _datasets(out / "report.h5"), _datasets(whole / "report.h5")
-    assert a.keys() == b.keys() and all(np.array_equal(a[k], b[k]) for k in a)
+    assert a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
 
 
 def test_resume_refuses_an_unfinished_report_of_another_run(args, tmp_path,
@@ -176,8 +185,7 @@ def test_refused_reports_leave_no_folder_they_created(args, tmp_path):
              (["--feature", "40"], 1,
               "Error: feature 40 is out of range: layer 1 has 32 features (0..31)"),
              (["--feature", "7-3"], 2, "expected a feature number (from 0) or a range A-B"),
-             (["--feature", "x"], 2, "expected a feature number or a range like 0-15, got 'x'"),
-             (["--feature", "3", "--html"], 2, "the web report shows whole layers")]
+             (["--feature", "x"], 2, "expected a feature number or a range like 0-15, got 'x'")]
     for extra, code, message in cases:
         out = tmp_path / "a" / "b"
         res = _run(args(out, *extra))
@@ -206,6 +214,15 @@ def test_features_restrict_the_report_to_those_channels(args, tmp_path):
         for name in ("activation", "image_index", "position", "label", "patch", "patch_box",
                      "patch_origin"):
             assert np.array_equal(getattr(a.layers[L], name), getattr(b.layers[L], name)[ids])
+        # The statistics of the kept channels, row for row (the same code on the same
+        # per-image maxima: the same bytes).
+        sa, sb = a.layers[L].stats, b.layers[L].stats
+        assert sa.maxima.shape == (len(ids), 36)
+        for name in ("maxima", "firing_rate", "mean", "quantiles", "histogram",
+                     "histogram_edges", "auroc", "p_value", "p_adjusted", "topk_share", "label",
+                     "label_auroc", "label_p"):
+            assert _same(getattr(sa, name), getattr(sb, name)[ids]), name
+        assert _same(sa.class_count, sb.class_count)
         # Projected in other groups of seeds than the whole layer: equal to rounding.
         assert_close(torch.from_numpy(a.layers[L].projection),
                      torch.from_numpy(b.layers[L].projection[ids]))
@@ -214,12 +231,11 @@ def test_features_restrict_the_report_to_those_channels(args, tmp_path):
     # Kept images: only those of the chosen features.
     want = np.unique(np.concatenate([b.layers[L].image_index[ids].ravel() for L in (1, 2)]))
     assert np.array_equal(a.images.index, want)
-    # The web report of such a file is refused in one line.
+    # Its web report names the features by channel (the pages: tests/web/test_web_site.py).
     res = _run(["render", str(some / "report.h5"), "--html", "--out", str(tmp_path / "s")])
-    assert res.exit_code == 1
-    assert res.output.strip().splitlines() == [
-        f"Error: {some / 'report.h5'} keeps some features of layer1 only (--feature); the web "
-        "report shows whole layers"]
+    assert res.exit_code == 0, res.output
+    pages = sorted(p.name for p in (tmp_path / "s" / "site" / "layer2").glob("*.html"))
+    assert pages == [f"feature{f:03d}.html" for f in ids]
 
 
 def test_top_beyond_the_number_of_images_is_capped_with_a_notice(args, tmp_path):
@@ -265,7 +281,7 @@ def test_the_readme_call_with_a_data_source_string(image_folder, tmp_path):
     ``--data`` is (the test split, preprocessed for the model)."""
     import deconvviz
     from deconvviz.data.sources import resolve_source
-    from deconvviz.report import build_report, write_report
+    from deconvviz.runs.report import build_report, write_report
 
     model = deconvviz.load_model()
     report = build_report(model, "builtin", [2], 4)

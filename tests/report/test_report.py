@@ -23,7 +23,7 @@ from deconvviz.engine.net.geometry import extract_patches
 from deconvviz.engine.deconv.seeds import project_seeds
 from deconvviz.engine.topk import TopK, empty_topk, finalize_topk, merge_topk, scan_topk
 from deconvviz.render.report_png import PANEL_TITLE_HEIGHT, feature_png
-from deconvviz.report import build_report, render_report, save_report, write_report
+from deconvviz.runs.report import build_report, render_report, save_report, write_report
 from deconvviz.store.report import REPORT_FORMAT, REPORT_VERSION, read_report_h5
 
 
@@ -346,7 +346,7 @@ def test_interrupted_runs_leave_the_earlier_report_untouched(tiny_checkpoint, im
     assert Path("report.h5") in before and len(before) == 1 + 1 + 32
 
     # Ctrl-C in the middle of the scan.
-    import deconvviz.report as report_mod
+    import deconvviz.runs.report as report_mod
     calls = {"n": 0}
     real_read = ImageSource.read
 
@@ -379,12 +379,14 @@ def test_interrupted_runs_leave_the_earlier_report_untouched(tiny_checkpoint, im
     # No temp file left, nothing replaced; the finished scan and layer are kept for --resume.
     after = _snapshot(out)
     assert after.pop(Path(".scan-state.pt"), None) is not None
+    assert after.pop(Path(".scan-state.maxima0.f16"), None) is not None   # its image maxima
     assert after.pop(Path("report.h5.partial"), None) is not None
     assert after == before
     monkeypatch.setattr(report_mod, "write_png", real_png)
     res = _run(base + ["--top", "3", "--resume"])
     assert res.exit_code == 0, res.output
     assert not (out / ".scan-state.pt").exists()
+    assert not (out / ".scan-state.maxima0.f16").exists()
 
 
 def test_second_report_does_not_decode_again(tiny_checkpoint, tmp_path, monkeypatch):
@@ -509,7 +511,7 @@ def test_a_layer_is_projected_and_written_in_chunks_of_features(model, tmp_path,
     """With a chunk budget of a few features, each call projects at most that many
     features; the file holds the same numbers and bytes as a whole-layer write, and the
     PNGs drawn from the file being written equal those drawn from memory."""
-    import deconvviz.report as report_mod
+    import deconvviz.runs.report as report_mod
     import deconvviz.store.report as store_report
     from deconvviz.store.report import features_per_chunk
 

@@ -4,31 +4,20 @@ from disk (file://). Skips, saying why, where no browser is installed."""
 
 from __future__ import annotations
 
-import importlib.util
-import shutil
 import time
 from pathlib import Path
 
 import numpy as np
 import pytest
 
+from browser_helpers import browser, needs_browser  # noqa: F401 - a fixture
 from web_helpers import DEAD, make_report
 from deconvviz.render.web import write_site
 from deconvviz.store.report import read_report_h5
 
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-CHROMEDRIVER = shutil.which("chromedriver") or (
-    "/usr/bin/chromedriver" if Path("/usr/bin/chromedriver").is_file() else None)
 PAGE = 24  # tiles per page of the test site: layer 2's 64 features make 3 pages
 
-_why = None
-if importlib.util.find_spec("selenium") is None:
-    _why = "selenium is not installed (pip install -e '.[test]')"
-if _why is None and not CHROMIUM:
-    _why = "no chromium browser installed (apt-get install chromium chromium-driver)"
-if _why is None and not CHROMEDRIVER:
-    _why = "no chromedriver installed (apt-get install chromium-driver)"
-pytestmark = pytest.mark.skipif(_why is not None, reason=_why or "")
+pytestmark = needs_browser
 
 
 @pytest.fixture(scope="module")
@@ -37,26 +26,6 @@ def site(tmp_path_factory):
     h5 = make_report(folder, k=3)
     write_site(h5, folder, page_size=PAGE)
     return folder / "site", read_report_h5(h5)
-
-
-@pytest.fixture(scope="module")
-def browser():
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    opts = webdriver.ChromeOptions()
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--window-size=1366,900", "--no-first-run", "--disable-extensions"):
-        opts.add_argument(arg)
-    opts.binary_location = CHROMIUM
-    opts.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    # The system's driver, named explicitly: Selenium never tries to download one.
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=opts)
-    driver.set_page_load_timeout(30)
-    try:
-        yield driver
-    finally:
-        driver.quit()
 
 
 def _open(driver, path: Path, fragment: str = ""):
@@ -194,4 +163,41 @@ def test_sort_hide_dead_paging_and_jump(browser, site):
     assert 9 in _tiles(browser) and _tiles(browser)[0] == 0
     assert np.isclose(float(browser.find_element("id", "f9").text.split("act ")[1].split()[0]),
                       act[9], rtol=5e-3)
+    assert _errors(browser) == []
+
+
+def test_a_site_of_some_features_names_and_steps_through_their_channels(browser,
+                                                                        tmp_path_factory):
+    """``report --feature 3 --feature 7-9 --html``: tiles, feature pages, the arrow keys
+    and the jump box all use the channel numbers the report keeps."""
+    from selenium.webdriver.common.keys import Keys
+
+    folder = tmp_path_factory.mktemp("some")
+    ids = [3, 7, 8, 9]
+    make_report(folder, k=3, html=True, features=ids)
+    root = folder / "site"
+    _open(browser, root / "layer2.html")
+    assert _tiles(browser) == ids
+    _all_images_load(browser)
+    assert browser.find_element("id", "f8").text.startswith("feature 8")
+    browser.find_element("id", "f8").click()
+    _wait(browser, lambda: browser.current_url.endswith("/layer2/feature008.html"))
+    _wait(browser, lambda: browser.execute_script("return document.readyState") == "complete")
+    assert browser.find_element("tag name", "h1").text.startswith("layer 2, feature 8:")
+    _all_images_load(browser)
+    browser.find_element("tag name", "body").send_keys(Keys.ARROW_LEFT)   # row before: 7
+    _wait(browser, lambda: browser.current_url.endswith("/layer2/feature007.html"))
+    browser.find_element("tag name", "body").send_keys(Keys.ARROW_LEFT)   # and then 3
+    _wait(browser, lambda: browser.current_url.endswith("/layer2/feature003.html"))
+    browser.find_element("tag name", "body").send_keys(Keys.ARROW_UP)
+    _wait(browser, lambda: "/layer2.html#" in browser.current_url)
+    _wait(browser, lambda: browser.find_elements("css selector", "a.tile.hit"))
+    assert browser.find_element("css selector", "a.tile.hit").get_attribute("id") == "f3"
+    jump = browser.find_element("id", "jump")
+    jump.send_keys("5", Keys.ENTER)                 # not kept: said so, nothing moves
+    assert browser.execute_script("return document.getElementById('jump').validationMessage") \
+        == "this report keeps features 3, 7\u20139 of this layer"
+    jump.clear()
+    jump.send_keys("9", Keys.ENTER)
+    assert browser.find_element("css selector", "a.tile.hit").get_attribute("id") == "f9"
     assert _errors(browser) == []

@@ -50,8 +50,8 @@ def test_site_layout_pixels_and_pages(report_h5):
     rep = read_report_h5(report_h5)
     assert {p.name for p in site.iterdir()} == {"index.html", "assets", "images", "layer1.html",
                                                "layer2.html", "layer1", "layer2"}
-    assert sorted(p.name for p in (site / "assets").iterdir()) == ["feature.js", "layer.js",
-                                                                 "style.css"]
+    assert sorted(p.name for p in (site / "assets").iterdir()) == ["feature.js", "index.js",
+                                                                 "layer.js", "style.css"]
     # Whole images: one PNG per kept image, exactly its stored pixels.
     table = rep.images
     assert sorted(p.name for p in (site / "images").iterdir()) == \
@@ -201,8 +201,10 @@ def test_names_from_the_file_are_escaped(tmp_path):
         p.feed(text)
         p.close()
         for attrs in p.scripts:  # only the site's own scripts and its JSON data
-            assert attrs.get("src", "").endswith(("assets/layer.js", "assets/feature.js")) or \
-                attrs == {"type": "application/json", "id": "layer-data"}, attrs
+            assert attrs.get("src", "").endswith(("assets/layer.js", "assets/feature.js",
+                                                  "assets/index.js")) or \
+                attrs in ({"type": "application/json", "id": "layer-data"},
+                          {"type": "application/json", "id": "label-data"}), attrs
         body = "".join(p.text)
         seen_classes |= {c for c in classes if c in body}
         if page.name.startswith("feature") and page.parent.name == "layer2":
@@ -380,5 +382,75 @@ def test_report_html_failing_midway_leaves_the_earlier_report_and_site(tmp_path,
         make_report(out, k=3, html=True)
     after = _snapshot(out)
     assert after.pop(Path(".scan-state.pt"), None) is not None  # kept for --resume
+    for j in range(2):  # with each layer's per-image maxima
+        assert after.pop(Path(f".scan-state.maxima{j}.f16"), None) is not None
     assert after.pop(Path("report.h5.partial"), None) is not None  # its finished layers too
     assert after == before   # neither report.h5 nor any file of the site changed, no leftovers
+
+
+def _stats_section(page: str) -> str:
+    m = re.search(r'<section class="stats">.*?</section>', page, re.S)
+    return m.group(0) if m else ""
+
+
+def test_a_report_of_some_features_names_them_by_channel(report_h5, tmp_path):
+    """``report --feature 3 --feature 7-9 --html``: the site names and links each feature
+    by its channel number, as the whole layer's site does (DEAD, feature 7, among them)."""
+    from web_helpers import tiny_model
+
+    ids = [3, 7, 8, 9]
+    assert DEAD in ids
+    tiny_model(tmp_path)  # tmp_path/tiny.pt, the same weights as report_h5's model
+    some = make_report(tmp_path / "api", k=3, html=True, features=ids)
+    site, whole = some.parent / "site", report_h5.parent / "site"
+    for layer in ("layer1", "layer2"):
+        assert sorted(p.name for p in (site / layer).glob("*.html")) == \
+            [f"feature{f:03d}.html" for f in ids]
+        data = layer_json((site / f"{layer}.html").read_text(encoding="utf-8"))
+        full = layer_json((whole / f"{layer}.html").read_text(encoding="utf-8"))
+        assert [x[0] for x in data["features"]] == ids
+        assert data["numbering"] == "this report keeps features 3, 7\u20139 of this layer"
+        assert full["numbering"] == f"features are numbered 0\u2013{len(full['features']) - 1}"
+        # Each channel's row says what the whole layer's row for that channel says.
+        assert [x[1:] for x in data["features"]] == [full["features"][f][1:] for f in ids]
+        for f in ids:
+            a = (site / layer / f"feature{f:03d}.html").read_text(encoding="utf-8")
+            b = (whole / layer / f"feature{f:03d}.html").read_text(encoding="utf-8")
+            assert f"feature {f}" in a and _stats_section(a) == _stats_section(b) != ""
+            # Patches: the same pixels cut by the same code as the whole layer's site.
+            for tile in sorted((site / layer / "tiles").glob(f"feature{f:03d}_*_patch.png")):
+                assert tile.read_bytes() == (whole / layer / "tiles" / tile.name).read_bytes()
+        tiles = {p.name.split("_")[0] for p in (site / layer / "tiles").iterdir()}
+        assert tiles <= {f"feature{f:03d}" for f in ids}
+    pages = {f: (site / "layer2" / f"feature{f:03d}.html").read_text(encoding="utf-8")
+             for f in ids}
+    assert "layer 2, feature 7: never fires" in pages[DEAD]
+    # Previous / next step through the channels kept; the layer link finds the tile.
+    assert '<a class="off">&lsaquo; first feature</a>' in pages[3]
+    assert '<a id="next" href="feature007.html">feature 7 &rsaquo;</a>' in pages[3]
+    assert '<a id="prev" href="feature007.html">&lsaquo; feature 7</a>' in pages[8]
+    assert '<a id="next" href="feature009.html">feature 9 &rsaquo;</a>' in pages[8]
+    assert '<a class="off">last feature &rsaquo;</a>' in pages[9]
+    assert 'href="../layer2.html#f8"' in pages[8]
+    layer_page = (site / "layer2.html").read_text(encoding="utf-8")
+    assert 'min="3" max="9"' in layer_page and 'href="layer2/feature003.html">feature 3' \
+        in layer_page
+    # The index links the kept channels only.
+    index = (site / "index.html").read_text(encoding="utf-8")
+    linked = set(re.findall(r'href="layer\d/feature(\d{3})\.html"', index))
+    assert linked and linked <= {f"{f:03d}" for f in ids}
+    # From the shell: report --feature ... --html, and render --html of its file.
+    runner = CliRunner()
+    out = tmp_path / "cli"
+    res = runner.invoke(main, ["report", "--model", str(tmp_path / "tiny.pt"), "--data",
+                               "builtin", "--limit", "40", "--top", "2", "--feature", "3",
+                               "--feature", "7-9", "--no-png", "--html", "--quiet", "--out",
+                               str(out)])
+    assert res.exit_code == 0, res.output
+    assert sorted(p.name for p in (out / "site" / "layer2").glob("*.html")) == \
+        [f"feature{f:03d}.html" for f in ids]
+    res = runner.invoke(main, ["render", str(out / "report.h5"), "--html", "--out",
+                               str(tmp_path / "again")])
+    assert res.exit_code == 0, res.output
+    a, b = _snapshot(out / "site"), _snapshot(tmp_path / "again" / "site")
+    assert a.keys() == b.keys() and [p for p in a if a[p] != b[p]] == [Path("index.html")]

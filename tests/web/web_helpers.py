@@ -42,7 +42,7 @@ def source(n: int = 40, class_names: Optional[Sequence[str]] = None,
 
 def make_report(folder: Path, k: int = 3, html: bool = False, **kw) -> Path:
     """Write a two-layer report of the tiny model into ``folder``; returns report.h5."""
-    from deconvviz.report import write_report
+    from deconvviz.runs.report import write_report
 
     Path(folder).mkdir(parents=True, exist_ok=True)
     model = tiny_model(folder)

@@ -12,7 +12,7 @@ from __future__ import annotations
 import html
 import json
 import string
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from functools import lru_cache
 from importlib import resources
 from pathlib import PurePosixPath
@@ -71,6 +71,11 @@ def _act(v: float) -> str:
     return f"{float(v):.4g}"
 
 
+def _num(v: float) -> float:
+    """A statistic for the page's JSON: 4 decimals, -1 where absent (JSON has no NaN)."""
+    return -1.0 if v != v else round(float(v), 4)
+
+
 def _track(value: float, top: float) -> str:
     """A bar on the activation colour scale (0 .. the layer's strongest activation)."""
     frac = max(0.0, float(value)) / top if top > 0 else 0.0
@@ -116,6 +121,32 @@ class LayerSummary:
     strongest: List[Tuple[int, float]]   # (feature, activation) of its strongest features
     max_act: float
     op: str = ""       # what the node calls (``SiLU``, ``SqueezeExcitation``); "" if unknown
+    # (feature, class it detects, AUROC) of every labelled feature (issue 20)
+    labels: List[Tuple[int, str, float]] = field(default_factory=list)
+    # the channel number of each row (empty: 0 .. features - 1, the whole layer)
+    feature_ids: List[int] = field(default_factory=list)
+
+    def channel(self, row: int) -> int:
+        """The channel number of row ``row``: what pages and files call the feature."""
+        return int(self.feature_ids[row]) if self.feature_ids else int(row)
+
+    def numbering(self) -> str:
+        """Which feature numbers the layer's pages hold, in words."""
+        ids = [self.channel(r) for r in range(self.features)]
+        if ids == list(range(self.features)):
+            return f"features are numbered 0\u2013{self.features - 1}"
+        return f"this report keeps features {_ranges(ids)} of this layer"
+
+
+def _ranges(ids: Sequence[int]) -> str:
+    """``[3, 7, 8, 9]`` as ``3, 7\u20139``."""
+    parts, start = [], 0
+    for i in range(1, len(ids) + 1):
+        if i == len(ids) or ids[i] != ids[i - 1] + 1:
+            a, b = ids[start], ids[i - 1]
+            parts.append(str(a) if a == b else f"{a}\u2013{b}")
+            start = i
+    return ", ".join(parts)
 
 
 def _op(s: LayerSummary) -> str:
@@ -178,6 +209,7 @@ def index_page(attrs: dict, layers: Sequence[LayerSummary], date_line: str,
             f'<div class="strip">{"".join(thumbs) or "<em>no feature of this layer fires</em>"}'
             f"</div></section>")
     names = ", ".join(s.title for s in layers)
+    sections.insert(0, _class_search(layers))
     return _page("index.html", title=esc(f"deconvviz report: {names}"),
                  heading=esc(f"Top-{attrs.get('top_k', '?')} images per feature: {names}"),
                  k=esc(attrs.get("top_k", "?")), provenance=prov,
@@ -186,15 +218,20 @@ def index_page(attrs: dict, layers: Sequence[LayerSummary], date_line: str,
 
 def layer_page(s: LayerSummary, attrs: dict, activation0: np.ndarray, dead: np.ndarray,
                top_class: Sequence[str], tile_size: Tuple[int, int, bool],
-               page_size: int) -> str:
+               page_size: int, labels: Optional[Sequence[Tuple[str, float, float]]] = None) -> str:
     """A layer's page: its features as tiles, paged, sorted and filtered by ``layer.js``
-    from the JSON it carries."""
+    from the JSON it carries. ``labels``: per feature ``(detected class or "", its AUROC,
+    firing rate)`` from the report's statistics (None: a report without them)."""
+    stats = labels is not None
+    labels = labels if stats else [("", float("nan"), float("nan"))] * s.features
     data = {
         "dir": quote(s.slug, safe=""), "tiles": "tiles", "pageSize": int(page_size),
         "tileW": tile_size[1], "tileH": tile_size[0], "pixelated": bool(tile_size[2]),
         "maxAct": float(s.max_act), "images": _count(attrs),
-        "features": [[f, float(f"{float(activation0[f]):.5g}"), int(bool(dead[f])), top_class[f]]
+        "features": [[s.channel(f), float(f"{float(activation0[f]):.5g}"), int(bool(dead[f])),
+                      top_class[f], labels[f][0], _num(labels[f][1]), _num(labels[f][2])]
                      for f in range(s.features)],
+        "statistics": stats, "numbering": s.numbering(),
     }
     n = attrs.get("num_images", "?")
     one = s.dead == 1
@@ -206,16 +243,36 @@ def layer_page(s: LayerSummary, attrs: dict, activation0: np.ndarray, dead: np.n
     dead_label = (f"hide the {s.dead} feature{'' if one else 's'} that never "
                   f"fire{'s' if one else ''}" if s.dead
                   else "hide features that never fire (every feature here fires)")
-    first = href(s.slug, "feature000.html")
+    lo, hi = (s.channel(0), s.channel(s.features - 1)) if s.features else (0, 0)
+    first = href(s.slug, f"feature{lo:03d}.html")
     return _page("layer.html", title=esc(f"{s.title}: {s.features} features - deconvviz report"),
                  layer_title=esc(s.title),
                  heading=esc(f"{s.title} ({s.path}{', ' + s.op if s.op else ''}): "
                              f"{s.features} features, top {s.k} of {n} images each"),
                  k=esc(s.k), normalisation=esc(NORMALISATION), max_act=esc(_act(s.max_act)),
                  dead_label=dead_label, dead_disabled="" if s.dead else " disabled",
-                 dead_note=dead_note, last=str(max(0, s.features - 1)),
+                 dead_note=dead_note, first=str(lo), last=str(hi),
                  tile_w=str(2 * tile_size[1] + 14), data=json_script(data),
-                 first_link=f'<a href="{first}">feature 0</a>')
+                 stats_disabled="" if stats else " disabled",
+                 stats_note="" if stats else (
+                     '<p class="note">This report has no feature statistics (written before '
+                     "format version 3): run 'deconvviz report' again to label its features."
+                     "</p>"),
+                 first_link=f'<a href="{first}">feature {lo}</a>')
+
+
+def _class_search(layers: Sequence[LayerSummary]) -> str:
+    """The index's search box: which features, of every layer, detect a class (``index.js``
+    filters the JSON it carries); empty for a report without feature statistics."""
+    found = [[s.slug, s.title, f, name, round(float(a), 4)] for s in layers
+             for f, name, a in s.labels]
+    if not found:
+        return ""
+    return ('<section class="search"><h2>Which features detect &hellip;</h2>'
+            '<label>class <input type="search" id="class-search" placeholder="e.g. dog"></label> '
+            '<span id="hit-count"></span><ol id="hits"></ol>'
+            f'<script type="application/json" id="label-data">{json_script(found)}</script>'
+            '<script src="assets/index.js"></script></section>')
 
 
 @dataclass
@@ -233,12 +290,18 @@ class Tile:
     whole: Optional[str]        # link to the whole image's PNG, None where not stored
 
 
-def feature_page(s: LayerSummary, attrs: dict, f: int, tiles: Sequence[Tile], dead: bool,
+def feature_page(s: LayerSummary, attrs: dict, row: int, tiles: Sequence[Tile], dead: bool,
                  image_size: Tuple[int, int], tile_size: Tuple[int, int, bool],
-                 whole_size: Tuple[int, int, bool], missing_images: str) -> str:
-    """Feature ``f``'s page: its top-k projections, patches and whole images with the
-    receptive field drawn on them (``tiles``); a feature that never fires says so."""
+                 whole_size: Tuple[int, int, bool], missing_images: str,
+                 statistics: Optional[str] = None) -> str:
+    """The page of the layer's feature in row ``row`` (named by its channel number,
+    :meth:`LayerSummary.channel`): its top-k projections, patches and whole images with
+    the receptive field drawn on them (``tiles``); a feature that never fires says so.
+    ``statistics``: what it detects over the whole scan (an HTML fragment of
+    :func:`deconvviz.render.feature_stats.statistics_html`), shown above the cards.
+    Previous / next step through the layer's rows (the channels the report keeps)."""
     n = _count(attrs)
+    f = s.channel(row)
     title = f"{s.title}, feature {f}"
     cards = []
     H, W = image_size
@@ -289,11 +352,15 @@ def feature_page(s: LayerSummary, attrs: dict, f: int, tiles: Sequence[Tile], de
                    "image patch under its receptive field, and the whole image.</p>")
         heading = f"{title}: its top {len(tiles)} images"
     up = href("..", s.slug + ".html") + f"#f{f}"
-    prev_href, next_href = href(f"feature{f - 1:03d}.html"), href(f"feature{f + 1:03d}.html")
-    prev_link = (f'<a id="prev" href="{prev_href}">&lsaquo; feature {f - 1}</a>' if f > 0
+    before = s.channel(row - 1) if row > 0 else None
+    after = s.channel(row + 1) if row + 1 < s.features else None
+    prev_link = (f'<a id="prev" href="{href(f"feature{before:03d}.html")}">&lsaquo; feature '
+                 f'{before}</a>' if before is not None
                  else '<a class="off">&lsaquo; first feature</a>')
-    next_link = (f'<a id="next" href="{next_href}">feature {f + 1} &rsaquo;</a>'
-                 if f + 1 < s.features else '<a class="off">last feature &rsaquo;</a>')
+    next_link = (f'<a id="next" href="{href(f"feature{after:03d}.html")}">feature {after} '
+                 '&rsaquo;</a>' if after is not None else '<a class="off">last feature &rsaquo;</a>')
+    if statistics:
+        summary += f'<section class="stats"><h2>What it detects</h2>{statistics}</section>'
     card_w = 2 * tile_size[1] + whole_size[1] + 60
     return _page("feature.html", title=esc(f"{title} - deconvviz report"),
                  layer_title=esc(s.title), layer_href=up, feature=str(f),

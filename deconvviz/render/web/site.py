@@ -10,6 +10,10 @@ Layout under ``OUT/site/`` (see the README):
 ``{layer}/tiles/feature{f:03d}_{r}_projection.png``, ``..._patch.png``
                                            rank ``r`` (from 1) of feature ``f``
 
+``f`` is the feature's channel number (the layer's ``feature`` ids): a report of some
+features of a layer (``--feature 3 --feature 7-9``) names and links them as the whole
+layer's report would.
+
 Every PNG is written once at the size stored in the report and enlarged by the
 browser without smoothing; pages share them. :class:`SiteWriter` fills a folder
 layer by layer (``write_report`` fills it from the finished report file);
@@ -34,6 +38,7 @@ from ...errors import DeconvvizError
 from ...store.atomic import atomic_folder, check_writable_dir
 from ...store.report import ImageTable, LayerReport, Report, open_report
 from ..display import to_display_uint8
+from ..feature_stats import class_name, statistics_html
 from .pages import (LayerSummary, Tile, display_size, feature_page, href, index_page,
                     layer_page)
 
@@ -128,7 +133,7 @@ class SiteWriter:
         assets = self.root / "assets"
         assets.mkdir(exist_ok=True)
         static = resources.files(__package__).joinpath("static")
-        for name in ("style.css", "layer.js", "feature.js"):
+        for name in ("style.css", "layer.js", "feature.js", "index.js"):
             (assets / name).write_bytes(static.joinpath(name).read_bytes())
         self.missing = _V1_MISSING if images is None else "whole image not stored in this report"
         # Keep only what the pages need of the images (not their pixels).
@@ -163,8 +168,10 @@ class SiteWriter:
         return self.classes[label] if label < len(self.classes) else f"class {label}"
 
     def add_layer(self, lr: LayerReport) -> LayerSummary:
-        """Write layer ``lr``'s tiles, feature pages and layer page."""
+        """Write layer ``lr``'s tiles, feature pages and layer page. Row ``r`` of the
+        layer is channel ``lr.feature_ids[r]``: pages and tiles are named by channel."""
         F_, k = lr.features, lr.k
+        ids = [int(c) for c in lr.feature_ids]
         act0 = lr.activation[:, 0].astype(np.float64) if k else np.zeros(F_)
         # Never fires: its largest activation is exactly 0 (a ReLU output that stayed off
         # on every image). Negative maxima (nodes before a ReLU) are real and are shown.
@@ -176,15 +183,16 @@ class SiteWriter:
         s = LayerSummary(name=lr.name, slug=slug, title=lr.title, path=lr.path, features=F_, k=k,
                          rf_size=tuple(lr.rf_size), output_size=tuple(lr.output_size),
                          dead=int(dead.sum()),
-                         strongest=[(f, float(act0[f])) for f in order[:STRIP]],
-                         max_act=float(act0.max()) if F_ else 0.0, op=lr.op)
+                         strongest=[(ids[f], float(act0[f])) for f in order[:STRIP]],
+                         max_act=float(act0.max()) if F_ else 0.0, feature_ids=ids,
+                         op=lr.op)
         tile = display_size(lr.rf_size, _PX["feature"])
         whole = display_size(self.image_size, _PX["whole"])
 
         def draw(f: int) -> np.ndarray:
             proj, patch, scale = feature_tiles(lr, f)
             for j in range(k):
-                stem = folder / "tiles" / f"feature{f:03d}_{j + 1}"
+                stem = folder / "tiles" / f"feature{ids[f]:03d}_{j + 1}"
                 _png(proj[j], stem.with_name(stem.name + "_projection.png"))
                 _png(patch[j], stem.with_name(stem.name + "_patch.png"))
             return scale
@@ -204,13 +212,20 @@ class SiteWriter:
                         position=tuple(int(v) for v in lr.position[f, j]),
                         box=tuple(int(v) for v in lr.patch_box[f, j]), scale=float(scales[f][j]),
                         whole=href("..", "images", f"image{i}.png") if row >= 0 else None))
-            (folder / f"feature{f:03d}.html").write_text(
+            # What the feature detects (issue 20; None in reports without statistics).
+            stats = statistics_html(lr.stats, f, self.classes) if lr.stats is not None else None
+            (folder / f"feature{ids[f]:03d}.html").write_text(
                 feature_page(s, self.attrs, f, tiles, bool(dead[f]), self.image_size, tile,
-                             whole, self.missing), encoding="utf-8")
+                             whole, self.missing, stats), encoding="utf-8")
         top_class = [self._class(int(lr.label[f, 0])) if k else "" for f in range(F_)]
+        labels = None if lr.stats is None else [
+            (class_name(self.classes, int(c)) if c >= 0 else "", float(a), float(r))
+            for c, a, r in zip(lr.stats.label, lr.stats.label_auroc, lr.stats.firing_rate)]
+        s.labels = [(ids[f], name, a) for f, (name, a, _) in enumerate(labels or []) if name]
         (self.root / f"{slug}.html").write_text(
             layer_page(s, self.attrs, act0, dead, top_class,
-                       display_size(lr.rf_size, _PX["layer"]), self.page_size), encoding="utf-8")
+                       display_size(lr.rf_size, _PX["layer"]), self.page_size, labels),
+            encoding="utf-8")
         self.summaries.append(s)
         return s
 

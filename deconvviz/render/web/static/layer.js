@@ -3,9 +3,11 @@
 (function () {
   "use strict";
   var data = JSON.parse(document.getElementById("layer-data").textContent);
-  // data.features: [feature, strongest activation, never fires (0/1), class of its top image]
+  // data.features: [feature (channel number), strongest activation, never fires (0/1), class of its top image,
+  //                 class it detects ("" none), that class's AUROC, firing rate (-1: absent)]
   var feats = data.features;
-  var state = { sort: "feature", hide: false, page: 0, hit: -1 };
+  var state = { sort: "feature", hide: false, page: 0, hit: -1, q: "" };
+  var search = document.getElementById("class-search");
   var grid = document.getElementById("grid");
   var sortSel = document.getElementById("sort");
   var hideBox = document.getElementById("hide-dead");
@@ -22,9 +24,13 @@
   }
 
   function listed() {
-    var list = feats.filter(function (x) { return !(state.hide && x[2]); });
-    if (state.sort === "activation") {
-      list = list.slice().sort(function (a, b) { return (b[1] - a[1]) || (a[0] - b[0]); });
+    var q = state.q.trim().toLowerCase();
+    var list = feats.filter(function (x) {
+      return !(state.hide && x[2]) && (!q || (x[4] && x[4].toLowerCase().indexOf(q) >= 0));
+    });
+    var col = { activation: 1, auroc: 5, firing: 6 }[state.sort];
+    if (col) {
+      list = list.slice().sort(function (a, b) { return (b[col] - a[col]) || (a[0] - b[0]); });
     }
     return list;
   }
@@ -83,11 +89,20 @@
     track.appendChild(fill);
     a.appendChild(track);
     a.appendChild(el("div", "cls", x[2] || !x[3] ? "\u00a0" : "top image: " + x[3]));
+    if (data.statistics) {
+      // The same caption as the notebook's: the class and its AUROC, or "no class".
+      var lbl = el("div", "lbl" + (x[4] ? "" : " none"),
+                   x[4] ? x[4] + " " + x[5].toFixed(2) : "no class");
+      lbl.title = x[4] ? "detects " + x[4] + " (AUROC " + x[5].toFixed(3) + ")" :
+        "no class: no AUROC is significant";
+      a.appendChild(lbl);
+    }
     return a;
   }
 
   function remember() {
-    var h = "#page=" + (state.page + 1) + "&sort=" + state.sort + (state.hide ? "&hide=1" : "");
+    var h = "#page=" + (state.page + 1) + "&sort=" + state.sort + (state.hide ? "&hide=1" : "") +
+      (state.q ? "&q=" + encodeURIComponent(state.q) : "");
     if (state.hit >= 0) { h += "&f=" + state.hit; }
     try { history.replaceState(null, "", h); } catch (e) { /* some browsers on file:// */ }
   }
@@ -101,7 +116,9 @@
     grid.textContent = "";
     grid.appendChild(frag);
     range.textContent = n ? "features " + (start + 1) + "\u2013" + stop + " of " + n +
-      " (page " + (state.page + 1) + " of " + (last + 1) + ")" : "no features to show";
+      " (page " + (state.page + 1) + " of " + (last + 1) + ")" :
+      (state.q ? "no feature detects \u201c" + state.q + "\u201d" : "no features to show");
+    if (search.value !== state.q) { search.value = state.q; }
     prevBtn.disabled = state.page <= 0;
     nextBtn.disabled = state.page >= last;
     sortSel.value = state.sort;
@@ -132,7 +149,9 @@
     h.split("&").forEach(function (kv) {
       var p = kv.split("=");
       if (p[0] === "page") { state.page = (parseInt(p[1], 10) || 1) - 1; }
-      if (p[0] === "sort" && (p[1] === "feature" || p[1] === "activation")) { state.sort = p[1]; }
+      if (p[0] === "sort" && ["feature", "activation", "auroc", "firing"].indexOf(p[1]) >= 0 &&
+          (data.statistics || p[1] === "feature" || p[1] === "activation")) { state.sort = p[1]; }
+      if (p[0] === "q" && data.statistics) { state.q = decodeURIComponent(p[1] || ""); }
       if (p[0] === "hide") { state.hide = p[1] === "1"; }
       if (p[0] === "f") { want = parseInt(p[1], 10); }
     });
@@ -141,13 +160,14 @@
 
   sortSel.addEventListener("change", function () { state.sort = sortSel.value; state.page = 0; render(); });
   hideBox.addEventListener("change", function () { state.hide = hideBox.checked; state.page = 0; render(); });
+  search.addEventListener("input", function () { state.q = search.value; state.page = 0; render(); });
   prevBtn.addEventListener("click", function () { state.page -= 1; render(); });
   nextBtn.addEventListener("click", function () { state.page += 1; render(); });
   jumpForm.addEventListener("submit", function (ev) {
     ev.preventDefault();
     var f = parseInt(jumpBox.value, 10);
-    if (!(f >= 0 && f < feats.length) || !jump(f)) {
-      jumpBox.setCustomValidity("features are numbered 0\u2013" + (feats.length - 1));
+    if (!(f >= 0) || !feats.some(function (x) { return x[0] === f; }) || !jump(f)) {
+      jumpBox.setCustomValidity(data.numbering);
       jumpBox.reportValidity();
     } else {
       jumpBox.setCustomValidity("");

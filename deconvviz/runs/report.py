@@ -8,7 +8,10 @@ passes (:mod:`deconvviz.engine.deconv.seeds`) and cut out beside the image patch
 their receptive field (:mod:`deconvviz.engine.net.geometry`). The result is stored
 as one HDF5 file (:mod:`deconvviz.store.report`) and drawn as PNGs
 (:mod:`deconvviz.render.report_png`); :func:`render_report` redraws the PNGs
-from the HDF5 file alone.
+from the HDF5 file alone. The same pass records every image's maximum of every
+feature, from which each layer gets its feature statistics
+(:mod:`deconvviz.engine.statistics`). :func:`report` is the notebook's verb,
+``deconvviz.report(model, data, ...)``.
 
 When the source has fewer than ``k`` images, the report keeps ``min(k, N)``
 columns (every image, ranked): files never hold padding entries.
@@ -27,30 +30,32 @@ import numpy as np
 import torch
 from torch import nn
 
-from . import __version__
-from .data.sources import ImageSource, resolve_source
-from .engine.deconv.deconvnet import RULES
-from .engine.distributed import Ranks, gather_topk
-from .engine.net.network import layer_key, require_spatial, spatial
-from .engine.net.geometry import extract_patches, windows_for
-from .engine.deconv.seeds import project_seeds
-from .engine.topk import (TopK, empty_topk, finalize_topk, layer_infos, merge_topk,
+from .. import __version__
+from ..data.sources import ImageSource, resolve_source
+from ..engine.deconv.deconvnet import RULES
+from ..engine.distributed import Ranks, gather_topk
+from ..engine.net.network import layer_key, require_spatial, spatial
+from ..engine.net.geometry import extract_patches, windows_for
+from ..engine.deconv.seeds import project_seeds
+from ..engine.statistics import MaximaRecorder, feature_statistics, gather_maxima
+from ..engine.topk import (TopK, empty_topk, finalize_topk, layer_infos, merge_topk,
                           normalization_of, batch_size_for, scan_topk)
-from .errors import DeconvvizError, notice
-from .models.torchfile import TorchFileError, read_torch_file
-from .progress import Progress
-from .render.report_png import feature_png, layer_figure, write_png
-from .render.web import SiteWriter, site_path, timestamp
-from .store.atomic import (atomic_folder, atomic_path, atomic_paths, check_folder_target,
+from ..errors import DeconvvizError, notice
+from ..models.torchfile import TorchFileError, read_torch_file
+from ..progress import Progress
+from ..render.report_png import feature_png, layer_figure, write_png
+from ..render.web import SiteWriter, site_path, timestamp
+from ..store.atomic import (atomic_folder, atomic_path, atomic_paths, check_folder_target,
                            check_writable_dir, output_folder)
-from .store.h5 import attr_value, h5py_module
-from .store.report import (PROJECTION_DTYPES, REPORT_FILE, REPORT_FORMAT, REPORT_VERSION,
+from ..store.h5 import attr_value, h5py_module
+from ..store.statistics import FeatureStatistics, MaximaState
+from ..store.report import (PROJECTION_DTYPES, REPORT_FILE, REPORT_FORMAT, REPORT_VERSION,
                            DamagedPartialError, ImageTable, LayerReport, Report, ReportWriter,
                            features_per_chunk, finished_layers, layer_names, open_report,
                            write_report_h5)
 
 __all__ = ["build_report", "write_report", "report_paths", "save_report", "render_report",
-           "scan_state_path", "partial_path", "check_features", "ReportInterrupted"]
+           "scan_state_path", "partial_path", "check_features", "ReportInterrupted", "report"]
 
 PARTIAL_SUFFIX = ".partial"
 
@@ -66,14 +71,18 @@ class ReportInterrupted(KeyboardInterrupt):
 
 
 class _Scan:
-    """What the scan found (on the rank that writes): layers, top-k lists, kept images."""
+    """What the scan found (on the rank that writes): layers, top-k lists, kept images,
+    every image's maxima (``maxima``: ``{layer: MaximaRecorder}``, all channels) and the
+    source's ``labels`` and ``classes`` (for the feature statistics)."""
 
-    def __init__(self, infos, tops, n, mean, std, world, k, features=None):
+    def __init__(self, infos, tops, n, mean, std, world, k, features=None, maxima=None,
+                 labels=None, classes=0):
         self.infos, self.tops, self.n = infos, tops, n
         self.mean, self.std, self.world = mean, std, world
         self.k = k
         #: The features kept of every layer (sorted channel numbers), None: all.
         self.features = features
+        self.maxima, self.labels, self.classes = maxima, labels, classes
 
     def selected(self) -> "_Scan":
         """The scan with each layer's top-k lists cut to :attr:`features`."""
@@ -83,7 +92,7 @@ class _Scan:
         tops = {L: TopK(t.activation[rows], t.image_index[rows], t.position[rows])
                 for L, t in self.tops.items()}
         return _Scan(self.infos, tops, self.n, self.mean, self.std, self.world, self.k,
-                     self.features)
+                     self.features, self.maxima, self.labels, self.classes)
 
 
 def _layer_title(info) -> str:
@@ -202,9 +211,14 @@ def _scan(model, source, layers, k, *, batch_size, device, rule, progress, limit
                 "top_k": int(k), "batch_size": int(batch_size), "num_images": int(n),
                 "world_size": int(world)})
         tops = {layer_key(i): empty_topk(i.features, k) for i in infos}
+        # Feature statistics (issue 20): every image's maxima, recorded in the same pass
+        # and kept beside the scan state, so a resumed report computes the same numbers.
+        maxima = {layer_key(i): MaximaRecorder(i.features, n) for i in infos}
+        kept = None if state is None else MaximaState(state.path.with_suffix(""), len(infos))
         start = 0
         if state is not None and resume:
             tops, start = state.load({layer_key(i): i.features for i in infos}, k)
+            kept.load([m.values.numpy() for m in maxima.values()])
             if start < n:
                 notice(f"resuming the scan at image {start} of {n} from {state.path}")
         done = sum(min(n, s + batch_size) - s for b, s in enumerate(range(0, start, batch_size))
@@ -217,18 +231,22 @@ def _scan(model, source, layers, k, *, batch_size, device, rule, progress, limit
                 part = scan_topk(model, source, [layer_key(i) for i in infos], k,
                                  batch_size=batch_size, device=device, progress=bar,
                                  shard=(rank, world), start=s0, stop=min(n, s0 + step),
-                                 mean=mean, std=std)
+                                 mean=mean, std=std, maxima=maxima)
                 tops = part if s0 == 0 and state is None else \
                     {L: merge_topk(tops[L], part[L], k) for L in tops}
-                if state is not None:
+                if state is not None:   # the maxima first: the state says where they end
+                    kept.save([m.values.numpy() for m in maxima.values()], s0, min(n, s0 + step))
                     state.save(tops, min(n, s0 + step))
     if world > 1:
         tops = gather_topk(tops, device)
+        for rec in maxima.values():
+            rec.values = gather_maxima(rec.values, device)
         if rank != 0:
             return None
     tops = {L: finalize_topk(t, n) for L, t in tops.items()}
     timings["scan"] = time.perf_counter() - t0
-    return _Scan(infos, tops, n, mean, std, world, k, features).selected()
+    return _Scan(infos, tops, n, mean, std, world, k, features, maxima, source.labels[:n],
+                 len(source.class_names)).selected()
 
 
 def _attrs(model, source, scan: _Scan, rule: str, command_line: str) -> dict:
@@ -290,6 +308,11 @@ def _layer_parts(model, scan: _Scan, table: ImageTable, *, rule, device
             patch_box=box.reshape(F_, kk, 4).numpy(),
             patch_origin=origin.reshape(F_, kk, 2).numpy(),
             feature=None if scan.features is None else np.asarray(scan.features, np.int64))
+        if scan.maxima is not None:   # feature statistics (issue 20), one row per kept feature
+            values = scan.maxima[key].values.numpy()
+            head.stats = FeatureStatistics(**feature_statistics(
+                values if scan.features is None else values[head.feature_ids],
+                scan.labels.numpy(), scan.classes, head.label))
         yield head, _chunks(model, info, key, top, table, images, rule=rule, device=device,
                             scan=scan, ids=head.feature_ids)
 
@@ -335,19 +358,22 @@ def _layer_reports(model, scan: _Scan, table: ImageTable, *, rule, device
 
 
 def _as_source(model: nn.Module, source: Union[ImageSource, str, Path, None],
-               limit: Optional[int]) -> ImageSource:
-    """An :class:`ImageSource` as given, or resolved from anything ``--data`` takes
-    (``"builtin"``, a folder, an image file), preprocessed the way ``model`` expects
-    and, for image folders, decoding only the first ``limit`` files."""
+               limit: Optional[int], split: Optional[str] = "test") -> ImageSource:
+    """An :class:`ImageSource` as given (or the source of a
+    :func:`deconvviz.load_data` dataset), or resolved from anything ``--data`` takes
+    (``"builtin"``, a folder, an image file; its ``split``), preprocessed the way
+    ``model`` expects and, for image folders, decoding only the first ``limit`` files."""
     if isinstance(source, ImageSource):
         return source
+    if isinstance(getattr(source, "source", None), ImageSource):
+        return source.source
     if source is not None and not isinstance(source, (str, Path)):
         raise DeconvvizError(f"source must be an ImageSource or a data-source string like "
                              f"'builtin' or a folder; got {type(source).__name__}")
-    from .data.preprocess import Preprocessing
-    from .models.checkpoint import read_checkpoint
+    from ..data.preprocess import Preprocessing
+    from ..models.checkpoint import read_checkpoint
     meta = getattr(model, "meta", None) or read_checkpoint(None)
-    return resolve_source(None if source is None else str(source), split="test", limit=limit,
+    return resolve_source(None if source is None else str(source), split=split, limit=limit,
                           **Preprocessing.from_meta(meta).source_kwargs())
 
 
@@ -459,9 +485,6 @@ def write_report(model: nn.Module, source: Union[ImageSource, str, Path],
     if projection_dtype not in PROJECTION_DTYPES:
         raise DeconvvizError(f"projection dtype must be one of {', '.join(PROJECTION_DTYPES)}; "
                              f"got {projection_dtype!r}")
-    if html and features is not None:
-        raise DeconvvizError("the web report shows whole layers: --html cannot be combined "
-                             "with --feature")
     timings = {} if timings is None else timings
     rank, world = (ranks.rank, ranks.world) if ranks is not None else (0, 1)
     with output_folder(out_dir) as out_dir:     # removed again if the run fails
@@ -530,6 +553,8 @@ def _write_report(model, source, out_dir: Path, layers, k, *, batch_size, device
                       timings=timings)
     for saved in out_dir.glob(SCAN_STATE.format(suffix="*")):
         saved.unlink()  # the report is complete: nothing left to resume
+    for saved in out_dir.glob(MaximaState.PATTERN.format(stem=SCAN_STATE.format(suffix="*")[:-3])):
+        saved.unlink()
     timings["project"] = time.perf_counter() - t0
     return targets
 
@@ -656,3 +681,36 @@ def render_report(report: Union[Report, str, Path], out_dir: Union[str, Path]) -
     with open_report(report) as opened:   # layers read one feature at a time
         return save_report(opened, out_dir, h5=False, png=True)
 
+
+# --- the notebook route (issue 20): ``deconvviz.report(model, data, ...)`` -------------------
+
+def report(model: nn.Module, data="builtin", layers: Optional[Sequence] = None, top: int = 9,
+           out: Union[str, Path] = "outputs/report", *, split: Optional[str] = "test",
+           limit: Optional[int] = None, features: Optional[Sequence[int]] = None,
+           batch_size: Optional[int] = None, device: Union[str, torch.device] = "cpu",
+           rule: str = "deconvnet", png: bool = False, html: bool = False,
+           progress: bool = True, projection_dtype: str = "float32"):
+    """Scan ``data`` with ``model`` and write a report, as ``deconvviz report`` does, to
+    ``out/report.h5``; returns it opened as a :class:`deconvviz.explore.Report` (what
+    each feature detects, ``report.feature(node, i)``, ``report.features_for("dog")``,
+    inline display in notebooks).
+
+    ``model``: from :func:`deconvviz.load_model`; ``data``: anything ``--data`` takes
+    (``"builtin"``, a folder, ...), a :func:`deconvviz.load_data` dataset or an
+    :class:`~deconvviz.data.sources.ImageSource`; ``layers``: layer numbers or node
+    names (default: every conv layer, or every node with image patches); ``top``:
+    images kept per feature; ``limit``: scan the first ``limit`` images only;
+    ``features``: keep only these channels of every layer; ``png`` / ``html``: also
+    the PNGs / the web report. Available as ``deconvviz.report(...)``.
+    """
+    from ..explore import Report as ExploredReport
+
+    source = _as_source(model, data, limit, split)
+    layers = None if layers is None else ([layers] if isinstance(layers, (int, str))
+                                          else list(layers))
+    line = (f"deconvviz.report(model, {source.description!r}, layers={layers!r}, top={top}, "
+            f"out={str(out)!r})")
+    write_report(model, source, out, layers, top, batch_size=batch_size, device=device,
+                 rule=rule, progress=progress, limit=limit, command_line=line, png=png,
+                 projection_dtype=projection_dtype, html=html, features=features)
+    return ExploredReport(Path(out) / REPORT_FILE)
