@@ -49,7 +49,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets"
 sys.path.insert(0, str(REPO))
 
-from deconvviz.data.sources import normalize, resolve_source  # noqa: E402
+from deconvviz.data.resolve import resolve_source  # noqa: E402
+from deconvviz.data.source import normalize  # noqa: E402
 from deconvviz.engine.deconv.deconvnet import deconvolve  # noqa: E402
 from deconvviz.engine.net.layers import conv_stack, get_layer  # noqa: E402
 

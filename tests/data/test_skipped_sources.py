@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from deconvviz.cli import main
-from deconvviz.data.sources import resolve_source
+from deconvviz.data.resolve import resolve_source
 from deconvviz.errors import DeconvvizError
 
 BROKEN = ("a/02.png", "a/03.png", "b/07.png")
