@@ -168,7 +168,7 @@ def bench_sweep(args, res, source):
     model = load_model(None)
     n = min(args.sweep_images, len(source))
     sizes = [int(v) for v in args.sweep.split(",")]
-    pixels = np.load(source._cache_file, mmap_mode="r")[:n]
+    pixels = np.load(source.cache_file, mmap_mode="r")[:n]
     norm = model.meta["normalization"]
     mean = torch.tensor(norm["mean"]).view(1, -1, 1, 1)
     std = torch.tensor(norm["std"]).view(1, -1, 1, 1)

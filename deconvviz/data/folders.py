@@ -222,10 +222,10 @@ def _first_files(source: ImageSource, limit: int, skip: bool) -> ImageSource:
     common = dict(description=full.description, kind=full.kind, split=full.split,
                   labels=full.labels[:n], class_names=full.class_names,
                   paths=list(full.paths[:n]) if full.paths else None)
-    if full._images is not None:
-        first = ImageSource(images=full._images[:n], **common)
+    if full.cache_file is None:
+        first = ImageSource(images=full.all_images()[:n], **common)
     else:
-        first = ImageSource(cache_file=full._cache_file, shape=full.shape, **common)
+        first = ImageSource(cache_file=full.cache_file, shape=full.shape, **common)
     first.unreadable = [u for u in full.unreadable if int(u[0]) < n]
     return _without_unreadable(first, first.unreadable, skip)
 
@@ -249,14 +249,14 @@ def _without_unreadable(source: ImageSource, unreadable: Sequence, skip: bool) -
     common = dict(description=source.description, kind=source.kind, split=source.split,
                   labels=source.labels[torch.as_tensor(keep, dtype=torch.long)],
                   class_names=source.class_names, paths=[source.paths[i] for i in keep])
-    if source._images is not None:
+    if source.cache_file is None:
         kept = ImageSource(images=source.read_indices(keep), **common)
     else:
         # Still read from the cache batch by batch (never all in memory): image i is
         # cache row keep[i]. The fingerprint names the full cache and the rows kept.
         h = hashlib.sha256(source.fingerprint.encode())
         h.update(np.asarray(keep, dtype="<i8").tobytes())
-        kept = ImageSource(cache_file=source._cache_file, shape=source.shape, rows=keep,
+        kept = ImageSource(cache_file=source.cache_file, shape=source.shape, rows=keep,
                            fingerprint=h.hexdigest(), **common)
     kept.skipped = skipped
     return kept

@@ -83,6 +83,12 @@ class ImageSource:
         return self.shape[1], self.shape[2]
 
     @property
+    def cache_file(self) -> Optional[Path]:
+        """The decoded-image cache file the images are read from; ``None`` where they
+        are held in memory."""
+        return self._cache_file
+
+    @property
     def fingerprint(self) -> str:
         """sha256 of the decoded pixels and labels (identifies the data exactly)."""
         if self._fingerprint is None:
