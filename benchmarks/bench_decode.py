@@ -3,7 +3,7 @@
     python benchmarks/bench_decode.py ../shared/datasets/imagenet-samples
 """
 import os, sys, time, tempfile, shutil
-from deconvviz.data.sources import resolve_source
+from deconvviz.data.resolve import resolve_source
 src = sys.argv[1]
 res = {}
 for rep in range(2):

@@ -45,7 +45,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
 from deconvviz import deconvolve  # noqa: E402
-from deconvviz.data.sources import normalize, resolve_source  # noqa: E402
+from deconvviz.data.resolve import resolve_source  # noqa: E402
+from deconvviz.data.source import normalize  # noqa: E402
 from deconvviz.engine.net.graph import build_graph  # noqa: E402
 from deconvviz.engine.deconv.deconvnet import node_outputs  # noqa: E402
 

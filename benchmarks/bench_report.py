@@ -49,7 +49,8 @@ REPO = Path(__file__).resolve().parents[1]
 SHARED = REPO.parent / "shared" / "datasets"
 sys.path.insert(0, str(REPO))
 
-from deconvviz.data.sources import normalize, resolve_source  # noqa: E402
+from deconvviz.data.resolve import resolve_source  # noqa: E402
+from deconvviz.data.source import normalize  # noqa: E402
 from deconvviz.engine.deconv.deconvnet import deconvolve  # noqa: E402
 from deconvviz.engine.net.layers import conv_stack, get_layer  # noqa: E402
 
@@ -167,7 +168,7 @@ def bench_sweep(args, res, source):
     model = load_model(None)
     n = min(args.sweep_images, len(source))
     sizes = [int(v) for v in args.sweep.split(",")]
-    pixels = np.load(source._cache_file, mmap_mode="r")[:n]
+    pixels = np.load(source.cache_file, mmap_mode="r")[:n]
     norm = model.meta["normalization"]
     mean = torch.tensor(norm["mean"]).view(1, -1, 1, 1)
     std = torch.tensor(norm["std"]).view(1, -1, 1, 1)

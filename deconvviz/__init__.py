@@ -62,8 +62,10 @@ def _notebook_display() -> None:
     def html(projection):
         from .render.notebook import projection_html
         return projection_html(projection)
+    # By name, so that torch is imported only when a projection exists; the name is where
+    # the class is defined (tests/test_notebook.py guards it).
     shell.display_formatter.formatters["text/html"].for_type_by_name(
-        f"{__name__}.{_LAZY['Projection']}", "Projection", html)
+        f"{__name__}.engine.deconv.projection", "Projection", html)
 
 
 _notebook_display()

@@ -7,7 +7,8 @@ from typing import List, Optional, Sequence, Tuple, Union
 from torch import nn
 
 from .data.preprocess import Preprocessing
-from .data.sources import ImageDataset, resolve_source
+from .data.resolve import resolve_source
+from .data.source import ImageDataset
 from .models.checkpoint import read_checkpoint
 from .models.zoo import resolve_model
 

@@ -17,7 +17,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data.sources import ImageSource, normalize
+from .data.source import ImageSource, normalize
 from .engine.deconv.deconvnet import deconvolve
 from .engine.net.layers import get_layer
 from .engine.occlusion import occlusion_maps

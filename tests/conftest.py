@@ -165,7 +165,7 @@ def reference_projection(stack, image, layer_end, feature, mode="max", rule="dec
 def tiny_checkpoint(tmp_path):
     """A CifarCNN checkpoint with random weights, trained on nothing (fast)."""
     from deconvviz.models.checkpoint import save_checkpoint
-    from deconvviz.data.sources import BUILTIN_CLASSES
+    from deconvviz.data.builtin import BUILTIN_CLASSES
     from deconvviz.models.architectures import build_model
 
     torch.manual_seed(0)
@@ -180,7 +180,7 @@ def tiny_checkpoint(tmp_path):
 @pytest.fixture
 def cifar_checkpoint(tiny_checkpoint):
     """The tiny checkpoint, its classes renamed to CIFAR-10's."""
-    from deconvviz.data.sources import CIFAR10_CLASSES
+    from deconvviz.data.cifar import CIFAR10_CLASSES
 
     payload = torch.load(tiny_checkpoint, weights_only=True)
     payload["class_names"] = list(CIFAR10_CLASSES)

@@ -60,7 +60,7 @@ def compare(networks, data, workers, skip_unreadable, split, layer, top, limit, 
     matched rather than by index). Writes OUT/compare.h5, compare.png and
     compare.html.
     """
-    from ..data.sources import resolve_source
+    from ..data.resolve import resolve_source
     from ..errors import DeconvvizError
     from ..runs.compare import compare_networks
     from ..runs.report import ReportInterrupted

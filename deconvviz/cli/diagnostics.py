@@ -33,7 +33,7 @@ def filters(checkpoint, layer, data, workers, skip_unreadable, split, limit, bat
     as RGB tiles, deeper layers as the mean over input channels, each tile scaled
     symmetrically around zero), so a dominating or dead filter shows at once; with
     --data, also list the features that never fire on that source."""
-    from ..data.sources import resolve_source
+    from ..data.resolve import resolve_source
     from ..engine.net.layers import get_layer
     from ..figures import run_filters
 

@@ -34,7 +34,7 @@ def experiment_command(default_data: str, default_out: str, split: str,
     """
     def wrap(func):
         def run(data, workers, skip_unreadable, split, out, checkpoint=None, **kwargs):
-            from ..data.sources import resolve_source
+            from ..data.resolve import resolve_source
 
             started = time.perf_counter()
             with output_folder(out) as out:     # removed again if the run fails

@@ -52,7 +52,7 @@ def train(data, workers, skip_unreadable, download, test_data, epochs, batch_siz
     """Train a network on a data source and save a checkpoint."""
     import torch
     from ..models.checkpoint import save_checkpoint
-    from ..data.sources import resolve_source
+    from ..data.resolve import resolve_source
     from ..models.architectures import ARCHITECTURES, build_model, full_config
     from ..models.train import TrainConfig, channel_stats, train_model
 
@@ -124,7 +124,8 @@ def train(data, workers, skip_unreadable, download, test_data, epochs, batch_siz
 @device_option()
 def evaluate(checkpoint, data, workers, skip_unreadable, split, batch_size, device):
     """Accuracy of a network on a data source, overall and per class."""
-    from ..data.sources import CIFAR10_CLASSES, resolve_source
+    from ..data.cifar import CIFAR10_CLASSES
+    from ..data.resolve import resolve_source
     from ..models.train import evaluate as run_eval
 
     device = resolve_device(device)

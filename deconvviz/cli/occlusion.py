@@ -37,7 +37,7 @@ def occlusion(checkpoint, data, workers, skip_unreadable, split, indices, layer,
     """Occlusion sensitivity: slide a grey square over images and map the strongest
     feature's total activation, the correct class's probability and the most
     probable class (Zeiler & Fergus, Figure 7)."""
-    from ..data.sources import resolve_source
+    from ..data.resolve import resolve_source
     from ..figures import run_occlusion
 
     model = checkpoint.load(resolve_device(device))

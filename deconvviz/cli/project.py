@@ -114,7 +114,9 @@ def project(checkpoint, layer, feature, data, workers, skip_unreadable, split, i
     feature fires most. Writes a PNG (each image beside its projection) and an
     HDF5 file with the raw values, and prints both paths.
     """
-    from ..data.sources import image_files_source, normalize, resolve_source
+    from ..data.folders import image_files_source
+    from ..data.resolve import resolve_source
+    from ..data.source import normalize
     from ..engine.deconv.deconvnet import deconvolve
     from ..data.preprocess import Preprocessing
     from ..engine.net.network import resolve_info

@@ -102,7 +102,7 @@ def report(checkpoint, data, workers, skip_unreadable, split, layers, features, 
     last finished layer (or within the scan). OUT/report.h5 and the PNGs replace an
     earlier report only once all are complete.
     """
-    from ..data.sources import resolve_source
+    from ..data.resolve import resolve_source
     from ..engine.distributed import distributed_context
     from ..data.preprocess import Preprocessing
     from ..engine.net.network import require_spatial, resolve_info

@@ -6,7 +6,7 @@ This is the geometric half of torchvision's ``ImageClassification`` transform
 then cut the centred ``H x W`` window. The result is kept as ``uint8``
 ``(3, H, W)`` pixels so decoded folders can be cached; normalisation with the
 model's mean and std happens later, batch by batch
-(:func:`deconvviz.data.sources.normalize`).
+(:func:`deconvviz.data.source.normalize`).
 
 Large JPEGs are decoded at reduced scale (PIL ``Image.draft``: the JPEG decoder
 skips the finest DCT coefficients, 1/2, 1/4 or 1/8 of the size) whenever the
@@ -27,20 +27,23 @@ from ..errors import DeconvvizError
 
 __all__ = ["Preprocessing", "IMAGENET_MEAN", "IMAGENET_STD", "INTERPOLATIONS",
            "default_resize_size", "resized_shape", "center_crop_box", "resize_center_crop",
-           "decode_image", "preprocess_image"]
+           "decode_image", "preprocess_image", "image_size_pair", "check_resize",
+           "DRAFT_GAP"]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # torchvision's InterpolationMode values -> PIL resampling filters (as torchvision maps them)
 INTERPOLATIONS = {"nearest": 0, "nearest-exact": 0, "bilinear": 2, "bicubic": 3, "box": 4,
                   "hamming": 5, "lanczos": 1}
-# Shrink by at least this factor after a reduced-scale JPEG decode (as PIL's thumbnail does).
-_DRAFT_GAP = 2
+#: Shrink by at least this factor after a reduced-scale JPEG decode (as PIL's thumbnail
+#: does); part of the decode cache's key.
+DRAFT_GAP = 2
 
 Size = Union[int, Sequence[int]]
 
 
-def _pair(size: Size) -> Tuple[int, int]:
+def image_size_pair(size: Size) -> Tuple[int, int]:
+    """An image size (one number or ``H, W``) as a positive ``(H, W)`` pair."""
     if isinstance(size, (int, np.integer)):
         h = w = int(size)
     else:
@@ -61,7 +64,7 @@ def default_resize_size(size: Size, ref_resize: int = 256, ref_crop: int = 224) 
 
     ``default_resize_size(224) == 256``, ``default_resize_size(64) == 73``.
     """
-    h, w = _pair(size)
+    h, w = image_size_pair(size)
     return max(h, w) * int(ref_resize) // int(ref_crop)
 
 
@@ -85,7 +88,7 @@ class Preprocessing:
     ``size``: the input ``(H, W)``; ``resize_size``: the shorter side before the
     centre crop (``>= max(H, W)``); ``interpolation``: a key of
     :data:`INTERPOLATIONS`; ``mean``/``std``: per-channel statistics for
-    :func:`~deconvviz.data.sources.normalize`.
+    :func:`~deconvviz.data.source.normalize`.
     """
 
     size: Tuple[int, int]
@@ -95,11 +98,11 @@ class Preprocessing:
     interpolation: str = "bilinear"
 
     def __post_init__(self):
-        object.__setattr__(self, "size", _pair(self.size))
+        object.__setattr__(self, "size", image_size_pair(self.size))
         object.__setattr__(self, "resize_size", int(self.resize_size))
         object.__setattr__(self, "mean", tuple(float(v) for v in self.mean))
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
-        _check(self.size, self.resize_size, self.interpolation)
+        check_resize(self.size, self.resize_size, self.interpolation)
         if len(self.mean) != 3 or len(self.std) != 3:
             raise DeconvvizError(f"mean and std need 3 values (R, G, B); got {len(self.mean)} "
                                  f"and {len(self.std)}")
@@ -118,7 +121,7 @@ class Preprocessing:
                    interpolation=str(meta.get("interpolation", "bilinear")))
 
     def source_kwargs(self) -> dict:
-        """Keyword arguments for :func:`~deconvviz.data.sources.resolve_source`."""
+        """Keyword arguments for :func:`~deconvviz.data.resolve.resolve_source`."""
         return {"image_size": self.size, "resize_size": self.resize_size,
                 "interpolation": self.interpolation}
 
@@ -127,7 +130,8 @@ class Preprocessing:
                 f"{self.size[0]}x{self.size[1]}, mean {list(self.mean)}, std {list(self.std)}")
 
 
-def _check(size: Tuple[int, int], resize_size: int, interpolation: str) -> None:
+def check_resize(size: Tuple[int, int], resize_size: int, interpolation: str) -> None:
+    """Refuse (one line) an unknown interpolation or a resize smaller than the crop."""
     if interpolation not in INTERPOLATIONS:
         raise DeconvvizError(f"unknown interpolation {interpolation!r} (known: "
                              f"{', '.join(INTERPOLATIONS)})")
@@ -145,9 +149,9 @@ def resize_center_crop(image, size: Size, resize_size: Optional[int] = None,
     same pixels as torchvision's ``Resize(resize_size)`` + ``CenterCrop(size)`` on
     the PIL image (PIL resampling, always antialiased).
     """
-    h, w = _pair(size)
+    h, w = image_size_pair(size)
     resize_size = max(h, w) if resize_size is None else int(resize_size)
-    _check((h, w), resize_size, interpolation)
+    check_resize((h, w), resize_size, interpolation)
     ow, oh = image.size
     return _resize_crop(image, (oh, ow), (h, w), resize_size, interpolation)
 
@@ -184,9 +188,9 @@ def decode_image(path, size: Size, resize_size: Optional[int] = None,
     """
     from PIL import Image
 
-    h, w = _pair(size)
+    h, w = image_size_pair(size)
     resize_size = max(h, w) if resize_size is None else int(resize_size)
-    _check((h, w), resize_size, interpolation)
+    check_resize((h, w), resize_size, interpolation)
     info = {"converted": False, "resized": False, "upscaled": False, "transparent": False}
     try:
         with Image.open(path) as im:
@@ -196,8 +200,8 @@ def decode_image(path, size: Size, resize_size: Optional[int] = None,
                 info["resized"] = True
                 nh, nw = resized_shape(oh, ow, resize_size)
                 info["upscaled"] = nh > oh or nw > ow
-                if draft and im.format == "JPEG" and min(ow // nw, oh // nh) >= _DRAFT_GAP:
-                    got = im.draft(None, (nw * _DRAFT_GAP, nh * _DRAFT_GAP))
+                if draft and im.format == "JPEG" and min(ow // nw, oh // nh) >= DRAFT_GAP:
+                    got = im.draft(None, (nw * DRAFT_GAP, nh * DRAFT_GAP))
                     if got is not None and im.size != (ow, oh):
                         box = got[1]
             if im.mode != "RGB":

@@ -16,7 +16,7 @@ from typing import Optional, Union
 import torch
 from torch import nn
 
-from ..data.sources import ImageSource
+from ..data.source import ImageSource
 from ..errors import DeconvvizError
 from ..models.constraints import filter_rms
 from .net.layers import conv_stack, get_layer

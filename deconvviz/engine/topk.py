@@ -21,7 +21,7 @@ import math
 import torch
 from torch import nn
 
-from ..data.sources import ImageSource
+from ..data.source import ImageSource
 from ..errors import DeconvvizError
 from ..progress import Progress
 from .net.graph import NodeInfo
@@ -312,7 +312,7 @@ def scan_topk(model: nn.Module, source: ImageSource, layers: Optional[Sequence[i
                     continue
                 images = source.read(offset, min(stop, offset + batch_size), out=pix)
                 n = images.shape[0]
-                # The same operations as data.sources.normalize, so the same values.
+                # The same operations as data.source.normalize, so the same values.
                 x = inp[:n]
                 x.copy_(images, non_blocking=True)
                 x.div_(255.0).sub_(m).div_(s)

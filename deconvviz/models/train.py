@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..data.sources import ImageSource, normalize
+from ..data.source import ImageSource, normalize
 from ..progress import Progress
 from .constraints import clip_filter_rms
 

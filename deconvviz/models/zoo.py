@@ -23,7 +23,7 @@ from torch import nn
 
 from .. import __version__
 from ..data.preprocess import (IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS, Preprocessing,
-                               _pair, default_resize_size)
+                               image_size_pair, default_resize_size)
 from ..errors import DeconvvizError, notice
 from .checkpoint import file_sha256, load_model
 from .timm_models import TIMM_PREFIX, build_timm, timm_preprocessing
@@ -141,8 +141,8 @@ def _checkpoint(spec, weights, device, image_size, mean, std) -> nn.Module:
     model = load_model(spec, device=device)
     meta = model.meta
     size = tuple(int(v) for v in meta.get("input_size", (3, 32, 32))[-2:])
-    if image_size is not None and _pair(image_size) != size:
-        h, w = _pair(image_size)
+    if image_size is not None and image_size_pair(image_size) != size:
+        h, w = image_size_pair(image_size)
         raise DeconvvizError(f"checkpoint {meta['path']} takes {size[0]}x{size[1]} images; "
                              f"it cannot run at {h}x{w} (its classifier is fixed to that size)")
     if mean is not None or std is not None:
@@ -172,17 +172,17 @@ def _torchvision(name, weights, device, image_size, mean, std, progress) -> nn.M
 
     if tv_weights is not None:
         t = tv_weights.transforms()
-        crop = _pair(t.crop_size)
+        crop = image_size_pair(t.crop_size)
         resize = int(t.resize_size[0])
         interpolation = getattr(t.interpolation, "value", "bilinear")
         base_mean, base_std = t.mean, t.std
-        if image_size is not None and _pair(image_size) != crop:
-            size = _pair(image_size)
+        if image_size is not None and image_size_pair(image_size) != crop:
+            size = image_size_pair(image_size)
             resize = default_resize_size(size, resize, max(crop))
         else:
             size = crop
     else:
-        size = _pair(DEFAULT_IMAGE_SIZE if image_size is None else image_size)
+        size = image_size_pair(DEFAULT_IMAGE_SIZE if image_size is None else image_size)
         resize = default_resize_size(size)
         interpolation, base_mean, base_std = "bilinear", IMAGENET_MEAN, IMAGENET_STD
     if interpolation not in INTERPOLATIONS:
@@ -232,7 +232,7 @@ def _torchvision(name, weights, device, image_size, mean, std, progress) -> nn.M
     categories = list(tv_weights.meta["categories"]) if tv_weights is not None else \
         list(default.meta.get("categories") or [])
     return _finish(model, meta, pre, device, categories, trained_size=(
-        _pair(tv_weights.transforms().crop_size) if tv_weights is not None else None))
+        image_size_pair(tv_weights.transforms().crop_size) if tv_weights is not None else None))
 
 
 def _weights_choice(arch: str, enum, weights):
@@ -267,7 +267,7 @@ def _build(name: str, kwargs: dict) -> nn.Module:
         except (TypeError, ValueError, RuntimeError) as exc:
             sized = [kwargs[k] for k in ("image_size", "input_size") if k in kwargs]
             if sized:
-                h, w = _pair(sized[0])
+                h, w = image_size_pair(sized[0])
                 raise DeconvvizError(f"cannot build torchvision:{name} for {h}x{w} images: "
                                      f"{_first_line(exc).rstrip('.')}; choose another image "
                                      "size") from None
@@ -295,7 +295,7 @@ def _user_module(spec, weights, device, image_size, mean, std) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise DeconvvizError(f"{spec} returned a {type(model).__module__}.{type(model).__name__}"
                              ", not a torch.nn.Module")
-    size = _pair(DEFAULT_IMAGE_SIZE if image_size is None else image_size)
+    size = image_size_pair(DEFAULT_IMAGE_SIZE if image_size is None else image_size)
     _materialize_lazy(model, spec, size)
     meta = {"arch": spec, "model": spec}
     if weights is not None and str(weights) != "":

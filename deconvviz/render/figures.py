@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from ..data.sources import ImageSource
+from ..data.source import ImageSource
 
 from ..store.atomic import atomic_path
 

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..data.sources import ImageSource
+from ..data.source import ImageSource
 from ..engine.matching import MIN_CORRELATION, follow_back
 from ..engine.net.network import require_spatial, resolve_info
 from ..errors import DeconvvizError

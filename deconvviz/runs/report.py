@@ -31,7 +31,8 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..data.sources import ImageSource, resolve_source
+from ..data.resolve import resolve_source
+from ..data.source import ImageSource
 from ..engine.deconv.deconvnet import RULES
 from ..engine.distributed import Ranks, gather_topk
 from ..engine.net.network import layer_key, require_spatial, spatial
@@ -390,7 +391,7 @@ def build_report(model: nn.Module, source: Union[ImageSource, str, Path],
 
     ``model``: a network loaded with :func:`~deconvviz.models.checkpoint.load_model`
     (its ``meta`` gives normalisation and checkpoint hash); ``source``: an
-    :class:`~deconvviz.data.sources.ImageSource` or anything ``--data`` takes
+    :class:`~deconvviz.data.source.ImageSource` or anything ``--data`` takes
     (``"builtin"``, a folder, an image file; its test split, preprocessed for
     ``model``); ``layers``: layer numbers or node names (default: every conv
     layer); ``k``: images kept per feature (at most the number of images, with a
@@ -697,7 +698,7 @@ def report(model: nn.Module, data="builtin", layers: Optional[Sequence] = None, 
 
     ``model``: from :func:`deconvviz.load_model`; ``data``: anything ``--data`` takes
     (``"builtin"``, a folder, ...), a :func:`deconvviz.load_data` dataset or an
-    :class:`~deconvviz.data.sources.ImageSource`; ``layers``: layer numbers or node
+    :class:`~deconvviz.data.source.ImageSource`; ``layers``: layer numbers or node
     names (default: every conv layer, or every node with image patches); ``top``:
     images kept per feature; ``limit``: scan the first ``limit`` images only;
     ``features``: keep only these channels of every layer; ``png`` / ``html``: also

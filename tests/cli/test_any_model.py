@@ -13,7 +13,8 @@ from click.testing import CliRunner
 
 import deconvviz
 from deconvviz.cli import main
-from deconvviz.data.sources import normalize, synthetic_images
+from deconvviz.data.builtin import synthetic_images
+from deconvviz.data.source import normalize
 from deconvviz.store.report import read_report_h5
 
 NET = textwrap.dedent('''

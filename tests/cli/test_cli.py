@@ -9,7 +9,8 @@ from PIL import Image
 
 from deconvviz import __version__, load_model
 from deconvviz.cli import main
-from deconvviz.data.sources import normalize, resolve_source
+from deconvviz.data.resolve import resolve_source
+from deconvviz.data.source import normalize
 from deconvviz.engine.deconv.deconvnet import deconvolve
 from deconvviz.store.projection import read_projection_h5
 

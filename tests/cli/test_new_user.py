@@ -13,7 +13,7 @@ from PIL import Image
 
 from deconvviz import load_model
 from deconvviz.cli import main
-from deconvviz.data.sources import resolve_source
+from deconvviz.data.resolve import resolve_source
 from deconvviz.store.h5 import stamp
 
 

@@ -9,8 +9,9 @@ from PIL import Image
 
 from conftest import SHARED_CIFAR, needs_shared_cifar
 from deconvviz import DeconvvizError, load_data
-from deconvviz.data.sources import (BUILTIN_CLASSES, ImageDataset, normalize, resolve_source,
-                            synthetic_images)
+from deconvviz.data.builtin import BUILTIN_CLASSES, synthetic_images
+from deconvviz.data.resolve import resolve_source
+from deconvviz.data.source import ImageDataset, normalize
 
 
 def _write_batch(path, images, labels):
@@ -77,7 +78,7 @@ def test_imagefolder_order_labels_and_cache(tmp_path, monkeypatch):
     from torchvision.datasets import ImageFolder
     assert [s[0] for s in ImageFolder(str(tmp_path / "tree")).samples] == src.paths
     # A second resolve reads the cache and decodes nothing.
-    import deconvviz.data.sources as data_mod
+    import deconvviz.data.folders as data_mod
 
     def no_decode(*a, **k):
         raise AssertionError("decoded again")
@@ -162,7 +163,7 @@ def test_image_folder_listing_is_torchvisions(tmp_path):
     """deconvviz lists folders itself (importing torchvision costs a second of start-up);
     the order and the files kept are torchvision's ImageFolder's."""
     from torchvision.datasets.folder import find_classes, make_dataset
-    from deconvviz.data.sources import IMAGE_EXTENSIONS, _imagefolder_entries
+    from deconvviz.data.folders import IMAGE_EXTENSIONS, imagefolder_entries
 
     root = tmp_path / "tree"
     for rel in ["b/z.png", "b/A.JPG", "b/sub/deeper/c.jpeg", "b/sub/a.txt", "a/x.webp",
@@ -172,11 +173,11 @@ def test_image_folder_listing_is_torchvisions(tmp_path):
         (root / rel).write_bytes(b"")
     (root / "stray.png").write_bytes(b"")           # a file at the top is not a class
     (root / "a" / "linked").symlink_to(root / "b" / "sub", target_is_directory=True)
-    classes, samples = _imagefolder_entries(root)
+    classes, samples = imagefolder_entries(root)
     want_classes, to_idx = find_classes(str(root))
     assert classes == want_classes == ["a", "b", "c d", "empty"]
     assert samples == make_dataset(str(root), to_idx, extensions=IMAGE_EXTENSIONS,
                                    allow_empty=True)
     assert any("linked" in p for p, _ in samples)
     with pytest.raises(DeconvvizError, match="cannot read image folder .*class folder"):
-        _imagefolder_entries(root / "empty")
+        imagefolder_entries(root / "empty")

@@ -10,7 +10,7 @@ from PIL import Image
 
 from deconvviz.cli import main
 from deconvviz.data.decode import check_workers
-from deconvviz.data.sources import resolve_source
+from deconvviz.data.resolve import resolve_source
 from deconvviz.errors import DeconvvizError
 
 
@@ -28,7 +28,7 @@ def _folder(root, n=75):
 
 
 def test_workers_decode_the_same_pixels_in_the_same_order(tmp_path, monkeypatch):
-    import deconvviz.data.sources as sources
+    import deconvviz.data.folders as sources
     root = _folder(tmp_path / "imgs")
     asked = []
     real = sources.decode_files

@@ -10,7 +10,9 @@ from click.testing import CliRunner
 from PIL import Image
 
 from deconvviz.cli import main
-from deconvviz.data.sources import cache_dir, resolve_source, synthetic_images
+from deconvviz.data.builtin import synthetic_images
+from deconvviz.data.folders import cache_dir
+from deconvviz.data.resolve import resolve_source
 from deconvviz.errors import DeconvvizError
 
 

@@ -14,11 +14,12 @@ from torchvision.models import ResNet18_Weights
 from torchvision.transforms import v2
 from torchvision.transforms.functional import pil_to_tensor
 
-import deconvviz.data.sources as data_mod
+import deconvviz.data.folders as data_mod
 from deconvviz import DeconvvizError
 from deconvviz.data.preprocess import (Preprocessing, center_crop_box, decode_image,
                                        default_resize_size, preprocess_image, resized_shape)
-from deconvviz.data.sources import normalize, resolve_source
+from deconvviz.data.resolve import resolve_source
+from deconvviz.data.source import normalize
 
 SHARED_IMAGENET = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / \
     "imagenet-samples"

@@ -10,7 +10,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from deconvviz.cli import main
-from deconvviz.data.sources import synthetic_images
+from deconvviz.data.builtin import synthetic_images
 
 
 def _folder(root, n=20, broken=("c0/04.png", "c0/10.png", "c1/13.png", "c1/17.png")):

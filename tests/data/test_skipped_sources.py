@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 from deconvviz.cli import main
-from deconvviz.data.sources import resolve_source
+from deconvviz.data.resolve import resolve_source
 from deconvviz.errors import DeconvvizError
 
 BROKEN = ("a/02.png", "a/03.png", "b/07.png")
@@ -44,7 +44,7 @@ def test_a_skipped_source_streams_from_the_cache_with_everything_aligned(tmp_pat
     expect_paths = sorted(good)                                    # ImageFolder order
     assert src.paths == expect_paths and len(src) == len(good) == 7
     assert src.skipped == [str(tmp_path / "t" / b) for b in BROKEN]
-    assert src._images is None                                     # still the cache file
+    assert src.cache_file is not None                              # still the cache file
     assert src.labels.tolist() == [0 if "/a/" in p else 1 for p in expect_paths]
     whole = src.read(0, len(src))
     for i, p in enumerate(expect_paths):                           # pixels = PIL's own

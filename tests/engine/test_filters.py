@@ -8,7 +8,8 @@ import numpy as np
 import torch
 
 from deconvviz import load_model
-from deconvviz.data.sources import ImageSource, normalize, synthetic_images
+from deconvviz.data.builtin import synthetic_images
+from deconvviz.data.source import ImageSource, normalize
 from deconvviz.engine.filters import dead_features, layer_filters
 from deconvviz.models.constraints import filter_rms
 from deconvviz.render.paper import filter_tiles

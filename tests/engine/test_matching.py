@@ -85,7 +85,7 @@ def _permuted_copy(src, dst, perm1, perm2):
 
 @pytest.fixture(scope="module")
 def pair(tmp_path_factory):
-    from deconvviz.data.sources import BUILTIN_CLASSES
+    from deconvviz.data.builtin import BUILTIN_CLASSES
     from deconvviz.models.architectures import build_model
     from deconvviz.models.checkpoint import save_checkpoint
 

@@ -33,7 +33,7 @@ def _loop_reference(model, image, label, layer_end, feature, size, ys, xs, fill)
     return act, prob, pred
 
 
-from deconvviz.data.sources import CIFAR10_CLASSES as CLASSES
+from deconvviz.data.cifar import CIFAR10_CLASSES as CLASSES
 
 @pytest.fixture
 def tiny_tree(tmp_path):
@@ -176,7 +176,7 @@ def test_an_unlabelled_image_stays_unlabelled(tmp_path):
     from PIL import Image
 
     from deconvviz.cli import main as cli
-    from deconvviz.data.sources import synthetic_images
+    from deconvviz.data.builtin import synthetic_images
 
     images, _ = synthetic_images(1, seed=5)
     Image.fromarray(images[0].permute(1, 2, 0).numpy()).save(tmp_path / "loose.png")

@@ -5,7 +5,8 @@ import pytest
 import torch
 import torchvision
 
-from deconvviz.data.sources import BUILTIN_CLASSES, ImageSource, synthetic_images
+from deconvviz.data.builtin import BUILTIN_CLASSES, synthetic_images
+from deconvviz.data.source import ImageSource
 from deconvviz.engine.net.layers import get_layer
 from deconvviz.engine.topk import (TopK, _StreamingTopK, empty_topk, merge_topk, scan_batch_size,
                                    scan_topk)

@@ -15,7 +15,7 @@ from click.testing import CliRunner
 from PIL import Image
 
 EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
-from deconvviz.data.sources import CIFAR10_CLASSES as CLASSES
+from deconvviz.data.cifar import CIFAR10_CLASSES as CLASSES
 
 
 def script(name):

@@ -6,7 +6,8 @@ import pytest
 import torch
 
 from deconvviz import DeconvvizError
-from deconvviz.data.sources import ImageSource, synthetic_images
+from deconvviz.data.builtin import synthetic_images
+from deconvviz.data.source import ImageSource
 from deconvviz.models.architectures import CifarCNN
 from deconvviz.models.constraints import clip_filter_rms, filter_rms
 from deconvviz.models.train import TrainConfig, channel_stats, train_model

@@ -5,7 +5,9 @@ import torch
 
 from deconvviz import DeconvvizError, load_model
 from deconvviz.models.checkpoint import bundled_checkpoint, read_checkpoint, save_checkpoint
-from deconvviz.data.sources import resolve_source, synthetic_images, ImageSource
+from deconvviz.data.builtin import synthetic_images
+from deconvviz.data.resolve import resolve_source
+from deconvviz.data.source import ImageSource
 from deconvviz.engine.net.layers import list_layers
 from deconvviz.models.architectures import CifarCNN, build_model
 from deconvviz.models.train import TrainConfig, augment_batch, channel_stats, evaluate, train_model

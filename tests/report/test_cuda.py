@@ -13,7 +13,8 @@ from click.testing import CliRunner
 from conftest import alexnet_like, random_seeds
 from deconvviz import deconvolve
 from deconvviz.cli import main
-from deconvviz.data.sources import ImageSource, synthetic_images
+from deconvviz.data.builtin import synthetic_images
+from deconvviz.data.source import ImageSource
 from deconvviz.engine.net.layers import list_layers
 from deconvviz.runs.report import build_report
 

@@ -280,7 +280,7 @@ def test_the_readme_call_with_a_data_source_string(image_folder, tmp_path):
     """README: ``build_report(model, "builtin", [2], 4)``; the string is resolved as
     ``--data`` is (the test split, preprocessed for the model)."""
     import deconvviz
-    from deconvviz.data.sources import resolve_source
+    from deconvviz.data.resolve import resolve_source
     from deconvviz.runs.report import build_report, write_report
 
     model = deconvviz.load_model()

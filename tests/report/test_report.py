@@ -16,7 +16,8 @@ from conftest import alexnet_like, reference_projection
 from report_helpers import image_folder  # noqa: F401 - a fixture
 from deconvviz.models.checkpoint import load_model
 from deconvviz.cli import main
-from deconvviz.data.sources import BUILTIN_CLASSES, ImageSource, normalize, synthetic_images
+from deconvviz.data.builtin import BUILTIN_CLASSES, synthetic_images
+from deconvviz.data.source import ImageSource, normalize
 from deconvviz.errors import DeconvvizError
 from deconvviz.engine.net.layers import conv_stack, get_layer, list_layers
 from deconvviz.engine.net.geometry import extract_patches
@@ -391,7 +392,7 @@ def test_interrupted_runs_leave_the_earlier_report_untouched(tiny_checkpoint, im
 
 def test_second_report_does_not_decode_again(tiny_checkpoint, tmp_path, monkeypatch):
     from PIL import Image
-    import deconvviz.data.sources as data_mod
+    import deconvviz.data.folders as data_mod
     root = tmp_path / "jpegs" / "cls"
     root.mkdir(parents=True)
     images, _ = synthetic_images(6, seed=4)

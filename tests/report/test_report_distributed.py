@@ -11,7 +11,7 @@ import h5py
 import numpy as np
 import pytest
 
-from deconvviz.data.sources import synthetic_images
+from deconvviz.data.builtin import synthetic_images
 
 REPO = Path(__file__).resolve().parents[2]
 

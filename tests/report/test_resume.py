@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[2]
 # The scan reads a batch every 50 ms, so the test can kill it half-way for certain.
 SLOW_LAUNCHER = """
 import sys, time
-from deconvviz.data.sources import ImageSource
+from deconvviz.data.source import ImageSource
 real = ImageSource.read
 def slow(self, *args, **kwargs):
     time.sleep(0.05)

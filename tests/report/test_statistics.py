@@ -17,7 +17,7 @@ from torch import nn
 
 from conftest import assert_close
 from deconvviz.cli import main
-from deconvviz.data.sources import ImageSource
+from deconvviz.data.source import ImageSource
 from deconvviz.engine.statistics import auroc_and_p, feature_statistics, holm
 from deconvviz.errors import DeconvvizError
 from deconvviz.explore import Report

@@ -112,7 +112,7 @@ def test_site_layout_pixels_and_pages(report_h5):
 
 
 def test_report_html_equals_render_html_and_bad_output_folders(tmp_path):
-    from deconvviz.data.sources import synthetic_images
+    from deconvviz.data.builtin import synthetic_images
     from web_helpers import tiny_model
 
     tiny_model(tmp_path)  # writes tmp_path/tiny.pt

@@ -13,7 +13,7 @@ DEAD = 7  # a feature of layer 2 that never fires (its bias is set far below zer
 
 def tiny_model(folder: Path):
     """A random CifarCNN (hidden 16) saved and loaded like a user's checkpoint."""
-    from deconvviz.data.sources import BUILTIN_CLASSES
+    from deconvviz.data.builtin import BUILTIN_CLASSES
     from deconvviz.engine.net.layers import conv_stack
     from deconvviz.models.architectures import build_model
     from deconvviz.models.checkpoint import load_model, save_checkpoint
@@ -32,7 +32,8 @@ def tiny_model(folder: Path):
 
 def source(n: int = 40, class_names: Optional[Sequence[str]] = None,
            paths: Optional[Sequence[str]] = None):
-    from deconvviz.data.sources import BUILTIN_CLASSES, ImageSource, synthetic_images
+    from deconvviz.data.builtin import BUILTIN_CLASSES, synthetic_images
+    from deconvviz.data.source import ImageSource
 
     images, labels = synthetic_images(n, seed=3)
     return ImageSource(description=f"generated[:{n}]", kind="builtin", split="test",

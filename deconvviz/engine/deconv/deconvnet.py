@@ -196,7 +196,7 @@ def project_recorded(graph: Graph, rec: GraphRecording, layer: Layer, rows: torc
     (S,), position (S, 2))``; with ``windows`` each projection is its seed's
     receptive-field window ``(S, C_in, rf_h, rf_w)`` (top-left ``rf_start +
     position * rf_jump``, zero outside the image) instead of the whole image.
-    One-value seeds take the closed form of :func:`~.graph_reverse.point_walk`
+    One-value seeds take the closed form of :func:`~.reverse.point_walk`
     down to the first conv (``closed_form=False``: the plain walk; the same result).
     """
     node = graph.node(layer)

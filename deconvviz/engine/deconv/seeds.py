@@ -7,7 +7,7 @@ from typing import Dict, Optional, Tuple, Union
 import torch
 from torch import nn
 
-from ...data.sources import ImageSource, normalize
+from ...data.source import ImageSource, normalize
 from ...errors import DeconvvizError
 from .deconvnet import project_positions
 from ..net.network import Layer, graph_of

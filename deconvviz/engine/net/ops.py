@@ -40,7 +40,7 @@ SPATIAL_WINDOW_OPS = ("conv", "maxpool", "avgpool")
 #: position of every input, ``"window"`` a kernel window, ``"adaptive"`` a window
 #: where the input size is a multiple of the output's; an op not listed reads
 #: everything, so a seed above it takes the whole image. A new elementwise op is
-#: ``"pointwise"`` here and a transpose in ``graph_reverse.TRANSPOSES``.
+#: ``"pointwise"`` here and a transpose in ``deconv.reverse.TRANSPOSES``.
 REACH = {"relu": "pointwise", "relu6": "pointwise", "nonlinear": "pointwise", "gate": "pointwise",
          "norm": "pointwise", "batchnorm": "pointwise",
          "add": "pointwise", "scale": "pointwise", "cat": "pointwise", "dropout": "pointwise",
