@@ -23,7 +23,8 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from ..data.preprocess import INTERPOLATIONS, Preprocessing, _pair, default_resize_size
+from ..data.preprocess import (INTERPOLATIONS, Preprocessing, default_resize_size,
+                               image_size_pair)
 from ..errors import DeconvvizError, notice
 from .checkpoint import file_sha256
 from .weights import class_count_to_fit, load_state, read_state_file, state_sha256
@@ -85,15 +86,15 @@ def timm_preprocessing(name: str, image_size=None, mean=None, std=None) -> Prepr
     crop), interpolation, mean and std. ``image_size`` changes the crop and scales the
     resize in proportion; ``mean``/``std`` replace the statistics."""
     cfg = _pretrained_cfg(name)
-    crop = _pair(tuple(cfg.get("input_size") or (3, 224, 224))[-2:])
+    crop = image_size_pair(tuple(cfg.get("input_size") or (3, 224, 224))[-2:])
     crop_pct = float(cfg.get("crop_pct") or 0.875)
     resize = max(int(math.floor(max(crop) / crop_pct)), max(crop))
     if cfg.get("crop_mode", "center") != "center":
         notice(f"timm:{name} is evaluated with crop mode {cfg['crop_mode']!r}; deconvviz "
                "resizes the shorter side and centre-crops")
     size = crop
-    if image_size is not None and _pair(image_size) != crop:
-        size = _pair(image_size)
+    if image_size is not None and image_size_pair(image_size) != crop:
+        size = image_size_pair(image_size)
         resize = default_resize_size(size, resize, max(crop))
     interpolation = str(cfg.get("interpolation") or "bilinear")
     if interpolation not in INTERPOLATIONS:
