@@ -47,8 +47,8 @@ sys.path.insert(0, str(REPO))
 from deconvviz import deconvolve  # noqa: E402
 from deconvviz.data.resolve import resolve_source  # noqa: E402
 from deconvviz.data.source import normalize  # noqa: E402
-from deconvviz.engine.net.graph import build_graph  # noqa: E402
 from deconvviz.engine.deconv.deconvnet import node_outputs  # noqa: E402
+from deconvviz.engine.net.graph import build_graph  # noqa: E402
 
 DATA = REPO.parent / "shared" / "datasets" / "imagenet-samples"
 MEAN, STD = [0.485, 0.456, 0.406], [0.229, 0.224, 0.225]
@@ -123,8 +123,11 @@ def captum_loop(trunk, x, feats, idx, pos):
     selector picks each image's own position), scaled by the seeded value."""
     from captum.attr import NeuronDeconvolution
 
-    layer = trunk.fe.get_submodule(trunk.node) if trunk.node in dict(
-        trunk.fe.named_modules()) else trunk
+    layer = (
+        trunk.fe.get_submodule(trunk.node)
+        if trunk.node in dict(trunk.fe.named_modules())
+        else trunk
+    )
     nd = NeuronDeconvolution(trunk, layer)
     res = torch.zeros((feats.numel(),) + tuple(x.shape[1:]))
     for f in feats.unique():
@@ -134,6 +137,7 @@ def captum_loop(trunk, x, feats, idx, pos):
 
         def select(o, f=f, p=p, rows=rows):
             return o[rows, f, p[:, 0], p[:, 1]]
+
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             a = nd.attribute(xs, neuron_selector=select)
@@ -163,7 +167,7 @@ def rules_loop_model(model, node):
 def report_seeds(graph, x, node, channels=8, k=4):
     """Per node the ``channels`` that fire most, each with its ``k`` strongest images."""
     out = node_outputs(graph, x, [node])[node]
-    best, where = out.flatten(2).max(dim=2)                 # (B, C)
+    best, where = out.flatten(2).max(dim=2)  # (B, C)
     chans = best.sum(0).argsort(descending=True)[:channels]
     idx, feat, pos = [], [], []
     w = out.shape[-1]
@@ -186,15 +190,22 @@ def timed(fn):
 def main():
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--net", default="resnet50")
-    ap.add_argument("--nodes", nargs="+", required=True,
-                    help="node names, or block numbers of a plain stack")
+    ap.add_argument(
+        "--nodes", nargs="+", required=True, help="node names, or block numbers of a plain stack"
+    )
     ap.add_argument("--images", type=int, default=32)
     ap.add_argument("--repeats", type=int, default=3)
-    ap.add_argument("--captum", action="store_true",
-                    help="Captum per feature as the baseline instead of the autograd loop")
-    ap.add_argument("--rules", action="store_true",
-                    help="the autograd loop with every nonlinearity's rule, gates and norm "
-                         "statistics held (modern CNNs)")
+    ap.add_argument(
+        "--captum",
+        action="store_true",
+        help="Captum per feature as the baseline instead of the autograd loop",
+    )
+    ap.add_argument(
+        "--rules",
+        action="store_true",
+        help="the autograd loop with every nonlinearity's rule, gates and norm "
+        "statistics held (modern CNNs)",
+    )
     args = ap.parse_args()
     torch.manual_seed(0)
     # Channels-last runs convolutions several times faster on the CPU, for both sides.
@@ -214,15 +225,30 @@ def main():
     trunks = {name: Trunk(model, name) for name in names} if args.captum else {}
 
     def ours():
-        return [deconvolve(model, x, n, seeds[n][1], seeds[n][0], mode="position",
-                           position=seeds[n][2], graph=graph).projections for n in nodes]
+        return [
+            deconvolve(
+                model,
+                x,
+                n,
+                seeds[n][1],
+                seeds[n][0],
+                mode="position",
+                position=seeds[n][2],
+                graph=graph,
+            ).projections
+            for n in nodes
+        ]
 
     def base():
         if args.captum:
-            return [captum_loop(trunks[name], x, seeds[n][1], seeds[n][0], seeds[n][2])
-                    for n, name in zip(nodes, names)]
-        return [loop(loops[name], x, name, seeds[n][1], seeds[n][0], seeds[n][2])
-                for n, name in zip(nodes, names)]
+            return [
+                captum_loop(trunks[name], x, seeds[n][1], seeds[n][0], seeds[n][2])
+                for n, name in zip(nodes, names)
+            ]
+        return [
+            loop(loops[name], x, name, seeds[n][1], seeds[n][0], seeds[n][2])
+            for n, name in zip(nodes, names)
+        ]
 
     t_ours, t_base = [], []
     for r in range(args.repeats):
@@ -231,18 +257,21 @@ def main():
         t_base.append(tb)
         t_ours.append(to)
         print(f"pair {r + 1}: baseline {tb:.2f} s, deconvviz {to:.2f} s", flush=True)
-    err = max(float((g - w).abs().max() / w.abs().max().clamp(min=1e-30))
-              for g, w in zip(got, want))
+    err = max(
+        float((g - w).abs().max() / w.abs().max().clamp(min=1e-30)) for g, w in zip(got, want)
+    )
 
     def mmm(v):
         return f"{min(v):.2f}/{statistics.median(v):.2f}/{max(v):.2f} s"
 
-    print(f"{args.net} {' '.join(map(str, args.nodes))} ({total} seeds, {args.images} images): "
-          f"{'Captum per feature' if args.captum else 'rules loop' if args.rules else 'autograd loop'}"
-          f" {mmm(t_base)}, "
-          f"deconvviz {mmm(t_ours)} (min/median/max); ratio of medians "
-          f"{statistics.median(t_base) / statistics.median(t_ours):.1f}x; "
-          f"largest scaled difference {err:.1e}")
+    print(
+        f"{args.net} {' '.join(map(str, args.nodes))} ({total} seeds, {args.images} images): "
+        f"{'Captum per feature' if args.captum else 'rules loop' if args.rules else 'autograd loop'}"
+        f" {mmm(t_base)}, "
+        f"deconvviz {mmm(t_ours)} (min/median/max); ratio of medians "
+        f"{statistics.median(t_base) / statistics.median(t_ours):.1f}x; "
+        f"largest scaled difference {err:.1e}"
+    )
 
 
 if __name__ == "__main__":

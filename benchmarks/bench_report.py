@@ -68,25 +68,28 @@ def spread(values):
 
 def _env():
     env = dict(os.environ)
-    env["PYTHONPATH"] = str(REPO) + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH")
-                                     else "")
+    env["PYTHONPATH"] = str(REPO) + (
+        os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else ""
+    )
     return env
 
 
 # Run a Python command and print its own peak RSS (VmHWM, reset by exec) at exit:
 # the rusage of a child counts the parent's RSS at fork, which is large after VGG-16.
-_HWM = ("import atexit, runpy, sys\n"
-        "def _hwm():\n"
-        "    for line in open('/proc/self/status'):\n"
-        "        if line.startswith('VmHWM:'):\n"
-        "            print('BENCH_VMHWM_KIB', line.split()[1], file=sys.stderr)\n"
-        "atexit.register(_hwm)\n"
-        "sys.argv = sys.argv[1:]\n"
-        "if sys.argv[0] == '-m':\n"
-        "    sys.argv = sys.argv[1:]\n"
-        "    runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)\n"
-        "else:\n"
-        "    runpy.run_path(sys.argv[0], run_name='__main__')\n")
+_HWM = (
+    "import atexit, runpy, sys\n"
+    "def _hwm():\n"
+    "    for line in open('/proc/self/status'):\n"
+    "        if line.startswith('VmHWM:'):\n"
+    "            print('BENCH_VMHWM_KIB', line.split()[1], file=sys.stderr)\n"
+    "atexit.register(_hwm)\n"
+    "sys.argv = sys.argv[1:]\n"
+    "if sys.argv[0] == '-m':\n"
+    "    sys.argv = sys.argv[1:]\n"
+    "    runpy.run_module(sys.argv[0], run_name='__main__', alter_sys=True)\n"
+    "else:\n"
+    "    runpy.run_path(sys.argv[0], run_name='__main__')\n"
+)
 
 
 def timed(cmd):
@@ -112,14 +115,33 @@ def timed(cmd):
 
 # --------------------------------------------------------------------------- 1. report
 
+
 def report_cmd(data, out_dir, extra=()):
-    return [sys.executable, "-m", "deconvviz", "report", "--data", str(data), "--split",
-            "train", "--no-png", "--quiet", "--out", str(out_dir), *extra]
+    return [
+        sys.executable,
+        "-m",
+        "deconvviz",
+        "report",
+        "--data",
+        str(data),
+        "--split",
+        "train",
+        "--no-png",
+        "--quiet",
+        "--out",
+        str(out_dir),
+        *extra,
+    ]
 
 
 def baseline_cmd(cache, batch_size):
-    return [sys.executable, str(REPO / "benchmarks" / "plain_forward.py"), str(cache),
-            "--batch-size", str(batch_size)]
+    return [
+        sys.executable,
+        str(REPO / "benchmarks" / "plain_forward.py"),
+        str(cache),
+        "--batch-size",
+        str(batch_size),
+    ]
 
 
 def bench_report_vs_forward(args, res, tmp):
@@ -127,44 +149,67 @@ def bench_report_vs_forward(args, res, tmp):
     cache = getattr(source, "_cache_file", None)
     if cache is None:
         raise SystemExit(f"{args.data} is not read from a decode cache")
-    log(f"[1] report vs plain forward: {len(source)} images of {source.description}; "
-        f"decode cache {cache}")
-    runs = {"forward": [], "report": [], "forward_rss": [], "report_rss": [], "forward_cpu": [],
-            "report_cpu": []}
+    log(
+        f"[1] report vs plain forward: {len(source)} images of {source.description}; "
+        f"decode cache {cache}"
+    )
+    runs = {
+        "forward": [],
+        "report": [],
+        "forward_rss": [],
+        "report_rss": [],
+        "forward_cpu": [],
+        "report_cpu": [],
+    }
     out_dir = Path(tmp) / "cifar_report"
     for r in range(args.repeats):
-        for name, cmd in (("forward", baseline_cmd(cache, args.baseline_batch_size)),
-                          ("report", report_cmd(args.data, out_dir))):
+        for name, cmd in (
+            ("forward", baseline_cmd(cache, args.baseline_batch_size)),
+            ("report", report_cmd(args.data, out_dir)),
+        ):
             wall, rss, _ = timed(cmd)
             runs[name].append(wall)
             runs[name + "_rss"].append(rss)
             runs[name + "_cpu"].append(timed.cpu)
-            log(f"    run {r + 1}: {name:8s} {wall:6.2f} s wall, {timed.cpu:6.2f} s CPU, peak RSS "
-                f"{rss / 1024:.0f} MiB")
+            log(
+                f"    run {r + 1}: {name:8s} {wall:6.2f} s wall, {timed.cpu:6.2f} s CPU, peak RSS "
+                f"{rss / 1024:.0f} MiB"
+            )
     ratios = [b / a for a, b in zip(runs["forward"], runs["report"])]
     cpu_ratios = [b / a for a, b in zip(runs["forward_cpu"], runs["report_cpu"])]
     res["report_vs_forward"] = dict(
-        runs, ratios=ratios, ratio_median=statistics.median(ratios), cpu_ratios=cpu_ratios,
+        runs,
+        ratios=ratios,
+        ratio_median=statistics.median(ratios),
+        cpu_ratios=cpu_ratios,
         ratio_of_medians=statistics.median(runs["report"]) / statistics.median(runs["forward"]),
-        h5_bytes=os.path.getsize(out_dir / "report.h5"), images=len(source),
-        baseline_batch_size=args.baseline_batch_size)
+        h5_bytes=os.path.getsize(out_dir / "report.h5"),
+        images=len(source),
+        baseline_batch_size=args.baseline_batch_size,
+    )
     r = res["report_vs_forward"]
-    log(f"==> plain forward {spread(runs['forward'])}; report {spread(runs['report'])}; "
+    log(
+        f"==> plain forward {spread(runs['forward'])}; report {spread(runs['report'])}; "
         f"report / forward per pair {min(ratios):.3f}-{max(ratios):.3f}, median "
         f"{r['ratio_median']:.3f} (target <= 1.15); report.h5 {r['h5_bytes'] / 1e6:.1f} MB; "
         f"peak RSS report {statistics.median(runs['report_rss']) / 1024:.0f} MiB, forward "
-        f"{statistics.median(runs['forward_rss']) / 1024:.0f} MiB")
-    log(f"    CPU time (user + sys): forward {spread(runs['forward_cpu'])}, report "
+        f"{statistics.median(runs['forward_rss']) / 1024:.0f} MiB"
+    )
+    log(
+        f"    CPU time (user + sys): forward {spread(runs['forward_cpu'])}, report "
         f"{spread(runs['report_cpu'])}; report / forward per pair {min(cpu_ratios):.3f}-"
-        f"{max(cpu_ratios):.3f}, median {statistics.median(cpu_ratios):.3f}")
+        f"{max(cpu_ratios):.3f}, median {statistics.median(cpu_ratios):.3f}"
+    )
     return out_dir / "report.h5", source
 
 
 def bench_sweep(args, res, source):
     """Scan (in-process, layers 1+2, k=9) and plain forward over the first N images."""
+    import numpy as np
+
     from deconvviz.engine.topk import scan_topk
     from deconvviz.models.checkpoint import load_model
-    import numpy as np
+
     model = load_model(None)
     n = min(args.sweep_images, len(source))
     sizes = [int(v) for v in args.sweep.split(",")]
@@ -180,7 +225,7 @@ def bench_sweep(args, res, source):
         with torch.inference_mode():
             for s in range(0, n, bs):
                 m = min(bs, n - s)
-                raw[:m].numpy()[...] = pixels[s:s + m]
+                raw[:m].numpy()[...] = pixels[s : s + m]
                 model(buf[:m].copy_(raw[:m]).div_(255.0).sub_(mean).div_(std))
         return time.perf_counter() - t0
 
@@ -197,11 +242,14 @@ def bench_sweep(args, res, source):
     res["batch_sweep"] = out
     log(f"[1b] batch-size sweep over {n} images (median of {args.sweep_repeats}, in-process):")
     for bs in sizes:
-        log(f"    batch {bs:4d}: plain forward {statistics.median(out['forward'][bs]):.2f} s, "
-            f"scan {statistics.median(out['scan'][bs]):.2f} s")
+        log(
+            f"    batch {bs:4d}: plain forward {statistics.median(out['forward'][bs]):.2f} s, "
+            f"scan {statistics.median(out['scan'][bs]):.2f} s"
+        )
 
 
 # --------------------------------------------------------------------------- 2./3. Captum
+
 
 def captum_copy(model):
     """The conv stack for Captum: its ReLUs not in place (Captum's hooks need that)."""
@@ -215,6 +263,7 @@ def captum_copy(model):
 def captum_per_feature(stack, end, x_of, layer_seeds):
     """One ``NeuronDeconvolution.attribute`` per feature over its k images -> {f: (k,3,H,W)}."""
     from captum.attr import NeuronDeconvolution
+
     trunk = stack[:end]
     nd = NeuronDeconvolution(trunk, trunk[end - 1])
     out = {}
@@ -224,19 +273,24 @@ def captum_per_feature(stack, end, x_of, layer_seeds):
 
         def select(o, f=f, pos=pos, rows=rows):
             return o[rows, f, pos[:, 0], pos[:, 1]]
+
         out[f] = nd.attribute(x, neuron_selector=select)
     return out
 
 
 def captum_per_seed(stack, end, x_of, layer_seeds):
     from captum.attr import NeuronDeconvolution
+
     trunk = stack[:end]
     nd = NeuronDeconvolution(trunk, trunk[end - 1])
     out = {}
     for f, (images, pos) in layer_seeds.items():
-        out[f] = torch.cat([nd.attribute(x_of[i].unsqueeze(0),
-                                         neuron_selector=(f, int(p[0]), int(p[1])))
-                            for i, p in zip(images, pos)])
+        out[f] = torch.cat(
+            [
+                nd.attribute(x_of[i].unsqueeze(0), neuron_selector=(f, int(p[0]), int(p[1])))
+                for i, p in zip(images, pos)
+            ]
+        )
     return out
 
 
@@ -250,11 +304,18 @@ def ours(model, x_of, layer, layer_seeds):
         idx += [row[i] for i in imgs]
         pos.append(p)
     x = torch.stack([x_of[i] for i in images])
-    res = deconvolve(model, x, layer, torch.tensor(feats), torch.tensor(idx), mode="position",
-                     position=torch.cat(pos))
+    res = deconvolve(
+        model,
+        x,
+        layer,
+        torch.tensor(feats),
+        torch.tensor(idx),
+        mode="position",
+        position=torch.cat(pos),
+    )
     out, s = {}, 0
     for f, (imgs, _) in layer_seeds.items():
-        out[f] = (res.projections[s:s + len(imgs)], res.activation[s:s + len(imgs)])
+        out[f] = (res.projections[s : s + len(imgs)], res.activation[s : s + len(imgs)])
         s += len(imgs)
     return out
 
@@ -267,10 +328,11 @@ def compare_projections(name, model, x_of, seeds, repeats, per_seed_features=Non
     map times the activation is compared.
     """
     stack = captum_copy(model)
-    ends = {L: get_layer(model, L, tuple(next(iter(x_of.values())).shape[-2:])).end
-            for L in seeds}
-    per_seed_sel = {L: dict(list(s.items())[:per_seed_features]) if per_seed_features else s
-                    for L, s in seeds.items()}
+    ends = {L: get_layer(model, L, tuple(next(iter(x_of.values())).shape[-2:])).end for L in seeds}
+    per_seed_sel = {
+        L: dict(list(s.items())[:per_seed_features]) if per_seed_features else s
+        for L, s in seeds.items()
+    }
     n_seeds = sum(len(i) for s in seeds.values() for i, _ in s.values())
     n_seed_sel = sum(len(i) for s in per_seed_sel.values() for i, _ in s.values())
     n_feat = sum(len(s) for s in seeds.values())
@@ -320,30 +382,49 @@ def compare_projections(name, model, x_of, seeds, repeats, per_seed_features=Non
             runs["ours_per_seed_subset"].append(time.perf_counter() - t0)
     med = {k: statistics.median(v) for k, v in runs.items() if v}
     base_seed = med.get("ours_per_seed_subset", med["ours"])
-    out = dict(runs=runs, seeds=n_seeds, features=n_feat, per_seed_seeds=n_seed_sel,
-               max_abs_diff=diff, scale=scale, max_abs_diff_float64=diff64,
-               speedup_per_feature=med["captum_per_feature"] / med["ours"],
-               speedup_per_seed=med["captum_per_seed"] / base_seed)
-    log(f"==> {name}: {n_seeds} seeds of {n_feat} features; max |ours - Captum x activation| "
+    out = dict(
+        runs=runs,
+        seeds=n_seeds,
+        features=n_feat,
+        per_seed_seeds=n_seed_sel,
+        max_abs_diff=diff,
+        scale=scale,
+        max_abs_diff_float64=diff64,
+        speedup_per_feature=med["captum_per_feature"] / med["ours"],
+        speedup_per_seed=med["captum_per_seed"] / base_seed,
+    )
+    log(
+        f"==> {name}: {n_seeds} seeds of {n_feat} features; max |ours - Captum x activation| "
         f"= {diff:.2e} in float32 (values up to {scale:.2e}); {diff64:.2e} in float64 "
-        f"(first feature of each layer)")
-    log(f"    deconvolve {spread(runs['ours'])}; Captum per feature "
-        f"{spread(runs['captum_per_feature'])}: {out['speedup_per_feature']:.1f}x")
-    sub = f" (on {n_seed_sel} seeds; deconvolve on them {spread(runs['ours_per_seed_subset'])})" \
-        if per_seed_features else ""
-    log(f"    Captum per seed {spread(runs['captum_per_seed'])}{sub}: "
-        f"{out['speedup_per_seed']:.1f}x")
+        f"(first feature of each layer)"
+    )
+    log(
+        f"    deconvolve {spread(runs['ours'])}; Captum per feature "
+        f"{spread(runs['captum_per_feature'])}: {out['speedup_per_feature']:.1f}x"
+    )
+    sub = (
+        f" (on {n_seed_sel} seeds; deconvolve on them {spread(runs['ours_per_seed_subset'])})"
+        if per_seed_features
+        else ""
+    )
+    log(
+        f"    Captum per seed {spread(runs['captum_per_seed'])}{sub}: "
+        f"{out['speedup_per_seed']:.1f}x"
+    )
     return out
 
 
 def seeds_of_report(path, source, mean, std):
     from deconvviz.store.report import read_report_h5
+
     rep = read_report_h5(path)
     seeds = {}
     wanted = set()
     for L, lr in rep.layers.items():
-        seeds[L] = {f: ([int(i) for i in lr.image_index[f]], torch.from_numpy(lr.position[f]))
-                    for f in range(lr.image_index.shape[0])}
+        seeds[L] = {
+            f: ([int(i) for i in lr.image_index[f]], torch.from_numpy(lr.position[f]))
+            for f in range(lr.image_index.shape[0])
+        }
         wanted |= {int(i) for i in lr.image_index.reshape(-1)}
     wanted = sorted(wanted)
     x = normalize(source.read_indices(wanted), mean, std)
@@ -352,19 +433,26 @@ def seeds_of_report(path, source, mean, std):
 
 # --------------------------------------------------------------------------- VGG-16
 
+
 def vgg16_model(seed: int = 0):
     """torchvision's VGG-16 with seeded random weights and a deconvviz-style ``meta``."""
     import torchvision
+
     torch.manual_seed(seed)
     model = torchvision.models.vgg16().eval()
-    model.meta = {"normalization": {"mean": IMAGENET_MEAN, "std": IMAGENET_STD},
-                  "input_size": [3, 224, 224], "class_names": [f"class {i}" for i in range(1000)],
-                  "sha256": "", "path": f"torchvision vgg16() random weights, seed {seed}"}
+    model.meta = {
+        "normalization": {"mean": IMAGENET_MEAN, "std": IMAGENET_STD},
+        "input_size": [3, 224, 224],
+        "class_names": [f"class {i}" for i in range(1000)],
+        "sha256": "",
+        "path": f"torchvision vgg16() random weights, seed {seed}",
+    }
     return model
 
 
 def vgg_seeds(args, model, source):
     from deconvviz.engine.topk import finalize_topk, scan_topk
+
     n = min(args.vgg_scan, len(source))
     t0 = time.perf_counter()
     tops = scan_topk(model, source, [4, 7, 10], 9, stop=n)
@@ -383,21 +471,39 @@ def vgg_seeds(args, model, source):
 
 # --------------------------------------------------------------------------- 4. memory
 
+
 def _vgg_child(args):
     """Child process: a VGG-16 report written to --child-out; prints JSON."""
     from deconvviz.runs.report import write_report
+
     model = vgg16_model()
     source = resolve_source(args.vgg_data, split=None, image_size=(224, 224))
-    layers = [int(v) for v in args.vgg_report_layers.split(",")] if args.vgg_report_layers \
-        else None
+    layers = [int(v) for v in args.vgg_report_layers.split(",")] if args.vgg_report_layers else None
     t0 = time.perf_counter()
     timings = {}
-    write_report(model, source, args.child_out, layers, 9, progress=False, png=False,
-                 limit=args.vgg_report_images, timings=timings)
+    write_report(
+        model,
+        source,
+        args.child_out,
+        layers,
+        9,
+        progress=False,
+        png=False,
+        limit=args.vgg_report_images,
+        timings=timings,
+    )
     import resource
-    print(json.dumps({"seconds": time.perf_counter() - t0, "timings": timings,
-                      "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
-                      "bytes": os.path.getsize(Path(args.child_out) / "report.h5")}))
+
+    print(
+        json.dumps(
+            {
+                "seconds": time.perf_counter() - t0,
+                "timings": timings,
+                "peak_rss_kib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss,
+                "bytes": os.path.getsize(Path(args.child_out) / "report.h5"),
+            }
+        )
+    )
 
 
 def bench_memory(args, res, tmp):
@@ -407,23 +513,37 @@ def bench_memory(args, res, tmp):
         wall, rss, _ = timed(report_cmd(args.data, out_dir, ["--limit", str(n)]))
         size = os.path.getsize(out_dir / "report.h5")
         res["memory"].append({"images": n, "peak_rss_kib": rss, "seconds": wall, "bytes": size})
-        log(f"[4] CIFAR report over {n} images: peak RSS {rss / 1024:.0f} MiB, report.h5 "
-            f"{size / 1e6:.1f} MB, {wall:.1f} s")
+        log(
+            f"[4] CIFAR report over {n} images: peak RSS {rss / 1024:.0f} MiB, report.h5 "
+            f"{size / 1e6:.1f} MB, {wall:.1f} s"
+        )
     if args.vgg_report_images:
-        cmd = [sys.executable, __file__, "--child-vgg-report", "--child-out",
-               str(Path(tmp) / "vgg_report"), "--vgg-data", args.vgg_data,
-               "--vgg-report-images", str(args.vgg_report_images),
-               "--vgg-report-layers", args.vgg_report_layers]
+        cmd = [
+            sys.executable,
+            __file__,
+            "--child-vgg-report",
+            "--child-out",
+            str(Path(tmp) / "vgg_report"),
+            "--vgg-data",
+            args.vgg_data,
+            "--vgg-report-images",
+            str(args.vgg_report_images),
+            "--vgg-report-layers",
+            args.vgg_report_layers,
+        ]
         wall, rss, out = timed(cmd)
         m = json.loads(out.strip().splitlines()[-1])
         res["vgg_report"] = dict(m, wall=wall, peak_rss_wait4_kib=rss)
-        log(f"[4] VGG-16 report (layers {args.vgg_report_layers or 'all 13'}, k=9, scan of "
+        log(
+            f"[4] VGG-16 report (layers {args.vgg_report_layers or 'all 13'}, k=9, scan of "
             f"{args.vgg_report_images} images at 224x224): report.h5 {m['bytes'] / 1e6:.1f} MB, "
             f"peak RSS {rss / 1024:.0f} MiB, {wall:.0f} s (scan {m['timings']['scan']:.0f} s, "
-            f"projections and writing {m['timings']['project']:.0f} s)")
+            f"projections and writing {m['timings']['project']:.0f} s)"
+        )
 
 
 # --------------------------------------------------------------------------- 5. decoding
+
 
 def bench_decode(args, res, tmp):
     env_cache = os.environ.get("DECONVVIZ_CACHE")
@@ -445,12 +565,15 @@ def bench_decode(args, res, tmp):
         else:
             os.environ["DECONVVIZ_CACHE"] = env_cache
     res["decode"] = out
-    log(f"[5] decoding {out['images']} images of {args.vgg_data} to 224x224, one process: "
+    log(
+        f"[5] decoding {out['images']} images of {args.vgg_data} to 224x224, one process: "
         f"cold {out['images'] / out['cold_s']:.0f} images/s ({out['cold_s']:.1f} s), cached "
-        f"{out['images'] / out['cached_s']:.0f} images/s (resolve + read all)")
+        f"{out['images'] / out['cached_s']:.0f} images/s (resolve + read all)"
+    )
 
 
 # --------------------------------------------------------------------------- main
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
@@ -465,11 +588,18 @@ def main() -> None:
     ap.add_argument("--vgg-features", type=int, default=4, help="features timed per VGG layer")
     ap.add_argument("--vgg-repeats", type=int, default=1)
     ap.add_argument("--memory-sizes", default="10000,50000")
-    ap.add_argument("--vgg-report-images", type=int, default=0,
-                    help="images of the VGG-16 report's scan (0: skip that report)")
+    ap.add_argument(
+        "--vgg-report-images",
+        type=int,
+        default=0,
+        help="images of the VGG-16 report's scan (0: skip that report)",
+    )
     ap.add_argument("--vgg-report-layers", default="", help="comma-separated (default all)")
-    ap.add_argument("--skip", default="", help="comma-separated sections to skip: "
-                    "report,sweep,cifar,vgg,memory,decode")
+    ap.add_argument(
+        "--skip",
+        default="",
+        help="comma-separated sections to skip: report,sweep,cifar,vgg,memory,decode",
+    )
     ap.add_argument("--json", default=None)
     ap.add_argument("--child-vgg-report", action="store_true", help=argparse.SUPPRESS)
     ap.add_argument("--child-out", default=None, help=argparse.SUPPRESS)
@@ -478,12 +608,19 @@ def main() -> None:
         _vgg_child(args)
         return
     skip = set(args.skip.split(","))
-    res = {"torch_threads": torch.get_num_threads(), "cpus": os.cpu_count(),
-           "torch": torch.__version__, "cuda": torch.cuda.is_available()}
-    log(f"{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
+    res = {
+        "torch_threads": torch.get_num_threads(),
+        "cpus": os.cpu_count(),
+        "torch": torch.__version__,
+        "cuda": torch.cuda.is_available(),
+    }
+    log(
+        f"{os.cpu_count()} CPUs, torch {torch.__version__} ({torch.get_num_threads()} threads), "
         f"CUDA {'available' if res['cuda'] else 'not available'}; load average "
-        f"{os.getloadavg()[0]:.1f}")
+        f"{os.getloadavg()[0]:.1f}"
+    )
     from deconvviz.models.checkpoint import load_model
+
     with tempfile.TemporaryDirectory() as tmp:
         report_h5 = None
         source = resolve_source(args.data, split="train")
@@ -499,16 +636,20 @@ def main() -> None:
                 timed(report_cmd(args.data, report_h5.parent))
             seeds, x_of = seeds_of_report(report_h5, source, norm["mean"], norm["std"])
             log("[2] projections of the CIFAR report's seeds (layers 1, 2; k = 9)")
-            res["cifar_projections"] = compare_projections("CIFAR", model, x_of, seeds,
-                                                           args.repeats)
+            res["cifar_projections"] = compare_projections(
+                "CIFAR", model, x_of, seeds, args.repeats
+            )
         if "vgg" not in skip:
-            log(f"[3] VGG-16 at 224x224 (random weights): layers 4, 7, 10, "
-                f"{args.vgg_features} features each, k = 9")
+            log(
+                f"[3] VGG-16 at 224x224 (random weights): layers 4, 7, 10, "
+                f"{args.vgg_features} features each, k = 9"
+            )
             model = vgg16_model()
             vsrc = resolve_source(args.vgg_data, split=None, image_size=(224, 224))
             seeds, x_of = vgg_seeds(args, model, vsrc)
-            res["vgg_projections"] = compare_projections("VGG-16", model, x_of, seeds,
-                                                         args.vgg_repeats, per_seed_features=1)
+            res["vgg_projections"] = compare_projections(
+                "VGG-16", model, x_of, seeds, args.vgg_repeats, per_seed_features=1
+            )
         if "memory" not in skip:
             bench_memory(args, res, tmp)
         if "decode" not in skip:

@@ -35,6 +35,7 @@ def _span(values):
 
 def bench_scan(repeats: int) -> None:
     import torch
+
     from deconvviz import load_data, load_model
     from deconvviz.engine.statistics import MaximaRecorder
     from deconvviz.engine.topk import layer_infos, scan_topk
@@ -45,9 +46,10 @@ def bench_scan(repeats: int) -> None:
     infos = layer_infos(model, [1, 2], source.image_size)
     plain, recorded = [], []
     for r in range(repeats):
-        for which in ((0, 1) if r % 2 == 0 else (1, 0)):   # alternate the order
-            rec = {i.index: MaximaRecorder(i.features, len(source)) for i in infos} if which \
-                else None
+        for which in (0, 1) if r % 2 == 0 else (1, 0):  # alternate the order
+            rec = (
+                {i.index: MaximaRecorder(i.features, len(source)) for i in infos} if which else None
+            )
             t0 = time.perf_counter()
             scan_topk(model, source, [1, 2], 9, maxima=rec)
             (recorded if which else plain).append(time.perf_counter() - t0)
@@ -71,9 +73,11 @@ def bench_statistics(images: int, classes: int) -> None:
         seconds[width] = time.perf_counter() - t0
         print(f"  {width:4d} features: {seconds[width]:.2f} s")
     total = sum(seconds[w] for w in VGG16_WIDTHS)
-    print(f"statistics of VGG-16's 13 conv layers ({sum(VGG16_WIDTHS):,} features) over "
-          f"{images:,} images, {classes} classes: {total:.1f} s; maxima stored: "
-          f"{sum(VGG16_WIDTHS) * images * 2 / 1e9:.2f} GB (float16)")
+    print(
+        f"statistics of VGG-16's 13 conv layers ({sum(VGG16_WIDTHS):,} features) over "
+        f"{images:,} images, {classes} classes: {total:.1f} s; maxima stored: "
+        f"{sum(VGG16_WIDTHS) * images * 2 / 1e9:.2f} GB (float16)"
+    )
 
 
 def main() -> None:

@@ -26,15 +26,16 @@ def main() -> None:
     ap.add_argument("--batch-size", type=int, default=128)
     ap.add_argument("--model", default=None, help="checkpoint (default: the bundled network)")
     ap.add_argument("--limit", type=int, default=None, help="only the first N images")
-    ap.add_argument("--contiguous", action="store_true",
-                    help="default memory format instead of channels-last")
+    ap.add_argument(
+        "--contiguous", action="store_true", help="default memory format instead of channels-last"
+    )
     args = ap.parse_args()
     t0 = time.perf_counter()
     model = deconvviz.load_model(args.model)
     norm = model.meta["normalization"]
     mean = torch.tensor(norm["mean"], dtype=torch.float32).view(1, -1, 1, 1)
     std = torch.tensor(norm["std"], dtype=torch.float32).view(1, -1, 1, 1)
-    pixels = np.load(args.cache, mmap_mode="r")[:args.limit]
+    pixels = np.load(args.cache, mmap_mode="r")[: args.limit]
     n_img, bs = pixels.shape[0], args.batch_size
     fmt = torch.contiguous_format if args.contiguous else torch.channels_last
     raw = torch.empty((bs,) + pixels.shape[1:], dtype=torch.uint8)
@@ -43,12 +44,14 @@ def main() -> None:
     with torch.inference_mode():
         for s in range(0, n_img, bs):
             n = min(bs, n_img - s)
-            raw[:n].numpy()[...] = pixels[s:s + n]       # one read into a reused buffer
+            raw[:n].numpy()[...] = pixels[s : s + n]  # one read into a reused buffer
             x = buf[:n]
             x.copy_(raw[:n]).div_(255.0).sub_(mean).div_(std)
             checksum += float(model(x)[:, 0].sum())
-    print(f"plain forward: {n_img} images, batch {bs}, {time.perf_counter() - t0:.2f} s in "
-          f"the loop and model load (checksum {checksum:.3f})")
+    print(
+        f"plain forward: {n_img} images, batch {bs}, {time.perf_counter() - t0:.2f} s in "
+        f"the loop and model load (checksum {checksum:.3f})"
+    )
 
 
 if __name__ == "__main__":

@@ -22,22 +22,45 @@ __version__ = "0.1.0"
 
 from .errors import DeconvvizError  # noqa: E402
 
-__all__ = ["__version__", "load_model", "load_data", "project", "deconvolve", "Projection",
-           "list_layers", "receptive_box", "record", "to_display", "model_normalization",
-           "DeconvvizError", "report", "Report"]
+__all__ = [
+    "__version__",
+    "load_model",
+    "load_data",
+    "project",
+    "deconvolve",
+    "Projection",
+    "list_layers",
+    "receptive_box",
+    "record",
+    "to_display",
+    "model_normalization",
+    "DeconvvizError",
+    "report",
+    "Report",
+]
 
 # The API is imported on first use (PEP 562), so that the command line's help, and
 # anything else that needs no tensors, starts without importing torch.
-_LAZY = {"load_model": "api", "load_data": "api", "model_normalization": "api",
-         "project": "engine.deconv.deconvnet", "deconvolve": "engine.deconv.deconvnet",
-         "Projection": "engine.deconv.deconvnet", "list_layers": "engine.net.layers",
-         "receptive_box": "engine.net.geometry", "record": "engine.deconv.hooks",
-         "to_display": "render.display", "report": "runs.report", "Report": "explore"}
+_LAZY = {
+    "load_model": "api",
+    "load_data": "api",
+    "model_normalization": "api",
+    "project": "engine.deconv.deconvnet",
+    "deconvolve": "engine.deconv.deconvnet",
+    "Projection": "engine.deconv.deconvnet",
+    "list_layers": "engine.net.layers",
+    "receptive_box": "engine.net.geometry",
+    "record": "engine.deconv.hooks",
+    "to_display": "render.display",
+    "report": "runs.report",
+    "Report": "explore",
+}
 
 
 def __getattr__(name):
     if name in _LAZY:
         import importlib
+
         value = getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
         globals()[name] = value
         return value
@@ -53,19 +76,24 @@ def _notebook_display() -> None:
     the class's module and name, so neither torch nor the engine is imported until a
     projection is made (and displayed)."""
     import sys
+
     ipython = sys.modules.get("IPython")
-    shell = ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") \
-        else None
+    shell = (
+        ipython.get_ipython() if ipython is not None and hasattr(ipython, "get_ipython") else None
+    )
     if shell is None:
         return
 
     def html(projection):
         from .render.notebook import projection_html
+
         return projection_html(projection)
+
     # By name, so that torch is imported only when a projection exists; the name is where
     # the class is defined (tests/test_notebook.py guards it).
     shell.display_formatter.formatters["text/html"].for_type_by_name(
-        f"{__name__}.engine.deconv.projection", "Projection", html)
+        f"{__name__}.engine.deconv.projection", "Projection", html
+    )
 
 
 _notebook_display()

@@ -15,10 +15,16 @@ from .models.zoo import resolve_model
 __all__ = ["load_model", "load_data", "model_normalization"]
 
 
-def load_model(spec: Optional[str] = None, device: str = "cpu", *, weights: Optional[str] = None,
-               image_size: Union[None, int, Sequence[int]] = None,
-               mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
-               progress: bool = True) -> nn.Module:
+def load_model(
+    spec: Optional[str] = None,
+    device: str = "cpu",
+    *,
+    weights: Optional[str] = None,
+    image_size: Union[None, int, Sequence[int]] = None,
+    mean: Optional[Sequence[float]] = None,
+    std: Optional[Sequence[float]] = None,
+    progress: bool = True,
+) -> nn.Module:
     """A network in eval mode with ``model.meta``: whatever ``--model`` takes.
 
     ``load_model()`` is the bundled CIFAR-10 network, ``load_model("net.pt")`` a
@@ -30,8 +36,15 @@ def load_model(spec: Optional[str] = None, device: str = "cpu", *, weights: Opti
     the ``nn.Module`` your function returns. ``image_size``, ``mean`` and ``std``
     override the preprocessing. See :func:`deconvviz.models.zoo.resolve_model`.
     """
-    return resolve_model(spec, weights=weights, device=device, image_size=image_size,
-                         mean=mean, std=std, progress=progress)
+    return resolve_model(
+        spec,
+        weights=weights,
+        device=device,
+        image_size=image_size,
+        mean=mean,
+        std=std,
+        progress=progress,
+    )
 
 
 def model_normalization(model: Optional[nn.Module] = None) -> Tuple[List[float], List[float]]:
@@ -44,8 +57,12 @@ def model_normalization(model: Optional[nn.Module] = None) -> Tuple[List[float],
     return list(norm["mean"]), list(norm["std"])
 
 
-def load_data(source: Optional[str] = None, model: Optional[nn.Module] = None,
-              split: Optional[str] = "test", download: bool = False) -> ImageDataset:
+def load_data(
+    source: Optional[str] = None,
+    model: Optional[nn.Module] = None,
+    split: Optional[str] = "test",
+    download: bool = False,
+) -> ImageDataset:
     """A torch ``Dataset`` of ``(image (3, H, W), label)`` pairs, preprocessed for ``model``.
 
     ``source`` is anything ``--data`` accepts (default ``"builtin"``); image files
@@ -56,5 +73,8 @@ def load_data(source: Optional[str] = None, model: Optional[nn.Module] = None,
     """
     meta = getattr(model, "meta", None) if model is not None else None
     pre = Preprocessing.from_meta(meta if meta else read_checkpoint(None))
-    return ImageDataset(resolve_source(source, split=split, download=download,
-                                       **pre.source_kwargs()), pre.mean, pre.std)
+    return ImageDataset(
+        resolve_source(source, split=split, download=download, **pre.source_kwargs()),
+        pre.mean,
+        pre.std,
+    )

@@ -30,7 +30,7 @@ from .render.feature_stats import class_name, label_caption, statistics_html
 from .render.notebook import feature_html, layer_html, report_html
 from .render.web.site import class_names, feature_tiles
 from .store.report import LayerReport, open_report
-from .store.statistics import FeatureStatistics, NO_CLASS_TEXT, statistics_absent
+from .store.statistics import NO_CLASS_TEXT, FeatureStatistics, statistics_absent
 
 __all__ = ["Report", "ReportLayer", "Feature", "NOTEBOOK_FEATURES"]
 
@@ -87,8 +87,10 @@ class Feature:
         """``{class name: AUROC}`` (empty without statistics)."""
         if self.stats is None:
             return {}
-        return {class_name(self.layer.classes, c): float(self.stats.auroc[self.row, c])
-                for c in range(self.stats.classes)}
+        return {
+            class_name(self.layer.classes, c): float(self.stats.auroc[self.row, c])
+            for c in range(self.stats.classes)
+        }
 
     @property
     def maxima(self) -> Optional[np.ndarray]:
@@ -103,9 +105,15 @@ class Feature:
         return proj, patch
 
     def describe(self) -> str:
-        what = "statistics absent" if self.stats is None else (
-            NO_CLASS_TEXT if self.label == NO_CLASS_TEXT else
-            f"{self.label}, AUROC {self.label_auroc:.3f}, p {self.label_p:.2g}")
+        what = (
+            "statistics absent"
+            if self.stats is None
+            else (
+                NO_CLASS_TEXT
+                if self.label == NO_CLASS_TEXT
+                else f"{self.label}, AUROC {self.label_auroc:.3f}, p {self.label_p:.2g}"
+            )
+        )
         return f"{self.layer.name} #{self.index}: {what}"
 
     def __repr__(self) -> str:
@@ -114,12 +122,19 @@ class Feature:
     def _repr_html_(self) -> str:
         proj, patch = self.tiles()
         classes = self.layer.classes
-        caps = [" ".join([f"#{j + 1} image {int(i)}"] +
-                         ([class_name(classes, int(c))] if c >= 0 else []) + [f"act {float(a):.3g}"])
-                for j, (i, c, a) in enumerate(zip(self.image_index, self.labels,
-                                                   self.activation))]
-        stats = statistics_html(self.stats, self.row, classes) if self.stats is not None \
+        caps = [
+            " ".join(
+                [f"#{j + 1} image {int(i)}"]
+                + ([class_name(classes, int(c))] if c >= 0 else [])
+                + [f"act {float(a):.3g}"]
+            )
+            for j, (i, c, a) in enumerate(zip(self.image_index, self.labels, self.activation))
+        ]
+        stats = (
+            statistics_html(self.stats, self.row, classes)
+            if self.stats is not None
             else f"<p>{statistics_absent(self.layer.report.path, self.layer.report.version)}</p>"
+        )
         return feature_html(f"{self.layer.title}, feature {self.index}", proj, patch, caps, stats)
 
 
@@ -139,8 +154,11 @@ class ReportLayer:
     def feature(self, i: int) -> Feature:
         """Feature (channel) ``i``."""
         if int(i) not in self._rows:
-            kept = (f"features 0..{self.features - 1}" if self.ids == list(range(self.features))
-                    else f"features {', '.join(map(str, self.ids))} only (--feature)")
+            kept = (
+                f"features 0..{self.features - 1}"
+                if self.ids == list(range(self.features))
+                else f"features {', '.join(map(str, self.ids))} only (--feature)"
+            )
             raise DeconvvizError(f"feature {i} is out of range: {self.name} has {kept}")
         return Feature(self, self._rows[int(i)])
 
@@ -155,12 +173,10 @@ class ReportLayer:
             return list(range(self.features))
         s = self.stats
         labelled = np.nan_to_num(s.label_auroc, nan=-1.0)
-        return [int(f) for f in np.lexsort((np.arange(self.features), -s.firing_rate,
-                                            -labelled))]
+        return [int(f) for f in np.lexsort((np.arange(self.features), -s.firing_rate, -labelled))]
 
     def __repr__(self) -> str:
-        n = "" if self.stats is None else \
-            f", {int((self.stats.label >= 0).sum())} detect a class"
+        n = "" if self.stats is None else f", {int((self.stats.label >= 0).sum())} detect a class"
         return f"ReportLayer({self.name}: {self.features} features, top {self.k}{n})"
 
     def html(self, limit: Optional[int] = NOTEBOOK_FEATURES) -> str:
@@ -178,10 +194,11 @@ class ReportLayer:
                     cap.append(label_caption(self.stats, f, self.classes))
                     cap.append(f"fires {100 * self.stats.firing_rate[f]:.0f}%")
                 cells.append(([proj[0], patch[0]] if self.k else [], cap))
-        lines = [repr(self)[len("ReportLayer("):-1]]
+        lines = [repr(self)[len("ReportLayer(") : -1]]
         if limit is not None and len(order) > limit:
-            lines.append(f"the {limit} strongest of {len(order)} features shown "
-                         "(layer.html(None) shows all)")
+            lines.append(
+                f"the {limit} strongest of {len(order)} features shown (layer.html(None) shows all)"
+            )
         if self.stats is None:
             lines.append(statistics_absent(self.report.path, self.report.version))
         return layer_html(self.title, lines, cells)
@@ -221,8 +238,10 @@ class Report:
         for key, lay in self.layers.items():
             if node == key or str(node) == lay.name or str(node) == str(key):
                 return lay
-        raise DeconvvizError(f"report {self.path} has no layer {node!r} (it has "
-                             f"{', '.join(lay.name for lay in self.layers.values())})")
+        raise DeconvvizError(
+            f"report {self.path} has no layer {node!r} (it has "
+            f"{', '.join(lay.name for lay in self.layers.values())})"
+        )
 
     def feature(self, node, i: int) -> Feature:
         """Feature ``i`` of layer ``node``."""
@@ -235,9 +254,12 @@ class Report:
         if str(name).lower() in lower:
             return lower.index(str(name).lower())
         close = difflib.get_close_matches(str(name).lower(), lower, n=3, cutoff=0.5)
-        hint = (f"; closest: {', '.join(self.classes[lower.index(c)] for c in close)}"
-                if close else f"; its classes: {', '.join(self.classes[:20])}"
-                + (" ..." if len(self.classes) > 20 else ""))
+        hint = (
+            f"; closest: {', '.join(self.classes[lower.index(c)] for c in close)}"
+            if close
+            else f"; its classes: {', '.join(self.classes[:20])}"
+            + (" ..." if len(self.classes) > 20 else "")
+        )
         raise DeconvvizError(f"{name!r} is not a class of report {self.path}{hint}")
 
     def require_statistics(self) -> None:
@@ -250,23 +272,34 @@ class Report:
         c = self.class_index(class_name)
         self.require_statistics()
         layers = [self.layer(node)] if node is not None else list(self.layers.values())
-        found = [(float(lay.stats.auroc[f, c]), j, int(f))
-                 for j, lay in enumerate(layers) for f in lay.stats.detectors(c)]
+        found = [
+            (float(lay.stats.auroc[f, c]), j, int(f))
+            for j, lay in enumerate(layers)
+            for f in lay.stats.detectors(c)
+        ]
         found.sort(key=lambda t: (-t[0], t[1], t[2]))
         return [layers[j].at_row(f) for _, j, f in found]
 
     def __repr__(self) -> str:
         parts = ", ".join(f"{lay.name} ({lay.features} features)" for lay in self.layers.values())
         stats = "" if self.has_statistics else ", no statistics"
-        return (f"Report('{self.path}': {parts}; top {self.attrs.get('top_k', '?')} of "
-                f"{self.num_images} images of {self.attrs.get('data_source', '?')}{stats})")
+        return (
+            f"Report('{self.path}': {parts}; top {self.attrs.get('top_k', '?')} of "
+            f"{self.num_images} images of {self.attrs.get('data_source', '?')}{stats})"
+        )
 
     def _repr_html_(self) -> str:
-        prov = [("file", str(self.path)), ("data", f"{self.attrs.get('data_source', '')} "
-                                                  f"({self.num_images:,} images)"),
-                ("checkpoint", str(self.attrs.get("checkpoint_path", "")) or
-                 str(self.attrs.get("checkpoint_sha256", ""))[:16]),
-                ("top k", str(self.attrs.get("top_k", ""))),
-                ("format version", str(self.version))]
-        return report_html("deconvviz report", prov,
-                           [lay.html(limit=16) for lay in self.layers.values()])
+        prov = [
+            ("file", str(self.path)),
+            ("data", f"{self.attrs.get('data_source', '')} ({self.num_images:,} images)"),
+            (
+                "checkpoint",
+                str(self.attrs.get("checkpoint_path", ""))
+                or str(self.attrs.get("checkpoint_sha256", ""))[:16],
+            ),
+            ("top k", str(self.attrs.get("top_k", ""))),
+            ("format version", str(self.version)),
+        ]
+        return report_html(
+            "deconvviz report", prov, [lay.html(limit=16) for lay in self.layers.values()]
+        )

@@ -20,9 +20,18 @@ class Progress:
     not towards the rate.
     """
 
-    def __init__(self, total: int, desc: str, unit: str = "img", enabled: bool = True,
-                 stream=None, every: float = 5.0, clock=time.perf_counter, delay: float = 0.0,
-                 initial: int = 0):
+    def __init__(
+        self,
+        total: int,
+        desc: str,
+        unit: str = "img",
+        enabled: bool = True,
+        stream=None,
+        every: float = 5.0,
+        clock=time.perf_counter,
+        delay: float = 0.0,
+        initial: int = 0,
+    ):
         self.total, self.desc, self.unit = int(total), desc, unit
         self.stream = stream or sys.stderr
         self.enabled = enabled
@@ -55,11 +64,14 @@ class Progress:
         width = 20
         filled = int(width * pct / 100)
         bar = "#" * filled + "-" * (width - filled)
-        extra = "".join(f" {k} {v:.4f}" if isinstance(v, float) else f" {k} {v}"
-                        for k, v in self.fields.items())
+        extra = "".join(
+            f" {k} {v:.4f}" if isinstance(v, float) else f" {k} {v}" for k, v in self.fields.items()
+        )
         left_s = f"{left:5.0f}s left" if left == left else "   ?s left"
-        return (f"{self.desc} [{bar}] {self.done}/{self.total} {rate:7.0f} {self.unit}/s "
-                f"{left_s}{extra}")
+        return (
+            f"{self.desc} [{bar}] {self.done}/{self.total} {rate:7.0f} {self.unit}/s "
+            f"{left_s}{extra}"
+        )
 
     def update(self, n: int, **fields) -> None:
         self.done += int(n)

@@ -15,8 +15,9 @@ NAME = "fig04_dog_layer2"
 
 __all__ = ["main"]
 
-main = dog_command(2, NAME, "The dog and the projections of all 64 features of layer 2 "
-                            "(source figure 4).")
+main = dog_command(
+    2, NAME, "The dog and the projections of all 64 features of layer 2 (source figure 4)."
+)
 
 
 if __name__ == "__main__":

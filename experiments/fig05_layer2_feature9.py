@@ -15,8 +15,9 @@ NAME = "fig05_layer2_feature9"
 
 __all__ = ["main"]
 
-main = feature_command(2, 9, NAME, "Layer 2, feature 9 (0-based) for a variety of images "
-                                   "(source figure 5).")
+main = feature_command(
+    2, 9, NAME, "Layer 2, feature 9 (0-based) for a variety of images (source figure 5)."
+)
 
 
 if __name__ == "__main__":

@@ -21,10 +21,10 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from deconvviz import deconvolve, list_layers, load_model  # noqa: E402
-from deconvviz.errors import DeconvvizError  # noqa: E402
-from deconvviz.engine.net.layers import get_layer  # noqa: E402
 from deconvviz.cli.experiment import experiment_command  # noqa: E402
+from deconvviz.engine.net.layers import get_layer  # noqa: E402
 from deconvviz.engine.topk import strongest_images  # noqa: E402
+from deconvviz.errors import DeconvvizError  # noqa: E402
 from deconvviz.figures import load_images, receptive_crops  # noqa: E402
 from deconvviz.render.figures import save_png, short_description, table_figure  # noqa: E402
 from deconvviz.store.figure import write_h5  # noqa: E402
@@ -52,24 +52,45 @@ def epoch_checkpoints(paths):
 
 
 @experiment_command(DATA, OUT, split="train", needs_model=False)
-@click.option("--checkpoints", multiple=True, required=True,
-              help="checkpoint files or folders of *-epochN.pt (repeatable)")
-@click.option("--per-layer", type=click.IntRange(1), default=4, show_default=True,
-              help="features per layer (chosen at random with --seed)")
+@click.option(
+    "--checkpoints",
+    multiple=True,
+    required=True,
+    help="checkpoint files or folders of *-epochN.pt (repeatable)",
+)
+@click.option(
+    "--per-layer",
+    type=click.IntRange(1),
+    default=4,
+    show_default=True,
+    help="features per layer (chosen at random with --seed)",
+)
 @click.option("--seed", type=int, default=0, show_default=True, help="seed of the features")
-@click.option("--limit", type=click.IntRange(1), default=None,
-              help="scan only the first LIMIT images (default: the whole split)")
+@click.option(
+    "--limit",
+    type=click.IntRange(1),
+    default=None,
+    help="scan only the first LIMIT images (default: the whole split)",
+)
 def main(source, out, checkpoints, per_layer, seed, limit):
     """The strongest projection of fixed features at several epochs (paper Figure 4)."""
-    models = sorted((load_model(p) for p in epoch_checkpoints(checkpoints)),
-                    key=lambda m: (int(m.meta.get("epochs") or 0), m.meta["path"]))
+    models = sorted(
+        (load_model(p) for p in epoch_checkpoints(checkpoints)),
+        key=lambda m: (int(m.meta.get("epochs") or 0), m.meta["path"]),
+    )
     g = torch.Generator().manual_seed(seed)
-    chosen = [(info.index, int(f)) for info in list_layers(models[0], source.image_size)
-              for f in sorted(torch.randperm(info.features, generator=g)[:per_layer].tolist())]
+    chosen = [
+        (info.index, int(f))
+        for info in list_layers(models[0], source.image_size)
+        for f in sorted(torch.randperm(info.features, generator=g)[:per_layer].tolist())
+    ]
     rows = [[None] * len(models) for _ in chosen]
     caps = [[""] * len(models) for _ in chosen]
-    data = {"layer": [c[0] for c in chosen], "feature": [c[1] for c in chosen],
-            "epoch": [int(m.meta.get("epochs") or 0) for m in models]}
+    data = {
+        "layer": [c[0] for c in chosen],
+        "feature": [c[1] for c in chosen],
+        "epoch": [int(m.meta.get("epochs") or 0) for m in models],
+    }
     for j, model in enumerate(models):
         scan = strongest_images(model, source, sorted({c[0] for c in chosen}), limit=limit)
         for layer, (values, best) in scan.items():
@@ -78,8 +99,9 @@ def main(source, out, checkpoints, per_layer, seed, limit):
             idx = [int(best[f]) for _, f in picks]
             _, x, _ = load_images(model, source, idx)
             proj = deconvolve(model, x, layer, [f for _, f in picks], mode="max")
-            shown = receptive_crops(proj.projections,
-                                    get_layer(model, layer, source.image_size), proj.position)
+            shown = receptive_crops(
+                proj.projections, get_layer(model, layer, source.image_size), proj.position
+            )
             for k, (r, f) in enumerate(picks):
                 rows[r][j] = shown[k]
                 caps[r][j] = f"#{idx[k]}  act {float(values[f]):.2f}"
@@ -87,17 +109,32 @@ def main(source, out, checkpoints, per_layer, seed, limit):
             data[f"epoch{data['epoch'][j]}/layer{layer}/image_index"] = idx
             data[f"epoch{data['epoch'][j]}/layer{layer}/activation"] = values[[f for _, f in picks]]
     scanned = len(source) if limit is None else min(limit, len(source))
-    columns = [f"epoch {e}\n(acc {float(m.meta.get('test_accuracy') or 0):.2f})"
-               for e, m in zip(data["epoch"], models)]
-    title = (f"Feature evolution during training (Zeiler & Fergus Fig. 4): for each feature, the "
-             f"projection of its strongest activation, cut to its receptive field,\nover {scanned} images of "
-             f"{short_description(source)}, in the checkpoint of each epoch (rule deconvnet, "
-             f"unpool switches); act = that activation")
-    png = save_png(table_figure(rows, caps, [f"layer {lay}\nfeature {f}" for lay, f in chosen],
-                                columns, title), Path(out) / f"{NAME}.png")
-    h5 = write_h5(Path(out) / f"{NAME}.h5", data,
-                  {"checkpoints": [m.meta["path"] for m in models], "seed": seed,
-                   "scanned": scanned, "data": source.description})
+    columns = [
+        f"epoch {e}\n(acc {float(m.meta.get('test_accuracy') or 0):.2f})"
+        for e, m in zip(data["epoch"], models)
+    ]
+    title = (
+        f"Feature evolution during training (Zeiler & Fergus Fig. 4): for each feature, the "
+        f"projection of its strongest activation, cut to its receptive field,\nover {scanned} images of "
+        f"{short_description(source)}, in the checkpoint of each epoch (rule deconvnet, "
+        f"unpool switches); act = that activation"
+    )
+    png = save_png(
+        table_figure(
+            rows, caps, [f"layer {lay}\nfeature {f}" for lay, f in chosen], columns, title
+        ),
+        Path(out) / f"{NAME}.png",
+    )
+    h5 = write_h5(
+        Path(out) / f"{NAME}.h5",
+        data,
+        {
+            "checkpoints": [m.meta["path"] for m in models],
+            "seed": seed,
+            "scanned": scanned,
+            "data": source.description,
+        },
+    )
     return [png, h5]
 
 

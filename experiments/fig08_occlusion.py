@@ -17,8 +17,10 @@ if str(REPO) not in sys.path:
     sys.path.insert(0, str(REPO))  # run from a checkout without installing
 
 from deconvviz.cli.experiment import experiment_command  # noqa: E402
-from deconvviz.figures import seeded_indices  # noqa: E402
-from deconvviz.figures import run_occlusion  # noqa: E402
+from deconvviz.figures import (
+    run_occlusion,  # noqa: E402
+    seeded_indices,  # noqa: E402
+)
 
 DATA = str(REPO.parent / "shared" / "datasets" / "cifar10")
 OUT = str(REPO / "outputs" / "figures")
@@ -28,21 +30,49 @@ __all__ = ["main"]
 
 
 @experiment_command(DATA, OUT, split="test")
-@click.option("--count", type=click.IntRange(1), default=4, show_default=True,
-              help="number of test images (chosen at random with --seed)")
+@click.option(
+    "--count",
+    type=click.IntRange(1),
+    default=4,
+    show_default=True,
+    help="number of test images (chosen at random with --seed)",
+)
 @click.option("--seed", type=int, default=3, show_default=True, help="seed of the image choice")
-@click.option("--layer", type=click.IntRange(1), default=2, show_default=True,
-              help="layer of the feature whose total activation is mapped")
-@click.option("--size", type=click.IntRange(1), default=8, show_default=True,
-              help="side of the grey square in pixels")
-@click.option("--stride", type=click.IntRange(1), default=2, show_default=True,
-              help="step of the square in pixels")
+@click.option(
+    "--layer",
+    type=click.IntRange(1),
+    default=2,
+    show_default=True,
+    help="layer of the feature whose total activation is mapped",
+)
+@click.option(
+    "--size",
+    type=click.IntRange(1),
+    default=8,
+    show_default=True,
+    help="side of the grey square in pixels",
+)
+@click.option(
+    "--stride",
+    type=click.IntRange(1),
+    default=2,
+    show_default=True,
+    help="step of the square in pixels",
+)
 def main(model, source, out, count, seed, layer, size, stride):
     """Occlusion sensitivity maps for a few test images (paper Figure 7)."""
     indices = seeded_indices(len(source), count, seed)
-    png, h5, _ = run_occlusion(model, source, indices, Path(out) / f"{NAME}.png", layer=layer,
-                               size=size, stride=stride, fill="grey",
-                               title_extra=f" (seed {seed})")
+    png, h5, _ = run_occlusion(
+        model,
+        source,
+        indices,
+        Path(out) / f"{NAME}.png",
+        layer=layer,
+        size=size,
+        stride=stride,
+        fill="grey",
+        title_extra=f" (seed {seed})",
+    )
     return [png, h5]
 
 

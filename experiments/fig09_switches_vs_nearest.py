@@ -18,9 +18,15 @@ from deconvviz import deconvolve, to_display  # noqa: E402
 from deconvviz.cli.experiment import experiment_command  # noqa: E402
 from deconvviz.engine.analysis import cosine_similarity, strongest_features  # noqa: E402
 from deconvviz.figures import load_images, seeded_indices  # noqa: E402
-from deconvviz.render.figures import class_name, model_caption, save_png, short_description, table_figure  # noqa: E402
-from deconvviz.store.figure import write_h5  # noqa: E402
 from deconvviz.render.display import image_to_display  # noqa: E402
+from deconvviz.render.figures import (
+    class_name,
+    model_caption,
+    save_png,
+    short_description,
+    table_figure,
+)  # noqa: E402
+from deconvviz.store.figure import write_h5  # noqa: E402
 
 DATA = str(REPO.parent / "shared" / "datasets" / "cifar10")
 OUT = str(REPO / "outputs" / "figures")
@@ -30,11 +36,21 @@ __all__ = ["main"]
 
 
 @experiment_command(DATA, OUT, split="test")
-@click.option("--count", type=click.IntRange(1), default=6, show_default=True,
-              help="number of test images (chosen at random with --seed)")
+@click.option(
+    "--count",
+    type=click.IntRange(1),
+    default=6,
+    show_default=True,
+    help="number of test images (chosen at random with --seed)",
+)
 @click.option("--seed", type=int, default=1, show_default=True, help="seed of the image choice")
-@click.option("--mode", type=click.Choice(["max", "map"]), default="max", show_default=True,
-              help="seed each image's strongest activation (paper) or its whole feature map")
+@click.option(
+    "--mode",
+    type=click.Choice(["max", "map"]),
+    default="max",
+    show_default=True,
+    help="seed each image's strongest activation (paper) or its whole feature map",
+)
 def main(model, source, out, count, seed, mode):
     """Projections with --unpool switches and --unpool nearest, side by side."""
     indices = seeded_indices(len(source), count, seed)
@@ -46,8 +62,10 @@ def main(model, source, out, count, seed, mode):
     for layer in (1, 2):
         # Each image's strongest feature of the layer (the same seed for both unpoolings).
         feats = strongest_features(model, x, layer)
-        res = {u: deconvolve(model, x, layer, feats, mode=mode, unpool=u)
-               for u in ("switches", "nearest")}
+        res = {
+            u: deconvolve(model, x, layer, feats, mode=mode, unpool=u)
+            for u in ("switches", "nearest")
+        }
         shown = {u: to_display(res[u].projections) for u in res}
         for i in range(len(indices)):
             rho = cosine_similarity(res["switches"].projections[i], res["nearest"].projections[i])
@@ -61,14 +79,17 @@ def main(model, source, out, count, seed, mode):
         for u in res:
             data[f"layer{layer}/{u}"] = res[u].projections
     names = [f"#{i}" for i in indices]
-    title = (f"Unpooling with switches (Zeiler & Fergus) vs. copying each value to its whole\n"
-             f"pooling window (the source material's shortcut); per layer, each image's strongest "
-             f"feature (0-based)\nseed: {'strongest activation' if mode == 'max' else 'whole map'}"
-             f"; rule deconvnet; {short_description(source)}; {model_caption(model)}\n"
-             f"cosine = cosine similarity of the two signed projections")
+    title = (
+        f"Unpooling with switches (Zeiler & Fergus) vs. copying each value to its whole\n"
+        f"pooling window (the source material's shortcut); per layer, each image's strongest "
+        f"feature (0-based)\nseed: {'strongest activation' if mode == 'max' else 'whole map'}"
+        f"; rule deconvnet; {short_description(source)}; {model_caption(model)}\n"
+        f"cosine = cosine similarity of the two signed projections"
+    )
     png = save_png(table_figure(rows, caps, names, columns, title), Path(out) / f"{NAME}.png")
-    h5 = write_h5(Path(out) / f"{NAME}.h5", data, {"mode": mode, "seed": seed,
-                                                   "data": source.description})
+    h5 = write_h5(
+        Path(out) / f"{NAME}.h5", data, {"mode": mode, "seed": seed, "data": source.description}
+    )
     return [png, h5]
 
 

@@ -31,19 +31,35 @@ __all__ = ["main"]
 
 
 @experiment_command(DATA, OUT, split="test")
-@click.option("--layer", type=click.IntRange(1), default=1, show_default=True,
-              help="conv layer whose filters are drawn")
-@click.option("--limit", type=click.IntRange(1), default=None,
-              help="look for features that never fire in the first N images only  "
-                   "[default: all]")
+@click.option(
+    "--layer",
+    type=click.IntRange(1),
+    default=1,
+    show_default=True,
+    help="conv layer whose filters are drawn",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(1),
+    default=None,
+    help="look for features that never fire in the first N images only  [default: all]",
+)
 def main(model, source, out, layer, limit):
     """A layer's filters sorted by RMS and its features that never fire (paper Figure 6)."""
     get_layer(model, layer, source.image_size)
-    paths, found, dead = run_filters(model, layer, Path(out) / f"{NAME}.png", source=source,
-                                     limit=limit, command_line=" ".join(sys.argv))
+    paths, found, dead = run_filters(
+        model,
+        layer,
+        Path(out) / f"{NAME}.png",
+        source=source,
+        limit=limit,
+        command_line=" ".join(sys.argv),
+    )
     never = ", ".join(str(int(f)) for f in dead.dead) or "none"
-    click.echo(f"layer {layer}: RMS {float(found.rms.min()):.4f} .. {float(found.rms.max()):.4f}; "
-               f"never fire on {dead.num_images} images: {never}")
+    click.echo(
+        f"layer {layer}: RMS {float(found.rms.min()):.4f} .. {float(found.rms.max()):.4f}; "
+        f"never fire on {dead.num_images} images: {never}"
+    )
     return paths
 
 

@@ -24,11 +24,12 @@ for p in (str(REPO), str(HERE)):
     if p not in sys.path:
         sys.path.insert(0, p)  # run from a checkout without installing
 
+from fig07_feature_evolution import epoch_checkpoints  # noqa: E402
+
 from deconvviz import load_model  # noqa: E402
 from deconvviz.cli.common import LAYER  # noqa: E402
 from deconvviz.cli.experiment import experiment_command  # noqa: E402
 from deconvviz.runs.compare import compare_networks  # noqa: E402
-from fig07_feature_evolution import epoch_checkpoints  # noqa: E402
 
 DATA = str(REPO.parent / "shared" / "datasets" / "cifar10")
 OUT = str(REPO / "outputs" / "figures")
@@ -38,27 +39,61 @@ __all__ = ["main"]
 
 
 @experiment_command(DATA, OUT, split="train", needs_model=False)
-@click.option("--checkpoints", multiple=True, required=True,
-              help="checkpoint files or folders of *-epochN.pt (repeatable)")
-@click.option("--layer", "layers", type=LAYER, multiple=True,
-              help="layer number or node name (repeatable)  [default: 1 and 2]")
-@click.option("--top", type=click.IntRange(1), default=4, show_default=True,
-              help="images kept per feature in each checkpoint's report")
-@click.option("--limit", type=click.IntRange(2), default=None,
-              help="scan only the first LIMIT images (default: the whole split)")
-@click.option("--min-correlation", type=click.FloatRange(-1, 1), default=0.5, show_default=True,
-              help="a chain breaks at a step correlating less")
+@click.option(
+    "--checkpoints",
+    multiple=True,
+    required=True,
+    help="checkpoint files or folders of *-epochN.pt (repeatable)",
+)
+@click.option(
+    "--layer",
+    "layers",
+    type=LAYER,
+    multiple=True,
+    help="layer number or node name (repeatable)  [default: 1 and 2]",
+)
+@click.option(
+    "--top",
+    type=click.IntRange(1),
+    default=4,
+    show_default=True,
+    help="images kept per feature in each checkpoint's report",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(2),
+    default=None,
+    help="scan only the first LIMIT images (default: the whole split)",
+)
+@click.option(
+    "--min-correlation",
+    type=click.FloatRange(-1, 1),
+    default=0.5,
+    show_default=True,
+    help="a chain breaks at a step correlating less",
+)
 def main(source, out, checkpoints, layers, top, limit, min_correlation):
     """Every feature of the last epoch followed back through training, matched (Fig. 4)."""
-    models = sorted((load_model(p) for p in epoch_checkpoints(checkpoints)),
-                    key=lambda m: (int(m.meta.get("epochs") or 0), m.meta["path"]))
+    models = sorted(
+        (load_model(p) for p in epoch_checkpoints(checkpoints)),
+        key=lambda m: (int(m.meta.get("epochs") or 0), m.meta["path"]),
+    )
     nets = [(f"epoch {int(m.meta.get('epochs') or 0)}", m) for m in models]
     written = []
     for layer in layers or (1, 2):
         folder = Path(out) / f"{NAME}_layer{layer}"
-        paths = compare_networks(nets, layer, folder, source, top=top, limit=limit,
-                                 threshold=min_correlation, html=False, progress=False,
-                                 command_line=" ".join(sys.argv))
+        paths = compare_networks(
+            nets,
+            layer,
+            folder,
+            source,
+            top=top,
+            limit=limit,
+            threshold=min_correlation,
+            html=False,
+            progress=False,
+            command_line=" ".join(sys.argv),
+        )
         written += paths
     return written
 

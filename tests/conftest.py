@@ -26,7 +26,8 @@ def _isolated_cache(tmp_path_factory, monkeypatch):
 def needs_shared_cifar():
     return pytest.mark.skipif(
         not SHARED_CIFAR.is_dir(),
-        reason=f"the CIFAR-10 copy at {SHARED_CIFAR} is not here (it sits beside the repo in CI)")
+        reason=f"the CIFAR-10 copy at {SHARED_CIFAR} is not here (it sits beside the repo in CI)",
+    )
 
 
 def tiny_model() -> nn.Sequential:
@@ -39,18 +40,26 @@ def tiny_model() -> nn.Sequential:
     conv1 = nn.Conv2d(1, 2, kernel_size=2, bias=True)
     conv2 = nn.Conv2d(2, 1, kernel_size=1, bias=False)
     with torch.no_grad():
-        conv1.weight.copy_(torch.tensor([[[[1.0, 0.0], [0.0, -1.0]]],
-                                         [[[0.0, 1.0], [1.0, 0.0]]]]))
+        conv1.weight.copy_(torch.tensor([[[[1.0, 0.0], [0.0, -1.0]]], [[[0.0, 1.0], [1.0, 0.0]]]]))
         conv1.bias.copy_(torch.tensor([0.0, -10.0]))
         conv2.weight.copy_(torch.tensor([[[[1.0]], [[-1.0]]]]))
     return nn.Sequential(conv1, nn.ReLU(), nn.MaxPool2d(2), conv2, nn.ReLU()).double()
 
 
-TINY_INPUT = torch.tensor([[[[3.0, 1.0, 4.0, 1.0, 5.0],
-                             [9.0, 2.0, 6.0, 5.0, 3.0],
-                             [5.0, 8.0, 9.0, 7.0, 9.0],
-                             [3.0, 2.0, 3.0, 8.0, 4.0],
-                             [6.0, 2.0, 6.0, 4.0, 3.0]]]], dtype=torch.float64)
+TINY_INPUT = torch.tensor(
+    [
+        [
+            [
+                [3.0, 1.0, 4.0, 1.0, 5.0],
+                [9.0, 2.0, 6.0, 5.0, 3.0],
+                [5.0, 8.0, 9.0, 7.0, 9.0],
+                [3.0, 2.0, 3.0, 8.0, 4.0],
+                [6.0, 2.0, 6.0, 4.0, 3.0],
+            ]
+        ]
+    ],
+    dtype=torch.float64,
+)
 
 
 def alexnet_like(seed: int = 0) -> nn.Sequential:
@@ -71,6 +80,7 @@ def alexnet_like(seed: int = 0) -> nn.Sequential:
 def vgg11_features(blocks: int = 11) -> nn.Sequential:
     """VGG-11's first modules (3x3 pad 1 convs, 2x2 pools), seeded random weights."""
     from torchvision.models.vgg import cfgs, make_layers
+
     torch.manual_seed(0)
     return make_layers(cfgs["A"])[:blocks]
 
@@ -82,8 +92,10 @@ def random_seeds(info, n_images: int, count: int, seed: int):
     oh, ow = info.output_size
     idx = torch.randint(0, n_images, (count,), generator=g)
     feat = torch.randint(0, info.features, (count,), generator=g)
-    pos = torch.stack([torch.randint(0, oh, (count,), generator=g),
-                       torch.randint(0, ow, (count,), generator=g)], dim=1)
+    pos = torch.stack(
+        [torch.randint(0, oh, (count,), generator=g), torch.randint(0, ow, (count,), generator=g)],
+        dim=1,
+    )
     pos[:4] = torch.tensor([[0, 0], [0, ow - 1], [oh - 1, 0], [oh - 1, ow - 1]])
     return idx, feat, pos
 
@@ -91,9 +103,15 @@ def random_seeds(info, n_images: int, count: int, seed: int):
 def random_topk(info, image_ids, k: int, generator: torch.Generator):
     """A :class:`TopK` of layer ``info`` with random positions on random ``image_ids``."""
     from deconvviz.engine.topk import TopK
+
     F_, (oh, ow) = info.features, info.output_size
-    pos = torch.stack([torch.randint(0, oh, (F_, k), generator=generator),
-                       torch.randint(0, ow, (F_, k), generator=generator)], dim=-1)
+    pos = torch.stack(
+        [
+            torch.randint(0, oh, (F_, k), generator=generator),
+            torch.randint(0, ow, (F_, k), generator=generator),
+        ],
+        dim=-1,
+    )
     ids = torch.as_tensor(list(image_ids))
     idx = ids[torch.randint(0, len(ids), (F_, k), generator=generator)]
     return TopK(torch.zeros(F_, k), idx, pos)
@@ -121,12 +139,14 @@ class _RuleReLU(torch.autograd.Function):
 def _sum_pool(h, m):
     k = m.kernel_size if isinstance(m.kernel_size, tuple) else (m.kernel_size,) * 2
     ones = torch.ones((h.shape[1], 1) + k, dtype=h.dtype)
-    return F.conv2d(h, ones, stride=m.stride, padding=m.padding, dilation=m.dilation,
-                    groups=h.shape[1])
+    return F.conv2d(
+        h, ones, stride=m.stride, padding=m.padding, dilation=m.dilation, groups=h.shape[1]
+    )
 
 
-def reference_projection(stack, image, layer_end, feature, mode="max", rule="deconvnet",
-                         unpool="switches", position=None):
+def reference_projection(
+    stack, image, layer_end, feature, mode="max", rule="deconvnet", unpool="switches", position=None
+):
     """torch.autograd.grad of the seeded activation, every ReLU's backward set by ``rule``.
 
     ``image`` (1, C, H, W). ``nearest`` unpooling is the gradient of a sum pool
@@ -140,12 +160,13 @@ def reference_projection(stack, image, layer_end, feature, mode="max", rule="dec
         elif isinstance(m, nn.ReLU):
             h = _RuleReLU.apply(h, rule)
         else:
-            pooled = F.max_pool2d(h, m.kernel_size, m.stride, m.padding, m.dilation,
-                                  ceil_mode=m.ceil_mode)
+            pooled = F.max_pool2d(
+                h, m.kernel_size, m.stride, m.padding, m.dilation, ceil_mode=m.ceil_mode
+            )
             if unpool == "nearest":
                 st = m.stride if isinstance(m.stride, int) else m.stride[0]
                 s = _sum_pool(F.pad(h, (0, st, 0, st)) if m.ceil_mode else h, m)
-                s = s[..., :pooled.shape[-2], :pooled.shape[-1]]
+                s = s[..., : pooled.shape[-2], : pooled.shape[-1]]
                 pooled = pooled.detach() + (s - s.detach())  # value exact, gradient of s
             h = pooled
     fmap = h[0, feature]
@@ -164,16 +185,24 @@ def reference_projection(stack, image, layer_end, feature, mode="max", rule="dec
 @pytest.fixture
 def tiny_checkpoint(tmp_path):
     """A CifarCNN checkpoint with random weights, trained on nothing (fast)."""
-    from deconvviz.models.checkpoint import save_checkpoint
     from deconvviz.data.builtin import BUILTIN_CLASSES
     from deconvviz.models.architectures import build_model
+    from deconvviz.models.checkpoint import save_checkpoint
 
     torch.manual_seed(0)
     model = build_model("cifar_cnn", num_classes=10, hidden=16)
     path = tmp_path / "tiny.pt"
-    save_checkpoint(path, model, arch="cifar_cnn", config={"num_classes": 10, "hidden": 16},
-                    class_names=BUILTIN_CLASSES, mean=[0.5, 0.5, 0.5], std=[0.25, 0.25, 0.25],
-                    epochs=0, test_accuracy=0.1)
+    save_checkpoint(
+        path,
+        model,
+        arch="cifar_cnn",
+        config={"num_classes": 10, "hidden": 16},
+        class_names=BUILTIN_CLASSES,
+        mean=[0.5, 0.5, 0.5],
+        std=[0.25, 0.25, 0.25],
+        epochs=0,
+        test_accuracy=0.1,
+    )
     return path
 
 
@@ -195,6 +224,7 @@ def offline(monkeypatch):
 
     def refuse(*a, **k):
         raise OSError("network is unreachable")
+
     monkeypatch.setattr(socket.socket, "connect", refuse)
     monkeypatch.setattr(socket, "create_connection", refuse)
     monkeypatch.setattr(socket, "getaddrinfo", refuse)
@@ -229,6 +259,7 @@ def bad_torch_files(tmp_path):
     ``marker`` (``touch``) if they were ever unpickled."""
     import pickle
     import zipfile
+
     folder = tmp_path / "bad_files"
     folder.mkdir()
     good = folder / "good.pt"
@@ -237,20 +268,32 @@ def bad_torch_files(tmp_path):
     good.unlink()
     marker = tmp_path / "PWNED"
     runs = _RunsCommand(f"touch {marker}")
-    evil = (f"it is a pickle that imports Python objects ({os.system.__module__}.system); "
-            "deconvviz loads only tensors and plain values and never runs code from a file")
+    evil = (
+        f"it is a pickle that imports Python objects ({os.system.__module__}.system); "
+        "deconvviz loads only tensors and plain values and never runs code from a file"
+    )
     kinds = {
-        "notes.txt": ("it is a text file, not one written by torch.save",
-                      lambda p: p.write_text("epoch 1: loss 2.3\nepoch 2: loss 1.9\n")),
+        "notes.txt": (
+            "it is a text file, not one written by torch.save",
+            lambda p: p.write_text("epoch 1: loss 2.3\nepoch 2: loss 1.9\n"),
+        ),
         "empty.pt": ("the file is empty", lambda p: p.write_bytes(b"")),
-        "truncated.pt": ("it is damaged or truncated (a torch.save zip archive without its end)",
-                         lambda p: p.write_bytes(data[: len(data) // 2])),
-        "archive.zip": ("it is a zip archive that torch.save did not write",
-                        lambda p: zipfile.ZipFile(p, "w").writestr("readme.txt", "hello")),
-        "plain.pkl": ("it is a pickle that torch.save did not write (or it is damaged)",
-                      lambda p: p.write_bytes(pickle.dumps({"w": [1.0, 2.0]}, protocol=4))),
-        "array.npy": ("it is not a file written by torch.save (or it is damaged)",
-                      lambda p: p.write_bytes(b"\x93NUMPY\x01\x00v\x00" + bytes(range(200, 256)))),
+        "truncated.pt": (
+            "it is damaged or truncated (a torch.save zip archive without its end)",
+            lambda p: p.write_bytes(data[: len(data) // 2]),
+        ),
+        "archive.zip": (
+            "it is a zip archive that torch.save did not write",
+            lambda p: zipfile.ZipFile(p, "w").writestr("readme.txt", "hello"),
+        ),
+        "plain.pkl": (
+            "it is a pickle that torch.save did not write (or it is damaged)",
+            lambda p: p.write_bytes(pickle.dumps({"w": [1.0, 2.0]}, protocol=4)),
+        ),
+        "array.npy": (
+            "it is not a file written by torch.save (or it is damaged)",
+            lambda p: p.write_bytes(b"\x93NUMPY\x01\x00v\x00" + bytes(range(200, 256))),
+        ),
         "evil.pkl": (evil, lambda p: p.write_bytes(pickle.dumps(runs, protocol=2))),
         "evil.pt": (evil, lambda p: torch.save({"w": runs}, p)),
     }
@@ -271,4 +314,5 @@ def user_module(tmp_path, monkeypatch):
         (tmp_path / f"{name}.py").write_text(source)
         monkeypatch.syspath_prepend(str(tmp_path))
         sys.modules.pop(name, None)
+
     return write

@@ -30,7 +30,8 @@ ALLOWED = {
     "explore": BASE | {"store", "render", "data"},
     "figures": BASE | {"engine", "store", "render", "models", "data"},
     "api": BASE | {"models", "data"},
-    "cli": BASE | {"runs", "explore", "figures", "engine", "store", "render", "models", "data", "api"},
+    "cli": BASE
+    | {"runs", "explore", "figures", "engine", "store", "render", "models", "data", "api"},
 }
 
 
@@ -46,7 +47,7 @@ def _imports(path: Path, package: Path):
     for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
         if isinstance(node, ast.ImportFrom):
             if node.level:
-                base = list(pkg)[:len(pkg) - (node.level - 1)] if node.level > 1 else list(pkg)
+                base = list(pkg)[: len(pkg) - (node.level - 1)] if node.level > 1 else list(pkg)
                 target = base + (node.module.split(".") if node.module else [])
             elif node.module and node.module.split(".")[0] == "deconvviz":
                 target = node.module.split(".")[1:]
@@ -75,8 +76,9 @@ def _violations(package: Path = PACKAGE):
                 continue
             if wing == own or wing in ALLOWED.get(own, set()):
                 continue
-            found.append(f"{path.relative_to(package)}:{line} ({own}) imports {'.'.join(target)} "
-                         f"({wing})")
+            found.append(
+                f"{path.relative_to(package)}:{line} ({own}) imports {'.'.join(target)} ({wing})"
+            )
     return found
 
 
@@ -93,11 +95,15 @@ def test_the_checker_sees_a_wrong_way_import(tmp_path):
     # The rule must be able to fail: a fake engine module importing render is reported.
     fake = tmp_path / "deconvviz"
     (fake / "engine").mkdir(parents=True)
-    (fake / "engine" / "bad.py").write_text("def f():\n    from ..render.display import to_display\n")
+    (fake / "engine" / "bad.py").write_text(
+        "def f():\n    from ..render.display import to_display\n"
+    )
     (fake / "render").mkdir()
     (fake / "render" / "ok.py").write_text("from ..store.h5 import stamp\nfrom ..engine import x\n")
-    assert _violations(fake) == ["engine/bad.py:2 (engine) imports render.display (render)",
-                     "render/ok.py:2 (render) imports engine (engine)"]
+    assert _violations(fake) == [
+        "engine/bad.py:2 (engine) imports render.display (render)",
+        "render/ok.py:2 (render) imports engine (engine)",
+    ]
 
 
 @pytest.mark.parametrize("wing", ["engine", "models", "data", "store", "render", "cli", "runs"])

@@ -20,13 +20,19 @@ REPO = NOTEBOOK.parents[1]
 
 
 def _html(cell) -> str:
-    return "".join(o.get("data", {}).get("text/html", "") for o in cell.outputs
-                   if o.output_type in ("execute_result", "display_data"))
+    return "".join(
+        o.get("data", {}).get("text/html", "")
+        for o in cell.outputs
+        if o.output_type in ("execute_result", "display_data")
+    )
 
 
 def _text(cell) -> str:
-    return "".join(o.get("data", {}).get("text/plain", "") for o in cell.outputs
-                   if o.output_type == "execute_result")
+    return "".join(
+        o.get("data", {}).get("text/plain", "")
+        for o in cell.outputs
+        if o.output_type == "execute_result"
+    )
 
 
 def _pngs(html: str):
@@ -38,10 +44,15 @@ def _pngs(html: str):
 def test_the_example_notebook_runs_in_a_kernel_and_displays_inline(tmp_path, monkeypatch):
     nb = nbformat.read(NOTEBOOK, as_version=4)
     # The kernel imports this checkout (its own process inherits the environment).
-    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(
-        [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
-    client = nbclient.NotebookClient(nb, timeout=300, kernel_name="python3",
-                                     resources={"metadata": {"path": str(tmp_path)}})
+    monkeypatch.setenv(
+        "PYTHONPATH",
+        os.pathsep.join(
+            [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        ),
+    )
+    client = nbclient.NotebookClient(
+        nb, timeout=300, kernel_name="python3", resources={"metadata": {"path": str(tmp_path)}}
+    )
     client.execute()
     code = [c for c in nb.cells if c.cell_type == "code"]
     assert all(o.output_type != "error" for c in code for o in c.outputs)
@@ -49,8 +60,9 @@ def test_the_example_notebook_runs_in_a_kernel_and_displays_inline(tmp_path, mon
     # The report: its provenance and its layer's tiles, embedded; a short text repr.
     html = _html(report_cell)
     assert "deconvviz report" in html and "builtin:test (300 images)" in html
-    assert _text(report_cell).startswith("Report('outputs/notebook-report/report.h5': layer2 "
-                                         "(64 features)")
+    assert _text(report_cell).startswith(
+        "Report('outputs/notebook-report/report.h5': layer2 (64 features)"
+    )
     assert (tmp_path / "outputs" / "notebook-report" / "report.h5").is_file()
     pngs = _pngs(html)
     assert len(pngs) == 2 * 16 and all(p.startswith(b"\x89PNG\r\n\x1a\n") for p in pngs)
@@ -91,10 +103,21 @@ def test_importing_deconvviz_in_ipython_imports_no_torch_and_projections_display
     import subprocess
     import sys
 
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
-        [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]))
-    done = subprocess.run([sys.executable, "-c", _SHELL_PROBE], cwd=tmp_path, env=env,
-                          check=True, capture_output=True, text=True, timeout=300)
+    env = dict(
+        os.environ,
+        PYTHONPATH=os.pathsep.join(
+            [str(REPO)] + [p for p in os.environ.get("PYTHONPATH", "").split(os.pathsep) if p]
+        ),
+    )
+    done = subprocess.run(
+        [sys.executable, "-c", _SHELL_PROBE],
+        cwd=tmp_path,
+        env=env,
+        check=True,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     out = json.loads(done.stdout.strip().splitlines()[-1])
     assert out["heavy"] == []
     assert "deconvnet projections of layer 2: 3 seeds" in out["html"]

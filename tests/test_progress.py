@@ -23,7 +23,7 @@ class _Tty(io.StringIO):
 def test_a_log_gets_a_plain_line_every_few_seconds_and_no_carriage_return():
     clock, log = _Clock(), io.StringIO()
     with Progress(1000, "scan", stream=log, every=5.0, clock=clock) as bar:
-        for _ in range(9):          # 100 images a second for 9 seconds
+        for _ in range(9):  # 100 images a second for 9 seconds
             clock.t += 1.0
             bar.update(100)
         clock.t += 1.0
@@ -31,7 +31,7 @@ def test_a_log_gets_a_plain_line_every_few_seconds_and_no_carriage_return():
     text = log.getvalue()
     assert "\r" not in text
     lines = text.splitlines()
-    assert len(lines) == 2          # one at 5 s, one when done
+    assert len(lines) == 2  # one at 5 s, one when done
     assert lines[0] == "scan [##########----------] 500/1000     100 img/s     5s left"
     assert lines[1] == "scan [####################] 1000/1000     100 img/s     0s left (10.0s)"
 
@@ -68,7 +68,8 @@ def test_a_delayed_bar_stays_silent_for_short_work_and_speaks_for_long_work():
         "decoding [########------------] 4/10       2 img/s     3s left",
         "decoding [############--------] 6/10       2 img/s     2s left",
         "decoding [################----] 8/10       2 img/s     1s left",
-        "decoding [####################] 10/10       2 img/s     0s left (5.0s)"]
+        "decoding [####################] 10/10       2 img/s     0s left (5.0s)",
+    ]
 
 
 def test_work_done_before_counts_towards_the_total_not_the_rate():
@@ -77,4 +78,5 @@ def test_work_done_before_counts_towards_the_total_not_the_rate():
         clock.t += 4.0
         bar.update(40)
     assert log.getvalue().splitlines() == [
-        "scan [####################] 100/100      10 img/s     0s left (4.0s)"]
+        "scan [####################] 100/100      10 img/s     0s left (4.0s)"
+    ]

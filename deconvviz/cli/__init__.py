@@ -49,16 +49,27 @@ def main():
 
 
 # Each family module registers on the group; adding a family is one line here.
+from .compare import compare  # noqa: E402
 from .diagnostics import filters  # noqa: E402
+from .features import features  # noqa: E402
 from .model import evaluate, info, train  # noqa: E402
 from .occlusion import occlusion  # noqa: E402
 from .project import layers, project  # noqa: E402
 from .report import render, report  # noqa: E402
-from .features import features  # noqa: E402
-from .compare import compare  # noqa: E402
 
-for _command in (train, evaluate, layers, project, info, occlusion, report, render, filters,
-                 features, compare):
+for _command in (
+    train,
+    evaluate,
+    layers,
+    project,
+    info,
+    occlusion,
+    report,
+    render,
+    filters,
+    features,
+    compare,
+):
     main.add_command(_command)
 
 

@@ -15,12 +15,27 @@ import click
 from ..engine.variants import MODES, RULES, UNPOOLS
 from ..errors import DeconvvizError
 
-__all__ = ["command_line", "resolve_device", "out_file_check", "one_line_errors", "DATA_HELP", "data_option", "split_option", "model_option", "device_option",
-           "projection_options", "ModelChoice", "source_options", "LAYER"]
+__all__ = [
+    "command_line",
+    "resolve_device",
+    "out_file_check",
+    "one_line_errors",
+    "DATA_HELP",
+    "data_option",
+    "split_option",
+    "model_option",
+    "device_option",
+    "projection_options",
+    "ModelChoice",
+    "source_options",
+    "LAYER",
+]
 
-DATA_HELP = ("data source: 'builtin' (generated images, no files needed), an official "
-             "cifar-10-batches-py folder, an ImageFolder tree, a folder with train/ and test/ "
-             "trees, a folder of images, or one image file")
+DATA_HELP = (
+    "data source: 'builtin' (generated images, no files needed), an official "
+    "cifar-10-batches-py folder, an ImageFolder tree, a folder with train/ and test/ "
+    "trees, a folder of images, or one image file"
+)
 
 
 @contextlib.contextmanager
@@ -39,6 +54,7 @@ def one_line_errors():
 
 def _workers(ctx, param, value):
     from ..data.decode import check_workers
+
     try:
         return check_workers(value)
     except DeconvvizError as exc:
@@ -47,16 +63,26 @@ def _workers(ctx, param, value):
 
 def data_option(default="builtin"):
     """``--data`` and ``--workers`` (processes that decode image files the first time)."""
+
     def decorate(f):
-        f = click.option("--skip-unreadable", is_flag=True,
-                         help="skip image files that cannot be read (one summary line; the "
-                              "skipped files are recorded in the output's provenance) instead "
-                              "of stopping at the first")(f)
-        f = click.option("--workers", type=int, default=0, show_default=True, callback=_workers,
-                         help="processes decoding image files (the first time; later runs "
-                              "read the decoded-image cache); 0 decodes in this process")(f)
-        return click.option("--data", "data", default=default, show_default=True,
-                            help=DATA_HELP)(f)
+        f = click.option(
+            "--skip-unreadable",
+            is_flag=True,
+            help="skip image files that cannot be read (one summary line; the "
+            "skipped files are recorded in the output's provenance) instead "
+            "of stopping at the first",
+        )(f)
+        f = click.option(
+            "--workers",
+            type=int,
+            default=0,
+            show_default=True,
+            callback=_workers,
+            help="processes decoding image files (the first time; later runs "
+            "read the decoded-image cache); 0 decodes in this process",
+        )(f)
+        return click.option("--data", "data", default=default, show_default=True, help=DATA_HELP)(f)
+
     return decorate
 
 
@@ -65,15 +91,22 @@ DEFAULT_SPLIT = "test"
 
 
 def split_option(default=DEFAULT_SPLIT):
-    return click.option("--split", type=click.Choice(["train", "test"]), default=default,
-                        show_default=True, help="split to use where the source has several")
+    return click.option(
+        "--split",
+        type=click.Choice(["train", "test"]),
+        default=default,
+        show_default=True,
+        help="split to use where the source has several",
+    )
 
 
-MODEL_HELP = ("the network: a deconvviz checkpoint file, 'torchvision:NAME' (any classification "
-              "model of torchvision.models, e.g. torchvision:vgg16_bn), 'timm:NAME' (a timm model, "
-              "e.g. timm:efficientnet_b0; pip install 'deconvviz[timm]'), or "
-              "'package.module:function' returning an nn.Module  [default: the bundled CIFAR-10 "
-              "network]")
+MODEL_HELP = (
+    "the network: a deconvviz checkpoint file, 'torchvision:NAME' (any classification "
+    "model of torchvision.models, e.g. torchvision:vgg16_bn), 'timm:NAME' (a timm model, "
+    "e.g. timm:efficientnet_b0; pip install 'deconvviz[timm]'), or "
+    "'package.module:function' returning an nn.Module  [default: the bundled CIFAR-10 "
+    "network]"
+)
 
 
 class ModelChoice:
@@ -85,13 +118,21 @@ class ModelChoice:
 
     def load(self, device: str = "cpu"):
         from ..models.zoo import resolve_model
-        return resolve_model(self.spec, self.weights, device=device, image_size=self.image_size,
-                             mean=self.mean, std=self.std)
+
+        return resolve_model(
+            self.spec,
+            self.weights,
+            device=device,
+            image_size=self.image_size,
+            mean=self.mean,
+            std=self.std,
+        )
 
 
 def source_options(model) -> dict:
     """``resolve_source`` keywords that preprocess images the way ``model`` expects."""
     from ..data.preprocess import Preprocessing
+
     return Preprocessing.from_meta(model.meta).source_kwargs()
 
 
@@ -146,52 +187,89 @@ LAYER = LayerType()
 def model_option():
     """``--model``, ``--weights``, ``--image-size``, ``--mean`` and ``--std``; the command
     receives one :class:`ModelChoice` as ``checkpoint``."""
+
     def decorate(f):
         @functools.wraps(f)
-        def wrapper(*args, checkpoint=None, weights=None, image_size=None, mean=None, std=None,
-                    **kwargs):
-            return f(*args, checkpoint=ModelChoice(checkpoint, weights, image_size, mean, std),
-                     **kwargs)
-        wrapper = click.option("--std", default=None, callback=_triple, metavar="R,G,B",
-                               help="input std per channel  [default: the model's]")(wrapper)
-        wrapper = click.option("--mean", default=None, callback=_triple, metavar="R,G,B",
-                               help="input mean per channel  [default: the model's]")(wrapper)
-        wrapper = click.option("--image-size", default=None, callback=_size, metavar="SIZE",
-                               help="input size the images are resized and centre-cropped to "
-                                    "(224 or HxW)  [default: the model's; 224 for ImageNet "
-                                    "models]")(wrapper)
-        wrapper = click.option("--weights", default=None,
-                               help="for torchvision:NAME: a torchvision weights name (DEFAULT, "
-                                    "IMAGENET1K_V1, ...) or a local state-dict file; for timm:NAME 'pretrained' or "
-                                    "a state-dict, timm checkpoint or .safetensors file; for "
-                                    "package.module:function a state-dict file  [default: "
-                                    "random initialisation, with a notice]")(wrapper)
+        def wrapper(
+            *args, checkpoint=None, weights=None, image_size=None, mean=None, std=None, **kwargs
+        ):
+            return f(
+                *args, checkpoint=ModelChoice(checkpoint, weights, image_size, mean, std), **kwargs
+            )
+
+        wrapper = click.option(
+            "--std",
+            default=None,
+            callback=_triple,
+            metavar="R,G,B",
+            help="input std per channel  [default: the model's]",
+        )(wrapper)
+        wrapper = click.option(
+            "--mean",
+            default=None,
+            callback=_triple,
+            metavar="R,G,B",
+            help="input mean per channel  [default: the model's]",
+        )(wrapper)
+        wrapper = click.option(
+            "--image-size",
+            default=None,
+            callback=_size,
+            metavar="SIZE",
+            help="input size the images are resized and centre-cropped to "
+            "(224 or HxW)  [default: the model's; 224 for ImageNet "
+            "models]",
+        )(wrapper)
+        wrapper = click.option(
+            "--weights",
+            default=None,
+            help="for torchvision:NAME: a torchvision weights name (DEFAULT, "
+            "IMAGENET1K_V1, ...) or a local state-dict file; for timm:NAME 'pretrained' or "
+            "a state-dict, timm checkpoint or .safetensors file; for "
+            "package.module:function a state-dict file  [default: "
+            "random initialisation, with a notice]",
+        )(wrapper)
         return click.option("--model", "checkpoint", default=None, help=MODEL_HELP)(wrapper)
+
     return decorate
 
 
 def device_option():
-    return click.option("--device", default="cpu", show_default=True,
-                        help="'cpu', 'cuda', 'cuda:N' or 'auto'")
+    return click.option(
+        "--device", default="cpu", show_default=True, help="'cpu', 'cuda', 'cuda:N' or 'auto'"
+    )
 
 
 def projection_options(mode_default: str = "max"):
     """``--mode``, ``--rule`` and ``--unpool``: the variants of one projection."""
+
     def decorate(f):
-        f = click.option("--unpool", type=click.Choice(UNPOOLS),
-                         default="switches", show_default=True,
-                         help="unpool with the recorded switches, or copy each value to its "
-                              "whole pooling window (the switch-free shortcut)")(f)
-        f = click.option("--rule", type=click.Choice(RULES),
-                         default="deconvnet", show_default=True,
-                         help="backward ReLU rule: deconvnet (paper), guided backprop, or "
-                              "the plain gradient")(f)
+        f = click.option(
+            "--unpool",
+            type=click.Choice(UNPOOLS),
+            default="switches",
+            show_default=True,
+            help="unpool with the recorded switches, or copy each value to its "
+            "whole pooling window (the switch-free shortcut)",
+        )(f)
+        f = click.option(
+            "--rule",
+            type=click.Choice(RULES),
+            default="deconvnet",
+            show_default=True,
+            help="backward ReLU rule: deconvnet (paper), guided backprop, or the plain gradient",
+        )(f)
         # "position" seeds need positions, which only the Python API takes
-        f = click.option("--mode", type=click.Choice([m for m in MODES if m != "position"]),
-                         default=mode_default, show_default=True,
-                         help="seed the feature's strongest activation (paper) or its whole "
-                              "map (source material)")(f)
+        f = click.option(
+            "--mode",
+            type=click.Choice([m for m in MODES if m != "position"]),
+            default=mode_default,
+            show_default=True,
+            help="seed the feature's strongest activation (paper) or its whole "
+            "map (source material)",
+        )(f)
         return f
+
     return decorate
 
 
@@ -201,6 +279,7 @@ def command_line() -> str:
 
 def resolve_device(device: str) -> str:
     import torch
+
     if device == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
     if device.startswith("cuda") and not torch.cuda.is_available():
@@ -215,10 +294,10 @@ def out_file_check(path: Path) -> None:
     try:
         parent.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DeconvvizError(f"cannot write {path}: cannot create folder {parent} "
-                             f"({exc.strerror or exc})") from None
+        raise DeconvvizError(
+            f"cannot write {path}: cannot create folder {parent} ({exc.strerror or exc})"
+        ) from None
     if not os.access(parent, os.W_OK):
         raise DeconvvizError(f"cannot write {path}: folder {parent} is not writable")
     if path.is_dir():
         raise DeconvvizError(f"cannot write {path}: it is a folder")
-

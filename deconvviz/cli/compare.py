@@ -6,8 +6,15 @@ from pathlib import Path
 
 import click
 
-from .common import (LAYER, command_line, data_option, device_option, resolve_device,
-                     source_options, split_option)
+from .common import (
+    LAYER,
+    command_line,
+    data_option,
+    device_option,
+    resolve_device,
+    source_options,
+    split_option,
+)
 
 __all__ = ["compare"]
 
@@ -29,26 +36,70 @@ def _label(spec: str, taken: set) -> str:
 @click.argument("networks", nargs=-1, required=True, metavar="A B [C ...]")
 @data_option(default="builtin")
 @split_option("test")
-@click.option("--layer", type=LAYER, required=True,
-              help="layer number or node name compared (every network must have it)")
-@click.option("--top", type=click.IntRange(1), default=9, show_default=True,
-              help="images kept per feature in each network's report")
-@click.option("--limit", type=click.IntRange(2), default=None,
-              help="scan only the first N images of the source  [default: all]")
-@click.option("--min-correlation", type=click.FloatRange(-1, 1), default=0.5, show_default=True,
-              help="matched pairs correlating less count as features without a match")
-@click.option("--batch-size", type=click.IntRange(1), default=None,
-              help="images per forward pass of the scans  [default: chosen per model]")
+@click.option(
+    "--layer",
+    type=LAYER,
+    required=True,
+    help="layer number or node name compared (every network must have it)",
+)
+@click.option(
+    "--top",
+    type=click.IntRange(1),
+    default=9,
+    show_default=True,
+    help="images kept per feature in each network's report",
+)
+@click.option(
+    "--limit",
+    type=click.IntRange(2),
+    default=None,
+    help="scan only the first N images of the source  [default: all]",
+)
+@click.option(
+    "--min-correlation",
+    type=click.FloatRange(-1, 1),
+    default=0.5,
+    show_default=True,
+    help="matched pairs correlating less count as features without a match",
+)
+@click.option(
+    "--batch-size",
+    type=click.IntRange(1),
+    default=None,
+    help="images per forward pass of the scans  [default: chosen per model]",
+)
 @device_option()
-@click.option("--html/--no-html", default=True, show_default=True,
-              help="also write each scanned network's web report (compare.html links to "
-                   "their feature pages)")
-@click.option("--out", type=click.Path(file_okay=False), default="outputs/compare",
-              show_default=True, help="folder for compare.h5, compare.png, compare.html and "
-                                      "each scanned network's report (net1/, net2/, ...)")
+@click.option(
+    "--html/--no-html",
+    default=True,
+    show_default=True,
+    help="also write each scanned network's web report (compare.html links to their feature pages)",
+)
+@click.option(
+    "--out",
+    type=click.Path(file_okay=False),
+    default="outputs/compare",
+    show_default=True,
+    help="folder for compare.h5, compare.png, compare.html and "
+    "each scanned network's report (net1/, net2/, ...)",
+)
 @click.option("--quiet", is_flag=True, help="no progress bars")
-def compare(networks, data, workers, skip_unreadable, split, layer, top, limit, min_correlation,
-            batch_size, device, html, out, quiet):
+def compare(
+    networks,
+    data,
+    workers,
+    skip_unreadable,
+    split,
+    layer,
+    top,
+    limit,
+    min_correlation,
+    batch_size,
+    device,
+    html,
+    out,
+    quiet,
+):
     """Which features of networks A and B at one node are the same feature.
 
     A, B, ...: checkpoints (or any --model spec: torchvision:NAME, pkg.mod:fn) of
@@ -86,12 +137,28 @@ def compare(networks, data, workers, skip_unreadable, split, layer, top, limit, 
         nets.append((_label(spec, taken), model))
     source = None
     if first_model is not None:
-        source = resolve_source(data, split=split, workers=workers,
-                                skip_unreadable=skip_unreadable, **source_options(first_model))
+        source = resolve_source(
+            data,
+            split=split,
+            workers=workers,
+            skip_unreadable=skip_unreadable,
+            **source_options(first_model),
+        )
     try:
-        written = compare_networks(nets, layer, Path(out), source, top=top, limit=limit,
-                                   threshold=min_correlation, html=html, batch_size=batch_size,
-                                   device=dev, progress=not quiet, command_line=command_line())
+        written = compare_networks(
+            nets,
+            layer,
+            Path(out),
+            source,
+            top=top,
+            limit=limit,
+            threshold=min_correlation,
+            html=html,
+            batch_size=batch_size,
+            device=dev,
+            progress=not quiet,
+            command_line=command_line(),
+        )
     except ReportInterrupted as exc:
         raise click.ClickException(str(exc)) from None
     for p in written:

@@ -20,8 +20,7 @@ class _ExperimentCommand(click.Command):
             return super().invoke(ctx)
 
 
-def experiment_command(default_data: str, default_out: str, split: str,
-                       needs_model: bool = True):
+def experiment_command(default_data: str, default_out: str, split: str, needs_model: bool = True):
     """Decorator: a click command with ``--data``, ``--model``, ``--split`` and ``--out``.
 
     The function receives ``model`` (loaded with :func:`deconvviz.load_model`;
@@ -32,20 +31,26 @@ def experiment_command(default_data: str, default_out: str, split: str,
     returns (a list of paths) and its run time. With ``needs_model=False`` there
     is no ``--model`` option and the function gets no ``model``.
     """
+
     def wrap(func):
         def run(data, workers, skip_unreadable, split, out, checkpoint=None, **kwargs):
             from ..data.resolve import resolve_source
 
             started = time.perf_counter()
-            with output_folder(out) as out:     # removed again if the run fails
+            with output_folder(out) as out:  # removed again if the run fails
                 if needs_model:
                     kwargs["model"] = model = checkpoint.load()
-                    source = resolve_source(data, split=split, workers=workers,
-                                            skip_unreadable=skip_unreadable,
-                                            **source_options(model))
+                    source = resolve_source(
+                        data,
+                        split=split,
+                        workers=workers,
+                        skip_unreadable=skip_unreadable,
+                        **source_options(model),
+                    )
                 else:
-                    source = resolve_source(data, split=split, workers=workers,
-                                            skip_unreadable=skip_unreadable)
+                    source = resolve_source(
+                        data, split=split, workers=workers, skip_unreadable=skip_unreadable
+                    )
                 paths = func(source=source, out=out, **kwargs) or []
             for path in paths:
                 click.echo(f"wrote {path}")
@@ -53,17 +58,28 @@ def experiment_command(default_data: str, default_out: str, split: str,
 
         run.__doc__ = func.__doc__
         run.__name__ = func.__name__
-        cmd = click.option("--out", type=click.Path(file_okay=False), default=default_out,
-                           show_default=True, help="folder for the PNG and HDF5 files")(run)
-        cmd = click.option("--split", type=click.Choice(["train", "test"]), default=split,
-                           show_default=True, help="split of --data to use")(cmd)
+        cmd = click.option(
+            "--out",
+            type=click.Path(file_okay=False),
+            default=default_out,
+            show_default=True,
+            help="folder for the PNG and HDF5 files",
+        )(run)
+        cmd = click.option(
+            "--split",
+            type=click.Choice(["train", "test"]),
+            default=split,
+            show_default=True,
+            help="split of --data to use",
+        )(cmd)
         if needs_model:
             cmd = model_option()(cmd)
         cmd = data_option(default_data)(cmd)
-        command = click.command(cls=_ExperimentCommand,
-                                context_settings={"help_option_names": ["-h", "--help"]})(cmd)
+        command = click.command(
+            cls=_ExperimentCommand, context_settings={"help_option_names": ["-h", "--help"]}
+        )(cmd)
         # The script's own options (click.option on the plain function) come after.
         command.params.extend(reversed(getattr(func, "__click_params__", [])))
         return command
-    return wrap
 
+    return wrap

@@ -15,15 +15,28 @@ def _p(p: float) -> str:
 
 @click.command()
 @click.argument("report_file", metavar="REPORT.h5", type=click.Path(dir_okay=False))
-@click.option("--class", "class_name", default=None,
-              help="list the features that detect this class, strongest (highest AUROC) first")
-@click.option("--feature", type=click.IntRange(0), default=None,
-              help="say what feature N detects (with --layer where the report has several)")
-@click.option("--layer", type=LAYER, default=None,
-              help="layer number or node name  [default: every layer; --feature needs it "
-                   "where the report has several]")
-@click.option("--limit", type=click.IntRange(1), default=None,
-              help="list at most N features  [default: all]")
+@click.option(
+    "--class",
+    "class_name",
+    default=None,
+    help="list the features that detect this class, strongest (highest AUROC) first",
+)
+@click.option(
+    "--feature",
+    type=click.IntRange(0),
+    default=None,
+    help="say what feature N detects (with --layer where the report has several)",
+)
+@click.option(
+    "--layer",
+    type=LAYER,
+    default=None,
+    help="layer number or node name  [default: every layer; --feature needs it "
+    "where the report has several]",
+)
+@click.option(
+    "--limit", type=click.IntRange(1), default=None, help="list at most N features  [default: all]"
+)
 def features(report_file, class_name, feature, layer, limit):
     """What the features of a report detect, from the data set's own labels.
 
@@ -33,8 +46,8 @@ def features(report_file, class_name, feature, layer, limit):
     'no class' where none is. Without --class or --feature: how many features of
     each layer detect each class.
     """
-    from ..explore import Report
     from ..errors import DeconvvizError
+    from ..explore import Report
 
     if class_name is not None and feature is not None:
         raise click.BadParameter("give --class or --feature, not both", param_hint="--class")
@@ -43,8 +56,10 @@ def features(report_file, class_name, feature, layer, limit):
         rep.layer(layer)  # an unknown layer: one line naming the report's layers
     if feature is not None:
         if layer is None and len(rep.layers) > 1:
-            raise DeconvvizError(f"--feature needs --layer: report {rep.path} has layers "
-                                 f"{', '.join(lay.name for lay in rep.layers.values())}")
+            raise DeconvvizError(
+                f"--feature needs --layer: report {rep.path} has layers "
+                f"{', '.join(lay.name for lay in rep.layers.values())}"
+            )
         lay = rep.layer(layer) if layer is not None else next(iter(rep.layers.values()))
         _one_feature(rep, lay.feature(feature))
         return
@@ -53,19 +68,25 @@ def features(report_file, class_name, feature, layer, limit):
         c = rep.class_index(class_name)
         name = rep.classes[c]
         if not found:
-            click.echo(f"no feature detects {name} (of {sum(lay.features for lay in rep.layers.values())} "
-                       f"features; AUROC with Holm-corrected Mann-Whitney p < "
-                       f"{next(iter(rep.layers.values())).stats.alpha:g})")
+            click.echo(
+                f"no feature detects {name} (of {sum(lay.features for lay in rep.layers.values())} "
+                f"features; AUROC with Holm-corrected Mann-Whitney p < "
+                f"{next(iter(rep.layers.values())).stats.alpha:g})"
+            )
             return
-        click.echo(f"{len(found)} feature{'s detect' if len(found) > 1 else ' detects'} {name}, "
-                   "strongest first "
-                   "(AUROC of the maximum per image; p: one-sided Mann-Whitney, Holm over "
-                   "the classes; top k: share of the top images of the class):")
+        click.echo(
+            f"{len(found)} feature{'s detect' if len(found) > 1 else ' detects'} {name}, "
+            "strongest first "
+            "(AUROC of the maximum per image; p: one-sided Mann-Whitney, Holm over "
+            "the classes; top k: share of the top images of the class):"
+        )
         for ft in found[:limit]:
             s, f = ft.stats, ft.row
-            click.echo(f"  {ft.layer.name} feature {ft.index}: AUROC {s.auroc[f, c]:.3f}, p "
-                       f"{_p(s.p_adjusted[f, c])}, top {ft.layer.k} {100 * s.topk_share[f, c]:.0f}%, "
-                       f"fires on {100 * s.firing_rate[f]:.1f}% of images")
+            click.echo(
+                f"  {ft.layer.name} feature {ft.index}: AUROC {s.auroc[f, c]:.3f}, p "
+                f"{_p(s.p_adjusted[f, c])}, top {ft.layer.k} {100 * s.topk_share[f, c]:.0f}%, "
+                f"fires on {100 * s.firing_rate[f]:.1f}% of images"
+            )
         return
     rep.require_statistics()
     layers = [rep.layer(layer)] if layer is not None else list(rep.layers.values())
@@ -75,8 +96,10 @@ def features(report_file, class_name, feature, layer, limit):
             counts[int(c)] = counts.get(int(c), 0) + 1
         named = sorted(((n, c) for c, n in counts.items() if c >= 0), key=lambda t: (-t[0], t[1]))
         text = ", ".join(f"{rep.classes[c] if c < len(rep.classes) else c} {n}" for n, c in named)
-        click.echo(f"{lay.name}: {lay.features} features, {counts.get(-1, 0)} no class"
-                   + (f"; {text}" if text else ""))
+        click.echo(
+            f"{lay.name}: {lay.features} features, {counts.get(-1, 0)} no class"
+            + (f"; {text}" if text else "")
+        )
 
 
 def _one_feature(rep, ft) -> None:
@@ -85,17 +108,20 @@ def _one_feature(rep, ft) -> None:
     from ..store.statistics import statistics_absent
 
     click.echo(f"{ft.layer.name} feature {ft.index}: {ft.describe().split(': ', 1)[1]}")
-    acts = ", ".join(f"{int(i)} ({rep.classes[int(c)] if 0 <= c < len(rep.classes) else '?'}, "
-                     f"{float(a):.3g})" for i, c, a in zip(ft.image_index, ft.labels,
-                                                          ft.activation))
+    acts = ", ".join(
+        f"{int(i)} ({rep.classes[int(c)] if 0 <= c < len(rep.classes) else '?'}, {float(a):.3g})"
+        for i, c, a in zip(ft.image_index, ft.labels, ft.activation)
+    )
     click.echo(f"  top {ft.layer.k} images (class, activation): {acts}")
     if ft.stats is None:
         click.echo(f"  {statistics_absent(rep.path, rep.version)}")
         return
     s, f = ft.stats, ft.row
     q = ", ".join(f"{100 * lv:g}% {v:.3g}" for lv, v in zip(s.quantile_levels, s.quantiles[f]))
-    click.echo(f"  fires on {100 * s.firing_rate[f]:.1f}% of {s.maxima.shape[1]:,} images; mean "
-               f"maximum {s.mean[f]:.4g}; quantiles {q}")
+    click.echo(
+        f"  fires on {100 * s.firing_rate[f]:.1f}% of {s.maxima.shape[1]:,} images; mean "
+        f"maximum {s.mean[f]:.4g}; quantiles {q}"
+    )
     click.echo("  class: AUROC, p (Holm), share of the top images")
     for c in sorted(range(s.classes), key=lambda c: (-np.nan_to_num(s.auroc[f, c], nan=-1.0), c)):
         mark = "  <- label" if c == int(s.label[f]) else ""

@@ -14,8 +14,16 @@ from .source import ImageSource
 __all__ = ["BUILTIN_CLASSES", "BUILTIN_SIZES", "synthetic_images", "builtin_source"]
 
 BUILTIN_CLASSES = (
-    "disc", "square", "triangle", "blobs", "stripes-0", "stripes-45",
-    "stripes-90", "stripes-135", "checkerboard", "edge",
+    "disc",
+    "square",
+    "triangle",
+    "blobs",
+    "stripes-0",
+    "stripes-45",
+    "stripes-90",
+    "stripes-135",
+    "checkerboard",
+    "edge",
 )
 BUILTIN_SIZES = {"train": 10000, "test": 2000}
 
@@ -35,7 +43,7 @@ def synthetic_images(n: int, seed: int = 0, size: int = 32) -> Tuple[torch.Tenso
 
     coords = (torch.arange(size, dtype=torch.float32) + 0.5) / size
     yy, xx = torch.meshgrid(coords, coords, indexing="ij")
-    yy, xx = yy.unsqueeze(0), xx.unsqueeze(0)                       # (1, S, S)
+    yy, xx = yy.unsqueeze(0), xx.unsqueeze(0)  # (1, S, S)
     labels = torch.arange(n) % len(BUILTIN_CLASSES)
     labels = labels[torch.randperm(n, generator=g)]
     bg0, bg1, fg = u(n, 3), u(n, 3), u(n, 3)
@@ -43,11 +51,11 @@ def synthetic_images(n: int, seed: int = 0, size: int = 32) -> Tuple[torch.Tenso
         bad = (fg - (bg0 + bg1) / 2).abs().sum(1) < 0.6
         fg = torch.where(bad.unsqueeze(1), u(n, 3), fg)
     ang = u(n, 1, 1) * 2 * np.pi
-    t = (xx * torch.cos(ang) + yy * torch.sin(ang) + 1.5) / 3.0        # (n, S, S)
+    t = (xx * torch.cos(ang) + yy * torch.sin(ang) + 1.5) / 3.0  # (n, S, S)
     img = bg0.view(n, 3, 1, 1) * (1 - t.unsqueeze(1)) + bg1.view(n, 3, 1, 1) * t.unsqueeze(1)
     cx, cy = 0.25 + 0.5 * u(n, 1, 1), 0.25 + 0.5 * u(n, 1, 1)
     r = 0.15 + 0.2 * u(n, 1, 1)
-    a, b, c3 = u(n, 1, 1), u(n, 1, 1), u(n, 1, 1)                     # per-class extras
+    a, b, c3 = u(n, 1, 1), u(n, 1, 1), u(n, 1, 1)  # per-class extras
     blobs = u(n, 3, 3)
     mask = torch.zeros((n, size, size), dtype=torch.bool)
     for c in range(len(BUILTIN_CLASSES)):
@@ -56,7 +64,7 @@ def synthetic_images(n: int, seed: int = 0, size: int = 32) -> Tuple[torch.Tenso
             continue
         X, Y, CX, CY, R = xx, yy, cx[k], cy[k], r[k]
         if c == 0:  # disc
-            m = (X - CX) ** 2 + (Y - CY) ** 2 < R ** 2
+            m = (X - CX) ** 2 + (Y - CY) ** 2 < R**2
         elif c == 1:  # square (axis-aligned)
             m = ((X - CX).abs() < R * 0.9) & ((Y - CY).abs() < R * 0.9)
         elif c == 2:  # upward triangle
@@ -68,7 +76,7 @@ def synthetic_images(n: int, seed: int = 0, size: int = 32) -> Tuple[torch.Tenso
             for j in range(3):
                 bx, by = bl[:, j, 0].view(-1, 1, 1), bl[:, j, 1].view(-1, 1, 1)
                 br = 0.08 + 0.1 * bl[:, j, 2].view(-1, 1, 1)
-                m |= (X - bx) ** 2 + (Y - by) ** 2 < br ** 2
+                m |= (X - bx) ** 2 + (Y - by) ** 2 < br**2
         elif 4 <= c <= 7:  # stripes at 0, 45, 90, 135 degrees (+-5)
             theta = np.deg2rad(45 * (c - 4)) + np.deg2rad(10) * (a[k] - 0.5)
             period = 0.12 + 0.15 * b[k]
@@ -91,5 +99,11 @@ def builtin_source(split: str, image_size: int) -> ImageSource:
     n = BUILTIN_SIZES[split]
     seed = 0 if split == "train" else 1
     images, labels = synthetic_images(n, seed=seed, size=image_size)
-    return ImageSource(description=f"builtin:{split}", kind="builtin", split=split,
-                       labels=labels, class_names=BUILTIN_CLASSES, images=images)
+    return ImageSource(
+        description=f"builtin:{split}",
+        kind="builtin",
+        split=split,
+        labels=labels,
+        class_names=BUILTIN_CLASSES,
+        images=images,
+    )

@@ -17,7 +17,16 @@ from .source import ImageSource
 __all__ = ["CIFAR10_CLASSES", "find_cifar_batches", "load_cifar_batches", "download_cifar10"]
 
 CIFAR10_CLASSES = (
-    "airplane", "automobile", "bird", "cat", "deer", "dog", "frog", "horse", "ship", "truck",
+    "airplane",
+    "automobile",
+    "bird",
+    "cat",
+    "deer",
+    "dog",
+    "frog",
+    "horse",
+    "ship",
+    "truck",
 )
 _CIFAR_URL = "https://www.cs.toronto.edu/~kriz/cifar-10-python.tar.gz"
 _CIFAR_MD5 = "c58f30108f718f92721af3b95e74349a"
@@ -25,8 +34,11 @@ _CIFAR_MD5 = "c58f30108f718f92721af3b95e74349a"
 
 def find_cifar_batches(path: Path) -> Optional[Path]:
     for cand in (path, path / "cifar-10-batches-py"):
-        if (cand / "batches.meta").is_file() or (cand / "test_batch").is_file() or \
-                (cand / "data_batch_1").is_file():
+        if (
+            (cand / "batches.meta").is_file()
+            or (cand / "test_batch").is_file()
+            or (cand / "data_batch_1").is_file()
+        ):
             return cand
     return None
 
@@ -37,8 +49,9 @@ def load_cifar_batches(folder: Path, split: str) -> ImageSource:
     for name in names:
         f = folder / name
         if not f.is_file():
-            raise DeconvvizError(f"official CIFAR-10 folder {folder} has no {name} "
-                                 f"(needed for split {split!r})")
+            raise DeconvvizError(
+                f"official CIFAR-10 folder {folder} has no {name} (needed for split {split!r})"
+            )
         try:
             with open(f, "rb") as fh:
                 entry = pickle.load(fh, encoding="latin1")
@@ -48,8 +61,9 @@ def load_cifar_batches(folder: Path, split: str) -> ImageSource:
         except Exception as exc:  # a damaged batch file: say which one
             raise DeconvvizError(f"cannot read CIFAR-10 batch {f}: {exc}") from None
         if lab.shape[0] != data.shape[0]:
-            raise DeconvvizError(f"CIFAR-10 batch {f} has {data.shape[0]} images but "
-                                 f"{lab.shape[0]} labels")
+            raise DeconvvizError(
+                f"CIFAR-10 batch {f} has {data.shape[0]} images but {lab.shape[0]} labels"
+            )
         images.append(data)
         labels.append(lab)
     classes = list(CIFAR10_CLASSES)
@@ -60,22 +74,31 @@ def load_cifar_batches(folder: Path, split: str) -> ImageSource:
                 classes = list(pickle.load(fh, encoding="latin1")["label_names"])
         except Exception:
             pass
-    return ImageSource(description=f"{folder}:{split}", kind="cifar10-official", split=split,
-                       labels=torch.from_numpy(np.concatenate(labels)), class_names=classes,
-                       images=torch.from_numpy(np.concatenate(images)))
+    return ImageSource(
+        description=f"{folder}:{split}",
+        kind="cifar10-official",
+        split=split,
+        labels=torch.from_numpy(np.concatenate(labels)),
+        class_names=classes,
+        images=torch.from_numpy(np.concatenate(images)),
+    )
 
 
 def download_cifar10(root: Path) -> Path:
     """Download and unpack the official CIFAR-10 into ``root``; return the batches folder."""
     try:
         from torchvision.datasets.utils import download_and_extract_archive
+
         root.mkdir(parents=True, exist_ok=True)
-        download_and_extract_archive(_CIFAR_URL, str(root), filename="cifar-10-python.tar.gz",
-                                     md5=_CIFAR_MD5)
+        download_and_extract_archive(
+            _CIFAR_URL, str(root), filename="cifar-10-python.tar.gz", md5=_CIFAR_MD5
+        )
     except Exception as exc:
         reason = str(exc).splitlines()[0] if str(exc) else type(exc).__name__
-        raise DeconvvizError(f"could not download CIFAR-10 into {root} ({reason}); "
-                             "without internet access, point --data at an existing copy") from None
+        raise DeconvvizError(
+            f"could not download CIFAR-10 into {root} ({reason}); "
+            "without internet access, point --data at an existing copy"
+        ) from None
     found = find_cifar_batches(root)
     if found is None:
         raise DeconvvizError(f"download finished but no cifar-10-batches-py folder in {root}")

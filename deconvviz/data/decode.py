@@ -34,7 +34,7 @@ class _Chunks(Dataset):
 
     def __getitem__(self, i: int) -> List[Decoded]:
         out = []
-        for p in self.paths[i * _CHUNK:(i + 1) * _CHUNK]:
+        for p in self.paths[i * _CHUNK : (i + 1) * _CHUNK]:
             try:
                 pixels, info = self.decode(p)
                 out.append((pixels, info, None))
@@ -54,13 +54,14 @@ def check_workers(workers: int) -> int:
         raise DeconvvizError(f"--workers must be 0 or more, got {workers}")
     cores = os.cpu_count() or 1
     if workers > cores:
-        notice(f"--workers {workers} is more than this machine's {cores} cores; decoding "
-               "will not get faster beyond that")
+        notice(
+            f"--workers {workers} is more than this machine's {cores} cores; decoding "
+            "will not get faster beyond that"
+        )
     return workers
 
 
-def decode_files(paths: Sequence[str], decode: Callable, workers: int = 0
-                 ) -> Iterator[Decoded]:
+def decode_files(paths: Sequence[str], decode: Callable, workers: int = 0) -> Iterator[Decoded]:
     """Yield ``(pixels, info, None)`` or ``(None, None, message)`` for each of ``paths``,
     in order. ``decode(path) -> (pixels, info)`` must be picklable (a module-level
     function or a ``functools.partial`` of one) when ``workers > 0``."""
@@ -69,7 +70,14 @@ def decode_files(paths: Sequence[str], decode: Callable, workers: int = 0
         for i in range(len(chunks)):
             yield from chunks[i]
         return
-    loader = DataLoader(chunks, batch_size=None, shuffle=False, num_workers=workers,
-                        collate_fn=_as_is, prefetch_factor=4, persistent_workers=False)
+    loader = DataLoader(
+        chunks,
+        batch_size=None,
+        shuffle=False,
+        num_workers=workers,
+        collate_fn=_as_is,
+        prefetch_factor=4,
+        persistent_workers=False,
+    )
     for batch in loader:
         yield from batch

@@ -26,8 +26,14 @@ from .decode import decode_files
 from .preprocess import DRAFT_GAP, check_resize, decode_image, image_size_pair
 from .source import ImageSource
 
-__all__ = ["IMAGE_EXTENSIONS", "cache_dir", "is_image", "imagefolder_entries", "folder_source",
-           "image_files_source"]
+__all__ = [
+    "IMAGE_EXTENSIONS",
+    "cache_dir",
+    "is_image",
+    "imagefolder_entries",
+    "folder_source",
+    "image_files_source",
+]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
 # 2: images of another size are resized (shorter side) and centre-cropped, JPEGs drafted
@@ -59,34 +65,55 @@ def imagefolder_entries(root: Path) -> Tuple[List[str], List[Tuple[str, int]]]:
             raise FileNotFoundError(f"Couldn't find any class folder in {root}.")
         samples = []
         for label, name in enumerate(classes):
-            for folder, _, files in sorted(os.walk(os.path.join(str(root), name),
-                                                   followlinks=True)):
-                samples.extend((os.path.join(folder, f), label) for f in sorted(files)
-                               if f.lower().endswith(IMAGE_EXTENSIONS))
+            for folder, _, files in sorted(
+                os.walk(os.path.join(str(root), name), followlinks=True)
+            ):
+                samples.extend(
+                    (os.path.join(folder, f), label)
+                    for f in sorted(files)
+                    if f.lower().endswith(IMAGE_EXTENSIONS)
+                )
     except OSError as exc:
         raise DeconvvizError(f"cannot read image folder {root}: {exc}") from None
     return classes, samples
 
 
-def _decode(path: str, size: Tuple[int, int], resize_size: Optional[int] = None,
-            interpolation: str = "bilinear") -> Tuple[np.ndarray, dict]:
+def _decode(
+    path: str,
+    size: Tuple[int, int],
+    resize_size: Optional[int] = None,
+    interpolation: str = "bilinear",
+) -> Tuple[np.ndarray, dict]:
     """One image file as the model sees it (see :func:`.preprocess.decode_image`)."""
     return decode_image(path, size, resize_size, interpolation, draft=True)
 
 
-def _cache_key(paths: Sequence[str], labels: Sequence[int], size: Tuple[int, int],
-               resize_size: int, interpolation: str) -> str:
-    h = hashlib.sha256(f"v{_CACHE_VERSION}:{size[0]}x{size[1]}:{resize_size}:{interpolation}:"
-                       f"draft{DRAFT_GAP}".encode())
+def _cache_key(
+    paths: Sequence[str],
+    labels: Sequence[int],
+    size: Tuple[int, int],
+    resize_size: int,
+    interpolation: str,
+) -> str:
+    h = hashlib.sha256(
+        f"v{_CACHE_VERSION}:{size[0]}x{size[1]}:{resize_size}:{interpolation}:"
+        f"draft{DRAFT_GAP}".encode()
+    )
     for p, lab in zip(paths, labels):
         st = os.stat(p)
         h.update(f"{os.path.abspath(p)}\0{st.st_size}\0{st.st_mtime_ns}\0{lab}\n".encode())
     return h.hexdigest()[:32]
 
 
-def _decode_to_cache(paths: Sequence[str], size: Tuple[int, int], target: Path,
-                     progress: bool, resize_size: Optional[int] = None,
-                     interpolation: str = "bilinear", workers: int = 0) -> dict:
+def _decode_to_cache(
+    paths: Sequence[str],
+    size: Tuple[int, int],
+    target: Path,
+    progress: bool,
+    resize_size: Optional[int] = None,
+    interpolation: str = "bilinear",
+    workers: int = 0,
+) -> dict:
     """Decode images in order into ``target`` (``.npy``, uint8), written atomically;
     ``workers`` > 0 decodes in that many processes (same pixels). An unreadable file
     is stored as zeros and listed in the returned ``"unreadable"`` (index, message)."""
@@ -98,12 +125,14 @@ def _decode_to_cache(paths: Sequence[str], size: Tuple[int, int], target: Path,
     try:
         with os.fdopen(fd, "wb") as f:
             np.lib.format.write_array_header_1_0(
-                f, {"descr": "|u1", "fortran_order": False, "shape": shape})
+                f, {"descr": "|u1", "fortran_order": False, "shape": shape}
+            )
             chunk = []
             total = len(paths)
             with Progress(total, "decoding images (once)", enabled=progress, delay=2.0) as bar:
-                decode = functools.partial(_decode, size=size, resize_size=resize_size,
-                                           interpolation=interpolation)
+                decode = functools.partial(
+                    _decode, size=size, resize_size=resize_size, interpolation=interpolation
+                )
                 unreadable = []
                 for i, (pixels, info, error) in enumerate(decode_files(paths, decode, workers)):
                     if error is not None:
@@ -140,12 +169,22 @@ def _cached_meta(key: str) -> Optional[dict]:
         return None
 
 
-def folder_source(paths: List[str], labels: List[int], classes: Sequence[str], *,
-                   description: str, kind: str, split: Optional[str],
-                   size: Tuple[int, int], use_cache: bool = True,
-                   resize_size: Optional[int] = None,
-                   interpolation: str = "bilinear", workers: int = 0,
-                   skip_unreadable: bool = False, limit: Optional[int] = None) -> ImageSource:
+def folder_source(
+    paths: List[str],
+    labels: List[int],
+    classes: Sequence[str],
+    *,
+    description: str,
+    kind: str,
+    split: Optional[str],
+    size: Tuple[int, int],
+    use_cache: bool = True,
+    resize_size: Optional[int] = None,
+    interpolation: str = "bilinear",
+    workers: int = 0,
+    skip_unreadable: bool = False,
+    limit: Optional[int] = None,
+) -> ImageSource:
     if not paths:
         raise DeconvvizError(f"no images found in {description}")
     resize_size = max(size) if resize_size is None else int(resize_size)
@@ -154,14 +193,26 @@ def folder_source(paths: List[str], labels: List[int], classes: Sequence[str], *
         limit = int(limit)
         # The first ``limit`` files: read from the whole folder's cache where an earlier
         # run made one, else only they are decoded (and cached for the next run).
-        whole = use_cache and _cached_meta(_cache_key(paths, labels, size, resize_size,
-                                                      interpolation)) is not None
-        source = folder_source(paths if whole else paths[:limit],
-                                labels if whole else labels[:limit], classes,
-                                description=description, kind=kind, split=split, size=size,
-                                use_cache=use_cache, resize_size=resize_size,
-                                interpolation=interpolation, workers=workers,
-                                skip_unreadable=None, limit=None)
+        whole = (
+            use_cache
+            and _cached_meta(_cache_key(paths, labels, size, resize_size, interpolation))
+            is not None
+        )
+        source = folder_source(
+            paths if whole else paths[:limit],
+            labels if whole else labels[:limit],
+            classes,
+            description=description,
+            kind=kind,
+            split=split,
+            size=size,
+            use_cache=use_cache,
+            resize_size=resize_size,
+            interpolation=interpolation,
+            workers=workers,
+            skip_unreadable=None,
+            limit=None,
+        )
         return _first_files(source, limit, skip_unreadable)
     label_t = torch.as_tensor(labels, dtype=torch.int64)
     if use_cache:
@@ -171,15 +222,31 @@ def folder_source(paths: List[str], labels: List[int], classes: Sequence[str], *
         meta = _cached_meta(key)
         if meta is None:
             try:
-                stats = _decode_to_cache(paths, size, target, progress=True,
-                                         resize_size=resize_size, interpolation=interpolation,
-                                         workers=workers)
+                stats = _decode_to_cache(
+                    paths,
+                    size,
+                    target,
+                    progress=True,
+                    resize_size=resize_size,
+                    interpolation=interpolation,
+                    workers=workers,
+                )
             except OSError as exc:  # unwritable cache: fall back to decoding in memory
                 notice(f"cannot write the decoded-image cache ({exc}); decoding in memory")
-                return folder_source(paths, labels, classes, description=description, kind=kind,
-                                      split=split, size=size, use_cache=False,
-                                      resize_size=resize_size, interpolation=interpolation,
-                                      workers=workers, skip_unreadable=skip_unreadable)
+                return folder_source(
+                    paths,
+                    labels,
+                    classes,
+                    description=description,
+                    kind=kind,
+                    split=split,
+                    size=size,
+                    use_cache=False,
+                    resize_size=resize_size,
+                    interpolation=interpolation,
+                    workers=workers,
+                    skip_unreadable=skip_unreadable,
+                )
             meta = dict(stats, count=len(paths))
             tmp = meta_file.with_suffix(".json.tmp")
             tmp.write_text(json.dumps(meta))
@@ -187,14 +254,23 @@ def folder_source(paths: List[str], labels: List[int], classes: Sequence[str], *
         _report_conversions(meta, size, resize_size)
         h = hashlib.sha256(meta["pixels_sha256"].encode())
         h.update(label_t.numpy().astype("<i8").tobytes())
-        source = ImageSource(description=description, kind=kind, split=split, labels=label_t,
-                             class_names=classes, cache_file=target, shape=(3,) + tuple(size),
-                             fingerprint=h.hexdigest(), paths=list(paths))
+        source = ImageSource(
+            description=description,
+            kind=kind,
+            split=split,
+            labels=label_t,
+            class_names=classes,
+            cache_file=target,
+            shape=(3,) + tuple(size),
+            fingerprint=h.hexdigest(),
+            paths=list(paths),
+        )
         source.unreadable = [list(u) for u in meta.get("unreadable") or []]
         return _without_unreadable(source, source.unreadable, skip_unreadable)
     stats = {"converted": 0, "resized": 0, "upscaled": 0, "transparent": 0}
-    decode = functools.partial(_decode, size=size, resize_size=resize_size,
-                               interpolation=interpolation)
+    decode = functools.partial(
+        _decode, size=size, resize_size=resize_size, interpolation=interpolation
+    )
     pixels, unreadable = [], []
     for i, (image, info, error) in enumerate(decode_files(paths, decode, workers)):
         if error is not None:
@@ -206,8 +282,15 @@ def folder_source(paths: List[str], labels: List[int], classes: Sequence[str], *
         pixels.append(image)
     images = torch.from_numpy(np.stack(pixels))
     _report_conversions(stats, size, resize_size)
-    source = ImageSource(description=description, kind=kind, split=split, labels=label_t,
-                         class_names=classes, images=images, paths=list(paths))
+    source = ImageSource(
+        description=description,
+        kind=kind,
+        split=split,
+        labels=label_t,
+        class_names=classes,
+        images=images,
+        paths=list(paths),
+    )
     source.unreadable = unreadable
     return _without_unreadable(source, unreadable, skip_unreadable)
 
@@ -219,9 +302,14 @@ def _first_files(source: ImageSource, limit: int, skip: bool) -> ImageSource:
     is the same whether it was read from the whole folder's cache or its own."""
     full = source
     n = min(limit, len(full))
-    common = dict(description=full.description, kind=full.kind, split=full.split,
-                  labels=full.labels[:n], class_names=full.class_names,
-                  paths=list(full.paths[:n]) if full.paths else None)
+    common = dict(
+        description=full.description,
+        kind=full.kind,
+        split=full.split,
+        labels=full.labels[:n],
+        class_names=full.class_names,
+        paths=list(full.paths[:n]) if full.paths else None,
+    )
     if full.cache_file is None:
         first = ImageSource(images=full.all_images()[:n], **common)
     else:
@@ -241,14 +329,20 @@ def _without_unreadable(source: ImageSource, unreadable: Sequence, skip: bool) -
     bad = {int(i) for i, _ in unreadable}
     keep = [i for i in range(len(source)) if i not in bad]
     if not keep:
-        raise DeconvvizError(f"no readable images in {source.description}: all "
-                             f"{len(bad)} could not be read")
+        raise DeconvvizError(
+            f"no readable images in {source.description}: all {len(bad)} could not be read"
+        )
     skipped = [source.paths[i] for i in sorted(bad)]
     shown = ", ".join(skipped[:3]) + (", ..." if len(skipped) > 3 else "")
     notice(f"skipped {len(skipped)} unreadable image(s) of {len(source)}: {shown}")
-    common = dict(description=source.description, kind=source.kind, split=source.split,
-                  labels=source.labels[torch.as_tensor(keep, dtype=torch.long)],
-                  class_names=source.class_names, paths=[source.paths[i] for i in keep])
+    common = dict(
+        description=source.description,
+        kind=source.kind,
+        split=source.split,
+        labels=source.labels[torch.as_tensor(keep, dtype=torch.long)],
+        class_names=source.class_names,
+        paths=[source.paths[i] for i in keep],
+    )
     if source.cache_file is None:
         kept = ImageSource(images=source.read_indices(keep), **common)
     else:
@@ -256,8 +350,13 @@ def _without_unreadable(source: ImageSource, unreadable: Sequence, skip: bool) -
         # cache row keep[i]. The fingerprint names the full cache and the rows kept.
         h = hashlib.sha256(source.fingerprint.encode())
         h.update(np.asarray(keep, dtype="<i8").tobytes())
-        kept = ImageSource(cache_file=source.cache_file, shape=source.shape, rows=keep,
-                           fingerprint=h.hexdigest(), **common)
+        kept = ImageSource(
+            cache_file=source.cache_file,
+            shape=source.shape,
+            rows=keep,
+            fingerprint=h.hexdigest(),
+            **common,
+        )
     kept.skipped = skipped
     return kept
 
@@ -269,14 +368,21 @@ def _report_conversions(stats: dict, size: Tuple[int, int], resize_size: int) ->
         notice(f"composited {stats['transparent']} image(s) with transparent pixels on mid-grey")
     if stats.get("resized"):
         up = f"; {stats['upscaled']} of them upscaled" if stats.get("upscaled") else ""
-        notice(f"resized {stats['resized']} image(s) to {size[0]}x{size[1]} (shorter side to "
-               f"{resize_size}, centre crop{up})")
+        notice(
+            f"resized {stats['resized']} image(s) to {size[0]}x{size[1]} (shorter side to "
+            f"{resize_size}, centre crop{up})"
+        )
 
 
-def image_files_source(files: Sequence[str], image_size: Tuple[int, int] = (32, 32), *,
-                       resize_size: Optional[int] = None,
-                       interpolation: str = "bilinear", workers: int = 0,
-                       skip_unreadable: bool = False) -> ImageSource:
+def image_files_source(
+    files: Sequence[str],
+    image_size: Tuple[int, int] = (32, 32),
+    *,
+    resize_size: Optional[int] = None,
+    interpolation: str = "bilinear",
+    workers: int = 0,
+    skip_unreadable: bool = False,
+) -> ImageSource:
     """A source made of the given image files, in the given order (labels ``-1``).
 
     Images of another size than ``image_size`` (H, W) are resized and
@@ -286,7 +392,17 @@ def image_files_source(files: Sequence[str], image_size: Tuple[int, int] = (32, 
         if not os.path.isfile(f):
             raise DeconvvizError(f"image {f} does not exist")
     desc = files[0] if len(files) == 1 else f"{len(files)} image files"
-    return folder_source(list(files), [-1] * len(files), [], description=desc, kind="images",
-                          split=None, size=image_size_pair(image_size), use_cache=False,
-                          resize_size=resize_size, interpolation=interpolation, workers=workers,
-                          skip_unreadable=skip_unreadable)
+    return folder_source(
+        list(files),
+        [-1] * len(files),
+        [],
+        description=desc,
+        kind="images",
+        split=None,
+        size=image_size_pair(image_size),
+        use_cache=False,
+        resize_size=resize_size,
+        interpolation=interpolation,
+        workers=workers,
+        skip_unreadable=skip_unreadable,
+    )

@@ -25,16 +25,34 @@ import torch
 
 from ..errors import DeconvvizError
 
-__all__ = ["Preprocessing", "IMAGENET_MEAN", "IMAGENET_STD", "INTERPOLATIONS",
-           "default_resize_size", "resized_shape", "center_crop_box", "resize_center_crop",
-           "decode_image", "preprocess_image", "image_size_pair", "check_resize",
-           "DRAFT_GAP"]
+__all__ = [
+    "Preprocessing",
+    "IMAGENET_MEAN",
+    "IMAGENET_STD",
+    "INTERPOLATIONS",
+    "default_resize_size",
+    "resized_shape",
+    "center_crop_box",
+    "resize_center_crop",
+    "decode_image",
+    "preprocess_image",
+    "image_size_pair",
+    "check_resize",
+    "DRAFT_GAP",
+]
 
 IMAGENET_MEAN = (0.485, 0.456, 0.406)
 IMAGENET_STD = (0.229, 0.224, 0.225)
 # torchvision's InterpolationMode values -> PIL resampling filters (as torchvision maps them)
-INTERPOLATIONS = {"nearest": 0, "nearest-exact": 0, "bilinear": 2, "bicubic": 3, "box": 4,
-                  "hamming": 5, "lanczos": 1}
+INTERPOLATIONS = {
+    "nearest": 0,
+    "nearest-exact": 0,
+    "bilinear": 2,
+    "bicubic": 3,
+    "box": 4,
+    "hamming": 5,
+    "lanczos": 1,
+}
 #: Shrink by at least this factor after a reduced-scale JPEG decode (as PIL's thumbnail
 #: does); part of the decode cache's key.
 DRAFT_GAP = 2
@@ -104,8 +122,9 @@ class Preprocessing:
         object.__setattr__(self, "std", tuple(float(v) for v in self.std))
         check_resize(self.size, self.resize_size, self.interpolation)
         if len(self.mean) != 3 or len(self.std) != 3:
-            raise DeconvvizError(f"mean and std need 3 values (R, G, B); got {len(self.mean)} "
-                                 f"and {len(self.std)}")
+            raise DeconvvizError(
+                f"mean and std need 3 values (R, G, B); got {len(self.mean)} and {len(self.std)}"
+            )
         if any(not v > 0 for v in self.std):
             raise DeconvvizError(f"std values must be positive, got {list(self.std)}")
 
@@ -116,32 +135,45 @@ class Preprocessing:
         images are resized so the shorter side fits the input, then centre-cropped."""
         size = tuple(int(v) for v in meta.get("input_size", (3, 32, 32))[-2:])
         norm = meta.get("normalization") or {"mean": (0.0,) * 3, "std": (1.0,) * 3}
-        return cls(size=size, resize_size=int(meta.get("resize_size") or max(size)),
-                   mean=norm["mean"], std=norm["std"],
-                   interpolation=str(meta.get("interpolation", "bilinear")))
+        return cls(
+            size=size,
+            resize_size=int(meta.get("resize_size") or max(size)),
+            mean=norm["mean"],
+            std=norm["std"],
+            interpolation=str(meta.get("interpolation", "bilinear")),
+        )
 
     def source_kwargs(self) -> dict:
         """Keyword arguments for :func:`~deconvviz.data.resolve.resolve_source`."""
-        return {"image_size": self.size, "resize_size": self.resize_size,
-                "interpolation": self.interpolation}
+        return {
+            "image_size": self.size,
+            "resize_size": self.resize_size,
+            "interpolation": self.interpolation,
+        }
 
     def describe(self) -> str:
-        return (f"resize shorter side to {self.resize_size} ({self.interpolation}), centre crop "
-                f"{self.size[0]}x{self.size[1]}, mean {list(self.mean)}, std {list(self.std)}")
+        return (
+            f"resize shorter side to {self.resize_size} ({self.interpolation}), centre crop "
+            f"{self.size[0]}x{self.size[1]}, mean {list(self.mean)}, std {list(self.std)}"
+        )
 
 
 def check_resize(size: Tuple[int, int], resize_size: int, interpolation: str) -> None:
     """Refuse (one line) an unknown interpolation or a resize smaller than the crop."""
     if interpolation not in INTERPOLATIONS:
-        raise DeconvvizError(f"unknown interpolation {interpolation!r} (known: "
-                             f"{', '.join(INTERPOLATIONS)})")
+        raise DeconvvizError(
+            f"unknown interpolation {interpolation!r} (known: {', '.join(INTERPOLATIONS)})"
+        )
     if resize_size < max(size):
-        raise DeconvvizError(f"resize size {resize_size} is smaller than the crop "
-                             f"{size[0]}x{size[1]}; it must be at least {max(size)}")
+        raise DeconvvizError(
+            f"resize size {resize_size} is smaller than the crop "
+            f"{size[0]}x{size[1]}; it must be at least {max(size)}"
+        )
 
 
-def resize_center_crop(image, size: Size, resize_size: Optional[int] = None,
-                       interpolation: str = "bilinear"):
+def resize_center_crop(
+    image, size: Size, resize_size: Optional[int] = None, interpolation: str = "bilinear"
+):
     """Resize a PIL image's shorter side to ``resize_size`` and cut the centred
     ``size`` window: a PIL image of ``size``.
 
@@ -156,8 +188,14 @@ def resize_center_crop(image, size: Size, resize_size: Optional[int] = None,
     return _resize_crop(image, (oh, ow), (h, w), resize_size, interpolation)
 
 
-def _resize_crop(image, original: Tuple[int, int], size: Tuple[int, int], resize_size: int,
-                 interpolation: str, box=None):
+def _resize_crop(
+    image,
+    original: Tuple[int, int],
+    size: Tuple[int, int],
+    resize_size: int,
+    interpolation: str,
+    box=None,
+):
     """``original``: ``(h, w)`` of the picture before any reduced-scale decode; ``box``:
     the region of ``image`` that stands for it (``Image.draft``'s second value)."""
     from PIL import Image
@@ -167,15 +205,20 @@ def _resize_crop(image, original: Tuple[int, int], size: Tuple[int, int], resize
         return image
     nh, nw = resized_shape(oh, ow, resize_size)
     if (nh, nw) != (oh, ow) or box is not None:
-        image = image.resize((nw, nh), resample=Image.Resampling(INTERPOLATIONS[interpolation]),
-                             box=box)
+        image = image.resize(
+            (nw, nh), resample=Image.Resampling(INTERPOLATIONS[interpolation]), box=box
+        )
     top, left = center_crop_box(nh, nw, h, w)
     return image.crop((left, top, left + w, top + h))
 
 
-def decode_image(path, size: Size, resize_size: Optional[int] = None,
-                 interpolation: str = "bilinear", draft: bool = True
-                 ) -> Tuple[np.ndarray, dict]:
+def decode_image(
+    path,
+    size: Size,
+    resize_size: Optional[int] = None,
+    interpolation: str = "bilinear",
+    draft: bool = True,
+) -> Tuple[np.ndarray, dict]:
     """Read an image file as ``uint8`` ``(3, H, W)`` at the model's input ``size``.
 
     Converted to RGB (as torchvision's ``ImageFolder`` loader does) and, where its
@@ -230,6 +273,7 @@ def decode_image(path, size: Size, resize_size: Optional[int] = None,
 def preprocess_image(image, preprocessing: Preprocessing) -> torch.Tensor:
     """A PIL image (any mode, any size) -> ``uint8`` ``(3, H, W)`` for the model."""
     rgb = image if image.mode == "RGB" else image.convert("RGB")
-    out = resize_center_crop(rgb, preprocessing.size, preprocessing.resize_size,
-                             preprocessing.interpolation)
+    out = resize_center_crop(
+        rgb, preprocessing.size, preprocessing.resize_size, preprocessing.interpolation
+    )
     return torch.from_numpy(np.asarray(out, dtype=np.uint8).transpose(2, 0, 1).copy())

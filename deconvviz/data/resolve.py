@@ -15,19 +15,31 @@ from typing import Optional, Tuple
 from ..errors import DeconvvizError
 from .builtin import BUILTIN_SIZES, builtin_source
 from .cifar import download_cifar10, find_cifar_batches, load_cifar_batches
-from .folders import (IMAGE_EXTENSIONS, folder_source, image_files_source, imagefolder_entries,
-                      is_image)
+from .folders import (
+    IMAGE_EXTENSIONS,
+    folder_source,
+    image_files_source,
+    imagefolder_entries,
+    is_image,
+)
 from .preprocess import image_size_pair
 from .source import ImageSource
 
 __all__ = ["resolve_source"]
 
 
-def resolve_source(spec: Optional[str] = None, split: Optional[str] = "test", *,
-                   download: bool = False, image_size: Tuple[int, int] = (32, 32),
-                   resize_size: Optional[int] = None,
-                   interpolation: str = "bilinear", workers: int = 0,
-                   skip_unreadable: bool = False, limit: Optional[int] = None) -> ImageSource:
+def resolve_source(
+    spec: Optional[str] = None,
+    split: Optional[str] = "test",
+    *,
+    download: bool = False,
+    image_size: Tuple[int, int] = (32, 32),
+    resize_size: Optional[int] = None,
+    interpolation: str = "bilinear",
+    workers: int = 0,
+    skip_unreadable: bool = False,
+    limit: Optional[int] = None,
+) -> ImageSource:
     """Turn a data-source string into an :class:`ImageSource`.
 
     ``spec`` is ``"builtin"`` (default), a path to an official CIFAR-10 folder,
@@ -56,8 +68,14 @@ def resolve_source(spec: Optional[str] = None, split: Optional[str] = "test", *,
     size = image_size_pair(image_size)
     if limit is not None and int(limit) < 1:
         raise DeconvvizError(f"limit must be 1 or more, got {limit}")
-    decode = {"size": size, "resize_size": resize_size, "interpolation": interpolation,
-              "workers": workers, "skip_unreadable": skip_unreadable, "limit": limit}
+    decode = {
+        "size": size,
+        "resize_size": resize_size,
+        "interpolation": interpolation,
+        "workers": workers,
+        "skip_unreadable": skip_unreadable,
+        "limit": limit,
+    }
     if spec == "builtin" or spec.startswith("builtin:"):
         sp = spec.split(":", 1)[1] if ":" in spec else (split or "test")
         if sp not in BUILTIN_SIZES:
@@ -71,11 +89,17 @@ def resolve_source(spec: Optional[str] = None, split: Optional[str] = "test", *,
         raise DeconvvizError(f"data path {spec} does not exist")
     if path.is_file():
         if not is_image(path):
-            raise DeconvvizError(f"{spec} is not an image file (known extensions: "
-                                 f"{', '.join(IMAGE_EXTENSIONS)})")
-        return image_files_source([str(path)], size, resize_size=resize_size,
-                                  interpolation=interpolation, workers=workers,
-                                  skip_unreadable=skip_unreadable)
+            raise DeconvvizError(
+                f"{spec} is not an image file (known extensions: {', '.join(IMAGE_EXTENSIONS)})"
+            )
+        return image_files_source(
+            [str(path)],
+            size,
+            resize_size=resize_size,
+            interpolation=interpolation,
+            workers=workers,
+            skip_unreadable=skip_unreadable,
+        )
     official = find_cifar_batches(path)
     if official is not None:
         return load_cifar_batches(official, split or "test")
@@ -93,11 +117,26 @@ def resolve_source(spec: Optional[str] = None, split: Optional[str] = "test", *,
     if subdirs:
         classes, samples = imagefolder_entries(path)
         if samples:
-            return folder_source([s[0] for s in samples], [s[1] for s in samples], classes,
-                                  description=str(path), kind="imagefolder", split=chosen_split,
-                                  **decode)
+            return folder_source(
+                [s[0] for s in samples],
+                [s[1] for s in samples],
+                classes,
+                description=str(path),
+                kind="imagefolder",
+                split=chosen_split,
+                **decode,
+            )
     if loose:
-        return folder_source([str(p) for p in loose], [-1] * len(loose), [],
-                              description=str(path), kind="images", split=None, **decode)
-    raise DeconvvizError(f"no images found in {spec} (expected an ImageFolder tree, a "
-                         "cifar-10-batches-py folder, or image files)")
+        return folder_source(
+            [str(p) for p in loose],
+            [-1] * len(loose),
+            [],
+            description=str(path),
+            kind="images",
+            split=None,
+            **decode,
+        )
+    raise DeconvvizError(
+        f"no images found in {spec} (expected an ImageFolder tree, a "
+        "cifar-10-batches-py folder, or image files)"
+    )

@@ -46,12 +46,21 @@ class ImageSource:
     image ``i`` is cache row ``rows[i]``.
     """
 
-    def __init__(self, *, description: str, kind: str, split: Optional[str],
-                 labels: torch.Tensor, class_names: Sequence[str],
-                 images: Optional[torch.Tensor] = None,
-                 cache_file: Optional[Path] = None, shape: Optional[Tuple[int, int, int]] = None,
-                 fingerprint: Optional[str] = None, paths: Optional[List[str]] = None,
-                 rows: Optional[Sequence[int]] = None):
+    def __init__(
+        self,
+        *,
+        description: str,
+        kind: str,
+        split: Optional[str],
+        labels: torch.Tensor,
+        class_names: Sequence[str],
+        images: Optional[torch.Tensor] = None,
+        cache_file: Optional[Path] = None,
+        shape: Optional[Tuple[int, int, int]] = None,
+        fingerprint: Optional[str] = None,
+        paths: Optional[List[str]] = None,
+        rows: Optional[Sequence[int]] = None,
+    ):
         self.description = description
         self.kind = kind
         self.split = split
@@ -105,16 +114,19 @@ class ImageSource:
         images, e.g. reused batch after batch by a scan) filled in place."""
         start, stop = max(0, start), min(len(self), stop)
         n = max(0, stop - start)
-        if out is not None and (out.dtype != torch.uint8 or not out.is_contiguous()
-                                or out.shape[0] < n or tuple(out.shape[1:]) != self.shape):
+        if out is not None and (
+            out.dtype != torch.uint8
+            or not out.is_contiguous()
+            or out.shape[0] < n
+            or tuple(out.shape[1:]) != self.shape
+        ):
             raise ValueError(f"read buffer must be contiguous uint8 (>= {n}, *{self.shape})")
         if self._images is not None:
             if out is None:
                 return self._images[start:stop].clone()
             return out[:n].copy_(self._images[start:stop])
         per = int(np.prod(self.shape))
-        buf = np.empty(n * per, dtype=np.uint8) if out is None else \
-            out[:n].numpy().reshape(-1)
+        buf = np.empty(n * per, dtype=np.uint8) if out is None else out[:n].numpy().reshape(-1)
         if self._rows is None or n == 0:
             self._read_rows(start, n, buf)
         else:
@@ -137,7 +149,7 @@ class ImageSource:
             if self._offset is None:
                 self._offset = _npy_data_offset(f)
             f.seek(self._offset + first * per)
-            got = f.readinto(memoryview(buf[:count * per]))
+            got = f.readinto(memoryview(buf[: count * per]))
         if got != count * per:
             raise DeconvvizError(f"decoded-image cache {self._cache_file} is truncated; delete it")
 
@@ -145,14 +157,18 @@ class ImageSource:
         """Images at the given indices (any order) as ``uint8`` ``(n, 3, H, W)``."""
         idx = [int(i) for i in indices]
         if self._images is not None:
-            return self._images[torch.as_tensor(idx, dtype=torch.long)].clone() if idx else \
-                self._images[:0].clone()
+            return (
+                self._images[torch.as_tensor(idx, dtype=torch.long)].clone()
+                if idx
+                else self._images[:0].clone()
+            )
         if not idx:
             return torch.empty((0,) + self.shape, dtype=torch.uint8)
         return torch.cat([self.read(i, i + 1) for i in idx])
 
-    def batches(self, batch_size: int, start: int = 0, stop: Optional[int] = None
-                ) -> Iterator[Tuple[int, torch.Tensor, torch.Tensor]]:
+    def batches(
+        self, batch_size: int, start: int = 0, stop: Optional[int] = None
+    ) -> Iterator[Tuple[int, torch.Tensor, torch.Tensor]]:
         """Yield ``(offset, uint8 images, labels)`` for consecutive batches."""
         stop = len(self) if stop is None else min(stop, len(self))
         for s in range(start, stop, batch_size):
@@ -164,11 +180,15 @@ class ImageSource:
         idx = [int(i) for i in indices]
         if any(not 0 <= i < len(self) for i in idx):
             raise DeconvvizError(f"image index out of range 0..{len(self) - 1}")
-        return ImageSource(description=f"{self.description} (subset of {len(idx)})",
-                           kind=self.kind, split=self.split,
-                           labels=self.labels[torch.as_tensor(idx, dtype=torch.long)],
-                           class_names=self.class_names, images=self.read_indices(idx),
-                           paths=[self.paths[i] for i in idx] if self.paths else None)
+        return ImageSource(
+            description=f"{self.description} (subset of {len(idx)})",
+            kind=self.kind,
+            split=self.split,
+            labels=self.labels[torch.as_tensor(idx, dtype=torch.long)],
+            class_names=self.class_names,
+            images=self.read_indices(idx),
+            paths=[self.paths[i] for i in idx] if self.paths else None,
+        )
 
     def all_images(self) -> torch.Tensor:
         """Every image in memory as ``uint8`` ``(N, 3, H, W)``."""

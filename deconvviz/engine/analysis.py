@@ -21,7 +21,7 @@ def strongest_features(model: nn.Module, x: torch.Tensor, layer: int) -> torch.T
     was_training = model.training
     model.eval()
     try:
-        out = conv_stack(model)[:info.end](x)
+        out = conv_stack(model)[: info.end](x)
     finally:
         model.train(was_training)
     return out.flatten(2).amax(dim=2).argmax(dim=1)
@@ -67,4 +67,3 @@ def randomized_copy(model: nn.Module, seed: int = 0) -> nn.Module:
         torch.random.set_rng_state(state)
     clone.eval()
     return clone
-

@@ -40,8 +40,17 @@ from ..errors import DeconvvizError
 from .features import FeatureLayer, LayerSpec, extract_features, resolve_feature_layers
 from .occlusion import fill_value
 
-__all__ = ["check_boxes", "fraction_box", "mask_images", "random_boxes", "sign_hamming",
-           "DeltaScore", "delta_score", "Correspondence", "correspondence"]
+__all__ = [
+    "check_boxes",
+    "fraction_box",
+    "mask_images",
+    "random_boxes",
+    "sign_hamming",
+    "DeltaScore",
+    "delta_score",
+    "Correspondence",
+    "correspondence",
+]
 
 
 def check_boxes(boxes, count: int, image_size: Tuple[int, int]) -> torch.Tensor:
@@ -51,12 +60,15 @@ def check_boxes(boxes, count: int, image_size: Tuple[int, int]) -> torch.Tensor:
     try:
         t = torch.as_tensor(boxes, dtype=torch.float64)
     except (TypeError, ValueError):
-        raise DeconvvizError(f"mask boxes must be numbers (y0, x0, y1, x1); got {boxes!r}") from None
+        raise DeconvvizError(
+            f"mask boxes must be numbers (y0, x0, y1, x1); got {boxes!r}"
+        ) from None
     if t.ndim == 1:
         t = t.view(1, -1)
     if t.ndim != 2 or t.shape[1] != 4:
-        raise DeconvvizError(f"mask boxes must be (y0, x0, y1, x1) each; got shape "
-                             f"{tuple(t.shape)}")
+        raise DeconvvizError(
+            f"mask boxes must be (y0, x0, y1, x1) each; got shape {tuple(t.shape)}"
+        )
     if t.shape[0] != count:
         raise DeconvvizError(f"{t.shape[0]} mask boxes for {count} images")
     if not bool(torch.equal(t, t.round())):
@@ -66,11 +78,13 @@ def check_boxes(boxes, count: int, image_size: Tuple[int, int]) -> torch.Tensor:
         box = f"mask box {i} ({y0}, {x0}, {y1}, {x1})"
         if y1 <= y0 or x1 <= x0:
             what = "empty" if (y1 == y0 or x1 == x0) else "inverted"
-            raise DeconvvizError(f"{box} is {what}: need y0 < y1 and x0 < x1 "
-                                 "(y0, x0, y1, x1, end exclusive)")
+            raise DeconvvizError(
+                f"{box} is {what}: need y0 < y1 and x0 < x1 (y0, x0, y1, x1, end exclusive)"
+            )
         if y0 < 0 or x0 < 0 or y1 > h or x1 > w:
-            raise DeconvvizError(f"{box} leaves the {h}x{w} image: rows must lie in 0..{h}, "
-                                 f"columns in 0..{w}")
+            raise DeconvvizError(
+                f"{box} leaves the {h}x{w} image: rows must lie in 0..{h}, columns in 0..{w}"
+            )
     return t
 
 
@@ -95,8 +109,7 @@ def mask_images(images: torch.Tensor, boxes, fill: torch.Tensor) -> torch.Tensor
     return out
 
 
-def random_boxes(boxes, image_size: Tuple[int, int], generator: torch.Generator
-                 ) -> torch.Tensor:
+def random_boxes(boxes, image_size: Tuple[int, int], generator: torch.Generator) -> torch.Tensor:
     """The control: each box moved to a place drawn uniformly (from ``generator``)
     among the positions where a box of its size fits the image. ``(n, 4)`` int64."""
     boxes = torch.as_tensor(boxes, dtype=torch.int64).view(-1, 4)
@@ -163,9 +176,14 @@ class Correspondence:
     eps: Dict[FeatureLayer, torch.Tensor]
 
 
-def correspondence(model: nn.Module, images: torch.Tensor, boxes,
-                   layers: Sequence[LayerSpec] = (1, 2, "classifier"),
-                   fill: Union[str, float] = "grey", batch_size: int = 256) -> Correspondence:
+def correspondence(
+    model: nn.Module,
+    images: torch.Tensor,
+    boxes,
+    layers: Sequence[LayerSpec] = (1, 2, "classifier"),
+    fill: Union[str, float] = "grey",
+    batch_size: int = 256,
+) -> Correspondence:
     """Zeiler & Fergus Table 1 for normalised images ``(n, C, H, W)`` with one mask
     box per image (``(n, 4)``, ``(y0, x0, y1, x1)`` end exclusive).
 
@@ -175,16 +193,24 @@ def correspondence(model: nn.Module, images: torch.Tensor, boxes,
     the model is left as found. Returns a :class:`Correspondence`.
     """
     if images.ndim != 4 or images.shape[0] < 1:
-        raise DeconvvizError(f"images must be (n, C, H, W) with n >= 1; got shape "
-                             f"{tuple(images.shape)}")
+        raise DeconvvizError(
+            f"images must be (n, C, H, W) with n >= 1; got shape {tuple(images.shape)}"
+        )
     n, c, h, w = images.shape
     boxes = check_boxes(boxes, n, (h, w))
     feature_layers = resolve_feature_layers(model, layers, (h, w))
-    norm = (getattr(model, "meta", None) or {}).get("normalization") or \
-        {"mean": [0.0] * c, "std": [1.0] * c}
+    norm = (getattr(model, "meta", None) or {}).get("normalization") or {
+        "mean": [0.0] * c,
+        "std": [1.0] * c,
+    }
     masked = mask_images(images, boxes, fill_value(fill, norm["mean"], norm["std"]))
-    feats, _ = extract_features(model, torch.cat([images, masked]), feature_layers,
-                                batch_size=batch_size)
+    feats, _ = extract_features(
+        model, torch.cat([images, masked]), feature_layers, batch_size=batch_size
+    )
     eps = {fl: feats[fl][:n] - feats[fl][n:] for fl in feature_layers}
-    return Correspondence(layers=feature_layers, boxes=boxes,
-                          scores={fl: delta_score(e) for fl, e in eps.items()}, eps=eps)
+    return Correspondence(
+        layers=feature_layers,
+        boxes=boxes,
+        scores={fl: delta_score(e) for fl, e in eps.items()},
+        eps=eps,
+    )

@@ -43,21 +43,27 @@ class Ranks:
             yield
             return
         import torch.distributed as dist
+
         failed = None
         try:
             yield
         except BaseException as exc:  # noqa: B902 - Ctrl-C must reach the other ranks too
             failed = exc
-        status = torch.tensor([self.rank if failed is not None else self.world],
-                              dtype=torch.int64, device=self._group_device)
+        status = torch.tensor(
+            [self.rank if failed is not None else self.world],
+            dtype=torch.int64,
+            device=self._group_device,
+        )
         dist.all_reduce(status, op=dist.ReduceOp.MIN)
         if failed is not None:
             raise failed
         first = int(status.item())
         if first < self.world:
             where = f" during {what}" if what else ""
-            raise DeconvvizError(f"process {first} of this torchrun job failed{where} (see its "
-                                 f"error); process {self.rank} stopped too")
+            raise DeconvvizError(
+                f"process {first} of this torchrun job failed{where} (see its "
+                f"error); process {self.rank} stopped too"
+            )
 
 
 @contextlib.contextmanager
@@ -74,6 +80,7 @@ def distributed_context(device: str = "cpu") -> Iterator[Ranks]:
         yield Ranks(0, 1, device)
         return
     import torch.distributed as dist
+
     if str(device).startswith("cuda"):
         local = int(os.environ.get("LOCAL_RANK", "0"))
         device = f"cuda:{local}"
@@ -85,21 +92,25 @@ def distributed_context(device: str = "cpu") -> Iterator[Ranks]:
     if owned:
         dist.init_process_group(backend=backend)
     try:
-        yield Ranks(dist.get_rank(), dist.get_world_size(), device,
-                    group_device=device if backend == "nccl" else "cpu")
+        yield Ranks(
+            dist.get_rank(),
+            dist.get_world_size(),
+            device,
+            group_device=device if backend == "nccl" else "cpu",
+        )
     finally:
         if owned and dist.is_initialized():
             dist.destroy_process_group()
 
 
-def gather_topk(tops: Dict[int, TopK], device: Union[str, torch.device] = "cpu"
-                ) -> Dict[int, TopK]:
+def gather_topk(tops: Dict[int, TopK], device: Union[str, torch.device] = "cpu") -> Dict[int, TopK]:
     """All-gather every rank's top-k lists and merge them (identical on every rank).
 
     Needs an initialised ``torch.distributed`` process group; all ranks must
     call it with lists of the same layers and shapes.
     """
     import torch.distributed as dist
+
     world = dist.get_world_size()
     out = {}
     for layer in sorted(tops):
@@ -113,4 +124,3 @@ def gather_topk(tops: Dict[int, TopK], device: Union[str, torch.device] = "cpu"
         ranked = [TopK(a, i, p) for a, i, p in zip(*parts)]
         out[layer] = reduce(lambda x, y: merge_topk(x, y, t.k), ranked)
     return out
-

@@ -29,11 +29,16 @@ from ..errors import DeconvvizError
 from .net.layers import conv_stack, get_layer
 from .net.network import graph_of
 
-__all__ = ["FeatureLayer", "parse_feature_layer", "resolve_feature_layers", "last_linear",
-           "extract_features", "CLASSIFIER_NAMES"]
+__all__ = [
+    "FeatureLayer",
+    "parse_feature_layer",
+    "resolve_feature_layers",
+    "last_linear",
+    "extract_features",
+    "CLASSIFIER_NAMES",
+]
 
-CLASSIFIER_NAMES = ("classifier", "classifier input", "classifier-input", "classifier_input",
-                    "fc")
+CLASSIFIER_NAMES = ("classifier", "classifier input", "classifier-input", "classifier_input", "fc")
 
 
 @dataclass(frozen=True)
@@ -79,9 +84,11 @@ def parse_feature_layer(spec: LayerSpec) -> FeatureLayer:
     if text in CLASSIFIER_NAMES:
         return FeatureLayer("classifier")
     if not text:
-        raise DeconvvizError(f"layer {spec!r} is not a layer: give a conv layer number, a node "
-                             "name (see 'deconvviz layers') or 'classifier' (the input of the "
-                             "last Linear)")
+        raise DeconvvizError(
+            f"layer {spec!r} is not a layer: give a conv layer number, a node "
+            "name (see 'deconvviz layers') or 'classifier' (the input of the "
+            "last Linear)"
+        )
     return FeatureLayer("node", name=str(spec).strip())
 
 
@@ -89,13 +96,15 @@ def last_linear(model: nn.Module) -> nn.Linear:
     """The model's last ``nn.Linear`` in module order (its classifier read-out)."""
     found = [m for m in model.modules() if isinstance(m, nn.Linear)]
     if not found:
-        raise DeconvvizError(f"{type(model).__name__} has no nn.Linear, so it has no "
-                             "'classifier input' layer")
+        raise DeconvvizError(
+            f"{type(model).__name__} has no nn.Linear, so it has no 'classifier input' layer"
+        )
     return found[-1]
 
 
-def resolve_feature_layers(model: nn.Module, specs: Sequence[LayerSpec],
-                           image_size: Tuple[int, int]) -> List[FeatureLayer]:
+def resolve_feature_layers(
+    model: nn.Module, specs: Sequence[LayerSpec], image_size: Tuple[int, int]
+) -> List[FeatureLayer]:
     """Parse ``specs`` and check each against ``model`` (one-line error for a layer
     that does not exist); duplicates are dropped, the order kept."""
     if isinstance(specs, (str, int, FeatureLayer)):
@@ -106,7 +115,7 @@ def resolve_feature_layers(model: nn.Module, specs: Sequence[LayerSpec],
         if fl.kind == "conv":
             get_layer(model, fl.index, image_size)
         elif fl.kind == "node":
-            graph_of(model, image_size).info(fl.name)   # one line, with the closest names
+            graph_of(model, image_size).info(fl.name)  # one line, with the closest names
         else:
             last_linear(model)
         if fl not in layers:
@@ -117,31 +126,35 @@ def resolve_feature_layers(model: nn.Module, specs: Sequence[LayerSpec],
 
 
 @contextlib.contextmanager
-def _captured(model: nn.Module, layers: Sequence[FeatureLayer],
-              image_size: Tuple[int, int]) -> Iterator[Dict[FeatureLayer, torch.Tensor]]:
+def _captured(
+    model: nn.Module, layers: Sequence[FeatureLayer], image_size: Tuple[int, int]
+) -> Iterator[Dict[FeatureLayer, torch.Tensor]]:
     """Hooks that store each layer's flattened feature vector ``(B, D)`` of the last
     forward pass; every handle is removed on exit."""
     store: Dict[FeatureLayer, torch.Tensor] = {}
     with contextlib.ExitStack() as stack:
         for fl in layers:
             if fl.kind == "node":
-                continue            # read from the traced graph, see extract_features
+                continue  # read from the traced graph, see extract_features
             if fl.kind == "conv":
                 module = conv_stack(model)[get_layer(model, fl.index, image_size).end - 1]
 
                 def hook(mod, inputs, output, fl=fl):
                     store[fl] = output.detach().flatten(1).clone()
+
                 stack.callback(module.register_forward_hook(hook).remove)
             else:
+
                 def pre_hook(mod, inputs, fl=fl):
                     store[fl] = inputs[0].detach().flatten(1).clone()
+
                 stack.callback(last_linear(model).register_forward_pre_hook(pre_hook).remove)
         yield store
 
 
-def extract_features(model: nn.Module, x: torch.Tensor, layers: Sequence[LayerSpec],
-                     batch_size: int = 256
-                     ) -> Tuple[Dict[FeatureLayer, torch.Tensor], torch.Tensor]:
+def extract_features(
+    model: nn.Module, x: torch.Tensor, layers: Sequence[LayerSpec], batch_size: int = 256
+) -> Tuple[Dict[FeatureLayer, torch.Tensor], torch.Tensor]:
     """Feature vectors and logits of model inputs ``x`` ``(B, C, H, W)``.
 
     Returns ``({FeatureLayer: (B, D_l) float64}, logits (B, K) float64)``, all on
@@ -162,7 +175,7 @@ def extract_features(model: nn.Module, x: torch.Tensor, layers: Sequence[LayerSp
         with _captured(model, layers, size) as store, torch.no_grad():
             for s in range(0, x.shape[0], batch_size):
                 store.clear()
-                xb = x[s:s + batch_size].to(device=device, dtype=dtype)
+                xb = x[s : s + batch_size].to(device=device, dtype=dtype)
                 out = model(xb)
                 logits.append(out.detach().to("cpu", torch.float64))
                 nodes = [fl for fl in layers if fl.kind == "node"]
@@ -172,8 +185,9 @@ def extract_features(model: nn.Module, x: torch.Tensor, layers: Sequence[LayerSp
                         store[fl] = got[fl.name].detach().flatten(1).clone()
                 for fl in layers:
                     if fl not in store:
-                        raise DeconvvizError(f"the model's forward pass did not run "
-                                             f"{fl.describe()}'s module")
+                        raise DeconvvizError(
+                            f"the model's forward pass did not run {fl.describe()}'s module"
+                        )
                     feats[fl].append(store[fl].to("cpu", torch.float64))
     finally:
         model.train(was_training)

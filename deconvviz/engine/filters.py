@@ -60,9 +60,15 @@ class DeadFeatures:
     num_images: int
 
 
-def dead_features(model: nn.Module, source: ImageSource, layer: int, *,
-                  limit: Optional[int] = None, batch_size: int = 500,
-                  device: Union[str, torch.device] = "cpu") -> DeadFeatures:
+def dead_features(
+    model: nn.Module,
+    source: ImageSource,
+    layer: int,
+    *,
+    limit: Optional[int] = None,
+    batch_size: int = 500,
+    device: Union[str, torch.device] = "cpu",
+) -> DeadFeatures:
     """Features of ``layer`` that never fire on ``source`` (its first ``limit`` images,
     or all), from one streaming pass of the report's scan
     (:func:`~deconvviz.engine.topk.scan_topk` with ``k = 1``)."""
@@ -70,8 +76,13 @@ def dead_features(model: nn.Module, source: ImageSource, layer: int, *,
     stop = len(source) if limit is None else min(int(limit), len(source))
     if stop < 1:
         raise DeconvvizError(f"{source.description} has no images to scan")
-    top = finalize_topk(scan_topk(model, source, [layer], k=1, stop=stop,
-                                  batch_size=batch_size, device=device)[layer], stop)
+    top = finalize_topk(
+        scan_topk(model, source, [layer], k=1, stop=stop, batch_size=batch_size, device=device)[
+            layer
+        ],
+        stop,
+    )
     best = top.activation[:, 0]
-    return DeadFeatures(layer=layer, max_activation=best,
-                        dead=torch.nonzero(best <= 0).view(-1), num_images=stop)
+    return DeadFeatures(
+        layer=layer, max_activation=best, dead=torch.nonzero(best <= 0).view(-1), num_images=stop
+    )

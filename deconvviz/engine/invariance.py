@@ -35,13 +35,23 @@ from ..errors import DeconvvizError
 from .features import FeatureLayer, LayerSpec, extract_features, resolve_feature_layers
 from .occlusion import fill_value
 
-__all__ = ["TRANSFORMS", "IDENTITY", "UNITS", "transform_images", "amount_range",
-           "InvarianceCurves", "invariance_curves"]
+__all__ = [
+    "TRANSFORMS",
+    "IDENTITY",
+    "UNITS",
+    "transform_images",
+    "amount_range",
+    "InvarianceCurves",
+    "invariance_curves",
+]
 
 TRANSFORMS = ("translate", "scale", "rotate")
 IDENTITY = {"translate": 0.0, "scale": 1.0, "rotate": 0.0}
-UNITS = {"translate": "vertical shift (pixels, + = down)", "scale": "scale factor",
-         "rotate": "rotation (degrees, counter-clockwise)"}
+UNITS = {
+    "translate": "vertical shift (pixels, + = down)",
+    "scale": "scale factor",
+    "rotate": "rotation (degrees, counter-clockwise)",
+}
 _SNAP = 1e-6
 
 
@@ -72,15 +82,16 @@ def _source_coordinates(kind: str, amount: float, h: int, w: int):
     else:
         theta = math.radians(amount % 360.0)
         c, s = math.cos(theta), math.sin(theta)
-        u, v = xx - cx, cy - yy                     # x right, y up
-        su, sv = c * u + s * v, -s * u + c * v      # R(-theta): content turns counter-clockwise
+        u, v = xx - cx, cy - yy  # x right, y up
+        su, sv = c * u + s * v, -s * u + c * v  # R(-theta): content turns counter-clockwise
         sy, sx = cy - sv, cx + su
     snap = lambda t: torch.where((t - t.round()).abs() < _SNAP, t.round(), t)  # noqa: E731
     return snap(sy), snap(sx)
 
 
-def transform_images(images: torch.Tensor, kind: str, amount: float,
-                     fill: torch.Tensor) -> torch.Tensor:
+def transform_images(
+    images: torch.Tensor, kind: str, amount: float, fill: torch.Tensor
+) -> torch.Tensor:
     """``images`` ``(B, C, H, W)`` (normalised model input) transformed by ``amount``.
 
     ``kind``: ``"translate"`` (vertical shift in pixels, positive moves the content
@@ -127,13 +138,16 @@ def amount_range(text: Union[str, Sequence[float]], kind: str) -> List[float]:
         except ValueError:
             parts = None
         if parts is None or (":" in spec and len(parts) != 3):
-            raise DeconvvizError(f"{kind} range {text!r} is not START:STOP:STEP or a comma "
-                                 f"list of numbers")
+            raise DeconvvizError(
+                f"{kind} range {text!r} is not START:STOP:STEP or a comma list of numbers"
+            )
         if ":" in spec:
             start, stop, step = parts
             if step == 0 or not all(map(math.isfinite, parts)):
-                raise DeconvvizError(f"{kind} range {text!r} has no points (the step must be "
-                                     f"a finite, non-zero number)")
+                raise DeconvvizError(
+                    f"{kind} range {text!r} has no points (the step must be "
+                    f"a finite, non-zero number)"
+                )
             count = math.floor((stop - start) / step + 1e-9) + 1
             values = [round(start + i * step, 10) for i in range(max(0, count))]
         else:
@@ -172,12 +186,16 @@ class InvarianceCurves:
         return self.distance / safe.view(-1, 1, 1)
 
 
-def invariance_curves(model: nn.Module, images: torch.Tensor,
-                      labels: Optional[Union[Sequence[int], torch.Tensor]] = None,
-                      kind: str = "translate", amounts: Union[str, Sequence[float]] = "-8:8:1",
-                      layers: Sequence[LayerSpec] = (1, 2, "classifier"),
-                      fill: Union[str, float] = "grey", batch_size: int = 256
-                      ) -> InvarianceCurves:
+def invariance_curves(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: Optional[Union[Sequence[int], torch.Tensor]] = None,
+    kind: str = "translate",
+    amounts: Union[str, Sequence[float]] = "-8:8:1",
+    layers: Sequence[LayerSpec] = (1, 2, "classifier"),
+    fill: Union[str, float] = "grey",
+    batch_size: int = 256,
+) -> InvarianceCurves:
     """Zeiler & Fergus Figure 5 for normalised images ``(B, C, H, W)``.
 
     Every image is transformed (:func:`transform_images`) by each of ``amounts``
@@ -190,8 +208,9 @@ def invariance_curves(model: nn.Module, images: torch.Tensor,
     _check_kind(kind)
     values = amount_range(amounts, kind)
     if images.ndim != 4 or images.shape[0] < 1:
-        raise DeconvvizError(f"images must be (B, C, H, W) with B >= 1; got shape "
-                             f"{tuple(images.shape)}")
+        raise DeconvvizError(
+            f"images must be (B, C, H, W) with B >= 1; got shape {tuple(images.shape)}"
+        )
     b, c, h, w = images.shape
     feature_layers = resolve_feature_layers(model, layers, (h, w))
     if labels is None:
@@ -199,8 +218,10 @@ def invariance_curves(model: nn.Module, images: torch.Tensor,
     labels = torch.as_tensor(labels, dtype=torch.int64).reshape(-1)
     if labels.numel() != b:
         raise DeconvvizError(f"{labels.numel()} labels for {b} images")
-    norm = (getattr(model, "meta", None) or {}).get("normalization") or \
-        {"mean": [0.0] * c, "std": [1.0] * c}
+    norm = (getattr(model, "meta", None) or {}).get("normalization") or {
+        "mean": [0.0] * c,
+        "std": [1.0] * c,
+    }
     fillv = fill_value(fill, norm["mean"], norm["std"])
     # An amount that leaves the images unchanged (the identity, exact by construction)
     # reuses the originals' pass, so its distance is exactly 0 whatever the batching.
@@ -212,12 +233,14 @@ def invariance_curves(model: nn.Module, images: torch.Tensor,
         else:
             where.append(len(batches))
             batches.append(t)
-    feats, logits = extract_features(model, torch.cat(batches), feature_layers,
-                                     batch_size=batch_size)
+    feats, logits = extract_features(
+        model, torch.cat(batches), feature_layers, batch_size=batch_size
+    )
     ncls = logits.shape[1]
     if labels.numel() and int(labels.max()) >= ncls:
-        raise DeconvvizError(f"label {int(labels.max())} out of range: the network has {ncls} "
-                             "classes")
+        raise DeconvvizError(
+            f"label {int(labels.max())} out of range: the network has {ncls} classes"
+        )
     pick = torch.tensor(where, dtype=torch.int64)
     prob = torch.softmax(logits, dim=1).view(len(batches), b, ncls)
     label = torch.where(labels < 0, prob[0].argmax(dim=1), labels)
@@ -229,7 +252,13 @@ def invariance_curves(model: nn.Module, images: torch.Tensor,
         norms[li] = f[0].norm(dim=1).mean()
     prob = prob[pick]
     probability = prob[:, torch.arange(b), label].t().contiguous()
-    return InvarianceCurves(kind=kind, amounts=torch.tensor(values, dtype=torch.float64),
-                            layers=feature_layers, distance=distance, norm=norms,
-                            probability=probability, label=label,
-                            predicted=prob.argmax(dim=2).t().contiguous())
+    return InvarianceCurves(
+        kind=kind,
+        amounts=torch.tensor(values, dtype=torch.float64),
+        layers=feature_layers,
+        distance=distance,
+        norm=norms,
+        probability=probability,
+        label=label,
+        predicted=prob.argmax(dim=2).t().contiguous(),
+    )

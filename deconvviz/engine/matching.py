@@ -80,10 +80,15 @@ def match_features(corr: np.ndarray, threshold: float = MIN_CORRELATION) -> Matc
     ra, rb, r = ra[keep], rb[keep], r[keep]
     order = np.lexsort((ra, -r))
     ra, rb, r = ra[order].astype(np.int64), rb[order].astype(np.int64), r[order]
-    return Matching(a=ra, b=rb, correlation=r,
-                    unmatched_a=np.setdiff1d(np.arange(corr.shape[0]), ra).astype(np.int64),
-                    unmatched_b=np.setdiff1d(np.arange(corr.shape[1]), rb).astype(np.int64),
-                    threshold=float(threshold), matrix=corr)
+    return Matching(
+        a=ra,
+        b=rb,
+        correlation=r,
+        unmatched_a=np.setdiff1d(np.arange(corr.shape[0]), ra).astype(np.int64),
+        unmatched_b=np.setdiff1d(np.arange(corr.shape[1]), rb).astype(np.int64),
+        threshold=float(threshold),
+        matrix=corr,
+    )
 
 
 def follow_back(maxima: Sequence[np.ndarray], threshold: float = MIN_CORRELATION):

@@ -79,7 +79,9 @@ def occluder_positions(extent: int, size: int, stride: int) -> List[int]:
     return pos
 
 
-def fill_value(fill: Union[str, float], mean: Sequence[float], std: Sequence[float]) -> torch.Tensor:
+def fill_value(
+    fill: Union[str, float], mean: Sequence[float], std: Sequence[float]
+) -> torch.Tensor:
     """The normalised ``(3,)`` value of the occluder: ``"grey"``, ``"mean"`` or a pixel value."""
     m = torch.as_tensor(mean, dtype=torch.float64)
     s = torch.as_tensor(std, dtype=torch.float64)
@@ -91,16 +93,18 @@ def fill_value(fill: Union[str, float], mean: Sequence[float], std: Sequence[flo
         try:
             fill = float(fill)
         except ValueError:
-            raise DeconvvizError(f"fill must be 'grey', 'mean' or a pixel value in [0, 1]; "
-                                 f"got {fill!r}") from None
+            raise DeconvvizError(
+                f"fill must be 'grey', 'mean' or a pixel value in [0, 1]; got {fill!r}"
+            ) from None
     v = float(fill)
     if not 0.0 <= v <= 1.0:
         raise DeconvvizError(f"fill pixel value must lie in [0, 1]; got {v}")
     return (v - m) / s
 
 
-def occlude(image: torch.Tensor, ys: Sequence[int], xs: Sequence[int], size: int,
-            fill: torch.Tensor) -> torch.Tensor:
+def occlude(
+    image: torch.Tensor, ys: Sequence[int], xs: Sequence[int], size: int, fill: torch.Tensor
+) -> torch.Tensor:
     """All occluded copies of one normalised image ``(C, H, W)``.
 
     Returns ``(len(ys) * len(xs), C, H, W)``, row-major over (y, x); copy
@@ -113,18 +117,24 @@ def occlude(image: torch.Tensor, ys: Sequence[int], xs: Sequence[int], size: int
     xx = torch.arange(w).view(1, 1, w)
     y0 = torch.as_tensor(list(ys)).view(ny, 1, 1)
     x0 = torch.as_tensor(list(xs)).view(nx, 1, 1)
-    in_y = (yy >= y0) & (yy < y0 + size)                        # (ny, h, 1)
-    in_x = (xx >= x0) & (xx < x0 + size)                        # (nx, 1, w)
+    in_y = (yy >= y0) & (yy < y0 + size)  # (ny, h, 1)
+    in_x = (xx >= x0) & (xx < x0 + size)  # (nx, 1, w)
     mask = (in_y.unsqueeze(1) & in_x.unsqueeze(0)).reshape(ny * nx, 1, h, w)
     f = fill.to(image.dtype).to(image.device).view(1, c, 1, 1)
     return torch.where(mask.to(image.device), f, image.unsqueeze(0))
 
 
-def occlusion_maps(model: nn.Module, images: torch.Tensor,
-                   labels: Optional[Union[Sequence[int], torch.Tensor]] = None,
-                   layer: Union[int, str] = 2, feature: Optional[Union[int, Sequence[int]]] = None,
-                   size: int = 8, stride: int = 2, fill: Union[str, float] = "grey",
-                   batch_size: int = 256) -> OcclusionMaps:
+def occlusion_maps(
+    model: nn.Module,
+    images: torch.Tensor,
+    labels: Optional[Union[Sequence[int], torch.Tensor]] = None,
+    layer: Union[int, str] = 2,
+    feature: Optional[Union[int, Sequence[int]]] = None,
+    size: int = 8,
+    stride: int = 2,
+    fill: Union[str, float] = "grey",
+    batch_size: int = 256,
+) -> OcclusionMaps:
     """Occlusion-sensitivity maps of normalised images ``(B, 3, H, W)``.
 
     ``labels`` ``(B,)``: the correct classes (``None`` or ``-1`` entries: the class
@@ -142,8 +152,10 @@ def occlusion_maps(model: nn.Module, images: torch.Tensor,
     info = resolve_info(model, layer, (h, w))
     ys = occluder_positions(h, size, stride)
     xs = occluder_positions(w, size, stride)
-    norm = (getattr(model, "meta", None) or {}).get("normalization") or \
-        {"mean": [0.0] * c, "std": [1.0] * c}
+    norm = (getattr(model, "meta", None) or {}).get("normalization") or {
+        "mean": [0.0] * c,
+        "std": [1.0] * c,
+    }
     fillv = fill_value(fill, norm["mean"], norm["std"])
     if fillv.numel() != c:
         raise DeconvvizError(f"the normalisation has {fillv.numel()} channels, the images {c}")
@@ -163,12 +175,13 @@ def occlusion_maps(model: nn.Module, images: torch.Tensor,
         out = got[info.name]
         captured["out"] = out.reshape(out.shape[0], out.shape[1], *out.shape[2:4] or (1, 1))
         return got[last] if last else model(x)
+
     was_training = model.training
     model.eval()
     try:
         with torch.no_grad():
             base_logits = run(images)
-            base_out = captured["out"]                                # (B, F, h', w')
+            base_out = captured["out"]  # (B, F, h', w')
             nfeat = base_out.shape[1]
             if feature is None:
                 feat = base_out.flatten(2).amax(dim=2).argmax(dim=1)
@@ -181,14 +194,14 @@ def occlusion_maps(model: nn.Module, images: torch.Tensor,
             feat = feat.cpu()
             if feat.numel() and (int(feat.min()) < 0 or int(feat.max()) >= nfeat):
                 what = f"layer {layer}" if isinstance(layer, int) else info.describe()
-                raise DeconvvizError(f"feature out of range: {what} has features "
-                                     f"0..{nfeat - 1}")
+                raise DeconvvizError(f"feature out of range: {what} has features 0..{nfeat - 1}")
             base_prob_all = torch.softmax(base_logits.double(), dim=1).cpu()
             base_pred = base_prob_all.argmax(dim=1)
             ncls = base_prob_all.shape[1]
             if labels.numel() and int(labels.max()) >= ncls:
-                raise DeconvvizError(f"label {int(labels.max())} out of range: the network has "
-                                     f"{ncls} classes")
+                raise DeconvvizError(
+                    f"label {int(labels.max())} out of range: the network has {ncls} classes"
+                )
             # An unlabelled image keeps label -1; its map shows the predicted class.
             label = torch.where(labels < 0, base_pred, labels)
             bidx = torch.arange(b)
@@ -201,19 +214,30 @@ def occlusion_maps(model: nn.Module, images: torch.Tensor,
             for i in range(b):
                 variants = occlude(images[i], ys, xs, size, fillv)
                 for s in range(0, variants.shape[0], batch_size):
-                    chunk = variants[s:s + batch_size]
+                    chunk = variants[s : s + batch_size]
                     logits = run(chunk)
                     out = captured["out"]
                     p = torch.softmax(logits.double(), dim=1).cpu()
-                    act[i, s:s + len(chunk)] = out[:, int(feat[i])].double().sum(dim=(1, 2)).cpu()
-                    prob[i, s:s + len(chunk)] = p[:, int(label[i])]
-                    pred[i, s:s + len(chunk)] = p.argmax(dim=1)
+                    act[i, s : s + len(chunk)] = out[:, int(feat[i])].double().sum(dim=(1, 2)).cpu()
+                    prob[i, s : s + len(chunk)] = p[:, int(label[i])]
+                    pred[i, s : s + len(chunk)] = p.argmax(dim=1)
     finally:
         model.train(was_training)
-    return OcclusionMaps(activation=act.view(b, ny, nx), probability=prob.view(b, ny, nx),
-                         predicted=pred.view(b, ny, nx), feature=feat, label=labels.clone(),
-                         target=label,
-                         base_activation=base_act, base_probability=base_prob,
-                         base_predicted=base_pred, ys=torch.as_tensor(ys),
-                         xs=torch.as_tensor(xs), layer=layer, size=size, stride=stride,
-                         fill=fillv.float(), fill_name=str(fill))
+    return OcclusionMaps(
+        activation=act.view(b, ny, nx),
+        probability=prob.view(b, ny, nx),
+        predicted=pred.view(b, ny, nx),
+        feature=feat,
+        label=labels.clone(),
+        target=label,
+        base_activation=base_act,
+        base_probability=base_prob,
+        base_predicted=base_pred,
+        ys=torch.as_tensor(ys),
+        xs=torch.as_tensor(xs),
+        layer=layer,
+        size=size,
+        stride=stride,
+        fill=fillv.float(),
+        fill_name=str(fill),
+    )

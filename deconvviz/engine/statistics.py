@@ -31,15 +31,24 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-__all__ = ["MaximaRecorder", "feature_statistics", "auroc_and_p",
-           "holm", "gather_maxima", "QUANTILES", "HISTOGRAM_BINS", "ALPHA", "NO_CLASS"]
+__all__ = [
+    "MaximaRecorder",
+    "feature_statistics",
+    "auroc_and_p",
+    "holm",
+    "gather_maxima",
+    "QUANTILES",
+    "HISTOGRAM_BINS",
+    "ALPHA",
+    "NO_CLASS",
+]
 
 QUANTILES = (0.01, 0.05, 0.25, 0.5, 0.75, 0.95, 0.99)
 HISTOGRAM_BINS = 32
 ALPHA = 0.05
 NO_CLASS = -1
 _F16_MAX = float(np.finfo(np.float16).max)
-_CHUNK = 64          # features ranked together (bounds the float64 temporaries)
+_CHUNK = 64  # features ranked together (bounds the float64 temporaries)
 
 
 class MaximaRecorder:
@@ -52,12 +61,13 @@ class MaximaRecorder:
     """
 
     def __init__(self, features: int, num_images: int):
-        self.values = torch.full((int(features), int(num_images)), float("-inf"),
-                                 dtype=torch.float16)
+        self.values = torch.full(
+            (int(features), int(num_images)), float("-inf"), dtype=torch.float16
+        )
 
     def __call__(self, maxima: torch.Tensor, offset: int) -> None:
         n = maxima.shape[1]
-        self.values[:, offset:offset + n] = maxima.clamp(-_F16_MAX, _F16_MAX).to(torch.float16)
+        self.values[:, offset : offset + n] = maxima.clamp(-_F16_MAX, _F16_MAX).to(torch.float16)
 
 
 def gather_maxima(values: torch.Tensor, device="cpu") -> torch.Tensor:
@@ -65,6 +75,7 @@ def gather_maxima(values: torch.Tensor, device="cpu") -> torch.Tensor:
     (each rank saw its own batches, ``-inf`` elsewhere): the elementwise maximum, on
     every rank. Needs an initialised ``torch.distributed`` group."""
     import torch.distributed as dist
+
     full = values.to(device=device, dtype=torch.float32)
     dist.all_reduce(full, op=dist.ReduceOp.MAX)
     return full.cpu().to(torch.float16)
@@ -80,12 +91,12 @@ def _ranks_and_ties(x: np.ndarray):
     new[:, 1:] = xs[:, 1:] != xs[:, :-1]
     starts = np.flatnonzero(new.ravel())
     lengths = np.diff(np.append(starts, f * n))
-    first = starts % n                                  # position in the row, 0-based
+    first = starts % n  # position in the row, 0-based
     mid = first + (lengths + 1) / 2.0
     ranks = np.empty((f, n), dtype=np.float64)
     np.put_along_axis(ranks, order, np.repeat(mid, lengths).reshape(f, n), 1)
     t = lengths.astype(np.float64)
-    ties = np.bincount(starts // n, weights=t ** 3 - t, minlength=f)
+    ties = np.bincount(starts // n, weights=t**3 - t, minlength=f)
     return ranks, ties
 
 
@@ -105,7 +116,7 @@ def auroc_and_p(maxima: np.ndarray, labels: np.ndarray, num_classes: int):
     lab = labels[keep]
     F_ = maxima.shape[0]
     n = int(lab.shape[0])
-    n1 = np.bincount(lab, minlength=num_classes).astype(np.float64)     # (C,)
+    n1 = np.bincount(lab, minlength=num_classes).astype(np.float64)  # (C,)
     n2 = n - n1
     auroc = np.full((F_, num_classes), np.nan)
     p = np.full((F_, num_classes), np.nan)
@@ -113,19 +124,19 @@ def auroc_and_p(maxima: np.ndarray, labels: np.ndarray, num_classes: int):
     if n < 2 or not valid.any():
         return auroc, p
     for f0 in range(0, F_, _CHUNK):
-        x = np.asarray(maxima[f0:f0 + _CHUNK], dtype=np.float64)[:, keep]
+        x = np.asarray(maxima[f0 : f0 + _CHUNK], dtype=np.float64)[:, keep]
         ranks, ties = _ranks_and_ties(x)
         # Rank sums per class by counting (a one-hot product would hold N x C floats:
         # 0.4 GB for 50,000 ImageNet images); exact, the sums are multiples of 1/2.
         sums = np.stack([np.bincount(lab, weights=r, minlength=num_classes) for r in ranks])
-        u = sums - n1 * (n1 + 1) / 2.0                                  # (f, C)
+        u = sums - n1 * (n1 + 1) / 2.0  # (f, C)
         with np.errstate(invalid="ignore", divide="ignore"):
             a = u / (n1 * n2)
             var = n1 * n2 / 12.0 * ((n + 1) - ties[:, None] / (n * (n - 1.0)))
             z = (u - n1 * n2 / 2.0 - 0.5) / np.sqrt(var)
-            pv = np.where(var > 0, ndtr(-z), 1.0)   # the upper tail, without cancellation
-        auroc[f0:f0 + _CHUNK] = np.where(valid, a, np.nan)
-        p[f0:f0 + _CHUNK] = np.where(valid, pv, np.nan)
+            pv = np.where(var > 0, ndtr(-z), 1.0)  # the upper tail, without cancellation
+        auroc[f0 : f0 + _CHUNK] = np.where(valid, a, np.nan)
+        p[f0 : f0 + _CHUNK] = np.where(valid, pv, np.nan)
     return auroc, p
 
 
@@ -145,9 +156,16 @@ def holm(p: np.ndarray) -> np.ndarray:
     return out
 
 
-def feature_statistics(maxima, labels, num_classes: int, top_labels: Optional[np.ndarray] = None,
-                       *, alpha: float = ALPHA, quantiles: Sequence[float] = QUANTILES,
-                       bins: int = HISTOGRAM_BINS) -> dict:
+def feature_statistics(
+    maxima,
+    labels,
+    num_classes: int,
+    top_labels: Optional[np.ndarray] = None,
+    *,
+    alpha: float = ALPHA,
+    quantiles: Sequence[float] = QUANTILES,
+    bins: int = HISTOGRAM_BINS,
+) -> dict:
     """The statistics of one layer from its per-image maxima, as a dict of the fields of
     :class:`deconvviz.store.statistics.FeatureStatistics` (which stores and reads them).
 
@@ -191,11 +209,24 @@ def feature_statistics(maxima, labels, num_classes: int, top_labels: Optional[np
     for f in range(F_):
         sig = np.flatnonzero(p_adj[f] < alpha) if C else np.zeros(0, np.int64)
         if sig.size:
-            c = int(sig[np.argmax(auroc[f, sig])])   # argmax: ties to the lower class
+            c = int(sig[np.argmax(auroc[f, sig])])  # argmax: ties to the lower class
             label[f], label_auroc[f], label_p[f] = c, auroc[f, c], p_adj[f, c]
     return dict(
-        maxima=m16, firing_rate=firing, mean=mean, quantiles=np.asarray(q, np.float64),
-        quantile_levels=np.asarray(quantiles, np.float64), histogram=hist, histogram_edges=edges,
+        maxima=m16,
+        firing_rate=firing,
+        mean=mean,
+        quantiles=np.asarray(q, np.float64),
+        quantile_levels=np.asarray(quantiles, np.float64),
+        histogram=hist,
+        histogram_edges=edges,
         class_count=np.bincount(lab[(lab >= 0) & (lab < C)], minlength=C).astype(np.int64),
-        auroc=auroc, p_value=p, p_adjusted=p_adj, topk_share=share, label=label,
-        label_auroc=label_auroc, label_p=label_p, alpha=float(alpha), correction="holm")
+        auroc=auroc,
+        p_value=p,
+        p_adjusted=p_adj,
+        topk_share=share,
+        label=label,
+        label_auroc=label_auroc,
+        label_p=label_p,
+        alpha=float(alpha),
+        correction="holm",
+    )

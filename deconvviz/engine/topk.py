@@ -13,10 +13,9 @@ exactly what one process finds.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from typing import Callable, Dict, Optional, Sequence, Tuple, Union
-
-import math
 
 import torch
 from torch import nn
@@ -27,8 +26,18 @@ from ..progress import Progress
 from .net.graph import NodeInfo
 from .net.network import graph_of, layer_key, resolve_infos
 
-__all__ = ["TopK", "empty_topk", "merge_topk", "finalize_topk", "scan_topk", "strongest_images",
-           "model_dtype", "normalization_of", "layer_infos", "scan_batch_size"]
+__all__ = [
+    "TopK",
+    "empty_topk",
+    "merge_topk",
+    "finalize_topk",
+    "scan_topk",
+    "strongest_images",
+    "model_dtype",
+    "normalization_of",
+    "layer_infos",
+    "scan_batch_size",
+]
 
 
 @dataclass
@@ -53,9 +62,11 @@ class TopK:
 
 def empty_topk(features: int, k: int) -> TopK:
     """A :class:`TopK` with every slot unfilled (the identity of :func:`merge_topk`)."""
-    return TopK(torch.full((features, k), float("-inf"), dtype=torch.float32),
-                torch.full((features, k), -1, dtype=torch.int64),
-                torch.full((features, k, 2), -1, dtype=torch.int64))
+    return TopK(
+        torch.full((features, k), float("-inf"), dtype=torch.float32),
+        torch.full((features, k), -1, dtype=torch.int64),
+        torch.full((features, k, 2), -1, dtype=torch.int64),
+    )
 
 
 def _rank(activation: torch.Tensor, image_index: torch.Tensor) -> torch.Tensor:
@@ -72,8 +83,11 @@ def _rank(activation: torch.Tensor, image_index: torch.Tensor) -> torch.Tensor:
 
 def _select(activation, image_index, position, k: int) -> TopK:
     order = _rank(activation, image_index)[:, :k]
-    return TopK(activation.gather(1, order), image_index.gather(1, order),
-                position.gather(1, order.unsqueeze(-1).expand(-1, -1, 2)))
+    return TopK(
+        activation.gather(1, order),
+        image_index.gather(1, order),
+        position.gather(1, order.unsqueeze(-1).expand(-1, -1, 2)),
+    )
 
 
 def merge_topk(a: TopK, b: TopK, k: Optional[int] = None) -> TopK:
@@ -84,12 +98,17 @@ def merge_topk(a: TopK, b: TopK, k: Optional[int] = None) -> TopK:
     image index first.
     """
     if a.activation.shape[0] != b.activation.shape[0]:
-        raise ValueError(f"cannot merge top-k lists of {a.activation.shape[0]} and "
-                         f"{b.activation.shape[0]} features")
+        raise ValueError(
+            f"cannot merge top-k lists of {a.activation.shape[0]} and "
+            f"{b.activation.shape[0]} features"
+        )
     k = a.k if k is None else k
-    return _select(torch.cat([a.activation, b.activation], 1),
-                   torch.cat([a.image_index, b.image_index], 1),
-                   torch.cat([a.position, b.position], 1), k)
+    return _select(
+        torch.cat([a.activation, b.activation], 1),
+        torch.cat([a.image_index, b.image_index], 1),
+        torch.cat([a.position, b.position], 1),
+        k,
+    )
 
 
 def finalize_topk(top: TopK, num_images: int) -> TopK:
@@ -99,8 +118,11 @@ def finalize_topk(top: TopK, num_images: int) -> TopK:
     ``min(k, N)`` slots per feature are filled.
     """
     keep = min(top.k, int(num_images))
-    out = TopK(top.activation[:, :keep].contiguous(), top.image_index[:, :keep].contiguous(),
-               top.position[:, :keep].contiguous())
+    out = TopK(
+        top.activation[:, :keep].contiguous(),
+        top.image_index[:, :keep].contiguous(),
+        top.position[:, :keep].contiguous(),
+    )
     if keep and int(out.image_index.min()) < 0:  # pragma: no cover - a broken shard layout
         raise RuntimeError("top-k has unfilled slots after a full scan")
     return out
@@ -117,8 +139,9 @@ def normalization_of(model: nn.Module, mean=None, std=None):
     meta = getattr(model, "meta", None) or {}
     norm = meta.get("normalization")
     if not norm:
-        raise DeconvvizError("the model carries no normalisation (model.meta['normalization']); "
-                             "pass mean and std")
+        raise DeconvvizError(
+            "the model carries no normalisation (model.meta['normalization']); pass mean and std"
+        )
     return list(norm["mean"]), list(norm["std"])
 
 
@@ -133,27 +156,33 @@ def layer_infos(model: nn.Module, layers, image_size: Tuple[int, int]) -> list:
 #: 32..512; larger batches lose to cache misses and to fresh ``mmap`` allocations of
 #: every intermediate tensor (beyond glibc's 32 MiB threshold), smaller ones to
 #: per-call overhead.
-SCAN_BATCH_BYTES = 16 * 2 ** 20
+SCAN_BATCH_BYTES = 16 * 2**20
 MAX_SCAN_BATCH = 512
 
 
-def scan_batch_size(model: nn.Module, image_size: Tuple[int, int],
-                    layers: Optional[Sequence] = None, budget: int = SCAN_BATCH_BYTES) -> int:
+def scan_batch_size(
+    model: nn.Module,
+    image_size: Tuple[int, int],
+    layers: Optional[Sequence] = None,
+    budget: int = SCAN_BATCH_BYTES,
+) -> int:
     """Images per scan batch for ``model`` at ``image_size``: as many as keep the
     largest output of the nodes ``layers`` need (every node by default) within
     ``budget`` bytes (at least 1, at most :data:`MAX_SCAN_BATCH`). 128 for the
     bundled CNN at 32x32; 1 for VGG-16 at 224x224."""
     graph = graph_of(model, image_size)
     elem = torch.finfo(model_dtype(model)).bits // 8
-    nodes = graph.nodes if not layers else graph.ancestors(
-        [graph.node(n).name for n in layers])
-    largest = max([3 * int(image_size[0]) * int(image_size[1])] +
-                  [math.prod(n.shape) for n in nodes if n.shape and n.op != "constant"])
+    nodes = graph.nodes if not layers else graph.ancestors([graph.node(n).name for n in layers])
+    largest = max(
+        [3 * int(image_size[0]) * int(image_size[1])]
+        + [math.prod(n.shape) for n in nodes if n.shape and n.op != "constant"]
+    )
     return int(max(1, min(MAX_SCAN_BATCH, budget // (largest * elem))))
 
 
-def batch_size_for(model: nn.Module, infos, image_size: Tuple[int, int],
-                   budget: int = SCAN_BATCH_BYTES) -> int:
+def batch_size_for(
+    model: nn.Module, infos, image_size: Tuple[int, int], budget: int = SCAN_BATCH_BYTES
+) -> int:
     """:func:`scan_batch_size` for the layers ``infos``."""
     return scan_batch_size(model, image_size, [i.name for i in infos], budget)
 
@@ -181,34 +210,39 @@ class _StreamingTopK:
     def __init__(self, top: TopK, maxima=None):
         self.top = top
         self.last_index = int(top.image_index.max()) if top.image_index.numel() else -1
-        self.maxima = maxima   # called with every batch's (F, n) maxima (engine.statistics)
+        self.maxima = maxima  # called with every batch's (F, n) maxima (engine.statistics)
 
     def add(self, block_out: torch.Tensor, offset: int, info: NodeInfo) -> None:
         n, c, h, w = block_out.shape
         if block_out.is_contiguous(memory_format=torch.channels_last):
-            planes = block_out.permute(0, 2, 3, 1).reshape(n, h * w, c)   # a view
-            val = planes.amax(dim=1)                                      # (n, F)
+            planes = block_out.permute(0, 2, 3, 1).reshape(n, h * w, c)  # a view
+            val = planes.amax(dim=1)  # (n, F)
         else:
             planes = None
             val = block_out.reshape(n, c, h * w).amax(dim=2)
         if not bool(torch.isfinite(val).all()):
             raise DeconvvizError(
                 f"{info.describe()} gives non-finite activations on images "
-                f"{offset}..{offset + n - 1}; the checkpoint or the data is damaged")
-        val = val.float().t().cpu()                                       # (F, n)
+                f"{offset}..{offset + n - 1}; the checkpoint or the data is damaged"
+            )
+        val = val.float().t().cpu()  # (F, n)
         if self.maxima is not None:
             self.maxima(val, offset)
         top = self.top
         k = top.k
         if offset <= self.last_index:  # not a forward scan: the general exact merge
-            pos = self._positions(block_out, planes, torch.arange(n).expand(c, n),
-                                  torch.arange(c).view(-1, 1).expand(c, n))
+            pos = self._positions(
+                block_out,
+                planes,
+                torch.arange(n).expand(c, n),
+                torch.arange(c).view(-1, 1).expand(c, n),
+            )
             cand = TopK(val, torch.arange(offset, offset + n).expand(c, n), pos)
             self.top = merge_topk(top, cand, k)
             self.last_index = max(self.last_index, offset + n - 1)
             return
         self.last_index = offset + n - 1
-        hit = val > top.activation[:, k - 1:k]                            # (F, n)
+        hit = val > top.activation[:, k - 1 : k]  # (F, n)
         rows = hit.any(dim=1).nonzero().view(-1)
         if rows.numel() == 0:
             return
@@ -224,14 +258,19 @@ class _StreamingTopK:
         new_act = m_val.gather(1, order)
         is_new = order >= k
         col = torch.where(is_new, b_col.gather(1, (order - k).clamp(min=0)), 0)
-        new_idx = torch.where(is_new, col + offset,
-                              top.image_index[rows].gather(1, order.clamp(max=k - 1)))
-        new_pos = top.position[rows].gather(
-            1, order.clamp(max=k - 1).unsqueeze(-1).expand(-1, -1, 2)).clone()
+        new_idx = torch.where(
+            is_new, col + offset, top.image_index[rows].gather(1, order.clamp(max=k - 1))
+        )
+        new_pos = (
+            top.position[rows]
+            .gather(1, order.clamp(max=k - 1).unsqueeze(-1).expand(-1, -1, 2))
+            .clone()
+        )
         r_new, j_new = is_new.nonzero(as_tuple=True)
         if r_new.numel():
-            new_pos[r_new, j_new] = self._positions(block_out, planes, col[r_new, j_new],
-                                                    rows[r_new])
+            new_pos[r_new, j_new] = self._positions(
+                block_out, planes, col[r_new, j_new], rows[r_new]
+            )
         top.activation[rows] = new_act
         top.image_index[rows] = new_idx
         top.position[rows] = new_pos
@@ -242,19 +281,29 @@ class _StreamingTopK:
         w = block_out.shape[-1]
         dev = block_out.device
         if planes is not None:
-            flat = planes[image.to(dev), :, feature.to(dev)]               # (..., h*w)
+            flat = planes[image.to(dev), :, feature.to(dev)]  # (..., h*w)
         else:
             flat = block_out[image.to(dev), feature.to(dev)].flatten(-2)
         where = flat.argmax(dim=-1).cpu()
         return torch.stack([where // w, where % w], dim=-1)
 
 
-def scan_topk(model: nn.Module, source: ImageSource, layers: Optional[Sequence[int]] = None,
-              k: int = 9, *, batch_size: Optional[int] = None,
-              device: Union[str, torch.device] = "cpu",
-              progress: Optional[Progress] = None, shard: Optional[Tuple[int, int]] = None,
-              start: int = 0, stop: Optional[int] = None, mean=None, std=None,
-              maxima: Optional[Dict[object, Callable]] = None) -> Dict[int, TopK]:
+def scan_topk(
+    model: nn.Module,
+    source: ImageSource,
+    layers: Optional[Sequence[int]] = None,
+    k: int = 9,
+    *,
+    batch_size: Optional[int] = None,
+    device: Union[str, torch.device] = "cpu",
+    progress: Optional[Progress] = None,
+    shard: Optional[Tuple[int, int]] = None,
+    start: int = 0,
+    stop: Optional[int] = None,
+    mean=None,
+    std=None,
+    maxima: Optional[Dict[object, Callable]] = None,
+) -> Dict[int, TopK]:
     """One pass over ``source[start:stop]``: the top-``k`` images of every feature.
 
     For each image and feature, the activation is the maximum of the layer's
@@ -287,8 +336,10 @@ def scan_topk(model: nn.Module, source: ImageSource, layers: Optional[Sequence[i
     for i in infos:
         info_of.setdefault(i.name, []).append(i)
     maxima = maxima or {}
-    tops = {layer_key(i): _StreamingTopK(empty_topk(i.features, k), maxima.get(layer_key(i)))
-            for i in infos}
+    tops = {
+        layer_key(i): _StreamingTopK(empty_topk(i.features, k), maxima.get(layer_key(i)))
+        for i in infos
+    }
     stop = len(source) if stop is None else min(int(stop), len(source))
     rank, world = shard if shard is not None else (0, 1)
     dtype = model_dtype(model)
@@ -301,10 +352,12 @@ def scan_topk(model: nn.Module, source: ImageSource, layers: Optional[Sequence[i
             rows = max(0, min(batch_size, stop - start))
             # One pixel buffer and one input buffer for the whole scan (pinned for a
             # non-blocking copy to the GPU), instead of fresh ones per batch.
-            pix = torch.empty((rows,) + tuple(source.shape), dtype=torch.uint8,
-                              pin_memory=device.type == "cuda")
-            inp = torch.empty((rows,) + tuple(source.shape), dtype=torch.float32,
-                              device=device).contiguous(memory_format=fmt)
+            pix = torch.empty(
+                (rows,) + tuple(source.shape), dtype=torch.uint8, pin_memory=device.type == "cuda"
+            )
+            inp = torch.empty(
+                (rows,) + tuple(source.shape), dtype=torch.float32, device=device
+            ).contiguous(memory_format=fmt)
             m = torch.as_tensor(mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
             s = torch.as_tensor(std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
             for b, offset in enumerate(range(start, stop, batch_size)):
@@ -318,12 +371,18 @@ def scan_topk(model: nn.Module, source: ImageSource, layers: Optional[Sequence[i
                 x.div_(255.0).sub_(m).div_(s)
                 if dtype != torch.float32:
                     x = x.to(dtype)
+
                 def reduce(node, value, _switches):
                     # At once, as made: a later in-place op must not see changed values.
                     for info in info_of.get(node.name, ()):
                         tops[layer_key(info)].add(
-                            value.reshape(value.shape[0], value.shape[1],
-                                          *value.shape[2:4] or (1, 1)), offset, info)
+                            value.reshape(
+                                value.shape[0], value.shape[1], *value.shape[2:4] or (1, 1)
+                            ),
+                            offset,
+                            info,
+                        )
+
                 graph.execute(x, names, visit=reduce)
                 if device.type == "cuda":  # the pixel buffer is refilled next batch
                     torch.cuda.current_stream(device).synchronize()
@@ -334,10 +393,19 @@ def scan_topk(model: nn.Module, source: ImageSource, layers: Optional[Sequence[i
     return {L: t.top for L, t in tops.items()}
 
 
-def strongest_images(model: nn.Module, source: ImageSource, layer, k: int = 1, *,
-                     indices: Optional[Sequence[int]] = None, limit: Optional[int] = None,
-                     batch_size: Optional[int] = None, device: Union[str, torch.device] = "cpu",
-                     mean=None, std=None):
+def strongest_images(
+    model: nn.Module,
+    source: ImageSource,
+    layer,
+    k: int = 1,
+    *,
+    indices: Optional[Sequence[int]] = None,
+    limit: Optional[int] = None,
+    batch_size: Optional[int] = None,
+    device: Union[str, torch.device] = "cpu",
+    mean=None,
+    std=None,
+):
     """For every feature of ``layer``: the ``k`` images of ``source`` on which it fires
     most (its maximum over positions), strongest first, ties to the smaller index.
 
@@ -353,8 +421,17 @@ def strongest_images(model: nn.Module, source: ImageSource, layer, k: int = 1, *
     stop = len(scanned) if limit is None or indices is not None else min(int(limit), len(scanned))
     if stop == 0:
         raise DeconvvizError(f"{source.description} has no images to scan")
-    tops = scan_topk(model, scanned, layers, k=k, batch_size=batch_size, stop=stop,
-                     device=device, mean=mean, std=std)
+    tops = scan_topk(
+        model,
+        scanned,
+        layers,
+        k=k,
+        batch_size=batch_size,
+        stop=stop,
+        device=device,
+        mean=mean,
+        std=std,
+    )
     back = None if indices is None else torch.as_tensor([int(i) for i in indices])
     result = {}
     for lay, top in tops.items():

@@ -11,5 +11,11 @@ May import :mod:`deconvviz.data` (training reads images) and the top-level
 from .architectures import ARCHITECTURES, CifarCNN, build_model, register_architecture  # noqa: E402,F401
 from .zoo import resolve_model, torchvision_models  # noqa: E402,F401
 
-__all__ = ["ARCHITECTURES", "CifarCNN", "build_model", "register_architecture", "resolve_model",
-           "torchvision_models"]
+__all__ = [
+    "ARCHITECTURES",
+    "CifarCNN",
+    "build_model",
+    "register_architecture",
+    "resolve_model",
+    "torchvision_models",
+]

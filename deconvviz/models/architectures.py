@@ -26,8 +26,14 @@ class CifarCNN(nn.Module):
     ``(B, num_classes)``; apply ``softmax`` for probabilities.
     """
 
-    def __init__(self, num_classes: int = 10, hidden: int = 128, dropout: float = 0.3,
-                 channels: tuple = (32, 64), input_size: int = 32):
+    def __init__(
+        self,
+        num_classes: int = 10,
+        hidden: int = 128,
+        dropout: float = 0.3,
+        channels: tuple = (32, 64),
+        input_size: int = 32,
+    ):
         super().__init__()
         c1, c2 = channels
         self.features = nn.Sequential(

@@ -21,15 +21,28 @@ from ..errors import DeconvvizError
 from ..models.architectures import ARCHITECTURES, build_model
 from .torchfile import read_torch_file
 
-__all__ = ["save_checkpoint", "read_checkpoint", "load_model", "bundled_checkpoint",
-           "file_sha256", "CHECKPOINT_FORMAT"]
+__all__ = [
+    "save_checkpoint",
+    "read_checkpoint",
+    "load_model",
+    "bundled_checkpoint",
+    "file_sha256",
+    "CHECKPOINT_FORMAT",
+]
 
 CHECKPOINT_FORMAT = "deconvviz-checkpoint"
 CHECKPOINT_VERSION = 1
 #: What ``--model FILE`` must be, for messages.
 EXPECTED = "a deconvviz checkpoint (written by 'deconvviz train')"
-_REQUIRED = ("format", "format_version", "arch", "config", "state_dict", "class_names",
-             "normalization")
+_REQUIRED = (
+    "format",
+    "format_version",
+    "arch",
+    "config",
+    "state_dict",
+    "class_names",
+    "normalization",
+)
 
 
 def bundled_checkpoint() -> Path:
@@ -45,8 +58,17 @@ def file_sha256(path: Union[str, Path]) -> str:
     return h.hexdigest()
 
 
-def save_checkpoint(path: Union[str, Path], model: nn.Module, *, arch: str, config: dict,
-                    class_names, mean, std, **metadata) -> Path:
+def save_checkpoint(
+    path: Union[str, Path],
+    model: nn.Module,
+    *,
+    arch: str,
+    config: dict,
+    class_names,
+    mean,
+    std,
+    **metadata,
+) -> Path:
     """Write a checkpoint atomically (temp file in the target folder, then rename).
 
     ``metadata`` (epochs, accuracies, training data fingerprint, ...) is stored as is;
@@ -96,8 +118,10 @@ def read_checkpoint(path: Optional[Union[str, Path]] = None) -> dict:
     if missing:
         raise DeconvvizError(f"checkpoint {path} lacks {', '.join(missing)}")
     if int(payload["format_version"]) > CHECKPOINT_VERSION:
-        raise DeconvvizError(f"checkpoint {path} has format version {payload['format_version']}; "
-                             f"this deconvviz reads up to {CHECKPOINT_VERSION}")
+        raise DeconvvizError(
+            f"checkpoint {path} has format version {payload['format_version']}; "
+            f"this deconvviz reads up to {CHECKPOINT_VERSION}"
+        )
     payload["path"] = str(path)
     payload["sha256"] = file_sha256(path)
     return payload
@@ -105,11 +129,16 @@ def read_checkpoint(path: Optional[Union[str, Path]] = None) -> dict:
 
 def _holds(payload) -> str:
     """What a loadable file that is no checkpoint holds, and where it belongs instead."""
-    if isinstance(payload, dict) and payload and all(isinstance(v, torch.Tensor)
-                                                     for v in payload.values()):
-        return ("it holds a state dict (tensors by parameter name); give it to --weights "
-                "with the --model that builds its network (torchvision:NAME or "
-                "package.module:function)")
+    if (
+        isinstance(payload, dict)
+        and payload
+        and all(isinstance(v, torch.Tensor) for v in payload.values())
+    ):
+        return (
+            "it holds a state dict (tensors by parameter name); give it to --weights "
+            "with the --model that builds its network (torchvision:NAME or "
+            "package.module:function)"
+        )
     if isinstance(payload, dict):
         return "it holds a dict without the checkpoint's format stamp"
     return f"it holds a {type(payload).__name__}"
@@ -125,16 +154,19 @@ def load_model(checkpoint: Optional[Union[str, Path]] = None, device: str = "cpu
     payload = read_checkpoint(checkpoint)
     arch = payload["arch"]
     if arch not in ARCHITECTURES:
-        raise DeconvvizError(f"checkpoint {payload['path']} is for architecture {arch!r}, which "
-                             f"this deconvviz does not know (known: {', '.join(sorted(ARCHITECTURES))})")
+        raise DeconvvizError(
+            f"checkpoint {payload['path']} is for architecture {arch!r}, which "
+            f"this deconvviz does not know (known: {', '.join(sorted(ARCHITECTURES))})"
+        )
     try:
         model = build_model(arch, **payload["config"])
         model.load_state_dict(payload["state_dict"])
     except (RuntimeError, TypeError, ValueError) as exc:
         first = str(exc).strip().splitlines()
         reason = first[1].strip() if len(first) > 1 else (first[0] if first else "")
-        raise DeconvvizError(f"checkpoint {payload['path']} does not fit architecture {arch!r}: "
-                             f"{reason}") from None
+        raise DeconvvizError(
+            f"checkpoint {payload['path']} does not fit architecture {arch!r}: {reason}"
+        ) from None
     model.eval()
     model.to(device)
     model.meta = {k: v for k, v in payload.items() if k != "state_dict"}

@@ -22,8 +22,9 @@ def filter_rms(weight: torch.Tensor) -> torch.Tensor:
     """RMS of every filter of a conv weight ``(F, C, kh, kw)``: ``(F,)`` float64,
     ``sqrt(mean over (C, kh, kw) of w ** 2)``."""
     if weight.ndim < 2:
-        raise DeconvvizError(f"a conv weight has at least 2 dimensions (F, C, ...); got shape "
-                             f"{tuple(weight.shape)}")
+        raise DeconvvizError(
+            f"a conv weight has at least 2 dimensions (F, C, ...); got shape {tuple(weight.shape)}"
+        )
     w = weight.detach().to(torch.float64)
     return w.reshape(w.shape[0], -1).pow(2).mean(dim=1).sqrt()
 

@@ -23,14 +23,22 @@ from urllib.parse import urlparse
 import torch
 from torch import nn
 
-from ..data.preprocess import (INTERPOLATIONS, Preprocessing, default_resize_size,
-                               image_size_pair)
+from ..data.preprocess import INTERPOLATIONS, Preprocessing, default_resize_size, image_size_pair
 from ..errors import DeconvvizError, notice
 from .checkpoint import file_sha256
 from .weights import class_count_to_fit, load_state, read_state_file, state_sha256
 
-__all__ = ["TIMM_PREFIX", "PRETRAINED", "import_timm", "timm_models", "check_timm_name",
-           "timm_preprocessing", "build_timm", "pretrained_file", "fx_leaf_modules"]
+__all__ = [
+    "TIMM_PREFIX",
+    "PRETRAINED",
+    "import_timm",
+    "timm_models",
+    "check_timm_name",
+    "timm_preprocessing",
+    "build_timm",
+    "pretrained_file",
+    "fx_leaf_modules",
+]
 
 TIMM_PREFIX = "timm:"
 #: ``--weights pretrained``: timm's own weights for the model (and its tag).
@@ -44,8 +52,9 @@ def import_timm():
     try:
         import timm
     except ImportError:
-        raise DeconvvizError(f"timm:NAME models need the timm package, which is not installed: "
-                             f"{_INSTALL}") from None
+        raise DeconvvizError(
+            f"timm:NAME models need the timm package, which is not installed: {_INSTALL}"
+        ) from None
     return timm
 
 
@@ -64,14 +73,17 @@ def check_timm_name(name: str) -> Tuple[str, Optional[str]]:
     if arch not in set(names):
         close = difflib.get_close_matches(arch, names, n=5, cutoff=0.5)
         hint = f"; closest: {', '.join(close)}" if close else ""
-        raise DeconvvizError(f"unknown timm model {arch!r}{hint} (any of the {len(names)} "
-                             "architectures of timm.list_models())")
+        raise DeconvvizError(
+            f"unknown timm model {arch!r}{hint} (any of the {len(names)} "
+            "architectures of timm.list_models())"
+        )
     if tag:
         tags = [p.partition(".")[2] for p in timm.list_pretrained(f"{arch}.*")]
         if tag not in tags:
             known = ", ".join(tags) if tags else "none"
-            raise DeconvvizError(f"timm model {arch} has no pretrained tag {tag!r}; its tags: "
-                                 f"{known}")
+            raise DeconvvizError(
+                f"timm model {arch} has no pretrained tag {tag!r}; its tags: {known}"
+            )
     return arch, tag or None
 
 
@@ -90,8 +102,10 @@ def timm_preprocessing(name: str, image_size=None, mean=None, std=None) -> Prepr
     crop_pct = float(cfg.get("crop_pct") or 0.875)
     resize = max(int(math.floor(max(crop) / crop_pct)), max(crop))
     if cfg.get("crop_mode", "center") != "center":
-        notice(f"timm:{name} is evaluated with crop mode {cfg['crop_mode']!r}; deconvviz "
-               "resizes the shorter side and centre-crops")
+        notice(
+            f"timm:{name} is evaluated with crop mode {cfg['crop_mode']!r}; deconvviz "
+            "resizes the shorter side and centre-crops"
+        )
     size = crop
     if image_size is not None and image_size_pair(image_size) != crop:
         size = image_size_pair(image_size)
@@ -99,9 +113,13 @@ def timm_preprocessing(name: str, image_size=None, mean=None, std=None) -> Prepr
     interpolation = str(cfg.get("interpolation") or "bilinear")
     if interpolation not in INTERPOLATIONS:
         interpolation = "bilinear"
-    return Preprocessing(size=size, resize_size=resize, interpolation=interpolation,
-                         mean=cfg.get("mean") or (0.485, 0.456, 0.406) if mean is None else mean,
-                         std=cfg.get("std") or (0.229, 0.224, 0.225) if std is None else std)
+    return Preprocessing(
+        size=size,
+        resize_size=resize,
+        interpolation=interpolation,
+        mean=cfg.get("mean") or (0.485, 0.456, 0.406) if mean is None else mean,
+        std=cfg.get("std") or (0.229, 0.224, 0.225) if std is None else std,
+    )
 
 
 def pretrained_file(name: str) -> Tuple[Path, str]:
@@ -112,8 +130,10 @@ def pretrained_file(name: str) -> Tuple[Path, str]:
     folder = Path(torch.hub.get_dir()) / "checkpoints" / "timm"
     if cfg.get("hf_hub_id"):
         repo = str(cfg["hf_hub_id"]).split("@")[0]
-        return folder / f"{full}.safetensors", \
-            f"https://huggingface.co/{repo}/resolve/main/model.safetensors"
+        return (
+            folder / f"{full}.safetensors",
+            f"https://huggingface.co/{repo}/resolve/main/model.safetensors",
+        )
     url = str(cfg.get("url") or "")
     suffix = "".join(Path(urlparse(url).path).suffixes[-1:]) or ".pth"
     return folder / f"{full}{suffix}", url
@@ -126,10 +146,12 @@ def read_weights_file(path: Path) -> dict:
     if path.suffix == ".safetensors":
         try:
             from safetensors.torch import load_file
+
             return dict(load_file(str(path), device="cpu"))
         except Exception as exc:
-            raise DeconvvizError(f"cannot read weights file {path} as safetensors: "
-                                 f"{_first_line(exc)}") from None
+            raise DeconvvizError(
+                f"cannot read weights file {path} as safetensors: {_first_line(exc)}"
+            ) from None
     with torch.serialization.safe_globals([argparse.Namespace]):
         return read_state_file(path)
 
@@ -181,35 +203,44 @@ def _pretrained(timm, name: str, seed: int, progress: bool) -> Tuple[nn.Module, 
     cfg = _pretrained_cfg(name)
     if not (cfg.get("hf_hub_id") or cfg.get("url") or cfg.get("file")):
         tags = [p.partition(".")[2] for p in timm.list_pretrained(f"{name.split('.')[0]}.*")]
-        raise DeconvvizError(f"timm has no pretrained weights for timm:{name}" + (
-            f"; its pretrained tags: {', '.join(tags)}" if tags else ""))
+        raise DeconvvizError(
+            f"timm has no pretrained weights for timm:{name}"
+            + (f"; its pretrained tags: {', '.join(tags)}" if tags else "")
+        )
     local, url = pretrained_file(name)
     found = local if local.is_file() else _cached_hub_file(cfg)
     if found is not None:
         # timm reads a .safetensors file with safetensors and any other with weights_only=True
         try:
-            model = timm.create_model(name, pretrained=True,
-                                      pretrained_cfg_overlay={"file": str(found), "source": ""})
+            model = timm.create_model(
+                name, pretrained=True, pretrained_cfg_overlay={"file": str(found), "source": ""}
+            )
         except Exception as exc:  # safetensors, torch.load and load_state_dict raise their own
-            raise DeconvvizError(f"cannot read timm's weights {found} for timm:{name} "
-                                 f"({_first_line(exc)}); delete it, or fetch {url} again and "
-                                 "save it there") from None
+            raise DeconvvizError(
+                f"cannot read timm's weights {found} for timm:{name} "
+                f"({_first_line(exc)}); delete it, or fetch {url} again and "
+                "save it there"
+            ) from None
         return model, found
     fail = f"fetch {url} and save it as {local} (or pass the file as --weights)"
     if not _hub_reachable(url):
-        raise DeconvvizError(f"cannot download the weights of timm:{name} ({urlparse(url).hostname}"
-                             f" cannot be reached); {fail}")
+        raise DeconvvizError(
+            f"cannot download the weights of timm:{name} ({urlparse(url).hostname}"
+            f" cannot be reached); {fail}"
+        )
     try:
         timm.models._builder.set_pretrained_download_progress(progress)
         model = timm.create_model(name, pretrained=True)
     except Exception as exc:
-        raise DeconvvizError(f"cannot download the weights of timm:{name} "
-                             f"({_first_line(exc)}); {fail}") from None
+        raise DeconvvizError(
+            f"cannot download the weights of timm:{name} ({_first_line(exc)}); {fail}"
+        ) from None
     return model, _cached_hub_file(cfg) or local
 
 
-def build_timm(name: str, weights: Optional[str], seed: int,
-               progress: bool = True) -> Tuple[nn.Module, dict]:
+def build_timm(
+    name: str, weights: Optional[str], seed: int, progress: bool = True
+) -> Tuple[nn.Module, dict]:
     """``(model, meta)`` for ``timm:NAME``: ``weights`` is ``None`` (random weights
     seeded with ``seed``, announced by a notice), ``"pretrained"`` (timm's weights:
     a local copy where deconvviz looks for one (:func:`pretrained_file`), timm's
@@ -223,14 +254,19 @@ def build_timm(name: str, weights: Optional[str], seed: int,
     text = "" if weights is None else str(weights)
     if text.lower() == PRETRAINED:
         model, path = _pretrained(timm, name, seed, progress)
-        meta.update(weights=PRETRAINED, path=str(path), sha256=file_sha256(path)
-                    if Path(path).is_file() else state_sha256(model))
+        meta.update(
+            weights=PRETRAINED,
+            path=str(path),
+            sha256=file_sha256(path) if Path(path).is_file() else state_sha256(model),
+        )
     elif text:
         path = Path(text)
         if not path.is_file():
-            raise DeconvvizError(f"weights file {text} does not exist (for {spec}, --weights takes "
-                                 f"a state-dict, timm checkpoint or .safetensors file, or "
-                                 f"'{PRETRAINED}')")
+            raise DeconvvizError(
+                f"weights file {text} does not exist (for {spec}, --weights takes "
+                f"a state-dict, timm checkpoint or .safetensors file, or "
+                f"'{PRETRAINED}')"
+            )
         state = read_weights_file(path)
         model = _create(timm, name, seed)
         classes = class_count_to_fit(model, state)
@@ -240,8 +276,10 @@ def build_timm(name: str, weights: Optional[str], seed: int,
         meta.update(weights=text, path=text, sha256=file_sha256(path))
     else:
         model = _create(timm, name, seed)
-        notice(f"{spec} has random weights (seed {seed}; no --weights given): its projections "
-               "show the architecture, not learned features")
+        notice(
+            f"{spec} has random weights (seed {seed}; no --weights given): its projections "
+            "show the architecture, not learned features"
+        )
         meta.update(weights=None, path=spec, sha256=state_sha256(model), random_init_seed=seed)
     return model, meta
 

@@ -59,8 +59,9 @@ def read_torch_file(path: Union[str, Path], expected: str) -> Any:
             warnings.simplefilter("ignore")
             return torch.load(path, map_location="cpu", weights_only=True)
     except OSError as exc:
-        raise TorchFileError(path, expected, f"it cannot be read "
-                                             f"({exc.strerror or type(exc).__name__})") from None
+        raise TorchFileError(
+            path, expected, f"it cannot be read ({exc.strerror or type(exc).__name__})"
+        ) from None
     except Exception:  # noqa: BLE001 - every failure is described from the file itself
         raise TorchFileError(path, expected, _what_it_is(path)) from None
 
@@ -84,8 +85,9 @@ def _what_it_is(path: Path) -> str:
             return "it is damaged or truncated (a torch.save zip archive without its end)"
         return _pickle_verdict(data, damaged="its pickled data is damaged")
     if data[0] == _PICKLE_PROTO:
-        return _pickle_verdict(data, damaged="it is damaged or truncated (a pickle without "
-                                             "its end)")
+        return _pickle_verdict(
+            data, damaged="it is damaged or truncated (a pickle without its end)"
+        )
     if _is_text(data[:4096]):
         return "it is a text file, not one written by torch.save"
     return "it is not a file written by torch.save (or it is damaged)"
@@ -99,8 +101,10 @@ def _pickle_verdict(data: bytes, damaged: str) -> str:
     foreign = [n for n in imports if not n.startswith(("torch.", "collections.OrderedDict"))]
     if foreign:
         shown = ", ".join(foreign[:3]) + (", ..." if len(foreign) > 3 else "")
-        return (f"it is a pickle that imports Python objects ({shown}); deconvviz "
-                "loads only tensors and plain values and never runs code from a file")
+        return (
+            f"it is a pickle that imports Python objects ({shown}); deconvviz "
+            "loads only tensors and plain values and never runs code from a file"
+        )
     return "it is a pickle that torch.save did not write (or it is damaged)"
 
 

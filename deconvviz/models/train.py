@@ -20,9 +20,19 @@ __all__ = ["train_model", "evaluate", "channel_stats", "augment_batch", "TrainCo
 class TrainConfig(dict):
     """Hyper-parameters of a training run (a plain dict, stored in the checkpoint)."""
 
-    DEFAULTS = dict(epochs=30, batch_size=128, lr=0.05, optimizer="sgd", momentum=0.9,
-                    weight_decay=5e-4, label_smoothing=0.1, warmup_epochs=1.0,
-                    augment=True, seed=0, clip_filter_rms=None)
+    DEFAULTS = dict(
+        epochs=30,
+        batch_size=128,
+        lr=0.05,
+        optimizer="sgd",
+        momentum=0.9,
+        weight_decay=5e-4,
+        label_smoothing=0.1,
+        warmup_epochs=1.0,
+        augment=True,
+        seed=0,
+        clip_filter_rms=None,
+    )
 
     def __init__(self, **overrides):
         unknown = set(overrides) - set(self.DEFAULTS)
@@ -53,8 +63,8 @@ def augment_batch(images: torch.Tensor, generator: torch.Generator, pad: int = 4
     dx = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
     dy = torch.randint(0, 2 * pad + 1, (b,), generator=generator)
     flip = torch.rand(b, generator=generator) < 0.5
-    rows = (dy.view(b, 1) + torch.arange(h).view(1, h))          # (b, h)
-    cols = (dx.view(b, 1) + torch.arange(w).view(1, w))          # (b, w)
+    rows = dy.view(b, 1) + torch.arange(h).view(1, h)  # (b, h)
+    cols = dx.view(b, 1) + torch.arange(w).view(1, w)  # (b, w)
     cols = torch.where(flip.view(b, 1), cols.flip(1), cols)
     bi = torch.arange(b).view(b, 1, 1)
     out = padded.permute(0, 2, 3, 1)[bi, rows.view(b, h, 1), cols.view(b, 1, w)]
@@ -62,8 +72,15 @@ def augment_batch(images: torch.Tensor, generator: torch.Generator, pad: int = 4
 
 
 @torch.no_grad()
-def evaluate(model: nn.Module, source: ImageSource, mean, std, batch_size: int = 500,
-             device: str = "cpu", progress: bool = False) -> Dict:
+def evaluate(
+    model: nn.Module,
+    source: ImageSource,
+    mean,
+    std,
+    batch_size: int = 500,
+    device: str = "cpu",
+    progress: bool = False,
+) -> Dict:
     """Accuracy of ``model`` on a labelled source: overall, per class, and the loss."""
     was_training = model.training
     model.eval()
@@ -87,18 +104,29 @@ def evaluate(model: nn.Module, source: ImageSource, mean, std, batch_size: int =
     return {
         "accuracy": float(correct.sum()) / total if total else float("nan"),
         "loss": loss_sum / total if total else float("nan"),
-        "per_class": {(source.class_names[i] if i < len(source.class_names) else str(i)):
-                      (float(correct[i]) / float(seen[i]) if seen[i] else float("nan"))
-                      for i in range(n_cls)},
+        "per_class": {
+            (source.class_names[i] if i < len(source.class_names) else str(i)): (
+                float(correct[i]) / float(seen[i]) if seen[i] else float("nan")
+            )
+            for i in range(n_cls)
+        },
         "num_images": total,
     }
 
 
-def train_model(model: nn.Module, train_source: ImageSource, mean: Sequence[float],
-                std: Sequence[float], config: TrainConfig, *,
-                test_source: Optional[ImageSource] = None, device: str = "cpu",
-                progress: bool = True, log: Callable[[str], None] = print,
-                on_epoch_end: Optional[Callable[[int, Dict], None]] = None) -> Dict:
+def train_model(
+    model: nn.Module,
+    train_source: ImageSource,
+    mean: Sequence[float],
+    std: Sequence[float],
+    config: TrainConfig,
+    *,
+    test_source: Optional[ImageSource] = None,
+    device: str = "cpu",
+    progress: bool = True,
+    log: Callable[[str], None] = print,
+    on_epoch_end: Optional[Callable[[int, Dict], None]] = None,
+) -> Dict:
     """Train ``model`` in place; return the history (loss, accuracy, test accuracy per epoch).
 
     Deterministic on the CPU for a given ``config["seed"]``: the shuffling and the
@@ -112,8 +140,10 @@ def train_model(model: nn.Module, train_source: ImageSource, mean: Sequence[floa
     model.to(device=device, memory_format=torch.channels_last)
     params_decay = [p for n, p in model.named_parameters() if p.ndim > 1]
     params_plain = [p for n, p in model.named_parameters() if p.ndim <= 1]
-    groups = [{"params": params_decay, "weight_decay": config["weight_decay"]},
-              {"params": params_plain, "weight_decay": 0.0}]
+    groups = [
+        {"params": params_decay, "weight_decay": config["weight_decay"]},
+        {"params": params_plain, "weight_decay": 0.0},
+    ]
     if config["optimizer"] == "sgd":
         opt = torch.optim.SGD(groups, lr=config["lr"], momentum=config["momentum"], nesterov=True)
     elif config["optimizer"] == "adam":
@@ -134,8 +164,13 @@ def train_model(model: nn.Module, train_source: ImageSource, mean: Sequence[floa
 
     images = train_source.all_images()
     labels = train_source.labels
-    history = {"epoch": [], "train_loss": [], "train_accuracy": [], "test_accuracy": [],
-               "seconds": []}
+    history = {
+        "epoch": [],
+        "train_loss": [],
+        "train_accuracy": [],
+        "test_accuracy": [],
+        "seconds": [],
+    }
     step = 0
     for epoch in range(1, int(config["epochs"]) + 1):
         model.train()
@@ -144,12 +179,13 @@ def train_model(model: nn.Module, train_source: ImageSource, mean: Sequence[floa
         loss_sum, correct, seen = 0.0, 0, 0
         with Progress(n, f"epoch {epoch}/{config['epochs']}", enabled=progress) as bar:
             for s in range(0, n, bs):
-                idx = order[s:s + bs]
+                idx = order[s : s + bs]
                 batch = images[idx]
                 if config["augment"]:
                     batch = augment_batch(batch, gen)
                 x = normalize(batch.to(device), mean, std).contiguous(
-                    memory_format=torch.channels_last)
+                    memory_format=torch.channels_last
+                )
                 y = labels[idx].to(device)
                 for group in opt.param_groups:
                     group["lr"] = lr_at(step)
@@ -158,7 +194,7 @@ def train_model(model: nn.Module, train_source: ImageSource, mean: Sequence[floa
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                if config["clip_filter_rms"]:   # the paper's feature-scale clipping
+                if config["clip_filter_rms"]:  # the paper's feature-scale clipping
                     clip_filter_rms(model, config["clip_filter_rms"])
                 step += 1
                 loss_sum += loss.item() * len(idx)
@@ -174,8 +210,10 @@ def train_model(model: nn.Module, train_source: ImageSource, mean: Sequence[floa
         history["train_accuracy"].append(correct / seen)
         history["test_accuracy"].append(test_acc)
         history["seconds"].append(seconds)
-        log(f"epoch {epoch}: loss {loss_sum / seen:.4f}, train accuracy {correct / seen:.4f}, "
-            f"test accuracy {test_acc:.4f}, {seconds:.1f}s ({seen / seconds:.0f} img/s)")
+        log(
+            f"epoch {epoch}: loss {loss_sum / seen:.4f}, train accuracy {correct / seen:.4f}, "
+            f"test accuracy {test_acc:.4f}, {seconds:.1f}s ({seen / seconds:.0f} img/s)"
+        )
         if on_epoch_end is not None:
             on_epoch_end(epoch, history)
     model.to(memory_format=torch.contiguous_format)

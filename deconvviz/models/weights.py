@@ -19,13 +19,19 @@ from torch import nn
 from ..errors import DeconvvizError
 from .torchfile import TorchFileError, read_torch_file
 
-__all__ = ["read_state_file", "load_state", "class_count_to_fit", "state_sha256",
-           "torchvision_state_dict"]
+__all__ = [
+    "read_state_file",
+    "load_state",
+    "class_count_to_fit",
+    "state_sha256",
+    "torchvision_state_dict",
+]
 
 #: What ``--weights FILE`` must be, for messages.
 STATE_DICT = "a state dict (parameter names to tensors, saved with torch.save)"
 _DENSENET_OLD_KEY = re.compile(
-    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$")
+    r"^(.*denselayer\d+\.(?:norm|relu|conv))\.((?:[12])\.(?:weight|bias|running_mean|running_var))$"
+)
 
 
 def _first_line(exc: BaseException) -> str:
@@ -44,23 +50,30 @@ def read_state_file(path: Path) -> dict:
                 obj = obj[key]
                 break
     if not isinstance(obj, dict) or not _is_tensor_dict(obj):
-        held = (("an empty dict" if not obj else "a dict whose values are not all tensors")
-                if isinstance(obj, dict) else f"a {type(obj).__name__}")
+        held = (
+            ("an empty dict" if not obj else "a dict whose values are not all tensors")
+            if isinstance(obj, dict)
+            else f"a {type(obj).__name__}"
+        )
         raise DeconvvizError(f"{path} is not {STATE_DICT}: it holds {held}")
     if obj and all(k.startswith("module.") for k in obj):  # saved from DataParallel
-        obj = {k[len("module."):]: v for k, v in obj.items()}
+        obj = {k[len("module.") :]: v for k, v in obj.items()}
     return dict(obj)
 
 
 def _is_tensor_dict(obj: dict) -> bool:
-    return bool(obj) and all(isinstance(k, str) and isinstance(v, torch.Tensor)
-                             for k, v in obj.items())
+    return bool(obj) and all(
+        isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in obj.items()
+    )
 
 
 def _shape_mismatches(model: nn.Module, state: dict):
     own = model.state_dict()
-    return [(k, tuple(state[k].shape), tuple(own[k].shape)) for k in own
-            if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    return [
+        (k, tuple(state[k].shape), tuple(own[k].shape))
+        for k in own
+        if k in state and tuple(state[k].shape) != tuple(own[k].shape)
+    ]
 
 
 def class_count_to_fit(model: nn.Module, state: dict) -> Optional[int]:
@@ -69,8 +82,11 @@ def class_count_to_fit(model: nn.Module, state: dict) -> Optional[int]:
     if not bad:
         return None
     counts = {f[0] for _, f, _ in bad}
-    if len(counts) == 1 and all(f[1:] == m[1:] for _, f, m in bad) and \
-            len({m[0] for _, _, m in bad}) == 1:
+    if (
+        len(counts) == 1
+        and all(f[1:] == m[1:] for _, f, m in bad)
+        and len({m[0] for _, _, m in bad}) == 1
+    ):
         return counts.pop()
     return None
 
@@ -114,9 +130,13 @@ def load_state(model: nn.Module, state: dict, arch: str, what: str) -> None:
     if unexpected:
         parts.append(f"{len(unexpected)} unexpected key(s) ({_keys(unexpected)})")
     if shapes:
-        shown = ", ".join(f"{k}: file {'x'.join(map(str, f))}, model {'x'.join(map(str, m))}"
-                          for k, f, m in shapes[:3])
-        parts.append(f"{len(shapes)} of another shape ({shown}{', ...' if len(shapes) > 3 else ''})")
+        shown = ", ".join(
+            f"{k}: file {'x'.join(map(str, f))}, model {'x'.join(map(str, m))}"
+            for k, f, m in shapes[:3]
+        )
+        parts.append(
+            f"{len(shapes)} of another shape ({shown}{', ...' if len(shapes) > 3 else ''})"
+        )
     raise DeconvvizError(f"{what} does not fit {arch}: {'; '.join(parts)}")
 
 
@@ -140,18 +160,20 @@ def torchvision_state_dict(arch: str, tv_weights, progress: bool):
         # torch.hub announces downloads on stdout, which belongs to the command's output;
         # its progress bar (stderr) says enough
         with contextlib.redirect_stdout(io.StringIO()):
-            state = tv_weights.get_state_dict(progress=progress, check_hash=True,
-                                              weights_only=True)
+            state = tv_weights.get_state_dict(progress=progress, check_hash=True, weights_only=True)
     except Exception as exc:
         reason = _first_line(exc)
         if existed or cached.is_file():
-            try:   # say what the file is in our words: torch's advise loading it unsafely
+            try:  # say what the file is in our words: torch's advise loading it unsafely
                 read_torch_file(cached, "torchvision's weights")
             except TorchFileError as bad:
                 reason = bad.why
-            raise DeconvvizError(f"cannot read torchvision's cached weights {cached} for {arch} "
-                                 f"({reason}); delete it, or fetch {url} again and save it "
-                                 "there") from None
-        raise DeconvvizError(f"cannot download the weights of {arch} ({reason}); fetch {url} "
-                             f"and save it as {cached}") from None
+            raise DeconvvizError(
+                f"cannot read torchvision's cached weights {cached} for {arch} "
+                f"({reason}); delete it, or fetch {url} again and save it "
+                "there"
+            ) from None
+        raise DeconvvizError(
+            f"cannot download the weights of {arch} ({reason}); fetch {url} and save it as {cached}"
+        ) from None
     return state, cached

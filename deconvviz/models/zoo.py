@@ -22,16 +22,32 @@ import torch
 from torch import nn
 
 from .. import __version__
-from ..data.preprocess import (IMAGENET_MEAN, IMAGENET_STD, INTERPOLATIONS, Preprocessing,
-                               image_size_pair, default_resize_size)
+from ..data.preprocess import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    INTERPOLATIONS,
+    Preprocessing,
+    default_resize_size,
+    image_size_pair,
+)
 from ..errors import DeconvvizError, notice
 from .checkpoint import file_sha256, load_model
 from .timm_models import TIMM_PREFIX, build_timm, timm_preprocessing
-from .weights import (class_count_to_fit, load_state, read_state_file, state_sha256,
-                      torchvision_state_dict)
+from .weights import (
+    class_count_to_fit,
+    load_state,
+    read_state_file,
+    state_sha256,
+    torchvision_state_dict,
+)
 
-__all__ = ["resolve_model", "torchvision_models", "model_kind", "TORCHVISION_PREFIX",
-           "RANDOM_INIT_SEED"]
+__all__ = [
+    "resolve_model",
+    "torchvision_models",
+    "model_kind",
+    "TORCHVISION_PREFIX",
+    "RANDOM_INIT_SEED",
+]
 
 TORCHVISION_PREFIX = "torchvision:"
 RANDOM_INIT_SEED = 0
@@ -64,13 +80,20 @@ def model_kind(spec: Optional[str]) -> str:
 def torchvision_models() -> List[str]:
     """Names of the classification models in ``torchvision.models`` (``torchvision:NAME``)."""
     import torchvision.models as tvm
+
     return sorted(tvm.list_models(module=tvm))
 
 
-def resolve_model(spec: Optional[str] = None, weights: Optional[str] = None,
-                  device: str = "cpu", image_size: Size = None,
-                  mean: Optional[Sequence[float]] = None, std: Optional[Sequence[float]] = None,
-                  *, progress: bool = True) -> nn.Module:
+def resolve_model(
+    spec: Optional[str] = None,
+    weights: Optional[str] = None,
+    device: str = "cpu",
+    image_size: Size = None,
+    mean: Optional[Sequence[float]] = None,
+    std: Optional[Sequence[float]] = None,
+    *,
+    progress: bool = True,
+) -> nn.Module:
     """The network ``--model`` names, in eval mode on ``device``, with ``model.meta``.
 
     ``spec``:
@@ -122,10 +145,11 @@ def resolve_model(spec: Optional[str] = None, weights: Optional[str] = None,
     if kind == "checkpoint":
         return _checkpoint(spec, weights, device, image_size, mean, std)
     if kind == "torchvision":
-        return _torchvision(str(spec)[len(TORCHVISION_PREFIX):], weights, device, image_size,
-                            mean, std, progress)
+        return _torchvision(
+            str(spec)[len(TORCHVISION_PREFIX) :], weights, device, image_size, mean, std, progress
+        )
     if kind == "timm":
-        name = str(spec)[len(TIMM_PREFIX):]
+        name = str(spec)[len(TIMM_PREFIX) :]
         model, meta = build_timm(name, weights, RANDOM_INIT_SEED, progress)
         pre = timm_preprocessing(name, image_size, mean, std)
         return _finish(model, meta, pre, device, None)
@@ -134,27 +158,36 @@ def resolve_model(spec: Optional[str] = None, weights: Optional[str] = None,
 
 # --------------------------------------------------------------------------- checkpoints
 
+
 def _checkpoint(spec, weights, device, image_size, mean, std) -> nn.Module:
     if weights is not None:
-        raise DeconvvizError("a deconvviz checkpoint carries its own weights; --weights applies "
-                             "to torchvision:NAME and package.module:function models")
+        raise DeconvvizError(
+            "a deconvviz checkpoint carries its own weights; --weights applies "
+            "to torchvision:NAME and package.module:function models"
+        )
     model = load_model(spec, device=device)
     meta = model.meta
     size = tuple(int(v) for v in meta.get("input_size", (3, 32, 32))[-2:])
     if image_size is not None and image_size_pair(image_size) != size:
         h, w = image_size_pair(image_size)
-        raise DeconvvizError(f"checkpoint {meta['path']} takes {size[0]}x{size[1]} images; "
-                             f"it cannot run at {h}x{w} (its classifier is fixed to that size)")
+        raise DeconvvizError(
+            f"checkpoint {meta['path']} takes {size[0]}x{size[1]} images; "
+            f"it cannot run at {h}x{w} (its classifier is fixed to that size)"
+        )
     if mean is not None or std is not None:
         norm = meta["normalization"]
-        pre = Preprocessing(size=size, resize_size=max(size),
-                            mean=norm["mean"] if mean is None else mean,
-                            std=norm["std"] if std is None else std)
+        pre = Preprocessing(
+            size=size,
+            resize_size=max(size),
+            mean=norm["mean"] if mean is None else mean,
+            std=norm["std"] if std is None else std,
+        )
         meta["normalization"] = {"mean": list(pre.mean), "std": list(pre.std)}
     return model
 
 
 # --------------------------------------------------------------------------- torchvision
+
 
 def _torchvision(name, weights, device, image_size, mean, std, progress) -> nn.Module:
     import torchvision.models as tvm
@@ -163,8 +196,10 @@ def _torchvision(name, weights, device, image_size, mean, std, progress) -> nn.M
     if name not in names:
         close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
         hint = f"; closest: {', '.join(close)}" if close else ""
-        raise DeconvvizError(f"unknown torchvision model {name!r}{hint} (any of the "
-                             f"{len(names)} classification models of torchvision.models)")
+        raise DeconvvizError(
+            f"unknown torchvision model {name!r}{hint} (any of the "
+            f"{len(names)} classification models of torchvision.models)"
+        )
     enum = tvm.get_model_weights(name)
     default = enum.DEFAULT
     arch = f"{TORCHVISION_PREFIX}{name}"
@@ -187,14 +222,21 @@ def _torchvision(name, weights, device, image_size, mean, std, progress) -> nn.M
         interpolation, base_mean, base_std = "bilinear", IMAGENET_MEAN, IMAGENET_STD
     if interpolation not in INTERPOLATIONS:
         interpolation = "bilinear"
-    pre = Preprocessing(size=size, resize_size=resize, interpolation=interpolation,
-                        mean=base_mean if mean is None else mean,
-                        std=base_std if std is None else std)
+    pre = Preprocessing(
+        size=size,
+        resize_size=resize,
+        interpolation=interpolation,
+        mean=base_mean if mean is None else mean,
+        std=base_std if std is None else std,
+    )
 
     kwargs = {}
     if name in _AUX_HEADS:
-        kwargs.update(transform_input=True, aux_logits=True,
-                      init_weights=tv_weights is None and weights_file is None)
+        kwargs.update(
+            transform_input=True,
+            aux_logits=True,
+            init_weights=tv_weights is None and weights_file is None,
+        )
     if name.startswith("vit_"):
         kwargs["image_size"] = tv_weights.meta["min_size"][0] if tv_weights else size[0]
     elif name.startswith("maxvit"):
@@ -207,8 +249,11 @@ def _torchvision(name, weights, device, image_size, mean, std, progress) -> nn.M
         state, path = torchvision_state_dict(arch, tv_weights, progress)
         model = _build(name, kwargs)
         load_state(model, state, arch, f"torchvision's weights file {path}")
-        meta.update(weights=tv_weights.name if hasattr(tv_weights, "name") else str(tv_weights),
-                    path=str(path), sha256=file_sha256(path))
+        meta.update(
+            weights=tv_weights.name if hasattr(tv_weights, "name") else str(tv_weights),
+            path=str(path),
+            sha256=file_sha256(path),
+        )
     elif weights_file is not None:
         state = read_state_file(weights_file)
         model = _build(name, kwargs)
@@ -216,23 +261,38 @@ def _torchvision(name, weights, device, image_size, mean, std, progress) -> nn.M
         if classes is not None:
             model = _build(name, dict(kwargs, num_classes=classes))
         load_state(model, state, arch, f"weights file {weights_file}")
-        meta.update(weights=str(weights_file), path=str(weights_file),
-                    sha256=file_sha256(weights_file))
+        meta.update(
+            weights=str(weights_file), path=str(weights_file), sha256=file_sha256(weights_file)
+        )
     else:
         model = _build(name, kwargs)
-        notice(f"{arch} has random weights (seed {RANDOM_INIT_SEED}; no --weights given): its "
-               "projections show the architecture, not learned features")
-        meta.update(weights=None, path=arch, sha256=state_sha256(model),
-                    random_init_seed=RANDOM_INIT_SEED)
+        notice(
+            f"{arch} has random weights (seed {RANDOM_INIT_SEED}; no --weights given): its "
+            "projections show the architecture, not learned features"
+        )
+        meta.update(
+            weights=None, path=arch, sha256=state_sha256(model), random_init_seed=RANDOM_INIT_SEED
+        )
     for attr in _AUX_HEADS.get(name, ()):
         setattr(model, attr, None)
     if name in _AUX_HEADS:
         model.aux_logits = False
 
-    categories = list(tv_weights.meta["categories"]) if tv_weights is not None else \
-        list(default.meta.get("categories") or [])
-    return _finish(model, meta, pre, device, categories, trained_size=(
-        image_size_pair(tv_weights.transforms().crop_size) if tv_weights is not None else None))
+    categories = (
+        list(tv_weights.meta["categories"])
+        if tv_weights is not None
+        else list(default.meta.get("categories") or [])
+    )
+    return _finish(
+        model,
+        meta,
+        pre,
+        device,
+        categories,
+        trained_size=(
+            image_size_pair(tv_weights.transforms().crop_size) if tv_weights is not None else None
+        ),
+    )
 
 
 def _weights_choice(arch: str, enum, weights):
@@ -249,15 +309,20 @@ def _weights_choice(arch: str, enum, weights):
             return value, None
     known = ", ".join(members)
     if os.sep in text or "/" in text or os.path.splitext(text)[1]:
-        raise DeconvvizError(f"weights file {text} does not exist (or give one of {arch}'s "
-                             f"torchvision weights: {known})")
-    raise DeconvvizError(f"{arch} has no weights {text!r}; its torchvision weights are {known} "
-                         "(or give a local state-dict file)")
+        raise DeconvvizError(
+            f"weights file {text} does not exist (or give one of {arch}'s "
+            f"torchvision weights: {known})"
+        )
+    raise DeconvvizError(
+        f"{arch} has no weights {text!r}; its torchvision weights are {known} "
+        "(or give a local state-dict file)"
+    )
 
 
 def _build(name: str, kwargs: dict) -> nn.Module:
-    import torchvision.models as tvm
     import warnings
+
+    import torchvision.models as tvm
 
     with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)  # e.g. "weights of the aux heads not trained"
@@ -268,13 +333,16 @@ def _build(name: str, kwargs: dict) -> nn.Module:
             sized = [kwargs[k] for k in ("image_size", "input_size") if k in kwargs]
             if sized:
                 h, w = image_size_pair(sized[0])
-                raise DeconvvizError(f"cannot build torchvision:{name} for {h}x{w} images: "
-                                     f"{_first_line(exc).rstrip('.')}; choose another image "
-                                     "size") from None
+                raise DeconvvizError(
+                    f"cannot build torchvision:{name} for {h}x{w} images: "
+                    f"{_first_line(exc).rstrip('.')}; choose another image "
+                    "size"
+                ) from None
             raise DeconvvizError(f"cannot build torchvision:{name}: {_first_line(exc)}") from None
 
 
 # --------------------------------------------------------------------------- user code
+
 
 def _user_module(spec, weights, device, image_size, mean, std) -> nn.Module:
     modname, funcname = spec.split(":")
@@ -284,33 +352,43 @@ def _user_module(spec, weights, device, image_size, mean, std) -> nn.Module:
     if func is None:
         raise DeconvvizError(f"module {modname} ({where}) has no {funcname!r} (for --model {spec})")
     if not callable(func):
-        raise DeconvvizError(f"{spec} is a {type(func).__name__}, not a function that returns "
-                             "an nn.Module")
+        raise DeconvvizError(
+            f"{spec} is a {type(func).__name__}, not a function that returns an nn.Module"
+        )
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(RANDOM_INIT_SEED)
         try:
             model = func()
         except Exception as exc:
-            raise DeconvvizError(f"{spec} raised {type(exc).__name__}: {_first_line(exc)}") from None
+            raise DeconvvizError(
+                f"{spec} raised {type(exc).__name__}: {_first_line(exc)}"
+            ) from None
     if not isinstance(model, nn.Module):
-        raise DeconvvizError(f"{spec} returned a {type(model).__module__}.{type(model).__name__}"
-                             ", not a torch.nn.Module")
+        raise DeconvvizError(
+            f"{spec} returned a {type(model).__module__}.{type(model).__name__}"
+            ", not a torch.nn.Module"
+        )
     size = image_size_pair(DEFAULT_IMAGE_SIZE if image_size is None else image_size)
     _materialize_lazy(model, spec, size)
     meta = {"arch": spec, "model": spec}
     if weights is not None and str(weights) != "":
         if not os.path.isfile(str(weights)):
-            raise DeconvvizError(f"weights file {weights} does not exist (for a model of your "
-                                 "own, --weights takes a state-dict file; torchvision weights "
-                                 "names apply to torchvision:NAME)")
+            raise DeconvvizError(
+                f"weights file {weights} does not exist (for a model of your "
+                "own, --weights takes a state-dict file; torchvision weights "
+                "names apply to torchvision:NAME)"
+            )
         state = read_state_file(Path(str(weights)))
         load_state(model, state, spec, f"weights file {weights}")
         meta.update(weights=str(weights), path=str(weights), sha256=file_sha256(weights))
     else:
         meta.update(weights=None, path=spec, sha256=state_sha256(model))
-    pre = Preprocessing(size=size, resize_size=default_resize_size(size),
-                        mean=IMAGENET_MEAN if mean is None else mean,
-                        std=IMAGENET_STD if std is None else std)
+    pre = Preprocessing(
+        size=size,
+        resize_size=default_resize_size(size),
+        mean=IMAGENET_MEAN if mean is None else mean,
+        std=IMAGENET_STD if std is None else std,
+    )
     own = getattr(model, "class_names", None)
     return _finish(model, meta, pre, device, None, own_classes=own)
 
@@ -324,14 +402,16 @@ def _import(modname: str, spec: str):
     try:
         return importlib.import_module(modname)
     except Exception as exc:
-        raise DeconvvizError(f"cannot import {modname} for --model {spec}: "
-                             f"{type(exc).__name__}: {_first_line(exc)}") from None
+        raise DeconvvizError(
+            f"cannot import {modname} for --model {spec}: {type(exc).__name__}: {_first_line(exc)}"
+        ) from None
     finally:
         if added and cwd in sys.path:
             sys.path.remove(cwd)
 
 
 # --------------------------------------------------------------------------- finishing
+
 
 def _first_line(exc: BaseException) -> str:
     text = str(exc).strip()
@@ -340,12 +420,19 @@ def _first_line(exc: BaseException) -> str:
 
 def _imagenet_categories() -> List[str]:
     import torchvision.models as tvm
+
     return list(tvm.ResNet50_Weights.DEFAULT.meta["categories"])
 
 
-def _finish(model: nn.Module, meta: dict, pre: Preprocessing, device: str,
-            categories: Optional[List[str]], trained_size: Optional[Tuple[int, int]] = None,
-            own_classes=None) -> nn.Module:
+def _finish(
+    model: nn.Module,
+    meta: dict,
+    pre: Preprocessing,
+    device: str,
+    categories: Optional[List[str]],
+    trained_size: Optional[Tuple[int, int]] = None,
+    own_classes=None,
+) -> nn.Module:
     """Eval mode, on ``device``, one forward pass to check the input size and count
     the outputs, then ``model.meta``."""
     import torchvision
@@ -359,11 +446,16 @@ def _finish(model: nn.Module, meta: dict, pre: Preprocessing, device: str,
         with torch.inference_mode():
             out = model(torch.zeros((1, 3, h, w), dtype=dtype, device=device))
     except Exception as exc:
-        hint = f" (its weights were trained at {trained_size[0]}x{trained_size[1]})" \
-            if trained_size else ""
-        raise DeconvvizError(f"{meta['arch']} does not run on 3x{h}x{w} images{hint}: "
-                             f"{type(exc).__name__}: {_first_line(exc).rstrip('.')}; choose "
-                             "another image size") from None
+        hint = (
+            f" (its weights were trained at {trained_size[0]}x{trained_size[1]})"
+            if trained_size
+            else ""
+        )
+        raise DeconvvizError(
+            f"{meta['arch']} does not run on 3x{h}x{w} images{hint}: "
+            f"{type(exc).__name__}: {_first_line(exc).rstrip('.')}; choose "
+            "another image size"
+        ) from None
     if isinstance(out, torch.Tensor) and out.dim() == 2:
         n = int(out.shape[1])
         if own_classes is not None and len(list(own_classes)) == n:
@@ -376,11 +468,17 @@ def _finish(model: nn.Module, meta: dict, pre: Preprocessing, device: str,
             class_names = [f"class{i}" for i in range(n)]
     else:
         n, class_names = None, []
-    meta.update(class_names=class_names, num_classes=n,
-                normalization={"mean": list(pre.mean), "std": list(pre.std)},
-                input_size=[3, h, w], resize_size=pre.resize_size,
-                interpolation=pre.interpolation, package_version=__version__,
-                torch_version=torch.__version__, torchvision_version=torchvision.__version__)
+    meta.update(
+        class_names=class_names,
+        num_classes=n,
+        normalization={"mean": list(pre.mean), "std": list(pre.std)},
+        input_size=[3, h, w],
+        resize_size=pre.resize_size,
+        interpolation=pre.interpolation,
+        package_version=__version__,
+        torch_version=torch.__version__,
+        torchvision_version=torchvision.__version__,
+    )
     model.meta = meta
     return model
 
@@ -397,8 +495,10 @@ def _materialize_lazy(model: nn.Module, spec: str, size) -> None:
             with torch.no_grad():
                 model.eval()(torch.zeros(1, 3, *size))
         except Exception as exc:
-            raise DeconvvizError(f"{spec} has lazy layers, and a {size[0]}x{size[1]} image to "
-                                 f"set their shapes raised {type(exc).__name__}: "
-                                 f"{_first_line(exc)} (give --image-size)") from None
+            raise DeconvvizError(
+                f"{spec} has lazy layers, and a {size[0]}x{size[1]} image to "
+                f"set their shapes raised {type(exc).__name__}: "
+                f"{_first_line(exc)} (give --image-size)"
+            ) from None
         finally:
             model.train(was_training)

@@ -29,9 +29,9 @@ def _strip(tiles: Sequence[Optional[np.ndarray]], height: int, width: int) -> np
     for j, t in enumerate(tiles):
         x0 = j * (width + 1)
         if t is None:
-            out[:height, x0:x0 + width] = 200
+            out[:height, x0 : x0 + width] = 200
         else:
-            out[:t.shape[0], x0:x0 + t.shape[1]] = t
+            out[: t.shape[0], x0 : x0 + t.shape[1]] = t
     return out
 
 
@@ -62,8 +62,9 @@ def comparison_figure(rows: Sequence[Row], columns: Sequence[str], title: str):
         ax.set_xlim(-0.5, width_px - 0.5)
         ax.set_axis_off()
         ax.text(-0.01, 0.5, caption, transform=ax.transAxes, ha="right", va="center", fontsize=7)
-    fig.subplots_adjust(left=0.14, right=0.99, bottom=0.01, top=1 - 0.8 / (0.9 + 0.75 * len(images)),
-                        hspace=0.15)
+    fig.subplots_adjust(
+        left=0.14, right=0.99, bottom=0.01, top=1 - 0.8 / (0.9 + 0.75 * len(images)), hspace=0.15
+    )
     return fig
 
 
@@ -71,8 +72,13 @@ def _esc(value) -> str:
     return html.escape(str(value), quote=True)
 
 
-def comparison_page(title: str, provenance: Sequence[Tuple[str, str]], columns: Sequence[str],
-                    rows: Sequence[Tuple[Sequence[str], Row]], notes: Sequence[str]) -> str:
+def comparison_page(
+    title: str,
+    provenance: Sequence[Tuple[str, str]],
+    columns: Sequence[str],
+    rows: Sequence[Tuple[Sequence[str], Row]],
+    notes: Sequence[str],
+) -> str:
     """A whole HTML page: provenance, then a table with one line per row: its cells'
     text (already-escaped HTML fragments such as links), then each network's tiles."""
     prov = "".join(f"<tr><th>{_esc(k)}</th><td>{_esc(v)}</td></tr>" for k, v in provenance)
@@ -80,9 +86,13 @@ def comparison_page(title: str, provenance: Sequence[Tuple[str, str]], columns: 
     body = []
     for cells, (_, groups) in rows:
         tiles = "".join(
-            '<td class="tiles">' + "".join(img_tag(t, 48) if t is not None else
-                                           '<span class="none">no match</span>' for t in g)
-            + "</td>" for g in groups)
+            '<td class="tiles">'
+            + "".join(
+                img_tag(t, 48) if t is not None else '<span class="none">no match</span>' for t in g
+            )
+            + "</td>"
+            for g in groups
+        )
         body.append('<tr class="pair">' + "".join(f"<td>{c}</td>" for c in cells) + tiles + "</tr>")
     text = "".join(f'<p class="note">{_esc(n)}</p>' for n in notes)
     return f"""<!DOCTYPE html>

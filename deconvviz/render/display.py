@@ -21,8 +21,15 @@ from ..store.atomic import atomic_path
 if TYPE_CHECKING:
     from matplotlib.figure import Figure
 
-__all__ = ["to_display", "to_display_uint8", "image_to_display", "pairs_figure", "save_figure",
-           "grid_image", "DISPLAY_PERCENTILE"]
+__all__ = [
+    "to_display",
+    "to_display_uint8",
+    "image_to_display",
+    "pairs_figure",
+    "save_figure",
+    "grid_image",
+    "DISPLAY_PERCENTILE",
+]
 
 DISPLAY_PERCENTILE = 99.5
 
@@ -38,8 +45,11 @@ def to_display(tiles: torch.Tensor, percentile: float = DISPLAY_PERCENTILE) -> n
     if single:
         t = t.unsqueeze(0)
     flat = t.abs().reshape(t.shape[0], -1)
-    scale = torch.quantile(flat, percentile / 100.0, dim=1) if flat.shape[1] else \
-        torch.zeros(t.shape[0], dtype=t.dtype)
+    scale = (
+        torch.quantile(flat, percentile / 100.0, dim=1)
+        if flat.shape[1]
+        else torch.zeros(t.shape[0], dtype=t.dtype)
+    )
     # Fall back to the maximum where the percentile is zero (sparse projections).
     scale = torch.where(scale > 0, scale, flat.max(dim=1).values if flat.shape[1] else scale)
     safe = torch.where(scale > 0, scale, torch.ones_like(scale)).view(-1, 1, 1, 1)
@@ -49,8 +59,9 @@ def to_display(tiles: torch.Tensor, percentile: float = DISPLAY_PERCENTILE) -> n
     return arr[0] if single else arr
 
 
-def to_display_uint8(tiles: np.ndarray,
-                     percentile: float = DISPLAY_PERCENTILE) -> Tuple[np.ndarray, np.ndarray]:
+def to_display_uint8(
+    tiles: np.ndarray, percentile: float = DISPLAY_PERCENTILE
+) -> Tuple[np.ndarray, np.ndarray]:
     """:func:`to_display` for many tiles at once, as ``uint8``: signed tiles
     ``(B, 3, H, W)`` (any float dtype) -> ``(RGB (B, H, W, 3) uint8, scale (B,) float64)``.
 
@@ -85,8 +96,11 @@ def to_display_uint8(tiles: np.ndarray,
     return out.transpose(0, 2, 3, 1), scale
 
 
-def image_to_display(images: torch.Tensor, mean: Optional[Sequence[float]] = None,
-                     std: Optional[Sequence[float]] = None) -> np.ndarray:
+def image_to_display(
+    images: torch.Tensor,
+    mean: Optional[Sequence[float]] = None,
+    std: Optional[Sequence[float]] = None,
+) -> np.ndarray:
     """Images -> RGB ``(B, H, W, 3)`` in ``[0, 1]``.
 
     ``uint8`` input is divided by 255; float input is de-normalised with
@@ -106,8 +120,9 @@ def image_to_display(images: torch.Tensor, mean: Optional[Sequence[float]] = Non
     return x.clamp(0, 1).permute(0, 2, 3, 1).numpy()
 
 
-def pairs_figure(images: np.ndarray, projections: np.ndarray, labels: Sequence[str],
-                 title: str, columns: int = 3) -> Figure:
+def pairs_figure(
+    images: np.ndarray, projections: np.ndarray, labels: Sequence[str], title: str, columns: int = 3
+) -> Figure:
     """Each image beside its projection, labelled; both already in display form
     ``(N, H, W, 3)``. Returns a matplotlib ``Figure`` (not attached to pyplot)."""
     from matplotlib.figure import Figure
@@ -126,8 +141,14 @@ def pairs_figure(images: np.ndarray, projections: np.ndarray, labels: Sequence[s
         a.imshow(images[i], interpolation="nearest")
         b.imshow(projections[i], interpolation="nearest")
         a.set_title(labels[i], fontsize=7)
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - 0.5 / (1.55 * rows + 0.5),
-                        wspace=0.05, hspace=0.35)
+    fig.subplots_adjust(
+        left=0.01,
+        right=0.99,
+        bottom=0.01,
+        top=1 - 0.5 / (1.55 * rows + 0.5),
+        wspace=0.05,
+        hspace=0.35,
+    )
     return fig
 
 
@@ -138,8 +159,9 @@ def save_figure(fig: Figure, path: Union[str, Path], dpi: Optional[int] = None) 
     return Path(path)
 
 
-def grid_image(tiles: List[np.ndarray], columns: int, pad: int = 1,
-               background: float = 1.0) -> np.ndarray:
+def grid_image(
+    tiles: List[np.ndarray], columns: int, pad: int = 1, background: float = 1.0
+) -> np.ndarray:
     """Lay out equal-size RGB tiles ``(H, W, 3)`` in a grid with ``pad``-pixel gaps."""
     if not tiles:
         return np.full((1, 1, 3), background)
@@ -148,5 +170,8 @@ def grid_image(tiles: List[np.ndarray], columns: int, pad: int = 1,
     out = np.full((rows * (h + pad) + pad, columns * (w + pad) + pad, 3), background)
     for i, t in enumerate(tiles):
         r, c = divmod(i, columns)
-        out[pad + r * (h + pad):pad + r * (h + pad) + h, pad + c * (w + pad):pad + c * (w + pad) + w] = t
+        out[
+            pad + r * (h + pad) : pad + r * (h + pad) + h,
+            pad + c * (w + pad) : pad + c * (w + pad) + w,
+        ] = t
     return out

@@ -10,7 +10,7 @@ from typing import List, Sequence
 
 import numpy as np
 
-from ..store.statistics import FeatureStatistics, NO_CLASS_TEXT, label_text
+from ..store.statistics import NO_CLASS_TEXT, FeatureStatistics, label_text
 
 __all__ = ["statistics_html", "label_caption", "class_name"]
 
@@ -46,15 +46,18 @@ def _histogram_svg(stats: FeatureStatistics, f: int, width: int = 360, height: i
     bars = "".join(
         f'<rect x="{i * bw:.2f}" y="{height - 16 - (height - 20) * c / top:.2f}" '
         f'width="{max(bw - 1, 1):.2f}" height="{(height - 20) * c / top:.2f}" fill="#3b528b">'
-        f'<title>{edges[i]:.4g} .. {edges[i + 1]:.4g}: {int(c)} images</title></rect>'
-        for i, c in enumerate(counts))
-    return (f'<svg class="hist" role="img" width="{width}" height="{height}" '
-            f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg" '
-            f'aria-label="histogram of the maximum activation per image">{bars}'
-            f'<line x1="0" y1="{height - 16}" x2="{width}" y2="{height - 16}" stroke="#5f6870"/>'
-            f'<text x="0" y="{height - 3}" font-size="10" fill="#5f6870">{edges[0]:.3g}</text>'
-            f'<text x="{width}" y="{height - 3}" font-size="10" fill="#5f6870" '
-            f'text-anchor="end">{edges[-1]:.3g}</text></svg>')
+        f"<title>{edges[i]:.4g} .. {edges[i + 1]:.4g}: {int(c)} images</title></rect>"
+        for i, c in enumerate(counts)
+    )
+    return (
+        f'<svg class="hist" role="img" width="{width}" height="{height}" '
+        f'viewBox="0 0 {width} {height}" xmlns="http://www.w3.org/2000/svg" '
+        f'aria-label="histogram of the maximum activation per image">{bars}'
+        f'<line x1="0" y1="{height - 16}" x2="{width}" y2="{height - 16}" stroke="#5f6870"/>'
+        f'<text x="0" y="{height - 3}" font-size="10" fill="#5f6870">{edges[0]:.3g}</text>'
+        f'<text x="{width}" y="{height - 3}" font-size="10" fill="#5f6870" '
+        f'text-anchor="end">{edges[-1]:.3g}</text></svg>'
+    )
 
 
 def statistics_html(stats: FeatureStatistics, f: int, classes: Sequence[str]) -> str:
@@ -62,8 +65,9 @@ def statistics_html(stats: FeatureStatistics, f: int, classes: Sequence[str]) ->
     quantiles, the histogram of its maximum per image, and one AUROC bar per class
     (the 0.5 line marks chance; p is the one-sided Mann-Whitney p, Holm-corrected over
     the classes; "top k" is the share of its top images in the class)."""
-    levels = ", ".join(f"{100 * q:g}%: {v:.3g}" for q, v in zip(stats.quantile_levels,
-                                                                 stats.quantiles[f]))
+    levels = ", ".join(
+        f"{100 * q:g}%: {v:.3g}" for q, v in zip(stats.quantile_levels, stats.quantiles[f])
+    )
     rows: List[str] = []
     for c in range(stats.classes):
         a = float(stats.auroc[f, c])
@@ -79,20 +83,22 @@ def statistics_html(stats: FeatureStatistics, f: int, classes: Sequence[str]) ->
             f'height:100%;background:{colour}"></div><div style="position:absolute;left:50%;'
             f'top:-2px;bottom:-2px;border-left:1px dashed #1d2125"></div></div></td>'
             f'<td class="auroc" style="padding:1px 6px;text-align:right">'
-            f'{"–" if np.isnan(a) else f"{a:.3f}"}</td>'
+            f"{'–' if np.isnan(a) else f'{a:.3f}'}</td>"
             f'<td style="padding:1px 6px;text-align:right">{_p(float(stats.p_adjusted[f, c]))}</td>'
             f'<td style="padding:1px 6px;text-align:right">{100 * stats.topk_share[f, c]:.0f}%</td>'
-            '</tr>')
+            "</tr>"
+        )
     return (
         '<div class="feature-stats">'
         f'<p class="label"><b>detects:</b> {_esc(label_text(stats, f, list(classes)))}</p>'
         f'<p class="firing">fires (maximum &gt; 0) on {100 * stats.firing_rate[f]:.1f}% of the '
-        f'{int(stats.maxima.shape[1]):,} images; mean maximum {stats.mean[f]:.4g}; quantiles '
-        f'{_esc(levels)}</p>'
+        f"{int(stats.maxima.shape[1]):,} images; mean maximum {stats.mean[f]:.4g}; quantiles "
+        f"{_esc(levels)}</p>"
         f'<figure style="margin:6px 0">{_histogram_svg(stats, f)}<figcaption style="font-size:'
         '12px;color:#5f6870">maximum activation per image over the whole scan</figcaption>'
-        '</figure>'
+        "</figure>"
         '<table class="auroc-bars" style="border-collapse:collapse;font-size:12px">'
         '<thead><tr><th style="text-align:left">class</th><th style="text-align:left">AUROC '
-        '(dashed: 0.5, chance)</th><th>AUROC</th><th>p (Holm)</th><th>top k</th></tr></thead>'
-        f'<tbody>{"".join(rows)}</tbody></table></div>')
+        "(dashed: 0.5, chance)</th><th>AUROC</th><th>p (Holm)</th><th>top k</th></tr></thead>"
+        f"<tbody>{''.join(rows)}</tbody></table></div>"
+    )

@@ -10,16 +10,28 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-from ..data.source import ImageSource
 
+from ..data.source import ImageSource
 from ..store.atomic import atomic_path
 
-__all__ = ["tiles_figure", "table_figure", "save_png", "model_caption", "short_description",
-           "class_name", "mode_text"]
+__all__ = [
+    "tiles_figure",
+    "table_figure",
+    "save_png",
+    "model_caption",
+    "short_description",
+    "class_name",
+    "mode_text",
+]
 
 
-def tiles_figure(tiles: np.ndarray, labels: Sequence[str], title: str, columns: int = 8,
-                 tile_inches: float = 1.05):
+def tiles_figure(
+    tiles: np.ndarray,
+    labels: Sequence[str],
+    title: str,
+    columns: int = 8,
+    tile_inches: float = 1.05,
+):
     """Labelled display tiles ``(N, H, W, 3)`` in a grid of ``columns``.
 
     Returns a matplotlib ``Figure`` (not attached to pyplot).
@@ -40,14 +52,21 @@ def tiles_figure(tiles: np.ndarray, labels: Sequence[str], title: str, columns: 
         ax.imshow(tiles[i], interpolation="nearest")
         ax.set_title(labels[i], fontsize=6, pad=2)
     total = (tile_inches + 0.25) * rows + head
-    fig.subplots_adjust(left=0.01, right=0.99, bottom=0.01, top=1 - head / total,
-                        wspace=0.08, hspace=0.3)
+    fig.subplots_adjust(
+        left=0.01, right=0.99, bottom=0.01, top=1 - head / total, wspace=0.08, hspace=0.3
+    )
     return fig
 
 
-def table_figure(tiles: Sequence[Sequence[np.ndarray]], labels: Sequence[Sequence[str]],
-                 row_names: Sequence[str], column_names: Sequence[str], title: str,
-                 tile_inches: float = 1.15, tile_aspect: float = 1.0):
+def table_figure(
+    tiles: Sequence[Sequence[np.ndarray]],
+    labels: Sequence[Sequence[str]],
+    row_names: Sequence[str],
+    column_names: Sequence[str],
+    title: str,
+    tile_inches: float = 1.15,
+    tile_aspect: float = 1.0,
+):
     """A table of display tiles: ``tiles[r][c]`` ``(H, W, 3)`` with caption ``labels[r][c]``,
     rows named on the left, columns named on top; cells are ``tile_inches`` wide and
     ``tile_aspect`` times as high. Returns a matplotlib ``Figure``."""
@@ -74,10 +93,17 @@ def table_figure(tiles: Sequence[Sequence[np.ndarray]], labels: Sequence[Sequenc
                 ax.set_xlabel(labels[r][c], fontsize=6, labelpad=1)
             if r == 0:
                 ax.set_title(column_names[c], fontsize=7, pad=3)
-        axes[r, 0].set_ylabel(row_names[r], fontsize=6.5, rotation=0, ha="right", va="center",
-                              labelpad=4)
-    fig.subplots_adjust(left=left / width, right=0.99, bottom=0.3 / height,
-                        top=1 - head / height, wspace=0.1, hspace=0.45)
+        axes[r, 0].set_ylabel(
+            row_names[r], fontsize=6.5, rotation=0, ha="right", va="center", labelpad=4
+        )
+    fig.subplots_adjust(
+        left=left / width,
+        right=0.99,
+        bottom=0.3 / height,
+        top=1 - head / height,
+        wspace=0.1,
+        hspace=0.45,
+    )
     return fig
 
 
@@ -112,6 +138,7 @@ def class_name(source: ImageSource, label: int) -> str:
 
 
 def mode_text(mode: str) -> str:
-    return {"map": "the whole feature map (as the source material)",
-            "max": "the strongest activation only (as Zeiler & Fergus)"}.get(mode, mode)
-
+    return {
+        "map": "the whole feature map (as the source material)",
+        "max": "the strongest activation only (as Zeiler & Fergus)",
+    }.get(mode, mode)

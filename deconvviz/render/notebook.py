@@ -20,12 +20,21 @@ import numpy as np
 from .display import to_display_uint8
 from .web.pages import NORMALISATION, display_size
 
-__all__ = ["img_tag", "tile_grid_html", "feature_html", "layer_html", "report_html",
-           "projection_html", "TILE_PX"]
+__all__ = [
+    "img_tag",
+    "tile_grid_html",
+    "feature_html",
+    "layer_html",
+    "report_html",
+    "projection_html",
+    "TILE_PX",
+]
 
-TILE_PX = 64        # display target of a tile (pixels), enlarged without smoothing
-_CELL = ("display:inline-flex;flex-direction:column;align-items:center;margin:2px 6px 6px 0;"
-         "font-size:11px;vertical-align:top")
+TILE_PX = 64  # display target of a tile (pixels), enlarged without smoothing
+_CELL = (
+    "display:inline-flex;flex-direction:column;align-items:center;margin:2px 6px 6px 0;"
+    "font-size:11px;vertical-align:top"
+)
 
 
 def _esc(value) -> str:
@@ -36,53 +45,74 @@ def img_tag(rgb: np.ndarray, target: int = TILE_PX, alt: str = "") -> str:
     """``uint8 (h, w, 3)`` as an ``<img>`` with the PNG inline (``data:`` URI), enlarged
     by an integer factor towards ``target`` pixels without smoothing."""
     from PIL import Image
+
     buf = io.BytesIO()
     Image.fromarray(np.ascontiguousarray(rgb)).save(buf, format="PNG", compress_level=1)
     h, w, px = display_size(rgb.shape[:2], target)
     style = "image-rendering:pixelated;" if px else ""
-    return (f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}" '
-            f'width="{w}" height="{h}" alt="{_esc(alt)}" style="{style}background:#808080">')
+    return (
+        f'<img src="data:image/png;base64,{base64.b64encode(buf.getvalue()).decode()}" '
+        f'width="{w}" height="{h}" alt="{_esc(alt)}" style="{style}background:#808080">'
+    )
 
 
-def tile_grid_html(cells: Sequence[Tuple[List[np.ndarray], Sequence[str]]],
-                   target: int = TILE_PX) -> str:
+def tile_grid_html(
+    cells: Sequence[Tuple[List[np.ndarray], Sequence[str]]], target: int = TILE_PX
+) -> str:
     """A wrapping grid: each cell is ``(pictures uint8 (h, w, 3) side by side, caption
     lines)``."""
     out = []
     for pictures, lines in cells:
         imgs = "".join(img_tag(p, target) for p in pictures)
         caption = "".join(f"<div>{_esc(t)}</div>" for t in lines)
-        out.append(f'<div class="dv-cell" style="{_CELL}"><div style="display:flex;gap:2px">'
-                   f'{imgs}</div>{caption}</div>')
+        out.append(
+            f'<div class="dv-cell" style="{_CELL}"><div style="display:flex;gap:2px">'
+            f"{imgs}</div>{caption}</div>"
+        )
     return f'<div class="dv-grid" style="display:flex;flex-wrap:wrap">{"".join(out)}</div>'
 
 
-def feature_html(title: str, projections: np.ndarray, patches: np.ndarray,
-                 captions: Sequence[str], statistics: Optional[str]) -> str:
+def feature_html(
+    title: str,
+    projections: np.ndarray,
+    patches: np.ndarray,
+    captions: Sequence[str],
+    statistics: Optional[str],
+) -> str:
     """One feature: its title, its top-k tiles (projection beside patch, ``uint8 (k, h,
     w, 3)`` each, one caption per rank) and its statistics fragment (or a note where
     the report has none)."""
     cells = [([projections[j], patches[j]], [captions[j]]) for j in range(len(captions))]
-    return (f'<div class="dv-feature"><h4 style="margin:4px 0">{_esc(title)}</h4>'
-            f'{tile_grid_html(cells, 2 * TILE_PX)}'
-            f'{statistics if statistics else ""}'
-            f'<p style="font-size:11px;color:#5f6870">{_esc(NORMALISATION)}</p></div>')
+    return (
+        f'<div class="dv-feature"><h4 style="margin:4px 0">{_esc(title)}</h4>'
+        f"{tile_grid_html(cells, 2 * TILE_PX)}"
+        f"{statistics if statistics else ''}"
+        f'<p style="font-size:11px;color:#5f6870">{_esc(NORMALISATION)}</p></div>'
+    )
 
 
-def layer_html(title: str, lines: Sequence[str],
-               cells: Sequence[Tuple[List[np.ndarray], Sequence[str]]]) -> str:
+def layer_html(
+    title: str, lines: Sequence[str], cells: Sequence[Tuple[List[np.ndarray], Sequence[str]]]
+) -> str:
     """One layer: a title, lines of text, and a grid of feature cells."""
     text = "".join(f'<p style="margin:2px 0">{_esc(t)}</p>' for t in lines)
-    return (f'<div class="dv-layer"><h4 style="margin:4px 0">{_esc(title)}</h4>{text}'
-            f'{tile_grid_html(cells)}</div>')
+    return (
+        f'<div class="dv-layer"><h4 style="margin:4px 0">{_esc(title)}</h4>{text}'
+        f"{tile_grid_html(cells)}</div>"
+    )
 
 
 def report_html(title: str, provenance: Sequence[Tuple[str, str]], layers: Sequence[str]) -> str:
     """A report: provenance rows and one HTML fragment per layer."""
-    rows = "".join(f'<tr><th style="text-align:left;padding-right:12px">{_esc(k)}</th>'
-                   f'<td style="text-align:left">{_esc(v)}</td></tr>' for k, v in provenance)
-    return (f'<div class="dv-report"><h3 style="margin:4px 0">{_esc(title)}</h3>'
-            f'<table style="font-size:12px">{rows}</table>{"".join(layers)}</div>')
+    rows = "".join(
+        f'<tr><th style="text-align:left;padding-right:12px">{_esc(k)}</th>'
+        f'<td style="text-align:left">{_esc(v)}</td></tr>'
+        for k, v in provenance
+    )
+    return (
+        f'<div class="dv-report"><h3 style="margin:4px 0">{_esc(title)}</h3>'
+        f'<table style="font-size:12px">{rows}</table>{"".join(layers)}</div>'
+    )
 
 
 def projection_html(projection, limit: int = 64) -> str:
@@ -94,12 +124,23 @@ def projection_html(projection, limit: int = 64) -> str:
     rgb, _ = to_display_uint8(proj[:limit])
     cells = []
     for j in range(min(s, limit)):
-        cells.append(([rgb[j]], [f"image {int(projection.image_index[j])}",
-                                 f"feature {int(projection.feature[j])}",
-                                 f"act {float(projection.activation[j]):.4g}"]))
+        cells.append(
+            (
+                [rgb[j]],
+                [
+                    f"image {int(projection.image_index[j])}",
+                    f"feature {int(projection.feature[j])}",
+                    f"act {float(projection.activation[j]):.4g}",
+                ],
+            )
+        )
     more = f" (first {limit} shown)" if s > limit else ""
-    title = (f"deconvnet projections of layer {projection.layer}: {s} seeds{more}, rule "
-             f"{projection.rule}, unpooling {projection.unpool}")
-    return (f'<div class="dv-projection"><h4 style="margin:4px 0">{_esc(title)}</h4>'
-            f'{tile_grid_html(cells)}<p style="font-size:11px;color:#5f6870">'
-            f'{_esc(NORMALISATION)}</p></div>')
+    title = (
+        f"deconvnet projections of layer {projection.layer}: {s} seeds{more}, rule "
+        f"{projection.rule}, unpooling {projection.unpool}"
+    )
+    return (
+        f'<div class="dv-projection"><h4 style="margin:4px 0">{_esc(title)}</h4>'
+        f'{tile_grid_html(cells)}<p style="font-size:11px;color:#5f6870">'
+        f"{_esc(NORMALISATION)}</p></div>"
+    )

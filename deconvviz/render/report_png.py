@@ -11,8 +11,15 @@ import torch
 from ..store.report import LayerReport
 from .display import grid_image, image_to_display, to_display
 
-__all__ = ["layer_cell", "feature_panel", "feature_png", "layer_figure", "write_png",
-           "PANEL_TITLE_HEIGHT", "MAX_GRID_PX"]
+__all__ = [
+    "layer_cell",
+    "feature_panel",
+    "feature_png",
+    "layer_figure",
+    "write_png",
+    "PANEL_TITLE_HEIGHT",
+    "MAX_GRID_PX",
+]
 
 _TILE = 64  # per-feature PNG tiles are enlarged (nearest neighbour) to about this many pixels
 
@@ -30,9 +37,12 @@ def _tiles(lr: LayerReport, f: int) -> Tuple[np.ndarray, np.ndarray]:
     for j in range(k):
         y0, x0, y1, x1 = (int(v) for v in lr.patch_box[f, j])
         oy, ox = y0 - int(lr.patch_origin[f, j, 0]), x0 - int(lr.patch_origin[f, j, 1])
-        inside[j, oy:oy + y1 - y0, ox:ox + x1 - x0] = True
-    proj = to_display(torch.from_numpy(np.asarray(lr.projection[f], dtype=np.float32))) if k \
+        inside[j, oy : oy + y1 - y0, ox : ox + x1 - x0] = True
+    proj = (
+        to_display(torch.from_numpy(np.asarray(lr.projection[f], dtype=np.float32)))
+        if k
         else np.zeros((0, rh, rw, 3))
+    )
     patch = image_to_display(torch.from_numpy(lr.patch[f])) if k else np.zeros((0, rh, rw, 3))
     patch = np.where(inside[..., None], patch, 0.5)
     return proj, patch
@@ -62,19 +72,23 @@ def feature_panel(lr: LayerReport, f: int, scale: Optional[int] = None) -> np.nd
     return (grid * 255).round().clip(0, 255).astype(np.uint8)
 
 
-PANEL_TITLE_HEIGHT = 18   # pixels above the tiles of a feature PNG (its title)
-_CAPTION_LINE = 12        # pixels per caption line under each column
+PANEL_TITLE_HEIGHT = 18  # pixels above the tiles of a feature PNG (its title)
+_CAPTION_LINE = 12  # pixels per caption line under each column
 
 
 def _caption_lines(lr: LayerReport, f: int, j: int, class_names: Sequence[str]) -> List[str]:
     label = int(lr.label[f, j])
-    cls = class_names[label] if 0 <= label < len(class_names) else (
-        "unlabelled" if label < 0 else f"class {label}")
+    cls = (
+        class_names[label]
+        if 0 <= label < len(class_names)
+        else ("unlabelled" if label < 0 else f"class {label}")
+    )
     return [f"act {float(lr.activation[f, j]):.3g}", f"#{int(lr.image_index[f, j])}", cls]
 
 
-def feature_png(lr: LayerReport, f: int, class_names: Sequence[str] = (),
-                scale: Optional[int] = None) -> np.ndarray:
+def feature_png(
+    lr: LayerReport, f: int, class_names: Sequence[str] = (), scale: Optional[int] = None
+) -> np.ndarray:
     """One feature's PNG as written by reports: a title (layer, feature, k), then
     :func:`feature_panel` (projections above patches) at ``(PANEL_TITLE_HEIGHT, 0)``,
     then under each column its activation, image index and class ("unlabelled"
@@ -85,11 +99,14 @@ def feature_png(lr: LayerReport, f: int, class_names: Sequence[str] = (),
     scale = scale or max(1, _TILE // max(lr.rf_size))
     col_w = lr.rf_size[1] * scale + 2
     lines = 3 if lr.k else 0
-    title = (f"{lr.title}, feature {int(lr.feature_ids[f])}: top {lr.k} (projection above, "
-             "image patch below)")
+    title = (
+        f"{lr.title}, feature {int(lr.feature_ids[f])}: top {lr.k} (projection above, "
+        "image patch below)"
+    )
     width = max(grid.shape[1], 6 * len(title) + 8)
-    canvas = Image.new("RGB", (width, PANEL_TITLE_HEIGHT + grid.shape[0] + lines * _CAPTION_LINE
-                               + 2), "white")
+    canvas = Image.new(
+        "RGB", (width, PANEL_TITLE_HEIGHT + grid.shape[0] + lines * _CAPTION_LINE + 2), "white"
+    )
     canvas.paste(Image.fromarray(grid), (0, PANEL_TITLE_HEIGHT))
     draw = ImageDraw.Draw(canvas)
     draw.text((2, 3), title, fill=(0, 0, 0))
@@ -97,7 +114,7 @@ def feature_png(lr: LayerReport, f: int, class_names: Sequence[str] = (),
     for j in range(lr.k):
         for n, text in enumerate(_caption_lines(lr, f, j, class_names)):
             # Cut captions to the column so neighbours never overlap.
-            text = text if 6 * len(text) <= col_w else text[:max(1, col_w // 6 - 1)] + "."
+            text = text if 6 * len(text) <= col_w else text[: max(1, col_w // 6 - 1)] + "."
             draw.text((2 + j * col_w, y0 + n * _CAPTION_LINE), text, fill=(0, 0, 0))
     return np.asarray(canvas)
 
@@ -128,7 +145,7 @@ def layer_figure(lr: LayerReport, title: str):
     inch = max(2.5 * cw, 180) / 100
     if cols * inch * 100 <= MAX_GRID_PX:
         cells = [first] + [layer_cell(lr, f) for f in range(1, F_)]
-    else:   # uint8 cells, shrunk to about the pixels they will get
+    else:  # uint8 cells, shrunk to about the pixels they will get
         inch = MAX_GRID_PX / 100 / cols
         factor = max(1, int(cw // (inch * 100)))
         small = _shrunk(first, factor)
@@ -147,12 +164,18 @@ def layer_figure(lr: LayerReport, title: str):
         ax = axes.ravel()[f]
         ax.imshow(cell, interpolation="nearest")
         ax.set_title(f"feature {int(lr.feature_ids[f])}", fontsize=6, pad=2)
-    fig.subplots_adjust(left=0.005, right=0.995, bottom=0.005,
-                        top=1 - 0.75 / fig.get_figheight(), wspace=0.04, hspace=0.18)
+    fig.subplots_adjust(
+        left=0.005,
+        right=0.995,
+        bottom=0.005,
+        top=1 - 0.75 / fig.get_figheight(),
+        wspace=0.04,
+        hspace=0.18,
+    )
     return fig
 
 
 def write_png(array: np.ndarray, path: Path) -> None:
     from PIL import Image
-    Image.fromarray(array).save(path, format="PNG")
 
+    Image.fromarray(array).save(path, format="PNG")

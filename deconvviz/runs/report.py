@@ -34,29 +34,65 @@ from .. import __version__
 from ..data.resolve import resolve_source
 from ..data.source import ImageSource
 from ..engine.deconv.deconvnet import RULES
-from ..engine.distributed import Ranks, gather_topk
-from ..engine.net.network import layer_key, require_spatial, spatial
-from ..engine.net.geometry import extract_patches, windows_for
 from ..engine.deconv.seeds import project_seeds
+from ..engine.distributed import Ranks, gather_topk
+from ..engine.net.geometry import extract_patches, windows_for
+from ..engine.net.network import layer_key, require_spatial, spatial
 from ..engine.statistics import MaximaRecorder, feature_statistics, gather_maxima
-from ..engine.topk import (TopK, empty_topk, finalize_topk, layer_infos, merge_topk,
-                          normalization_of, batch_size_for, scan_topk)
+from ..engine.topk import (
+    TopK,
+    batch_size_for,
+    empty_topk,
+    finalize_topk,
+    layer_infos,
+    merge_topk,
+    normalization_of,
+    scan_topk,
+)
 from ..errors import DeconvvizError, notice
 from ..models.torchfile import TorchFileError, read_torch_file
 from ..progress import Progress
 from ..render.report_png import feature_png, layer_figure, write_png
 from ..render.web import SiteWriter, site_path, timestamp
-from ..store.atomic import (atomic_folder, atomic_path, atomic_paths, check_folder_target,
-                           check_writable_dir, output_folder)
+from ..store.atomic import (
+    atomic_folder,
+    atomic_path,
+    atomic_paths,
+    check_folder_target,
+    check_writable_dir,
+    output_folder,
+)
 from ..store.h5 import attr_value, h5py_module
+from ..store.report import (
+    PROJECTION_DTYPES,
+    REPORT_FILE,
+    REPORT_FORMAT,
+    REPORT_VERSION,
+    DamagedPartialError,
+    ImageTable,
+    LayerReport,
+    Report,
+    ReportWriter,
+    features_per_chunk,
+    finished_layers,
+    layer_names,
+    open_report,
+    write_report_h5,
+)
 from ..store.statistics import FeatureStatistics, MaximaState
-from ..store.report import (PROJECTION_DTYPES, REPORT_FILE, REPORT_FORMAT, REPORT_VERSION,
-                           DamagedPartialError, ImageTable, LayerReport, Report, ReportWriter,
-                           features_per_chunk, finished_layers, layer_names, open_report,
-                           write_report_h5)
 
-__all__ = ["build_report", "write_report", "report_paths", "save_report", "render_report",
-           "scan_state_path", "partial_path", "check_features", "ReportInterrupted", "report"]
+__all__ = [
+    "build_report",
+    "write_report",
+    "report_paths",
+    "save_report",
+    "render_report",
+    "scan_state_path",
+    "partial_path",
+    "check_features",
+    "ReportInterrupted",
+    "report",
+]
 
 PARTIAL_SUFFIX = ".partial"
 
@@ -76,8 +112,20 @@ class _Scan:
     every image's maxima (``maxima``: ``{layer: MaximaRecorder}``, all channels) and the
     source's ``labels`` and ``classes`` (for the feature statistics)."""
 
-    def __init__(self, infos, tops, n, mean, std, world, k, features=None, maxima=None,
-                 labels=None, classes=0):
+    def __init__(
+        self,
+        infos,
+        tops,
+        n,
+        mean,
+        std,
+        world,
+        k,
+        features=None,
+        maxima=None,
+        labels=None,
+        classes=0,
+    ):
         self.infos, self.tops, self.n = infos, tops, n
         self.mean, self.std, self.world = mean, std, world
         self.k = k
@@ -90,10 +138,23 @@ class _Scan:
         if self.features is None:
             return self
         rows = torch.as_tensor(self.features, dtype=torch.long)
-        tops = {L: TopK(t.activation[rows], t.image_index[rows], t.position[rows])
-                for L, t in self.tops.items()}
-        return _Scan(self.infos, tops, self.n, self.mean, self.std, self.world, self.k,
-                     self.features, self.maxima, self.labels, self.classes)
+        tops = {
+            L: TopK(t.activation[rows], t.image_index[rows], t.position[rows])
+            for L, t in self.tops.items()
+        }
+        return _Scan(
+            self.infos,
+            tops,
+            self.n,
+            self.mean,
+            self.std,
+            self.world,
+            self.k,
+            self.features,
+            self.maxima,
+            self.labels,
+            self.classes,
+        )
 
 
 def _layer_title(info) -> str:
@@ -112,8 +173,10 @@ def check_features(infos, features: Optional[Sequence[int]]) -> Optional[List[in
     for info in infos:
         bad = [f for f in ids if not 0 <= f < info.features]
         if bad:
-            raise DeconvvizError(f"feature {bad[0]} is out of range: {_layer_title(info)} has "
-                                 f"{info.features} features (0..{info.features - 1})")
+            raise DeconvvizError(
+                f"feature {bad[0]} is out of range: {_layer_title(info)} has "
+                f"{info.features} features (0..{info.features - 1})"
+            )
     return ids
 
 
@@ -137,39 +200,72 @@ class _ScanState:
         try:
             state = read_torch_file(self.path, "a deconvviz scan state")
             saved = state["identity"]
-            tops = {int(L) if L.isdigit() else L: TopK(t["activation"], t["image_index"],
-                                                        t["position"])
-                    for L, t in state["tops"].items()}
+            tops = {
+                int(L) if L.isdigit() else L: TopK(t["activation"], t["image_index"], t["position"])
+                for L, t in state["tops"].items()
+            }
             start = int(state["next"])
         except TorchFileError as exc:
-            raise DeconvvizError(f"--resume: cannot read the saved scan state {self.path} "
-                                 f"({exc.why}); remove it or run without --resume") from None
+            raise DeconvvizError(
+                f"--resume: cannot read the saved scan state {self.path} "
+                f"({exc.why}); remove it or run without --resume"
+            ) from None
         except Exception as exc:  # noqa: BLE001 - any damage: one line
-            raise DeconvvizError(f"--resume: cannot read the saved scan state {self.path} "
-                                 f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
-                                 "; remove it or run without --resume") from None
+            raise DeconvvizError(
+                f"--resume: cannot read the saved scan state {self.path} "
+                f"({str(exc).splitlines()[0] if str(exc) else type(exc).__name__})"
+                "; remove it or run without --resume"
+            ) from None
         differ = [key for key in self.identity if saved.get(key) != self.identity[key]]
         if differ:
-            raise DeconvvizError(f"--resume: the saved scan state {self.path} is from another "
-                                 f"run (its {', '.join(differ)} differ); remove it or run "
-                                 "without --resume")
+            raise DeconvvizError(
+                f"--resume: the saved scan state {self.path} is from another "
+                f"run (its {', '.join(differ)} differ); remove it or run "
+                "without --resume"
+            )
         for L, F_ in k_features.items():
             if L not in tops or tuple(tops[L].activation.shape) != (F_, k):
-                raise DeconvvizError(f"--resume: the saved scan state {self.path} is damaged "
-                                     f"(layer {L}); remove it or run without --resume")
+                raise DeconvvizError(
+                    f"--resume: the saved scan state {self.path} is damaged "
+                    f"(layer {L}); remove it or run without --resume"
+                )
         return tops, start
 
     def save(self, tops: Dict[int, TopK], next_image: int) -> None:
-        state = {"identity": self.identity, "next": int(next_image),
-                 "tops": {str(L): {"activation": t.activation, "image_index": t.image_index,
-                                   "position": t.position} for L, t in tops.items()}}
+        state = {
+            "identity": self.identity,
+            "next": int(next_image),
+            "tops": {
+                str(L): {
+                    "activation": t.activation,
+                    "image_index": t.image_index,
+                    "position": t.position,
+                }
+                for L, t in tops.items()
+            },
+        }
         with atomic_path(self.path) as tmp:
             torch.save(state, tmp)
 
 
-def _scan(model, source, layers, k, *, batch_size, device, rule, progress, limit, ranks,
-          timings, state_dir: Optional[Path] = None, resume: bool = False,
-          save_every: int = 20, features: Optional[Sequence[int]] = None) -> Optional[_Scan]:
+def _scan(
+    model,
+    source,
+    layers,
+    k,
+    *,
+    batch_size,
+    device,
+    rule,
+    progress,
+    limit,
+    ranks,
+    timings,
+    state_dir: Optional[Path] = None,
+    resume: bool = False,
+    save_every: int = 20,
+    features: Optional[Sequence[int]] = None,
+) -> Optional[_Scan]:
     """Scan ``source`` (each rank its share, merged exactly); None on ranks that do not write.
 
     With ``state_dir`` the scan runs in segments of ``save_every`` batches (per rank)
@@ -199,18 +295,27 @@ def _scan(model, source, layers, k, *, batch_size, device, rule, progress, limit
     rank, world = ranks.rank, ranks.world
     t0 = time.perf_counter()
     # Each rank's share of images, for its progress bar (batches are dealt round-robin).
-    mine = sum(min(n, s + batch_size) - s for b, s in enumerate(range(0, n, batch_size))
-               if b % world == rank)
+    mine = sum(
+        min(n, s + batch_size) - s
+        for b, s in enumerate(range(0, n, batch_size))
+        if b % world == rank
+    )
     with ranks.stage("the scan"):
         state = None
         if state_dir is not None:
             meta = getattr(model, "meta", None) or {}
-            state = _ScanState(scan_state_path(state_dir, rank, world), {
-                "checkpoint_sha256": str(meta.get("sha256", "")),
-                "data_fingerprint": source.fingerprint,
-                "layers": [str(layer_key(i)) for i in infos],
-                "top_k": int(k), "batch_size": int(batch_size), "num_images": int(n),
-                "world_size": int(world)})
+            state = _ScanState(
+                scan_state_path(state_dir, rank, world),
+                {
+                    "checkpoint_sha256": str(meta.get("sha256", "")),
+                    "data_fingerprint": source.fingerprint,
+                    "layers": [str(layer_key(i)) for i in infos],
+                    "top_k": int(k),
+                    "batch_size": int(batch_size),
+                    "num_images": int(n),
+                    "world_size": int(world),
+                },
+            )
         tops = {layer_key(i): empty_topk(i.features, k) for i in infos}
         # Feature statistics (issue 20): every image's maxima, recorded in the same pass
         # and kept beside the scan state, so a resumed report computes the same numbers.
@@ -222,20 +327,41 @@ def _scan(model, source, layers, k, *, batch_size, device, rule, progress, limit
             kept.load([m.values.numpy() for m in maxima.values()])
             if start < n:
                 notice(f"resuming the scan at image {start} of {n} from {state.path}")
-        done = sum(min(n, s + batch_size) - s for b, s in enumerate(range(0, start, batch_size))
-                   if b % world == rank)
+        done = sum(
+            min(n, s + batch_size) - s
+            for b, s in enumerate(range(0, start, batch_size))
+            if b % world == rank
+        )
         # Segments of whole rounds of batches keep the round-robin dealing of one scan.
         step = n if state is None else max(1, int(save_every)) * batch_size * world
-        with Progress(mine, "scan" if world == 1 else f"scan (rank {rank}/{world})",
-                      enabled=progress and rank == 0, initial=done) as bar:
+        with Progress(
+            mine,
+            "scan" if world == 1 else f"scan (rank {rank}/{world})",
+            enabled=progress and rank == 0,
+            initial=done,
+        ) as bar:
             for s0 in range(start, n, step):
-                part = scan_topk(model, source, [layer_key(i) for i in infos], k,
-                                 batch_size=batch_size, device=device, progress=bar,
-                                 shard=(rank, world), start=s0, stop=min(n, s0 + step),
-                                 mean=mean, std=std, maxima=maxima)
-                tops = part if s0 == 0 and state is None else \
-                    {L: merge_topk(tops[L], part[L], k) for L in tops}
-                if state is not None:   # the maxima first: the state says where they end
+                part = scan_topk(
+                    model,
+                    source,
+                    [layer_key(i) for i in infos],
+                    k,
+                    batch_size=batch_size,
+                    device=device,
+                    progress=bar,
+                    shard=(rank, world),
+                    start=s0,
+                    stop=min(n, s0 + step),
+                    mean=mean,
+                    std=std,
+                    maxima=maxima,
+                )
+                tops = (
+                    part
+                    if s0 == 0 and state is None
+                    else {L: merge_topk(tops[L], part[L], k) for L in tops}
+                )
+                if state is not None:  # the maxima first: the state says where they end
                     kept.save([m.values.numpy() for m in maxima.values()], s0, min(n, s0 + step))
                     state.save(tops, min(n, s0 + step))
     if world > 1:
@@ -246,26 +372,43 @@ def _scan(model, source, layers, k, *, batch_size, device, rule, progress, limit
             return None
     tops = {L: finalize_topk(t, n) for L, t in tops.items()}
     timings["scan"] = time.perf_counter() - t0
-    return _Scan(infos, tops, n, mean, std, world, k, features, maxima, source.labels[:n],
-                 len(source.class_names)).selected()
+    return _Scan(
+        infos,
+        tops,
+        n,
+        mean,
+        std,
+        world,
+        k,
+        features,
+        maxima,
+        source.labels[:n],
+        len(source.class_names),
+    ).selected()
 
 
 def _attrs(model, source, scan: _Scan, rule: str, command_line: str) -> dict:
     meta = getattr(model, "meta", None) or {}
     return {
-        "format": REPORT_FORMAT, "format_version": REPORT_VERSION,
+        "format": REPORT_FORMAT,
+        "format_version": REPORT_VERSION,
         "package_version": __version__,
         "checkpoint_sha256": str(meta.get("sha256", "")),
         "checkpoint_path": str(meta.get("path", "")),
-        "data_source": source.description, "data_kind": source.kind,
+        "data_source": source.description,
+        "data_kind": source.kind,
         "data_fingerprint": source.fingerprint,
-        "split": source.split or "", "num_images": scan.n, "command_line": command_line,
+        "split": source.split or "",
+        "num_images": scan.n,
+        "command_line": command_line,
         "top_k": int(scan.k),
         "feature_selection": json.dumps(scan.features),
         "layers": [i.index for i in scan.infos if isinstance(layer_key(i), int)],
-        "nodes": [_group_name(layer_key(i)) for i in scan.infos], "rule": rule,
+        "nodes": [_group_name(layer_key(i)) for i in scan.infos],
+        "rule": rule,
         "unpool": "switches",
-        "mean": [float(v) for v in scan.mean], "std": [float(v) for v in scan.std],
+        "mean": [float(v) for v in scan.mean],
+        "std": [float(v) for v in scan.std],
         "image_size": list(source.image_size),
         "class_names": json.dumps(list(source.class_names)),
         "world_size": scan.world,
@@ -275,18 +418,22 @@ def _attrs(model, source, scan: _Scan, rule: str, command_line: str) -> dict:
 
 def _kept_images(source: ImageSource, scan: _Scan) -> ImageTable:
     """Every kept image, read once whatever the number of layers that keep it."""
-    wanted = sorted({int(i) for t in scan.tops.values() for i in t.image_index.reshape(-1).tolist()})
+    wanted = sorted(
+        {int(i) for t in scan.tops.values() for i in t.image_index.reshape(-1).tolist()}
+    )
     pixels = source.read_indices(wanted)
     paths = list(source.paths) if source.paths else []
-    return ImageTable(index=np.asarray(wanted, dtype=np.int64),
-                      pixels=pixels.numpy().astype(np.uint8, copy=False),
-                      label=source.labels[wanted].numpy().astype(np.int64) if wanted else
-                      np.zeros(0, np.int64),
-                      path=[str(paths[i]) if paths else "" for i in wanted])
+    return ImageTable(
+        index=np.asarray(wanted, dtype=np.int64),
+        pixels=pixels.numpy().astype(np.uint8, copy=False),
+        label=source.labels[wanted].numpy().astype(np.int64) if wanted else np.zeros(0, np.int64),
+        path=[str(paths[i]) if paths else "" for i in wanted],
+    )
 
 
-def _layer_parts(model, scan: _Scan, table: ImageTable, *, rule, device
-                 ) -> Iterator[Tuple[LayerReport, Iterator[Tuple[int, np.ndarray, np.ndarray]]]]:
+def _layer_parts(
+    model, scan: _Scan, table: ImageTable, *, rule, device
+) -> Iterator[Tuple[LayerReport, Iterator[Tuple[int, np.ndarray, np.ndarray]]]]:
     """Per layer: its report without projections and patches, and an iterator that
     projects and cuts them one chunk of features at a time (see
     :func:`~deconvviz.store.report.features_per_chunk`), so memory holds one chunk."""
@@ -299,23 +446,48 @@ def _layer_parts(model, scan: _Scan, table: ImageTable, *, rule, device
         box, origin = windows_for(info, top.position.reshape(-1, 2))
         head = LayerReport(
             layer=info.index if info.index is not None else -1,
-            node="" if isinstance(key, int) else key, path=str(info.path), op=info.what,
+            node="" if isinstance(key, int) else key,
+            path=str(info.path),
+            op=info.what,
             output_size=info.output_size,
-            rf_size=info.rf_size, rf_jump=info.rf_jump, rf_start=info.rf_start,
+            rf_size=info.rf_size,
+            rf_jump=info.rf_jump,
+            rf_start=info.rf_start,
             activation=top.activation.numpy().astype(np.float32),
             image_index=top.image_index.numpy(),
             label=table.label[rows].reshape(F_, kk).astype(np.int64),
-            position=top.position.numpy(), projection=None, patch=None,
+            position=top.position.numpy(),
+            projection=None,
+            patch=None,
             patch_box=box.reshape(F_, kk, 4).numpy(),
             patch_origin=origin.reshape(F_, kk, 2).numpy(),
-            feature=None if scan.features is None else np.asarray(scan.features, np.int64))
-        if scan.maxima is not None:   # feature statistics (issue 20), one row per kept feature
+            feature=None if scan.features is None else np.asarray(scan.features, np.int64),
+        )
+        if scan.maxima is not None:  # feature statistics (issue 20), one row per kept feature
             values = scan.maxima[key].values.numpy()
-            head.stats = FeatureStatistics(**feature_statistics(
-                values if scan.features is None else values[head.feature_ids],
-                scan.labels.numpy(), scan.classes, head.label))
-        yield head, _chunks(model, info, key, top, table, images, rule=rule, device=device,
-                            scan=scan, ids=head.feature_ids)
+            head.stats = FeatureStatistics(
+                **feature_statistics(
+                    values if scan.features is None else values[head.feature_ids],
+                    scan.labels.numpy(),
+                    scan.classes,
+                    head.label,
+                )
+            )
+        yield (
+            head,
+            _chunks(
+                model,
+                info,
+                key,
+                top,
+                table,
+                images,
+                rule=rule,
+                device=device,
+                scan=scan,
+                ids=head.feature_ids,
+            ),
+        )
 
 
 def _runs(ids: np.ndarray) -> List[Tuple[int, int]]:
@@ -337,29 +509,45 @@ def _chunks(model, info, key, top: TopK, table: ImageTable, images, *, rule, dev
             f1 = min(r0 + count, f0 + step)
             part = TopK(top.activation[f0:f1], top.image_index[f0:f1], top.position[f0:f1])
             n = f1 - f0
-            projections, _ = project_seeds(model, images, {key: part}, rule=rule, device=device,
-                                           mean=scan.mean, std=scan.std, windows=True,
-                                           first_feature=int(ids[f0]))
+            projections, _ = project_seeds(
+                model,
+                images,
+                {key: part},
+                rule=rule,
+                device=device,
+                mean=scan.mean,
+                std=scan.std,
+                windows=True,
+                first_feature=int(ids[f0]),
+            )
             flat_idx = part.image_index.reshape(-1)
             rows = np.searchsorted(table.index, flat_idx.numpy())
-            seed_pix = torch.from_numpy(table.pixels[rows]) if flat_idx.numel() else \
-                torch.zeros((0, 3) + tuple(info.image_size), dtype=torch.uint8)
+            seed_pix = (
+                torch.from_numpy(table.pixels[rows])
+                if flat_idx.numel()
+                else torch.zeros((0, 3) + tuple(info.image_size), dtype=torch.uint8)
+            )
             patch, _, _ = extract_patches(info, seed_pix, part.position.reshape(-1, 2))
-            yield (f0, projections[key].numpy(),
-                   patch.reshape(n, kk, *patch.shape[1:]).numpy())
+            yield (f0, projections[key].numpy(), patch.reshape(n, kk, *patch.shape[1:]).numpy())
 
 
-def _layer_reports(model, scan: _Scan, table: ImageTable, *, rule, device
-                   ) -> Iterator[LayerReport]:
+def _layer_reports(model, scan: _Scan, table: ImageTable, *, rule, device) -> Iterator[LayerReport]:
     """Each layer whole, in memory (for :func:`build_report`)."""
     for head, chunks in _layer_parts(model, scan, table, rule=rule, device=device):
-        parts = list(chunks)             # a layer has at least one feature: one chunk
-        yield replace(head, projection=np.concatenate([p for _, p, _ in parts]),
-                      patch=np.concatenate([q for _, _, q in parts]))
+        parts = list(chunks)  # a layer has at least one feature: one chunk
+        yield replace(
+            head,
+            projection=np.concatenate([p for _, p, _ in parts]),
+            patch=np.concatenate([q for _, _, q in parts]),
+        )
 
 
-def _as_source(model: nn.Module, source: Union[ImageSource, str, Path, None],
-               limit: Optional[int], split: Optional[str] = "test") -> ImageSource:
+def _as_source(
+    model: nn.Module,
+    source: Union[ImageSource, str, Path, None],
+    limit: Optional[int],
+    split: Optional[str] = "test",
+) -> ImageSource:
     """An :class:`ImageSource` as given (or the source of a
     :func:`deconvviz.load_data` dataset), or resolved from anything ``--data`` takes
     (``"builtin"``, a folder, an image file; its ``split``), preprocessed the way
@@ -369,23 +557,38 @@ def _as_source(model: nn.Module, source: Union[ImageSource, str, Path, None],
     if isinstance(getattr(source, "source", None), ImageSource):
         return source.source
     if source is not None and not isinstance(source, (str, Path)):
-        raise DeconvvizError(f"source must be an ImageSource or a data-source string like "
-                             f"'builtin' or a folder; got {type(source).__name__}")
+        raise DeconvvizError(
+            f"source must be an ImageSource or a data-source string like "
+            f"'builtin' or a folder; got {type(source).__name__}"
+        )
     from ..data.preprocess import Preprocessing
     from ..models.checkpoint import read_checkpoint
+
     meta = getattr(model, "meta", None) or read_checkpoint(None)
-    return resolve_source(None if source is None else str(source), split=split, limit=limit,
-                          **Preprocessing.from_meta(meta).source_kwargs())
+    return resolve_source(
+        None if source is None else str(source),
+        split=split,
+        limit=limit,
+        **Preprocessing.from_meta(meta).source_kwargs(),
+    )
 
 
-def build_report(model: nn.Module, source: Union[ImageSource, str, Path],
-                 layers: Optional[Sequence[int]] = None,
-                 k: int = 9, *, batch_size: Optional[int] = None,
-                 device: Union[str, torch.device] = "cpu",
-                 rule: str = "deconvnet", progress: bool = True, limit: Optional[int] = None,
-                 ranks: Optional[Ranks] = None, command_line: str = "",
-                 timings: Optional[dict] = None, features: Optional[Sequence[int]] = None
-                 ) -> Optional[Report]:
+def build_report(
+    model: nn.Module,
+    source: Union[ImageSource, str, Path],
+    layers: Optional[Sequence[int]] = None,
+    k: int = 9,
+    *,
+    batch_size: Optional[int] = None,
+    device: Union[str, torch.device] = "cpu",
+    rule: str = "deconvnet",
+    progress: bool = True,
+    limit: Optional[int] = None,
+    ranks: Optional[Ranks] = None,
+    command_line: str = "",
+    timings: Optional[dict] = None,
+    features: Optional[Sequence[int]] = None,
+) -> Optional[Report]:
     """Scan ``source`` once and build the paper's Figure 2 for every feature of ``layers``,
     in memory (:func:`write_report` streams it to disk instead).
 
@@ -408,9 +611,20 @@ def build_report(model: nn.Module, source: Union[ImageSource, str, Path],
     """
     timings = {} if timings is None else timings
     source = _as_source(model, source, limit)
-    scan = _scan(model, source, layers, k, batch_size=batch_size, device=device, rule=rule,
-                 progress=progress, limit=limit, ranks=ranks, timings=timings,
-                 features=features)
+    scan = _scan(
+        model,
+        source,
+        layers,
+        k,
+        batch_size=batch_size,
+        device=device,
+        rule=rule,
+        progress=progress,
+        limit=limit,
+        ranks=ranks,
+        timings=timings,
+        features=features,
+    )
     if scan is None:
         return None
     t0 = time.perf_counter()
@@ -440,26 +654,41 @@ def _kept_message(out_dir: Path) -> Optional[str]:
         except (OSError, KeyError):
             done = 0
     if done:
-        return (f"interrupted after {done} of {total} layers; the finished layers are kept in "
-                f"{partial} (an earlier {REPORT_FILE} is left as it was): run the same command "
-                "with --resume to finish the report")
+        return (
+            f"interrupted after {done} of {total} layers; the finished layers are kept in "
+            f"{partial} (an earlier {REPORT_FILE} is left as it was): run the same command "
+            "with --resume to finish the report"
+        )
     if state.is_file():
-        return (f"interrupted; the scan so far is saved in {state}: run the same command with "
-                "--resume to continue")
+        return (
+            f"interrupted; the scan so far is saved in {state}: run the same command with "
+            "--resume to continue"
+        )
     return None
 
 
-def write_report(model: nn.Module, source: Union[ImageSource, str, Path],
-                 out_dir: Union[str, Path],
-                 layers: Optional[Sequence[int]] = None, k: int = 9, *,
-                 batch_size: Optional[int] = None,
-                 device: Union[str, torch.device] = "cpu", rule: str = "deconvnet",
-                 progress: bool = True, limit: Optional[int] = None,
-                 ranks: Optional[Ranks] = None, command_line: str = "", png: bool = True,
-                 projection_dtype: str = "float32", timings: Optional[dict] = None,
-                 resume: bool = False, save_every: int = 20, html: bool = False,
-                 features: Optional[Sequence[int]] = None
-                 ) -> Optional[List[Path]]:
+def write_report(
+    model: nn.Module,
+    source: Union[ImageSource, str, Path],
+    out_dir: Union[str, Path],
+    layers: Optional[Sequence[int]] = None,
+    k: int = 9,
+    *,
+    batch_size: Optional[int] = None,
+    device: Union[str, torch.device] = "cpu",
+    rule: str = "deconvnet",
+    progress: bool = True,
+    limit: Optional[int] = None,
+    ranks: Optional[Ranks] = None,
+    command_line: str = "",
+    png: bool = True,
+    projection_dtype: str = "float32",
+    timings: Optional[dict] = None,
+    resume: bool = False,
+    save_every: int = 20,
+    html: bool = False,
+    features: Optional[Sequence[int]] = None,
+) -> Optional[List[Path]]:
     """Like :func:`build_report` (``source`` also a data-source string), but written to
     ``out_dir`` (``report.h5``, with ``png`` one PNG grid per layer and one PNG per
     feature, with ``html`` the web report ``out_dir/site/``, see
@@ -484,25 +713,44 @@ def write_report(model: nn.Module, source: Union[ImageSource, str, Path],
     ``html`` the seconds spent writing the site, ``"html"`` (part of ``"project"``).
     """
     if projection_dtype not in PROJECTION_DTYPES:
-        raise DeconvvizError(f"projection dtype must be one of {', '.join(PROJECTION_DTYPES)}; "
-                             f"got {projection_dtype!r}")
+        raise DeconvvizError(
+            f"projection dtype must be one of {', '.join(PROJECTION_DTYPES)}; "
+            f"got {projection_dtype!r}"
+        )
     timings = {} if timings is None else timings
     rank, world = (ranks.rank, ranks.world) if ranks is not None else (0, 1)
-    with output_folder(out_dir) as out_dir:     # removed again if the run fails
+    with output_folder(out_dir) as out_dir:  # removed again if the run fails
         if html:
             check_folder_target(site_path(out_dir))  # before the scan: fail fast
         state = scan_state_path(out_dir, rank, world)
         if resume and not state.is_file():
-            raise DeconvvizError(f"--resume: nothing to resume in {out_dir} (no saved scan "
-                                 f"state {state.name}); run without --resume")
+            raise DeconvvizError(
+                f"--resume: nothing to resume in {out_dir} (no saved scan "
+                f"state {state.name}); run without --resume"
+            )
         source = _as_source(model, source, limit)
         try:
-            return _write_report(model, source, out_dir, layers, k, batch_size=batch_size,
-                                 device=device, rule=rule, progress=progress, limit=limit,
-                                 ranks=ranks, command_line=command_line, png=png,
-                                 projection_dtype=projection_dtype, timings=timings,
-                                 resume=resume, save_every=save_every, html=html,
-                                 features=features)
+            return _write_report(
+                model,
+                source,
+                out_dir,
+                layers,
+                k,
+                batch_size=batch_size,
+                device=device,
+                rule=rule,
+                progress=progress,
+                limit=limit,
+                ranks=ranks,
+                command_line=command_line,
+                png=png,
+                projection_dtype=projection_dtype,
+                timings=timings,
+                resume=resume,
+                save_every=save_every,
+                html=html,
+                features=features,
+            )
         except ReportInterrupted:
             raise
         except KeyboardInterrupt:
@@ -512,12 +760,45 @@ def write_report(model: nn.Module, source: Union[ImageSource, str, Path],
             raise ReportInterrupted(kept) from None
 
 
-def _write_report(model, source, out_dir: Path, layers, k, *, batch_size, device, rule,
-                  progress, limit, ranks, command_line, png, projection_dtype, timings,
-                  resume, save_every, html, features) -> Optional[List[Path]]:
-    scan = _scan(model, source, layers, k, batch_size=batch_size, device=device, rule=rule,
-                 progress=progress, limit=limit, ranks=ranks, timings=timings,
-                 state_dir=out_dir, resume=resume, save_every=save_every, features=features)
+def _write_report(
+    model,
+    source,
+    out_dir: Path,
+    layers,
+    k,
+    *,
+    batch_size,
+    device,
+    rule,
+    progress,
+    limit,
+    ranks,
+    command_line,
+    png,
+    projection_dtype,
+    timings,
+    resume,
+    save_every,
+    html,
+    features,
+) -> Optional[List[Path]]:
+    scan = _scan(
+        model,
+        source,
+        layers,
+        k,
+        batch_size=batch_size,
+        device=device,
+        rule=rule,
+        progress=progress,
+        limit=limit,
+        ranks=ranks,
+        timings=timings,
+        state_dir=out_dir,
+        resume=resume,
+        save_every=save_every,
+        features=features,
+    )
     if scan is None:
         return None
     t0 = time.perf_counter()
@@ -526,13 +807,14 @@ def _write_report(model, source, out_dir: Path, layers, k, *, batch_size, device
     table = _kept_images(source, scan)
     writer = None
     if resume and partial.is_file():
-        try:   # (another run's file: one line, kept as it is)
+        try:  # (another run's file: one line, kept as it is)
             writer = ReportWriter(partial, attrs, projection_dtype, append=True)
         except DamagedPartialError as exc:
             notice(f"{exc}; projecting every layer again")
     elif partial.exists():
-        notice(f"starting a new report: the unfinished {partial} is replaced (--resume "
-               "continues it)")
+        notice(
+            f"starting a new report: the unfinished {partial} is replaced (--resume continues it)"
+        )
     if writer is None:
         writer = ReportWriter(partial, attrs, projection_dtype)
         writer.add_images(table)
@@ -540,18 +822,22 @@ def _write_report(model, source, out_dir: Path, layers, k, *, batch_size, device
     with writer:
         done = set(writer.finished)
         if done:
-            notice(f"resuming the report after {len(done)} of {total} finished layers in "
-                   f"{partial}")
-        for n, (head, chunks) in enumerate(_layer_parts(model, scan, table, rule=rule,
-                                                        device=device)):
+            notice(f"resuming the report after {len(done)} of {total} finished layers in {partial}")
+        for n, (head, chunks) in enumerate(
+            _layer_parts(model, scan, table, rule=rule, device=device)
+        ):
             if head.name in done:
                 continue
-            with Progress(head.features, f"project {head.name} ({n + 1}/{total})",
-                          unit="feature", enabled=progress) as bar:
-                writer.add_layer_chunks(head, _with_progress(chunks, bar),
-                                        table.pixels.shape[1])
-    targets = _finish(out_dir, partial, attrs, png=png, html=html, progress=progress,
-                      timings=timings)
+            with Progress(
+                head.features,
+                f"project {head.name} ({n + 1}/{total})",
+                unit="feature",
+                enabled=progress,
+            ) as bar:
+                writer.add_layer_chunks(head, _with_progress(chunks, bar), table.pixels.shape[1])
+    targets = _finish(
+        out_dir, partial, attrs, png=png, html=html, progress=progress, timings=timings
+    )
     for saved in out_dir.glob(SCAN_STATE.format(suffix="*")):
         saved.unlink()  # the report is complete: nothing left to resume
     for saved in out_dir.glob(MaximaState.PATTERN.format(stem=SCAN_STATE.format(suffix="*")[:-3])):
@@ -560,8 +846,16 @@ def _write_report(model, source, out_dir: Path, layers, k, *, batch_size, device
     return targets
 
 
-def _finish(out_dir: Path, partial: Path, attrs: dict, *, png: bool, html: bool, progress: bool,
-            timings: dict) -> List[Path]:
+def _finish(
+    out_dir: Path,
+    partial: Path,
+    attrs: dict,
+    *,
+    png: bool,
+    html: bool,
+    progress: bool,
+    timings: dict,
+) -> List[Path]:
     """Draw the PNGs and the site from the finished ``partial`` file (one feature at a
     time), then rename it to ``report.h5`` together with the PNGs and swap in the site."""
     with open_report(partial) as rep:
@@ -573,20 +867,21 @@ def _finish(out_dir: Path, partial: Path, attrs: dict, *, png: bool, html: bool,
                 check_writable_dir(out_dir / lr.name)
         targets = [paths[key] for key in keys]
         # The site's folder is swapped in just after the files are renamed into place.
-        with (atomic_folder(site_path(out_dir)) if html else contextlib.nullcontext()) as site_tmp:
+        with atomic_folder(site_path(out_dir)) if html else contextlib.nullcontext() as site_tmp:
             with atomic_paths(targets, prepared={paths["h5"]: partial}) as tmps:
                 tmp = dict(zip(keys, tmps))
                 if png:
-                    with Progress(sum(lr.features + 1 for lr in lrs), "PNGs", unit="png",
-                                  enabled=progress) as bar:
+                    with Progress(
+                        sum(lr.features + 1 for lr in lrs), "PNGs", unit="png", enabled=progress
+                    ) as bar:
                         for lr in lrs:
                             _draw_layer(lr, rep.attrs, tmp, bar)
                 if html:
                     t_html = time.perf_counter()
-                    site = SiteWriter(site_tmp, rep.attrs, rep.images,
-                                      f"report written {timestamp()}")
-                    with Progress(len(lrs), "web report", unit="layer",
-                                  enabled=progress) as bar:
+                    site = SiteWriter(
+                        site_tmp, rep.attrs, rep.images, f"report written {timestamp()}"
+                    )
+                    with Progress(len(lrs), "web report", unit="layer", enabled=progress) as bar:
                         for lr in lrs:
                             site.add_layer(lr)
                             bar.update(1)
@@ -619,11 +914,14 @@ def report_paths(report: Report, out_dir: Union[str, Path]) -> Dict[str, Path]:
     return _paths(Path(out_dir), [(lr.name, lr.feature_ids) for lr in report.layers.values()])
 
 
-def _draw_layer(lr: LayerReport, attrs: dict, tmp: Dict[str, Path],
-                bar: Optional[Progress] = None) -> None:
+def _draw_layer(
+    lr: LayerReport, attrs: dict, tmp: Dict[str, Path], bar: Optional[Progress] = None
+) -> None:
     src = attrs.get("data_source", "")
-    title = (f"{lr.title}: top {lr.k} of {attrs.get('num_images', '?')} images per "
-             f"feature ({src})\nleft: deconvnet projections, right: image patches")
+    title = (
+        f"{lr.title}: top {lr.k} of {attrs.get('num_images', '?')} images per "
+        f"feature ({src})\nleft: deconvnet projections, right: image patches"
+    )
     layer_figure(lr, title).savefig(tmp[lr.name], format="png")
     if bar is not None:
         bar.update(1)
@@ -647,8 +945,9 @@ def _draw_all(report: Report, targets: Dict[str, Path], tmp: Dict[str, Path]) ->
         _draw_layer(report.layers[L], report.attrs, tmp)
 
 
-def save_report(report: Report, out_dir: Union[str, Path], *, h5: bool = True,
-                png: bool = True) -> List[Path]:
+def save_report(
+    report: Report, out_dir: Union[str, Path], *, h5: bool = True, png: bool = True
+) -> List[Path]:
     """Write the report's HDF5 file and/or PNGs into ``out_dir``, all or nothing.
 
     Every file is written to a temporary file beside its target; only when all
@@ -679,18 +978,31 @@ def render_report(report: Union[Report, str, Path], out_dir: Union[str, Path]) -
     """
     if isinstance(report, Report):
         return save_report(report, out_dir, h5=False, png=True)
-    with open_report(report) as opened:   # layers read one feature at a time
+    with open_report(report) as opened:  # layers read one feature at a time
         return save_report(opened, out_dir, h5=False, png=True)
 
 
 # --- the notebook route (issue 20): ``deconvviz.report(model, data, ...)`` -------------------
 
-def report(model: nn.Module, data="builtin", layers: Optional[Sequence] = None, top: int = 9,
-           out: Union[str, Path] = "outputs/report", *, split: Optional[str] = "test",
-           limit: Optional[int] = None, features: Optional[Sequence[int]] = None,
-           batch_size: Optional[int] = None, device: Union[str, torch.device] = "cpu",
-           rule: str = "deconvnet", png: bool = False, html: bool = False,
-           progress: bool = True, projection_dtype: str = "float32"):
+
+def report(
+    model: nn.Module,
+    data="builtin",
+    layers: Optional[Sequence] = None,
+    top: int = 9,
+    out: Union[str, Path] = "outputs/report",
+    *,
+    split: Optional[str] = "test",
+    limit: Optional[int] = None,
+    features: Optional[Sequence[int]] = None,
+    batch_size: Optional[int] = None,
+    device: Union[str, torch.device] = "cpu",
+    rule: str = "deconvnet",
+    png: bool = False,
+    html: bool = False,
+    progress: bool = True,
+    projection_dtype: str = "float32",
+):
     """Scan ``data`` with ``model`` and write a report, as ``deconvviz report`` does, to
     ``out/report.h5``; returns it opened as a :class:`deconvviz.explore.Report` (what
     each feature detects, ``report.feature(node, i)``, ``report.features_for("dog")``,
@@ -707,11 +1019,28 @@ def report(model: nn.Module, data="builtin", layers: Optional[Sequence] = None, 
     from ..explore import Report as ExploredReport
 
     source = _as_source(model, data, limit, split)
-    layers = None if layers is None else ([layers] if isinstance(layers, (int, str))
-                                          else list(layers))
-    line = (f"deconvviz.report(model, {source.description!r}, layers={layers!r}, top={top}, "
-            f"out={str(out)!r})")
-    write_report(model, source, out, layers, top, batch_size=batch_size, device=device,
-                 rule=rule, progress=progress, limit=limit, command_line=line, png=png,
-                 projection_dtype=projection_dtype, html=html, features=features)
+    layers = (
+        None if layers is None else ([layers] if isinstance(layers, (int, str)) else list(layers))
+    )
+    line = (
+        f"deconvviz.report(model, {source.description!r}, layers={layers!r}, top={top}, "
+        f"out={str(out)!r})"
+    )
+    write_report(
+        model,
+        source,
+        out,
+        layers,
+        top,
+        batch_size=batch_size,
+        device=device,
+        rule=rule,
+        progress=progress,
+        limit=limit,
+        command_line=line,
+        png=png,
+        projection_dtype=projection_dtype,
+        html=html,
+        features=features,
+    )
     return ExploredReport(Path(out) / REPORT_FILE)

@@ -13,8 +13,13 @@ from typing import Iterator, Mapping, Optional, Sequence, Union
 
 from ..errors import DeconvvizError
 
-__all__ = ["atomic_path", "atomic_paths", "atomic_folder", "check_folder_target",
-           "check_writable_dir"]
+__all__ = [
+    "atomic_path",
+    "atomic_paths",
+    "atomic_folder",
+    "check_folder_target",
+    "check_writable_dir",
+]
 
 
 def check_writable_dir(folder: Union[str, Path], create: bool = True) -> Path:
@@ -24,7 +29,9 @@ def check_writable_dir(folder: Union[str, Path], create: bool = True) -> Path:
         if create:
             folder.mkdir(parents=True, exist_ok=True)
     except OSError as exc:
-        raise DeconvvizError(f"cannot create output folder {folder}: {exc.strerror or exc}") from None
+        raise DeconvvizError(
+            f"cannot create output folder {folder}: {exc.strerror or exc}"
+        ) from None
     if not folder.is_dir():
         raise DeconvvizError(f"output folder {folder} does not exist")
     if not os.access(folder, os.W_OK):
@@ -77,9 +84,10 @@ def atomic_path(target: Union[str, Path]) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
-def atomic_paths(targets: Sequence[Union[str, Path]],
-                 prepared: Optional[Mapping[Union[str, Path], Union[str, Path]]] = None
-                 ) -> Iterator[Sequence[Path]]:
+def atomic_paths(
+    targets: Sequence[Union[str, Path]],
+    prepared: Optional[Mapping[Union[str, Path], Union[str, Path]]] = None,
+) -> Iterator[Sequence[Path]]:
     """Like :func:`atomic_path` for several files: all are renamed into place only
     after every one was written.
 
@@ -135,8 +143,9 @@ def check_folder_target(target: Union[str, Path]) -> Path:
     folder and ``target`` is not a file."""
     target = Path(target)
     if target.exists() and not target.is_dir():
-        raise DeconvvizError(f"{target} exists and is not a folder; remove it or choose "
-                             "another --out")
+        raise DeconvvizError(
+            f"{target} exists and is not a folder; remove it or choose another --out"
+        )
     check_writable_dir(target.parent, create=False)
     return target
 

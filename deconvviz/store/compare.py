@@ -22,8 +22,14 @@ import numpy as np
 from ..errors import DeconvvizError
 from .h5 import attr_value, h5py_module, open_checked, stamp
 
-__all__ = ["COMPARE_FORMAT", "COMPARE_VERSION", "COMPARE_FILE", "Comparison", "write_compare_h5",
-           "read_compare_h5"]
+__all__ = [
+    "COMPARE_FORMAT",
+    "COMPARE_VERSION",
+    "COMPARE_FILE",
+    "Comparison",
+    "write_compare_h5",
+    "read_compare_h5",
+]
 
 COMPARE_FORMAT = "deconvviz-compare"
 COMPARE_VERSION = 1
@@ -55,9 +61,11 @@ def write_compare_h5(path: Union[str, Path], comparison: Comparison) -> Path:
                 dtype = np.float64 if name in ("correlation", "r") else np.int64
                 g.create_dataset(name, data=np.asarray(step[name], dtype=dtype), track_times=False)
         f.create_dataset("chains", data=np.asarray(comparison.chains, np.int64), track_times=False)
-        f.create_dataset("chain_correlation",
-                         data=np.asarray(comparison.chain_correlation, np.float64),
-                         track_times=False)
+        f.create_dataset(
+            "chain_correlation",
+            data=np.asarray(comparison.chain_correlation, np.float64),
+            track_times=False,
+        )
     return Path(path)
 
 
@@ -75,9 +83,10 @@ def read_compare_h5(path: Union[str, Path]) -> Comparison:
             out.chains = np.asarray(f["chains"][()], np.int64)
             out.chain_correlation = np.asarray(f["chain_correlation"][()], np.float64)
         except (KeyError, OSError, ValueError) as exc:
-            raise DeconvvizError(f"comparison {path} is damaged: "
-                                 f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
-                                 ) from None
+            raise DeconvvizError(
+                f"comparison {path} is damaged: "
+                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            ) from None
         if not isinstance(f.get("chains"), h5py.Dataset) or out.chains.shape[0] != len(networks):
             raise DeconvvizError(f"comparison {path} is damaged: chains do not fit the networks")
     return out

@@ -27,8 +27,9 @@ def write_h5(path, datasets: Dict[str, object], attrs: Optional[Dict[str, object
     return Path(path)
 
 
-def write_figure_files(fig, png, datasets: Dict[str, object],
-                       attrs: Optional[Dict[str, object]] = None) -> List[Path]:
+def write_figure_files(
+    fig, png, datasets: Dict[str, object], attrs: Optional[Dict[str, object]] = None
+) -> List[Path]:
     """Write a matplotlib figure to ``png`` and its numbers to the same path with
     suffix ``.h5`` (a ``deconvviz-figure`` file); both appear only when both are
     complete. Returns ``[png, h5]``."""

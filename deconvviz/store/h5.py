@@ -17,8 +17,15 @@ import numpy as np
 
 from ..errors import DeconvvizError
 
-__all__ = ["STAMPED", "h5py_module", "attr_value", "stamp", "open_checked", "file_format",
-           "write_arrays"]
+__all__ = [
+    "STAMPED",
+    "h5py_module",
+    "attr_value",
+    "stamp",
+    "open_checked",
+    "file_format",
+    "write_arrays",
+]
 
 STAMPED = ("format", "format_version", "package_version")
 
@@ -27,7 +34,9 @@ def h5py_module():
     try:
         import h5py
     except ImportError:  # pragma: no cover - h5py is a dependency
-        raise DeconvvizError("writing and reading deconvviz files needs h5py (pip install h5py)") from None
+        raise DeconvvizError(
+            "writing and reading deconvviz files needs h5py (pip install h5py)"
+        ) from None
     return h5py
 
 
@@ -70,8 +79,9 @@ def file_format(path: Union[str, Path]) -> Optional[str]:
 
 
 @contextlib.contextmanager
-def open_checked(path: Union[str, Path], fmt: str, version: int, what: str,
-                 required: Sequence[str] = ()) -> Iterator[object]:
+def open_checked(
+    path: Union[str, Path], fmt: str, version: int, what: str, required: Sequence[str] = ()
+) -> Iterator[object]:
     """Open ``path`` for reading after checking it is a ``fmt`` file of version
     1..``version`` with root attributes ``required``; ``what`` names the kind of
     file in the one-line errors ("report", "projection file", ...)."""
@@ -82,24 +92,29 @@ def open_checked(path: Union[str, Path], fmt: str, version: int, what: str,
     try:
         f = h5py.File(path, "r")
     except OSError:
-        raise DeconvvizError(f"{path} is not a readable HDF5 file (damaged, truncated or not "
-                             f"a {what})") from None
+        raise DeconvvizError(
+            f"{path} is not a readable HDF5 file (damaged, truncated or not a {what})"
+        ) from None
     with f:
         found = attr_value(f.attrs.get("format", None))
         if found != fmt:
-            raise DeconvvizError(f"{path} is not a deconvviz {what} (format attribute "
-                                 f"{found!r}, expected {fmt!r})")
+            raise DeconvvizError(
+                f"{path} is not a deconvviz {what} (format attribute {found!r}, expected {fmt!r})"
+            )
         missing = [a for a in required if a not in f.attrs]
         if missing:
-            raise DeconvvizError(f"{what} {path} is damaged: root attribute(s) "
-                                 f"{', '.join(missing)} missing")
+            raise DeconvvizError(
+                f"{what} {path} is damaged: root attribute(s) {', '.join(missing)} missing"
+            )
         try:
             found_version = int(attr_value(f.attrs["format_version"]))
         except (KeyError, TypeError, ValueError):
             raise DeconvvizError(f"{what} {path} is damaged: no format_version") from None
         if found_version > version or found_version < 1:
-            raise DeconvvizError(f"{what} {path} has format version {found_version}; this "
-                                 f"deconvviz reads versions 1..{version}")
+            raise DeconvvizError(
+                f"{what} {path} has format version {found_version}; this "
+                f"deconvviz reads versions 1..{version}"
+            )
         yield f
 
 

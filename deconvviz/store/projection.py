@@ -11,18 +11,29 @@ import torch
 from ..errors import DeconvvizError
 from .h5 import h5py_module, open_checked, stamp
 
-__all__ = ["PROJECTION_FORMAT", "PROJECTION_FORMAT_VERSION", "write_projection_h5",
-           "read_projection_h5"]
+__all__ = [
+    "PROJECTION_FORMAT",
+    "PROJECTION_FORMAT_VERSION",
+    "write_projection_h5",
+    "read_projection_h5",
+]
 
 PROJECTION_FORMAT = "deconvviz-projection"
 PROJECTION_FORMAT_VERSION = 1
 
 
-def write_projection_h5(path: Union[str, Path], proj, images_uint8: torch.Tensor, *,
-                        image_index: Sequence[int], labels: Sequence[int],
-                        class_names: Sequence[str], attrs: Mapping[str, object],
-                        image_paths: Optional[Sequence[str]] = None,
-                        boxes: Optional[np.ndarray] = None) -> Path:
+def write_projection_h5(
+    path: Union[str, Path],
+    proj,
+    images_uint8: torch.Tensor,
+    *,
+    image_index: Sequence[int],
+    labels: Sequence[int],
+    class_names: Sequence[str],
+    attrs: Mapping[str, object],
+    image_paths: Optional[Sequence[str]] = None,
+    boxes: Optional[np.ndarray] = None,
+) -> Path:
     """Write one projection run (a :class:`~deconvviz.engine.deconv.deconvnet.Projection` with one
     seed per image, and the input pixels ``uint8 (B, 3, H, W)``) to ``path``.
 
@@ -30,9 +41,12 @@ def write_projection_h5(path: Union[str, Path], proj, images_uint8: torch.Tensor
     """
     h5py = h5py_module()
     with h5py.File(path, "w") as f:
-        stamp(f, PROJECTION_FORMAT, PROJECTION_FORMAT_VERSION,
-              {"layer": proj.layer, "mode": proj.mode, "rule": proj.rule,
-               "unpool": proj.unpool})
+        stamp(
+            f,
+            PROJECTION_FORMAT,
+            PROJECTION_FORMAT_VERSION,
+            {"layer": proj.layer, "mode": proj.mode, "rule": proj.rule, "unpool": proj.unpool},
+        )
         for k, v in attrs.items():
             f.attrs[k] = v
         f.create_dataset("projection", data=proj.projections.detach().cpu().float().numpy())
@@ -53,12 +67,13 @@ def write_projection_h5(path: Union[str, Path], proj, images_uint8: torch.Tensor
 def read_projection_h5(path) -> Dict:
     """Read a file written by :func:`write_projection_h5` back into a dict of arrays
     and ``"attrs"``, checking format and version first."""
-    with open_checked(path, PROJECTION_FORMAT, PROJECTION_FORMAT_VERSION,
-                      "projection file") as f:
+    with open_checked(path, PROJECTION_FORMAT, PROJECTION_FORMAT_VERSION, "projection file") as f:
         try:
             out = {k: f[k][()] for k in f.keys()}
             out["attrs"] = dict(f.attrs)
         except (OSError, KeyError, ValueError) as exc:
-            raise DeconvvizError(f"projection file {path} is damaged: "
-                                 f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}") from None
+            raise DeconvvizError(
+                f"projection file {path} is damaged: "
+                f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+            ) from None
     return out

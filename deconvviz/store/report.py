@@ -31,37 +31,77 @@ from ..errors import DeconvvizError
 from .h5 import STAMPED, attr_value, h5py_module, open_checked, stamp
 from .statistics import FeatureStatistics, read_statistics, write_statistics
 
-__all__ = ["REPORT_FORMAT", "REPORT_VERSION", "REPORT_FILE", "PROJECTION_DTYPES", "LayerReport",
-           "ImageTable", "Report", "ReportWriter", "write_report_h5", "read_report_h5",
-           "layer_names", "features_per_chunk", "CHUNK_BYTES", "SEEDS_PER_CHUNK", "open_report",
-           "finished_layers", "RUN_ATTRS", "DamagedPartialError"]
+__all__ = [
+    "REPORT_FORMAT",
+    "REPORT_VERSION",
+    "REPORT_FILE",
+    "PROJECTION_DTYPES",
+    "LayerReport",
+    "ImageTable",
+    "Report",
+    "ReportWriter",
+    "write_report_h5",
+    "read_report_h5",
+    "layer_names",
+    "features_per_chunk",
+    "CHUNK_BYTES",
+    "SEEDS_PER_CHUNK",
+    "open_report",
+    "finished_layers",
+    "RUN_ATTRS",
+    "DamagedPartialError",
+]
 
 REPORT_FORMAT = "deconvviz-report"
-REPORT_VERSION = 3      # 3: feature numbers, complete marks, per-feature statistics
+REPORT_VERSION = 3  # 3: feature numbers, complete marks, per-feature statistics
 REPORT_FILE = "report.h5"
 PROJECTION_DTYPES = ("float32", "float16")
 
 _LAYER_DATASETS = {
-    "activation": np.float32, "image_index": np.int64, "position": np.int64,
-    "projection": np.float32, "patch": np.uint8, "patch_box": np.int64,
-    "patch_origin": np.int64, "label": np.int64,
+    "activation": np.float32,
+    "image_index": np.int64,
+    "position": np.int64,
+    "projection": np.float32,
+    "patch": np.uint8,
+    "patch_box": np.int64,
+    "patch_origin": np.int64,
+    "label": np.int64,
 }
-_ROOT_ATTRS = ("format", "format_version", "package_version", "checkpoint_sha256",
-               "data_source", "split", "num_images", "command_line", "top_k", "layers")
+_ROOT_ATTRS = (
+    "format",
+    "format_version",
+    "package_version",
+    "checkpoint_sha256",
+    "data_source",
+    "split",
+    "num_images",
+    "command_line",
+    "top_k",
+    "layers",
+)
 _COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
 _STREAMED = ("projection", "patch")
 
 #: Bytes of projections (float32) and patches one chunk of features may hold while a
 #: layer is computed and written (see :func:`features_per_chunk`).
-CHUNK_BYTES = 256 * 2 ** 20
+CHUNK_BYTES = 256 * 2**20
 #: Seeds (features x k) projected together at most, so that progress moves every few
 #: seconds on a large network; large enough that each chunk's recorded forward pass
 #: is shared by many seeds.
 SEEDS_PER_CHUNK = 512
 
 #: Root attributes that must agree before a run appends to an unfinished report.
-RUN_ATTRS = ("checkpoint_sha256", "data_fingerprint", "num_images", "top_k", "nodes", "rule",
-             "projection_dtype", "feature_selection", "image_size")
+RUN_ATTRS = (
+    "checkpoint_sha256",
+    "data_fingerprint",
+    "num_images",
+    "top_k",
+    "nodes",
+    "rule",
+    "projection_dtype",
+    "feature_selection",
+    "image_size",
+)
 
 
 def features_per_chunk(k: int, channels: int, rf_size: Sequence[int]) -> int:
@@ -108,7 +148,7 @@ class LayerReport:
     node: str = ""
     feature: Optional[np.ndarray] = None
     stats: Optional[FeatureStatistics] = None
-    op: str = ""    # what the node calls: ``Conv2d``, ``SiLU``, ``SqueezeExcitation``, ``F.gelu``
+    op: str = ""  # what the node calls: ``Conv2d``, ``SiLU``, ``SqueezeExcitation``, ``F.gelu``
 
     @property
     def features(self) -> int:
@@ -173,12 +213,15 @@ class Report:
     layers: Dict[int, LayerReport] = field(default_factory=dict)
     images: Optional[ImageTable] = None
 
-    def __repr__(self) -> str:   # one line, not every attribute and array (issue 20)
-        layers = ", ".join(f"{lr.name} ({lr.features} features, top {lr.k})"
-                           for lr in self.layers.values())
-        return (f"Report({layers or 'no layers'}; {self.attrs.get('num_images', '?')} images of "
-                f"{self.attrs.get('data_source', '?')}, format version "
-                f"{self.attrs.get('format_version', '?')})")
+    def __repr__(self) -> str:  # one line, not every attribute and array (issue 20)
+        layers = ", ".join(
+            f"{lr.name} ({lr.features} features, top {lr.k})" for lr in self.layers.values()
+        )
+        return (
+            f"Report({layers or 'no layers'}; {self.attrs.get('num_images', '?')} images of "
+            f"{self.attrs.get('data_source', '?')}, format version "
+            f"{self.attrs.get('format_version', '?')})"
+        )
 
 
 class ReportWriter:
@@ -197,11 +240,18 @@ class ReportWriter:
     finished are :attr:`finished`, anything unfinished in it is dropped.
     """
 
-    def __init__(self, path: Union[str, Path], attrs: dict, projection_dtype: str = "float32",
-                 append: bool = False):
+    def __init__(
+        self,
+        path: Union[str, Path],
+        attrs: dict,
+        projection_dtype: str = "float32",
+        append: bool = False,
+    ):
         if projection_dtype not in PROJECTION_DTYPES:
-            raise DeconvvizError(f"projection dtype must be one of {', '.join(PROJECTION_DTYPES)}; "
-                                 f"got {projection_dtype!r}")
+            raise DeconvvizError(
+                f"projection dtype must be one of {', '.join(PROJECTION_DTYPES)}; "
+                f"got {projection_dtype!r}"
+            )
         self.path = Path(path)
         self.dtype = np.dtype(projection_dtype)
         attrs = {k: v for k, v in attrs.items() if k not in STAMPED}
@@ -239,8 +289,9 @@ class ReportWriter:
         kw = dict(_COMPRESSION, chunks=(1,) + pixels.shape[1:]) if pixels.size else {}
         g.create_dataset("pixels", data=pixels, track_times=False, **kw)
         g.create_dataset("label", data=np.asarray(table.label, np.int64), track_times=False)
-        g.create_dataset("path", data=np.asarray(list(table.path), dtype=h5py.string_dtype()),
-                         track_times=False)
+        g.create_dataset(
+            "path", data=np.asarray(list(table.path), dtype=h5py.string_dtype()), track_times=False
+        )
         g.attrs["complete"] = True
         self._f.flush()
 
@@ -249,12 +300,21 @@ class ReportWriter:
         :meth:`add_layer_chunks`, so both give the same bytes)."""
         channels = lr.patch.shape[2]
         n = features_per_chunk(lr.k, channels, lr.rf_size)
-        return self.add_layer_chunks(lr, ((f0, lr.projection[f0:f0 + n], lr.patch[f0:f0 + n])
-                                          for f0 in range(0, lr.features, n)), channels)
+        return self.add_layer_chunks(
+            lr,
+            (
+                (f0, lr.projection[f0 : f0 + n], lr.patch[f0 : f0 + n])
+                for f0 in range(0, lr.features, n)
+            ),
+            channels,
+        )
 
-    def add_layer_chunks(self, head: LayerReport,
-                         chunks: Iterable[Tuple[int, np.ndarray, np.ndarray]],
-                         channels: int = 3) -> LayerReport:
+    def add_layer_chunks(
+        self,
+        head: LayerReport,
+        chunks: Iterable[Tuple[int, np.ndarray, np.ndarray]],
+        channels: int = 3,
+    ) -> LayerReport:
         """Write one layer whose projections and patches come in chunks of features.
 
         ``head`` holds everything but ``projection`` and ``patch`` (those may be
@@ -268,7 +328,7 @@ class ReportWriter:
             return self._add_layer_chunks(head, chunks, channels)
         except BaseException:
             if self._f is not None and head.name in self._f:
-                del self._f[head.name]     # never leave a half-written layer
+                del self._f[head.name]  # never leave a half-written layer
                 self._f.flush()
             raise
 
@@ -290,26 +350,37 @@ class ReportWriter:
                 if int(np.prod(shape)) == 0:
                     g.create_dataset(name, data=np.zeros(shape, dtype), track_times=False)
                 else:
-                    g.create_dataset(name, shape=shape, dtype=dtype, chunks=(1,) + shape[1:],
-                                     track_times=False, **_COMPRESSION)
+                    g.create_dataset(
+                        name,
+                        shape=shape,
+                        dtype=dtype,
+                        chunks=(1,) + shape[1:],
+                        track_times=False,
+                        **_COMPRESSION,
+                    )
             else:
-                g.create_dataset(name, data=np.ascontiguousarray(getattr(head, name), dtype=dtype),
-                                 track_times=False)
+                g.create_dataset(
+                    name,
+                    data=np.ascontiguousarray(getattr(head, name), dtype=dtype),
+                    track_times=False,
+                )
         g.create_dataset("feature", data=head.feature_ids, track_times=False)
         done = 0
         for f0, projection, patch in chunks:
             if f0 != done or projection.shape[1:] != shape[1:] or patch.shape != projection.shape:
-                raise ValueError(f"chunk at feature {f0} does not continue layer {head.name} "
-                                 f"({done} features written, shape {shape})")
+                raise ValueError(
+                    f"chunk at feature {f0} does not continue layer {head.name} "
+                    f"({done} features written, shape {shape})"
+                )
             n = projection.shape[0]
-            g["projection"][f0:f0 + n] = np.asarray(projection, dtype=self.dtype)
-            g["patch"][f0:f0 + n] = np.asarray(patch, dtype=np.uint8)
+            g["projection"][f0 : f0 + n] = np.asarray(projection, dtype=self.dtype)
+            g["patch"][f0 : f0 + n] = np.asarray(patch, dtype=np.uint8)
             done += n
         if done != head.features:
             raise ValueError(f"layer {head.name}: {done} of {head.features} features written")
         if head.stats is not None:
             write_statistics(g, head.stats)
-        g.attrs["complete"] = True      # last: a layer is complete with its statistics
+        g.attrs["complete"] = True  # last: a layer is complete with its statistics
         self._f.flush()
         return replace(head, projection=g["projection"], patch=g["patch"])
 
@@ -325,8 +396,11 @@ def _is_complete(g) -> bool:
 
 def finished_layers(f) -> List[str]:
     """The layer groups of an open report file marked complete, in the root's order."""
-    return [n for n in layer_names({k: attr_value(v) for k, v in f.attrs.items()})
-            if n in f and _is_complete(f[n])]
+    return [
+        n
+        for n in layer_names({k: attr_value(v) for k, v in f.attrs.items()})
+        if n in f and _is_complete(f[n])
+    ]
 
 
 def _open_unfinished(path: Path, attrs: dict):
@@ -335,33 +409,43 @@ def _open_unfinished(path: Path, attrs: dict):
     try:
         f = h5py.File(path, "r+", track_order=True)
     except OSError:
-        raise DamagedPartialError(f"the unfinished report {path} is damaged (not a readable "
-                                  "HDF5 file)") from None
+        raise DamagedPartialError(
+            f"the unfinished report {path} is damaged (not a readable HDF5 file)"
+        ) from None
     try:
         found = {k: attr_value(v) for k, v in f.attrs.items()}
-        if found.get("format") != REPORT_FORMAT or "images" not in f or \
-                not _is_complete(f["images"]):
-            raise DamagedPartialError(f"the unfinished report {path} is damaged (no complete "
-                                      "images group)")
-        want = {k: attr_value(np.asarray(v) if isinstance(v, (list, tuple)) else v)
-                for k, v in attrs.items()}
+        if (
+            found.get("format") != REPORT_FORMAT
+            or "images" not in f
+            or not _is_complete(f["images"])
+        ):
+            raise DamagedPartialError(
+                f"the unfinished report {path} is damaged (no complete images group)"
+            )
+        want = {
+            k: attr_value(np.asarray(v) if isinstance(v, (list, tuple)) else v)
+            for k, v in attrs.items()
+        }
         differ = [k for k in RUN_ATTRS if str(found.get(k)) != str(want.get(k))]
         if differ:
-            raise DeconvvizError(f"--resume: the unfinished report {path} is from another run "
-                                 f"(its {', '.join(differ)} differ); remove it or run without "
-                                 "--resume")
+            raise DeconvvizError(
+                f"--resume: the unfinished report {path} is from another run "
+                f"(its {', '.join(differ)} differ); remove it or run without "
+                "--resume"
+            )
         done = set(finished_layers(f))
         for name in list(f.keys()):
             if name != "images" and name not in done:
-                del f[name]        # a layer cut short by a crash
+                del f[name]  # a layer cut short by a crash
         return f
     except BaseException:
         f.close()
         raise
 
 
-def write_report_h5(report: Report, path: Union[str, Path],
-                    projection_dtype: str = "float32") -> Path:
+def write_report_h5(
+    report: Report, path: Union[str, Path], projection_dtype: str = "float32"
+) -> Path:
     """Write a whole in-memory ``report`` to ``path`` (see :class:`ReportWriter`)."""
     with ReportWriter(path, report.attrs, projection_dtype) as w:
         if report.images is not None:
@@ -371,8 +455,9 @@ def write_report_h5(report: Report, path: Union[str, Path],
     return Path(path)
 
 
-def _windows_of_v1(projection: np.ndarray, box: np.ndarray, origin: np.ndarray,
-                   rf: Tuple[int, int]) -> np.ndarray:
+def _windows_of_v1(
+    projection: np.ndarray, box: np.ndarray, origin: np.ndarray, rf: Tuple[int, int]
+) -> np.ndarray:
     """Version 1 stored whole-image projections ``(F, k, 3, H, W)``: cut them to the
     patch windows ``(F, k, 3, rf_h, rf_w)`` as version 2 stores them."""
     F_, k = projection.shape[:2]
@@ -382,7 +467,9 @@ def _windows_of_v1(projection: np.ndarray, box: np.ndarray, origin: np.ndarray,
             y0, x0, y1, x1 = (int(v) for v in box[f, j])
             if y1 > y0 and x1 > x0:
                 oy, ox = y0 - int(origin[f, j, 0]), x0 - int(origin[f, j, 1])
-                out[f, j, :, oy:oy + y1 - y0, ox:ox + x1 - x0] = projection[f, j, :, y0:y1, x0:x1]
+                out[f, j, :, oy : oy + y1 - y0, ox : ox + x1 - x0] = projection[
+                    f, j, :, y0:y1, x0:x1
+                ]
     return out
 
 
@@ -394,10 +481,12 @@ def _read_images(f, path: Path) -> Optional[ImageTable]:
     for ds in ("index", "pixels", "label", "path"):
         if ds not in g or not isinstance(g[ds], h5py.Dataset):
             raise DeconvvizError(f"report {path} is damaged: images/{ds} missing")
-    table = ImageTable(index=np.asarray(g["index"][()], np.int64),
-                       pixels=np.asarray(g["pixels"][()], np.uint8),
-                       label=np.asarray(g["label"][()], np.int64),
-                       path=[attr_value(p) for p in g["path"][()]])
+    table = ImageTable(
+        index=np.asarray(g["index"][()], np.int64),
+        pixels=np.asarray(g["pixels"][()], np.uint8),
+        label=np.asarray(g["label"][()], np.int64),
+        path=[attr_value(p) for p in g["path"][()]],
+    )
     m = table.index.shape[0]
     if table.pixels.shape[:1] != (m,) or table.label.shape != (m,) or len(table.path) != m:
         raise DeconvvizError(f"report {path} is damaged: the images datasets do not fit together")
@@ -414,8 +503,9 @@ def layer_names(attrs: dict) -> List[str]:
     return [f"layer{int(v)}" for v in (stored if isinstance(stored, list) else [stored])]
 
 
-def read_report_h5(path: Union[str, Path], layers: Optional[Sequence[int]] = None,
-                   images: bool = True) -> Report:
+def read_report_h5(
+    path: Union[str, Path], layers: Optional[Sequence[int]] = None, images: bool = True
+) -> Report:
     """Read and check a report written by :class:`ReportWriter` (version 2) or by
     deconvviz 0.1 (version 1). ``layers``: read only these (default: all; ``[]``:
     none); ``images=False`` leaves :attr:`Report.images` None (to read a big
@@ -429,8 +519,12 @@ def read_report_h5(path: Union[str, Path], layers: Optional[Sequence[int]] = Non
 
 
 @contextlib.contextmanager
-def open_report(path: Union[str, Path], layers: Optional[Sequence[int]] = None,
-                images: bool = True, lazy: bool = True) -> Iterator[Report]:
+def open_report(
+    path: Union[str, Path],
+    layers: Optional[Sequence[int]] = None,
+    images: bool = True,
+    lazy: bool = True,
+) -> Iterator[Report]:
     """``with open_report(path) as report: ...``: :func:`read_report_h5` with the file
     kept open, each layer's ``projection`` and ``patch`` read one feature at a time
     when indexed (``lazy``; a version-1 file is read whole), so drawing a report of a
@@ -438,15 +532,16 @@ def open_report(path: Union[str, Path], layers: Optional[Sequence[int]] = None,
     The same checks and one-line errors, also for data found damaged while reading."""
     with contextlib.ExitStack() as stack:
         try:
-            f = stack.enter_context(open_checked(path, REPORT_FORMAT, REPORT_VERSION, "report",
-                                                 _ROOT_ATTRS))
+            f = stack.enter_context(
+                open_checked(path, REPORT_FORMAT, REPORT_VERSION, "report", _ROOT_ATTRS)
+            )
             report = _read_report(f, path, layers, images, lazy)
         except DeconvvizError:
             raise
         except (OSError, KeyError, ValueError, TypeError) as exc:
             # h5py raises these for corrupted objects inside a readable file.
             raise _damaged(path, exc) from None
-        yield report   # errors of the caller's block pass through unchanged
+        yield report  # errors of the caller's block pass through unchanged
 
 
 def _read_report(f, path, layers, images: bool, lazy: bool) -> Report:
@@ -455,26 +550,26 @@ def _read_report(f, path, layers, images: bool, lazy: bool) -> Report:
     report = Report(attrs=attrs, images=_read_images(f, Path(path)) if images else None)
     names = layer_names(attrs)
     if layers is not None:
-        want = {f"layer{v}" if isinstance(v, int) or str(v).isdigit() else str(v)
-                for v in layers}
+        want = {f"layer{v}" if isinstance(v, int) or str(v).isdigit() else str(v) for v in layers}
         missing = sorted(want - set(names))
         if missing:
-            raise DeconvvizError(f"report {path} has no layer {missing[0]} (it has "
-                                 f"{', '.join(names)})")
+            raise DeconvvizError(
+                f"report {path} has no layer {missing[0]} (it has {', '.join(names)})"
+            )
         names = [n for n in names if n in want]
     H, W = (int(v) for v in attrs.get("image_size", [32, 32]))
     for name in names:
         lr = _read_layer(f, path, name, version, (H, W), lazy and version > 1)
         if version >= 3:
-            lr.stats = read_statistics(f[name], path, lr.features,
-                                       int(attrs.get("num_images", -1)))
+            lr.stats = read_statistics(f[name], path, lr.features, int(attrs.get("num_images", -1)))
         report.layers[lr.key] = lr
     return report
 
 
 def _damaged(path, exc: BaseException) -> DeconvvizError:
-    return DeconvvizError(f"report {path} is damaged: "
-                          f"{str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+    return DeconvvizError(
+        f"report {path} is damaged: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}"
+    )
 
 
 class _Rows:
@@ -499,47 +594,65 @@ class _Rows:
         return out if dtype is None else out.astype(dtype)
 
 
-def _read_layer(f, path, name: str, version: int, image_size: Tuple[int, int],
-                lazy: bool = False) -> LayerReport:
+def _read_layer(
+    f, path, name: str, version: int, image_size: Tuple[int, int], lazy: bool = False
+) -> LayerReport:
     h5py = h5py_module()
     if name not in f or not isinstance(f[name], h5py.Group):
         raise DeconvvizError(f"report {path} is damaged: group {name} missing")
     g = f[name]
     if not _is_complete(g) and "complete" in g.attrs:
-        raise DeconvvizError(f"report {path} is damaged: layer {name} was not completely "
-                             "written")
+        raise DeconvvizError(f"report {path} is damaged: layer {name} was not completely written")
     arrays = {}
     for ds, dtype in _LAYER_DATASETS.items():
         if ds not in g or not isinstance(g[ds], h5py.Dataset):
             raise DeconvvizError(f"report {path} is damaged: {name}/{ds} missing")
         keep = g[ds].dtype if ds == "projection" and g[ds].dtype == np.float16 else dtype
-        arrays[ds] = _Rows(g[ds], keep, path) if lazy and ds in _STREAMED else \
-            np.asarray(g[ds][()], dtype=keep)
+        arrays[ds] = (
+            _Rows(g[ds], keep, path)
+            if lazy and ds in _STREAMED
+            else np.asarray(g[ds][()], dtype=keep)
+        )
     F_, k = arrays["activation"].shape if arrays["activation"].ndim == 2 else (-1, -1)
     rf = tuple(int(v) for v in attr_value(g.attrs.get("rf_size", [0, 0])))
     stored_proj = (F_, k, 3) + (tuple(image_size) if version == 1 else rf)
-    expect = {"activation": (F_, k), "image_index": (F_, k), "label": (F_, k),
-              "position": (F_, k, 2), "projection": stored_proj,
-              "patch": (F_, k, 3) + rf, "patch_box": (F_, k, 4), "patch_origin": (F_, k, 2)}
+    expect = {
+        "activation": (F_, k),
+        "image_index": (F_, k),
+        "label": (F_, k),
+        "position": (F_, k, 2),
+        "projection": stored_proj,
+        "patch": (F_, k, 3) + rf,
+        "patch_box": (F_, k, 4),
+        "patch_origin": (F_, k, 2),
+    }
     for ds, shape in expect.items():
         if F_ < 0 or arrays[ds].shape != shape:
-            raise DeconvvizError(f"report {path} is damaged: {name}/{ds} has shape "
-                                 f"{arrays[ds].shape}, expected {shape}")
+            raise DeconvvizError(
+                f"report {path} is damaged: {name}/{ds} has shape "
+                f"{arrays[ds].shape}, expected {shape}"
+            )
     feature = None
     if "feature" in g:
         feature = np.asarray(g["feature"][()], dtype=np.int64)
         if feature.shape != (F_,):
-            raise DeconvvizError(f"report {path} is damaged: {name}/feature has shape "
-                                 f"{feature.shape}, expected {(F_,)}")
+            raise DeconvvizError(
+                f"report {path} is damaged: {name}/feature has shape "
+                f"{feature.shape}, expected {(F_,)}"
+            )
     if version == 1:
-        arrays["projection"] = _windows_of_v1(arrays["projection"], arrays["patch_box"],
-                                              arrays["patch_origin"], rf)
+        arrays["projection"] = _windows_of_v1(
+            arrays["projection"], arrays["patch_box"], arrays["patch_origin"], rf
+        )
     return LayerReport(
         layer=int(attr_value(g.attrs.get("layer", -1))),
         node=str(attr_value(g.attrs.get("node", ""))),
         path=str(attr_value(g.attrs.get("path", ""))),
         op=str(attr_value(g.attrs.get("op", ""))),
         output_size=tuple(int(v) for v in attr_value(g.attrs["output_size"])),
-        rf_size=rf, rf_jump=tuple(int(v) for v in attr_value(g.attrs["rf_jump"])),
-        rf_start=tuple(int(v) for v in attr_value(g.attrs["rf_start"])), feature=feature,
-        **arrays)
+        rf_size=rf,
+        rf_jump=tuple(int(v) for v in attr_value(g.attrs["rf_jump"])),
+        rf_start=tuple(int(v) for v in attr_value(g.attrs["rf_start"])),
+        feature=feature,
+        **arrays,
+    )

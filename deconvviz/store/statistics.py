@@ -21,14 +21,22 @@ import numpy as np
 from ..errors import DeconvvizError
 from .h5 import attr_value
 
-__all__ = ["FeatureStatistics", "STATISTICS_GROUP", "STATISTICS_ENCODING", "write_statistics",
-           "read_statistics", "statistics_absent", "label_text", "NO_CLASS_TEXT", "MaximaState"]
+__all__ = [
+    "FeatureStatistics",
+    "STATISTICS_GROUP",
+    "STATISTICS_ENCODING",
+    "write_statistics",
+    "read_statistics",
+    "statistics_absent",
+    "label_text",
+    "NO_CLASS_TEXT",
+    "MaximaState",
+]
 
 STATISTICS_GROUP = "statistics"
 STATISTICS_ENCODING = "deconvviz-feature-statistics"
 STATISTICS_VERSION = 1
-TEST = ("mann-whitney-u, one-sided greater, normal approximation with tie and continuity "
-        "correction")
+TEST = "mann-whitney-u, one-sided greater, normal approximation with tie and continuity correction"
 NO_CLASS_TEXT = "no class"
 _COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
 
@@ -114,61 +122,77 @@ def write_statistics(layer_group, stats: FeatureStatistics) -> None:
         value = np.asarray(getattr(stats, name))
         if name == "maxima":
             value = np.ascontiguousarray(value, dtype=np.float16)
-            kw = dict(_COMPRESSION, chunks=(1, min(value.shape[1], 2 ** 20))) \
-                if value.size else {}
+            kw = dict(_COMPRESSION, chunks=(1, min(value.shape[1], 2**20))) if value.size else {}
             g.create_dataset(name, data=value, track_times=False, **kw)
         else:
             dtype = np.int64 if name in _INT else np.float64
-            g.create_dataset(name, data=np.ascontiguousarray(value, dtype=dtype),
-                             track_times=False)
+            g.create_dataset(name, data=np.ascontiguousarray(value, dtype=dtype), track_times=False)
 
 
-def read_statistics(layer_group, path, features: int,
-                    num_images: Optional[int] = None) -> Optional[FeatureStatistics]:
+def read_statistics(
+    layer_group, path, features: int, num_images: Optional[int] = None
+) -> Optional[FeatureStatistics]:
     """The ``statistics`` group of an open layer group, checked (None if absent)."""
     if STATISTICS_GROUP not in layer_group:
         return None
     g = layer_group[STATISTICS_GROUP]
     where = f"{layer_group.name.lstrip('/')}/{STATISTICS_GROUP}"
     if attr_value(g.attrs.get("encoding")) != STATISTICS_ENCODING:
-        raise DeconvvizError(f"report {path} is damaged: {where} is not a "
-                             f"{STATISTICS_ENCODING} group")
+        raise DeconvvizError(
+            f"report {path} is damaged: {where} is not a {STATISTICS_ENCODING} group"
+        )
     version = int(attr_value(g.attrs.get("encoding_version", 0)) or 0)
     if not 1 <= version <= STATISTICS_VERSION:
-        raise DeconvvizError(f"report {path}: {where} has encoding version {version}; this "
-                             f"deconvviz reads version 1..{STATISTICS_VERSION}")
+        raise DeconvvizError(
+            f"report {path}: {where} has encoding version {version}; this "
+            f"deconvviz reads version 1..{STATISTICS_VERSION}"
+        )
     values = {}
     for name in _ARRAYS:
         if name not in g:
             raise DeconvvizError(f"report {path} is damaged: {where}/{name} missing")
         dtype = np.float16 if name == "maxima" else np.int64 if name in _INT else np.float64
         values[name] = np.asarray(g[name][()], dtype=dtype)
-    stats = FeatureStatistics(alpha=float(attr_value(g.attrs["alpha"])),
-                              correction=str(attr_value(g.attrs["correction"])),
-                              quantile_levels=np.asarray(attr_value(g.attrs["quantile_levels"]),
-                                                         np.float64), **values)
+    stats = FeatureStatistics(
+        alpha=float(attr_value(g.attrs["alpha"])),
+        correction=str(attr_value(g.attrs["correction"])),
+        quantile_levels=np.asarray(attr_value(g.attrs["quantile_levels"]), np.float64),
+        **values,
+    )
     n = values["maxima"].shape[1] if values["maxima"].ndim == 2 else -1
     C = values["auroc"].shape[1] if values["auroc"].ndim == 2 else -1
-    expect = {"maxima": (features, n if num_images is None else int(num_images)),
-              "firing_rate": (features,), "mean": (features,),
-              "quantiles": (features, stats.quantile_levels.shape[0]),
-              "histogram": (features, values["histogram"].shape[1]),
-              "histogram_edges": (features, values["histogram"].shape[1] + 1),
-              "class_count": (C,), "auroc": (features, C), "p_value": (features, C),
-              "p_adjusted": (features, C), "topk_share": (features, C), "label": (features,),
-              "label_auroc": (features,), "label_p": (features,)}
+    expect = {
+        "maxima": (features, n if num_images is None else int(num_images)),
+        "firing_rate": (features,),
+        "mean": (features,),
+        "quantiles": (features, stats.quantile_levels.shape[0]),
+        "histogram": (features, values["histogram"].shape[1]),
+        "histogram_edges": (features, values["histogram"].shape[1] + 1),
+        "class_count": (C,),
+        "auroc": (features, C),
+        "p_value": (features, C),
+        "p_adjusted": (features, C),
+        "topk_share": (features, C),
+        "label": (features,),
+        "label_auroc": (features,),
+        "label_p": (features,),
+    }
     for name, shape in expect.items():
         if values[name].shape != shape:
-            raise DeconvvizError(f"report {path} is damaged: {where}/{name} has shape "
-                                 f"{values[name].shape}, expected {shape}")
+            raise DeconvvizError(
+                f"report {path} is damaged: {where}/{name} has shape "
+                f"{values[name].shape}, expected {shape}"
+            )
     return stats
 
 
 def statistics_absent(path, version: int) -> str:
     """The one line for a report written without statistics, saying how to get them."""
-    return (f"report {path} (format version {version}) holds no feature statistics: they are "
-            "computed by 'deconvviz report' since format version 3; run 'deconvviz report' "
-            "again with the same --model, --data and --layer to compute them")
+    return (
+        f"report {path} (format version {version}) holds no feature statistics: they are "
+        "computed by 'deconvviz report' since format version 3; run 'deconvviz report' "
+        "again with the same --model, --data and --layer to compute them"
+    )
 
 
 class MaximaState:
@@ -204,8 +228,10 @@ class MaximaState:
         """Fill each ``(F, N)`` float16 array from its saved file (one line if missing)."""
         for path, values in zip(self.files(), arrays):
             if not path.is_file() or path.stat().st_size != values.size * 2:
-                raise DeconvvizError(f"--resume: the saved scan state's maxima {path} are "
-                                     "missing or damaged; remove the state or run without "
-                                     "--resume")
+                raise DeconvvizError(
+                    f"--resume: the saved scan state's maxima {path} are "
+                    "missing or damaged; remove the state or run without "
+                    "--resume"
+                )
             values[...] = np.fromfile(path, dtype=np.float16).reshape(values.shape)
         self._written = True

@@ -21,7 +21,7 @@ def test_filters_png_and_h5(tmp_path, tiny_checkpoint):
     r = run("filters", "--model", tiny_checkpoint, "--out", tmp_path / "f.png")
     assert r.exit_code == 0, r.output
     assert f"wrote {tmp_path / 'f.png'}" in r.output and f"wrote {tmp_path / 'f.h5'}" in r.output
-    assert "never fire" not in r.output                      # no --data: no scan
+    assert "never fire" not in r.output  # no --data: no scan
     with Image.open(tmp_path / "f.png") as im:
         assert im.format == "PNG" and im.size[0] > 500
     weight = torch.load(tiny_checkpoint, weights_only=True)["state_dict"]["features.0.weight"]
@@ -37,10 +37,21 @@ def test_filters_png_and_h5(tmp_path, tiny_checkpoint):
 
 def test_filters_lists_features_that_never_fire(tmp_path, tiny_checkpoint):
     payload = torch.load(tiny_checkpoint, weights_only=True)
-    payload["state_dict"]["features.3.bias"][[7, 2]] = -1e6        # never fire
+    payload["state_dict"]["features.3.bias"][[7, 2]] = -1e6  # never fire
     torch.save(payload, tmp_path / "dead.pt")
-    r = run("filters", "--model", tmp_path / "dead.pt", "--layer", "2", "--data", "builtin",
-            "--limit", "40", "--out", tmp_path / "f2.png")
+    r = run(
+        "filters",
+        "--model",
+        tmp_path / "dead.pt",
+        "--layer",
+        "2",
+        "--data",
+        "builtin",
+        "--limit",
+        "40",
+        "--out",
+        tmp_path / "f2.png",
+    )
     assert r.exit_code == 0, r.output
     assert "features that never fire on builtin:test (40 images): 2, 7" in r.output
     with h5py.File(tmp_path / "f2.h5") as f:
@@ -48,16 +59,19 @@ def test_filters_lists_features_that_never_fire(tmp_path, tiny_checkpoint):
         assert f["weight"].shape == (64, 32, 5, 5) and f.attrs["num_images"] == 40
 
 
-@pytest.mark.parametrize("args,message", [
-    (["--layer", "3"], "Error: layer 3 is out of range: this network has layers 1..2"),
-    (["--data", "/no/such/data"], "Error: data path /no/such/data does not exist"),
-])
-def test_filters_bad_input_is_one_line_and_writes_nothing(tmp_path, tiny_checkpoint, args,
-                                                          message):
+@pytest.mark.parametrize(
+    "args,message",
+    [
+        (["--layer", "3"], "Error: layer 3 is out of range: this network has layers 1..2"),
+        (["--data", "/no/such/data"], "Error: data path /no/such/data does not exist"),
+    ],
+)
+def test_filters_bad_input_is_one_line_and_writes_nothing(tmp_path, tiny_checkpoint, args, message):
     r = run("filters", "--model", tiny_checkpoint, "--out", tmp_path / "o" / "f.png", *args)
     assert r.exit_code == 1, r.output
-    assert r.output.strip() == message or (r.output.strip().startswith(message)
-                                           and len(r.output.strip().splitlines()) == 1)
+    assert r.output.strip() == message or (
+        r.output.strip().startswith(message) and len(r.output.strip().splitlines()) == 1
+    )
     assert not (tmp_path / "o").exists()
 
 
@@ -68,9 +82,22 @@ def test_train_clip_filter_rms_is_applied_and_recorded(tmp_path):
             (tmp_path / "d" / split / name).mkdir(parents=True)
             for k in range(4):
                 Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(
-                    tmp_path / "d" / split / name / f"{k}.png")
-    r = run("train", "--data", tmp_path / "d", "--epochs", "1", "--batch-size", "8", "--quiet",
-            "--clip-filter-rms", "0.02", "--out", tmp_path / "m.pt")
+                    tmp_path / "d" / split / name / f"{k}.png"
+                )
+    r = run(
+        "train",
+        "--data",
+        tmp_path / "d",
+        "--epochs",
+        "1",
+        "--batch-size",
+        "8",
+        "--quiet",
+        "--clip-filter-rms",
+        "0.02",
+        "--out",
+        tmp_path / "m.pt",
+    )
     assert r.exit_code == 0, r.output
     ck = torch.load(tmp_path / "m.pt", weights_only=True)
     assert ck["training"]["clip_filter_rms"] == 0.02

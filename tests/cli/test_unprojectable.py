@@ -61,9 +61,19 @@ MODEL = ("--image-size", "16")
 
 #: node -> the node whose op blocks it (None: projectable), worked out by hand from the
 #: forward: an op without a rule blocks itself; through the add, the one run last wins.
-BLOCKERS = {"conv1": None, "relu": None, "conv2": None, "act": "act", "conv3": "act",
-            "conv4": None, "gate": "gate", "add": "gate", "relu2": "gate", "gelu": "gelu",
-            "conv5": "gelu"}
+BLOCKERS = {
+    "conv1": None,
+    "relu": None,
+    "conv2": None,
+    "act": "act",
+    "conv3": "act",
+    "conv4": None,
+    "gate": "gate",
+    "add": "gate",
+    "relu2": "gate",
+    "gelu": "gelu",
+    "conv5": "gelu",
+}
 OPS = {"act": "Softmax", "gate": "Softmin", "gelu": "LogSoftmax"}
 
 
@@ -79,35 +89,50 @@ def _run(*args):
 
 def test_blocker_is_the_first_op_without_a_rule_on_the_way_back(nets):
     import blocknets
+
     graph = build_graph(blocknets.make(), (16, 16))
-    got = {n.name: (graph.blocker(n.name).name if graph.blocker(n.name) else None)
-           for n in graph.nodes if n.name != "x"}
+    got = {
+        n.name: (graph.blocker(n.name).name if graph.blocker(n.name) else None)
+        for n in graph.nodes
+        if n.name != "x"
+    }
     assert got == BLOCKERS
     for name, block in BLOCKERS.items():
         if block is None:
             assert graph.why_not(name) == "" and graph.check_seed(name).name == name
         elif block == name:
-            assert graph.why_not(name) == (f"node '{name}' ({OPS[name]}) has no deconvnet rule "
-                                           f"(rules exist for: {RULE_OPS})")
+            assert graph.why_not(name) == (
+                f"node '{name}' ({OPS[name]}) has no deconvnet rule (rules exist for: {RULE_OPS})"
+            )
             assert graph.why_not(name, short=True) == f"no rule for {OPS[name]}"
         else:
             assert graph.why_not(name) == (
                 f"node '{block}' ({OPS[block]}) has no deconvnet rule, so '{name}' cannot be "
-                f"projected through it (rules exist for: {RULE_OPS})")
-            assert graph.why_not(name, short=True) == \
-                f"no rule for {OPS[block]} at {block} on the way back"
+                f"projected through it (rules exist for: {RULE_OPS})"
+            )
+            assert (
+                graph.why_not(name, short=True)
+                == f"no rule for {OPS[block]} at {block} on the way back"
+            )
 
 
 def test_layers_lists_every_node_and_why_it_cannot_be_projected(nets):
     res = _run("layers", "--model", nets, *MODEL)
     assert res.exit_code == 0, res.output
     lines = res.output.splitlines()
-    assert lines[0].split() == ["node", "op", "features", "output", "receptive", "field",
-                                "projectable"]
+    assert lines[0].split() == [
+        "node",
+        "op",
+        "features",
+        "output",
+        "receptive",
+        "field",
+        "projectable",
+    ]
     rows = {line.split()[0]: line for line in lines[1:-2]}
-    assert list(rows) == list(BLOCKERS)   # every visible node: convs, ReLUs, the add, the rest
+    assert list(rows) == list(BLOCKERS)  # every visible node: convs, ReLUs, the add, the rest
     for name, block in BLOCKERS.items():
-        column = rows[name][lines[0].index("projectable"):]
+        column = rows[name][lines[0].index("projectable") :]
         if block is None:
             assert column == "yes"
         elif block == name:
@@ -115,37 +140,51 @@ def test_layers_lists_every_node_and_why_it_cannot_be_projected(nets):
         else:
             assert column == f"no: no rule for {OPS[block]} at {block} on the way back"
     assert rows["conv1"].split()[1:6] == ["Conv2d", "4", "16x16", "3x3", "(stride"]
-    assert rows["act"].split()[1:5] == ["Softmax", "4", "16x16", "-"]   # no field, no rule
-    assert lines[-1] == ("7 of the 11 nodes listed cannot be projected yet: the deconvnet has "
-                         "no rule for LogSoftmax, Softmax, Softmin")
+    assert rows["act"].split()[1:5] == ["Softmax", "4", "16x16", "-"]  # no field, no rule
+    assert lines[-1] == (
+        "7 of the 11 nodes listed cannot be projected yet: the deconvnet has "
+        "no rule for LogSoftmax, Softmax, Softmin"
+    )
     every = _run("layers", "--model", nets, *MODEL, "--all")
     assert every.exit_code == 0
-    assert [line.split()[0] for line in every.output.splitlines()[1:-2]] == \
-        ["x"] + list(BLOCKERS)
+    assert [line.split()[0] for line in every.output.splitlines()[1:-2]] == ["x"] + list(BLOCKERS)
     assert every.output.splitlines()[1].endswith("no: the input image")
 
 
 def test_project_and_report_refuse_in_one_line(nets, tmp_path):
     rules = f"(rules exist for: {RULE_OPS})"
-    res = _run("project", "--model", nets, *MODEL, "--layer", "conv3", "--feature", "0",
-               "--out", tmp_path / "p")
+    res = _run(
+        "project",
+        "--model",
+        nets,
+        *MODEL,
+        "--layer",
+        "conv3",
+        "--feature",
+        "0",
+        "--out",
+        tmp_path / "p",
+    )
     assert res.exit_code == 1, res.output
     assert res.output.splitlines() == [
         f"Error: node 'act' (Softmax) has no deconvnet rule, so 'conv3' cannot be projected "
-        f"through it {rules}"]
+        f"through it {rules}"
+    ]
     assert not (tmp_path / "p").exists()
     res = _run("report", "--model", nets, *MODEL, "--layer", "add", "--out", tmp_path / "r")
     assert res.exit_code == 1, res.output
     assert res.output.splitlines() == [
         f"Error: node 'gate' (Softmin) has no deconvnet rule, so 'add' cannot be projected "
-        f"through it {rules}"]
+        f"through it {rules}"
+    ]
     # With no --layer, a network none of whose listed nodes can be projected names the op
     # nearest the image that they go back to.
     res = _run("report", "--model", "blocknets:softmax_first", *MODEL, "--out", tmp_path / "s")
     assert res.exit_code == 1, res.output
     assert res.output.splitlines() == [
         f"Error: SoftmaxFirst has no node to project (see 'deconvviz layers'): node 'act' "
-        f"(Softmax) has no deconvnet rule {rules}"]
+        f"(Softmax) has no deconvnet rule {rules}"
+    ]
 
 
 def test_efficientnet_is_listed_and_projectable():
@@ -156,8 +195,10 @@ def test_efficientnet_is_listed_and_projectable():
     lines = [line for line in res.output.splitlines() if not line.startswith("deconvviz:")]
     rows = {line.split()[0]: line for line in lines[1:-1]}
     assert all(row.endswith("  yes") for row in rows.values()), res.output
-    assert rows["features.0"].split()[1] == "Conv2dNormActivation" or \
-        rows["features.0"].split()[1] == "SiLU"
+    assert (
+        rows["features.0"].split()[1] == "Conv2dNormActivation"
+        or rows["features.0"].split()[1] == "SiLU"
+    )
     assert rows["features.1.0.block.1"].split()[1:3] == ["SqueezeExcitation", "32"]
     assert rows["features.2.1.add"].split()[1] == "operator.add"
     assert lines[-1] == "features count from 0; give --layer a node name; --all lists every node"

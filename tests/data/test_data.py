@@ -5,9 +5,9 @@ import pickle
 import numpy as np
 import pytest
 import torch
+from conftest import SHARED_CIFAR, needs_shared_cifar
 from PIL import Image
 
-from conftest import SHARED_CIFAR, needs_shared_cifar
 from deconvviz import DeconvvizError, load_data
 from deconvviz.data.builtin import BUILTIN_CLASSES, synthetic_images
 from deconvviz.data.resolve import resolve_source
@@ -76,12 +76,14 @@ def test_imagefolder_order_labels_and_cache(tmp_path, monkeypatch):
     assert np.array_equal(src.read(4, 5)[0].permute(1, 2, 0).numpy(), arrays[("dog", 1)])
     # The same order as torchvision's ImageFolder.
     from torchvision.datasets import ImageFolder
+
     assert [s[0] for s in ImageFolder(str(tmp_path / "tree")).samples] == src.paths
     # A second resolve reads the cache and decodes nothing.
     import deconvviz.data.folders as data_mod
 
     def no_decode(*a, **k):
         raise AssertionError("decoded again")
+
     monkeypatch.setattr(data_mod, "_decode", no_decode)
     again = resolve_source(str(tmp_path / "tree"))
     assert torch.equal(again.read(0, 6), src.read(0, 6))
@@ -125,6 +127,7 @@ def test_builtin_is_deterministic_and_structured():
 
 def test_load_data_is_a_normalised_dataset(tiny_checkpoint):
     from deconvviz import load_model
+
     model = load_model(tiny_checkpoint)
     ds = load_data("builtin", model)
     assert isinstance(ds, ImageDataset) and len(ds) == 2000
@@ -134,10 +137,13 @@ def test_load_data_is_a_normalised_dataset(tiny_checkpoint):
     assert label == int(ds.source.labels[5])
 
 
-@pytest.mark.parametrize("bad,msg", [
-    ("{tmp}/nope", "data path {tmp}/nope does not exist"),
-    ("{tmp}/empty", "no images found in {tmp}/empty"),
-])
+@pytest.mark.parametrize(
+    "bad,msg",
+    [
+        ("{tmp}/nope", "data path {tmp}/nope does not exist"),
+        ("{tmp}/empty", "no images found in {tmp}/empty"),
+    ],
+)
 def test_bad_paths_are_clear(tmp_path, bad, msg):
     (tmp_path / "empty").mkdir()
     with pytest.raises(DeconvvizError, match="^" + msg.format(tmp=tmp_path)):
@@ -163,21 +169,31 @@ def test_image_folder_listing_is_torchvisions(tmp_path):
     """deconvviz lists folders itself (importing torchvision costs a second of start-up);
     the order and the files kept are torchvision's ImageFolder's."""
     from torchvision.datasets.folder import find_classes, make_dataset
+
     from deconvviz.data.folders import IMAGE_EXTENSIONS, imagefolder_entries
 
     root = tmp_path / "tree"
-    for rel in ["b/z.png", "b/A.JPG", "b/sub/deeper/c.jpeg", "b/sub/a.txt", "a/x.webp",
-                "a/.hidden.png", "a/10.png", "a/9.png", "a/notes.md", "c d/ü.tiff",
-                "empty/readme.txt"]:
+    for rel in [
+        "b/z.png",
+        "b/A.JPG",
+        "b/sub/deeper/c.jpeg",
+        "b/sub/a.txt",
+        "a/x.webp",
+        "a/.hidden.png",
+        "a/10.png",
+        "a/9.png",
+        "a/notes.md",
+        "c d/ü.tiff",
+        "empty/readme.txt",
+    ]:
         (root / rel).parent.mkdir(parents=True, exist_ok=True)
         (root / rel).write_bytes(b"")
-    (root / "stray.png").write_bytes(b"")           # a file at the top is not a class
+    (root / "stray.png").write_bytes(b"")  # a file at the top is not a class
     (root / "a" / "linked").symlink_to(root / "b" / "sub", target_is_directory=True)
     classes, samples = imagefolder_entries(root)
     want_classes, to_idx = find_classes(str(root))
     assert classes == want_classes == ["a", "b", "c d", "empty"]
-    assert samples == make_dataset(str(root), to_idx, extensions=IMAGE_EXTENSIONS,
-                                   allow_empty=True)
+    assert samples == make_dataset(str(root), to_idx, extensions=IMAGE_EXTENSIONS, allow_empty=True)
     assert any("linked" in p for p, _ in samples)
     with pytest.raises(DeconvvizError, match="cannot read image folder .*class folder"):
         imagefolder_entries(root / "empty")

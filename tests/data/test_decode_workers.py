@@ -29,6 +29,7 @@ def _folder(root, n=75):
 
 def test_workers_decode_the_same_pixels_in_the_same_order(tmp_path, monkeypatch):
     import deconvviz.data.folders as sources
+
     root = _folder(tmp_path / "imgs")
     asked = []
     real = sources.decode_files
@@ -36,6 +37,7 @@ def test_workers_decode_the_same_pixels_in_the_same_order(tmp_path, monkeypatch)
     def spy(paths, decode, workers=0):
         asked.append(workers)
         return real(paths, decode, workers)
+
     monkeypatch.setattr(sources, "decode_files", spy)
     one = resolve_source(str(root), image_size=(32, 32))
     monkeypatch.setenv("DECONVVIZ_CACHE", str(tmp_path / "other-cache"))  # decode again
@@ -70,11 +72,13 @@ def test_workers_option_checks(tmp_path, capsys):
 
 def test_transparent_pixels_become_mid_grey_with_a_notice(tmp_path, capsys):
     arr = np.zeros((32, 32, 4), dtype=np.uint8)
-    arr[..., 0] = 255                       # red ...
-    arr[:, :16, 3] = 255                    # ... opaque on the left, transparent on the right
+    arr[..., 0] = 255  # red ...
+    arr[:, :16, 3] = 255  # ... opaque on the left, transparent on the right
     Image.fromarray(arr, "RGBA").save(tmp_path / "half.png")
     src = resolve_source(str(tmp_path / "half.png"))
     px = src.read(0, 1)[0]
-    assert px[:, :, :16].tolist() == torch.tensor([255, 0, 0]).view(3, 1, 1).expand(3, 32, 16).tolist()
+    assert (
+        px[:, :, :16].tolist() == torch.tensor([255, 0, 0]).view(3, 1, 1).expand(3, 32, 16).tolist()
+    )
     assert (px[:, :, 16:] == 128).all()
     assert "composited 1 image(s) with transparent pixels on mid-grey" in capsys.readouterr().err

@@ -44,10 +44,10 @@ def _own_cache(tmp_path, monkeypatch):
 def test_limit_decodes_only_the_first_files(tmp_path):
     files = _folder(tmp_path / "imgs")
     assert _caches() == []
-    first = resolve_source(str(tmp_path / "imgs"), limit=5)   # file 8 is broken: never read
+    first = resolve_source(str(tmp_path / "imgs"), limit=5)  # file 8 is broken: never read
     assert len(first) == 5 and first.paths == [str(f) for f in files[:5]]
     [prefix] = _caches()
-    assert _shape(prefix) == (5, 3, 32, 32)                   # cached for the next run
+    assert _shape(prefix) == (5, 3, 32, 32)  # cached for the next run
     want = np.stack([np.asarray(Image.open(f)).transpose(2, 0, 1) for f in files[:5]])
     assert np.array_equal(first.read(0, 5).numpy(), want)
 
@@ -62,7 +62,7 @@ def test_limit_decodes_only_the_first_files(tmp_path):
 
     # Now the first five come from the whole folder's cache: same pixels, same fingerprint.
     again = resolve_source(str(tmp_path / "imgs"), limit=5)
-    assert len(_caches()) == 2                                # nothing decoded again
+    assert len(_caches()) == 2  # nothing decoded again
     assert np.array_equal(again.read(0, 5).numpy(), want)
     assert again.fingerprint == first.fingerprint
     assert np.array_equal(again.labels.numpy(), first.labels.numpy())
@@ -78,8 +78,25 @@ def test_limit_decodes_only_the_first_files(tmp_path):
 def test_report_with_limit_never_reads_the_files_after_it(tiny_checkpoint, tmp_path):
     _folder(tmp_path / "imgs")
     out = tmp_path / "r"
-    res = CliRunner().invoke(main, ["report", "--model", str(tiny_checkpoint), "--data",
-                                    str(tmp_path / "imgs"), "--limit", "5", "--top", "2",
-                                    "--layer", "1", "--no-png", "--quiet", "--out", str(out)])
+    res = CliRunner().invoke(
+        main,
+        [
+            "report",
+            "--model",
+            str(tiny_checkpoint),
+            "--data",
+            str(tmp_path / "imgs"),
+            "--limit",
+            "5",
+            "--top",
+            "2",
+            "--layer",
+            "1",
+            "--no-png",
+            "--quiet",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
     assert [_shape(name) for name in _caches()] == [(5, 3, 32, 32)]

@@ -16,13 +16,20 @@ from torchvision.transforms.functional import pil_to_tensor
 
 import deconvviz.data.folders as data_mod
 from deconvviz import DeconvvizError
-from deconvviz.data.preprocess import (Preprocessing, center_crop_box, decode_image,
-                                       default_resize_size, preprocess_image, resized_shape)
+from deconvviz.data.preprocess import (
+    Preprocessing,
+    center_crop_box,
+    decode_image,
+    default_resize_size,
+    preprocess_image,
+    resized_shape,
+)
 from deconvviz.data.resolve import resolve_source
 from deconvviz.data.source import normalize
 
-SHARED_IMAGENET = Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / \
-    "imagenet-samples"
+SHARED_IMAGENET = (
+    Path(__file__).resolve().parents[2].parent / "shared" / "datasets" / "imagenet-samples"
+)
 PHOTOS = {  # name: what it exercises
     "n01440764_tench.JPEG": "a typical 500x375 landscape",
     "n01748264_Indian_cobra.JPEG": "220x530 portrait, shorter than 256: upscaled",
@@ -31,7 +38,8 @@ PHOTOS = {  # name: what it exercises
 }
 needs_imagenet = pytest.mark.skipif(
     not SHARED_IMAGENET.is_dir(),
-    reason=f"the ImageNet samples at {SHARED_IMAGENET} are not here (they sit beside the repo in CI)")
+    reason=f"the ImageNet samples at {SHARED_IMAGENET} are not here (they sit beside the repo in CI)",
+)
 
 
 def _torchvision_pixels(path, resize, crop):
@@ -47,7 +55,7 @@ def test_geometry_is_torchvisions():
     assert resized_shape(375, 500, 256) == (256, 341)
     assert resized_shape(500, 375, 256) == (341, 256)
     assert resized_shape(224, 224, 256) == (256, 256)
-    assert center_crop_box(256, 341, 224, 224) == (16, 58)   # round(58.5) -> 58 (banker's)
+    assert center_crop_box(256, 341, 224, 224) == (16, 58)  # round(58.5) -> 58 (banker's)
     assert center_crop_box(341, 256, 224, 224) == (58, 16)
 
 
@@ -55,7 +63,7 @@ def test_geometry_is_torchvisions():
 @pytest.mark.parametrize("name", sorted(PHOTOS))
 def test_real_photos_equal_the_weights_transforms(name):
     path = SHARED_IMAGENET / name
-    transform = ResNet18_Weights.DEFAULT.transforms()    # resize 256, crop 224, bilinear
+    transform = ResNet18_Weights.DEFAULT.transforms()  # resize 256, crop 224, bilinear
     pixels, info = decode_image(path, 224, 256, draft=False)
     assert pixels.shape == (3, 224, 224) and pixels.dtype == np.uint8 and info["resized"]
     with Image.open(path) as im:
@@ -82,14 +90,16 @@ def test_tensor_resize_differs_by_at_most_one_level(name):
 
 @needs_imagenet
 def test_draft_decodes_large_jpegs_at_reduced_scale_close_to_full():
-    big = SHARED_IMAGENET / "n02091032_Italian_greyhound.JPEG"       # 2400x1600
+    big = SHARED_IMAGENET / "n02091032_Italian_greyhound.JPEG"  # 2400x1600
     full, _ = decode_image(big, 224, 256, draft=False)
     drafted, _ = decode_image(big, 224, 256, draft=True)
     diff = np.abs(full.astype(int) - drafted.astype(int))
-    assert diff.max() > 0 and diff.mean() < 1.0                       # another path, same picture
-    normal = SHARED_IMAGENET / "n01440764_tench.JPEG"                   # 500x375: < 2x of 256
-    assert np.array_equal(decode_image(normal, 224, 256, draft=True)[0],
-                          decode_image(normal, 224, 256, draft=False)[0])
+    assert diff.max() > 0 and diff.mean() < 1.0  # another path, same picture
+    normal = SHARED_IMAGENET / "n01440764_tench.JPEG"  # 500x375: < 2x of 256
+    assert np.array_equal(
+        decode_image(normal, 224, 256, draft=True)[0],
+        decode_image(normal, 224, 256, draft=False)[0],
+    )
 
 
 def _photo_like(h, w, seed=0):
@@ -126,19 +136,22 @@ def test_folder_resized_and_cropped_for_the_model(tmp_path, monkeypatch, capsys)
     folder = tmp_path / "photos"
     folder.mkdir()
     Image.fromarray(_photo_like(90, 120, 1)).save(folder / "a.png")
-    Image.fromarray(_photo_like(150, 100, 2)[..., 0]).save(folder / "b.png")       # greyscale
-    Image.fromarray(_photo_like(40, 50, 3)).save(folder / "c.png")                # smaller: upscaled
+    Image.fromarray(_photo_like(150, 100, 2)[..., 0]).save(folder / "b.png")  # greyscale
+    Image.fromarray(_photo_like(40, 50, 3)).save(folder / "c.png")  # smaller: upscaled
     src = resolve_source(str(folder), image_size=(64, 64), resize_size=73)
     assert src.shape == (3, 64, 64) and len(src) == 3
     for i, name in enumerate(["a.png", "b.png", "c.png"]):
         assert torch.equal(src.read(i, i + 1)[0], _torchvision_pixels(folder / name, 73, 64))
     err = capsys.readouterr().err
     assert "deconvviz: converted 1 image(s) to RGB" in err
-    assert ("deconvviz: resized 3 image(s) to 64x64 (shorter side to 73, centre crop; 1 of them "
-            "upscaled)") in err
+    assert (
+        "deconvviz: resized 3 image(s) to 64x64 (shorter side to 73, centre crop; 1 of them "
+        "upscaled)"
+    ) in err
 
     def no_decode(*a, **k):
         raise AssertionError("decoded again")
+
     monkeypatch.setattr(data_mod, "_decode", no_decode)
     again = resolve_source(str(folder), image_size=(64, 64), resize_size=73)
     assert torch.equal(again.read(0, 3), src.read(0, 3))
@@ -152,19 +165,30 @@ def test_preprocessing_from_meta_and_its_checks():
     ckpt = {"input_size": [3, 32, 32], "normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}
     pre = Preprocessing.from_meta(ckpt)
     assert pre.size == (32, 32) and pre.resize_size == 32 and pre.interpolation == "bilinear"
-    assert pre.source_kwargs() == {"image_size": (32, 32), "resize_size": 32,
-                                   "interpolation": "bilinear"}
+    assert pre.source_kwargs() == {
+        "image_size": (32, 32),
+        "resize_size": 32,
+        "interpolation": "bilinear",
+    }
     tv = dict(ckpt, input_size=[3, 224, 224], resize_size=232, interpolation="bicubic")
     assert Preprocessing.from_meta(tv).resize_size == 232
     for kwargs, message in [
-        ({"size": 224, "resize_size": 200}, "resize size 200 is smaller than the crop 224x224; it "
-                                            "must be at least 224"),
-        ({"size": 64, "resize_size": 73, "interpolation": "cubic"}, "unknown interpolation 'cubic' "
-                                                                    "(known: nearest, "),
-        ({"size": 64, "resize_size": 73, "std": [0.2, 0.0, 0.2]}, "std values must be positive, "
-                                                                  "got [0.2, 0.0, 0.2]"),
-        ({"size": 64, "resize_size": 73, "mean": [0.5]}, "mean and std need 3 values (R, G, B); "
-                                                         "got 1 and 3"),
+        (
+            {"size": 224, "resize_size": 200},
+            "resize size 200 is smaller than the crop 224x224; it must be at least 224",
+        ),
+        (
+            {"size": 64, "resize_size": 73, "interpolation": "cubic"},
+            "unknown interpolation 'cubic' (known: nearest, ",
+        ),
+        (
+            {"size": 64, "resize_size": 73, "std": [0.2, 0.0, 0.2]},
+            "std values must be positive, got [0.2, 0.0, 0.2]",
+        ),
+        (
+            {"size": 64, "resize_size": 73, "mean": [0.5]},
+            "mean and std need 3 values (R, G, B); got 1 and 3",
+        ),
         ({"size": (0, 64), "resize_size": 73}, "image size must be positive, got 0x64"),
     ]:
         with pytest.raises(DeconvvizError) as exc:

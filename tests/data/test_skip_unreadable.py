@@ -26,19 +26,34 @@ def _folder(root, n=20, broken=("c0/04.png", "c0/10.png", "c1/13.png", "c1/17.pn
 
 def test_skip_unreadable_in_a_report(tiny_checkpoint, tmp_path):
     bad = _folder(tmp_path / "imgs")
-    base = ["report", "--model", str(tiny_checkpoint), "--data", str(tmp_path / "imgs"),
-            "--top", "2", "--layer", "1", "--no-png", "--quiet", "--out", str(tmp_path / "r")]
+    base = [
+        "report",
+        "--model",
+        str(tiny_checkpoint),
+        "--data",
+        str(tmp_path / "imgs"),
+        "--top",
+        "2",
+        "--layer",
+        "1",
+        "--no-png",
+        "--quiet",
+        "--out",
+        str(tmp_path / "r"),
+    ]
     res = CliRunner().invoke(main, base)
     assert res.exit_code == 1
     [line] = res.output.strip().splitlines()
     assert line.startswith(f"Error: cannot read image {bad[0]}: ")
     assert line.endswith("; --skip-unreadable leaves such files out")
-    assert not (tmp_path / "r").exists()       # the refused run leaves no folder behind
+    assert not (tmp_path / "r").exists()  # the refused run leaves no folder behind
 
     res = CliRunner().invoke(main, base + ["--skip-unreadable", "--workers", "2"])
     assert res.exit_code == 0, res.output
-    assert (f"deconvviz: skipped 4 unreadable image(s) of 20: {bad[0]}, {bad[1]}, {bad[2]}, ..."
-            in res.output)
+    assert (
+        f"deconvviz: skipped 4 unreadable image(s) of 20: {bad[0]}, {bad[1]}, {bad[2]}, ..."
+        in res.output
+    )
     with h5py.File(tmp_path / "r" / "report.h5") as f:
         assert f.attrs["num_images"] == 16
         assert json.loads(f.attrs["skipped_files"]) == bad

@@ -26,8 +26,11 @@ from torchvision.models.resnet import Bottleneck, ResNet
 
 def _narrow_head(m):
     c = m.classifier
-    for i, f in {1: 64, 4: 64, 6: 10}.items() if isinstance(c[1], nn.Linear) else \
-            {0: 64, 3: 64, 6: 10}.items():
+    for i, f in (
+        {1: 64, 4: 64, 6: 10}.items()
+        if isinstance(c[1], nn.Linear)
+        else {0: 64, 3: 64, 6: 10}.items()
+    ):
         c[i] = nn.Linear(c[i].in_features if i in (0, 1) else 64, f)
     return m
 
@@ -38,10 +41,14 @@ ZOO = {
     "vgg11_bn": (lambda: _narrow_head(torchvision.models.vgg11_bn()), 64),
     "resnet18": (lambda: torchvision.models.resnet18(num_classes=10), 64),
     # A Bottleneck ResNet with grouped 3x3 convs (ResNeXt-style), narrow for speed.
-    "bottleneck": (lambda: ResNet(Bottleneck, [1, 2, 1, 1], groups=2, width_per_group=16,
-                                  num_classes=10), 64),
-    "googlenet": (lambda: torchvision.models.googlenet(num_classes=10, aux_logits=False,
-                                                       init_weights=False), 64),
+    "bottleneck": (
+        lambda: ResNet(Bottleneck, [1, 2, 1, 1], groups=2, width_per_group=16, num_classes=10),
+        64,
+    ),
+    "googlenet": (
+        lambda: torchvision.models.googlenet(num_classes=10, aux_logits=False, init_weights=False),
+        64,
+    ),
     "densenet121": (lambda: torchvision.models.densenet121(num_classes=10), 64),
     "mobilenet_v2": (lambda: torchvision.models.mobilenet_v2(num_classes=10), 64),
     "squeezenet": (lambda: torchvision.models.squeezenet1_0(num_classes=10), 64),
@@ -71,8 +78,9 @@ def randomize(model: nn.Module, seed: int, positive: bool = False) -> nn.Module:
                 rand(m.weight, 0.2, 1.0)
                 rand(m.bias, 0.1)
                 rand(m.running_mean, 0.1)
-                m.running_var.copy_(torch.rand(m.running_var.shape, generator=g,
-                                               dtype=torch.float64) + 0.5)
+                m.running_var.copy_(
+                    torch.rand(m.running_var.shape, generator=g, dtype=torch.float64) + 0.5
+                )
                 m.num_batches_tracked.zero_()
     return model
 
@@ -96,6 +104,7 @@ def zoo_size(name: str) -> int:
 
 
 # ----------------------------------------------------------------------------- the reference
+
 
 class RuleClamp(torch.autograd.Function):
     """ReLU (``upper`` inf) or ReLU6 (``upper`` 6) whose backward follows ``state["rule"]``
@@ -139,18 +148,29 @@ def rule_patches(rule: str, unpool: str = "switches"):
         calls["relu"] += 1
         return RuleClamp.apply(x, calls, 6.0)
 
-    def max_pool2d(x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False,
-                   return_indices=False):
+    def max_pool2d(
+        x, kernel_size, stride=None, padding=0, dilation=1, ceil_mode=False, return_indices=False
+    ):
         calls["pool"] += 1
         value = real_max_pool2d(x, kernel_size, stride, padding, dilation, ceil_mode=ceil_mode)
         assert dilation in (1, (1, 1)) and not return_indices
-        total = F.avg_pool2d(x, kernel_size, stride, padding, ceil_mode=ceil_mode,
-                             count_include_pad=True, divisor_override=1)
+        total = F.avg_pool2d(
+            x,
+            kernel_size,
+            stride,
+            padding,
+            ceil_mode=ceil_mode,
+            count_include_pad=True,
+            divisor_override=1,
+        )
         return value.detach() + (total - total.detach())  # the value, the sum pool's gradient
 
-    patches = [(F, "relu", relu), (torch, "relu", lambda x: relu(x)),
-               (F, "relu6", lambda x, inplace=False: hardtanh(x, 0.0, 6.0)),
-               (F, "hardtanh", hardtanh)]
+    patches = [
+        (F, "relu", relu),
+        (torch, "relu", lambda x: relu(x)),
+        (F, "relu6", lambda x, inplace=False: hardtanh(x, 0.0, 6.0)),
+        (F, "hardtanh", hardtanh),
+    ]
     if unpool == "nearest":
         patches.append((F, "max_pool2d", max_pool2d))
     saved = [(owner, name, getattr(owner, name)) for owner, name, _ in patches]
@@ -170,8 +190,15 @@ def extractor(model: nn.Module, nodes: tuple):
     return fe.eval()
 
 
-def reference(model: nn.Module, images: torch.Tensor, seeds: dict, rule, mode: str = "max",
-              unpool: str = "switches", positions: dict = None):
+def reference(
+    model: nn.Module,
+    images: torch.Tensor,
+    seeds: dict,
+    rule,
+    mode: str = "max",
+    unpool: str = "switches",
+    positions: dict = None,
+):
     """The projections of many seeds, computed by autograd.
 
     ``seeds`` maps a node name to its features: seed ``s`` of a node is channel
@@ -214,7 +241,7 @@ def reference(model: nn.Module, images: torch.Tensor, seeds: dict, rule, mode: s
             for node, (target, pos, act) in targets.items():
                 (grad,) = torch.autograd.grad(target, x, retain_graph=True, allow_unused=True)
                 grad = torch.zeros_like(x) if grad is None else grad
-                result[r][node] = (grad[:len(seeds[node])], pos, act)
+                result[r][node] = (grad[: len(seeds[node])], pos, act)
     if any(isinstance(m, (nn.ReLU, nn.ReLU6)) for m in model.modules()):
         assert calls["relu"] > 0, "the rule patch was not used"
     return result[rule] if isinstance(rule, str) else result

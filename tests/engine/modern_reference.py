@@ -40,16 +40,24 @@ import operator
 import re
 from typing import Callable, Dict, Optional
 
+import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from graph_reference import randomize
 from torch import fx, nn
 from torchvision.models.feature_extraction import NodePathTracer
 
-from graph_reference import randomize
-
-__all__ = ["Unsupported", "RuleTrace", "rule_trace", "modern_reference", "MODERN_ZOO",
-           "modern_model", "modern_size", "RULES"]
+__all__ = [
+    "Unsupported",
+    "RuleTrace",
+    "rule_trace",
+    "modern_reference",
+    "MODERN_ZOO",
+    "modern_model",
+    "modern_size",
+    "RULES",
+]
 
 RULES = ("deconvnet", "guided", "gradient")
 
@@ -60,14 +68,41 @@ class Unsupported(RuntimeError):
 
 # ----------------------------------------------------------------------------- op tables
 
-_NONLINEAR_MODULES = (nn.ReLU, nn.ReLU6, nn.Hardtanh, nn.SiLU, nn.GELU, nn.Hardswish, nn.Mish,
-                      nn.ELU, nn.CELU, nn.SELU, nn.LeakyReLU, nn.PReLU, nn.Softplus)
+_NONLINEAR_MODULES = (
+    nn.ReLU,
+    nn.ReLU6,
+    nn.Hardtanh,
+    nn.SiLU,
+    nn.GELU,
+    nn.Hardswish,
+    nn.Mish,
+    nn.ELU,
+    nn.CELU,
+    nn.SELU,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.Softplus,
+)
 _NONLINEAR_FUNCTIONS: Dict[Callable, Callable] = {
-    F.relu: F.relu, torch.relu: torch.relu, F.relu_: torch.relu, torch.relu_: torch.relu,
-    F.relu6: F.relu6, F.hardtanh: F.hardtanh, F.hardtanh_: F.hardtanh, F.silu: F.silu,
-    F.gelu: F.gelu, F.hardswish: F.hardswish, F.mish: F.mish, F.elu: F.elu, F.elu_: F.elu,
-    F.celu: F.celu, F.selu: F.selu, F.leaky_relu: F.leaky_relu,
-    F.leaky_relu_: F.leaky_relu, F.prelu: F.prelu, F.softplus: F.softplus,
+    F.relu: F.relu,
+    torch.relu: torch.relu,
+    F.relu_: torch.relu,
+    torch.relu_: torch.relu,
+    F.relu6: F.relu6,
+    F.hardtanh: F.hardtanh,
+    F.hardtanh_: F.hardtanh,
+    F.silu: F.silu,
+    F.gelu: F.gelu,
+    F.hardswish: F.hardswish,
+    F.mish: F.mish,
+    F.elu: F.elu,
+    F.elu_: F.elu,
+    F.celu: F.celu,
+    F.selu: F.selu,
+    F.leaky_relu: F.leaky_relu,
+    F.leaky_relu_: F.leaky_relu,
+    F.prelu: F.prelu,
+    F.softplus: F.softplus,
 }
 _NONLINEAR_METHODS = {"relu": torch.relu, "relu_": torch.relu}
 _GATE_MODULES = (nn.Sigmoid, nn.Hardsigmoid)
@@ -76,33 +111,113 @@ _GATE_METHODS = {"sigmoid", "sigmoid_"}
 _PRODUCTS = {operator.mul, operator.imul, torch.mul, operator.truediv, operator.itruediv, torch.div}
 _PRODUCT_METHODS = {"mul", "mul_", "div", "div_"}
 # Ops that are linear in their signal operand (autograd's backward is their transpose).
-_LINEAR_MODULES = (nn.Conv1d, nn.Conv2d, nn.Linear, nn.BatchNorm1d, nn.BatchNorm2d,
-                   nn.MaxPool2d, nn.AvgPool2d, nn.AdaptiveAvgPool2d, nn.AdaptiveMaxPool2d,
-                   nn.Dropout, nn.Dropout2d, nn.Identity, nn.Flatten, nn.Unflatten,
-                   nn.ZeroPad2d, nn.ChannelShuffle, torchvision.ops.FrozenBatchNorm2d)
+_LINEAR_MODULES = (
+    nn.Conv1d,
+    nn.Conv2d,
+    nn.Linear,
+    nn.BatchNorm1d,
+    nn.BatchNorm2d,
+    nn.MaxPool2d,
+    nn.AvgPool2d,
+    nn.AdaptiveAvgPool2d,
+    nn.AdaptiveMaxPool2d,
+    nn.Dropout,
+    nn.Dropout2d,
+    nn.Identity,
+    nn.Flatten,
+    nn.Unflatten,
+    nn.ZeroPad2d,
+    nn.ChannelShuffle,
+    torchvision.ops.FrozenBatchNorm2d,
+)
 _LINEAR_FUNCTIONS = {
-    F.conv2d, F.linear, F.max_pool2d, torch.max_pool2d, F.avg_pool2d, F.adaptive_avg_pool2d,
-    F.adaptive_max_pool2d, F.pad, torch.flatten, torch.reshape, torch.permute, torch.transpose,
-    torch.cat, torch.concat, torch.chunk, torch.split, torch.mean, torch.sum, torch.squeeze,
-    torch.unsqueeze, torch.add, torch.sub, torch.neg, operator.add, operator.iadd, operator.sub,
-    operator.isub, operator.neg, operator.getitem, torch.narrow, torch.channel_shuffle,
+    F.conv2d,
+    F.linear,
+    F.max_pool2d,
+    torch.max_pool2d,
+    F.avg_pool2d,
+    F.adaptive_avg_pool2d,
+    F.adaptive_max_pool2d,
+    F.pad,
+    torch.flatten,
+    torch.reshape,
+    torch.permute,
+    torch.transpose,
+    torch.cat,
+    torch.concat,
+    torch.chunk,
+    torch.split,
+    torch.mean,
+    torch.sum,
+    torch.squeeze,
+    torch.unsqueeze,
+    torch.add,
+    torch.sub,
+    torch.neg,
+    operator.add,
+    operator.iadd,
+    operator.sub,
+    operator.isub,
+    operator.neg,
+    operator.getitem,
+    torch.narrow,
+    torch.channel_shuffle,
 }
-_LINEAR_METHODS = {"view", "reshape", "flatten", "permute", "transpose", "contiguous", "expand",
-                   "expand_as", "mean", "sum", "chunk", "split", "squeeze", "unsqueeze", "add",
-                   "add_", "sub", "neg", "narrow", "__getitem__"}
-_RESHAPES = {"view", "reshape", "flatten", "expand", "expand_as", "squeeze", "unsqueeze",
-             "permute", "transpose", "contiguous", torch.reshape, torch.flatten, torch.squeeze,
-             torch.unsqueeze, torch.permute, torch.transpose}
+_LINEAR_METHODS = {
+    "view",
+    "reshape",
+    "flatten",
+    "permute",
+    "transpose",
+    "contiguous",
+    "expand",
+    "expand_as",
+    "mean",
+    "sum",
+    "chunk",
+    "split",
+    "squeeze",
+    "unsqueeze",
+    "add",
+    "add_",
+    "sub",
+    "neg",
+    "narrow",
+    "__getitem__",
+}
+_RESHAPES = {
+    "view",
+    "reshape",
+    "flatten",
+    "expand",
+    "expand_as",
+    "squeeze",
+    "unsqueeze",
+    "permute",
+    "transpose",
+    "contiguous",
+    torch.reshape,
+    torch.flatten,
+    torch.squeeze,
+    torch.unsqueeze,
+    torch.permute,
+    torch.transpose,
+}
 # Dropout-like functions -> where their ``training`` argument is.
 _DROPOUTS = {F.dropout: 2, F.dropout2d: 2, torchvision.ops.stochastic_depth: 3}
 # Ops on a tensor's size and shape: no signal in what they return.
 _METADATA = {getattr, operator.eq, torch._assert, len, "size", "dim"}
-_OUT_OF_PLACE = {operator.iadd: operator.add, operator.isub: operator.sub,
-                 operator.imul: operator.mul, operator.itruediv: operator.truediv}
+_OUT_OF_PLACE = {
+    operator.iadd: operator.add,
+    operator.isub: operator.sub,
+    operator.imul: operator.mul,
+    operator.itruediv: operator.truediv,
+}
 _METHOD_OUT_OF_PLACE = {"add_": "add", "mul_": "mul", "div_": "div", "sigmoid_": "sigmoid"}
 
 
 # ----------------------------------------------------------------------------- the rules
+
 
 class _Rule(torch.autograd.Function):
     """``phi(x)`` going back by ``state["rule"]`` (read at backward time, so one forward
@@ -161,8 +276,16 @@ def group_norm(x, num_groups, weight=None, bias=None, eps=1e-5):
     return y + _per_channel(bias, x) if bias is not None else y
 
 
-def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None,
-                  use_input_stats=True, momentum=0.1, eps=1e-5):
+def instance_norm(
+    x,
+    running_mean=None,
+    running_var=None,
+    weight=None,
+    bias=None,
+    use_input_stats=True,
+    momentum=0.1,
+    eps=1e-5,
+):
     """InstanceNorm with per-image statistics detached (with running statistics in eval
     it is a batch norm, affine already)."""
     if not use_input_stats:
@@ -170,8 +293,11 @@ def instance_norm(x, running_mean=None, running_var=None, weight=None, bias=None
     return group_norm(x, x.shape[1], weight, bias, eps)
 
 
-_NORM_FUNCTIONS = {F.layer_norm: layer_norm, F.group_norm: group_norm,
-                   F.instance_norm: instance_norm}
+_NORM_FUNCTIONS = {
+    F.layer_norm: layer_norm,
+    F.group_norm: group_norm,
+    F.instance_norm: instance_norm,
+}
 
 
 def _norm_module(m: nn.Module):
@@ -180,21 +306,36 @@ def _norm_module(m: nn.Module):
     if type(m) is nn.GroupNorm:
         return lambda x: group_norm(x, m.num_groups, m.weight, m.bias, m.eps)
     if isinstance(m, nn.modules.instancenorm._InstanceNorm):
-        return lambda x: instance_norm(x, m.running_mean, m.running_var, m.weight, m.bias,
-                                       m.training or not m.track_running_stats, m.momentum,
-                                       m.eps)
+        return lambda x: instance_norm(
+            x,
+            m.running_mean,
+            m.running_var,
+            m.weight,
+            m.bias,
+            m.training or not m.track_running_stats,
+            m.momentum,
+            m.eps,
+        )
     return None
 
 
 def _sum_pool_max(value_fn, x, kernel_size, stride=None, padding=0, ceil_mode=False):
     """The max pool's value, the gradient of a sum over each window (``unpool="nearest"``)."""
     value = value_fn(x)
-    total = F.avg_pool2d(x, kernel_size, stride if stride is not None else kernel_size, padding,
-                         ceil_mode=ceil_mode, count_include_pad=True, divisor_override=1)
+    total = F.avg_pool2d(
+        x,
+        kernel_size,
+        stride if stride is not None else kernel_size,
+        padding,
+        ceil_mode=ceil_mode,
+        count_include_pad=True,
+        divisor_override=1,
+    )
     return value.detach() + (total - total.detach())
 
 
 # ----------------------------------------------------------------------------- tracing
+
 
 class _Tracer(NodePathTracer):
     """torchvision's node naming with torch.fx's default leaves (only ``torch.nn``'s
@@ -224,8 +365,9 @@ class RuleTrace:
         tracer = _Tracer()
         graph = tracer.trace(model)
         self.module = fx.GraphModule(model, graph)
-        self.names = {tracer.node_to_qualname[n]: n for n in graph.nodes
-                      if n in tracer.node_to_qualname}
+        self.names = {
+            tracer.node_to_qualname[n]: n for n in graph.nodes if n in tracer.node_to_qualname
+        }
         self.module_outputs = tracer.module_outputs
 
     def node(self, name: str) -> fx.Node:
@@ -290,8 +432,9 @@ class _RuleInterpreter(fx.Interpreter):
         return getattr(args[0], method)(*args[1:], **kwargs)
 
     def _unsupported(self, n, what):
-        raise Unsupported(f"node {n.name!r} ({what}) carries the signal and the reference has "
-                          "no rule for it")
+        raise Unsupported(
+            f"node {n.name!r} ({what}) carries the signal and the reference has no rule for it"
+        )
 
     def _apply(self, n, args, kwargs):
         x = args[0] if args else None
@@ -333,11 +476,18 @@ class _RuleInterpreter(fx.Interpreter):
                     self._unsupported(n, f"{what} in training mode")
                 return self._native(n, args, kwargs)
             if f in (F.max_pool2d, torch.max_pool2d) and self.unpool == "nearest":
-                p = dict(zip(("kernel_size", "stride", "padding", "dilation", "ceil_mode"),
-                             args[1:]), **kwargs)
-                return _sum_pool_max(lambda t: f(*((t,) + tuple(args[1:])), **kwargs), x,
-                                     p["kernel_size"], p.get("stride"), p.get("padding", 0),
-                                     p.get("ceil_mode", False))
+                p = dict(
+                    zip(("kernel_size", "stride", "padding", "dilation", "ceil_mode"), args[1:]),
+                    **kwargs,
+                )
+                return _sum_pool_max(
+                    lambda t: f(*((t,) + tuple(args[1:])), **kwargs),
+                    x,
+                    p["kernel_size"],
+                    p.get("stride"),
+                    p.get("padding", 0),
+                    p.get("ceil_mode", False),
+                )
             if f in _PRODUCTS:
                 return self._product(n, args, kwargs)
             if f in _LINEAR_FUNCTIONS:
@@ -365,12 +515,16 @@ class _RuleInterpreter(fx.Interpreter):
                 elif user.target in _PRODUCTS or user.target in _PRODUCT_METHODS:
                     others = [a for a in user.all_input_nodes if a is not node]
                     if source in others:
-                        raise Unsupported(f"node {user.name!r} multiplies {source.name!r} by its "
-                                          "own sigmoid (SiLU written out); the reference treats "
-                                          "only other products as gates")
+                        raise Unsupported(
+                            f"node {user.name!r} multiplies {source.name!r} by its "
+                            "own sigmoid (SiLU written out); the reference treats "
+                            "only other products as gates"
+                        )
                 else:
-                    raise Unsupported(f"gate {n.name!r} reaches {user.name!r} "
-                                      f"({user.target}), not only products")
+                    raise Unsupported(
+                        f"gate {n.name!r} reaches {user.name!r} ({user.target}), not only products"
+                    )
+
         check(n)
         self.signal[n] = False
         return value.detach()
@@ -378,16 +532,19 @@ class _RuleInterpreter(fx.Interpreter):
     def _product(self, n, args, kwargs):
         carrying = [a for a in n.all_input_nodes if self.signal.get(a, False)]
         if len(carrying) > 1:
-            self._unsupported(n, f"product of two signals {carrying[0].name!r} and "
-                                 f"{carrying[1].name!r}")
+            self._unsupported(
+                n, f"product of two signals {carrying[0].name!r} and {carrying[1].name!r}"
+            )
         if n.target in _PRODUCT_METHODS:
             return getattr(args[0], _METHOD_OUT_OF_PLACE.get(n.target, n.target))(
-                *args[1:], **kwargs)
+                *args[1:], **kwargs
+            )
         return _OUT_OF_PLACE.get(n.target, n.target)(*args, **kwargs)
 
 
-def rule_forward(model: nn.Module, images: torch.Tensor, names, state: dict,
-                 unpool: str = "switches"):
+def rule_forward(
+    model: nn.Module, images: torch.Tensor, names, state: dict, unpool: str = "switches"
+):
     """``(output, {name: value})``: the model run with the rules (``state["rule"]`` is
     read at backward time), with the values of the nodes ``names``."""
     rt = rule_trace(model)
@@ -400,9 +557,15 @@ def rule_forward(model: nn.Module, images: torch.Tensor, names, state: dict,
     return out, {name: interp.kept[node] for name, node in nodes.items()}
 
 
-def modern_reference(model: nn.Module, images: torch.Tensor, seeds: dict, rule,
-                     mode: str = "max", unpool: str = "switches",
-                     positions: Optional[dict] = None):
+def modern_reference(
+    model: nn.Module,
+    images: torch.Tensor,
+    seeds: dict,
+    rule,
+    mode: str = "max",
+    unpool: str = "switches",
+    positions: Optional[dict] = None,
+):
     """The projections of many seeds by autograd with the rules of this module; the
     interface and the result of :func:`graph_reference.reference`: seed ``s`` of a node
     is channel ``seeds[node][s]`` of image ``s``, its target ``v * v.detach()`` for the
@@ -435,11 +598,12 @@ def modern_reference(model: nn.Module, images: torch.Tensor, seeds: dict, rule,
         for node, (target, pos, act) in targets.items():
             (grad,) = torch.autograd.grad(target, x, retain_graph=True, allow_unused=True)
             grad = torch.zeros_like(x) if grad is None else grad
-            result[r][node] = (grad[:len(seeds[node])], pos, act)
+            result[r][node] = (grad[: len(seeds[node])], pos, act)
     return result[rule] if isinstance(rule, str) else result
 
 
 # ----------------------------------------------------------------------------- the networks
+
 
 def _tv(name, **kwargs):
     return lambda: torchvision.models.get_model(name, num_classes=10, **kwargs)
@@ -447,8 +611,11 @@ def _tv(name, **kwargs):
 
 def _timm(name):
     def make():
-        import timm
+        timm = pytest.importorskip(
+            "timm", reason="timm's networks need the extra: pip install -e '.[timm]'"
+        )
         return timm.create_model(name, num_classes=10)
+
     return make
 
 

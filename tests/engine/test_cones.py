@@ -6,31 +6,39 @@ independent autograd reference; hand-set graphs with literal values."""
 
 import pytest
 import torch
+from conftest import alexnet_like, assert_close
+from graph_reference import ZOO, one_thread, reference, zoo_graph, zoo_model  # noqa: F401
 from torch import nn
 
-from conftest import assert_close, alexnet_like
-from deconvviz.engine.deconv.deconvnet import (RULES, Plan, deconvolve, project_positions,
-                                        project_recorded)
-from deconvviz.engine.net.graph import build_graph
+from deconvviz.engine.deconv.deconvnet import (
+    RULES,
+    Plan,
+    deconvolve,
+    project_positions,
+    project_recorded,
+)
 from deconvviz.engine.deconv.record import record_cone, record_whole
-from graph_reference import ZOO, one_thread, reference, zoo_graph, zoo_model  # noqa: F401
+from deconvviz.engine.net.graph import build_graph
 
 PLANS = [Plan("whole", "whole"), Plan("whole", "cone"), Plan("cone", "cone")]
 
 
 def _images(size, n=2, seed=0, dtype=torch.float64):
-    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed),
-                       dtype=dtype)
+    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed), dtype=dtype)
 
 
 def _cone_nodes(graph, count=3):
     """Visible nodes with a cone spread over the depth, of the kinds a cone passes."""
-    nodes = [n.name for n in graph.nodes if not n.hidden and graph.frames(n.name) is not None
-             and n.op in ("relu", "relu6", "add", "cat", "maxpool", "avgpool", "conv",
-                          "batchnorm")]
+    nodes = [
+        n.name
+        for n in graph.nodes
+        if not n.hidden
+        and graph.frames(n.name) is not None
+        and n.op in ("relu", "relu6", "add", "cat", "maxpool", "avgpool", "conv", "batchnorm")
+    ]
     assert nodes, "no node with a cone"
     step = max(1, len(nodes) // count)
-    return nodes[step // 2::step][:count]
+    return nodes[step // 2 :: step][:count]
 
 
 def _corners(graph, node):
@@ -50,8 +58,16 @@ def test_every_plan_equals_autograd_for_every_rule_at_image_corners(name):
         for rule in RULES:
             grads = want[rule][node][0]
             for how in PLANS:
-                proj, act = project_positions(graph, x, node, torch.tensor([0, 1]),
-                                              torch.tensor(feats), pos, rule=rule, how=how)
+                proj, act = project_positions(
+                    graph,
+                    x,
+                    node,
+                    torch.tensor([0, 1]),
+                    torch.tensor(feats),
+                    pos,
+                    rule=rule,
+                    how=how,
+                )
                 assert_close(proj, grads, f"{name} {node} {rule} {how}")
                 assert_close(act, want[rule][node][2], f"{name} {node} activation")
 
@@ -77,7 +93,7 @@ def test_cone_recording_equals_the_whole_recording_inside_each_cone(name):
             for s in range(idx.numel()):
                 oy, ox = int(origin[s, 0]), int(origin[s, 1])
                 y0, x0, y1, x1 = max(oy, 0), max(ox, 0), min(oy + fh, H), min(ox + fw, W)
-                got = kept[s, :, y0 - oy:y1 - oy, x0 - ox:x1 - ox]
+                got = kept[s, :, y0 - oy : y1 - oy, x0 - ox : x1 - ox]
                 assert torch.equal(got, full[name_][idx[s], :, y0:y1, x0:x1]), name_
                 checked += 1
     assert checked > 0
@@ -91,8 +107,12 @@ def test_cone_recording_matches_in_float32():
     x = _images(64, seed=5)
     node = "layer1.1.relu_1"
     pos = torch.tensor([[3, 9], [15, 0]])
-    got = [project_positions(graph, x, node, torch.tensor([0, 1]), torch.tensor([4, 40]), pos,
-                             rule="guided", how=how)[0] for how in PLANS]
+    got = [
+        project_positions(
+            graph, x, node, torch.tensor([0, 1]), torch.tensor([4, 40]), pos, rule="guided", how=how
+        )[0]
+        for how in PLANS
+    ]
     for p in got[1:]:
         assert_close(p, got[0])
     # The same network in float32: the windows agree to float32 rounding.
@@ -100,8 +120,19 @@ def test_cone_recording_matches_in_float32():
     g32 = build_graph(m32.float(), (64, 64))
     try:
         x32 = x.float()
-        f32 = [project_positions(g32, x32, node, torch.tensor([0, 1]), torch.tensor([4, 40]),
-                                 pos, rule="guided", how=how)[0] for how in PLANS]
+        f32 = [
+            project_positions(
+                g32,
+                x32,
+                node,
+                torch.tensor([0, 1]),
+                torch.tensor([4, 40]),
+                pos,
+                rule="guided",
+                how=how,
+            )[0]
+            for how in PLANS
+        ]
         for p in f32[1:]:
             assert_close(p, f32[0])
     finally:
@@ -114,17 +145,19 @@ def test_windows_are_the_whole_projection_cut_to_each_receptive_field():
     node = _cone_nodes(graph)[0]
     info = graph.info(node)
     pos = _corners(graph, node)
-    full, _ = project_positions(graph, x, node, torch.tensor([0, 1]), torch.tensor([0, 1]), pos,
-                                how=Plan("whole", "whole"))
+    full, _ = project_positions(
+        graph, x, node, torch.tensor([0, 1]), torch.tensor([0, 1]), pos, how=Plan("whole", "whole")
+    )
     for how in PLANS:
-        win, _ = project_positions(graph, x, node, torch.tensor([0, 1]), torch.tensor([0, 1]),
-                                   pos, windows=True, how=how)
+        win, _ = project_positions(
+            graph, x, node, torch.tensor([0, 1]), torch.tensor([0, 1]), pos, windows=True, how=how
+        )
         assert win.shape[-2:] == tuple(info.rf_size)
         for s in range(2):
             y0, x0, y1, x1 = info.box(tuple(pos[s].tolist()))
             oy = info.rf_start[0] + int(pos[s, 0]) * info.rf_jump[0]
             ox = info.rf_start[1] + int(pos[s, 1]) * info.rf_jump[1]
-            inside = win[s, :, y0 - oy:y1 - oy, x0 - ox:x1 - ox]
+            inside = win[s, :, y0 - oy : y1 - oy, x0 - ox : x1 - ox]
             assert_close(inside, full[s, :, y0:y1, x0:x1])
             assert float(inside.abs().sum()) == pytest.approx(float(win[s].abs().sum()))
             assert float(full[s].abs().sum()) == pytest.approx(float(inside.abs().sum()))
@@ -140,13 +173,15 @@ def test_chunks_of_one_seed_agree_with_one_batch():
     pos = torch.tensor([[0, 0], [h - 1, w - 1], [h // 2, 1], [1, w // 2], [h - 1, 0]])
     for how in PLANS[1:]:
         one, a1 = project_positions(graph, x, node, idx, feat, pos, rule="gradient", how=how)
-        many, a2 = project_positions(graph, x, node, idx, feat, pos, rule="gradient", how=how,
-                                     max_bytes=1)
+        many, a2 = project_positions(
+            graph, x, node, idx, feat, pos, rule="gradient", how=how, max_bytes=1
+        )
         assert_close(many, one)
         assert_close(a2, a1)
 
 
 # ----------------------------------------------------------------------------- hand-set graphs
+
 
 class _Pools(nn.Module):
     """One channel: a 3x3 avg pool (stride 2, padding 1, count_include_pad=False), a 2x2
@@ -185,8 +220,9 @@ def test_hand_set_graph_forward_and_projection_are_literal():
     want[0, 0, 1:4, 3:5] = 51.5 / 6
     want[0, 0, 3, 4] += 51.5 * 2
     for how in PLANS:
-        proj, act = project_positions(graph, x, node, torch.tensor([0]), torch.tensor([0]),
-                                      torch.tensor([[1, 2]]), how=how)
+        proj, act = project_positions(
+            graph, x, node, torch.tensor([0]), torch.tensor([0]), torch.tensor([[1, 2]]), how=how
+        )
         assert float(act[0]) == 51.5
         assert_close(proj, want, str(how))
 
@@ -202,10 +238,11 @@ def test_hand_set_strided_dilated_grouped_conv_corner_is_literal():
     x[0, 1] = 2.0
     graph = build_graph(model, (6, 6))
     want = torch.zeros(1, 2, 6, 6, dtype=torch.float64)
-    want[0, 1, 0:3:2, 0:3:2] = 8.0        # the seed 4 taps * 2 = 8, sent back on each tap
+    want[0, 1, 0:3:2, 0:3:2] = 8.0  # the seed 4 taps * 2 = 8, sent back on each tap
     for how in PLANS:
-        proj, act = project_positions(graph, x, "1", torch.tensor([0]), torch.tensor([1]),
-                                      torch.tensor([[0, 0]]), how=how)
+        proj, act = project_positions(
+            graph, x, "1", torch.tensor([0]), torch.tensor([1]), torch.tensor([[0, 0]]), how=how
+        )
         assert float(act[0]) == 8.0
         assert_close(proj, want, str(how))
 
@@ -228,7 +265,8 @@ def test_a_seed_without_a_cone_takes_the_whole_walk():
     logit = [n for n in graph.nodes if n.seedable and not n.hidden][-1].name
     assert graph.frames(logit) is None
     rec = record_whole(graph, x, [logit])
-    proj, act, pos = project_recorded(graph, rec, logit, torch.tensor([0, 1]),
-                                      torch.tensor([3, 7]), mode="max", walk="cone")
+    proj, act, pos = project_recorded(
+        graph, rec, logit, torch.tensor([0, 1]), torch.tensor([3, 7]), mode="max", walk="cone"
+    )
     want = reference(model, x, {logit: [3, 7]}, "deconvnet")[logit]
     assert_close(proj, want[0])

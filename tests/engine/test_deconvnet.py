@@ -4,9 +4,9 @@ with an independent autograd computation on random models."""
 import pytest
 import torch
 import torchvision
+from conftest import TINY_INPUT, alexnet_like, assert_close, reference_projection, tiny_model
 from torch import nn
 
-from conftest import assert_close, TINY_INPUT, alexnet_like, reference_projection, tiny_model
 from deconvviz import DeconvvizError, deconvolve, project, record
 from deconvviz.engine.deconv.deconvnet import RULES
 from deconvviz.engine.net.layers import conv_stack, get_layer, list_layers
@@ -22,17 +22,22 @@ def _zeros_with(entries):
 
 # ----------------------------------------------------------------------------- literal cases
 
+
 def test_tiny_model_switches_and_outputs_are_literal():
     m = tiny_model()
     with record(m) as rec:
         m(TINY_INPUT)
-    assert torch.equal(rec.blocks[1].output[0], torch.tensor(
-        [[[1.0, 0.0], [5.0, 5.0]], [[4.0, 4.0], [1.0, 7.0]]], dtype=torch.float64))
+    assert torch.equal(
+        rec.blocks[1].output[0],
+        torch.tensor([[[1.0, 0.0], [5.0, 5.0]], [[4.0, 4.0], [1.0, 7.0]]], dtype=torch.float64),
+    )
     # Flat indices into the 4x4 conv output; the 5-5 tie in channel 0 goes to the first.
-    assert torch.equal(rec.blocks[1].switches[0], torch.tensor([[[0, 2], [9, 15]],
-                                                                [[5, 6], [8, 11]]]))
-    assert torch.equal(rec.blocks[2].output[0, 0], torch.tensor([[0.0, 0.0], [4.0, 0.0]],
-                                                               dtype=torch.float64))
+    assert torch.equal(
+        rec.blocks[1].switches[0], torch.tensor([[[0, 2], [9, 15]], [[5, 6], [8, 11]]])
+    )
+    assert torch.equal(
+        rec.blocks[2].output[0, 0], torch.tensor([[0.0, 0.0], [4.0, 0.0]], dtype=torch.float64)
+    )
 
 
 @pytest.mark.parametrize("rule", RULES)
@@ -48,8 +53,12 @@ def test_tiny_layer1_max_is_literal(rule):
 def test_tiny_layer1_map_is_literal():
     # pooled values 1 (switch (0,0)), 0, 5 (switch (2,1)), 5 (switch (3,3)).
     out = project(tiny_model(), TINY_INPUT, 1, 0, mode="map")
-    assert torch.equal(out[0, 0], _zeros_with({(0, 0): 1.0, (1, 1): -1.0, (2, 1): 5.0,
-                                               (3, 2): -5.0, (3, 3): 5.0, (4, 4): -5.0}))
+    assert torch.equal(
+        out[0, 0],
+        _zeros_with(
+            {(0, 0): 1.0, (1, 1): -1.0, (2, 1): 5.0, (3, 2): -5.0, (3, 3): 5.0, (4, 4): -5.0}
+        ),
+    )
 
 
 def test_tiny_layer2_rules_differ_as_computed_by_hand():
@@ -81,6 +90,7 @@ def test_overlapping_unpool_sums_like_the_gradient():
 
 # ----------------------------------------------------------------------------- autograd proof
 
+
 def _random_cnn(seed):
     torch.manual_seed(seed)
     m = CifarCNN(hidden=8).double()
@@ -110,8 +120,15 @@ def test_equals_autograd_with_the_relu_rule(name, make, size, layers, rule, mode
         feats = torch.tensor([0, info.features // 2, info.features - 1])
         got = deconvolve(model, images, layer, feats, mode=mode, rule=rule, unpool=unpool)
         for s in range(3):
-            want = reference_projection(stack, images[s:s + 1], info.end, int(feats[s]), mode=mode,
-                                        rule=rule, unpool=unpool)[0]
+            want = reference_projection(
+                stack,
+                images[s : s + 1],
+                info.end,
+                int(feats[s]),
+                mode=mode,
+                rule=rule,
+                unpool=unpool,
+            )[0]
             assert got.projections[s].abs().sum() > 0 or want.abs().sum() == 0
             torch.testing.assert_close(got.projections[s], want, rtol=0, atol=1e-10)
 
@@ -124,8 +141,14 @@ def test_position_mode_equals_autograd(rule):
     pos = torch.tensor([[1, 2], [3, 0]])
     got = deconvolve(model, images, 2, [1, 5], mode="position", position=pos, rule=rule)
     for s in range(2):
-        want = reference_projection(conv_stack(model), images[s:s + 1], info.end, [1, 5][s],
-                                    rule=rule, position=tuple(pos[s].tolist()))[0]
+        want = reference_projection(
+            conv_stack(model),
+            images[s : s + 1],
+            info.end,
+            [1, 5][s],
+            rule=rule,
+            position=tuple(pos[s].tolist()),
+        )[0]
         torch.testing.assert_close(got.projections[s], want, rtol=0, atol=1e-10)
 
 
@@ -137,7 +160,7 @@ def test_batched_equals_one_at_a_time_exactly():
     fs = feats.repeat(9)
     batched = deconvolve(model, images, 2, fs, image_index=idx)
     for s in range(0, idx.numel(), 37):
-        one = deconvolve(model, images[idx[s]:idx[s] + 1], 2, int(fs[s]))
+        one = deconvolve(model, images[idx[s] : idx[s] + 1], 2, int(fs[s]))
         assert_close(batched.projections[s], one.projections[0], s)
         assert torch.equal(batched.position[s], one.position[0])
 
@@ -170,9 +193,11 @@ def test_shares_the_conv_weight_tensor(monkeypatch):
 
 # ----------------------------------------------------------------------------- errors and state
 
+
 def test_unsupported_module_is_named():
     # The sequential engine names what it cannot invert ...
     from deconvviz.engine.net.layers import check_supported
+
     m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
     with pytest.raises(DeconvvizError, match=r"module 1 \(BatchNorm2d\) is not supported"):
         check_supported(m)
@@ -180,27 +205,38 @@ def test_unsupported_module_is_named():
     # an op without a rule is refused there in one line naming the node and the op.
     assert project(m.eval(), torch.randn(1, 3, 8, 8), "2", 0).shape == (1, 3, 8, 8)
     bad = nn.Sequential(nn.Conv2d(3, 4, 3), nn.Softmax(dim=1), nn.ReLU())
-    with pytest.raises(DeconvvizError, match=r"^node '1' \(Softmax\) has no deconvnet rule, so "
-                       r"'2' cannot be projected through it"):
+    with pytest.raises(
+        DeconvvizError,
+        match=r"^node '1' \(Softmax\) has no deconvnet rule, so "
+        r"'2' cannot be projected through it",
+    ):
         project(bad, torch.randn(1, 3, 8, 8), "2", 0)
 
 
 def test_layer_and_feature_ranges_are_pinned():
     m = _random_cnn(0).float()
     x = torch.randn(1, 3, 32, 32)
-    with pytest.raises(DeconvvizError, match=r"^layer 3 is out of range: this network has "
-                       r"layers 1\.\.2 \(see 'deconvviz layers'\)$"):
+    with pytest.raises(
+        DeconvvizError,
+        match=r"^layer 3 is out of range: this network has "
+        r"layers 1\.\.2 \(see 'deconvviz layers'\)$",
+    ):
         project(m, x, 3, 0)
-    with pytest.raises(DeconvvizError, match=r"^feature 64 is out of range: layer 2 has "
-                       r"features 0\.\.63 \(see 'deconvviz layers'\)$"):
+    with pytest.raises(
+        DeconvvizError,
+        match=r"^feature 64 is out of range: layer 2 has "
+        r"features 0\.\.63 \(see 'deconvviz layers'\)$",
+    ):
         project(m, x, 2, 64)
     with pytest.raises(DeconvvizError, match=r"rule must be one of deconvnet, guided, gradient"):
         project(m, x, 1, 0, rule="backprop")
 
 
 def _hook_count(model):
-    return sum(len(mod._forward_hooks) + len(mod._forward_pre_hooks) + len(mod._backward_hooks)
-               for mod in model.modules())
+    return sum(
+        len(mod._forward_hooks) + len(mod._forward_pre_hooks) + len(mod._backward_hooks)
+        for mod in model.modules()
+    )
 
 
 def test_no_hook_survives_and_state_is_restored():

@@ -6,23 +6,27 @@ import pytest
 import torch
 import torch.nn.functional as F
 import torchvision
+from conftest import TINY_INPUT, alexnet_like, assert_close, tiny_model
+from graph_reference import (
+    ZOO,
+    extractor,
+    rule_patches,
+    zoo_graph,  # noqa: F401
+    zoo_model,
+)
 from torch import nn
 from torchvision.models.feature_extraction import get_graph_node_names
 
-from conftest import assert_close, TINY_INPUT, alexnet_like, tiny_model
 from deconvviz.engine.deconv import deconvnet
-from deconvviz.engine.deconv.deconvnet import RULES
-from deconvviz.engine.net.graph import build_graph
-from deconvviz.engine.deconv.deconvnet import deconvolve, record_graph
-from deconvviz.engine.net.layers import list_layers
+from deconvviz.engine.deconv.deconvnet import RULES, deconvolve, record_graph
 from deconvviz.engine.net.geometry import boxes_for
+from deconvviz.engine.net.graph import build_graph
+from deconvviz.engine.net.layers import list_layers
 from deconvviz.errors import DeconvvizError
 from deconvviz.models.architectures import CifarCNN
-from graph_reference import (ZOO, extractor, one_thread, rule_patches, zoo_graph,  # noqa: F401
-                             zoo_model)
-
 
 # ----------------------------------------------------------------------------- names
+
 
 @pytest.mark.parametrize("name", list(ZOO))
 def test_node_names_are_torchvisions(name):
@@ -69,8 +73,13 @@ def test_layer_numbers_and_fields_match_list_layers(make, size):
         info = graph.info(L)
         assert graph.node(L).name == f"{prefix}{old.end - 1}"
         assert info.index == L and info.describe() == f"layer {L} ({info.name})"
-        assert (info.features, info.output_size, info.rf_size, info.rf_jump, info.rf_start) == \
-            (old.features, old.output_size, old.rf_size, old.rf_jump, old.rf_start)
+        assert (info.features, info.output_size, info.rf_size, info.rf_jump, info.rf_start) == (
+            old.features,
+            old.output_size,
+            old.rf_size,
+            old.rf_jump,
+            old.rf_start,
+        )
     if prefix:
         assert graph.node("2").name == graph.node(2).name
     else:  # a bare Sequential's node "2" is its module 2: a name wins over a number string
@@ -78,8 +87,11 @@ def test_layer_numbers_and_fields_match_list_layers(make, size):
 
 
 def test_no_numbers_for_a_network_that_is_not_a_plain_stack():
-    with pytest.raises(DeconvvizError, match=r"^layer 2: numbered layers exist only for a plain "
-                       r"conv stack, which ResNet is not; name a node instead, e\.g\. 'conv1' "):
+    with pytest.raises(
+        DeconvvizError,
+        match=r"^layer 2: numbered layers exist only for a plain "
+        r"conv stack, which ResNet is not; name a node instead, e\.g\. 'conv1' ",
+    ):
         zoo_graph("resnet18").node(2)
 
 
@@ -100,9 +112,10 @@ def test_receptive_box_is_the_support_of_the_gradient(name):
     nodes = []
     for kind in kinds:
         found = [n.name for n in graph.nodes if n.op == kind and not n.hidden]
-        nodes += found[len(found) // 3:len(found) // 3 + 1] + found[-1:]
-    x = torch.rand(3, 3, *graph.input_size, generator=torch.Generator().manual_seed(0),
-                   dtype=torch.float64)
+        nodes += found[len(found) // 3 : len(found) // 3 + 1] + found[-1:]
+    x = torch.rand(
+        3, 3, *graph.input_size, generator=torch.Generator().manual_seed(0), dtype=torch.float64
+    )
     fe = extractor(model, tuple(nodes))
     checked = 0
     with rule_patches("deconvnet", "nearest"):
@@ -117,8 +130,12 @@ def test_receptive_box_is_the_support_of_the_gradient(name):
             for s, p in enumerate(pos):
                 support = grad[s].abs().sum(0).nonzero()
                 assert support.numel(), f"{name} {node}: nothing reaches {p}"
-                want = (int(support[:, 0].min()), int(support[:, 1].min()),
-                        int(support[:, 0].max()) + 1, int(support[:, 1].max()) + 1)
+                want = (
+                    int(support[:, 0].min()),
+                    int(support[:, 1].min()),
+                    int(support[:, 0].max()) + 1,
+                    int(support[:, 1].max()) + 1,
+                )
                 assert info.box(p) == want, f"{name} {node} at {p}"
                 checked += 1
     assert checked >= 3 * len(kinds[:2])
@@ -144,24 +161,30 @@ def test_affine_field_clipped_holds_the_exact_box(name):
 
 
 def test_uneven_pools_have_exact_boxes_without_an_affine_field():
-    model = nn.Sequential(nn.Conv2d(2, 3, 3, padding=1), nn.ReLU(),
-                          nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True),
-                          nn.AdaptiveAvgPool2d((4, 3))).double()
+    model = nn.Sequential(
+        nn.Conv2d(2, 3, 3, padding=1),
+        nn.ReLU(),
+        nn.AvgPool2d(3, stride=2, padding=1, ceil_mode=True),
+        nn.AdaptiveAvgPool2d((4, 3)),
+    ).double()
     with torch.no_grad():
         for p in model.parameters():
             p.abs_()
     graph = build_graph(model, (11, 7), in_channels=2)
     info = graph.info("3")
-    assert not info.exact and info.output_size == (4, 3)   # from 6x4: uneven windows
+    assert not info.exact and info.output_size == (4, 3)  # from 6x4: uneven windows
     x = torch.ones(1, 2, 11, 7, dtype=torch.float64, requires_grad=True)
     out = model(x)
     for r in range(4):
         for c in range(3):
             (grad,) = torch.autograd.grad(out[0, :, r, c].sum(), x, retain_graph=True)
             support = grad[0].abs().sum(0).nonzero()
-            assert info.box((r, c)) == (int(support[:, 0].min()), int(support[:, 1].min()),
-                                        int(support[:, 0].max()) + 1,
-                                        int(support[:, 1].max()) + 1)
+            assert info.box((r, c)) == (
+                int(support[:, 0].min()),
+                int(support[:, 1].min()),
+                int(support[:, 0].max()) + 1,
+                int(support[:, 1].max()) + 1,
+            )
     # Its window (what patches cut) covers every position's box.
     assert (info.rf_start, info.rf_size, info.rf_jump) == ((0, 0), (11, 7), (0, 0))
 
@@ -186,6 +209,7 @@ def test_branches_take_the_union_of_their_fields():
 
 # ----------------------------------------------------------------------------- errors
 
+
 class Branchy(nn.Module):
     def __init__(self):
         super().__init__()
@@ -198,19 +222,30 @@ class Branchy(nn.Module):
 
 
 def test_untraceable_model_is_one_line():
-    with pytest.raises(DeconvvizError, match=r"^Branchy cannot be traced by torch\.fx "
-                       r"\(TraceError: .*\): its forward has data-dependent control flow "
-                       r".*pass a traceable sub-module instead") as err:
+    with pytest.raises(
+        DeconvvizError,
+        match=r"^Branchy cannot be traced by torch\.fx "
+        r"\(TraceError: .*\): its forward has data-dependent control flow "
+        r".*pass a traceable sub-module instead",
+    ) as err:
         build_graph(Branchy(), (8, 8))
     assert "\n" not in str(err.value)
 
 
 def test_unknown_node_lists_the_closest_names():
-    with pytest.raises(DeconvvizError, match=r"^no node named 'layer3\.1\.relu2' in ResNet "
-                       r"\(closest: layer3\.1\.relu, layer3\.1\.relu_1, .*; see 'deconvviz "
-                       r"layers --all'\)$"):
-        deconvolve(zoo_model("resnet18"), torch.zeros(1, 3, 64, 64, dtype=torch.float64),
-                   "layer3.1.relu2", 0, graph=zoo_graph("resnet18"))
+    with pytest.raises(
+        DeconvvizError,
+        match=r"^no node named 'layer3\.1\.relu2' in ResNet "
+        r"\(closest: layer3\.1\.relu, layer3\.1\.relu_1, .*; see 'deconvviz "
+        r"layers --all'\)$",
+    ):
+        deconvolve(
+            zoo_model("resnet18"),
+            torch.zeros(1, 3, 64, 64, dtype=torch.float64),
+            "layer3.1.relu2",
+            0,
+            graph=zoo_graph("resnet18"),
+        )
 
 
 class Gated(nn.Module):
@@ -233,16 +268,26 @@ class Squared(Gated):
         return self.conv2(y * y)
 
 
-@pytest.mark.parametrize("model,label", [
-    (Gated(nn.Softmax(dim=1)), r"node 'act' \(Softmax\)"),
-    (Gated(nn.LogSoftmax(dim=1)), r"node 'act' \(LogSoftmax\)"),
-    (Squared(nn.Identity()), r"node 'mul' \(operator\.mul\), a product of two signals that is "
-                             r"not a gate \(a sigmoid or hard sigmoid of another signal\),"),
-    (FunctionalSoftmax(nn.Identity()), r"node 'softmax' \(torch\.softmax\)")])
+@pytest.mark.parametrize(
+    "model,label",
+    [
+        (Gated(nn.Softmax(dim=1)), r"node 'act' \(Softmax\)"),
+        (Gated(nn.LogSoftmax(dim=1)), r"node 'act' \(LogSoftmax\)"),
+        (
+            Squared(nn.Identity()),
+            r"node 'mul' \(operator\.mul\), a product of two signals that is "
+            r"not a gate \(a sigmoid or hard sigmoid of another signal\),",
+        ),
+        (FunctionalSoftmax(nn.Identity()), r"node 'softmax' \(torch\.softmax\)"),
+    ],
+)
 def test_op_without_a_rule_is_named(model, label):
     x = torch.randn(1, 3, 8, 8)
-    with pytest.raises(DeconvvizError, match=rf"^{label} has no deconvnet rule, so 'conv2' "
-                       r"cannot be projected through it \(rules exist for: Conv2d"):
+    with pytest.raises(
+        DeconvvizError,
+        match=rf"^{label} has no deconvnet rule, so 'conv2' "
+        r"cannot be projected through it \(rules exist for: Conv2d",
+    ):
         deconvolve(model, x, "conv2", 0)
     # On the op itself; below it, seeds still go back.
     with pytest.raises(DeconvvizError, match=rf"^{label} has no deconvnet rule \(rules exist"):
@@ -262,8 +307,11 @@ class Sized(nn.Module):
 
 def test_a_seed_needs_a_tensor_node():
     model, x = Sized(), torch.randn(1, 3, 5, 5)
-    with pytest.raises(DeconvvizError, match=r"^node 'size' \(Tensor\.size\) gives no tensor "
-                       r"per image; a seed needs a \(C, H, W\) or \(C,\) output$"):
+    with pytest.raises(
+        DeconvvizError,
+        match=r"^node 'size' \(Tensor\.size\) gives no tensor "
+        r"per image; a seed needs a \(C, H, W\) or \(C,\) output$",
+    ):
         deconvolve(model, x, "size", 0)
     # A flat output is one position: a seed on unit 13 of the view is conv channel 1 at (1, 1).
     flat = deconvolve(model, x, "view", 13, mode="position")
@@ -275,17 +323,26 @@ def test_a_seed_needs_a_tensor_node():
 def test_ranges_and_sizes_are_pinned():
     model, graph = zoo_model("resnet18"), zoo_graph("resnet18")
     x = torch.zeros(1, 3, 64, 64, dtype=torch.float64)
-    with pytest.raises(DeconvvizError, match=r"^feature 64 is out of range: node 'layer1\.0\."
-                       r"relu' has features 0\.\.63 \(see 'deconvviz layers'\)$"):
+    with pytest.raises(
+        DeconvvizError,
+        match=r"^feature 64 is out of range: node 'layer1\.0\."
+        r"relu' has features 0\.\.63 \(see 'deconvviz layers'\)$",
+    ):
         deconvolve(model, x, "layer1.0.relu", 64, graph=graph)
-    with pytest.raises(DeconvvizError, match=r"^position out of range: node 'layer4\.1\.add' "
-                       r"output is 2x2$"):
+    with pytest.raises(
+        DeconvvizError,
+        match=r"^position out of range: node 'layer4\.1\.add' "
+        r"output is 2x2$",
+    ):
         deconvolve(model, x, "layer4.1.add", 0, mode="position", position=(2, 0), graph=graph)
     with pytest.raises(DeconvvizError, match=r"^images have 1 channels; the network takes 3$"):
         deconvolve(model, x[:, :1], "conv1", 0, graph=graph)
     alexnet, small = zoo_model("alexnet"), torch.ones(1, 3, 16, 16, dtype=torch.float64)
-    with pytest.raises(DeconvvizError, match=r"^node 'features\.5' fails on a 16x16 image "
-                       r"\(.*Output size is too small\)$"):
+    with pytest.raises(
+        DeconvvizError,
+        match=r"^node 'features\.5' fails on a 16x16 image "
+        r"\(.*Output size is too small\)$",
+    ):
         deconvolve(alexnet, small, "classifier.6", 0, graph=zoo_graph("alexnet"))
     # The layers before it still run on the small image.
     assert deconvolve(alexnet, small, "features.1", 1).projections.shape == (1, 3, 16, 16)
@@ -295,14 +352,26 @@ def test_ranges_and_sizes_are_pinned():
 
 # ----------------------------------------------------------------------------- state
 
+
 def _hooks(model):
-    return [(len(m._forward_hooks), len(m._forward_pre_hooks), len(m._backward_hooks),
-             len(getattr(m, "_backward_pre_hooks", {}))) for m in model.modules()]
+    return [
+        (
+            len(m._forward_hooks),
+            len(m._forward_pre_hooks),
+            len(m._backward_hooks),
+            len(getattr(m, "_backward_pre_hooks", {})),
+        )
+        for m in model.modules()
+    ]
 
 
 def _state(model):
-    return ([m.training for m in model.modules()], [p.requires_grad for p in model.parameters()],
-            _hooks(model), [p.detach().clone() for p in model.state_dict().values()])
+    return (
+        [m.training for m in model.modules()],
+        [p.requires_grad for p in model.parameters()],
+        _hooks(model),
+        [p.detach().clone() for p in model.state_dict().values()],
+    )
 
 
 def _assert_state(model, before):
@@ -314,9 +383,9 @@ def _assert_state(model, before):
 def test_model_left_as_found_also_when_the_forward_raises(monkeypatch):
     torch.manual_seed(0)
     model = torchvision.models.resnet18(num_classes=4).train()
-    model.layer1.eval()                          # mixed modes are kept per module
+    model.layer1.eval()  # mixed modes are kept per module
     model.conv1.weight.requires_grad_(False)
-    model.fc.register_forward_hook(lambda *a: None)   # the user's own hook stays
+    model.fc.register_forward_hook(lambda *a: None)  # the user's own hook stays
     before = _state(model)
     x = torch.randn(2, 3, 32, 32)
     graph = build_graph(model, (32, 32))
@@ -346,14 +415,15 @@ def test_node_outputs_equal_torchvisions_feature_extractor():
     with torch.no_grad():
         theirs = extractor(model, nodes)(x)
     assert list(ours) == list(nodes)
-    for n in nodes:   # channels-last convolutions round differently: equal to 1e-12
+    for n in nodes:  # channels-last convolutions round differently: equal to 1e-12
         torch.testing.assert_close(ours[n], theirs[n], rtol=1e-12, atol=1e-12)
 
 
 def test_recording_stops_at_the_seed_node():
     graph = zoo_graph("resnet18")
-    rec = record_graph(graph, torch.zeros(2, 3, 64, 64, dtype=torch.float64),
-                       ["layer1.0.relu_1"], masks=True)
+    rec = record_graph(
+        graph, torch.zeros(2, 3, 64, 64, dtype=torch.float64), ["layer1.0.relu_1"], masks=True
+    )
     assert set(rec.outputs) == {"layer1.0.relu_1"}
     assert set(rec.switches) == {"maxpool"}
     assert set(rec.masks) == {"relu", "layer1.0.relu", "layer1.0.relu_1"}
@@ -362,15 +432,18 @@ def test_recording_stops_at_the_seed_node():
 
 # ----------------------------------------------------------------------------- literal cases
 
+
 def test_tiny_switches_and_outputs_are_literal():
     graph = build_graph(tiny_model(), (5, 5), in_channels=1)
     rec = record_graph(graph, TINY_INPUT, ["2", "4"])
-    assert torch.equal(rec.outputs["2"][0], torch.tensor(
-        [[[1.0, 0.0], [5.0, 5.0]], [[4.0, 4.0], [1.0, 7.0]]], dtype=torch.float64))
-    assert torch.equal(rec.switches["2"][0], torch.tensor([[[0, 2], [9, 15]],
-                                                           [[5, 6], [8, 11]]]))
-    assert torch.equal(rec.outputs["4"][0, 0], torch.tensor([[0.0, 0.0], [4.0, 0.0]],
-                                                            dtype=torch.float64))
+    assert torch.equal(
+        rec.outputs["2"][0],
+        torch.tensor([[[1.0, 0.0], [5.0, 5.0]], [[4.0, 4.0], [1.0, 7.0]]], dtype=torch.float64),
+    )
+    assert torch.equal(rec.switches["2"][0], torch.tensor([[[0, 2], [9, 15]], [[5, 6], [8, 11]]]))
+    assert torch.equal(
+        rec.outputs["4"][0, 0], torch.tensor([[0.0, 0.0], [4.0, 0.0]], dtype=torch.float64)
+    )
 
 
 def test_conv_transposes_share_the_conv_weights(monkeypatch):

@@ -12,17 +12,26 @@ import pytest
 import torch
 import torch.nn.functional as F
 from conftest import assert_close
+from graph_reference import one_thread, reference, zoo_model, zoo_size  # noqa: F401
+from modern_reference import (
+    MODERN_ZOO,
+    RULES,
+    Unsupported,
+    modern_model,
+    modern_reference,
+    modern_size,
+    rule_forward,
+    rule_trace,
+)
 from torch import nn
 
 from deconvviz.engine.net.trace import trace
-from graph_reference import one_thread, reference, zoo_model, zoo_size  # noqa: F401
-from modern_reference import (MODERN_ZOO, RULES, Unsupported, modern_model, modern_reference,
-                              modern_size, rule_forward, rule_trace)
 
 
 def _images(n, size, seed=0):
-    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed),
-                       dtype=torch.float64)
+    return torch.randn(
+        n, 3, size, size, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
 
 
 # ----------------------------------------------------------------------------- ReLU networks
@@ -58,14 +67,12 @@ def test_relu_networks_give_the_relu_reference(name):
 
 # ----------------------------------------------------------------------------- by hand
 
-W = ((1.0, 0.5), (-0.5, 1.0))          # the 1x1 conv, (out, in)
+W = ((1.0, 0.5), (-0.5, 1.0))  # the 1x1 conv, (out, in)
 NORM_W, NORM_B, EPS = (-2.0, 1.5), (0.1, -0.2), 1e-5
 # Per image: the conv's output a[channel][position] over a 1x2 image. Image 0: a0 at the
 # seeded position where SiLU's slope is negative (-2), the backward signal positive;
 # image 1: slope and signal positive; image 2: the signal negative.
-A = (((0.0, -2.0), (0.0, -1.3)),
-     ((0.3, 1.5), (-0.4, 0.2)),
-     ((-0.5, 1.0), (0.8, 2.5)))
+A = (((0.0, -2.0), (0.0, -1.3)), ((0.3, 1.5), (-0.4, 0.2)), ((-0.5, 1.0), (0.8, 2.5)))
 
 
 class SiluGateNorm(nn.Module):
@@ -112,8 +119,11 @@ def _by_hand(a, rule):
     z0 = (y0 - mu) / sigma * NORM_W[0] + NORM_B[0]
     g = z0 * NORM_W[0] / sigma * s[0]  # at a[0][1]
     slope = _silu_slope(a[0][1])
-    back = {"deconvnet": max(g, 0.0), "gradient": g * slope,
-            "guided": max(g, 0.0) * max(slope, 0.0)}[rule]
+    back = {
+        "deconvnet": max(g, 0.0),
+        "gradient": g * slope,
+        "guided": max(g, 0.0) * max(slope, 0.0),
+    }[rule]
     grad = torch.zeros(2, 1, 2, dtype=torch.float64)
     grad[:, 0, 1] = torch.tensor([W[0][0] * back, W[0][1] * back], dtype=torch.float64)
     return grad, z0
@@ -123,8 +133,13 @@ def test_silu_gate_layernorm_by_hand():
     model = SiluGateNorm().eval()
     det = W[0][0] * W[1][1] - W[0][1] * W[1][0]
     inv = ((W[1][1] / det, -W[0][1] / det), (-W[1][0] / det, W[0][0] / det))
-    x = torch.tensor([[[[inv[c][0] * a[0][p] + inv[c][1] * a[1][p] for p in range(2)]]
-                       for c in range(2)] for a in A], dtype=torch.float64)
+    x = torch.tensor(
+        [
+            [[[inv[c][0] * a[0][p] + inv[c][1] * a[1][p] for p in range(2)]] for c in range(2)]
+            for a in A
+        ],
+        dtype=torch.float64,
+    )
     seeds, positions = {"permute_1": [0, 0, 0]}, {"permute_1": [(0, 1)] * 3}
     got = modern_reference(model, x, seeds, RULES, positions=positions)
     for rule in RULES:
@@ -144,6 +159,7 @@ def test_silu_gate_layernorm_by_hand():
 def test_group_and_instance_norm_hold_their_statistics():
     """The gradient of ``sum(c * norm(x))`` with statistics held is ``c * w / sigma`` of
     each image's group: nothing flows between positions or channels."""
+
     class Norms(nn.Module):
         def __init__(self):
             super().__init__()
@@ -157,8 +173,15 @@ def test_group_and_instance_norm_hold_their_statistics():
         for m in (model.gn, model.inorm):
             m.weight.copy_(torch.tensor([0.5, -1.0, 2.0, 1.5], dtype=torch.float64))
             m.bias.copy_(torch.tensor([0.1, 0.2, 0.3, 0.4], dtype=torch.float64))
-    x = torch.randn(2, 4, 3, 3, generator=torch.Generator().manual_seed(0),
-                    dtype=torch.float64, requires_grad=True)
+    x = torch.randn(
+        2,
+        4,
+        3,
+        3,
+        generator=torch.Generator().manual_seed(0),
+        dtype=torch.float64,
+        requires_grad=True,
+    )
     c = torch.randn(2, 4, 3, 3, generator=torch.Generator().manual_seed(1), dtype=torch.float64)
     out, _ = rule_forward(model, x, (), {"rule": "gradient"})
     with torch.no_grad():
@@ -174,6 +197,7 @@ def test_group_and_instance_norm_hold_their_statistics():
 
 # ----------------------------------------------------------------------------- refusals
 
+
 class _Fn(nn.Module):
     def __init__(self, fn):
         super().__init__()
@@ -183,15 +207,24 @@ class _Fn(nn.Module):
         return self.fn(self.conv(x))
 
 
-@pytest.mark.parametrize("fn, message", [
-    (lambda h: h * h.mean((2, 3), keepdim=True), r"^node 'mul' \(product of two signals 'conv' "
-                                                 r"and 'mean'\) carries the signal and the "
-                                                 r"reference has no rule for it$"),
-    (lambda h: F.softmax(h, dim=1), r"^node 'softmax' \(softmax\) carries the signal "),
-    (lambda h: torch.sigmoid(h) + h, r"^gate 'sigmoid' reaches 'add' \(<built-in function "
-                                     r"add>\), not only products$"),
-    (lambda h: h * torch.sigmoid(h), r"^node 'mul' multiplies 'conv' by its own sigmoid "),
-])
+@pytest.mark.parametrize(
+    "fn, message",
+    [
+        (
+            lambda h: h * h.mean((2, 3), keepdim=True),
+            r"^node 'mul' \(product of two signals 'conv' "
+            r"and 'mean'\) carries the signal and the "
+            r"reference has no rule for it$",
+        ),
+        (lambda h: F.softmax(h, dim=1), r"^node 'softmax' \(softmax\) carries the signal "),
+        (
+            lambda h: torch.sigmoid(h) + h,
+            r"^gate 'sigmoid' reaches 'add' \(<built-in function "
+            r"add>\), not only products$",
+        ),
+        (lambda h: h * torch.sigmoid(h), r"^node 'mul' multiplies 'conv' by its own sigmoid "),
+    ],
+)
 def test_ops_without_a_rule_are_refused(fn, message):
     model = _Fn(fn).double().eval()
     with pytest.raises(Unsupported, match=message):
@@ -200,12 +233,17 @@ def test_ops_without_a_rule_are_refused(fn, message):
 
 # ----------------------------------------------------------------------------- the networks
 
+
 def _module_nodes(name):
     """Two activation modules called once, a third and two thirds into the network."""
     model = modern_model(name)
     rt = rule_trace(model)
-    acts = [path for path, outs in rt.module_outputs.items() if len(outs) == 1
-            and isinstance(model.get_submodule(path), (nn.ReLU, nn.SiLU, nn.Hardswish, nn.GELU))]
+    acts = [
+        path
+        for path, outs in rt.module_outputs.items()
+        if len(outs) == 1
+        and isinstance(model.get_submodule(path), (nn.ReLU, nn.SiLU, nn.Hardswish, nn.GELU))
+    ]
     return acts[len(acts) // 3], acts[2 * len(acts) // 3]
 
 
@@ -225,9 +263,15 @@ def test_modern_networks_trace_and_run_unchanged(name):
     assert_close(out.detach(), want)
 
 
-GATED = ("tv_efficientnet_b0", "tv_mobilenet_v3_large", "tv_regnet_y_400mf",
-         "timm_efficientnet_b0", "timm_mobilenetv3_small_100", "timm_resnet50",
-         "tv_shufflenet_v2")
+GATED = (
+    "tv_efficientnet_b0",
+    "tv_mobilenet_v3_large",
+    "tv_regnet_y_400mf",
+    "timm_efficientnet_b0",
+    "timm_mobilenetv3_small_100",
+    "timm_resnet50",
+    "tv_shufflenet_v2",
+)
 
 
 @pytest.mark.parametrize("name", GATED)
@@ -250,8 +294,11 @@ def test_gradient_rule_is_autograd_with_the_gates_held(name):
             if isinstance(m, (nn.Sigmoid, nn.Hardsigmoid)):
                 handles.append(m.register_forward_hook(lambda mod, i, o: o.detach()))
         for n in nodes:
-            handles.append(model.get_submodule(n).register_forward_hook(
-                lambda mod, i, o, n=n: outs.__setitem__(n, o)))
+            handles.append(
+                model.get_submodule(n).register_forward_hook(
+                    lambda mod, i, o, n=n: outs.__setitem__(n, o)
+                )
+            )
         xr = x.clone().requires_grad_(True)
         model(xr)
     finally:
@@ -259,8 +306,10 @@ def test_gradient_rule_is_autograd_with_the_gates_held(name):
             h.remove()
     for n in nodes:
         grads, pos, act = got[n]
-        target = sum(outs[n][s, f, r, c] * outs[n][s, f, r, c].detach()
-                     for s, (f, (r, c)) in enumerate(zip(features[n], pos.tolist())))
+        target = sum(
+            outs[n][s, f, r, c] * outs[n][s, f, r, c].detach()
+            for s, (f, (r, c)) in enumerate(zip(features[n], pos.tolist()))
+        )
         (want,) = torch.autograd.grad(target, xr, retain_graph=True)
         assert float(want.abs().max()) > 0
         assert_close(grads, want, msg=(name, n))
@@ -286,8 +335,11 @@ def _hooked(model, picks, x):
     outs, handles = {}, []
     try:
         for n in picks:
-            handles.append(model.get_submodule(n).register_forward_hook(
-                lambda mod, i, o, n=n: outs.__setitem__(n, o.clone())))
+            handles.append(
+                model.get_submodule(n).register_forward_hook(
+                    lambda mod, i, o, n=n: outs.__setitem__(n, o.clone())
+                )
+            )
         with torch.no_grad():
             model(x)
     finally:
@@ -306,13 +358,18 @@ def test_names_address_what_feature_extraction_returns(name):
         pytest.importorskip("timm")
         from timm.models import create_feature_extractor, get_graph_node_names
     else:
-        from torchvision.models.feature_extraction import (create_feature_extractor,
-                                                           get_graph_node_names)
+        from torchvision.models.feature_extraction import (
+            create_feature_extractor,
+            get_graph_node_names,
+        )
     model, size = modern_model(name), modern_size(name)
     x = _images(1, size, seed=3)
     names = get_graph_node_names(model)[1]
-    picks = [n for n in names[1::max(1, len(names) // 12)]
-             if not n.endswith(("size", "getattr", "eq", "_assert"))]
+    picks = [
+        n
+        for n in names[1 :: max(1, len(names) // 12)]
+        if not n.endswith(("size", "getattr", "eq", "_assert"))
+    ]
     try:
         want = _extracted(create_feature_extractor, model, picks, x)
     except KeyError:

@@ -11,16 +11,21 @@ import functools
 
 import pytest
 import torch
+from conftest import assert_close
+from graph_reference import one_thread  # noqa: F401
+from modern_reference import MODERN_ZOO, RULES, modern_model, modern_reference, modern_size
 from torch import nn
 
-from conftest import assert_close
-from deconvviz.engine.deconv.deconvnet import (Plan, deconvolve, node_outputs, plan,
-                                               project_positions)
+from deconvviz.engine.deconv.deconvnet import (
+    Plan,
+    deconvolve,
+    node_outputs,
+    plan,
+    project_positions,
+)
 from deconvviz.engine.deconv.record import record_cone
 from deconvviz.engine.net.graph import build_graph
 from deconvviz.errors import DeconvvizError
-from graph_reference import one_thread  # noqa: F401
-from modern_reference import MODERN_ZOO, RULES, modern_model, modern_reference, modern_size
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -32,15 +37,22 @@ def _graph(name):
 
 
 def _images(size, n=2, seed=0):
-    return torch.randn(n, 3, size, size, generator=torch.Generator().manual_seed(seed),
-                       dtype=torch.float64)
+    return torch.randn(
+        n, 3, size, size, generator=torch.Generator().manual_seed(seed), dtype=torch.float64
+    )
 
 
 def _nodes(graph):
     """Up to three projectable (C, H, W) nodes: the middle one of each new kind present
     (gate, norm, nonlinearity), else spread over the depth, and always the deepest map."""
-    cands = [n for n in graph.nodes if not n.hidden and n.spatial and not graph.why_not(n.name)
-             and n.op in ("gate", "norm", "nonlinear", "relu", "add", "conv", "cat")]
+    cands = [
+        n
+        for n in graph.nodes
+        if not n.hidden
+        and n.spatial
+        and not graph.why_not(n.name)
+        and n.op in ("gate", "norm", "nonlinear", "relu", "add", "conv", "cat")
+    ]
     picked = []
     for op in ("gate", "norm", "nonlinear"):
         of = [n.name for n in cands if n.op == op]
@@ -86,14 +98,24 @@ def test_every_rule_equals_the_modern_reference_at_image_corners(name):
             grads, _, act = want[rule][node]
             assert grads.abs().max() > 0, f"{name} {node} {rule}: a seed that sends nothing"
             for how in _plans(graph, node):
-                proj, got = project_positions(graph, x, node, torch.tensor([0, 1]),
-                                              torch.tensor(feats), pos, rule=rule, how=how)
+                proj, got = project_positions(
+                    graph,
+                    x,
+                    node,
+                    torch.tensor([0, 1]),
+                    torch.tensor(feats),
+                    pos,
+                    rule=rule,
+                    how=how,
+                )
                 assert_close(proj, grads, f"{name} {node} {rule} {how}")
                 assert_close(got, act, f"{name} {node} activation")
 
 
-@pytest.mark.parametrize("name", ["tv_efficientnet_b0", "tv_convnext_tiny",
-                                  "timm_mobilenetv3_small_100", "tv_shufflenet_v2"])
+@pytest.mark.parametrize(
+    "name",
+    ["tv_efficientnet_b0", "tv_convnext_tiny", "timm_mobilenetv3_small_100", "tv_shufflenet_v2"],
+)
 def test_strongest_activation_and_whole_maps_equal_the_reference(name):
     """deconvolve() as users call it: the paper's seed (the strongest activation, its plan
     chosen by cost) and whole-map seeds."""
@@ -117,10 +139,17 @@ def _support_box(grad):
     return (int(rows.min()), int(cols.min()), int(rows.max()) + 1, int(cols.max()) + 1)
 
 
-@pytest.mark.parametrize("name,exact", [
-    ("tv_efficientnet_b0", True), ("tv_convnext_tiny", True), ("timm_convnext_atto", True),
-    ("timm_efficientnet_b0", True), ("tv_mobilenet_v3_large", False),
-    ("tv_regnet_y_400mf", False)])
+@pytest.mark.parametrize(
+    "name,exact",
+    [
+        ("tv_efficientnet_b0", True),
+        ("tv_convnext_tiny", True),
+        ("timm_convnext_atto", True),
+        ("timm_efficientnet_b0", True),
+        ("tv_mobilenet_v3_large", False),
+        ("tv_regnet_y_400mf", False),
+    ],
+)
 def test_receptive_fields_are_the_support_of_the_gradient(name, exact):
     """A position's receptive field (what ``layers`` prints, what a report cuts) is where the
     gradient of that position reaches the image, gates and statistics held: a gate's global
@@ -150,19 +179,23 @@ def test_held_values_make_the_recording_whole_image(name):
     graph = _graph(name)
     node = _nodes(graph)[-1]
     held = graph.whole_image_state(node)
-    chosen = plan(graph, node, "position", 1, 10 ** 6)
+    chosen = plan(graph, node, "position", 1, 10**6)
     if name == "timm_resnet50":
         assert held is None
-        assert chosen == Plan("cone", "cone") or graph.frames(node) is None or \
-            chosen.record == "whole"
+        assert (
+            chosen == Plan("cone", "cone") or graph.frames(node) is None or chosen.record == "whole"
+        )
         return
     assert held is not None and held.op in ("gate", "norm")
     assert chosen.record == "whole"
     x = _images(graph.input_size[0], n=1)
     if graph.frames(node) is not None:
-        with pytest.raises(DeconvvizError, match=rf"^node '{node}' cannot be recorded inside "
-                           rf"its cone \(node '{held.name}' \({held.what}\) holds a value of "
-                           r"the whole image\); record whole images$"):
+        with pytest.raises(
+            DeconvvizError,
+            match=rf"^node '{node}' cannot be recorded inside "
+            rf"its cone \(node '{held.name}' \({held.what}\) holds a value of "
+            r"the whole image\); record whole images$",
+        ):
             record_cone(graph, x, node, torch.tensor([0]), torch.tensor([[0, 0]]))
 
 
@@ -206,7 +239,10 @@ class _SelfGate(nn.Module):
 def test_a_signal_times_its_own_sigmoid_is_refused_in_one_line():
     """SiLU written out is not a gate (the gate would be the signal itself): refused, as the
     reference refuses it, naming the node and the op."""
-    with pytest.raises(DeconvvizError, match=r"^node 'mul' \(operator\.mul\), a signal times "
-                       r"its own sigmoid \(SiLU written out; use nn\.SiLU or F\.silu\), has no "
-                       r"deconvnet rule \(rules exist for: "):
+    with pytest.raises(
+        DeconvvizError,
+        match=r"^node 'mul' \(operator\.mul\), a signal times "
+        r"its own sigmoid \(SiLU written out; use nn\.SiLU or F\.silu\), has no "
+        r"deconvnet rule \(rules exist for: ",
+    ):
         deconvolve(_SelfGate().eval(), torch.randn(1, 3, 8, 8), "mul", 0)

@@ -8,17 +8,23 @@ import torchvision
 from deconvviz.data.builtin import BUILTIN_CLASSES, synthetic_images
 from deconvviz.data.source import ImageSource
 from deconvviz.engine.net.layers import get_layer
-from deconvviz.engine.topk import (TopK, _StreamingTopK, empty_topk, merge_topk, scan_batch_size,
-                                   scan_topk)
+from deconvviz.engine.topk import (
+    TopK,
+    _StreamingTopK,
+    empty_topk,
+    merge_topk,
+    scan_batch_size,
+    scan_topk,
+)
 from deconvviz.models.architectures import CifarCNN
 
 
 def test_batch_size_is_chosen_for_the_model_and_image_size():
-    assert scan_batch_size(CifarCNN(), (32, 32)) == 128          # conv 1: 32x32x32 floats
-    assert scan_batch_size(CifarCNN(), (32, 32), budget=10 ** 12) == 512
+    assert scan_batch_size(CifarCNN(), (32, 32)) == 128  # conv 1: 32x32x32 floats
+    assert scan_batch_size(CifarCNN(), (32, 32), budget=10**12) == 512
     with torch.device("meta"):
         vgg = torchvision.models.vgg16()
-    assert scan_batch_size(vgg, (224, 224)) == 1                 # conv 1: 64x224x224 floats
+    assert scan_batch_size(vgg, (224, 224)) == 1  # conv 1: 64x224x224 floats
     assert scan_batch_size(vgg.double(), (112, 112)) == 2
 
 
@@ -67,8 +73,14 @@ def test_threshold_merge_equals_the_general_merge_with_ties(channels_last):
 
 def test_scan_reuses_one_read_buffer_and_agrees_with_float64(monkeypatch):
     images, labels = synthetic_images(50, seed=3)
-    src = ImageSource(description="gen", kind="builtin", split="test", labels=labels,
-                      class_names=BUILTIN_CLASSES, images=images)
+    src = ImageSource(
+        description="gen",
+        kind="builtin",
+        split="test",
+        labels=labels,
+        class_names=BUILTIN_CLASSES,
+        images=images,
+    )
     buffers = []
     real_read = ImageSource.read
 
@@ -94,8 +106,14 @@ def test_scan_reuses_one_read_buffer_and_agrees_with_float64(monkeypatch):
 
 def test_read_into_a_buffer_checks_it():
     images, labels = synthetic_images(4, seed=3)
-    src = ImageSource(description="gen", kind="builtin", split="test", labels=labels,
-                      class_names=BUILTIN_CLASSES, images=images)
+    src = ImageSource(
+        description="gen",
+        kind="builtin",
+        split="test",
+        labels=labels,
+        class_names=BUILTIN_CLASSES,
+        images=images,
+    )
     buf = torch.zeros((3, 3, 32, 32), dtype=torch.uint8)
     got = src.read(1, 4, out=buf)
     assert got.data_ptr() == buf.data_ptr() and torch.equal(got, images[1:4])

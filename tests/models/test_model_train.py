@@ -4,20 +4,26 @@ import pytest
 import torch
 
 from deconvviz import DeconvvizError, load_model
-from deconvviz.models.checkpoint import bundled_checkpoint, read_checkpoint, save_checkpoint
 from deconvviz.data.builtin import synthetic_images
 from deconvviz.data.resolve import resolve_source
 from deconvviz.data.source import ImageSource
 from deconvviz.engine.net.layers import list_layers
 from deconvviz.models.architectures import CifarCNN, build_model
+from deconvviz.models.checkpoint import bundled_checkpoint, read_checkpoint, save_checkpoint
 from deconvviz.models.train import TrainConfig, augment_batch, channel_stats, evaluate, train_model
 
 
 def test_shapes_and_layers():
     m = CifarCNN()
     assert m(torch.zeros(2, 3, 32, 32)).shape == (2, 10)
-    assert [type(x).__name__ for x in m.features] == ["Conv2d", "ReLU", "MaxPool2d", "Conv2d",
-                                                     "ReLU", "MaxPool2d"]
+    assert [type(x).__name__ for x in m.features] == [
+        "Conv2d",
+        "ReLU",
+        "MaxPool2d",
+        "Conv2d",
+        "ReLU",
+        "MaxPool2d",
+    ]
     l1, l2 = list_layers(m)
     assert (l1.features, l1.output_size, l1.rf_size) == (32, (16, 16), (6, 6))
     assert (l2.features, l2.output_size, l2.rf_size) == (64, (8, 8), (16, 16))
@@ -36,15 +42,28 @@ def test_augment_is_a_crop_and_flip_of_the_batch():
 
 def _small_source(n=256):
     images, labels = synthetic_images(n, seed=0)
-    return ImageSource(description="small", kind="builtin", split="train", labels=labels,
-                       class_names=[str(i) for i in range(10)], images=images)
+    return ImageSource(
+        description="small",
+        kind="builtin",
+        split="train",
+        labels=labels,
+        class_names=[str(i) for i in range(10)],
+        images=images,
+    )
 
 
 def test_a_few_steps_lower_the_loss_and_are_deterministic():
     src = _small_source()
     mean, std = channel_stats(src)
-    cfg = TrainConfig(epochs=5, batch_size=32, lr=0.05, seed=0, augment=False,
-                      label_smoothing=0.0, warmup_epochs=0)
+    cfg = TrainConfig(
+        epochs=5,
+        batch_size=32,
+        lr=0.05,
+        seed=0,
+        augment=False,
+        label_smoothing=0.0,
+        warmup_epochs=0,
+    )
 
     def run():
         torch.manual_seed(0)
@@ -65,9 +84,17 @@ def test_a_few_steps_lower_the_loss_and_are_deterministic():
 def test_checkpoint_round_trip_weights_only(tmp_path):
     torch.manual_seed(1)
     m = CifarCNN(hidden=16)
-    p = save_checkpoint(tmp_path / "m.pt", m, arch="cifar_cnn", config={"hidden": 16},
-                        class_names=list("abcdefghij"), mean=[0.1, 0.2, 0.3],
-                        std=[0.4, 0.5, 0.6], epochs=2, test_accuracy=0.5)
+    p = save_checkpoint(
+        tmp_path / "m.pt",
+        m,
+        arch="cifar_cnn",
+        config={"hidden": 16},
+        class_names=list("abcdefghij"),
+        mean=[0.1, 0.2, 0.3],
+        std=[0.4, 0.5, 0.6],
+        epochs=2,
+        test_accuracy=0.5,
+    )
     raw = torch.load(p, weights_only=True)
     assert raw["format"] == "deconvviz-checkpoint" and raw["epochs"] == 2
     loaded = load_model(p)
@@ -83,14 +110,20 @@ def test_bad_checkpoints_are_clear(tmp_path, tiny_checkpoint):
         load_model(tmp_path / "missing.pt")
     data = tiny_checkpoint.read_bytes()
     (tmp_path / "trunc.pt").write_bytes(data[: len(data) // 2])
-    with pytest.raises(DeconvvizError, match=r"^\S*trunc\.pt is not a deconvviz checkpoint "
-                       r".*: it is damaged or truncated"):
+    with pytest.raises(
+        DeconvvizError,
+        match=r"^\S*trunc\.pt is not a deconvviz checkpoint "
+        r".*: it is damaged or truncated",
+    ):
         load_model(tmp_path / "trunc.pt")
     payload = torch.load(tiny_checkpoint, weights_only=True)
     payload["arch"] = "resnet50"
     torch.save(payload, tmp_path / "other.pt")
-    with pytest.raises(DeconvvizError, match=r"is for architecture 'resnet50', which this "
-                       r"deconvviz does not know"):
+    with pytest.raises(
+        DeconvvizError,
+        match=r"is for architecture 'resnet50', which this "
+        r"deconvviz does not know",
+    ):
         load_model(tmp_path / "other.pt")
     payload["arch"] = "cifar_cnn"
     payload["config"] = {"num_classes": 10, "hidden": 99}
@@ -98,15 +131,25 @@ def test_bad_checkpoints_are_clear(tmp_path, tiny_checkpoint):
     with pytest.raises(DeconvvizError, match=r"does not fit architecture 'cifar_cnn'"):
         load_model(tmp_path / "mismatch.pt")
     torch.save({"hello": torch.zeros(1)}, tmp_path / "foreign.pt")
-    with pytest.raises(DeconvvizError, match=r"foreign\.pt is not a deconvviz checkpoint .*: it "
-                       r"holds a state dict \(tensors by parameter name\); give it to --weights"):
+    with pytest.raises(
+        DeconvvizError,
+        match=r"foreign\.pt is not a deconvviz checkpoint .*: it "
+        r"holds a state dict \(tensors by parameter name\); give it to --weights",
+    ):
         load_model(tmp_path / "foreign.pt")
 
 
 def test_unwritable_checkpoint_leaves_nothing(tmp_path):
     with pytest.raises(DeconvvizError, match="folder .* does not exist"):
-        save_checkpoint(tmp_path / "no" / "m.pt", CifarCNN(hidden=8), arch="cifar_cnn",
-                        config={}, class_names=[], mean=[0] * 3, std=[1] * 3)
+        save_checkpoint(
+            tmp_path / "no" / "m.pt",
+            CifarCNN(hidden=8),
+            arch="cifar_cnn",
+            config={},
+            class_names=[],
+            mean=[0] * 3,
+            std=[1] * 3,
+        )
 
 
 @pytest.mark.skipif(not bundled_checkpoint().is_file(), reason="bundled checkpoint not built")

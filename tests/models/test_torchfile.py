@@ -28,7 +28,7 @@ def test_every_bad_file_gets_one_line_naming_it_and_what_was_expected(bad_torch_
             assert str(exc.value) == f"{path} is not {expected}: {why}", name
             assert (exc.value.path, exc.value.expected, exc.value.why) == (path, expected, why)
             assert not any(w in str(exc.value) for w in TORCH_ADVICE), name
-    assert not marker.exists()   # the malicious pickle never ran
+    assert not marker.exists()  # the malicious pickle never ran
 
 
 def test_checkpoint_and_weights_loaders_use_the_same_words(bad_torch_files, recwarn):
@@ -53,9 +53,13 @@ def test_loadable_files_of_the_wrong_kind(tmp_path):
     assert str(exc.value) == (
         f"{state} is not {EXPECTED}: it holds a state dict (tensors by parameter name); give it "
         "to --weights with the --model that builds its network (torchvision:NAME or "
-        "package.module:function)")
-    for obj, held in (([1, 2], "a list"), ({}, "an empty dict"),
-                      ({"epochs": 3}, "a dict whose values are not all tensors")):
+        "package.module:function)"
+    )
+    for obj, held in (
+        ([1, 2], "a list"),
+        ({}, "an empty dict"),
+        ({"epochs": 3}, "a dict whose values are not all tensors"),
+    ):
         torch.save(obj, state)
         with pytest.raises(DeconvvizError) as exc:
             read_state_file(state)
@@ -63,8 +67,10 @@ def test_loadable_files_of_the_wrong_kind(tmp_path):
     torch.save({"epochs": 3}, state)
     with pytest.raises(DeconvvizError) as exc:
         read_checkpoint(state)
-    assert str(exc.value) == f"{state} is not {EXPECTED}: it holds a dict without the " \
-                             "checkpoint's format stamp"
+    assert (
+        str(exc.value) == f"{state} is not {EXPECTED}: it holds a dict without the "
+        "checkpoint's format stamp"
+    )
     with pytest.raises(DeconvvizError) as exc:
         read_torch_file(tmp_path, STATE_DICT)
     assert str(exc.value) == f"{tmp_path} is not {STATE_DICT}: it is a folder"
@@ -79,4 +85,4 @@ def test_good_files_load_unchanged(tmp_path):
     torch.save(weights, path)
     got = read_torch_file(path, STATE_DICT)
     assert list(got) == ["w", "b"]
-    assert all(torch.equal(got[k], weights[k]) for k in weights)   # the same bytes, read back
+    assert all(torch.equal(got[k], weights[k]) for k in weights)  # the same bytes, read back

@@ -10,7 +10,9 @@ def image_folder(tmp_path_factory):
     """A small ImageFolder tree (two classes, 40 generated 32x32 PNGs) for the
     command-line tests: decoded once, then read from the decode cache."""
     from PIL import Image
+
     from deconvviz.data.builtin import synthetic_images
+
     root = tmp_path_factory.mktemp("folder")
     images, _ = synthetic_images(40, seed=2)
     for i in range(40):

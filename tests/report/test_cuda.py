@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-
 from conftest import alexnet_like, random_seeds
+
 from deconvviz import deconvolve
 from deconvviz.cli import main
 from deconvviz.data.builtin import synthetic_images
@@ -18,8 +18,9 @@ from deconvviz.data.source import ImageSource
 from deconvviz.engine.net.layers import list_layers
 from deconvviz.runs.report import build_report
 
-needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(),
-                                reason="no CUDA device on this machine")
+needs_cuda = pytest.mark.skipif(
+    not torch.cuda.is_available(), reason="no CUDA device on this machine"
+)
 
 
 @needs_cuda
@@ -40,18 +41,26 @@ def test_deconvolve_on_cuda_equals_the_cpu(mode):
 
 def _source(n: int) -> ImageSource:
     images, labels = synthetic_images(n, seed=7)
-    return ImageSource(description="gen", kind="builtin", split="test", labels=labels,
-                       class_names=[f"c{i}" for i in range(10)], images=images)
+    return ImageSource(
+        description="gen",
+        kind="builtin",
+        split="test",
+        labels=labels,
+        class_names=[f"c{i}" for i in range(10)],
+        images=images,
+    )
 
 
 @needs_cuda
 def test_a_report_on_cuda_equals_the_cpus(tiny_checkpoint):
     from deconvviz.models.checkpoint import load_model
+
     model = load_model(str(tiny_checkpoint))
     src = _source(48)
     cpu = build_report(model, src, None, 4, batch_size=16, progress=False)
-    gpu = build_report(load_model(str(tiny_checkpoint)), src, None, 4, batch_size=16,
-                       progress=False, device="cuda")
+    gpu = build_report(
+        load_model(str(tiny_checkpoint)), src, None, 4, batch_size=16, progress=False, device="cuda"
+    )
     for L, a in cpu.layers.items():
         b = gpu.layers[L]
         assert np.array_equal(a.image_index, b.image_index)
@@ -63,9 +72,26 @@ def test_a_report_on_cuda_equals_the_cpus(tiny_checkpoint):
 
 @needs_cuda
 def test_report_command_on_cuda(tiny_checkpoint, tmp_path):
-    r = CliRunner().invoke(main, ["report", "--model", str(tiny_checkpoint), "--data", "builtin",
-                                  "--limit", "64", "--top", "3", "--device", "cuda", "--no-png",
-                                  "--quiet", "--out", str(tmp_path / "r")])
+    r = CliRunner().invoke(
+        main,
+        [
+            "report",
+            "--model",
+            str(tiny_checkpoint),
+            "--data",
+            "builtin",
+            "--limit",
+            "64",
+            "--top",
+            "3",
+            "--device",
+            "cuda",
+            "--no-png",
+            "--quiet",
+            "--out",
+            str(tmp_path / "r"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     with h5py.File(tmp_path / "r" / "report.h5") as f:
         assert f["layer2/projection"].shape[:2] == (64, 3)
@@ -74,12 +100,31 @@ def test_report_command_on_cuda(tiny_checkpoint, tmp_path):
 @pytest.mark.skipif(torch.cuda.device_count() < 2, reason="fewer than 2 CUDA devices here")
 def test_two_nccl_processes_match_one(tiny_checkpoint, tmp_path):
     from test_report_distributed import _gloo_setup, one_and_two_processes
+
     data, launcher = _gloo_setup(tmp_path, 60, 3)
-    one_and_two_processes(tmp_path, launcher, [
-        "report", "--model", str(tiny_checkpoint), "--data", str(data), "--top", "4",
-        "--batch-size", "8", "--no-png", "--quiet", "--device", "cuda"])
-    with h5py.File(tmp_path / "one" / "report.h5") as a, \
-            h5py.File(tmp_path / "two" / "report.h5") as b:
+    one_and_two_processes(
+        tmp_path,
+        launcher,
+        [
+            "report",
+            "--model",
+            str(tiny_checkpoint),
+            "--data",
+            str(data),
+            "--top",
+            "4",
+            "--batch-size",
+            "8",
+            "--no-png",
+            "--quiet",
+            "--device",
+            "cuda",
+        ],
+    )
+    with (
+        h5py.File(tmp_path / "one" / "report.h5") as a,
+        h5py.File(tmp_path / "two" / "report.h5") as b,
+    ):
         assert b.attrs["world_size"] == 2
         for group in ("layer1", "layer2"):
             assert np.array_equal(a[group]["image_index"][()], b[group]["image_index"][()])

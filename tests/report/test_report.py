@@ -10,19 +10,19 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from torch import nn
-
 from conftest import alexnet_like, reference_projection
 from report_helpers import image_folder  # noqa: F401 - a fixture
-from deconvviz.models.checkpoint import load_model
+from torch import nn
+
 from deconvviz.cli import main
 from deconvviz.data.builtin import BUILTIN_CLASSES, synthetic_images
 from deconvviz.data.source import ImageSource, normalize
-from deconvviz.errors import DeconvvizError
-from deconvviz.engine.net.layers import conv_stack, get_layer, list_layers
-from deconvviz.engine.net.geometry import extract_patches
 from deconvviz.engine.deconv.seeds import project_seeds
+from deconvviz.engine.net.geometry import extract_patches
+from deconvviz.engine.net.layers import conv_stack, get_layer, list_layers
 from deconvviz.engine.topk import TopK, empty_topk, finalize_topk, merge_topk, scan_topk
+from deconvviz.errors import DeconvvizError
+from deconvviz.models.checkpoint import load_model
 from deconvviz.render.report_png import PANEL_TITLE_HEIGHT, feature_png
 from deconvviz.runs.report import build_report, render_report, save_report, write_report
 from deconvviz.store.report import REPORT_FORMAT, REPORT_VERSION, read_report_h5
@@ -37,8 +37,14 @@ def _subset(n: int, dup: bool = False) -> ImageSource:
     images, labels = synthetic_images(n, seed=1)
     if dup:  # images 0..n-1 followed by the same images again: every value ties exactly
         images, labels = torch.cat([images, images]), torch.cat([labels, labels])
-    return ImageSource(description=f"generated[:{n}]", kind="builtin", split="test",
-                       labels=labels, class_names=BUILTIN_CLASSES, images=images)
+    return ImageSource(
+        description=f"generated[:{n}]",
+        kind="builtin",
+        split="test",
+        labels=labels,
+        class_names=BUILTIN_CLASSES,
+        images=images,
+    )
 
 
 def _brute_force(model, source, layer, k):
@@ -47,7 +53,7 @@ def _brute_force(model, source, layer, k):
     mean, std = model.meta["normalization"]["mean"], model.meta["normalization"]["std"]
     with torch.no_grad():
         x = normalize(source.read(0, len(source)), mean, std).double()
-        out = conv_stack(model).double()[:info.end](x)
+        out = conv_stack(model).double()[: info.end](x)
     conv_stack(model).float()
     n, c, h, w = out.shape
     expect = []
@@ -72,8 +78,9 @@ def _check_against(top: TopK, expect, rtol=1e-5):
     for f, entries in enumerate(expect):
         assert top.image_index[f].tolist() == [e[1] for e in entries], f"feature {f}"
         assert [tuple(p) for p in top.position[f].tolist()] == [e[2] for e in entries]
-        np.testing.assert_allclose(top.activation[f].numpy(), [-e[0] for e in entries],
-                                   rtol=rtol, atol=1e-5)
+        np.testing.assert_allclose(
+            top.activation[f].numpy(), [-e[0] for e in entries], rtol=rtol, atol=1e-5
+        )
 
 
 def test_scan_topk_matches_brute_force(model):
@@ -140,7 +147,9 @@ def test_merge_is_associative_and_sharded_scans_merge_exactly(model):
 def test_scan_rejects_bad_arguments_and_restores_the_model(model):
     src = _subset(4)
     model.train()
-    with pytest.raises(DeconvvizError, match=r"layer 3 is out of range: this network has layers 1\.\.2"):
+    with pytest.raises(
+        DeconvvizError, match=r"layer 3 is out of range: this network has layers 1\.\.2"
+    ):
         scan_topk(model, src, [3], k=2)
     with pytest.raises(DeconvvizError, match="top k must be at least 1, got 0"):
         scan_topk(model, src, [1], k=0)
@@ -152,22 +161,32 @@ def test_scan_rejects_bad_arguments_and_restores_the_model(model):
 def test_hand_computed_boxes_and_patches():
     # CifarCNN: layer 1 = conv5 p2 + pool2 -> field 6, jump 2, start -2;
     # layer 2 adds conv5 p2 + pool2 -> field 16, jump 4, start -6.
-    model = torch.nn.Sequential(nn.Conv2d(3, 2, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2),
-                                nn.Conv2d(2, 2, 5, padding=2), nn.ReLU(), nn.MaxPool2d(2))
+    model = torch.nn.Sequential(
+        nn.Conv2d(3, 2, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+        nn.Conv2d(2, 2, 5, padding=2),
+        nn.ReLU(),
+        nn.MaxPool2d(2),
+    )
     l1, l2 = list_layers(model, (32, 32))
     images = torch.arange(4 * 3 * 32 * 32, dtype=torch.int64).remainder(251).to(torch.uint8)
     images = images.view(4, 3, 32, 32)
-    cases = [(l1, (0, 0), (0, 0, 4, 4), (-2, -2)), (l1, (5, 7), (8, 12, 14, 18), (8, 12)),
-             (l2, (0, 0), (0, 0, 10, 10), (-6, -6)), (l2, (7, 7), (22, 22, 32, 32), (22, 22))]
+    cases = [
+        (l1, (0, 0), (0, 0, 4, 4), (-2, -2)),
+        (l1, (5, 7), (8, 12, 14, 18), (8, 12)),
+        (l2, (0, 0), (0, 0, 10, 10), (-6, -6)),
+        (l2, (7, 7), (22, 22, 32, 32), (22, 22)),
+    ]
     for n, (info, pos, box, origin) in enumerate(cases):
-        patch, got_box, got_origin = extract_patches(info, images[n:n + 1], torch.tensor([pos]))
+        patch, got_box, got_origin = extract_patches(info, images[n : n + 1], torch.tensor([pos]))
         assert got_box[0].tolist() == list(box)
         assert got_origin[0].tolist() == list(origin)
         assert patch.shape == (1, 3) + info.rf_size
         y0, x0, y1, x1 = box
         oy, ox = y0 - origin[0], x0 - origin[1]
         expect = torch.zeros((3,) + info.rf_size, dtype=torch.uint8)
-        expect[:, oy:oy + y1 - y0, ox:ox + x1 - x0] = images[n, :, y0:y1, x0:x1]
+        expect[:, oy : oy + y1 - y0, ox : ox + x1 - x0] = images[n, :, y0:y1, x0:x1]
         assert torch.equal(patch[0], expect)
 
 
@@ -179,8 +198,9 @@ def test_boxes_on_a_strided_dilated_stack_contain_the_projection():
     l1, l2, _ = list_layers(model, (32, 32))
     assert (l1.rf_size, l1.rf_jump, l1.rf_start) == ((9, 9), (4, 4), (-2, -2))
     assert (l2.rf_size, l2.rf_jump, l2.rf_start) == ((25, 25), (4, 4), (-10, -10))
-    _, box, _ = extract_patches(l2, torch.zeros(1, 3, 32, 32, dtype=torch.uint8),
-                                torch.tensor([[3, 1]]))
+    _, box, _ = extract_patches(
+        l2, torch.zeros(1, 3, 32, 32, dtype=torch.uint8), torch.tensor([[3, 1]])
+    )
     assert box[0].tolist() == [2, 0, 27, 19]
     # The deconvnet projection of that unit is zero outside the box.
     torch.manual_seed(1)
@@ -196,8 +216,14 @@ def test_projections_equal_autograd_reference_and_the_scan(model):
     rep = build_report(model, src, [1, 2], 3, batch_size=25, progress=False)
     mean, std = model.meta["normalization"]["mean"], model.meta["normalization"]["std"]
     stack = conv_stack(model)
-    tops = {L: TopK(torch.from_numpy(lr.activation), torch.from_numpy(lr.image_index),
-                    torch.from_numpy(lr.position)) for L, lr in rep.layers.items()}
+    tops = {
+        L: TopK(
+            torch.from_numpy(lr.activation),
+            torch.from_numpy(lr.image_index),
+            torch.from_numpy(lr.position),
+        )
+        for L, lr in rep.layers.items()
+    }
     images = {i: src.read(i, i + 1)[0] for i in range(len(src))}
     _, acts = project_seeds(model, images, tops)
     for L, lr in rep.layers.items():
@@ -208,23 +234,33 @@ def test_projections_equal_autograd_reference_and_the_scan(model):
             for j in range(lr.k):
                 i = int(lr.image_index[f, j])
                 x = normalize(src.read(i, i + 1), mean, std).double()
-                ref = reference_projection(stack.double(), x, info.end, f,
-                                           position=tuple(int(v) for v in lr.position[f, j]))
+                ref = reference_projection(
+                    stack.double(),
+                    x,
+                    info.end,
+                    f,
+                    position=tuple(int(v) for v in lr.position[f, j]),
+                )
                 stack.float()
                 # Stored cut to the receptive-field window; nothing of it lies outside.
                 y0, x0, y1, x1 = lr.patch_box[f, j]
                 oy, ox = y0 - lr.patch_origin[f, j, 0], x0 - lr.patch_origin[f, j, 1]
                 window = np.zeros((3,) + lr.rf_size)
-                window[:, oy:oy + y1 - y0, ox:ox + x1 - x0] = ref[0, :, y0:y1, x0:x1].numpy()
+                window[:, oy : oy + y1 - y0, ox : ox + x1 - x0] = ref[0, :, y0:y1, x0:x1].numpy()
                 assert float(ref.abs().sum()) == pytest.approx(float(np.abs(window).sum()))
-                np.testing.assert_allclose(lr.projection[f, j], window, rtol=1e-4,
-                                           atol=1e-4 * max(1e-6, float(ref.abs().max())))
+                np.testing.assert_allclose(
+                    lr.projection[f, j],
+                    window,
+                    rtol=1e-4,
+                    atol=1e-4 * max(1e-6, float(ref.abs().max())),
+                )
 
 
 def test_hdf5_round_trip_and_render(model, tmp_path):
     src = _subset(80)
-    rep = build_report(model, src, [1, 2], 4, batch_size=30, progress=False,
-                       command_line="deconvviz report --test")
+    rep = build_report(
+        model, src, [1, 2], 4, batch_size=30, progress=False, command_line="deconvviz report --test"
+    )
     written = save_report(rep, tmp_path / "r", h5=True, png=False)
     h5 = tmp_path / "r" / "report.h5"
     assert h5 in written
@@ -234,19 +270,28 @@ def test_hdf5_round_trip_and_render(model, tmp_path):
         assert list(f.keys()) == ["images", "layer1", "layer2"]
         assert f["layer2/activation"].dtype == np.float32
         assert f["layer2/image_index"].dtype == np.int64
-        assert f["layer2/projection"].shape == (64, 4, 3, 16, 16)   # cut to the 16x16 field
+        assert f["layer2/projection"].shape == (64, 4, 3, 16, 16)  # cut to the 16x16 field
         assert f["images/pixels"].shape[1:] == (3, 32, 32)
         assert f["layer2/patch"].shape == (64, 4, 3, 16, 16)
     back = read_report_h5(h5)
     for L, lr in rep.layers.items():
-        for name in ("activation", "image_index", "label", "position", "projection", "patch",
-                     "patch_box", "patch_origin"):
+        for name in (
+            "activation",
+            "image_index",
+            "label",
+            "position",
+            "projection",
+            "patch",
+            "patch_box",
+            "patch_origin",
+        ):
             assert np.array_equal(getattr(back.layers[L], name), getattr(lr, name)), name
         assert back.layers[L].rf_size == lr.rf_size
     # Redraw from the file alone: same PNG pixels as drawn from the report in memory.
     out = tmp_path / "rendered"
     render_report(h5, out)
     from PIL import Image
+
     for L, f in ((1, 0), (2, 63)):
         got = np.asarray(Image.open(out / f"layer{L}" / f"feature{f:03d}.png"))
         assert np.array_equal(got, feature_png(rep.layers[L], f, list(BUILTIN_CLASSES)))
@@ -259,9 +304,11 @@ def test_hdf5_round_trip_and_render(model, tmp_path):
     y, x = PANEL_TITLE_HEIGHT + 2 + 64 + 2, 2
     box, origin = back.layers[2].patch_box[5, 0], back.layers[2].patch_origin[5, 0]
     oy, ox = box[0] - origin[0], box[1] - origin[1]
-    inner = panel[y + 4 * oy:y + 4 * (oy + box[2] - box[0]):4,
-                  x + 4 * ox:x + 4 * (ox + box[3] - box[1]):4]
-    assert np.array_equal(inner, patch[oy:oy + box[2] - box[0], ox:ox + box[3] - box[1]])
+    inner = panel[
+        y + 4 * oy : y + 4 * (oy + box[2] - box[0]) : 4,
+        x + 4 * ox : x + 4 * (ox + box[3] - box[1]) : 4,
+    ]
+    assert np.array_equal(inner, patch[oy : oy + box[2] - box[0], ox : ox + box[3] - box[1]])
 
 
 def _run(args):
@@ -270,9 +317,26 @@ def _run(args):
 
 def test_cli_report_and_render(tiny_checkpoint, image_folder, tmp_path):
     out = tmp_path / "rep"
-    res = _run(["report", "--model", str(tiny_checkpoint), "--data", str(image_folder),
-                "--limit", "30", "--top", "3", "--layer", "2", "--batch-size", "20",
-                "--out", str(out), "--quiet"])
+    res = _run(
+        [
+            "report",
+            "--model",
+            str(tiny_checkpoint),
+            "--data",
+            str(image_folder),
+            "--limit",
+            "30",
+            "--top",
+            "3",
+            "--layer",
+            "2",
+            "--batch-size",
+            "20",
+            "--out",
+            str(out),
+            "--quiet",
+        ]
+    )
     assert res.exit_code == 0, res.output
     assert f"wrote {out / 'report.h5'}" in res.output
     assert f"wrote 64 feature PNGs in {out / 'layer2'}" in res.output
@@ -285,8 +349,10 @@ def test_cli_report_and_render(tiny_checkpoint, image_folder, tmp_path):
     lr = rep.layers[2]
     y0, x0, y1, x1 = lr.patch_box[3, 0]
     oy, ox = y0 - lr.patch_origin[3, 0, 0], x0 - lr.patch_origin[3, 0, 1]
-    assert np.array_equal(lr.patch[3, 0, :, oy:oy + y1 - y0, ox:ox + x1 - x0].transpose(1, 2, 0),
-                          src_images[lr.image_index[3, 0]][y0:y1, x0:x1])
+    assert np.array_equal(
+        lr.patch[3, 0, :, oy : oy + y1 - y0, ox : ox + x1 - x0].transpose(1, 2, 0),
+        src_images[lr.image_index[3, 0]][y0:y1, x0:x1],
+    )
     assert len(rep.attrs["checkpoint_sha256"]) == 64
     res = _run(["render", str(out / "report.h5"), "--out", str(tmp_path / "png")])
     assert res.exit_code == 0, res.output
@@ -307,13 +373,24 @@ def test_render_rejects_damaged_and_foreign_files(tmp_path):
     newer = tmp_path / "newer.h5"
     with h5py.File(newer, "w") as f:
         f.attrs["format"] = REPORT_FORMAT
-        for a in ("format_version", "package_version", "checkpoint_sha256", "data_source",
-                  "split", "num_images", "command_line", "top_k", "layers"):
+        for a in (
+            "format_version",
+            "package_version",
+            "checkpoint_sha256",
+            "data_source",
+            "split",
+            "num_images",
+            "command_line",
+            "top_k",
+            "layers",
+        ):
             f.attrs[a] = 99
-    cases = [(junk, "is not a readable HDF5 file"),
-             (foreign, "is not a deconvviz report (format attribute 'keras'"),
-             (newer, "has format version 99; this deconvviz reads versions 1..3"),
-             (tmp_path / "missing.h5", "does not exist")]
+    cases = [
+        (junk, "is not a readable HDF5 file"),
+        (foreign, "is not a deconvviz report (format attribute 'keras'"),
+        (newer, "has format version 99; this deconvviz reads versions 1..3"),
+        (tmp_path / "missing.h5", "does not exist"),
+    ]
     for path, message in cases:
         res = _run(["render", str(path), "--out", str(tmp_path / "o")])
         assert res.exit_code == 1, res.output
@@ -328,8 +405,11 @@ def test_damaged_layer_arrays_are_reported(model, tmp_path):
     with h5py.File(tmp_path / "report.h5", "a") as f:
         del f["layer1/patch_box"]
         f["layer1"].create_dataset("patch_box", data=np.zeros((3, 3), dtype=np.int64))
-    with pytest.raises(DeconvvizError, match=r"layer1/patch_box has shape \(3, 3\), "
-                                             r"expected \(32, 2, 4\)"):
+    with pytest.raises(
+        DeconvvizError,
+        match=r"layer1/patch_box has shape \(3, 3\), "
+        r"expected \(32, 2, 4\)",
+    ):
         read_report_h5(tmp_path / "report.h5")
 
 
@@ -337,17 +417,33 @@ def _snapshot(folder: Path):
     return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
-def test_interrupted_runs_leave_the_earlier_report_untouched(tiny_checkpoint, image_folder,
-                                                             tmp_path, monkeypatch):
+def test_interrupted_runs_leave_the_earlier_report_untouched(
+    tiny_checkpoint, image_folder, tmp_path, monkeypatch
+):
     out = tmp_path / "rep"
-    base = ["report", "--model", str(tiny_checkpoint), "--data", str(image_folder), "--top", "2", "--layer", "1", "--batch-size", "10", "--out", str(out),
-            "--quiet"]
+    base = [
+        "report",
+        "--model",
+        str(tiny_checkpoint),
+        "--data",
+        str(image_folder),
+        "--top",
+        "2",
+        "--layer",
+        "1",
+        "--batch-size",
+        "10",
+        "--out",
+        str(out),
+        "--quiet",
+    ]
     assert _run(base).exit_code == 0
     before = _snapshot(out)
     assert Path("report.h5") in before and len(before) == 1 + 1 + 32
 
     # Ctrl-C in the middle of the scan.
     import deconvviz.runs.report as report_mod
+
     calls = {"n": 0}
     real_read = ImageSource.read
 
@@ -380,7 +476,7 @@ def test_interrupted_runs_leave_the_earlier_report_untouched(tiny_checkpoint, im
     # No temp file left, nothing replaced; the finished scan and layer are kept for --resume.
     after = _snapshot(out)
     assert after.pop(Path(".scan-state.pt"), None) is not None
-    assert after.pop(Path(".scan-state.maxima0.f16"), None) is not None   # its image maxima
+    assert after.pop(Path(".scan-state.maxima0.f16"), None) is not None  # its image maxima
     assert after.pop(Path("report.h5.partial"), None) is not None
     assert after == before
     monkeypatch.setattr(report_mod, "write_png", real_png)
@@ -392,7 +488,9 @@ def test_interrupted_runs_leave_the_earlier_report_untouched(tiny_checkpoint, im
 
 def test_second_report_does_not_decode_again(tiny_checkpoint, tmp_path, monkeypatch):
     from PIL import Image
+
     import deconvviz.data.folders as data_mod
+
     root = tmp_path / "jpegs" / "cls"
     root.mkdir(parents=True)
     images, _ = synthetic_images(6, seed=4)
@@ -406,13 +504,27 @@ def test_second_report_does_not_decode_again(tiny_checkpoint, tmp_path, monkeypa
         return real(*a, **kw)
 
     monkeypatch.setattr(data_mod, "_decode", counting)
-    args = ["report", "--model", str(tiny_checkpoint), "--data", str(tmp_path / "jpegs"),
-            "--top", "2", "--layer", "1", "--no-png", "--quiet"]
+    args = [
+        "report",
+        "--model",
+        str(tiny_checkpoint),
+        "--data",
+        str(tmp_path / "jpegs"),
+        "--top",
+        "2",
+        "--layer",
+        "1",
+        "--no-png",
+        "--quiet",
+    ]
     assert _run(args + ["--out", str(tmp_path / "a")]).exit_code == 0
     assert decoded["n"] == 6
     assert _run(args + ["--out", str(tmp_path / "b")]).exit_code == 0
     assert decoded["n"] == 6  # read back from the decoded-image cache
-    a, b = read_report_h5(tmp_path / "a" / "report.h5"), read_report_h5(tmp_path / "b" / "report.h5")
+    a, b = (
+        read_report_h5(tmp_path / "a" / "report.h5"),
+        read_report_h5(tmp_path / "b" / "report.h5"),
+    )
     assert np.array_equal(a.layers[1].projection, b.layers[1].projection)
 
 
@@ -427,28 +539,36 @@ def test_batched_seed_projection_equals_autograd_on_a_strided_dilated_stack(rule
     for info in list_layers(model, (32, 32)):
         F_, k = info.features, 2
         oh, ow = info.output_size
-        pos = torch.stack([torch.randint(0, oh, (F_, k), generator=gen),
-                           torch.randint(0, ow, (F_, k), generator=gen)], dim=-1)
+        pos = torch.stack(
+            [
+                torch.randint(0, oh, (F_, k), generator=gen),
+                torch.randint(0, ow, (F_, k), generator=gen),
+            ],
+            dim=-1,
+        )
         pos[0, 0] = torch.tensor([0, 0])
         pos[1, 0] = torch.tensor([oh - 1, ow - 1])
         idx = torch.randint(0, 5, (F_, k), generator=gen)
         tops[info.index] = TopK(torch.zeros(F_, k), idx, pos)
     pix = {i: images[i] for i in range(5)}
-    proj, acts = project_seeds(model, pix, tops, rule=rule, mean=[0.0] * 3, std=[1.0] * 3,
-                               images_per_pass=2)
+    proj, acts = project_seeds(
+        model, pix, tops, rule=rule, mean=[0.0] * 3, std=[1.0] * 3, images_per_pass=2
+    )
     x_all = images.double() / 255.0
     for info in list_layers(model, (32, 32)):
         L, t = info.index, tops[info.index]
         with torch.no_grad():
-            out = model[:info.end](x_all)
+            out = model[: info.end](x_all)
         for f in range(info.features):
             for j in range(2):
                 i, (py, px) = int(t.image_index[f, j]), t.position[f, j].tolist()
                 assert acts[L][f, j] == pytest.approx(float(out[i, f, py, px]), abs=1e-6)
-                ref = reference_projection(model, x_all[i:i + 1], info.end, f, rule=rule,
-                                           position=(py, px))
-                np.testing.assert_allclose(proj[L][f, j].numpy(), ref[0].numpy(),
-                                           rtol=1e-5, atol=1e-6)
+                ref = reference_projection(
+                    model, x_all[i : i + 1], info.end, f, rule=rule, position=(py, px)
+                )
+                np.testing.assert_allclose(
+                    proj[L][f, j].numpy(), ref[0].numpy(), rtol=1e-5, atol=1e-6
+                )
 
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
@@ -469,20 +589,32 @@ def test_a_version_1_report_reads_back_and_draws_as_before(tmp_path):
         for j in range(2):
             y0, x0, y1, x1 = lr.patch_box[fe, j]
             oy, ox = y0 - lr.patch_origin[fe, j, 0], x0 - lr.patch_origin[fe, j, 1]
-            assert np.array_equal(lr.projection[fe, j, :, oy:oy + y1 - y0, ox:ox + x1 - x0],
-                                  full[fe, j, :, y0:y1, x0:x1])
+            assert np.array_equal(
+                lr.projection[fe, j, :, oy : oy + y1 - y0, ox : ox + x1 - x0],
+                full[fe, j, :, y0:y1, x0:x1],
+            )
             assert np.abs(lr.projection[fe, j]).sum() == pytest.approx(np.abs(full[fe, j]).sum())
     render_report(path, tmp_path / "drawn")
-    assert (tmp_path / "drawn" / "layer1.png").read_bytes() == \
-        (FIXTURES / "v1" / "layer1.png").read_bytes()
+    assert (tmp_path / "drawn" / "layer1.png").read_bytes() == (
+        FIXTURES / "v1" / "layer1.png"
+    ).read_bytes()
 
 
 def test_streamed_report_equals_the_in_memory_one_and_float16_halves_projections(model, tmp_path):
     src = _subset(40)
-    rep = build_report(model, src, [1, 2], 3, batch_size=16, progress=False,
-                       command_line="deconvviz report --test")
-    written = write_report(model, src, tmp_path / "s", [1, 2], 3, batch_size=16,
-                           progress=False, command_line="deconvviz report --test")
+    rep = build_report(
+        model, src, [1, 2], 3, batch_size=16, progress=False, command_line="deconvviz report --test"
+    )
+    written = write_report(
+        model,
+        src,
+        tmp_path / "s",
+        [1, 2],
+        3,
+        batch_size=16,
+        progress=False,
+        command_line="deconvviz report --test",
+    )
     assert sorted(p.name for p in written if p.suffix == ".h5") == ["report.h5"]
     back = read_report_h5(tmp_path / "s" / "report.h5")
     for L, lr in rep.layers.items():
@@ -492,18 +624,34 @@ def test_streamed_report_equals_the_in_memory_one_and_float16_halves_projections
     assert np.array_equal(back.images.pixels, src.read_indices(rep.images.index.tolist()).numpy())
     # Same bytes as writing the in-memory report (no timestamps, same order).
     save_report(rep, tmp_path / "m", png=False)
-    assert (tmp_path / "m" / "report.h5").read_bytes() == (tmp_path / "s" / "report.h5").read_bytes()
-    write_report(model, src, tmp_path / "h", [1, 2], 3, batch_size=16, progress=False, png=False,
-                 projection_dtype="float16")
+    assert (tmp_path / "m" / "report.h5").read_bytes() == (
+        tmp_path / "s" / "report.h5"
+    ).read_bytes()
+    write_report(
+        model,
+        src,
+        tmp_path / "h",
+        [1, 2],
+        3,
+        batch_size=16,
+        progress=False,
+        png=False,
+        projection_dtype="float16",
+    )
     half = read_report_h5(tmp_path / "h" / "report.h5")
     assert half.attrs["projection_dtype"] == "float16"
     assert half.layers[2].projection.dtype == np.float16
-    np.testing.assert_allclose(half.layers[2].projection.astype(np.float32),
-                               rep.layers[2].projection, rtol=2e-3,
-                               atol=2e-3 * float(np.abs(rep.layers[2].projection).max()))
+    np.testing.assert_allclose(
+        half.layers[2].projection.astype(np.float32),
+        rep.layers[2].projection,
+        rtol=2e-3,
+        atol=2e-3 * float(np.abs(rep.layers[2].projection).max()),
+    )
     with h5py.File(tmp_path / "h" / "report.h5") as f, h5py.File(tmp_path / "s" / "report.h5") as g:
-        assert f["layer2/projection"].id.get_storage_size() < \
-            0.6 * g["layer2/projection"].id.get_storage_size()
+        assert (
+            f["layer2/projection"].id.get_storage_size()
+            < 0.6 * g["layer2/projection"].id.get_storage_size()
+        )
         assert g["layer2/projection"].chunks == (1, 3, 3, 16, 16)
         assert g["layer2/projection"].compression == "gzip"
 
@@ -517,8 +665,9 @@ def test_a_layer_is_projected_and_written_in_chunks_of_features(model, tmp_path,
     from deconvviz.store.report import features_per_chunk
 
     src = _subset(30)
-    whole = write_report(model, src, tmp_path / "whole", [1, 2], 3, batch_size=16,
-                         progress=False, command_line="t")
+    whole = write_report(
+        model, src, tmp_path / "whole", [1, 2], 3, batch_size=16, progress=False, command_line="t"
+    )
     info2 = get_layer(model, 2)
     per_feature = 3 * 3 * info2.rf_size[0] * info2.rf_size[1] * 5
     monkeypatch.setattr(store_report, "CHUNK_BYTES", 5 * per_feature)
@@ -531,59 +680,83 @@ def test_a_layer_is_projected_and_written_in_chunks_of_features(model, tmp_path,
         return real(model_, images, tops, **kw)
 
     monkeypatch.setattr(report_mod, "project_seeds", spy)
-    chunked = write_report(model, src, tmp_path / "chunked", [1, 2], 3, batch_size=16,
-                           progress=False, command_line="t")
+    chunked = write_report(
+        model, src, tmp_path / "chunked", [1, 2], 3, batch_size=16, progress=False, command_line="t"
+    )
     n1 = features_per_chunk(3, 3, get_layer(model, 1).rf_size)
     assert sizes == [min(n1, 32 - f) for f in range(0, 32, n1)] + [5] * 12 + [4]
-    a, b = read_report_h5(tmp_path / "whole" / "report.h5"), \
-        read_report_h5(tmp_path / "chunked" / "report.h5")
+    a, b = (
+        read_report_h5(tmp_path / "whole" / "report.h5"),
+        read_report_h5(tmp_path / "chunked" / "report.h5"),
+    )
     for L in (1, 2):
-        for name in ("activation", "image_index", "position", "patch", "patch_box",
-                     "patch_origin", "label"):
+        for name in (
+            "activation",
+            "image_index",
+            "position",
+            "patch",
+            "patch_box",
+            "patch_origin",
+            "label",
+        ):
             assert np.array_equal(getattr(a.layers[L], name), getattr(b.layers[L], name)), name
         # Fewer seeds per call may record crops instead of whole images: equal to rounding.
         scale = float(np.abs(a.layers[L].projection).max())
-        np.testing.assert_allclose(b.layers[L].projection, a.layers[L].projection, rtol=0,
-                                   atol=1e-5 * scale)
+        np.testing.assert_allclose(
+            b.layers[L].projection, a.layers[L].projection, rtol=0, atol=1e-5 * scale
+        )
     # PNGs drawn while the file was written (read back per feature) equal a redraw.
     again = render_report(tmp_path / "chunked" / "report.h5", tmp_path / "redrawn")
     assert len(again) == len([p for p in chunked if p.suffix == ".png"])
     for p in again:
-        assert p.read_bytes() == (tmp_path / "chunked" / p.relative_to(tmp_path / "redrawn")
-                                  ).read_bytes(), p.name
+        assert (
+            p.read_bytes()
+            == (tmp_path / "chunked" / p.relative_to(tmp_path / "redrawn")).read_bytes()
+        ), p.name
     rep = build_report(model, src, [1, 2], 3, batch_size=16, progress=False, command_line="t")
     save_report(rep, tmp_path / "mem", png=False)
-    assert (tmp_path / "mem" / "report.h5").read_bytes() == \
-        (tmp_path / "chunked" / "report.h5").read_bytes()
+    assert (tmp_path / "mem" / "report.h5").read_bytes() == (
+        tmp_path / "chunked" / "report.h5"
+    ).read_bytes()
 
 
 def test_the_layer_grid_of_a_big_layer_stays_within_its_pixel_budget(tmp_path, monkeypatch):
     """Hundreds of features with large receptive fields (a deep VGG-16 layer) make a grid
     at most MAX_GRID_PX wide, from shrunk uint8 cells; small layers are drawn as before."""
     import io
+
     from PIL import Image
+
     import deconvviz.render.report_png as report_png
     from deconvviz.store.report import LayerReport
 
     rng = np.random.default_rng(0)
     F_, k, rf = 60, 4, (48, 48)
-    lr = LayerReport(layer=13, path="features.28", output_size=(7, 7), rf_size=rf,
-                     rf_jump=(32, 32), rf_start=(-90, -90),
-                     activation=np.sort(rng.random((F_, k)).astype(np.float32))[:, ::-1],
-                     image_index=np.arange(F_ * k).reshape(F_, k),
-                     label=np.zeros((F_, k), np.int64), position=np.zeros((F_, k, 2), np.int64),
-                     projection=rng.standard_normal((F_, k, 3) + rf).astype(np.float32),
-                     patch=rng.integers(0, 256, (F_, k, 3) + rf).astype(np.uint8),
-                     patch_box=np.tile(np.array([0, 0, 48, 48]), (F_, k, 1)),
-                     patch_origin=np.zeros((F_, k, 2), np.int64))
+    lr = LayerReport(
+        layer=13,
+        path="features.28",
+        output_size=(7, 7),
+        rf_size=rf,
+        rf_jump=(32, 32),
+        rf_start=(-90, -90),
+        activation=np.sort(rng.random((F_, k)).astype(np.float32))[:, ::-1],
+        image_index=np.arange(F_ * k).reshape(F_, k),
+        label=np.zeros((F_, k), np.int64),
+        position=np.zeros((F_, k, 2), np.int64),
+        projection=rng.standard_normal((F_, k, 3) + rf).astype(np.float32),
+        patch=rng.integers(0, 256, (F_, k, 3) + rf).astype(np.uint8),
+        patch_box=np.tile(np.array([0, 0, 48, 48]), (F_, k, 1)),
+        patch_origin=np.zeros((F_, k, 2), np.int64),
+    )
     monkeypatch.setattr(report_png, "MAX_GRID_PX", 1200)
     shrunk = []
     real = report_png._shrunk
-    monkeypatch.setattr(report_png, "_shrunk",
-                        lambda cell, factor: shrunk.append(factor) or real(cell, factor))
+    monkeypatch.setattr(
+        report_png, "_shrunk", lambda cell, factor: shrunk.append(factor) or real(cell, factor)
+    )
     fig = report_png.layer_figure(lr, "big")
     assert fig.get_figwidth() * fig.dpi <= 1200 + 1
-    assert len(shrunk) == F_ and set(shrunk) == {1}   # under 2x too wide: uint8, not shrunk
+    assert len(shrunk) == F_ and set(shrunk) == {1}  # under 2x too wide: uint8, not shrunk
     buf = io.BytesIO()
     fig.savefig(buf, format="png")
     assert Image.open(buf).size[0] <= 1201
@@ -603,8 +776,10 @@ def test_open_report_reads_one_feature_at_a_time_and_names_damage_in_one_line(mo
     whole = read_report_h5(path)
     with open_report(path) as rep:
         lr = rep.layers[2]
-        assert not isinstance(lr.projection, np.ndarray) and lr.projection.shape == \
-            whole.layers[2].projection.shape
+        assert (
+            not isinstance(lr.projection, np.ndarray)
+            and lr.projection.shape == whole.layers[2].projection.shape
+        )
         for f in (0, 17, 63):
             assert np.array_equal(lr.projection[f], whole.layers[2].projection[f])
             assert np.array_equal(lr.patch[f], whole.layers[2].patch[f])
@@ -617,11 +792,11 @@ def test_open_report_reads_one_feature_at_a_time_and_names_damage_in_one_line(mo
     with h5py.File(path) as f:
         info = f["layer2/projection"].id.get_chunk_info(5)
     raw = bytearray(path.read_bytes())
-    raw[info.byte_offset:info.byte_offset + info.size] = b"\x00" * info.size
+    raw[info.byte_offset : info.byte_offset + info.size] = b"\x00" * info.size
     bad = tmp_path / "bad.h5"
     bad.write_bytes(bytes(raw))
     with open_report(bad) as rep:
-        rep.layers[2].projection[4]                               # other chunks read fine
+        rep.layers[2].projection[4]  # other chunks read fine
         with pytest.raises(DeconvvizError, match=r"^report .*bad.h5 is damaged: "):
             rep.layers[2].projection[5]
     r = CliRunner().invoke(main, ["render", str(bad), "--html", "--out", str(tmp_path / "s")])

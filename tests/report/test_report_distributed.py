@@ -31,9 +31,11 @@ def _gloo_setup(tmp_path, n: int, classes: int):
     launcher script for torchrun: ``(data folder, launcher)``."""
     pytest.importorskip("torch.distributed")
     import torch.distributed as dist
+
     if not dist.is_available() or not dist.is_gloo_available():
         pytest.skip("this torch build has no gloo backend")
     from PIL import Image
+
     data = tmp_path / "data"
     images, _ = synthetic_images(n, seed=3)
     for i in range(n):
@@ -49,37 +51,68 @@ def one_and_two_processes(tmp_path, launcher, args):
     """Run ``args`` in one process (to ``tmp_path/one``) and under torchrun with two
     (to ``tmp_path/two``); both must succeed. Returns the torchrun run."""
     env = _env(tmp_path)
-    one = subprocess.run([sys.executable, str(launcher)] + args + ["--out", str(tmp_path / "one")],
-                         env=env, capture_output=True, text=True, timeout=240)
+    one = subprocess.run(
+        [sys.executable, str(launcher)] + args + ["--out", str(tmp_path / "one")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert one.returncode == 0, one.stderr
-    two = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                          "--nproc_per_node", "2", str(launcher)] + args
-                         + ["--out", str(tmp_path / "two")],
-                         env=env, capture_output=True, text=True, timeout=240)
+    two = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(launcher),
+        ]
+        + args
+        + ["--out", str(tmp_path / "two")],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert two.returncode == 0, two.stderr[-3000:]
     return two
 
 
 def test_two_gloo_processes_match_one_process(tiny_checkpoint, tmp_path):
     data, launcher = _gloo_setup(tmp_path, 60, 3)
-    args = ["report", "--model", str(tiny_checkpoint), "--data", str(data), "--top", "4",
-            "--batch-size", "8", "--no-png", "--quiet"]
+    args = [
+        "report",
+        "--model",
+        str(tiny_checkpoint),
+        "--data",
+        str(data),
+        "--top",
+        "4",
+        "--batch-size",
+        "8",
+        "--no-png",
+        "--quiet",
+    ]
     two = one_and_two_processes(tmp_path, launcher, args)
     # Only rank 0 writes and prints.
     assert two.stdout.count("wrote ") == 1, two.stdout
-    with h5py.File(tmp_path / "one" / "report.h5") as a, \
-            h5py.File(tmp_path / "two" / "report.h5") as b:
+    with (
+        h5py.File(tmp_path / "one" / "report.h5") as a,
+        h5py.File(tmp_path / "two" / "report.h5") as b,
+    ):
         assert b.attrs["world_size"] == 2 and a.attrs["world_size"] == 1
         assert b.attrs["num_images"] == a.attrs["num_images"] == 60
         assert list(a.keys()) == list(b.keys()) == ["images", "layer1", "layer2"]
-        names = []   # every dataset, the layers' feature statistics (maxima, AUROC, ...) too
-        a.visititems(lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset)
-                     else None)
+        names = []  # every dataset, the layers' feature statistics (maxima, AUROC, ...) too
+        a.visititems(
+            lambda name, obj: names.append(name) if isinstance(obj, h5py.Dataset) else None
+        )
         assert "layer2/statistics/maxima" in names and "layer1/statistics/auroc" in names
         for name in names:
             x, y = a[name][()], b[name][()]
-            assert x.dtype == y.dtype and np.array_equal(
-                x, y, equal_nan=x.dtype.kind == "f"), name
+            assert x.dtype == y.dtype and np.array_equal(x, y, equal_nan=x.dtype.kind == "f"), name
     assert not list((tmp_path / "two").glob(".*part"))
 
 
@@ -89,23 +122,54 @@ def test_a_failing_rank_stops_every_rank_with_one_line(tiny_checkpoint, tmp_path
     data, launcher = _gloo_setup(tmp_path, 12, 2)
     out = tmp_path / "out"
     (out / "report.h5").mkdir(parents=True)
-    r = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--standalone",
-                        "--nproc_per_node", "2", str(launcher), "report", "--model",
-                        str(tiny_checkpoint), "--data", str(data), "--top", "2", "--batch-size",
-                        "4", "--no-png", "--quiet", "--out", str(out)],
-                       env=_env(tmp_path), capture_output=True, text=True, timeout=240)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "torch.distributed.run",
+            "--standalone",
+            "--nproc_per_node",
+            "2",
+            str(launcher),
+            "report",
+            "--model",
+            str(tiny_checkpoint),
+            "--data",
+            str(data),
+            "--top",
+            "2",
+            "--batch-size",
+            "4",
+            "--no-png",
+            "--quiet",
+            "--out",
+            str(out),
+        ],
+        env=_env(tmp_path),
+        capture_output=True,
+        text=True,
+        timeout=240,
+    )
     assert r.returncode != 0
     ours = [line for line in (r.stdout + r.stderr).splitlines() if line.startswith("Error:")]
-    assert sorted(ours) == sorted([
-        f"Error: cannot write {out / 'report.h5'}: Is a directory",
-        "Error: process 0 of this torchrun job failed during the report (see its error); "
-        "process 1 stopped too"]), r.stderr[-3000:]
+    assert sorted(ours) == sorted(
+        [
+            f"Error: cannot write {out / 'report.h5'}: Is a directory",
+            "Error: process 0 of this torchrun job failed during the report (see its error); "
+            "process 1 stopped too",
+        ]
+    ), r.stderr[-3000:]
     assert "terminate called" not in r.stderr
     # Nothing half-written; each rank's finished scan and the finished layers (all of
     # them: renaming into place failed) are kept for --resume.
     assert sorted(p.name for p in out.iterdir()) == [
-        ".scan-state.rank0of2.maxima0.f16", ".scan-state.rank0of2.maxima1.f16",
-        ".scan-state.rank0of2.pt", ".scan-state.rank1of2.maxima0.f16",
-        ".scan-state.rank1of2.maxima1.f16", ".scan-state.rank1of2.pt", "report.h5",
-        "report.h5.partial"]
+        ".scan-state.rank0of2.maxima0.f16",
+        ".scan-state.rank0of2.maxima1.f16",
+        ".scan-state.rank0of2.pt",
+        ".scan-state.rank1of2.maxima0.f16",
+        ".scan-state.rank1of2.maxima1.f16",
+        ".scan-state.rank1of2.pt",
+        "report.h5",
+        "report.h5.partial",
+    ]
     assert not list((out / "report.h5").iterdir())

@@ -33,16 +33,36 @@ main()
 
 
 def _args(ckpt, out, *extra):
-    return ["report", "--model", str(ckpt), "--data", "builtin", "--limit", "600",
-            "--batch-size", "10", "--top", "3", "--save-every", "2", "--no-png", "--quiet",
-            "--out", str(out), *extra]
+    return [
+        "report",
+        "--model",
+        str(ckpt),
+        "--data",
+        "builtin",
+        "--limit",
+        "600",
+        "--batch-size",
+        "10",
+        "--top",
+        "3",
+        "--save-every",
+        "2",
+        "--no-png",
+        "--quiet",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 def _datasets(path):
     with h5py.File(path, "r") as f:
         out = {}
-        f.visititems(lambda name, obj: out.__setitem__(name, obj[()])
-                     if isinstance(obj, h5py.Dataset) else None)
+        f.visititems(
+            lambda name, obj: (
+                out.__setitem__(name, obj[()]) if isinstance(obj, h5py.Dataset) else None
+            )
+        )
         attrs = {k: f.attrs[k] for k in f.attrs if k != "command_line"}
     return out, attrs
 
@@ -52,8 +72,12 @@ def test_a_killed_scan_resumes_to_the_uninterrupted_report(tiny_checkpoint, tmp_
     launcher = tmp_path / "slow.py"
     launcher.write_text(SLOW_LAUNCHER)
     out = tmp_path / "killed"
-    proc = subprocess.Popen([sys.executable, str(launcher)] + _args(tiny_checkpoint, out),
-                            env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(
+        [sys.executable, str(launcher)] + _args(tiny_checkpoint, out),
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
     state = out / ".scan-state.pt"
     deadline = time.monotonic() + 120
     while time.monotonic() < deadline:  # wait until a third of the scan is saved
@@ -86,7 +110,8 @@ def test_a_killed_scan_resumes_to_the_uninterrupted_report(tiny_checkpoint, tmp_
     assert a.keys() == b.keys() and len(a) > 10
     for name in a:
         assert a[name].dtype == b[name].dtype and np.array_equal(
-            a[name], b[name], equal_nan=a[name].dtype.kind == "f"), name
+            a[name], b[name], equal_nan=a[name].dtype.kind == "f"
+        ), name
 
 
 def test_resume_refuses_the_state_of_another_run(tiny_checkpoint, tmp_path):
@@ -96,12 +121,15 @@ def test_resume_refuses_the_state_of_another_run(tiny_checkpoint, tmp_path):
     report = (out / "report.h5").read_bytes()
     # A state saved by a run with k = 3, then a --resume that asks for k = 4.
     from deconvviz.runs.report import scan_state_path
+
     state = scan_state_path(out)
     import deconvviz.runs.report as report_mod
+
     real_write = report_mod.ReportWriter.add_layer_chunks
 
     def fail(self, *args, **kwargs):
         raise OSError(28, "No space left on device", str(self.path))
+
     report_mod.ReportWriter.add_layer_chunks = fail
     try:
         res = runner.invoke(main, _args(tiny_checkpoint, out))
@@ -115,12 +143,14 @@ def test_resume_refuses_the_state_of_another_run(tiny_checkpoint, tmp_path):
     assert res.exit_code == 1
     assert res.output.strip().splitlines() == [
         f"Error: --resume: the saved scan state {state} is from another run (its top_k differ);"
-        " remove it or run without --resume"]
+        " remove it or run without --resume"
+    ]
     assert state.read_bytes() == saved and (out / "report.h5").read_bytes() == report
     # A damaged state file: one line too.
     state.write_bytes(b"not a state")
     res = runner.invoke(main, _args(tiny_checkpoint, out, "--resume"))
     assert res.exit_code == 1 and res.output.startswith(
-        f"Error: --resume: cannot read the saved scan state {state}")
+        f"Error: --resume: cannot read the saved scan state {state}"
+    )
     assert len(res.output.strip().splitlines()) == 1
     assert (out / "report.h5").read_bytes() == report

@@ -12,10 +12,10 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import assert_close
 from scipy.stats import mannwhitneyu
 from torch import nn
 
-from conftest import assert_close
 from deconvviz.cli import main
 from deconvviz.data.source import ImageSource
 from deconvviz.engine.statistics import auroc_and_p, feature_statistics, holm
@@ -33,8 +33,9 @@ def planted_model() -> nn.Sequential:
     maximum is the same grey background in every image: nothing either)."""
     conv = nn.Conv2d(3, 3, kernel_size=1)
     with torch.no_grad():
-        conv.weight.copy_(torch.tensor([[1.0, -1.0, -1.0], [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
-                          .view(3, 3, 1, 1))
+        conv.weight.copy_(
+            torch.tensor([[1.0, -1.0, -1.0], [0.0, 0.0, 0.0], [1.0, 1.0, 1.0]]).view(3, 3, 1, 1)
+        )
         conv.bias.copy_(torch.tensor([-0.1, 0.5, 0.0]))
     model = nn.Sequential(conv, nn.ReLU(), nn.MaxPool2d(2)).eval()
     model.meta = {"normalization": {"mean": [0.0, 0.0, 0.0], "std": [1.0, 1.0, 1.0]}}
@@ -50,11 +51,22 @@ def planted_source(per_class: int = 20) -> ImageSource:
     images = torch.full((n, 3, 8, 8), 100, dtype=torch.uint8)
     level = (120 + 120 * torch.rand(n, generator=g)).to(torch.uint8)
     for i in range(n):
-        y, x = int(torch.randint(0, 4, (1,), generator=g)), int(torch.randint(0, 4, (1,), generator=g))
-        colour = {0: (60, 60, 60), 1: (int(level[i]), 20, 20), 2: (20, 20, int(level[i]))}[int(labels[i])]
-        images[i, :, y:y + 4, x:x + 4] = torch.tensor(colour, dtype=torch.uint8).view(3, 1, 1)
-    return ImageSource(description="planted", kind="builtin", split="test", labels=labels,
-                       class_names=CLASSES, images=images)
+        y, x = (
+            int(torch.randint(0, 4, (1,), generator=g)),
+            int(torch.randint(0, 4, (1,), generator=g)),
+        )
+        colour = {0: (60, 60, 60), 1: (int(level[i]), 20, 20), 2: (20, 20, int(level[i]))}[
+            int(labels[i])
+        ]
+        images[i, :, y : y + 4, x : x + 4] = torch.tensor(colour, dtype=torch.uint8).view(3, 1, 1)
+    return ImageSource(
+        description="planted",
+        kind="builtin",
+        split="test",
+        labels=labels,
+        class_names=CLASSES,
+        images=images,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -66,15 +78,16 @@ def planted(tmp_path_factory):
 
 
 def _brute_auroc(pos, neg):
-    return ((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / \
-        (len(pos) * len(neg))
+    return ((pos[:, None] > neg[None]).sum() + 0.5 * (pos[:, None] == neg[None]).sum()) / (
+        len(pos) * len(neg)
+    )
 
 
 def test_auroc_and_p_match_scipy_and_a_brute_force_count():
     rng = np.random.default_rng(0)
     # Coarse values make many ties; label -1 is unlabelled and left out; class 3 is empty.
     x = (np.round(rng.normal(size=(6, 150)) * 3) / 3).astype(np.float16)
-    x[5] = 1.0                                   # every value tied
+    x[5] = 1.0  # every value tied
     labels = rng.integers(-1, 3, 150)
     auroc, p = auroc_and_p(x, labels, 4)
     keep = labels >= 0
@@ -84,8 +97,11 @@ def test_auroc_and_p_match_scipy_and_a_brute_force_count():
             pos = x[f][keep & (labels == c)].astype(np.float64)
             neg = x[f][keep & (labels != c)].astype(np.float64)
             want_a[f, c] = _brute_auroc(pos, neg)
-            want_p[f, c] = 1.0 if f == 5 else mannwhitneyu(
-                pos, neg, alternative="greater", method="asymptotic").pvalue
+            want_p[f, c] = (
+                1.0
+                if f == 5
+                else mannwhitneyu(pos, neg, alternative="greater", method="asymptotic").pvalue
+            )
     assert np.array_equal(np.isnan(auroc), np.isnan(want_a)) and np.isnan(auroc[:, 3]).all()
     ok = ~np.isnan(want_a)
     assert_close(torch.from_numpy(auroc[ok]), torch.from_numpy(want_a[ok]))
@@ -125,11 +141,12 @@ def test_stored_statistics_are_those_of_the_stored_maxima(planted):
     # The maxima are the network's own per-image maxima (float16: within one float16 step).
     with torch.no_grad():
         import copy
+
         direct = copy.deepcopy(model).double()(source.all_images().double() / 255.0)
         direct = direct.amax(dim=(2, 3)).t()
     m = torch.from_numpy(s.maxima.astype(np.float32))
     assert m.shape == (3, 60)
-    assert float((m.double() - direct).abs().max()) <= 2 ** -10 * float(direct.abs().max())
+    assert float((m.double() - direct).abs().max()) <= 2**-10 * float(direct.abs().max())
     # ... and the strongest one is each feature's top-1 activation.
     assert np.array_equal(s.maxima.max(axis=1), lr.activation[:, 0].astype(np.float16))
     # Every statistic recomputed independently from the stored maxima and the labels.
@@ -140,9 +157,17 @@ def test_stored_statistics_are_those_of_the_stored_maxima(planted):
     assert_close(torch.from_numpy(s.quantiles), q)
     labels = source.labels.numpy()
     for f in (0, 2):
-        raw = np.array([mannwhitneyu(x[f].numpy()[labels == c], x[f].numpy()[labels != c],
-                                     alternative="greater", method="asymptotic").pvalue
-                        for c in range(3)])
+        raw = np.array(
+            [
+                mannwhitneyu(
+                    x[f].numpy()[labels == c],
+                    x[f].numpy()[labels != c],
+                    alternative="greater",
+                    method="asymptotic",
+                ).pvalue
+                for c in range(3)
+            ]
+        )
         assert_close(torch.from_numpy(s.p_value[f]), torch.from_numpy(raw))
         assert_close(torch.from_numpy(s.p_adjusted[f]), torch.from_numpy(holm(raw[None])[0]))
     share = np.stack([(lr.label == c).mean(axis=1) for c in range(3)], axis=1)
@@ -154,7 +179,10 @@ def test_stored_statistics_are_those_of_the_stored_maxima(planted):
 def test_statistics_do_not_depend_on_the_batch_size(planted, tmp_path):
     path, model, source = planted
     write_report(model, source, tmp_path, None, 4, png=False, progress=False, batch_size=60)
-    a, b = read_report_h5(path).layers[1].stats, read_report_h5(tmp_path / "report.h5").layers[1].stats
+    a, b = (
+        read_report_h5(path).layers[1].stats,
+        read_report_h5(tmp_path / "report.h5").layers[1].stats,
+    )
     for name in ("maxima", "auroc", "label", "histogram"):
         assert np.array_equal(getattr(a, name), getattr(b, name)), name
 
@@ -176,7 +204,8 @@ def test_old_formats_read_with_statistics_absent(planted, tmp_path):
     assert res.exit_code == 1 and res.output.strip().splitlines() == [
         f"Error: report {v2} (format version 2) holds no feature statistics: they are computed "
         "by 'deconvviz report' since format version 3; run 'deconvviz report' again with the "
-        "same --model, --data and --layer to compute them"]
+        "same --model, --data and --layer to compute them"
+    ]
 
 
 def test_a_damaged_statistics_group_is_one_line(planted, tmp_path):
@@ -185,8 +214,11 @@ def test_a_damaged_statistics_group_is_one_line(planted, tmp_path):
     with h5py.File(bad, "r+") as f:
         del f["layer1/statistics/auroc"]
         f["layer1/statistics"].create_dataset("auroc", data=np.zeros((2, 3)))
-    with pytest.raises(DeconvvizError, match=r"damaged: layer1/statistics/auroc has shape "
-                                             r"\(2, 3\), expected \(3, 3\)"):
+    with pytest.raises(
+        DeconvvizError,
+        match=r"damaged: layer1/statistics/auroc has shape "
+        r"\(2, 3\), expected \(3, 3\)",
+    ):
         read_report_h5(bad)
 
 
@@ -204,10 +236,13 @@ def test_features_command(planted):
     assert res.output.splitlines() == ["layer1: 3 features, 2 no class; red 1"]
     res = runner.invoke(main, ["features", path, "--class", "rde"])
     assert res.exit_code == 1 and res.output.strip().splitlines() == [
-        f"Error: 'rde' is not a class of report {path}; closest: red, grey"]
+        f"Error: 'rde' is not a class of report {path}; closest: red, grey"
+    ]
     res = runner.invoke(main, ["features", path, "--feature", "9"])
-    assert res.exit_code == 1 and res.output.strip() == \
-        "Error: feature 9 is out of range: layer1 has features 0..2"
+    assert (
+        res.exit_code == 1
+        and res.output.strip() == "Error: feature 9 is out of range: layer1 has features 0..2"
+    )
 
 
 def test_feature_statistics_on_an_empty_class_and_unlabelled_images():
@@ -216,7 +251,7 @@ def test_feature_statistics_on_an_empty_class_and_unlabelled_images():
     assert np.isnan(s["auroc"][0, 2]) and s["auroc"][0, 1] == 1.0 and s["auroc"][0, 0] == 0.0
     assert s["topk_share"].tolist() == [[0.5, 0.5, 0.0]]
     assert s["class_count"].tolist() == [2, 1, 0]
-    assert s["label"][0] == -1          # two images per test: nothing significant
+    assert s["label"][0] == -1  # two images per test: nothing significant
 
 
 def test_the_python_route_writes_and_opens_the_same_file(tmp_path):
@@ -231,17 +266,20 @@ def test_the_python_route_writes_and_opens_the_same_file(tmp_path):
     assert deconvviz.report is report_module.report and inspect.isfunction(deconvviz.report)
     with pytest.raises(ModuleNotFoundError):
         importlib.import_module("deconvviz.report")
-    assert deconvviz.report is report_module.report   # the failed import changed nothing
+    assert deconvviz.report is report_module.report  # the failed import changed nothing
     model, source = planted_model(), planted_source()
     rep = deconvviz.report(model, source, layers=1, top=3, out=tmp_path / "r", progress=False)
     assert isinstance(rep, deconvviz.Report) and rep.path == tmp_path / "r" / "report.h5"
-    assert repr(rep) == (f"Report('{rep.path}': layer1 (3 features); top 3 of 60 images of "
-                         "planted)")
+    assert repr(rep) == (
+        f"Report('{rep.path}': layer1 (3 features); top 3 of 60 images of planted)"
+    )
     assert repr(rep.feature(1, 0)).startswith("Feature(layer1 #0: red, AUROC 1.000, p ")
     # The same file as write_report's, read back by the store and the features command.
     stored = read_report_h5(rep.path)
     assert stored.attrs["command_line"].startswith("deconvviz.report(model, 'planted'")
     assert np.array_equal(stored.layers[1].stats.auroc, rep.layer(1).stats.auroc)
-    assert repr(stored) == "Report(layer1 (3 features, top 3); 60 images of planted, format version 3)"
+    assert (
+        repr(stored) == "Report(layer1 (3 features, top 3); 60 images of planted, format version 3)"
+    )
     with pytest.raises(DeconvvizError, match=r"has no layer 'layer5' \(it has layer1\)"):
         rep.feature("layer5", 0)

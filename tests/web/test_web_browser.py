@@ -9,9 +9,9 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-
 from browser_helpers import browser, needs_browser  # noqa: F401 - a fixture
 from web_helpers import DEAD, make_report
+
 from deconvviz.render.web import write_site
 from deconvviz.store.report import read_report_h5
 
@@ -49,8 +49,9 @@ def _errors(driver):
 def _all_images_load(driver):
     """Scroll every image into view (they load lazily), then check each decoded."""
     driver.execute_script("document.querySelectorAll('img').forEach(i => i.loading = 'eager')")
-    _wait(driver, lambda: driver.execute_script(
-        "return [...document.images].every(i => i.complete)"))
+    _wait(
+        driver, lambda: driver.execute_script("return [...document.images].every(i => i.complete)")
+    )
     sizes = driver.execute_script("return [...document.images].map(i => [i.src, i.naturalWidth])")
     broken = [src for src, w in sizes if not w]
     assert sizes and not broken, broken[:3]
@@ -59,7 +60,8 @@ def _all_images_load(driver):
 
 def _tiles(driver):
     return driver.execute_script(
-        "return [...document.querySelectorAll('#grid a.tile')].map(a => +a.dataset.feature)")
+        "return [...document.querySelectorAll('#grid a.tile')].map(a => +a.dataset.feature)"
+    )
 
 
 def test_index_loads_with_every_thumbnail(browser, site):
@@ -69,11 +71,12 @@ def test_index_loads_with_every_thumbnail(browser, site):
     assert any("deconvviz probe" in e["message"] for e in _errors(browser))
     assert browser.title == "deconvviz report: layer 1, layer 2"
     sections = browser.execute_script(
-        "return [...document.querySelectorAll('section.layer h2 a')].map(a => a.textContent)")
+        "return [...document.querySelectorAll('section.layer h2 a')].map(a => a.textContent)"
+    )
     assert sections == ["layer 1", "layer 2"]
     n = _all_images_load(browser)
     alive = sum(min(32, int((rep.layers[L].activation[:, 0] > 0).sum())) for L in (1, 2))
-    assert n == 2 * alive   # projection and patch of each strongest feature
+    assert n == 2 * alive  # projection and patch of each strongest feature
     assert "deconvviz report --test" in browser.find_element("css selector", "table.prov").text
     assert _errors(browser) == []
 
@@ -107,7 +110,8 @@ def test_click_opens_a_feature_and_arrow_keys_move(browser, site):
     box = browser.execute_script(
         "const b = document.querySelector('.card .box').getBoundingClientRect();"
         "const w = document.querySelector('.card .whole img').getBoundingClientRect();"
-        "return [b.left - w.left, b.top - w.top, b.width, b.height, w.width]")
+        "return [b.left - w.left, b.top - w.top, b.width, b.height, w.width]"
+    )
     y0, x0, y1, x1 = rep.layers[2].patch_box[3, 0]
     scale = box[4] / 32
     assert box[0] == pytest.approx(x0 * scale, abs=1) and box[1] == pytest.approx(y0 * scale, abs=1)
@@ -142,15 +146,15 @@ def test_sort_hide_dead_paging_and_jump(browser, site):
     assert browser.find_element("id", "range").text == "features 1–24 of 63 (page 1 of 3)"
     browser.find_element("id", "next").click()
     browser.find_element("id", "next").click()
-    assert _tiles(browser) == [f for f in by_act if f != DEAD][2 * PAGE:]
+    assert _tiles(browser) == [f for f in by_act if f != DEAD][2 * PAGE :]
     assert DEAD not in _tiles(browser)
-    browser.find_element("id", "hide-dead").click()          # shown again, from page 1
+    browser.find_element("id", "hide-dead").click()  # shown again, from page 1
     assert _tiles(browser) == by_act[:PAGE]
-    for _ in range(2):                                       # next page by key
+    for _ in range(2):  # next page by key
         browser.find_element("tag name", "body").send_keys(Keys.ARROW_RIGHT)
-    assert _tiles(browser) == by_act[2 * PAGE:] and _tiles(browser)[-1] == DEAD
+    assert _tiles(browser) == by_act[2 * PAGE :] and _tiles(browser)[-1] == DEAD
     browser.find_element("tag name", "body").send_keys(Keys.ARROW_LEFT)
-    assert _tiles(browser) == by_act[PAGE:2 * PAGE]
+    assert _tiles(browser) == by_act[PAGE : 2 * PAGE]
     Select(browser.find_element("id", "sort")).select_by_value("feature")
     assert _tiles(browser) == list(range(PAGE))
     jump = browser.find_element("id", "jump")
@@ -161,13 +165,13 @@ def test_sort_hide_dead_paging_and_jump(browser, site):
     assert browser.current_url.endswith("#page=3&sort=feature&f=50")
     _open(browser, root / "layer2.html", "#f9")
     assert 9 in _tiles(browser) and _tiles(browser)[0] == 0
-    assert np.isclose(float(browser.find_element("id", "f9").text.split("act ")[1].split()[0]),
-                      act[9], rtol=5e-3)
+    assert np.isclose(
+        float(browser.find_element("id", "f9").text.split("act ")[1].split()[0]), act[9], rtol=5e-3
+    )
     assert _errors(browser) == []
 
 
-def test_a_site_of_some_features_names_and_steps_through_their_channels(browser,
-                                                                        tmp_path_factory):
+def test_a_site_of_some_features_names_and_steps_through_their_channels(browser, tmp_path_factory):
     """``report --feature 3 --feature 7-9 --html``: tiles, feature pages, the arrow keys
     and the jump box all use the channel numbers the report keeps."""
     from selenium.webdriver.common.keys import Keys
@@ -185,18 +189,20 @@ def test_a_site_of_some_features_names_and_steps_through_their_channels(browser,
     _wait(browser, lambda: browser.execute_script("return document.readyState") == "complete")
     assert browser.find_element("tag name", "h1").text.startswith("layer 2, feature 8:")
     _all_images_load(browser)
-    browser.find_element("tag name", "body").send_keys(Keys.ARROW_LEFT)   # row before: 7
+    browser.find_element("tag name", "body").send_keys(Keys.ARROW_LEFT)  # row before: 7
     _wait(browser, lambda: browser.current_url.endswith("/layer2/feature007.html"))
-    browser.find_element("tag name", "body").send_keys(Keys.ARROW_LEFT)   # and then 3
+    browser.find_element("tag name", "body").send_keys(Keys.ARROW_LEFT)  # and then 3
     _wait(browser, lambda: browser.current_url.endswith("/layer2/feature003.html"))
     browser.find_element("tag name", "body").send_keys(Keys.ARROW_UP)
     _wait(browser, lambda: "/layer2.html#" in browser.current_url)
     _wait(browser, lambda: browser.find_elements("css selector", "a.tile.hit"))
     assert browser.find_element("css selector", "a.tile.hit").get_attribute("id") == "f3"
     jump = browser.find_element("id", "jump")
-    jump.send_keys("5", Keys.ENTER)                 # not kept: said so, nothing moves
-    assert browser.execute_script("return document.getElementById('jump').validationMessage") \
+    jump.send_keys("5", Keys.ENTER)  # not kept: said so, nothing moves
+    assert (
+        browser.execute_script("return document.getElementById('jump').validationMessage")
         == "this report keeps features 3, 7\u20139 of this layer"
+    )
     jump.clear()
     jump.send_keys("9", Keys.ENTER)
     assert browser.find_element("css selector", "a.tile.hit").get_attribute("id") == "f9"

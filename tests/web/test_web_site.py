@@ -17,16 +17,16 @@ import pytest
 import torch
 from click.testing import CliRunner
 from PIL import Image
-
 from web_helpers import DEAD, layer_json, make_report, source
+
 from deconvviz.cli import main
 from deconvviz.errors import DeconvvizError
 from deconvviz.render.display import to_display, to_display_uint8
 from deconvviz.render.report_png import _tiles
 from deconvviz.render.web import site as site_mod
 from deconvviz.render.web import write_site
-from deconvviz.render.web.site import feature_tiles
 from deconvviz.render.web.pages import json_script
+from deconvviz.render.web.site import feature_tiles
 from deconvviz.store.report import read_report_h5
 
 FIXTURES = Path(__file__).resolve().parents[1] / "report" / "fixtures"
@@ -48,17 +48,30 @@ def _snapshot(folder: Path):
 def test_site_layout_pixels_and_pages(report_h5):
     site = report_h5.parent / "site"
     rep = read_report_h5(report_h5)
-    assert {p.name for p in site.iterdir()} == {"index.html", "assets", "images", "layer1.html",
-                                               "layer2.html", "layer1", "layer2"}
-    assert sorted(p.name for p in (site / "assets").iterdir()) == ["feature.js", "index.js",
-                                                                 "layer.js", "style.css"]
+    assert {p.name for p in site.iterdir()} == {
+        "index.html",
+        "assets",
+        "images",
+        "layer1.html",
+        "layer2.html",
+        "layer1",
+        "layer2",
+    }
+    assert sorted(p.name for p in (site / "assets").iterdir()) == [
+        "feature.js",
+        "index.js",
+        "layer.js",
+        "style.css",
+    ]
     # Whole images: one PNG per kept image, exactly its stored pixels.
     table = rep.images
-    assert sorted(p.name for p in (site / "images").iterdir()) == \
-        sorted(f"image{i}.png" for i in table.index.tolist())
+    assert sorted(p.name for p in (site / "images").iterdir()) == sorted(
+        f"image{i}.png" for i in table.index.tolist()
+    )
     j = len(table.index) // 2
-    assert np.array_equal(_png(site / "images" / f"image{table.index[j]}.png"),
-                          table.pixels[j].transpose(1, 2, 0))
+    assert np.array_equal(
+        _png(site / "images" / f"image{table.index[j]}.png"), table.pixels[j].transpose(1, 2, 0)
+    )
     lr = rep.layers[2]
     F_, k = lr.features, lr.k
     pages = sorted(p.name for p in (site / "layer2").glob("*.html"))
@@ -73,11 +86,13 @@ def test_site_layout_pixels_and_pages(report_h5):
         patch = _png(site / "layer2" / "tiles" / f"feature{f:03d}_{r + 1}_patch.png")
         y0, x0, y1, x1 = lr.patch_box[f, r]
         oy, ox = y0 - lr.patch_origin[f, r, 0], x0 - lr.patch_origin[f, r, 1]
-        inside = patch[oy:oy + y1 - y0, ox:ox + x1 - x0]
-        assert np.array_equal(inside, table.pixels[table.row(lr.image_index[f, r])]
-                              .transpose(1, 2, 0)[y0:y1, x0:x1])
-        assert (patch == 128).all(axis=2).sum() >= patch.shape[0] * patch.shape[1] - \
-            inside.shape[0] * inside.shape[1]  # outside the image: mid-grey
+        inside = patch[oy : oy + y1 - y0, ox : ox + x1 - x0]
+        assert np.array_equal(
+            inside, table.pixels[table.row(lr.image_index[f, r])].transpose(1, 2, 0)[y0:y1, x0:x1]
+        )
+        assert (patch == 128).all(axis=2).sum() >= patch.shape[0] * patch.shape[1] - inside.shape[
+            0
+        ] * inside.shape[1]  # outside the image: mid-grey
     # A feature that never fires: no tiles, a page that says so, a flag in the layer data.
     assert lr.activation[DEAD, 0] == 0
     assert not list((site / "layer2" / "tiles").glob(f"feature{DEAD:03d}_*"))
@@ -97,8 +112,10 @@ def test_site_layout_pixels_and_pages(report_h5):
         i = int(lr.image_index[f, r])
         assert f'src="../images/image{i}.png"' in page and f"#{i}<" in page
         y0, x0, y1, x1 = (int(v) for v in lr.patch_box[f, r])
-        assert (f"left:{100 * x0 / W:.3f}%;top:{100 * y0 / H:.3f}%;"
-                f"width:{100 * (x1 - x0) / W:.3f}%;height:{100 * (y1 - y0) / H:.3f}%") in page
+        assert (
+            f"left:{100 * x0 / W:.3f}%;top:{100 * y0 / H:.3f}%;"
+            f"width:{100 * (x1 - x0) / W:.3f}%;height:{100 * (y1 - y0) / H:.3f}%"
+        ) in page
         py, px = lr.position[f, r]
         assert f"row {py}, column {px} of the" in page
         assert f"activation {float(lr.activation[f, r]):.4g}" in page
@@ -112,8 +129,9 @@ def test_site_layout_pixels_and_pages(report_h5):
 
 
 def test_report_html_equals_render_html_and_bad_output_folders(tmp_path):
-    from deconvviz.data.builtin import synthetic_images
     from web_helpers import tiny_model
+
+    from deconvviz.data.builtin import synthetic_images
 
     tiny_model(tmp_path)  # writes tmp_path/tiny.pt
     images, _ = synthetic_images(24, seed=4)
@@ -123,12 +141,28 @@ def test_report_html_equals_render_html_and_bad_output_folders(tmp_path):
         d.mkdir(parents=True, exist_ok=True)
         Image.fromarray(images[i].permute(1, 2, 0).numpy()).save(d / f"it's {i:02d}.png")
     runner = CliRunner()
-    res = runner.invoke(main, ["report", "--model", str(tmp_path / "tiny.pt"), "--data", str(data),
-                               "--top", "2", "--no-png", "--html", "--out", str(tmp_path / "a"),
-                               "--quiet"])
+    res = runner.invoke(
+        main,
+        [
+            "report",
+            "--model",
+            str(tmp_path / "tiny.pt"),
+            "--data",
+            str(data),
+            "--top",
+            "2",
+            "--no-png",
+            "--html",
+            "--out",
+            str(tmp_path / "a"),
+            "--quiet",
+        ],
+    )
     assert res.exit_code == 0, res.output
-    assert res.output.splitlines() == [f"wrote {tmp_path / 'a' / 'report.h5'}",
-                                       f"wrote {tmp_path / 'a' / 'site' / 'index.html'}"]
+    assert res.output.splitlines() == [
+        f"wrote {tmp_path / 'a' / 'report.h5'}",
+        f"wrote {tmp_path / 'a' / 'site' / 'index.html'}",
+    ]
     h5 = tmp_path / "a" / "report.h5"
     page = (tmp_path / "a" / "site" / "layer1" / "feature000.html").read_text(encoding="utf-8")
     assert "cats &amp; &quot;dogs&quot;" in page or "Ünï cödé" in page
@@ -146,8 +180,10 @@ def test_report_html_equals_render_html_and_bad_output_folders(tmp_path):
     (tmp_path / "c" / "site").write_text("x")
     res = runner.invoke(main, ["render", str(h5), "--html", "--out", str(tmp_path / "file")])
     assert res.exit_code == 2 and "is a file" in res.output
-    for out, message in ((tmp_path / "file" / "sub", "cannot create output folder"),
-                         (tmp_path / "c", "site exists and is not a folder")):
+    for out, message in (
+        (tmp_path / "file" / "sub", "cannot create output folder"),
+        (tmp_path / "c", "site exists and is not a folder"),
+    ):
         res = runner.invoke(main, ["render", str(h5), "--html", "--out", str(out)])
         assert res.exit_code == 1 and len(res.output.strip().splitlines()) == 1, res.output
         assert message in res.output and res.output.startswith("Error: ")
@@ -170,9 +206,10 @@ def test_an_unwritable_output_folder_is_one_line(report_h5, tmp_path):
 
 def test_names_from_the_file_are_escaped(tmp_path):
     evil = "<script>alert(1)</script>"
-    classes = [evil, 'say "hi" & \'bye\'', "Ünïcödé 猫", "a </script><!-- b"] + \
-        [f"c{i}" for i in range(6)]
-    paths = [f"/data/x y/{evil}/it's \"{i}\" é.png" for i in range(40)]
+    classes = [evil, "say \"hi\" & 'bye'", "Ünïcödé 猫", "a </script><!-- b"] + [
+        f"c{i}" for i in range(6)
+    ]
+    paths = [f'/data/x y/{evil}/it\'s "{i}" é.png' for i in range(40)]
     src = source(40, class_names=classes, paths=paths)
     h5 = make_report(tmp_path, k=4, html=True, src=src)
     site = tmp_path / "site"
@@ -201,14 +238,16 @@ def test_names_from_the_file_are_escaped(tmp_path):
         p.feed(text)
         p.close()
         for attrs in p.scripts:  # only the site's own scripts and its JSON data
-            assert attrs.get("src", "").endswith(("assets/layer.js", "assets/feature.js",
-                                                  "assets/index.js")) or \
-                attrs in ({"type": "application/json", "id": "layer-data"},
-                          {"type": "application/json", "id": "label-data"}), attrs
+            assert attrs.get("src", "").endswith(
+                ("assets/layer.js", "assets/feature.js", "assets/index.js")
+            ) or attrs in (
+                {"type": "application/json", "id": "layer-data"},
+                {"type": "application/json", "id": "label-data"},
+            ), attrs
         body = "".join(p.text)
         seen_classes |= {c for c in classes if c in body}
         if page.name.startswith("feature") and page.parent.name == "layer2":
-            f = int(page.stem[len("feature"):])
+            f = int(page.stem[len("feature") :])
             if lr.activation[f, 0] > 0:
                 # The file name is shown (its base name) with the whole path as a title.
                 i = int(lr.image_index[f, 0])
@@ -239,7 +278,7 @@ def test_an_interrupted_site_leaves_the_earlier_one_untouched(report_h5, tmp_pat
         with pytest.raises(type(failure)):
             write_site(report_h5, out, page_size=10)
         assert next(calls) > 40
-        assert _snapshot(out) == before            # same files, no temporary folder left
+        assert _snapshot(out) == before  # same files, no temporary folder left
         assert sorted(p.name for p in out.iterdir()) == ["site"]
     # A complete run replaces the site; so does the two-rename fallback where the system
     # cannot swap two folders in one step.
@@ -247,6 +286,7 @@ def test_an_interrupted_site_leaves_the_earlier_one_untouched(report_h5, tmp_pat
     write_site(report_h5, out, page_size=10)
     assert layer_json((out / "site" / "layer1.html").read_text(encoding="utf-8"))["pageSize"] == 10
     import deconvviz.store.atomic as atomic
+
     monkeypatch.setattr(atomic, "_exchange", lambda a, b: False)
     write_site(report_h5, out, page_size=11)
     assert layer_json((out / "site" / "layer1.html").read_text(encoding="utf-8"))["pageSize"] == 11
@@ -256,8 +296,9 @@ def test_an_interrupted_site_leaves_the_earlier_one_untouched(report_h5, tmp_pat
 
 
 def test_a_version_1_report_makes_a_site_without_whole_images(tmp_path):
-    res = CliRunner().invoke(main, ["render", str(FIXTURES / "v1" / "report.h5"), "--html",
-                                    "--out", str(tmp_path)])
+    res = CliRunner().invoke(
+        main, ["render", str(FIXTURES / "v1" / "report.h5"), "--html", "--out", str(tmp_path)]
+    )
     assert res.exit_code == 0, res.output
     site = tmp_path / "site"
     assert not (site / "images").exists()
@@ -271,7 +312,7 @@ def test_a_version_1_report_makes_a_site_without_whole_images(tmp_path):
 def test_bad_report_files_are_one_line_and_write_nothing(report_h5, tmp_path):
     damaged = tmp_path / "damaged.h5"
     data = report_h5.read_bytes()
-    damaged.write_bytes(data[:len(data) // 3])
+    damaged.write_bytes(data[: len(data) // 3])
     newer = tmp_path / "newer.h5"
     shutil.copy(report_h5, newer)
     with h5py.File(newer, "a") as f:
@@ -282,13 +323,16 @@ def test_bad_report_files_are_one_line_and_write_nothing(report_h5, tmp_path):
         del f["layer2/activation"]
     projection = tmp_path / "projection.h5"
     from deconvviz.store.projection import PROJECTION_FORMAT
+
     with h5py.File(projection, "w") as f:
         f.attrs["format"] = PROJECTION_FORMAT
-    cases = [(damaged, "is not a readable HDF5 file"),
-             (projection, "--html makes the web report of a deconvviz-report file"),
-             (newer, "has format version 4; this deconvviz reads versions 1..3"),
-             (broken, "is damaged: layer2/activation missing"),
-             (tmp_path / "none.h5", "does not exist")]
+    cases = [
+        (damaged, "is not a readable HDF5 file"),
+        (projection, "--html makes the web report of a deconvviz-report file"),
+        (newer, "has format version 4; this deconvviz reads versions 1..3"),
+        (broken, "is damaged: layer2/activation missing"),
+        (tmp_path / "none.h5", "does not exist"),
+    ]
     for path, message in cases:
         out = tmp_path / f"out-{path.stem}"
         res = CliRunner().invoke(main, ["render", str(path), "--html", "--out", str(out)])
@@ -329,29 +373,31 @@ def test_site_tiles_are_the_report_pngs_tiles(report_h5):
 def test_to_display_uint8_equals_to_display(dtype):
     rng = np.random.default_rng(5)
     tiles = rng.standard_normal((7, 3, 23, 19)).astype(dtype)
-    tiles[1][rng.random((3, 23, 19)) < 0.998] = 0     # sparse: the percentile is 0
-    tiles[2] = 0                                       # all zero: mid-grey
-    tiles[3] *= 1e-30 if dtype == np.float64 else 1   # tiny values
-    tiles[4, :, :, :10] = 4.0                          # ties at the percentile
+    tiles[1][rng.random((3, 23, 19)) < 0.998] = 0  # sparse: the percentile is 0
+    tiles[2] = 0  # all zero: mid-grey
+    tiles[3] *= 1e-30 if dtype == np.float64 else 1  # tiny values
+    tiles[4, :, :, :10] = 4.0  # ties at the percentile
     before = tiles.copy()
     got, scale = to_display_uint8(tiles)
     want = to_display(torch.from_numpy(tiles.astype(np.float64)))
     assert got.dtype == np.uint8 and got.shape == (7, 23, 19, 3)
     _same_pixels(got, want)
     assert (got[2] == 128).all() and scale[2] == 0
-    assert np.array_equal(tiles, before)               # rendering never modifies its input
+    assert np.array_equal(tiles, before)  # rendering never modifies its input
 
 
 def test_graph_node_names_and_negative_activations(tmp_path):
     # Layers named by graph nodes (any characters; one named like a site folder), and a
     # node before any ReLU whose features peak below zero: shown, not "never fires".
     import dataclasses
+
     rep = read_report_h5(FIXTURES / "v1" / "report.h5")
     lr = rep.layers[1]
     neg = dataclasses.replace(lr, node="layer3.1/conv <b>", activation=lr.activation - 5.0)
     other = dataclasses.replace(lr, node="images")
     out = tmp_path / "site"
     from deconvviz.render.web import SiteWriter
+
     w = SiteWriter(out, rep.attrs, None, "today")
     s1, s2 = w.add_layer(neg), w.add_layer(other)
     w.finish()
@@ -385,7 +431,7 @@ def test_report_html_failing_midway_leaves_the_earlier_report_and_site(tmp_path,
     for j in range(2):  # with each layer's per-image maxima
         assert after.pop(Path(f".scan-state.maxima{j}.f16"), None) is not None
     assert after.pop(Path("report.h5.partial"), None) is not None  # its finished layers too
-    assert after == before   # neither report.h5 nor any file of the site changed, no leftovers
+    assert after == before  # neither report.h5 nor any file of the site changed, no leftovers
 
 
 def _stats_section(page: str) -> str:
@@ -404,8 +450,9 @@ def test_a_report_of_some_features_names_them_by_channel(report_h5, tmp_path):
     some = make_report(tmp_path / "api", k=3, html=True, features=ids)
     site, whole = some.parent / "site", report_h5.parent / "site"
     for layer in ("layer1", "layer2"):
-        assert sorted(p.name for p in (site / layer).glob("*.html")) == \
-            [f"feature{f:03d}.html" for f in ids]
+        assert sorted(p.name for p in (site / layer).glob("*.html")) == [
+            f"feature{f:03d}.html" for f in ids
+        ]
         data = layer_json((site / f"{layer}.html").read_text(encoding="utf-8"))
         full = layer_json((whole / f"{layer}.html").read_text(encoding="utf-8"))
         assert [x[0] for x in data["features"]] == ids
@@ -422,8 +469,7 @@ def test_a_report_of_some_features_names_them_by_channel(report_h5, tmp_path):
                 assert tile.read_bytes() == (whole / layer / "tiles" / tile.name).read_bytes()
         tiles = {p.name.split("_")[0] for p in (site / layer / "tiles").iterdir()}
         assert tiles <= {f"feature{f:03d}" for f in ids}
-    pages = {f: (site / "layer2" / f"feature{f:03d}.html").read_text(encoding="utf-8")
-             for f in ids}
+    pages = {f: (site / "layer2" / f"feature{f:03d}.html").read_text(encoding="utf-8") for f in ids}
     assert "layer 2, feature 7: never fires" in pages[DEAD]
     # Previous / next step through the channels kept; the layer link finds the tile.
     assert '<a class="off">&lsaquo; first feature</a>' in pages[3]
@@ -433,8 +479,9 @@ def test_a_report_of_some_features_names_them_by_channel(report_h5, tmp_path):
     assert '<a class="off">last feature &rsaquo;</a>' in pages[9]
     assert 'href="../layer2.html#f8"' in pages[8]
     layer_page = (site / "layer2.html").read_text(encoding="utf-8")
-    assert 'min="3" max="9"' in layer_page and 'href="layer2/feature003.html">feature 3' \
-        in layer_page
+    assert (
+        'min="3" max="9"' in layer_page and 'href="layer2/feature003.html">feature 3' in layer_page
+    )
     # The index links the kept channels only.
     index = (site / "index.html").read_text(encoding="utf-8")
     linked = set(re.findall(r'href="layer\d/feature(\d{3})\.html"', index))
@@ -442,15 +489,36 @@ def test_a_report_of_some_features_names_them_by_channel(report_h5, tmp_path):
     # From the shell: report --feature ... --html, and render --html of its file.
     runner = CliRunner()
     out = tmp_path / "cli"
-    res = runner.invoke(main, ["report", "--model", str(tmp_path / "tiny.pt"), "--data",
-                               "builtin", "--limit", "40", "--top", "2", "--feature", "3",
-                               "--feature", "7-9", "--no-png", "--html", "--quiet", "--out",
-                               str(out)])
+    res = runner.invoke(
+        main,
+        [
+            "report",
+            "--model",
+            str(tmp_path / "tiny.pt"),
+            "--data",
+            "builtin",
+            "--limit",
+            "40",
+            "--top",
+            "2",
+            "--feature",
+            "3",
+            "--feature",
+            "7-9",
+            "--no-png",
+            "--html",
+            "--quiet",
+            "--out",
+            str(out),
+        ],
+    )
     assert res.exit_code == 0, res.output
-    assert sorted(p.name for p in (out / "site" / "layer2").glob("*.html")) == \
-        [f"feature{f:03d}.html" for f in ids]
-    res = runner.invoke(main, ["render", str(out / "report.h5"), "--html", "--out",
-                               str(tmp_path / "again")])
+    assert sorted(p.name for p in (out / "site" / "layer2").glob("*.html")) == [
+        f"feature{f:03d}.html" for f in ids
+    ]
+    res = runner.invoke(
+        main, ["render", str(out / "report.h5"), "--html", "--out", str(tmp_path / "again")]
+    )
     assert res.exit_code == 0, res.output
     a, b = _snapshot(out / "site"), _snapshot(tmp_path / "again" / "site")
     assert a.keys() == b.keys() and [p for p in a if a[p] != b[p]] == [Path("index.html")]

@@ -37,20 +37,43 @@ from torch import nn
 
 from ...errors import DeconvvizError
 from ..net.graph import Graph, GraphNode, build_graph, eval_mode
+from .projection import (
+    MODES,
+    RULES,
+    UNPOOLS,
+    Projection,
+    check_choice,
+    check_seeds,
+    max_positions,
+    seed_maps,
+)
 from .record import GraphRecording, channels_last, paste, record_cone, record_whole
 from .reverse import Walk, point_walk, reverse_walk
-from .projection import (MODES, RULES, UNPOOLS, Projection, check_choice, check_seeds,
-                         max_positions, seed_maps)
 
-__all__ = ["RULES", "UNPOOLS", "MODES", "Projection", "Seeds", "Plan", "MAX_BYTES", "plan", "record_graph", "node_outputs",
-           "project_recorded", "project_positions", "deconvolve", "deconvolve_many", "project",
-           "graph_for"]
+__all__ = [
+    "RULES",
+    "UNPOOLS",
+    "MODES",
+    "Projection",
+    "Seeds",
+    "Plan",
+    "MAX_BYTES",
+    "plan",
+    "record_graph",
+    "node_outputs",
+    "project_recorded",
+    "project_positions",
+    "deconvolve",
+    "deconvolve_many",
+    "project",
+    "graph_for",
+]
 
 Layer = Union[int, str]
 
 #: The one memory budget (bytes): a chunk of rows of a recording, or of seeds of a reverse
 #: pass, holds at most this much at its peak (an estimate from the frames' sizes).
-MAX_BYTES = 256 * 2 ** 20
+MAX_BYTES = 256 * 2**20
 
 
 @dataclass
@@ -86,12 +109,14 @@ def graph_for(model: nn.Module, images: torch.Tensor, graph: Optional[Graph] = N
     elif graph.model is not model:
         raise DeconvvizError("the graph was built for another model")
     if images.shape[1] != graph.in_channels:
-        raise DeconvvizError(f"images have {images.shape[1]} channels; the network takes "
-                             f"{graph.in_channels}")
+        raise DeconvvizError(
+            f"images have {images.shape[1]} channels; the network takes {graph.in_channels}"
+        )
     return graph.at_size(tuple(images.shape[-2:]))
 
 
 # ----------------------------------------------------------------------------- cost and memory
+
 
 def conv_macs(graph: Graph, frames: Dict[str, "object"]) -> int:
     """Multiply-adds of the convolutions on ``frames`` (one seed's cone, or whole maps)."""
@@ -116,7 +141,7 @@ def plan(graph: Graph, node: str, mode: str, seeds: int, images: int) -> Plan:
         return Plan()
     record = "cone" if mode == "position" and seeds * cost < images * whole else "whole"
     if graph.whole_image_state(node) is not None:
-        record = "whole"    # a gate's value or a norm's statistics: from the whole image
+        record = "whole"  # a gate's value or a norm's statistics: from the whole image
     return Plan(record, "cone")
 
 
@@ -142,15 +167,18 @@ def _bytes(graph: Graph, node: str, frames, elem: int, masks: bool) -> Tuple[int
 
 # ----------------------------------------------------------------------------- recording
 
-def record_graph(graph: Graph, images: torch.Tensor, nodes: Sequence[Layer],
-                 masks: bool = True) -> GraphRecording:
+
+def record_graph(
+    graph: Graph, images: torch.Tensor, nodes: Sequence[Layer], masks: bool = True
+) -> GraphRecording:
     """One whole forward pass of ``images`` ``(B, C, H, W)``, only as far as ``nodes`` need
     (see :func:`~deconvviz.engine.deconv.record.record_whole`), after checking each node."""
     return record_whole(graph, images, [graph.check_seed(n).name for n in nodes], masks)
 
 
-def node_outputs(graph: Graph, images: torch.Tensor, nodes: Sequence[Layer]
-                 ) -> Dict[str, torch.Tensor]:
+def node_outputs(
+    graph: Graph, images: torch.Tensor, nodes: Sequence[Layer]
+) -> Dict[str, torch.Tensor]:
     """The outputs ``{name: (B, ...)}`` of ``nodes`` on ``images``, running only what they need.
 
     A plain forward pass (no switches, no masks) for scanning activations, e.g.
@@ -166,24 +194,40 @@ def node_outputs(graph: Graph, images: torch.Tensor, nodes: Sequence[Layer]
 
 # ----------------------------------------------------------------------------- projecting
 
+
 def _canvas(graph: Graph, node: GraphNode, pos: torch.Tensor, windows: bool):
     """Size and per-seed top-left of what a projection is placed on: the seed's
     receptive-field window with ``windows``, else the whole image."""
     if windows:
         info = graph.info(node.name)
-        origin = torch.stack([info.rf_start[0] + pos[:, 0] * info.rf_jump[0],
-                              info.rf_start[1] + pos[:, 1] * info.rf_jump[1]], dim=1)
+        origin = torch.stack(
+            [
+                info.rf_start[0] + pos[:, 0] * info.rf_jump[0],
+                info.rf_start[1] + pos[:, 1] * info.rf_jump[1],
+            ],
+            dim=1,
+        )
         return tuple(info.rf_size), origin
     return tuple(graph.input_size), torch.zeros_like(pos)
 
 
 @torch.no_grad()
-def project_recorded(graph: Graph, rec: GraphRecording, layer: Layer, rows: torch.Tensor,
-                     feature: torch.Tensor, *, mode: str = "max", rule: str = "deconvnet",
-                     unpool: str = "switches", position: Optional[torch.Tensor] = None,
-                     max_bytes: int = MAX_BYTES, walk: str = "whole", windows: bool = False,
-                     closed_form: bool = True
-                     ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def project_recorded(
+    graph: Graph,
+    rec: GraphRecording,
+    layer: Layer,
+    rows: torch.Tensor,
+    feature: torch.Tensor,
+    *,
+    mode: str = "max",
+    rule: str = "deconvnet",
+    unpool: str = "switches",
+    position: Optional[torch.Tensor] = None,
+    max_bytes: int = MAX_BYTES,
+    walk: str = "whole",
+    windows: bool = False,
+    closed_form: bool = True,
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Seed and project S seeds of node ``layer`` from a recording.
 
     Seed ``s`` is channel ``feature[s]`` of recorded row ``rows[s]`` (an image of a
@@ -219,8 +263,7 @@ def project_recorded(graph: Graph, rec: GraphRecording, layer: Layer, rows: torc
         sl = slice(c0, c0 + chunk)
         r, f = rows[sl], feat[sl]
         if mode == "map" or flat:
-            seeds, act, pos = seed_maps(out4, r, f, mode, None if pos_all is None
-                                        else pos_all[sl])
+            seeds, act, pos = seed_maps(out4, r, f, mode, None if pos_all is None else pos_all[sl])
             if flat:
                 seeds = seeds.reshape(seeds.shape[0], -1)
         else:
@@ -254,17 +297,29 @@ def project_recorded(graph: Graph, rec: GraphRecording, layer: Layer, rows: torc
         positions.append(pos)
     if not projections:
         size = graph.info(node.name).rf_size if windows and not flat else graph.input_size
-        return (out.new_zeros((0, channels) + tuple(size)), out.new_zeros(0),
-                torch.zeros((0, 2), dtype=torch.int64))
+        return (
+            out.new_zeros((0, channels) + tuple(size)),
+            out.new_zeros(0),
+            torch.zeros((0, 2), dtype=torch.int64),
+        )
     return torch.cat(projections), torch.cat(activations), torch.cat(positions)
 
 
 @torch.no_grad()
-def project_positions(graph: Graph, images: torch.Tensor, layer: Layer,
-                      image_index: torch.Tensor, feature: torch.Tensor, position: torch.Tensor,
-                      *, rule: str = "deconvnet", unpool: str = "switches",
-                      windows: bool = False, max_bytes: int = MAX_BYTES,
-                      how: Optional[Plan] = None) -> Tuple[torch.Tensor, torch.Tensor]:
+def project_positions(
+    graph: Graph,
+    images: torch.Tensor,
+    layer: Layer,
+    image_index: torch.Tensor,
+    feature: torch.Tensor,
+    position: torch.Tensor,
+    *,
+    rule: str = "deconvnet",
+    unpool: str = "switches",
+    windows: bool = False,
+    max_bytes: int = MAX_BYTES,
+    how: Optional[Plan] = None,
+) -> Tuple[torch.Tensor, torch.Tensor]:
     """Project S seeds at known positions of node ``layer``: ``(projections, activation (S,))``.
 
     Seed ``s`` is channel ``feature[s]`` at ``position[s]`` of image
@@ -282,18 +337,27 @@ def project_positions(graph: Graph, images: torch.Tensor, layer: Layer,
     elem = images.element_size()
     if how.record == "whole":
         # The distinct images in chunks whose recordings fit the budget.
-        _, per_image = _bytes(graph, node.name, graph.frames(node.name, whole=True), elem,
-                              masks)
+        _, per_image = _bytes(graph, node.name, graph.frames(node.name, whole=True), elem, masks)
         step = max(1, int(max_bytes) // per_image)
         proj = act = None
         for c0 in range(0, used.numel(), step):
             sel = ((local >= c0) & (local < c0 + step)).nonzero().view(-1)
-            chunk = used[c0:c0 + step].to(images.device)
+            chunk = used[c0 : c0 + step].to(images.device)
             rec = record_whole(graph, images[chunk], [node.name], masks)
-            p, a, _ = project_recorded(graph, rec, node.name, local[sel] - c0, feature[sel],
-                                       mode="position", rule=rule, unpool=unpool,
-                                       position=pos[sel], max_bytes=max_bytes, walk=how.walk,
-                                       windows=windows)
+            p, a, _ = project_recorded(
+                graph,
+                rec,
+                node.name,
+                local[sel] - c0,
+                feature[sel],
+                mode="position",
+                rule=rule,
+                unpool=unpool,
+                position=pos[sel],
+                max_bytes=max_bytes,
+                walk=how.walk,
+                windows=windows,
+            )
             if proj is None:
                 proj = p.new_zeros((idx.numel(),) + tuple(p.shape[1:]))
                 act = a.new_zeros(idx.numel())
@@ -307,10 +371,20 @@ def project_positions(graph: Graph, images: torch.Tensor, layer: Layer,
         sl = slice(c0, c0 + step)
         rec = record_cone(graph, images, node.name, idx[sl].to(images.device), pos[sl], masks)
         rows = torch.arange(rec.batch)
-        proj, act, _ = project_recorded(graph, rec, node.name, rows, feature[sl],
-                                        mode="position", rule=rule, unpool=unpool,
-                                        position=pos[sl], max_bytes=max_bytes, walk="cone",
-                                        windows=windows)
+        proj, act, _ = project_recorded(
+            graph,
+            rec,
+            node.name,
+            rows,
+            feature[sl],
+            mode="position",
+            rule=rule,
+            unpool=unpool,
+            position=pos[sl],
+            max_bytes=max_bytes,
+            walk="cone",
+            windows=windows,
+        )
         parts.append(proj)
         acts.append(act)
     if not parts:
@@ -323,17 +397,31 @@ def _check(graph: Graph, images: torch.Tensor, seeds: Seeds, mode: str):
     """Validated ``(node, image_index, feature, position)`` of one :class:`Seeds`."""
     node = graph.check_seed(seeds.layer)
     info = graph.info(node.name)
-    what = (f"layer {seeds.layer}" if isinstance(seeds.layer, int)
-            else f"node '{node.name}'")
-    idx, feat, pos = check_seeds(seeds.feature, seeds.image_index, seeds.position, mode,
-                                 int(images.shape[0]), info.features, info.output_size, what)
+    what = f"layer {seeds.layer}" if isinstance(seeds.layer, int) else f"node '{node.name}'"
+    idx, feat, pos = check_seeds(
+        seeds.feature,
+        seeds.image_index,
+        seeds.position,
+        mode,
+        int(images.shape[0]),
+        info.features,
+        info.output_size,
+        what,
+    )
     return node, idx, feat, pos
 
 
-def deconvolve_many(model: nn.Module, images: torch.Tensor, seeds: Sequence[Seeds], *,
-                    mode: str = "max", rule: str = "deconvnet", unpool: str = "switches",
-                    graph: Optional[Graph] = None, max_bytes: int = MAX_BYTES
-                    ) -> List[Projection]:
+def deconvolve_many(
+    model: nn.Module,
+    images: torch.Tensor,
+    seeds: Sequence[Seeds],
+    *,
+    mode: str = "max",
+    rule: str = "deconvnet",
+    unpool: str = "switches",
+    graph: Optional[Graph] = None,
+    max_bytes: int = MAX_BYTES,
+) -> List[Projection]:
     """Project seeds on several nodes, each the cheapest way (:func:`plan`).
 
     ``images``: model input ``(B, C, H, W)``; ``seeds``: one :class:`Seeds` per
@@ -357,33 +445,69 @@ def deconvolve_many(model: nn.Module, images: torch.Tensor, seeds: Sequence[Seed
     rec = None
     if whole:
         used = torch.unique(torch.cat([c[1] for c in whole]))
-        rec = record_whole(graph, images[used.to(images.device)], [c[0].name for c in whole],
-                           masks)
+        rec = record_whole(graph, images[used.to(images.device)], [c[0].name for c in whole], masks)
     results = []
     with torch.no_grad():
         for s, (node, idx, feat, pos), how in zip(seeds, checked, plans):
             if how.record == "cone":
-                proj, act = project_positions(graph, images, node.name, idx, feat, pos,
-                                              rule=rule, unpool=unpool, max_bytes=max_bytes,
-                                              how=how)
+                proj, act = project_positions(
+                    graph,
+                    images,
+                    node.name,
+                    idx,
+                    feat,
+                    pos,
+                    rule=rule,
+                    unpool=unpool,
+                    max_bytes=max_bytes,
+                    how=how,
+                )
                 where = pos
             else:
                 rows = torch.searchsorted(used, idx)
-                proj, act, where = project_recorded(graph, rec, node.name, rows, feat, mode=mode,
-                                                    rule=rule, unpool=unpool, position=pos,
-                                                    max_bytes=max_bytes, walk=how.walk)
-            results.append(Projection(projections=proj, image_index=idx, feature=feat,
-                                      activation=act.cpu(), position=where.cpu(),
-                                      layer=s.layer, mode=mode, rule=rule, unpool=unpool))
+                proj, act, where = project_recorded(
+                    graph,
+                    rec,
+                    node.name,
+                    rows,
+                    feat,
+                    mode=mode,
+                    rule=rule,
+                    unpool=unpool,
+                    position=pos,
+                    max_bytes=max_bytes,
+                    walk=how.walk,
+                )
+            results.append(
+                Projection(
+                    projections=proj,
+                    image_index=idx,
+                    feature=feat,
+                    activation=act.cpu(),
+                    position=where.cpu(),
+                    layer=s.layer,
+                    mode=mode,
+                    rule=rule,
+                    unpool=unpool,
+                )
+            )
     return results
 
 
-def deconvolve(model: nn.Module, images: torch.Tensor, layer: Layer,
-               feature: Union[int, Sequence[int], torch.Tensor],
-               image_index: Optional[Union[Sequence[int], torch.Tensor]] = None, *,
-               mode: str = "max", rule: str = "deconvnet", unpool: str = "switches",
-               position: Optional[torch.Tensor] = None, graph: Optional[Graph] = None,
-               max_bytes: int = MAX_BYTES) -> Projection:
+def deconvolve(
+    model: nn.Module,
+    images: torch.Tensor,
+    layer: Layer,
+    feature: Union[int, Sequence[int], torch.Tensor],
+    image_index: Optional[Union[Sequence[int], torch.Tensor]] = None,
+    *,
+    mode: str = "max",
+    rule: str = "deconvnet",
+    unpool: str = "switches",
+    position: Optional[torch.Tensor] = None,
+    graph: Optional[Graph] = None,
+    max_bytes: int = MAX_BYTES,
+) -> Projection:
     """Project many (image, channel) seeds of one layer in batched passes.
 
     ``images``: model input ``(B, C, H, W)``. ``layer``: a node name as
@@ -401,14 +525,28 @@ def deconvolve(model: nn.Module, images: torch.Tensor, layer: Layer,
     :class:`~deconvviz.engine.deconv.projection.Projection` with full-image
     ``projections`` ``(S, C, H, W)``.
     """
-    return deconvolve_many(model, images, [Seeds(layer, feature, image_index, position)],
-                           mode=mode, rule=rule, unpool=unpool, graph=graph,
-                           max_bytes=max_bytes)[0]
+    return deconvolve_many(
+        model,
+        images,
+        [Seeds(layer, feature, image_index, position)],
+        mode=mode,
+        rule=rule,
+        unpool=unpool,
+        graph=graph,
+        max_bytes=max_bytes,
+    )[0]
 
 
-def project(model: nn.Module, images: torch.Tensor, layer: Layer, feature: int,
-            mode: str = "max", rule: str = "deconvnet", unpool: str = "switches",
-            graph: Optional[Graph] = None) -> torch.Tensor:
+def project(
+    model: nn.Module,
+    images: torch.Tensor,
+    layer: Layer,
+    feature: int,
+    mode: str = "max",
+    rule: str = "deconvnet",
+    unpool: str = "switches",
+    graph: Optional[Graph] = None,
+) -> torch.Tensor:
     """Project channel ``feature`` of ``layer`` back to pixels for each image.
 
     ``images`` ``(B, C, H, W)`` (e.g. from :func:`deconvviz.load_data`) -> raw,
@@ -418,5 +556,6 @@ def project(model: nn.Module, images: torch.Tensor, layer: Layer, feature: int,
     """
     if mode == "position":
         raise DeconvvizError("project() takes mode 'max' or 'map'; use deconvolve() for positions")
-    return deconvolve(model, images, layer, feature, mode=mode, rule=rule, unpool=unpool,
-                      graph=graph).projections
+    return deconvolve(
+        model, images, layer, feature, mode=mode, rule=rule, unpool=unpool, graph=graph
+    ).projections

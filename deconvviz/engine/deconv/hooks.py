@@ -52,13 +52,21 @@ class Recording:
 
 
 def _pool_with_switches(m: nn.MaxPool2d, x: torch.Tensor):
-    return F.max_pool2d(x, m.kernel_size, m.stride, m.padding, m.dilation,
-                        ceil_mode=m.ceil_mode, return_indices=True)
+    return F.max_pool2d(
+        x,
+        m.kernel_size,
+        m.stride,
+        m.padding,
+        m.dilation,
+        ceil_mode=m.ceil_mode,
+        return_indices=True,
+    )
 
 
 @contextlib.contextmanager
-def record(model: nn.Module, stop: Optional[int] = None, masks: bool = True,
-           activations: bool = True) -> Iterator[Recording]:
+def record(
+    model: nn.Module, stop: Optional[int] = None, masks: bool = True, activations: bool = True
+) -> Iterator[Recording]:
     """``with record(model) as rec: model(x)`` fills ``rec`` with the pass's records.
 
     Hooks go on the conv stack's modules up to index ``stop`` (all by default).
@@ -102,6 +110,7 @@ def record(model: nn.Module, stop: Optional[int] = None, masks: bool = True,
                 rec.in_sizes[i] = tuple(x.shape[-2:])
             if i in layer_of_end and (activations or i == len(modules) - 1):
                 blk.output = output.detach()
+
         return hook
 
     with contextlib.ExitStack() as stack_ctx:

@@ -16,8 +16,16 @@ import torch
 from ...errors import DeconvvizError
 from ..variants import MODES, RULES, UNPOOLS
 
-__all__ = ["RULES", "UNPOOLS", "MODES", "Projection", "check_choice", "check_seeds",
-           "seed_maps", "max_positions"]
+__all__ = [
+    "RULES",
+    "UNPOOLS",
+    "MODES",
+    "Projection",
+    "check_choice",
+    "check_seeds",
+    "seed_maps",
+    "max_positions",
+]
 
 
 @dataclass
@@ -55,9 +63,16 @@ def _as_index(v, n: int) -> torch.Tensor:
     return t
 
 
-def check_seeds(feature, image_index, position, mode: str, batch: int, features: int,
-                output_size: Tuple[int, int], what: str
-                ) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
+def check_seeds(
+    feature,
+    image_index,
+    position,
+    mode: str,
+    batch: int,
+    features: int,
+    output_size: Tuple[int, int],
+    what: str,
+) -> Tuple[torch.Tensor, torch.Tensor, Optional[torch.Tensor]]:
     """``(image_index, feature, position)`` of S seeds, checked with one-line errors.
 
     One seed per image by default (``image_index`` None), a single feature or
@@ -65,8 +80,11 @@ def check_seeds(feature, image_index, position, mode: str, batch: int, features:
     and the ``output_size`` ``(h, w)`` of ``what`` (``"layer 2"``, ``"node
     'layer1.0.relu'"``). ``position`` ``(S, 2)`` only for ``mode="position"``.
     """
-    idx = (torch.arange(batch) if image_index is None
-           else torch.as_tensor(image_index, dtype=torch.int64).reshape(-1))
+    idx = (
+        torch.arange(batch)
+        if image_index is None
+        else torch.as_tensor(image_index, dtype=torch.int64).reshape(-1)
+    )
     feat = _as_index(feature, idx.numel())
     if feat.numel() != idx.numel():
         raise DeconvvizError(f"{feat.numel()} features for {idx.numel()} images")
@@ -74,21 +92,25 @@ def check_seeds(feature, image_index, position, mode: str, batch: int, features:
         raise DeconvvizError(f"image index out of range 0..{batch - 1}")
     if feat.numel() and (int(feat.min()) < 0 or int(feat.max()) >= features):
         bad = int(feat.max()) if int(feat.max()) >= features else int(feat.min())
-        raise DeconvvizError(f"feature {bad} is out of range: {what} has features "
-                             f"0..{features - 1} (see 'deconvviz layers')")
+        raise DeconvvizError(
+            f"feature {bad} is out of range: {what} has features "
+            f"0..{features - 1} (see 'deconvviz layers')"
+        )
     if mode != "position":
         return idx, feat, None
     if position is None and tuple(output_size) != (1, 1):
         raise DeconvvizError("mode 'position' needs a position (row, col)")
-    pos = torch.as_tensor(position if position is not None else (0, 0),
-                          dtype=torch.int64).reshape(-1, 2)
+    pos = torch.as_tensor(position if position is not None else (0, 0), dtype=torch.int64).reshape(
+        -1, 2
+    )
     if pos.shape[0] == 1 and idx.numel() > 1:
         pos = pos.expand(idx.numel(), 2)
     if pos.shape[0] != idx.numel():
         raise DeconvvizError(f"{pos.shape[0]} positions for {idx.numel()} seeds")
     oh, ow = output_size
-    if idx.numel() and (pos[:, 0].min() < 0 or pos[:, 0].max() >= oh
-                        or pos[:, 1].min() < 0 or pos[:, 1].max() >= ow):
+    if idx.numel() and (
+        pos[:, 0].min() < 0 or pos[:, 0].max() >= oh or pos[:, 1].min() < 0 or pos[:, 1].max() >= ow
+    ):
         raise DeconvvizError(f"position out of range: {what} output is {oh}x{ow}")
     return idx, feat, pos
 
@@ -102,8 +124,13 @@ def max_positions(output: torch.Tensor, image_index: torch.Tensor, feature: torc
     return where, act, torch.stack([where // w, where % w], dim=1)
 
 
-def seed_maps(output: torch.Tensor, image_index: torch.Tensor, feature: torch.Tensor,
-              mode: str, position: Optional[torch.Tensor] = None):
+def seed_maps(
+    output: torch.Tensor,
+    image_index: torch.Tensor,
+    feature: torch.Tensor,
+    mode: str,
+    position: Optional[torch.Tensor] = None,
+):
     """Seed maps for a node output ``(B, C, h, w)``: every channel but the chosen one zero.
 
     ``mode="max"``: only the channel's strongest activation is kept (the paper;

@@ -34,13 +34,25 @@ import torch
 import torch.nn.functional as F
 from torch import fx
 
-from ..net.graph import Graph, GraphNode, eval_mode
-from ..net.geometry import Frame, window_frame
 from ...errors import DeconvvizError
-from ..net.ops import REACH, _SIGNATURES, _bind, fetch_attr, op_weight, run_node, run_recorded
+from ..net.geometry import Frame, window_frame
+from ..net.graph import Graph, GraphNode, eval_mode
+from ..net.ops import _SIGNATURES, REACH, _bind, fetch_attr, op_weight, run_node, run_recorded
 
-__all__ = ["GraphRecording", "record_whole", "record_cone", "shift", "inside", "zero_outside",
-           "cut_per_seed", "cut_record", "avg_counts", "channels_last", "paste", "constant_value"]
+__all__ = [
+    "GraphRecording",
+    "record_whole",
+    "record_cone",
+    "shift",
+    "inside",
+    "zero_outside",
+    "cut_per_seed",
+    "cut_record",
+    "avg_counts",
+    "channels_last",
+    "paste",
+    "constant_value",
+]
 
 
 @dataclass
@@ -86,22 +98,25 @@ def channels_last(x: torch.Tensor) -> torch.Tensor:
 
 # ----------------------------------------------------------------------------- windows
 
-def shift(t: torch.Tensor, offset: Tuple[int, int], size: Tuple[int, int],
-          fill: float = 0.0) -> torch.Tensor:
+
+def shift(
+    t: torch.Tensor, offset: Tuple[int, int], size: Tuple[int, int], fill: float = 0.0
+) -> torch.Tensor:
     """The ``size`` window of ``t`` ``(S, C, h, w)`` whose top-left is ``offset`` (the same
     for every row); where it leaves ``t``, ``fill``. A window inside ``t`` is a view."""
     h, w = t.shape[-2:]
     top, left = -offset[0], -offset[1]
     bottom, right = size[0] - h - top, size[1] - w - left
     if max(top, left, bottom, right) <= 0:
-        return t[..., offset[0]:offset[0] + size[0], offset[1]:offset[1] + size[1]]
+        return t[..., offset[0] : offset[0] + size[0], offset[1] : offset[1] + size[1]]
     if min(top, left, bottom, right) < 0:
-        t = t[..., max(offset[0], 0):h + min(bottom, 0), max(offset[1], 0):w + min(right, 0)]
+        t = t[..., max(offset[0], 0) : h + min(bottom, 0), max(offset[1], 0) : w + min(right, 0)]
     return F.pad(t, (max(left, 0), max(right, 0), max(top, 0), max(bottom, 0)), value=fill)
 
 
-def inside(origin: torch.Tensor, size: Tuple[int, int], lo: Tuple[int, int],
-           hi: Tuple[int, int]) -> Optional[torch.Tensor]:
+def inside(
+    origin: torch.Tensor, size: Tuple[int, int], lo: Tuple[int, int], hi: Tuple[int, int]
+) -> Optional[torch.Tensor]:
     """``(S, 1, n_h, n_w)`` bool: window positions inside ``[lo, hi)``; None if all are."""
     dev = origin.device
     ys = origin[:, :1] + torch.arange(size[0], device=dev)
@@ -118,20 +133,26 @@ def zero_outside(t: torch.Tensor, keep: Optional[torch.Tensor]) -> torch.Tensor:
     return t if keep is None else t * keep.to(t.dtype)
 
 
-def cut_per_seed(t: torch.Tensor, rows: torch.Tensor, offset: torch.Tensor,
-                 size: Tuple[int, int]) -> torch.Tensor:
+def cut_per_seed(
+    t: torch.Tensor, rows: torch.Tensor, offset: torch.Tensor, size: Tuple[int, int]
+) -> torch.Tensor:
     """Row ``rows[s]`` of ``t`` ``(R, C, h, w)`` inside the window at ``offset[s]``:
     ``(S, C, n_h, n_w)``; outside ``t`` it repeats the nearest border value."""
     dev = t.device
     ys = (offset[:, :1].to(dev) + torch.arange(size[0], device=dev)).clamp(0, t.shape[-2] - 1)
     xs = (offset[:, 1:].to(dev) + torch.arange(size[1], device=dev)).clamp(0, t.shape[-1] - 1)
-    out = t[rows.to(dev)[:, None, None], :, ys[:, :, None], xs[:, None, :]]   # (S, nh, nw, C)
+    out = t[rows.to(dev)[:, None, None], :, ys[:, :, None], xs[:, None, :]]  # (S, nh, nw, C)
     return out.permute(0, 3, 1, 2)
 
 
-def cut_record(rec: GraphRecording, records: Dict[str, torch.Tensor], name: str,
-               rows: torch.Tensor, frame: Optional[Frame], origin: Optional[torch.Tensor]
-               ) -> torch.Tensor:
+def cut_record(
+    rec: GraphRecording,
+    records: Dict[str, torch.Tensor],
+    name: str,
+    rows: torch.Tensor,
+    frame: Optional[Frame],
+    origin: Optional[torch.Tensor],
+) -> torch.Tensor:
     """Record ``records[name]`` of rows ``rows`` inside each seed's window ``frame``
     (top-left ``origin``): the record itself where the frames agree."""
     t = records[name]
@@ -143,20 +164,31 @@ def cut_record(rec: GraphRecording, records: Dict[str, torch.Tensor], name: str,
     return cut_per_seed(t, rows, offset, frame.n)
 
 
-def avg_counts(origin: torch.Tensor, size: Tuple[int, int], extent: Tuple[int, int], kernel,
-               stride, padding, include_pad: bool) -> torch.Tensor:
+def avg_counts(
+    origin: torch.Tensor,
+    size: Tuple[int, int],
+    extent: Tuple[int, int],
+    kernel,
+    stride,
+    padding,
+    include_pad: bool,
+) -> torch.Tensor:
     """What an average pool divides each output by, for the input window ``size`` at
     ``origin`` ``(S, 2)`` of a map ``extent``: ``(S, 1, h, w)`` as PyTorch counts."""
     lo = tuple(-p for p in padding) if include_pad else (0, 0)
     hi = tuple(e + p for e, p in zip(extent, padding)) if include_pad else tuple(extent)
     keep = inside(origin, size, lo, hi)
-    ones = (torch.ones((origin.shape[0], 1) + tuple(size), device=origin.device)
-            if keep is None else keep.to(torch.float32))
+    ones = (
+        torch.ones((origin.shape[0], 1) + tuple(size), device=origin.device)
+        if keep is None
+        else keep.to(torch.float32)
+    )
     counts = F.avg_pool2d(ones, kernel, stride, 0, divisor_override=1)
     return counts.clamp(min=1)
 
 
 # ----------------------------------------------------------------------------- recording
+
 
 def _keep(rec: GraphRecording, node: GraphNode, kept: Optional[torch.Tensor]) -> None:
     """File what :func:`~deconvviz.engine.net.ops.run_recorded` kept for ``node``'s rule."""
@@ -170,8 +202,9 @@ def _keep(rec: GraphRecording, node: GraphNode, kept: Optional[torch.Tensor]) ->
         rec.masks[node.name] = kept
 
 
-def record_whole(graph: Graph, images: torch.Tensor, targets: Sequence[str],
-                 masks: bool = True) -> GraphRecording:
+def record_whole(
+    graph: Graph, images: torch.Tensor, targets: Sequence[str], masks: bool = True
+) -> GraphRecording:
     """One forward pass of ``images`` ``(B, C, H, W)``, only as far as ``targets`` need.
 
     Keeps the outputs of ``targets``, every max pool's switches, gate's value and
@@ -181,16 +214,16 @@ def record_whole(graph: Graph, images: torch.Tensor, targets: Sequence[str],
     model's train/eval flags are restored on exit, also when the forward raises.
     """
     below = {n.name for n in graph.ancestors(targets)}
-    rec = GraphRecording({}, {}, {}, {n: graph.node(n).shape for n in below},
-                         int(images.shape[0]))
+    rec = GraphRecording({}, {}, {}, {n: graph.node(n).shape for n in below}, int(images.shape[0]))
 
     def visit(node: GraphNode, value: torch.Tensor, kept: Optional[torch.Tensor]) -> None:
         if node.name in below:
             _keep(rec, node, kept)
 
     with torch.no_grad(), eval_mode(graph.model):
-        rec.outputs.update(graph.execute(channels_last(images), targets, visit, switches=True,
-                                         slopes=masks))
+        rec.outputs.update(
+            graph.execute(channels_last(images), targets, visit, switches=True, slopes=masks)
+        )
     return rec
 
 
@@ -202,8 +235,15 @@ def constant_value(graph: Graph, node: fx.Node):
     return run_node(node, graph.node_of(node).spec, graph.model, args, kwargs)
 
 
-def _window_op(graph: Graph, node: GraphNode, x: torch.Tensor, xf: Frame, xo: torch.Tensor,
-               f: Frame, position: torch.Tensor):
+def _window_op(
+    graph: Graph,
+    node: GraphNode,
+    x: torch.Tensor,
+    xf: Frame,
+    xo: torch.Tensor,
+    f: Frame,
+    position: torch.Tensor,
+):
     """``node`` (a conv or pool) on its input window, without padding: ``(value, switches)``."""
     kernel, stride, padding, dilation = graph.window_params(node)
     need = window_frame(f, kernel, stride, padding, dilation)
@@ -223,8 +263,9 @@ def _window_op(graph: Graph, node: GraphNode, x: torch.Tensor, xf: Frame, xo: to
         else:
             b = _bind(_SIGNATURES["conv"], node.fx_node.args, node.fx_node.kwargs).get("bias")
             bias = fetch_attr(graph.model, b.target) if isinstance(b, fx.Node) else b
-        return F.conv2d(x, op_weight(node.spec, graph.model), bias, stride, 0, dilation,
-                        node.params["groups"]), None
+        return F.conv2d(
+            x, op_weight(node.spec, graph.model), bias, stride, 0, dilation, node.params["groups"]
+        ), None
     if node.op in ("maxpool", "adaptive_maxpool"):
         value, local = F.max_pool2d(x, kernel, stride, 0, dilation, return_indices=True)
         # A window wholly in the padding gives -inf, which no op after may see (every
@@ -233,8 +274,11 @@ def _window_op(graph: Graph, node: GraphNode, x: torch.Tensor, xf: Frame, xo: to
         if keep_out is not None:
             value = torch.where(keep_out, value, torch.zeros((), dtype=value.dtype))
         nw = need.n[1]
-        sw = ((origin[:, :1].view(-1, 1, 1, 1) + local // nw) * extent[1]
-              + origin[:, 1:].view(-1, 1, 1, 1) + local % nw)
+        sw = (
+            (origin[:, :1].view(-1, 1, 1, 1) + local // nw) * extent[1]
+            + origin[:, 1:].view(-1, 1, 1, 1)
+            + local % nw
+        )
         return value, sw
     total = F.avg_pool2d(x, kernel, stride, 0, divisor_override=1)
     p = node.params
@@ -246,8 +290,14 @@ def _window_op(graph: Graph, node: GraphNode, x: torch.Tensor, xf: Frame, xo: to
     return total / counts.to(total.dtype), None
 
 
-def record_cone(graph: Graph, images: torch.Tensor, seed: str, image_index: torch.Tensor,
-                position: torch.Tensor, masks: bool = True) -> GraphRecording:
+def record_cone(
+    graph: Graph,
+    images: torch.Tensor,
+    seed: str,
+    image_index: torch.Tensor,
+    position: torch.Tensor,
+    masks: bool = True,
+) -> GraphRecording:
     """Record, for S seeds at ``position`` ``(S, 2)`` of node ``seed`` on images
     ``images[image_index]``, the forward pass inside each seed's cone only.
 
@@ -259,14 +309,15 @@ def record_cone(graph: Graph, images: torch.Tensor, seed: str, image_index: torc
     frames = graph.frames(seed)
     whole = graph.whole_image_state(seed)
     if frames is None or whole is not None:
-        why = "no cone" if frames is None else \
-            f"{whole.label()} holds a value of the whole image"
-        raise DeconvvizError(f"node '{seed}' cannot be recorded inside its cone ({why}); "
-                             "record whole images")
+        why = "no cone" if frames is None else f"{whole.label()} holds a value of the whole image"
+        raise DeconvvizError(
+            f"node '{seed}' cannot be recorded inside its cone ({why}); record whole images"
+        )
     order = graph.ancestors([seed])
     pos = position.to(torch.int64).to(images.device)
-    rec = GraphRecording({}, {}, {}, {n.name: n.shape for n in order}, int(pos.shape[0]),
-                         frames=frames, position=pos)
+    rec = GraphRecording(
+        {}, {}, {}, {n.name: n.shape for n in order}, int(pos.shape[0]), frames=frames, position=pos
+    )
     last_use: Dict[str, int] = {}
     for i, n in enumerate(order):
         for x in n.parents:
@@ -279,12 +330,14 @@ def record_cone(graph: Graph, images: torch.Tensor, seed: str, image_index: torc
             if n.op == "input":
                 value = channels_last(cut_per_seed(images, image_index, rec.origin(n.name), f.n))
             elif REACH.get(n.op) == "pointwise":
+
                 def arg(a):
                     name = graph.name_of(a)
                     if name in env:
                         xf = frames[name]
                         return shift(env[name], tuple(f.a[k] - xf.a[k] for k in range(2)), f.n)
                     return constant_value(graph, a)
+
                 fxn = n.fx_node
                 args, kwargs = fx.node.map_arg((fxn.args, fxn.kwargs), arg)
                 value, switches = run_recorded(fxn, n.spec, graph.model, args, kwargs, masks)
@@ -300,8 +353,12 @@ def record_cone(graph: Graph, images: torch.Tensor, seed: str, image_index: torc
     return rec
 
 
-def paste(windows: torch.Tensor, origin: torch.Tensor, canvas_origin: torch.Tensor,
-          canvas_size: Tuple[int, int]) -> torch.Tensor:
+def paste(
+    windows: torch.Tensor,
+    origin: torch.Tensor,
+    canvas_origin: torch.Tensor,
+    canvas_size: Tuple[int, int],
+) -> torch.Tensor:
     """Each window ``(S, C, n_h, n_w)`` (top-left ``origin[s]``) on a zero canvas
     ``(S, C, *canvas_size)`` whose top-left is ``canvas_origin[s]``; what falls off
     the canvas is dropped (it is zero: outside the image, or outside the window)."""
@@ -315,11 +372,20 @@ def paste(windows: torch.Tensor, origin: torch.Tensor, canvas_origin: torch.Tens
     dev = windows.device
     ys = off[:, :1] + torch.arange(nh, device=dev)
     xs = off[:, 1:] + torch.arange(nw, device=dev)
-    keep = (((ys >= 0) & (ys < canvas_size[0]))[:, :, None]
-            & ((xs >= 0) & (xs < canvas_size[1]))[:, None, :]).unsqueeze(-1)
+    keep = (
+        ((ys >= 0) & (ys < canvas_size[0]))[:, :, None]
+        & ((xs >= 0) & (xs < canvas_size[1]))[:, None, :]
+    ).unsqueeze(-1)
     vals = windows.permute(0, 2, 3, 1) * keep.to(windows.dtype)
     rows = torch.arange(s, device=dev)[:, None, None]
     # Accumulate: clamped rows of an off-canvas (zero) part add 0 where they land.
-    out.index_put_((rows, ys.clamp(0, canvas_size[0] - 1)[:, :, None],
-                    xs.clamp(0, canvas_size[1] - 1)[:, None, :]), vals, accumulate=True)
+    out.index_put_(
+        (
+            rows,
+            ys.clamp(0, canvas_size[0] - 1)[:, :, None],
+            xs.clamp(0, canvas_size[1] - 1)[:, None, :],
+        ),
+        vals,
+        accumulate=True,
+    )
     return out.permute(0, 3, 1, 2)

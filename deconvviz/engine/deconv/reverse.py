@@ -52,11 +52,18 @@ import torch.nn.functional as F
 import torchvision
 
 from ...errors import DeconvvizError
-from ..net.graph import Graph, GraphNode
 from ..net.geometry import Frame, window_frame
+from ..net.graph import Graph, GraphNode
 from ..net.ops import fetch_attr, op_weight, split_sizes
-from .record import (GraphRecording, avg_counts, channels_last, constant_value, cut_record,
-                     inside, zero_outside)
+from .record import (
+    GraphRecording,
+    avg_counts,
+    channels_last,
+    constant_value,
+    cut_record,
+    inside,
+    zero_outside,
+)
 
 __all__ = ["Walk", "TRANSPOSES", "POINT_OPS", "reverse_walk", "point_walk"]
 
@@ -90,9 +97,11 @@ class Walk:
             # (R, H, W, C): cut its rows and columns as those of an (R, C, H, W) view
             t = {name: records[name].permute(0, 3, 1, 2)}
             return cut_record(self.rec, t, name, self.rows, f, self.origin(name)).permute(
-                0, 2, 3, 1)
-        return cut_record(self.rec, records, name, self.rows, f,
-                          None if f is None else self.origin(name))
+                0, 2, 3, 1
+            )
+        return cut_record(
+            self.rec, records, name, self.rows, f, None if f is None else self.origin(name)
+        )
 
     def window(self, name: str) -> Optional[Frame]:
         """Node ``name``'s frame where the walk is inside seeds' cones, else None."""
@@ -112,10 +121,16 @@ Transpose = Callable[[GraphNode, torch.Tensor, Walk], Sent]
 
 def _conv(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
     kernel, stride, padding, dilation = w.graph.window_params(node)
-    full = F.conv_transpose2d(channels_last(g), op_weight(node.spec, w.graph.model).to(g.dtype),
-                              stride=stride, dilation=dilation, groups=node.params["groups"])
-    return [(node.inputs[0], full, window_frame(w.frame(node.name), kernel, stride, padding,
-                                                dilation))]
+    full = F.conv_transpose2d(
+        channels_last(g),
+        op_weight(node.spec, w.graph.model).to(g.dtype),
+        stride=stride,
+        dilation=dilation,
+        groups=node.params["groups"],
+    )
+    return [
+        (node.inputs[0], full, window_frame(w.frame(node.name), kernel, stride, padding, dilation))
+    ]
 
 
 def _by_rule(rule: str, g: torch.Tensor, slope) -> torch.Tensor:
@@ -137,7 +152,7 @@ def _rectify(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
 def _held(w: Walk, name: str) -> torch.Tensor:
     t = w.rec.held[name]
     if t.dim() == 4 and t.shape[-1] * t.shape[-2] == 1:
-        return t.index_select(0, w.rows.to(t.device))     # one value per channel: no window
+        return t.index_select(0, w.rows.to(t.device))  # one value per channel: no window
     return w.record(w.rec.held, name)
 
 
@@ -172,10 +187,13 @@ def _pool(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
         sw = w.record(w.rec.switches, node.name)
         origin = need.origin(w.position)
         width = w.extent(x)[1]
-        local = ((sw // width - origin[:, :1].view(-1, 1, 1, 1)) * need.n[1]
-                 + sw % width - origin[:, 1:].view(-1, 1, 1, 1))
+        local = (
+            (sw // width - origin[:, :1].view(-1, 1, 1, 1)) * need.n[1]
+            + sw % width
+            - origin[:, 1:].view(-1, 1, 1, 1)
+        )
         area = need.area()
-        local = local.clamp(0, area - 1)      # where the signal is zero, any place will do
+        local = local.clamp(0, area - 1)  # where the signal is zero, any place will do
         out = g.new_zeros((s, c, area))
         # scatter_add sums values that share a switch (overlapping windows), deterministically.
         out.scatter_add_(2, local.reshape(s, c, h * wd), g.reshape(s, c, h * wd))
@@ -186,8 +204,9 @@ def _pool(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
         g = g / float(kernel[0] * kernel[1])
     elif node.op == "avgpool":
         origin = need.origin(w.position)
-        counts = avg_counts(origin, need.n, w.extent(x), kernel, stride, padding,
-                            node.params["count_include_pad"])
+        counts = avg_counts(
+            origin, need.n, w.extent(x), kernel, stride, padding, node.params["count_include_pad"]
+        )
         g = g / counts.to(g.dtype)
     return [(x, _sum_pool_transpose(g, kernel, stride, dilation), need)]
 
@@ -220,7 +239,7 @@ def _adaptive(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
 
 def _bn_scale(node: GraphNode, model) -> torch.Tensor:
     m = node.module
-    if m is None:     # F.batch_norm: its buffers by name
+    if m is None:  # F.batch_norm: its buffers by name
         p = node.params
         scale = (fetch_attr(model, p["running_var"]) + p["eps"]).rsqrt()
         return scale * fetch_attr(model, p["weight"]) if p["weight"] is not None else scale
@@ -232,8 +251,13 @@ def _bn_scale(node: GraphNode, model) -> torch.Tensor:
 
 def _batchnorm(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
     scale = _bn_scale(node, w.graph.model)
-    return [(node.inputs[0], g * scale.to(g.dtype).view((1, -1) + (1,) * (g.dim() - 2)),
-             w.frame(node.name))]
+    return [
+        (
+            node.inputs[0],
+            g * scale.to(g.dtype).view((1, -1) + (1,) * (g.dim() - 2)),
+            w.frame(node.name),
+        )
+    ]
 
 
 def _unbroadcast(g: torch.Tensor, shape: Tuple[int, ...]) -> torch.Tensor:
@@ -260,7 +284,7 @@ def _scale(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
     p, f, (x,) = node.params, w.frame(node.name), node.inputs
     if p["factor"] is not None:
         return [(x, g * p["factor"], f)]
-    t = constant_value(w.graph, p["tensor"]).to(g.dtype)    # layer scale: a parameter
+    t = constant_value(w.graph, p["tensor"]).to(g.dtype)  # layer scale: a parameter
     out = g / t if p["divide"] else g * t
     if f is None or f.whole:
         out = _unbroadcast(out, w.shape(x, g))
@@ -274,7 +298,7 @@ def _narrow(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
     dim = p["dim"] % len(shape)
     sizes = split_sizes(shape[dim], p["how"])
     out = g.new_zeros(shape)
-    out.narrow(dim, sum(sizes[:p["index"]]), sizes[p["index"]]).copy_(g)
+    out.narrow(dim, sum(sizes[: p["index"]]), sizes[p["index"]]).copy_(g)
     return [(x, out, None)]
 
 
@@ -283,7 +307,7 @@ def _cat(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
     if dim == 0:
         raise DeconvvizError(f"{node.label()} concatenates along the batch dimension")
     sizes = [w.rec.shapes[x][dim - 1] for x in node.inputs]
-    f = w.frame(node.name) if dim == 1 else None    # a spatial cat goes back on whole maps
+    f = w.frame(node.name) if dim == 1 else None  # a spatial cat goes back on whole maps
     return [(x, part, f) for x, part in zip(node.inputs, torch.split(g, sizes, dim=dim))]
 
 
@@ -318,8 +342,13 @@ def _mean(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
 
 
 def _linear(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
-    return [(node.inputs[0], g.matmul(op_weight(node.spec, w.graph.model).to(g.dtype)),
-             w.window(node.name))]
+    return [
+        (
+            node.inputs[0],
+            g.matmul(op_weight(node.spec, w.graph.model).to(g.dtype)),
+            w.window(node.name),
+        )
+    ]
 
 
 def _identity(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
@@ -328,11 +357,26 @@ def _identity(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
 
 #: The deconvnet's rule for each op kind (see the module docstring).
 TRANSPOSES: Dict[str, Transpose] = {
-    "conv": _conv, "relu": _rectify, "relu6": _rectify, "nonlinear": _rectify, "gate": _gate,
-    "norm": _norm, "narrow": _narrow, "maxpool": _pool,
-    "adaptive_maxpool": _pool, "adaptive_avgpool": _pool, "avgpool": _pool,
-    "batchnorm": _batchnorm, "add": _add, "scale": _scale, "cat": _cat, "reshape": _reshape,
-    "permute": _permute, "mean": _mean, "linear": _linear, "dropout": _identity,
+    "conv": _conv,
+    "relu": _rectify,
+    "relu6": _rectify,
+    "nonlinear": _rectify,
+    "gate": _gate,
+    "norm": _norm,
+    "narrow": _narrow,
+    "maxpool": _pool,
+    "adaptive_maxpool": _pool,
+    "adaptive_avgpool": _pool,
+    "avgpool": _pool,
+    "batchnorm": _batchnorm,
+    "add": _add,
+    "scale": _scale,
+    "cat": _cat,
+    "reshape": _reshape,
+    "permute": _permute,
+    "mean": _mean,
+    "linear": _linear,
+    "dropout": _identity,
     "identity": _identity,
 }
 
@@ -345,15 +389,25 @@ def _settle(walk: Walk, name: str, g: torch.Tensor) -> torch.Tensor:
     return zero_outside(g, inside(walk.origin(name), f.n, (0, 0), walk.extent(name)))
 
 
-def _add_window(pending: Dict[str, torch.Tensor], owned: set, parent: str, sent: torch.Tensor,
-                sent_frame: Frame, target: Frame) -> None:
+def _add_window(
+    pending: Dict[str, torch.Tensor],
+    owned: set,
+    parent: str,
+    sent: torch.Tensor,
+    sent_frame: Frame,
+    target: Frame,
+) -> None:
     """Add ``sent`` (on ``sent_frame``) into ``parent``'s signal on its frame ``target``,
     in place where the walk owns that signal (no padded copy of ``sent``)."""
     if parent not in owned:
         base = pending.get(parent)
-        pending[parent] = (sent.new_zeros((sent.shape[0], sent.shape[1]) + tuple(target.n))
-                           .contiguous(memory_format=torch.channels_last) if base is None
-                           else base.clone())
+        pending[parent] = (
+            sent.new_zeros((sent.shape[0], sent.shape[1]) + tuple(target.n)).contiguous(
+                memory_format=torch.channels_last
+            )
+            if base is None
+            else base.clone()
+        )
         owned.add(parent)
     acc = pending[parent]
     # The part of each window that lies on the other (the same for every seed).
@@ -362,8 +416,9 @@ def _add_window(pending: Dict[str, torch.Tensor], owned: set, parent: str, sent:
     if lo[0] >= hi[0] or lo[1] >= hi[1]:
         return
     so = [lo[i] - (sent_frame.a[i] - target.a[i]) for i in range(2)]
-    acc[..., lo[0]:hi[0], lo[1]:hi[1]] += sent[..., so[0]:so[0] + hi[0] - lo[0],
-                                               so[1]:so[1] + hi[1] - lo[1]]
+    acc[..., lo[0] : hi[0], lo[1] : hi[1]] += sent[
+        ..., so[0] : so[0] + hi[0] - lo[0], so[1] : so[1] + hi[1] - lo[1]
+    ]
 
 
 def reverse_walk(walk: Walk, start: str, signal: torch.Tensor) -> torch.Tensor:
@@ -375,8 +430,8 @@ def reverse_walk(walk: Walk, start: str, signal: torch.Tensor) -> torch.Tensor:
     """
     graph = walk.graph
     pending: Dict[str, torch.Tensor] = {start: signal}
-    owned = set()        # pending signals this walk made, so it may add into them in place
-    spread = {start}     # nodes a window op sent signal to: it may lie in their padding
+    owned = set()  # pending signals this walk made, so it may add into them in place
+    spread = {start}  # nodes a window op sent signal to: it may lie in their padding
     for n in reversed(graph.ancestors([start])):
         g = pending.pop(n.name, None)
         if g is None:
@@ -397,7 +452,7 @@ def reverse_walk(walk: Walk, start: str, signal: torch.Tensor) -> torch.Tensor:
             if sent_frame is not None and target is not None and sent_frame != target:
                 _add_window(pending, owned, parent, sent, sent_frame, target)
             elif parent not in pending:
-                pending[parent] = sent       # shared with other parents (add): never written
+                pending[parent] = sent  # shared with other parents (add): never written
             elif parent in owned:
                 pending[parent] += sent
             else:
@@ -411,8 +466,14 @@ def reverse_walk(walk: Walk, start: str, signal: torch.Tensor) -> torch.Tensor:
     return signal.new_zeros((signal.shape[0],) + shape)
 
 
-def _stamp(walk: Walk, conv: GraphNode, channel: torch.Tensor, y: torch.Tensor,
-           x: torch.Tensor, value: torch.Tensor) -> torch.Tensor:
+def _stamp(
+    walk: Walk,
+    conv: GraphNode,
+    channel: torch.Tensor,
+    y: torch.Tensor,
+    x: torch.Tensor,
+    value: torch.Tensor,
+) -> torch.Tensor:
     """The transposed conv of one-value seeds on the conv input's frame: seed ``s``
     stamps ``value[s] * W[channel[s]]`` with kernel tap ``(ky, kx)`` landing on row
     ``y * stride - padding + ky * dilation`` (and likewise for columns)."""
@@ -427,14 +488,16 @@ def _stamp(walk: Walk, conv: GraphNode, channel: torch.Tensor, y: torch.Tensor,
     # A canvas with a margin on every side holds every tap; the frame is cut out of it after.
     my, mx = max(ph, 0), max(pw, 0)
     hc, wc = f.n[0] + my + dh * (kh - 1) + sh + 1, f.n[1] + mx + dw * (kw - 1) + sw + 1
-    taps = ((torch.arange(kh, device=dev) * dh).view(kh, 1) * wc
-            + (torch.arange(kw, device=dev) * dw).view(1, kw)).view(-1)
+    taps = (
+        (torch.arange(kh, device=dev) * dh).view(kh, 1) * wc
+        + (torch.arange(kw, device=dev) * dw).view(1, kw)
+    ).view(-1)
     top = (y * sh - ph - oy + my) * wc + (x * sw - pw - ox + mx)
     where = top.view(s, 1, 1) + taps.view(1, 1, -1)
     stamps = weight.index_select(0, channel).to(value.dtype) * value.view(-1, 1, 1, 1)
     canvas = value.new_zeros((s, in_g, hc * wc))
     canvas.scatter_add_(2, where.expand(s, in_g, kh * kw), stamps.reshape(s, in_g, kh * kw))
-    image = canvas.view(s, in_g, hc, wc)[:, :, my:my + f.n[0], mx:mx + f.n[1]]
+    image = canvas.view(s, in_g, hc, wc)[:, :, my : my + f.n[0], mx : mx + f.n[1]]
     if in_g == c_in:
         return image.contiguous()
     groups = conv.params["groups"]
@@ -444,12 +507,29 @@ def _stamp(walk: Walk, conv: GraphNode, channel: torch.Tensor, y: torch.Tensor,
 
 
 #: Ops a one-value seed passes as one value (to the conv below it, where it becomes a stamp).
-POINT_OPS = ("relu", "relu6", "nonlinear", "gate", "norm", "maxpool", "adaptive_maxpool",
-             "batchnorm", "dropout", "identity", "scale")
+POINT_OPS = (
+    "relu",
+    "relu6",
+    "nonlinear",
+    "gate",
+    "norm",
+    "maxpool",
+    "adaptive_maxpool",
+    "batchnorm",
+    "dropout",
+    "identity",
+    "scale",
+)
 
 
-def _at(walk: Walk, records: Dict[str, torch.Tensor], name: str, channel: torch.Tensor,
-        y: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+def _at(
+    walk: Walk,
+    records: Dict[str, torch.Tensor],
+    name: str,
+    channel: torch.Tensor,
+    y: torch.Tensor,
+    x: torch.Tensor,
+) -> torch.Tensor:
     """A record's value for each seed at map position ``(y, x)``."""
     rows = walk.rows
     here = walk.rec.origin(name)
@@ -459,8 +539,9 @@ def _at(walk: Walk, records: Dict[str, torch.Tensor], name: str, channel: torch.
     return records[name][rows, channel, y, x]
 
 
-def point_walk(walk: Walk, node: str, channel: torch.Tensor, value: torch.Tensor
-               ) -> Tuple[str, torch.Tensor]:
+def point_walk(
+    walk: Walk, node: str, channel: torch.Tensor, value: torch.Tensor
+) -> Tuple[str, torch.Tensor]:
     """The first steps of :func:`reverse_walk` for seeds that are one value each, in closed form.
 
     Seed ``s`` is ``value[s]`` at channel ``channel[s]`` and ``walk.position[s]`` of
@@ -484,8 +565,11 @@ def point_walk(walk: Walk, node: str, channel: torch.Tensor, value: torch.Tensor
             v = v * held[walk.rows.to(held.device), c, 0, 0].to(v.dtype)
         elif n.op == "norm" and walk.rec.held[n.name].dim() == 4:
             v = v * _at(walk, walk.rec.held, n.name, channel, y, x).to(v.dtype)
-        elif n.op in ("maxpool", "adaptive_maxpool") and walk.unpool == "switches" \
-                and walk.graph.window_params(n) is not None:
+        elif (
+            n.op in ("maxpool", "adaptive_maxpool")
+            and walk.unpool == "switches"
+            and walk.graph.window_params(n) is not None
+        ):
             flat = _at(walk, walk.rec.switches, n.name, channel, y, x)
             w_in = walk.extent(n.inputs[0])[1]
             y, x = flat // w_in, flat % w_in

@@ -9,10 +9,10 @@ from torch import nn
 
 from ...data.source import ImageSource, normalize
 from ...errors import DeconvvizError
-from .deconvnet import project_positions
 from ..net.network import Layer, graph_of
-from .projection import RULES
 from ..topk import TopK, model_dtype, normalization_of
+from .deconvnet import project_positions
+from .projection import RULES
 
 __all__ = ["project_seeds", "project_topk"]
 
@@ -22,11 +22,19 @@ __all__ = ["project_seeds", "project_topk"]
 IMAGES_PER_PASS = 64
 
 
-def project_seeds(model: nn.Module, images: Dict[int, torch.Tensor], tops: Dict[Layer, TopK], *,
-                  rule: str = "deconvnet", device: Union[str, torch.device] = "cpu",
-                  mean=None, std=None, images_per_pass: Optional[int] = None,
-                  windows: bool = False, first_feature: int = 0
-                  ) -> Tuple[Dict[Layer, torch.Tensor], Dict[Layer, torch.Tensor]]:
+def project_seeds(
+    model: nn.Module,
+    images: Dict[int, torch.Tensor],
+    tops: Dict[Layer, TopK],
+    *,
+    rule: str = "deconvnet",
+    device: Union[str, torch.device] = "cpu",
+    mean=None,
+    std=None,
+    images_per_pass: Optional[int] = None,
+    windows: bool = False,
+    first_feature: int = 0,
+) -> Tuple[Dict[Layer, torch.Tensor], Dict[Layer, torch.Tensor]]:
     """Deconvnet projections of every kept seed of several layers, in batched passes.
 
     ``images`` maps image index to its ``uint8 (3, H, W)`` pixels; ``tops`` maps
@@ -61,9 +69,9 @@ def project_seeds(model: nn.Module, images: Dict[int, torch.Tensor], tops: Dict[
         projections[L] = torch.zeros((F_, k, shape[0]) + size, dtype=torch.float32)
         activations[L] = torch.zeros((F_, k), dtype=torch.float32)
         flat_idx = top.image_index.reshape(-1)
-        wanted = torch.unique(flat_idx)            # sorted
+        wanted = torch.unique(flat_idx)  # sorted
         for c0 in range(0, wanted.numel(), per_pass):
-            chunk = wanted[c0:c0 + per_pass]
+            chunk = wanted[c0 : c0 + per_pass]
             sel = torch.isin(flat_idx, chunk).nonzero().view(-1)
             local = torch.searchsorted(chunk, flat_idx[sel])
             pix = torch.stack([images[int(i)] for i in chunk])
@@ -71,17 +79,26 @@ def project_seeds(model: nn.Module, images: Dict[int, torch.Tensor], tops: Dict[
             pos = top.position.reshape(-1, 2)[sel].to(device)
             feat = (sel // k + first_feature).to(device)
             with torch.no_grad():
-                proj, act = project_positions(graph, x, node.name, local.to(device), feat, pos,
-                                              rule=rule, windows=windows)
+                proj, act = project_positions(
+                    graph, x, node.name, local.to(device), feat, pos, rule=rule, windows=windows
+                )
             projections[L].view(F_ * k, shape[0], *size)[sel] = proj.float().cpu()
             activations[L].view(-1)[sel] = act.float().cpu()
     return projections, activations
 
 
-def project_topk(model: nn.Module, source: ImageSource, layer: int, top: TopK, *,
-                 rule: str = "deconvnet", device: Union[str, torch.device] = "cpu",
-                 mean=None, std=None, images: Optional[Dict[int, torch.Tensor]] = None
-                 ) -> torch.Tensor:
+def project_topk(
+    model: nn.Module,
+    source: ImageSource,
+    layer: int,
+    top: TopK,
+    *,
+    rule: str = "deconvnet",
+    device: Union[str, torch.device] = "cpu",
+    mean=None,
+    std=None,
+    images: Optional[Dict[int, torch.Tensor]] = None,
+) -> torch.Tensor:
     """Projections ``(F, k, 3, H, W)`` float32 of one layer's kept seeds (see
     :func:`project_seeds`). ``images`` may map image index to its ``uint8 (3, H, W)``
     pixels; they are read from ``source`` otherwise."""
@@ -89,6 +106,6 @@ def project_topk(model: nn.Module, source: ImageSource, layer: int, top: TopK, *
         wanted = sorted({int(i) for i in top.image_index.reshape(-1).tolist()})
         pix = source.read_indices(wanted)
         images = {i: pix[j] for j, i in enumerate(wanted)}
-    return project_seeds(model, images, {layer: top}, rule=rule, device=device, mean=mean,
-                         std=std)[0][layer]
-
+    return project_seeds(model, images, {layer: top}, rule=rule, device=device, mean=mean, std=std)[
+        0
+    ][layer]

@@ -22,10 +22,25 @@ import torch
 
 from .layers import LayerInfo
 
-__all__ = ["Geometry", "Frame", "window_frame", "union_frame", "seed_frames",
-           "input_geometry", "window_geometry", "adaptive_geometry",
-           "union_geometry", "concat_geometry", "hull_geometry", "receptive_fields",
-           "receptive_box", "boxes_for", "windows_for", "cut_windows", "extract_patches"]
+__all__ = [
+    "Geometry",
+    "Frame",
+    "window_frame",
+    "union_frame",
+    "seed_frames",
+    "input_geometry",
+    "window_geometry",
+    "adaptive_geometry",
+    "union_geometry",
+    "concat_geometry",
+    "hull_geometry",
+    "receptive_fields",
+    "receptive_box",
+    "boxes_for",
+    "windows_for",
+    "cut_windows",
+    "extract_patches",
+]
 
 _EMPTY = (1 << 62, -(1 << 62))  # (lo, hi) of an index no input pixel reaches
 
@@ -68,8 +83,7 @@ def _axes(lo, hi, affine) -> Geometry:
 
 def input_geometry(size: Tuple[int, int]) -> Geometry:
     """The image itself: pixel ``i`` sees ``[i, i + 1)``."""
-    return _axes([range(n) for n in size], [range(1, n + 1) for n in size],
-                 [(0, 1, 1), (0, 1, 1)])
+    return _axes([range(n) for n in size], [range(1, n + 1) for n in size], [(0, 1, 1), (0, 1, 1)])
 
 
 def _window_axis(lo, hi, aff, n_out, k, s, p, d):
@@ -87,11 +101,23 @@ def _window_axis(lo, hi, aff, n_out, k, s, p, d):
     return out_lo, out_hi, new_aff
 
 
-def window_geometry(parent: Geometry, out_size: Tuple[int, int], kernel, stride, padding,
-                    dilation) -> Geometry:
+def window_geometry(
+    parent: Geometry, out_size: Tuple[int, int], kernel, stride, padding, dilation
+) -> Geometry:
     """A conv or pool: output ``i`` sees input taps ``i * stride - padding + t * dilation``."""
-    axes = [_window_axis(parent.lo[a], parent.hi[a], parent.affine[a], out_size[a], kernel[a],
-                         stride[a], padding[a], dilation[a]) for a in range(2)]
+    axes = [
+        _window_axis(
+            parent.lo[a],
+            parent.hi[a],
+            parent.affine[a],
+            out_size[a],
+            kernel[a],
+            stride[a],
+            padding[a],
+            dilation[a],
+        )
+        for a in range(2)
+    ]
     return _axes(*zip(*axes))
 
 
@@ -128,8 +154,11 @@ def union_geometry(parents: Sequence[Geometry], out_size: Tuple[int, int]) -> Ge
             hi.append(max(g.hi[a][i if len(g.hi[a]) == n else 0] for g in parents))
         affs = [g.affine[a] for g in parents]
         aff = None
-        if (all(f is not None for f in affs) and len({f[1] for f in affs}) == 1
-                and all(len(g.lo[a]) == n for g in parents)):
+        if (
+            all(f is not None for f in affs)
+            and len({f[1] for f in affs}) == 1
+            and all(len(g.lo[a]) == n for g in parents)
+        ):
             start = min(f[0] for f in affs)
             aff = (start, affs[0][1], max(f[0] + f[2] for f in affs) - start)
         axes.append((lo, hi, aff))
@@ -159,12 +188,28 @@ def hull_geometry(parents: Sequence[Geometry], out_size: Tuple[int, int]) -> Geo
     return _axes(*zip(*axes))
 
 
-_POINTWISE = ("relu", "relu6", "nonlinear", "gate", "norm", "batchnorm", "dropout", "identity",
-              "scale", "add", "cat", "reshape", "narrow", "permute", "linear")
+_POINTWISE = (
+    "relu",
+    "relu6",
+    "nonlinear",
+    "gate",
+    "norm",
+    "batchnorm",
+    "dropout",
+    "identity",
+    "scale",
+    "add",
+    "cat",
+    "reshape",
+    "narrow",
+    "permute",
+    "linear",
+)
 
 
-def _spatial_axes(n, parent_axes: Optional[Tuple[int, int]], parent_rank: int
-                  ) -> Optional[Tuple[int, int]]:
+def _spatial_axes(
+    n, parent_axes: Optional[Tuple[int, int]], parent_rank: int
+) -> Optional[Tuple[int, int]]:
     """Where a node's rows and columns are in its per-image shape, from its first input's
     (a permute or a reshape moves them: ConvNeXt's channels-last blocks, channel shuffle);
     None where they are mixed with other dims (a flatten)."""
@@ -195,9 +240,12 @@ def _spatial_axes(n, parent_axes: Optional[Tuple[int, int]], parent_rank: int
     return parent_axes if max(parent_axes) < rank else None
 
 
-def receptive_fields(nodes: Sequence, input_size: Tuple[int, int],
-                     kernel: Callable[[object], Tuple[int, int]],
-                     moved: Optional[dict] = None) -> Dict[str, Geometry]:
+def receptive_fields(
+    nodes: Sequence,
+    input_size: Tuple[int, int],
+    kernel: Callable[[object], Tuple[int, int]],
+    moved: Optional[dict] = None,
+) -> Dict[str, Geometry]:
     """The :class:`Geometry` of every node with a tensor output.
 
     ``nodes``: a graph's :class:`~deconvviz.engine.net.graph.GraphNode` s in execution
@@ -224,8 +272,11 @@ def receptive_fields(nodes: Sequence, input_size: Tuple[int, int],
             continue
         else:
             first = n.parents[0]
-            ax = _spatial_axes(n, axes.get(first), rank.get(first, 0)) \
-                if all(axes.get(p) == axes.get(first) for p in n.parents) else None
+            ax = (
+                _spatial_axes(n, axes.get(first), rank.get(first, 0))
+                if all(axes.get(p) == axes.get(first) for p in n.parents)
+                else None
+            )
         size = (n.shape[ax[0]], n.shape[ax[1]]) if ax is not None else (1, 1)
         axes[n.name], rank[n.name] = ax, len(n.shape)
         if moved is not None and ax is not None and (ax != (1, 2) or len(n.shape) != 3):
@@ -235,16 +286,21 @@ def receptive_fields(nodes: Sequence, input_size: Tuple[int, int],
             geo[n.name] = input_geometry(input_size)
         elif n.op in ("conv", "maxpool", "avgpool") and standard:
             p = n.params
-            geo[n.name] = window_geometry(parents[0], size, kernel(n), p["stride"],
-                                          p["padding"], p["dilation"])
+            geo[n.name] = window_geometry(
+                parents[0], size, kernel(n), p["stride"], p["padding"], p["dilation"]
+            )
         elif n.op in ("adaptive_avgpool", "adaptive_maxpool") and standard:
             geo[n.name] = adaptive_geometry(parents[0], size)
         elif n.op == "cat" and standard and n.params["dim"] in (2, 3, -1, -2):
-            geo[n.name] = concat_geometry([geo[p] for p in n.inputs],
-                                          0 if n.params["dim"] in (2, -2) else 1)
-        elif (ax is not None and all(g.size == size or 1 in g.size for g in parents)
-              and n.op in _POINTWISE and not (n.op == "cat" and n.params["dim"] % (
-                  len(n.shape) + 1) - 1 in ax)):
+            geo[n.name] = concat_geometry(
+                [geo[p] for p in n.inputs], 0 if n.params["dim"] in (2, -2) else 1
+            )
+        elif (
+            ax is not None
+            and all(g.size == size or 1 in g.size for g in parents)
+            and n.op in _POINTWISE
+            and not (n.op == "cat" and n.params["dim"] % (len(n.shape) + 1) - 1 in ax)
+        ):
             geo[n.name] = union_geometry(parents, size)
         else:
             axes[n.name] = None
@@ -255,6 +311,7 @@ def receptive_fields(nodes: Sequence, input_size: Tuple[int, int],
 
 
 # ----------------------------------------------------------------------------- seed frames
+
 
 @dataclass(frozen=True)
 class Frame:
@@ -278,8 +335,9 @@ class Frame:
     def origin(self, position):
         """Per-seed top-left ``(S, 2)`` of the window, in this node's output coordinates."""
         pos = position.to(torch.int64)
-        return torch.stack([self.a[0] + pos[:, 0] * self.j[0],
-                            self.a[1] + pos[:, 1] * self.j[1]], dim=1)
+        return torch.stack(
+            [self.a[0] + pos[:, 0] * self.j[0], self.a[1] + pos[:, 1] * self.j[1]], dim=1
+        )
 
     def area(self) -> int:
         return self.n[0] * self.n[1]
@@ -287,10 +345,11 @@ class Frame:
 
 def window_frame(out: Frame, kernel, stride, padding, dilation) -> Frame:
     """The input window a conv or pool reads for an output window ``out``."""
-    return Frame(tuple(out.a[i] * stride[i] - padding[i] for i in range(2)),
-                 tuple(out.j[i] * stride[i] for i in range(2)),
-                 tuple((out.n[i] - 1) * stride[i] + dilation[i] * (kernel[i] - 1) + 1
-                       for i in range(2)))
+    return Frame(
+        tuple(out.a[i] * stride[i] - padding[i] for i in range(2)),
+        tuple(out.j[i] * stride[i] for i in range(2)),
+        tuple((out.n[i] - 1) * stride[i] + dilation[i] * (kernel[i] - 1) + 1 for i in range(2)),
+    )
 
 
 def union_frame(a: Frame, b: Frame) -> Optional[Frame]:
@@ -302,8 +361,9 @@ def union_frame(a: Frame, b: Frame) -> Optional[Frame]:
     return Frame(lo, a.j, tuple(hi[i] - lo[i] for i in range(2)))
 
 
-def seed_frames(order: Sequence, seed: str, reach: Callable[[object, Frame], Optional[list]],
-                whole: bool) -> Optional[Dict[str, Frame]]:
+def seed_frames(
+    order: Sequence, seed: str, reach: Callable[[object, Frame], Optional[list]], whole: bool
+) -> Optional[Dict[str, Frame]]:
     """Frames of every node under ``seed`` (``order``: its ancestors in execution order).
 
     ``whole``: every spatial node's whole map. Otherwise each seed's cone: the seed
@@ -314,8 +374,11 @@ def seed_frames(order: Sequence, seed: str, reach: Callable[[object, Frame], Opt
     when the cone does not exist; the caller then takes the whole image.
     """
     if whole:
-        return {n.name: Frame((0, 0), (0, 0), tuple(n.shape[1:])) for n in order
-                if n.shape is not None and len(n.shape) == 3}
+        return {
+            n.name: Frame((0, 0), (0, 0), tuple(n.shape[1:]))
+            for n in order
+            if n.shape is not None and len(n.shape) == 3
+        }
     by_name = {n.name: n for n in order}
     if by_name[seed].shape is None or len(by_name[seed].shape) != 3:
         return None
@@ -341,9 +404,9 @@ def seed_frames(order: Sequence, seed: str, reach: Callable[[object, Frame], Opt
 # ----------------------------------------------------------------------------- boxes and patches
 
 
-
-def receptive_box(info: LayerInfo, position: Tuple[int, int],
-                  image_size: Optional[Tuple[int, int]] = None) -> Tuple[int, int, int, int]:
+def receptive_box(
+    info: LayerInfo, position: Tuple[int, int], image_size: Optional[Tuple[int, int]] = None
+) -> Tuple[int, int, int, int]:
     """Input-pixel box ``(y0, x0, y1, x1)`` (end exclusive) under output unit ``position``.
 
     The box is the unit's receptive field, computed from the kernel, stride,
@@ -363,8 +426,16 @@ def boxes_for(info: LayerInfo, positions: torch.Tensor) -> torch.Tensor:
     y0 = info.rf_start[0] + pos[..., 0] * info.rf_jump[0]
     x0 = info.rf_start[1] + pos[..., 1] * info.rf_jump[1]
     H, W = info.image_size
-    return torch.stack([y0.clamp(0, H), x0.clamp(0, W), (y0 + info.rf_size[0]).clamp(0, H),
-                        (x0 + info.rf_size[1]).clamp(0, W)], dim=-1)
+    return torch.stack(
+        [
+            y0.clamp(0, H),
+            x0.clamp(0, W),
+            (y0 + info.rf_size[0]).clamp(0, H),
+            (x0 + info.rf_size[1]).clamp(0, W),
+        ],
+        dim=-1,
+    )
+
 
 def windows_for(info: LayerInfo, position: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Receptive-field windows of output ``position`` s ``(S, 2)``: ``(box (S, 4), origin (S, 2))``.
@@ -373,16 +444,22 @@ def windows_for(info: LayerInfo, position: torch.Tensor) -> Tuple[torch.Tensor, 
     border; ``origin`` the unclipped top-left corner of the ``rf_size`` window.
     """
     pos = position.to(torch.int64).reshape(-1, 2)
-    origin = torch.stack([info.rf_start[0] + pos[:, 0] * info.rf_jump[0],
-                          info.rf_start[1] + pos[:, 1] * info.rf_jump[1]], dim=1)
+    origin = torch.stack(
+        [
+            info.rf_start[0] + pos[:, 0] * info.rf_jump[0],
+            info.rf_start[1] + pos[:, 1] * info.rf_jump[1],
+        ],
+        dim=1,
+    )
     # A graph node knows each position's exact box (also where no affine field exists:
     # then the window is the hull of all of them, rf_jump 0).
     box = info.boxes(pos) if hasattr(info, "boxes") else boxes_for(info, pos)
     return box, origin
 
 
-def cut_windows(full: torch.Tensor, box: torch.Tensor, origin: torch.Tensor,
-                size: Tuple[int, int]) -> torch.Tensor:
+def cut_windows(
+    full: torch.Tensor, box: torch.Tensor, origin: torch.Tensor, size: Tuple[int, int]
+) -> torch.Tensor:
     """Cut ``full`` ``(S, C, H, W)`` to one window per row: ``(S, C, size_h, size_w)``.
 
     Row ``s``'s clipped ``box[s]`` lands at ``box[s, :2] - origin[s]`` in its window;
@@ -395,12 +472,13 @@ def cut_windows(full: torch.Tensor, box: torch.Tensor, origin: torch.Tensor,
         if y1 <= y0 or x1 <= x0:
             continue
         oy, ox = y0 - int(origin[s, 0]), x0 - int(origin[s, 1])
-        out[s, :, oy:oy + y1 - y0, ox:ox + x1 - x0] = full[s, :, y0:y1, x0:x1]
+        out[s, :, oy : oy + y1 - y0, ox : ox + x1 - x0] = full[s, :, y0:y1, x0:x1]
     return out
 
 
-def extract_patches(info: LayerInfo, images: torch.Tensor, position: torch.Tensor
-                    ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def extract_patches(
+    info: LayerInfo, images: torch.Tensor, position: torch.Tensor
+) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Image patches under the receptive fields of output ``position`` s.
 
     ``images``: ``uint8 (S, 3, H, W)``, one per seed; ``position``: ``(S, 2)``.

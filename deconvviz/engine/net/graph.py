@@ -28,28 +28,70 @@ from torch import fx, nn
 
 from ...errors import DeconvvizError, NotProjectable
 from .geometry import Frame, Geometry, receptive_fields, seed_frames, window_frame
+from .layers import conv_stack
 from .ops import REACH, WHOLE_IMAGE_OPS, OpSpec, classify, op_weight, run_node, run_recorded
 from .trace import eval_mode, one_line, trace
-from .layers import conv_stack
 
-__all__ = ["GraphNode", "NodeInfo", "Graph", "build_graph", "eval_mode", "SEED_OPS",
-           "LISTED_OPS", "RULE_OPS"]
+__all__ = [
+    "GraphNode",
+    "NodeInfo",
+    "Graph",
+    "build_graph",
+    "eval_mode",
+    "SEED_OPS",
+    "LISTED_OPS",
+    "RULE_OPS",
+]
 
 #: Ops a seed may sit on (any node whose output is ``(B, C, H, W)`` or ``(B, C)``).
-SEED_OPS = ("conv", "relu", "relu6", "nonlinear", "gate", "norm", "maxpool", "adaptive_maxpool",
-            "avgpool", "adaptive_avgpool", "batchnorm", "add", "scale", "cat", "reshape", "permute",
-            "narrow", "mean", "linear", "dropout", "identity")
+SEED_OPS = (
+    "conv",
+    "relu",
+    "relu6",
+    "nonlinear",
+    "gate",
+    "norm",
+    "maxpool",
+    "adaptive_maxpool",
+    "avgpool",
+    "adaptive_avgpool",
+    "batchnorm",
+    "add",
+    "scale",
+    "cat",
+    "reshape",
+    "permute",
+    "narrow",
+    "mean",
+    "linear",
+    "dropout",
+    "identity",
+)
 #: Ops listed by default (the nodes worth projecting); ``layers --all`` lists every node.
-LISTED_OPS = ("conv", "relu", "relu6", "nonlinear", "gate", "maxpool", "adaptive_maxpool",
-              "avgpool", "adaptive_avgpool", "add", "cat", "linear")
+LISTED_OPS = (
+    "conv",
+    "relu",
+    "relu6",
+    "nonlinear",
+    "gate",
+    "maxpool",
+    "adaptive_maxpool",
+    "avgpool",
+    "adaptive_avgpool",
+    "add",
+    "cat",
+    "linear",
+)
 #: What the deconvnet goes back through, for messages.
-RULE_OPS = ("Conv2d (any groups, stride, dilation, zero padding), ReLU, ReLU6 and elementwise "
-            "nonlinearities (SiLU, GELU, Hardswish, Mish, ELU, LeakyReLU, PReLU, Softplus, "
-            "Hardtanh, Sigmoid, Tanh; module, function or in-place), gates (x * sigmoid(s), "
-            "x * hardsigmoid(s), SqueezeExcitation), LayerNorm/LayerNorm2d/GroupNorm/"
-            "InstanceNorm (statistics held), max pools (unpooled), batch norm (eval), add, "
-            "products with a constant (layer scale), cat, chunk/split, average and adaptive "
-            "pools, flatten/view/reshape, permute, mean, Linear, dropout, identity")
+RULE_OPS = (
+    "Conv2d (any groups, stride, dilation, zero padding), ReLU, ReLU6 and elementwise "
+    "nonlinearities (SiLU, GELU, Hardswish, Mish, ELU, LeakyReLU, PReLU, Softplus, "
+    "Hardtanh, Sigmoid, Tanh; module, function or in-place), gates (x * sigmoid(s), "
+    "x * hardsigmoid(s), SqueezeExcitation), LayerNorm/LayerNorm2d/GroupNorm/"
+    "InstanceNorm (statistics held), max pools (unpooled), batch norm (eval), add, "
+    "products with a constant (layer scale), cat, chunk/split, average and adaptive "
+    "pools, flatten/view/reshape, permute, mean, Linear, dropout, identity"
+)
 
 
 @dataclass(frozen=True)
@@ -175,8 +217,15 @@ class Graph:
     copied: its current weights are used whenever the graph runs.
     """
 
-    def __init__(self, model: nn.Module, fx_graph: fx.Graph, names: Dict[fx.Node, str],
-                 visible: set, input_size: Tuple[int, int], in_channels: int):
+    def __init__(
+        self,
+        model: nn.Module,
+        fx_graph: fx.Graph,
+        names: Dict[fx.Node, str],
+        visible: set,
+        input_size: Tuple[int, int],
+        in_channels: int,
+    ):
         self.model = model
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.in_channels = int(in_channels)
@@ -188,8 +237,7 @@ class Graph:
         self._by_fx = {n.fx_node: n for n in self.nodes}
         self._moved: Dict[str, Optional[Tuple[int, int]]] = {}
         self._blockers: Optional[Dict[str, Optional[GraphNode]]] = None
-        self._geometry = receptive_fields(self.nodes, self.input_size, self._kernel,
-                                          self._moved)
+        self._geometry = receptive_fields(self.nodes, self.input_size, self._kernel, self._moved)
         self.layers: Tuple[str, ...] = self._legacy_layers()
 
     # ------------------------------------------------------------------ analysis
@@ -214,8 +262,11 @@ class Graph:
                 return depends.get(a, False)
             v = env.get(a)
             # chunk/split give a tuple of tensors, which their getitem nodes pick from
-            return depends.get(a, False) and (isinstance(v, torch.Tensor) or isinstance(
-                v, (tuple, list)) and any(isinstance(t, torch.Tensor) for t in v))
+            return depends.get(a, False) and (
+                isinstance(v, torch.Tensor)
+                or isinstance(v, (tuple, list))
+                and any(isinstance(t, torch.Tensor) for t in v)
+            )
 
         self._depends = depends
         with torch.no_grad(), eval_mode(self.model):
@@ -223,24 +274,31 @@ class Graph:
                 if node.op == "output":
                     continue
                 ins = node.all_input_nodes
-                depends[node] = node.op == "placeholder" and placeholders == 0 or any(
-                    depends.get(a, False) for a in ins)
+                depends[node] = (
+                    node.op == "placeholder"
+                    and placeholders == 0
+                    or any(depends.get(a, False) for a in ins)
+                )
                 spec = classify(node, self.model, signal)
                 error = next((failed[a] for a in ins if a in failed), "")
                 if not error:
                     try:
                         if node.op == "placeholder":
-                            value = x if placeholders == 0 else (node.args[0] if node.args
-                                                                 else None)
+                            value = (
+                                x if placeholders == 0 else (node.args[0] if node.args else None)
+                            )
                             placeholders += 1
                         else:
-                            args, kwargs = fx.node.map_arg((node.args, node.kwargs),
-                                                           lambda a: env[a])
+                            args, kwargs = fx.node.map_arg(
+                                (node.args, node.kwargs), lambda a: env[a]
+                            )
                             value = run_node(node, spec, self.model, args, kwargs)
                         env[node] = value
                     except Exception as exc:
-                        error = (f"node '{self._names[node]}' fails on a {self.input_size[0]}x"
-                                 f"{self.input_size[1]} image ({one_line(exc)})")
+                        error = (
+                            f"node '{self._names[node]}' fails on a {self.input_size[0]}x"
+                            f"{self.input_size[1]} image ({one_line(exc)})"
+                        )
                 if error:
                     failed[node] = error
                 value = env.get(node)
@@ -252,20 +310,37 @@ class Graph:
                     # Sizes and other numbers carry no signal; a tuple of tensors (chunk,
                     # split) would, and has no rule.
                     carries = isinstance(value, (tuple, list)) and any(
-                        isinstance(v, torch.Tensor) for v in value)
+                        isinstance(v, torch.Tensor) for v in value
+                    )
                     # chunk/split's pieces go back through the nodes that pick them (narrow).
                     op = op if op == "split" else "unsupported" if carries else "constant"
-                inputs = tuple(self._names[a] if isinstance(a, fx.Node) else None
-                               for a in spec.inputs)
+                inputs = tuple(
+                    self._names[a] if isinstance(a, fx.Node) else None for a in spec.inputs
+                )
                 parents = tuple(dict.fromkeys(n for n in inputs if n is not None))
                 if op == "unsupported" and not parents:
                     # No rule, so no transpose: its signal inputs still are what it depends
                     # on, for the nodes above it (which 'layers' lists as blocked by it).
-                    parents = tuple(dict.fromkeys(
-                        self._names[a] for a in ins if depends.get(a) and a in self._names))
-                out.append(GraphNode(self._names[node], len(out), op, spec.what, inputs, parents,
-                                     shape, spec, node, error,
-                                     hidden=self._names[node] not in self._visible))
+                    parents = tuple(
+                        dict.fromkeys(
+                            self._names[a] for a in ins if depends.get(a) and a in self._names
+                        )
+                    )
+                out.append(
+                    GraphNode(
+                        self._names[node],
+                        len(out),
+                        op,
+                        spec.what,
+                        inputs,
+                        parents,
+                        shape,
+                        spec,
+                        node,
+                        error,
+                        hidden=self._names[node] not in self._visible,
+                    )
+                )
         return tuple(out)
 
     def _kernel(self, node: GraphNode) -> Tuple[int, int]:
@@ -307,17 +382,19 @@ class Graph:
         if kind == "pointwise":
             if node.op == "cat" and node.params["dim"] % 4 != 1:
                 return None
-            held = node.params.get("held")   # a gate's value: held, it takes no signal
+            held = node.params.get("held")  # a gate's value: held, it takes no signal
             for a in node.fx_node.all_input_nodes:
                 if a is held:
                     continue
                 name = self._names.get(a)
                 shape = self._by_name[name].shape if name in self._by_name else None
                 if name in ins and (shape is None or tuple(shape[1:]) != tuple(node.shape[1:])):
-                    return None     # a broadcast signal reads other positions than its own
-                if name not in ins and (self._depends.get(a) or (
-                        shape is not None and len(shape) >= 2 and shape[-1] * shape[-2] > 1)):
-                    return None     # a size read off the image, or a map that does not move
+                    return None  # a broadcast signal reads other positions than its own
+                if name not in ins and (
+                    self._depends.get(a)
+                    or (shape is not None and len(shape) >= 2 and shape[-1] * shape[-2] > 1)
+                ):
+                    return None  # a size read off the image, or a map that does not move
             return [(x, frame) for x in ins]
         window = self.window_params(node) if kind else None
         if window is None:
@@ -372,8 +449,9 @@ class Graph:
         """The same traced model analysed at another input size ``(H, W)`` (cached)."""
         size = (int(size[0]), int(size[1]))
         if size not in self._sizes:
-            g = Graph(self.model, self._fx_graph, self._names, self._visible, size,
-                      self.in_channels)
+            g = Graph(
+                self.model, self._fx_graph, self._names, self._visible, size, self.in_channels
+            )
             g._sizes = self._sizes
             self._sizes[size] = g
         return self._sizes[size]
@@ -393,19 +471,25 @@ class Graph:
             model = type(self.model).__name__
             if not self.layers:
                 example = next((n.name for n in self.nodes if n.op in ("relu", "conv")), "")
-                raise DeconvvizError(f"layer {layer}: numbered layers exist only for a plain "
-                                     f"conv stack, which {model} is not; name a node instead, "
-                                     f"e.g. '{example}' (see 'deconvviz layers')")
+                raise DeconvvizError(
+                    f"layer {layer}: numbered layers exist only for a plain "
+                    f"conv stack, which {model} is not; name a node instead, "
+                    f"e.g. '{example}' (see 'deconvviz layers')"
+                )
             if not 1 <= layer <= len(self.layers):
-                raise DeconvvizError(f"layer {layer} is out of range: this network has layers "
-                                     f"1..{len(self.layers)} (see 'deconvviz layers')")
+                raise DeconvvizError(
+                    f"layer {layer} is out of range: this network has layers "
+                    f"1..{len(self.layers)} (see 'deconvviz layers')"
+                )
             return self._by_name[self.layers[layer - 1]]
         if not isinstance(layer, str):
             raise DeconvvizError(f"a layer is a number or a node name; got {layer!r}")
         close = difflib.get_close_matches(layer, self.names(), n=5, cutoff=0.6)
         hint = f"closest: {', '.join(close)}" if close else f"{len(self.nodes)} nodes"
-        raise DeconvvizError(f"no node named {layer!r} in {type(self.model).__name__} ({hint}; "
-                             "see 'deconvviz layers --all')")
+        raise DeconvvizError(
+            f"no node named {layer!r} in {type(self.model).__name__} ({hint}; "
+            "see 'deconvviz layers --all')"
+        )
 
     def output_name(self) -> Optional[str]:
         """The node the model returns (None when it returns something else than one node)."""
@@ -441,10 +525,11 @@ class Graph:
         or None when the reverse pass has a rule for every op it meets."""
         if self._blockers is None:
             found: Dict[str, Optional[GraphNode]] = {}
-            for n in self.nodes:   # execution order: parents come first
+            for n in self.nodes:  # execution order: parents come first
                 below = [found[p] for p in n.parents if found.get(p) is not None]
-                found[n.name] = n if n.op == "unsupported" else max(
-                    below, key=lambda b: b.index, default=None)
+                found[n.name] = (
+                    n if n.op == "unsupported" else max(below, key=lambda b: b.index, default=None)
+                )
             self._blockers = found
         return self._blockers[self.node(layer).name]
 
@@ -455,8 +540,11 @@ class Graph:
         few words for a table (``deconvviz layers``)."""
         node = self.node(layer)
         if node.error:
-            return f"fails on a {self.input_size[0]}x{self.input_size[1]} image" if short \
+            return (
+                f"fails on a {self.input_size[0]}x{self.input_size[1]} image"
+                if short
                 else node.error
+            )
         block = self.blocker(node.name)
         if block is not None:
             reason = block.spec.reason
@@ -465,17 +553,23 @@ class Graph:
                     return f"no rule for {block.what} at {block.name} on the way back"
                 return f"no rule for {block.what}{f': {reason}' if reason else ''}"
             where = "" if block is node else f", so '{node.name}' cannot be projected through it"
-            return (f"{block.label()}{f', {reason},' if reason else ''} has no deconvnet "
-                    f"rule{where} (rules exist for: {RULE_OPS})")
+            return (
+                f"{block.label()}{f', {reason},' if reason else ''} has no deconvnet "
+                f"rule{where} (rules exist for: {RULE_OPS})"
+            )
         if not node.seedable or node.name in self._moved:
             shape = "no tensor" if node.shape is None else f"shape {tuple(node.shape)}"
-            moved = " with its map in other dims (channels-last)" \
-                if node.name in self._moved else ""
+            moved = (
+                " with its map in other dims (channels-last)" if node.name in self._moved else ""
+            )
             if short:
                 return {"input": "the input image", "constant": "carries no image signal"}.get(
-                    node.op, f"gives {shape}{moved}")
-            return (f"{node.label()} gives {shape} per image{moved}; a seed needs a (C, H, W) "
-                    "or (C,) output")
+                    node.op, f"gives {shape}{moved}"
+                )
+            return (
+                f"{node.label()} gives {shape} per image{moved}; a seed needs a (C, H, W) "
+                "or (C,) output"
+            )
         return ""
 
     def check_seed(self, layer: Union[int, str]) -> GraphNode:
@@ -502,34 +596,53 @@ class Graph:
             (y0, y1), (x0, x1) = geo.hull()
             start, jump, size = (y0, x0), (0, 0), (max(0, y1 - y0), max(0, x1 - x0))
         fx_node = node.fx_node
-        return NodeInfo(name=node.name, op=node.op, what=node.what,
-                        index=self.layer_index(node.name),
-                        path=fx_node.target if fx_node.op == "call_module" else node.name,
-                        features=int(node.shape[0]), output_size=geo.size,
-                        image_size=self.input_size, rf_size=tuple(size), rf_jump=tuple(jump),
-                        rf_start=tuple(start), exact=all(a is not None for a in affine),
-                        geometry=geo)
+        return NodeInfo(
+            name=node.name,
+            op=node.op,
+            what=node.what,
+            index=self.layer_index(node.name),
+            path=fx_node.target if fx_node.op == "call_module" else node.name,
+            features=int(node.shape[0]),
+            output_size=geo.size,
+            image_size=self.input_size,
+            rf_size=tuple(size),
+            rf_jump=tuple(jump),
+            rf_start=tuple(start),
+            exact=all(a is not None for a in affine),
+            geometry=geo,
+        )
 
     def listed(self, all_nodes: bool = False) -> List[GraphNode]:
         """The nodes ``deconvviz layers`` lists, in execution order: every node
         (``all_nodes``), or those worth projecting (visible nodes of :data:`LISTED_OPS`,
         legacy layers) and the visible ops without a rule that stand where they would."""
-        return [n for n in self.nodes
-                if all_nodes or n.name in self.layers or not n.hidden and (
-                    n.op in LISTED_OPS or n.op == "unsupported" and n.shape is not None)]
+        return [
+            n
+            for n in self.nodes
+            if all_nodes
+            or n.name in self.layers
+            or not n.hidden
+            and (n.op in LISTED_OPS or n.op == "unsupported" and n.shape is not None)
+        ]
 
     def infos(self, all_nodes: bool = False) -> List[NodeInfo]:
         """:class:`NodeInfo` of every seedable node of :meth:`listed` that runs at this
         size."""
-        return [self.info(n.name) for n in self.listed(all_nodes)
-                if n.seedable and not n.error and n.name in self._geometry
-                and n.name not in self._moved]
+        return [
+            self.info(n.name)
+            for n in self.listed(all_nodes)
+            if n.seedable and not n.error and n.name in self._geometry and n.name not in self._moved
+        ]
 
     # ------------------------------------------------------------------ running
-    def execute(self, x: torch.Tensor, targets: Sequence[str],
-                visit: Optional[Callable[[GraphNode, torch.Tensor, Optional[torch.Tensor]],
-                                         None]] = None,
-                switches: bool = False, slopes: bool = False) -> Dict[str, torch.Tensor]:
+    def execute(
+        self,
+        x: torch.Tensor,
+        targets: Sequence[str],
+        visit: Optional[Callable[[GraphNode, torch.Tensor, Optional[torch.Tensor]], None]] = None,
+        switches: bool = False,
+        slopes: bool = False,
+    ) -> Dict[str, torch.Tensor]:
         """Run only the nodes ``targets`` need, on ``x`` ``(B, C, H, W)``; return their outputs.
 
         ``visit(node, value, kept)`` sees every signal node's output as it is
@@ -576,8 +689,11 @@ class Graph:
         return result
 
 
-def build_graph(model: nn.Module, input_size: Optional[Tuple[int, int]] = None,
-                in_channels: Optional[int] = None) -> Graph:
+def build_graph(
+    model: nn.Module,
+    input_size: Optional[Tuple[int, int]] = None,
+    in_channels: Optional[int] = None,
+) -> Graph:
     """Trace ``model`` with torch.fx and analyse it at ``input_size`` ``(H, W)``.
 
     ``input_size`` defaults to the checkpoint metadata's (``model.meta``), else

@@ -19,8 +19,14 @@ from torch import nn
 
 from ...errors import DeconvvizError
 
-__all__ = ["LayerInfo", "conv_stack", "list_layers", "get_layer", "SUPPORTED_MODULES",
-           "check_supported"]
+__all__ = [
+    "LayerInfo",
+    "conv_stack",
+    "list_layers",
+    "get_layer",
+    "SUPPORTED_MODULES",
+    "check_supported",
+]
 
 SUPPORTED_MODULES = (nn.Conv2d, nn.ReLU, nn.MaxPool2d)
 
@@ -32,8 +38,10 @@ def conv_stack(model: nn.Module) -> nn.Sequential:
         return features
     if isinstance(model, nn.Sequential):
         return model
-    raise DeconvvizError(f"{type(model).__name__} has no 'features' sequence; the deconvnet "
-                         "needs the conv stack as an nn.Sequential (model.features)")
+    raise DeconvvizError(
+        f"{type(model).__name__} has no 'features' sequence; the deconvnet "
+        "needs the conv stack as an nn.Sequential (model.features)"
+    )
 
 
 def _stack_prefix(model: nn.Module) -> str:
@@ -49,8 +57,12 @@ def _geometry(module: nn.Module):
     """(kernel, stride, padding, dilation) as pairs, or None for size-preserving modules."""
     if isinstance(module, (nn.Conv2d, nn.MaxPool2d)):
         stride = module.stride if module.stride is not None else module.kernel_size
-        return (_pair(module.kernel_size), _pair(stride), _pair(module.padding),
-                _pair(module.dilation))
+        return (
+            _pair(module.kernel_size),
+            _pair(stride),
+            _pair(module.padding),
+            _pair(module.dilation),
+        )
     return None
 
 
@@ -60,14 +72,20 @@ def check_supported(model: nn.Module, stop: Optional[int] = None) -> None:
     prefix = _stack_prefix(model)
     for i, m in enumerate(list(stack)[:stop]):
         if not isinstance(m, SUPPORTED_MODULES):
-            raise DeconvvizError(f"module {prefix}{i} ({type(m).__name__}) is not supported by the "
-                                 "deconvnet (only Conv2d, ReLU and MaxPool2d)")
+            raise DeconvvizError(
+                f"module {prefix}{i} ({type(m).__name__}) is not supported by the "
+                "deconvnet (only Conv2d, ReLU and MaxPool2d)"
+            )
         if isinstance(m, nn.Conv2d) and m.padding_mode != "zeros":
-            raise DeconvvizError(f"module {prefix}{i} (Conv2d) uses padding_mode="
-                                 f"{m.padding_mode!r}; the deconvnet supports zero padding only")
+            raise DeconvvizError(
+                f"module {prefix}{i} (Conv2d) uses padding_mode="
+                f"{m.padding_mode!r}; the deconvnet supports zero padding only"
+            )
         if isinstance(m, nn.Conv2d) and isinstance(m.padding, str):
-            raise DeconvvizError(f"module {prefix}{i} (Conv2d) uses padding={m.padding!r}; give "
-                                 "the padding as numbers")
+            raise DeconvvizError(
+                f"module {prefix}{i} (Conv2d) uses padding={m.padding!r}; give "
+                "the padding as numbers"
+            )
 
 
 @dataclass(frozen=True)
@@ -140,21 +158,35 @@ def list_layers(model: nn.Module, input_size: Optional[Tuple[int, int]] = None) 
             h = _out_len(h, kh, sh, ph, dh, ceil)
             w = _out_len(w, kw, sw, pw, dw, ceil)
         conv = stack[ci]
-        layers.append(LayerInfo(index=n + 1, path=f"{prefix}{ci}", start=ci, end=end,
-                                in_channels=conv.in_channels, features=conv.out_channels,
-                                input_size=in_size, output_size=(h, w), rf_size=tuple(rf),
-                                rf_jump=tuple(jump), rf_start=tuple(start),
-                                image_size=(int(input_size[0]), int(input_size[1]))))
+        layers.append(
+            LayerInfo(
+                index=n + 1,
+                path=f"{prefix}{ci}",
+                start=ci,
+                end=end,
+                in_channels=conv.in_channels,
+                features=conv.out_channels,
+                input_size=in_size,
+                output_size=(h, w),
+                rf_size=tuple(rf),
+                rf_jump=tuple(jump),
+                rf_start=tuple(start),
+                image_size=(int(input_size[0]), int(input_size[1])),
+            )
+        )
     return layers
 
 
-def get_layer(model: nn.Module, layer: int,
-              input_size: Optional[Tuple[int, int]] = None) -> LayerInfo:
+def get_layer(
+    model: nn.Module, layer: int, input_size: Optional[Tuple[int, int]] = None
+) -> LayerInfo:
     """The :class:`LayerInfo` of layer ``layer`` (from 1), with a clear error when out of range."""
     layers = list_layers(model, input_size)
     if not layers:
         raise DeconvvizError("the model's conv stack has no Conv2d layer")
     if isinstance(layer, bool) or not isinstance(layer, int) or not 1 <= layer <= len(layers):
-        raise DeconvvizError(f"layer {layer} is out of range: this network has layers "
-                             f"1..{len(layers)} (see 'deconvviz layers')")
+        raise DeconvvizError(
+            f"layer {layer} is out of range: this network has layers "
+            f"1..{len(layers)} (see 'deconvviz layers')"
+        )
     return layers[layer - 1]

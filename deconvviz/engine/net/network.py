@@ -19,8 +19,15 @@ from torch import nn
 from ...errors import DeconvvizError, NotProjectable
 from .graph import Graph, NodeInfo, build_graph
 
-__all__ = ["Layer", "graph_of", "resolve_info", "resolve_infos", "layer_key", "spatial",
-           "require_spatial"]
+__all__ = [
+    "Layer",
+    "graph_of",
+    "resolve_info",
+    "resolve_infos",
+    "layer_key",
+    "spatial",
+    "require_spatial",
+]
 
 Layer = Union[int, str]
 _GRAPHS: "weakref.WeakKeyDictionary[nn.Module, Graph]" = weakref.WeakKeyDictionary()
@@ -57,8 +64,9 @@ def resolve_info(model: nn.Module, layer: Layer, image_size: Tuple[int, int]) ->
     return dataclasses.replace(graph.info(graph.check_seed(layer).name), index=None)
 
 
-def resolve_infos(model: nn.Module, layers: Optional[Sequence[Layer]],
-                  image_size: Tuple[int, int]) -> List[NodeInfo]:
+def resolve_infos(
+    model: nn.Module, layers: Optional[Sequence[Layer]], image_size: Tuple[int, int]
+) -> List[NodeInfo]:
     """Infos of ``layers`` (in the order given, duplicates dropped; block numbers sorted);
     by default every block of a plain stack, or every node worth projecting of any other
     network."""
@@ -66,17 +74,21 @@ def resolve_infos(model: nn.Module, layers: Optional[Sequence[Layer]],
         graph = graph_of(model, image_size)
         if graph.layers:
             return [resolve_info(model, i + 1, image_size) for i in range(len(graph.layers))]
-        infos = [dataclasses.replace(i, index=None) for i in graph.infos()
-                 if not graph.why_not(i.name)]
+        infos = [
+            dataclasses.replace(i, index=None) for i in graph.infos() if not graph.why_not(i.name)
+        ]
         if not infos:
             # name the op without a rule nearest the image that the listed nodes go back to
             blocks = [graph.blocker(n.name) for n in graph.listed()]
-            first = min((b for b in blocks if b is not None), key=lambda b: b.index,
-                        default=None)
-            why = graph.why_not(first.name) if first is not None else \
-                "none of its nodes gives a feature map"
-            raise NotProjectable(f"{type(model).__name__} has no node to project (see "
-                                 f"'deconvviz layers'): {why}")
+            first = min((b for b in blocks if b is not None), key=lambda b: b.index, default=None)
+            why = (
+                graph.why_not(first.name)
+                if first is not None
+                else "none of its nodes gives a feature map"
+            )
+            raise NotProjectable(
+                f"{type(model).__name__} has no node to project (see 'deconvviz layers'): {why}"
+            )
         return infos
     out, seen = [], set()
     for layer in layers:
@@ -98,10 +110,12 @@ def spatial(model: nn.Module, info: NodeInfo) -> bool:
 def require_spatial(model: nn.Module, info: NodeInfo) -> None:
     """One line for a layer without positions where image patches are asked for."""
     if not spatial(model, info):
-        raise DeconvvizError(f"{info.describe()} has no spatial output (one value per "
-                             "channel), so it has no image patches for a report; choose a node "
-                             "with a (C, H, W) output (see 'deconvviz layers'), or project it "
-                             f"with 'deconvviz project --layer {info.name}'")
+        raise DeconvvizError(
+            f"{info.describe()} has no spatial output (one value per "
+            "channel), so it has no image patches for a report; choose a node "
+            "with a (C, H, W) output (see 'deconvviz layers'), or project it "
+            f"with 'deconvviz project --layer {info.name}'"
+        )
 
 
 def layer_key(info: NodeInfo) -> Layer:

@@ -21,16 +21,51 @@ import torch.nn.functional as F
 import torchvision
 from torch import fx, nn
 
-__all__ = ["OpSpec", "OPS", "SPATIAL_WINDOW_OPS", "REACH", "WHOLE_IMAGE_OPS", "classify",
-           "run_node", "run_recorded", "run_pool_with_switches", "fetch_attr", "op_weight",
-           "describe_target", "split_sizes"]
+__all__ = [
+    "OpSpec",
+    "OPS",
+    "SPATIAL_WINDOW_OPS",
+    "REACH",
+    "WHOLE_IMAGE_OPS",
+    "classify",
+    "run_node",
+    "run_recorded",
+    "run_pool_with_switches",
+    "fetch_attr",
+    "op_weight",
+    "describe_target",
+    "split_sizes",
+]
 
 #: Every op kind with a deconvnet rule (plus the bookkeeping kinds ``input``,
 #: ``constant`` and ``unsupported``).
-OPS = ("input", "constant", "conv", "relu", "relu6", "nonlinear", "gate", "norm", "maxpool",
-       "adaptive_maxpool", "avgpool", "adaptive_avgpool", "batchnorm", "add", "scale", "cat",
-       "reshape", "permute", "narrow", "split", "mean", "linear", "dropout", "identity",
-       "unsupported")
+OPS = (
+    "input",
+    "constant",
+    "conv",
+    "relu",
+    "relu6",
+    "nonlinear",
+    "gate",
+    "norm",
+    "maxpool",
+    "adaptive_maxpool",
+    "avgpool",
+    "adaptive_avgpool",
+    "batchnorm",
+    "add",
+    "scale",
+    "cat",
+    "reshape",
+    "permute",
+    "narrow",
+    "split",
+    "mean",
+    "linear",
+    "dropout",
+    "identity",
+    "unsupported",
+)
 
 #: Ops whose output position sees a kernel-sized window of its input.
 SPATIAL_WINDOW_OPS = ("conv", "maxpool", "avgpool")
@@ -41,11 +76,24 @@ SPATIAL_WINDOW_OPS = ("conv", "maxpool", "avgpool")
 #: where the input size is a multiple of the output's; an op not listed reads
 #: everything, so a seed above it takes the whole image. A new elementwise op is
 #: ``"pointwise"`` here and a transpose in ``deconv.reverse.TRANSPOSES``.
-REACH = {"relu": "pointwise", "relu6": "pointwise", "nonlinear": "pointwise", "gate": "pointwise",
-         "norm": "pointwise", "batchnorm": "pointwise",
-         "add": "pointwise", "scale": "pointwise", "cat": "pointwise", "dropout": "pointwise",
-         "identity": "pointwise", "conv": "window", "maxpool": "window", "avgpool": "window",
-         "adaptive_maxpool": "adaptive", "adaptive_avgpool": "adaptive"}
+REACH = {
+    "relu": "pointwise",
+    "relu6": "pointwise",
+    "nonlinear": "pointwise",
+    "gate": "pointwise",
+    "norm": "pointwise",
+    "batchnorm": "pointwise",
+    "add": "pointwise",
+    "scale": "pointwise",
+    "cat": "pointwise",
+    "dropout": "pointwise",
+    "identity": "pointwise",
+    "conv": "window",
+    "maxpool": "window",
+    "avgpool": "window",
+    "adaptive_maxpool": "adaptive",
+    "adaptive_avgpool": "adaptive",
+}
 
 #: Ops whose recorded state depends on the whole image, not only on the seed's cone: a
 #: gate's value (a global average inside it) and a normalisation's per-image statistics.
@@ -105,10 +153,24 @@ def describe_target(node: fx.Node, module: Optional[nn.Module] = None) -> str:
 # Positional parameter names of the functions we normalise (the first is the input).
 _SIGNATURES = {
     "conv": ("input", "weight", "bias", "stride", "padding", "dilation", "groups"),
-    "maxpool": ("input", "kernel_size", "stride", "padding", "dilation", "ceil_mode",
-                "return_indices"),
-    "avgpool": ("input", "kernel_size", "stride", "padding", "ceil_mode", "count_include_pad",
-                "divisor_override"),
+    "maxpool": (
+        "input",
+        "kernel_size",
+        "stride",
+        "padding",
+        "dilation",
+        "ceil_mode",
+        "return_indices",
+    ),
+    "avgpool": (
+        "input",
+        "kernel_size",
+        "stride",
+        "padding",
+        "ceil_mode",
+        "count_include_pad",
+        "divisor_override",
+    ),
     "adaptive": ("input", "output_size", "return_indices"),
     "dropout": ("input", "p", "training", "inplace"),
     "linear": ("input", "weight", "bias"),
@@ -116,50 +178,135 @@ _SIGNATURES = {
     "mean": ("input", "dim", "keepdim"),
     "transpose": ("input", "dim0", "dim1"),
     "relu": ("input", "inplace"),
-    "batch_norm": ("input", "running_mean", "running_var", "weight", "bias", "training",
-                   "momentum", "eps"),
+    "batch_norm": (
+        "input",
+        "running_mean",
+        "running_var",
+        "weight",
+        "bias",
+        "training",
+        "momentum",
+        "eps",
+    ),
     "layer_norm": ("input", "normalized_shape", "weight", "bias", "eps"),
     "group_norm": ("input", "num_groups", "weight", "bias", "eps"),
-    "instance_norm": ("input", "running_mean", "running_var", "weight", "bias",
-                      "use_input_stats", "momentum", "eps"),
+    "instance_norm": (
+        "input",
+        "running_mean",
+        "running_var",
+        "weight",
+        "bias",
+        "use_input_stats",
+        "momentum",
+        "eps",
+    ),
     "split": ("tensor", "split_size_or_sections", "dim"),
 }
 
 # Elementwise nonlinearities φ other than ReLU: the rule needs φ'(x), recorded at the forward.
-_NONLINEAR_FUNCTIONS = (F.silu, F.gelu, F.hardswish, F.mish, F.elu, F.elu_, F.celu, F.selu,
-                        F.leaky_relu, F.leaky_relu_, F.prelu, F.softplus, F.hardtanh,
-                        F.hardtanh_, torch.sigmoid, F.sigmoid, F.hardsigmoid, torch.tanh,
-                        F.tanh)
-_NONLINEAR_MODULES = (nn.SiLU, nn.GELU, nn.Hardswish, nn.Mish, nn.ELU, nn.CELU, nn.SELU,
-                      nn.LeakyReLU, nn.PReLU, nn.Softplus, nn.Hardtanh, nn.Sigmoid,
-                      nn.Hardsigmoid, nn.Tanh)
+_NONLINEAR_FUNCTIONS = (
+    F.silu,
+    F.gelu,
+    F.hardswish,
+    F.mish,
+    F.elu,
+    F.elu_,
+    F.celu,
+    F.selu,
+    F.leaky_relu,
+    F.leaky_relu_,
+    F.prelu,
+    F.softplus,
+    F.hardtanh,
+    F.hardtanh_,
+    torch.sigmoid,
+    F.sigmoid,
+    F.hardsigmoid,
+    torch.tanh,
+    F.tanh,
+)
+_NONLINEAR_MODULES = (
+    nn.SiLU,
+    nn.GELU,
+    nn.Hardswish,
+    nn.Mish,
+    nn.ELU,
+    nn.CELU,
+    nn.SELU,
+    nn.LeakyReLU,
+    nn.PReLU,
+    nn.Softplus,
+    nn.Hardtanh,
+    nn.Sigmoid,
+    nn.Hardsigmoid,
+    nn.Tanh,
+)
 # What a gate is: the output of a sigmoid (or hard sigmoid), seen through reshapes.
 _GATE_TARGETS = (nn.Sigmoid, nn.Hardsigmoid, torch.sigmoid, F.sigmoid, F.hardsigmoid, "sigmoid")
-_RESHAPE_TARGETS = ("view", "reshape", "flatten", "expand", "expand_as", "unsqueeze", "squeeze",
-                    torch.reshape, torch.flatten, torch.unsqueeze, torch.squeeze)
-_NORM_FUNCTIONS = {F.layer_norm: "layer_norm", F.group_norm: "group_norm",
-                   F.instance_norm: "instance_norm"}
+_RESHAPE_TARGETS = (
+    "view",
+    "reshape",
+    "flatten",
+    "expand",
+    "expand_as",
+    "unsqueeze",
+    "squeeze",
+    torch.reshape,
+    torch.flatten,
+    torch.unsqueeze,
+    torch.squeeze,
+)
+_NORM_FUNCTIONS = {
+    F.layer_norm: "layer_norm",
+    F.group_norm: "group_norm",
+    F.instance_norm: "instance_norm",
+}
 
 _FUNCTIONS: Dict[Callable, str] = {
-    F.relu: "relu", torch.relu: "relu", torch.relu_: "relu", F.relu_: "relu",
+    F.relu: "relu",
+    torch.relu: "relu",
+    torch.relu_: "relu",
+    F.relu_: "relu",
     F.relu6: "relu6",
-    F.max_pool2d: "maxpool", torch.max_pool2d: "maxpool",
+    F.max_pool2d: "maxpool",
+    torch.max_pool2d: "maxpool",
     F.adaptive_max_pool2d: "adaptive_maxpool",
-    F.avg_pool2d: "avgpool", F.adaptive_avg_pool2d: "adaptive_avgpool",
-    F.dropout: "dropout", F.dropout2d: "dropout", F.dropout1d: "dropout", torch.dropout: "dropout",
-    F.alpha_dropout: "dropout", F.feature_alpha_dropout: "dropout",
-    torch.flatten: "reshape", torch.reshape: "reshape", torch.squeeze: "reshape",
+    F.avg_pool2d: "avgpool",
+    F.adaptive_avg_pool2d: "adaptive_avgpool",
+    F.dropout: "dropout",
+    F.dropout2d: "dropout",
+    F.dropout1d: "dropout",
+    torch.dropout: "dropout",
+    F.alpha_dropout: "dropout",
+    F.feature_alpha_dropout: "dropout",
+    torch.flatten: "reshape",
+    torch.reshape: "reshape",
+    torch.squeeze: "reshape",
     torch.unsqueeze: "reshape",
-    torch.cat: "cat", torch.concat: "cat",
-    operator.add: "add", operator.iadd: "add", torch.add: "add",
-    operator.sub: "add", operator.isub: "add", torch.sub: "add",
-    operator.mul: "scale", operator.imul: "scale", torch.mul: "scale",
-    operator.truediv: "scale", operator.itruediv: "scale", torch.div: "scale",
-    operator.neg: "scale", torch.neg: "scale",
+    torch.cat: "cat",
+    torch.concat: "cat",
+    operator.add: "add",
+    operator.iadd: "add",
+    torch.add: "add",
+    operator.sub: "add",
+    operator.isub: "add",
+    torch.sub: "add",
+    operator.mul: "scale",
+    operator.imul: "scale",
+    torch.mul: "scale",
+    operator.truediv: "scale",
+    operator.itruediv: "scale",
+    torch.div: "scale",
+    operator.neg: "scale",
+    torch.neg: "scale",
     torch.mean: "mean",
-    F.linear: "linear", F.conv2d: "conv",
-    torch.transpose: "permute", torch.permute: "permute",
-    F.batch_norm: "batchnorm", torch.chunk: "split", torch.split: "split",
+    F.linear: "linear",
+    F.conv2d: "conv",
+    torch.transpose: "permute",
+    torch.permute: "permute",
+    F.batch_norm: "batchnorm",
+    torch.chunk: "split",
+    torch.split: "split",
     operator.getitem: "narrow",
 }
 _FUNCTIONS.update({f: "nonlinear" for f in _NONLINEAR_FUNCTIONS})
@@ -168,28 +315,64 @@ if hasattr(torch, "concatenate"):
     _FUNCTIONS[torch.concatenate] = "cat"
 
 _METHODS = {
-    "relu": "relu", "relu_": "relu",
-    "view": "reshape", "reshape": "reshape", "flatten": "reshape", "squeeze": "reshape",
-    "unsqueeze": "reshape", "view_as": "reshape", "reshape_as": "reshape",
-    "contiguous": "identity", "clone": "identity",
-    "add": "add", "add_": "add", "sub": "add", "sub_": "add",
-    "mul": "scale", "mul_": "scale", "div": "scale", "div_": "scale", "neg": "scale",
-    "mean": "mean", "transpose": "permute", "permute": "permute",
-    "sigmoid": "nonlinear", "sigmoid_": "nonlinear", "tanh": "nonlinear", "tanh_": "nonlinear",
-    "chunk": "split", "split": "split",
+    "relu": "relu",
+    "relu_": "relu",
+    "view": "reshape",
+    "reshape": "reshape",
+    "flatten": "reshape",
+    "squeeze": "reshape",
+    "unsqueeze": "reshape",
+    "view_as": "reshape",
+    "reshape_as": "reshape",
+    "contiguous": "identity",
+    "clone": "identity",
+    "add": "add",
+    "add_": "add",
+    "sub": "add",
+    "sub_": "add",
+    "mul": "scale",
+    "mul_": "scale",
+    "div": "scale",
+    "div_": "scale",
+    "neg": "scale",
+    "mean": "mean",
+    "transpose": "permute",
+    "permute": "permute",
+    "sigmoid": "nonlinear",
+    "sigmoid_": "nonlinear",
+    "tanh": "nonlinear",
+    "tanh_": "nonlinear",
+    "chunk": "split",
+    "split": "split",
 }
 
 _MODULES: Dict[type, str] = {
-    nn.Conv2d: "conv", nn.ReLU: "relu", nn.ReLU6: "relu6", nn.MaxPool2d: "maxpool",
-    nn.AdaptiveMaxPool2d: "adaptive_maxpool", nn.AvgPool2d: "avgpool",
-    nn.AdaptiveAvgPool2d: "adaptive_avgpool", nn.BatchNorm2d: "batchnorm",
-    nn.BatchNorm1d: "batchnorm", torchvision.ops.FrozenBatchNorm2d: "batchnorm",
-    nn.Linear: "linear", nn.Flatten: "reshape", nn.Dropout: "dropout", nn.Dropout2d: "dropout",
-    nn.Dropout1d: "dropout", nn.AlphaDropout: "dropout", nn.FeatureAlphaDropout: "dropout",
-    nn.Identity: "identity", torchvision.ops.StochasticDepth: "dropout",
-    nn.LayerNorm: "norm", nn.GroupNorm: "norm", nn.InstanceNorm1d: "norm",
-    nn.InstanceNorm2d: "norm", torchvision.models.convnext.LayerNorm2d: "norm",
-    torchvision.ops.SqueezeExcitation: "gate", torchvision.ops.Permute: "permute",
+    nn.Conv2d: "conv",
+    nn.ReLU: "relu",
+    nn.ReLU6: "relu6",
+    nn.MaxPool2d: "maxpool",
+    nn.AdaptiveMaxPool2d: "adaptive_maxpool",
+    nn.AvgPool2d: "avgpool",
+    nn.AdaptiveAvgPool2d: "adaptive_avgpool",
+    nn.BatchNorm2d: "batchnorm",
+    nn.BatchNorm1d: "batchnorm",
+    torchvision.ops.FrozenBatchNorm2d: "batchnorm",
+    nn.Linear: "linear",
+    nn.Flatten: "reshape",
+    nn.Dropout: "dropout",
+    nn.Dropout2d: "dropout",
+    nn.Dropout1d: "dropout",
+    nn.AlphaDropout: "dropout",
+    nn.FeatureAlphaDropout: "dropout",
+    nn.Identity: "identity",
+    torchvision.ops.StochasticDepth: "dropout",
+    nn.LayerNorm: "norm",
+    nn.GroupNorm: "norm",
+    nn.InstanceNorm1d: "norm",
+    nn.InstanceNorm2d: "norm",
+    torchvision.models.convnext.LayerNorm2d: "norm",
+    torchvision.ops.SqueezeExcitation: "gate",
+    torchvision.ops.Permute: "permute",
 }
 _MODULES.update({m: "nonlinear" for m in _NONLINEAR_MODULES})
 
@@ -203,10 +386,18 @@ def _bind(names, args, kwargs) -> Dict[str, Any]:
 def _window_params(kind: str, p: Dict[str, Any]) -> Dict[str, Any]:
     k = _pair(p["kernel_size"])
     stride = p.get("stride")
-    s = k if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0) \
+    s = (
+        k
+        if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0)
         else _pair(stride)
-    return {"kernel": k, "stride": s, "padding": _pair(p.get("padding", 0)),
-            "dilation": _pair(p.get("dilation", 1)), "ceil_mode": bool(p.get("ceil_mode", False))}
+    )
+    return {
+        "kernel": k,
+        "stride": s,
+        "padding": _pair(p.get("padding", 0)),
+        "dilation": _pair(p.get("dilation", 1)),
+        "ceil_mode": bool(p.get("ceil_mode", False)),
+    }
 
 
 def _conv_padding(padding, kernel, dilation) -> Tuple[Optional[Tuple[int, int]], str]:
@@ -237,8 +428,14 @@ def _from_module(node: fx.Node, m: nn.Module) -> OpSpec:
         pad, bad = _conv_padding(m.padding, k, d)
         if pad is None:
             return _unsupported(what, bad, m)
-        params = {"kernel": k, "stride": _pair(m.stride), "padding": pad, "dilation": d,
-                  "groups": m.groups, "weight": ("module", "weight")}
+        params = {
+            "kernel": k,
+            "stride": _pair(m.stride),
+            "padding": pad,
+            "dilation": d,
+            "groups": m.groups,
+            "weight": ("module", "weight"),
+        }
         return OpSpec("conv", what, (x,), params, m)
     if kind == "maxpool":
         if m.return_indices:
@@ -246,8 +443,9 @@ def _from_module(node: fx.Node, m: nn.Module) -> OpSpec:
         return OpSpec(kind, what, (x,), _window_params(kind, vars(m)), m)
     if kind == "avgpool":
         params = _window_params(kind, vars(m))
-        params.update(count_include_pad=bool(m.count_include_pad),
-                      divisor_override=m.divisor_override)
+        params.update(
+            count_include_pad=bool(m.count_include_pad), divisor_override=m.divisor_override
+        )
         return OpSpec(kind, what, (x,), params, m)
     if kind in ("adaptive_avgpool", "adaptive_maxpool"):
         if getattr(m, "return_indices", False):
@@ -255,8 +453,12 @@ def _from_module(node: fx.Node, m: nn.Module) -> OpSpec:
         return OpSpec(kind, what, (x,), {"output_size": m.output_size}, m)
     if kind == "batchnorm":
         if not isinstance(m, torchvision.ops.FrozenBatchNorm2d) and m.running_var is None:
-            return _unsupported(what, "no running statistics (track_running_stats=False), so it "
-                                "is not linear in eval mode", m)
+            return _unsupported(
+                what,
+                "no running statistics (track_running_stats=False), so it "
+                "is not linear in eval mode",
+                m,
+            )
         return OpSpec(kind, what, (x,), {}, m)
     if kind == "linear":
         return OpSpec(kind, what, (x,), {"weight": ("module", "weight")}, m)
@@ -297,8 +499,8 @@ def _norm_function(node: fx.Node, kind: str, what: str, x: fx.Node) -> OpSpec:
     if kind == "layer_norm":
         shape = p.get("normalized_shape")
         if not isinstance(shape, (list, tuple, torch.Size, int)) or any(
-                isinstance(v, fx.Node) for v in (shape if isinstance(shape, (list, tuple))
-                                                 else [shape])):
+            isinstance(v, fx.Node) for v in (shape if isinstance(shape, (list, tuple)) else [shape])
+        ):
             return _unsupported(what, "a computed normalized_shape")
         dims = 1 if isinstance(shape, int) else len(shape)
         params.update(stats="last", dims=dims)
@@ -321,30 +523,44 @@ def _batchnorm_function(node: fx.Node, what: str, x: fx.Node) -> OpSpec:
         return _unsupported(what, "batch norm with batch statistics (training=True)")
     nodes = {k: p.get(k) for k in ("running_var", "weight")}
     if nodes["running_var"] is None or any(
-            v is not None and not (isinstance(v, fx.Node) and v.op == "get_attr")
-            for v in nodes.values()):
+        v is not None and not (isinstance(v, fx.Node) and v.op == "get_attr")
+        for v in nodes.values()
+    ):
         return _unsupported(what, "statistics or weights that are not buffers of the model")
     eps = p.get("eps", 1e-5)
     if not _is_number(eps):
         return _unsupported(what, "a computed eps")
-    return OpSpec("batchnorm", what, (x,), {
-        "running_var": nodes["running_var"].target, "eps": float(eps),
-        "weight": None if nodes["weight"] is None else nodes["weight"].target})
+    return OpSpec(
+        "batchnorm",
+        what,
+        (x,),
+        {
+            "running_var": nodes["running_var"].target,
+            "eps": float(eps),
+            "weight": None if nodes["weight"] is None else nodes["weight"].target,
+        },
+    )
 
 
 def _gate_source(node: Any, root: nn.Module) -> Optional[fx.Node]:
     """The input of the sigmoid (or hard sigmoid) that ``node`` is, through reshapes; None
     when ``node`` is not a gate."""
-    while isinstance(node, fx.Node) and node.op in ("call_method", "call_function") \
-            and node.target in _RESHAPE_TARGETS:
+    while (
+        isinstance(node, fx.Node)
+        and node.op in ("call_method", "call_function")
+        and node.target in _RESHAPE_TARGETS
+    ):
         node = node.args[0]
     if not isinstance(node, fx.Node) or not node.args:
         return None
     if node.op == "call_module":
         is_gate = isinstance(root.get_submodule(node.target), _GATE_TARGETS[:2])
     else:
-        is_gate = node.op in ("call_function", "call_method") and \
-            node.target in _GATE_TARGETS[2:] or node.target == "sigmoid_"
+        is_gate = (
+            node.op in ("call_function", "call_method")
+            and node.target in _GATE_TARGETS[2:]
+            or node.target == "sigmoid_"
+        )
     return node.args[0] if is_gate and isinstance(node.args[0], fx.Node) else None
 
 
@@ -364,8 +580,11 @@ def split_sizes(n: int, how: Tuple[str, Any]) -> List[int]:
 def _narrow(node: fx.Node, what: str, signal) -> OpSpec:
     """``pieces[i]`` of a ``chunk`` or ``split`` along one dimension."""
     source, index = (node.args + (None, None))[:2]
-    if not (isinstance(source, fx.Node) and isinstance(index, int)
-            and source.target in ("chunk", "split", torch.chunk, torch.split)):
+    if not (
+        isinstance(source, fx.Node)
+        and isinstance(index, int)
+        and source.target in ("chunk", "split", torch.chunk, torch.split)
+    ):
         return _unsupported(what, "indexing other than a piece of chunk() or split()")
     if source.target in ("chunk", torch.chunk):
         p = _bind(("input", "chunks", "dim"), source.args, source.kwargs)
@@ -375,9 +594,14 @@ def _narrow(node: fx.Node, what: str, signal) -> OpSpec:
         p["input"] = p.get("tensor")
         how = ("split", p.get("split_size_or_sections", p.get("split_size")))
     x, dim = p.get("input"), p.get("dim", 0)
-    if not (isinstance(x, fx.Node) and signal(x)) or not isinstance(dim, int) or any(
-            isinstance(v, fx.Node) for v in ([how[1]] if not isinstance(how[1], (list, tuple))
-                                             else how[1])):
+    if (
+        not (isinstance(x, fx.Node) and signal(x))
+        or not isinstance(dim, int)
+        or any(
+            isinstance(v, fx.Node)
+            for v in ([how[1]] if not isinstance(how[1], (list, tuple)) else how[1])
+        )
+    ):
         return _unsupported(what, "a piece of a computed split")
     return OpSpec("narrow", what, (x,), {"dim": dim, "index": index, "how": how})
 
@@ -418,11 +642,15 @@ def _arith(node: fx.Node, what: str, signal: Callable[[Any], bool], root: nn.Mod
             if source is None:
                 continue
             if source is x:
-                return _unsupported(what, "a signal times its own sigmoid (SiLU written out; "
-                                          "use nn.SiLU or F.silu)")
+                return _unsupported(
+                    what, "a signal times its own sigmoid (SiLU written out; use nn.SiLU or F.silu)"
+                )
             return OpSpec("gate", what, (x,), {"held": gate})
-        return _unsupported(what, "a product of two signals that is not a gate (a sigmoid "
-                                  "or hard sigmoid of another signal)")
+        return _unsupported(
+            what,
+            "a product of two signals that is not a gate (a sigmoid "
+            "or hard sigmoid of another signal)",
+        )
     return _unsupported(what, "a product or quotient of tensors (not linear in the image)")
 
 
@@ -493,8 +721,10 @@ def classify(node: fx.Node, root: nn.Module, signal: Callable[[Any], bool]) -> O
             return _unsupported(what, "return_indices=True")
         params = _window_params(kind, p)
         if kind == "avgpool":
-            params.update(count_include_pad=bool(p.get("count_include_pad", True)),
-                          divisor_override=p.get("divisor_override"))
+            params.update(
+                count_include_pad=bool(p.get("count_include_pad", True)),
+                divisor_override=p.get("divisor_override"),
+            )
         return OpSpec(kind, what, (x,), params)
     if kind in ("adaptive_avgpool", "adaptive_maxpool"):
         p = _bind(_SIGNATURES["adaptive"], node.args, node.kwargs)
@@ -528,10 +758,19 @@ def classify(node: fx.Node, root: nn.Module, signal: Callable[[Any], bool]) -> O
         pad, bad = _conv_padding(p.get("padding", 0), (1, 1), (1, 1))
         if isinstance(p.get("padding"), str) or pad is None:
             return _unsupported(what, "string padding in a functional conv")
-        return OpSpec(kind, what, (x,), {"kernel": k, "stride": _pair(p.get("stride", 1)),
-                                          "padding": pad, "dilation": _pair(p.get("dilation", 1)),
-                                          "groups": int(p.get("groups", 1)),
-                                          "weight": ("attr", w.target)})
+        return OpSpec(
+            kind,
+            what,
+            (x,),
+            {
+                "kernel": k,
+                "stride": _pair(p.get("stride", 1)),
+                "padding": pad,
+                "dilation": _pair(p.get("dilation", 1)),
+                "groups": int(p.get("groups", 1)),
+                "weight": ("attr", w.target),
+            },
+        )
     return _unsupported(what)
 
 
@@ -544,10 +783,17 @@ def fetch_attr(root: nn.Module, target: str):
 
 
 # In-place functions and their out-of-place twins (same values, nothing overwritten).
-_OUT_OF_PLACE = {torch.relu_: torch.relu, F.relu_: torch.relu, operator.iadd: operator.add,
-                 operator.isub: operator.sub, operator.imul: operator.mul,
-                 operator.itruediv: operator.truediv, F.elu_: F.elu, F.leaky_relu_: F.leaky_relu,
-                 F.hardtanh_: F.hardtanh}
+_OUT_OF_PLACE = {
+    torch.relu_: torch.relu,
+    F.relu_: torch.relu,
+    operator.iadd: operator.add,
+    operator.isub: operator.sub,
+    operator.imul: operator.mul,
+    operator.itruediv: operator.truediv,
+    F.elu_: F.elu,
+    F.leaky_relu_: F.leaky_relu,
+    F.hardtanh_: F.hardtanh,
+}
 
 
 _COPYING_TWIN = {"view": "reshape", "view_as": "reshape_as"}
@@ -590,8 +836,9 @@ def run_node(node: fx.Node, spec: OpSpec, root: nn.Module, args, kwargs):
     raise AssertionError(f"run_node cannot evaluate a {node.op} node")
 
 
-def run_recorded(node: fx.Node, spec: OpSpec, root: nn.Module, args, kwargs, slopes: bool
-                 ) -> Tuple[Any, Optional[torch.Tensor]]:
+def run_recorded(
+    node: fx.Node, spec: OpSpec, root: nn.Module, args, kwargs, slopes: bool
+) -> Tuple[Any, Optional[torch.Tensor]]:
     """:func:`run_node`, and what the deconvnet's rule of the op needs: ``(value, kept)``.
 
     ``kept``: a max pool's switches; a gate's value (held by every rule); a
@@ -604,7 +851,7 @@ def run_recorded(node: fx.Node, spec: OpSpec, root: nn.Module, args, kwargs, slo
     if op in ("maxpool", "adaptive_maxpool"):
         return run_pool_with_switches(spec, args[0])
     if op == "gate" and spec.params.get("held") is None:
-        scale = spec.module._scale(args[0])     # torchvision's SqueezeExcitation
+        scale = spec.module._scale(args[0])  # torchvision's SqueezeExcitation
         return scale * args[0], scale
     if op == "nonlinear" and slopes:
         with torch.enable_grad():
@@ -633,8 +880,11 @@ def norm_factor(spec: OpSpec, x: torch.Tensor, root: nn.Module) -> torch.Tensor:
     InstanceNorm)."""
     p = spec.params
     where, name = p["weight"] if p["weight"] is not None else (None, None)
-    weight = None if where is None else (getattr(spec.module, name) if where == "module"
-                                         else fetch_attr(root, name))
+    weight = (
+        None
+        if where is None
+        else (getattr(spec.module, name) if where == "module" else fetch_attr(root, name))
+    )
     eps = p["eps"]
     if p["stats"] == "last":
         dims = tuple(range(-p["dims"], 0))
@@ -658,8 +908,15 @@ def run_pool_with_switches(spec: OpSpec, x: torch.Tensor):
     p = spec.params
     if spec.op == "adaptive_maxpool":
         return F.adaptive_max_pool2d(x, p["output_size"], return_indices=True)
-    return F.max_pool2d(x, p["kernel"], p["stride"], p["padding"], p["dilation"],
-                        ceil_mode=p["ceil_mode"], return_indices=True)
+    return F.max_pool2d(
+        x,
+        p["kernel"],
+        p["stride"],
+        p["padding"],
+        p["dilation"],
+        ceil_mode=p["ceil_mode"],
+        return_indices=True,
+    )
 
 
 def op_weight(spec: OpSpec, root: nn.Module) -> torch.Tensor:

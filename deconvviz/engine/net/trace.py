@@ -39,8 +39,11 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 def _leaf_modules() -> List[type]:
     # torchvision's feature extraction treats its own ops' modules as leaves.
-    return [c for c in vars(torchvision.ops).values()
-            if isinstance(c, type) and issubclass(c, nn.Module)]
+    return [
+        c
+        for c in vars(torchvision.ops).values()
+        if isinstance(c, type) and issubclass(c, nn.Module)
+    ]
 
 
 def one_line(text: str) -> str:
@@ -49,8 +52,9 @@ def one_line(text: str) -> str:
     return first if len(first) <= 200 else first[:197] + "..."
 
 
-def trace(model: nn.Module, leaf_modules: Optional[Sequence[type]] = None
-          ) -> Tuple[fx.Graph, Dict[fx.Node, str], Set[str]]:
+def trace(
+    model: nn.Module, leaf_modules: Optional[Sequence[type]] = None
+) -> Tuple[fx.Graph, Dict[fx.Node, str], Set[str]]:
     """``(fx graph, {fx node: torchvision node name}, torchvision's names)`` of ``model``.
 
     Traced in eval mode; the model is left as found. Nodes opened up inside
@@ -63,8 +67,9 @@ def trace(model: nn.Module, leaf_modules: Optional[Sequence[type]] = None
     """
     if leaf_modules is None:
         leaf_modules = fx_leaf_modules(model)
-    tracer = NodePathTracer(autowrap_modules=(math, torchvision.ops),
-                            leaf_modules=_leaf_modules() + list(leaf_modules))
+    tracer = NodePathTracer(
+        autowrap_modules=(math, torchvision.ops), leaf_modules=_leaf_modules() + list(leaf_modules)
+    )
     try:
         with eval_mode(model):
             fx_graph = tracer.trace(model)
@@ -73,13 +78,18 @@ def trace(model: nn.Module, leaf_modules: Optional[Sequence[type]] = None
             f"{type(model).__name__} cannot be traced by torch.fx ({type(exc).__name__}: "
             f"{one_line(exc)}): its forward has data-dependent control flow or other Python "
             "that torch.fx cannot follow; pass a traceable sub-module instead (e.g. "
-            "model.features)") from None
-    names = {n: tracer.node_to_qualname[n] for n in fx_graph.nodes
-             if n.op != "output" and n in tracer.node_to_qualname}
+            "model.features)"
+        ) from None
+    names = {
+        n: tracer.node_to_qualname[n]
+        for n in fx_graph.nodes
+        if n.op != "output" and n in tracer.node_to_qualname
+    }
     visible = set(names.values())
     # torch.fx makes buffers' get_attr nodes without the tracer's create_proxy
-    names.update({n: str(n.target) for n in fx_graph.nodes
-                  if n.op == "get_attr" and n not in names})
+    names.update(
+        {n: str(n.target) for n in fx_graph.nodes if n.op == "get_attr" and n not in names}
+    )
     _expand_sequences(model, fx_graph, names)
     return fx_graph, names, visible
 
@@ -112,6 +122,10 @@ def _expand_sequences(model: nn.Module, fx_graph: fx.Graph, names: Dict[fx.Node,
 
 
 def _is_sequence(model: nn.Module, node: fx.Node) -> bool:
-    return (node.op == "call_module" and len(node.args) == 1 and not node.kwargs
-            and isinstance(model.get_submodule(node.target), nn.Sequential)
-            and len(model.get_submodule(node.target)) > 0)
+    return (
+        node.op == "call_module"
+        and len(node.args) == 1
+        and not node.kwargs
+        and isinstance(model.get_submodule(node.target), nn.Sequential)
+        and len(model.get_submodule(node.target)) > 0
+    )

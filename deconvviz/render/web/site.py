@@ -39,16 +39,23 @@ from ...store.atomic import atomic_folder, check_writable_dir
 from ...store.report import ImageTable, LayerReport, Report, open_report
 from ..display import to_display_uint8
 from ..feature_stats import class_name, statistics_html
-from .pages import (LayerSummary, Tile, display_size, feature_page, href, index_page,
-                    layer_page)
+from .pages import LayerSummary, Tile, display_size, feature_page, href, index_page, layer_page
 
-__all__ = ["SITE_DIR", "PAGE_SIZE", "site_path", "SiteWriter", "write_site", "timestamp",
-           "feature_tiles", "class_names"]
+__all__ = [
+    "SITE_DIR",
+    "PAGE_SIZE",
+    "site_path",
+    "SiteWriter",
+    "write_site",
+    "timestamp",
+    "feature_tiles",
+    "class_names",
+]
 
 SITE_DIR = "site"
-PAGE_SIZE = 96          # feature tiles per page of a layer page
-STRIP = 32              # thumbnails per layer on the index
-_PX = {"strip": 40, "layer": 64, "feature": 128, "whole": 192}   # display targets (pixels)
+PAGE_SIZE = 96  # feature tiles per page of a layer page
+STRIP = 32  # thumbnails per layer on the index
+_PX = {"strip": 40, "layer": 64, "feature": 128, "whole": 192}  # display targets (pixels)
 _RESERVED = {"index", "assets", "images"}
 _V1_MISSING = "whole image not stored in this version-1 report"
 
@@ -61,6 +68,7 @@ def site_path(out_dir: Union[str, Path]) -> Path:
 def _png(array: np.ndarray, path: Path) -> None:
     """``uint8 (h, w, 3)`` -> PNG. Light compression: these are small and many."""
     from PIL import Image
+
     Image.fromarray(np.ascontiguousarray(array)).save(path, format="PNG", compress_level=1)
 
 
@@ -75,7 +83,7 @@ def feature_tiles(lr: LayerReport, f: int):
     for j in range(lr.k):
         y0, x0, y1, x1 = (int(v) for v in lr.patch_box[f, j])
         oy, ox = y0 - int(lr.patch_origin[f, j, 0]), x0 - int(lr.patch_origin[f, j, 1])
-        inside[j, oy:oy + y1 - y0, ox:ox + x1 - x0] = True
+        inside[j, oy : oy + y1 - y0, ox : ox + x1 - x0] = True
     patch[~inside] = 128
     return proj, patch, scale
 
@@ -119,8 +127,14 @@ class SiteWriter:
     should be a temporary folder (see :func:`~deconvviz.store.atomic.atomic_folder`).
     """
 
-    def __init__(self, root: Union[str, Path], attrs: dict, images: Optional[ImageTable],
-                 date_line: str, page_size: int = PAGE_SIZE):
+    def __init__(
+        self,
+        root: Union[str, Path],
+        attrs: dict,
+        images: Optional[ImageTable],
+        date_line: str,
+        page_size: int = PAGE_SIZE,
+    ):
         self.root = Path(root)
         self.attrs = attrs
         self.date_line = date_line
@@ -143,9 +157,13 @@ class SiteWriter:
         if images is not None:
             (self.root / "images").mkdir(exist_ok=True)
             folder, pixels = self.root / "images", images.pixels
-            _parallel(lambda j: _png(pixels[j].transpose(1, 2, 0),
-                                     folder / f"image{int(self.image_index[j])}.png"),
-                      list(range(len(self.image_index))), self.workers)
+            _parallel(
+                lambda j: _png(
+                    pixels[j].transpose(1, 2, 0), folder / f"image{int(self.image_index[j])}.png"
+                ),
+                list(range(len(self.image_index))),
+                self.workers,
+            )
 
     def _slug(self, name: str) -> str:
         slug = re.sub(r"[^A-Za-z0-9._-]", "_", name).lstrip(".") or "layer"
@@ -180,12 +198,21 @@ class SiteWriter:
         folder = self.root / slug
         (folder / "tiles").mkdir(parents=True)
         order = sorted((f for f in range(F_) if not dead[f]), key=lambda f: (-act0[f], f))
-        s = LayerSummary(name=lr.name, slug=slug, title=lr.title, path=lr.path, features=F_, k=k,
-                         rf_size=tuple(lr.rf_size), output_size=tuple(lr.output_size),
-                         dead=int(dead.sum()),
-                         strongest=[(ids[f], float(act0[f])) for f in order[:STRIP]],
-                         max_act=float(act0.max()) if F_ else 0.0, feature_ids=ids,
-                         op=lr.op)
+        s = LayerSummary(
+            name=lr.name,
+            slug=slug,
+            title=lr.title,
+            path=lr.path,
+            features=F_,
+            k=k,
+            rf_size=tuple(lr.rf_size),
+            output_size=tuple(lr.output_size),
+            dead=int(dead.sum()),
+            strongest=[(ids[f], float(act0[f])) for f in order[:STRIP]],
+            max_act=float(act0.max()) if F_ else 0.0,
+            feature_ids=ids,
+            op=lr.op,
+        )
         tile = display_size(lr.rf_size, _PX["feature"])
         whole = display_size(self.image_size, _PX["whole"])
 
@@ -205,35 +232,68 @@ class SiteWriter:
                 for j in range(k):
                     i = int(lr.image_index[f, j])
                     row = self._row(i)
-                    tiles.append(Tile(
-                        rank=j + 1, activation=float(lr.activation[f, j]), image_index=i,
-                        class_name=self._class(int(lr.label[f, j])),
-                        file=self.image_path[row] if row >= 0 else "",
-                        position=tuple(int(v) for v in lr.position[f, j]),
-                        box=tuple(int(v) for v in lr.patch_box[f, j]), scale=float(scales[f][j]),
-                        whole=href("..", "images", f"image{i}.png") if row >= 0 else None))
+                    tiles.append(
+                        Tile(
+                            rank=j + 1,
+                            activation=float(lr.activation[f, j]),
+                            image_index=i,
+                            class_name=self._class(int(lr.label[f, j])),
+                            file=self.image_path[row] if row >= 0 else "",
+                            position=tuple(int(v) for v in lr.position[f, j]),
+                            box=tuple(int(v) for v in lr.patch_box[f, j]),
+                            scale=float(scales[f][j]),
+                            whole=href("..", "images", f"image{i}.png") if row >= 0 else None,
+                        )
+                    )
             # What the feature detects (issue 20; None in reports without statistics).
             stats = statistics_html(lr.stats, f, self.classes) if lr.stats is not None else None
             (folder / f"feature{ids[f]:03d}.html").write_text(
-                feature_page(s, self.attrs, f, tiles, bool(dead[f]), self.image_size, tile,
-                             whole, self.missing, stats), encoding="utf-8")
+                feature_page(
+                    s,
+                    self.attrs,
+                    f,
+                    tiles,
+                    bool(dead[f]),
+                    self.image_size,
+                    tile,
+                    whole,
+                    self.missing,
+                    stats,
+                ),
+                encoding="utf-8",
+            )
         top_class = [self._class(int(lr.label[f, 0])) if k else "" for f in range(F_)]
-        labels = None if lr.stats is None else [
-            (class_name(self.classes, int(c)) if c >= 0 else "", float(a), float(r))
-            for c, a, r in zip(lr.stats.label, lr.stats.label_auroc, lr.stats.firing_rate)]
+        labels = (
+            None
+            if lr.stats is None
+            else [
+                (class_name(self.classes, int(c)) if c >= 0 else "", float(a), float(r))
+                for c, a, r in zip(lr.stats.label, lr.stats.label_auroc, lr.stats.firing_rate)
+            ]
+        )
         s.labels = [(ids[f], name, a) for f, (name, a, _) in enumerate(labels or []) if name]
         (self.root / f"{slug}.html").write_text(
-            layer_page(s, self.attrs, act0, dead, top_class,
-                       display_size(lr.rf_size, _PX["layer"]), self.page_size, labels),
-            encoding="utf-8")
+            layer_page(
+                s,
+                self.attrs,
+                act0,
+                dead,
+                top_class,
+                display_size(lr.rf_size, _PX["layer"]),
+                self.page_size,
+                labels,
+            ),
+            encoding="utf-8",
+        )
         self.summaries.append(s)
         return s
 
     def finish(self) -> Path:
         """Write ``index.html`` (after every layer); returns its path."""
         path = self.root / "index.html"
-        path.write_text(index_page(self.attrs, self.summaries, self.date_line, _PX["strip"]),
-                        encoding="utf-8")
+        path.write_text(
+            index_page(self.attrs, self.summaries, self.date_line, _PX["strip"]), encoding="utf-8"
+        )
         return path
 
 
@@ -242,8 +302,9 @@ def timestamp() -> str:
     return _dt.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z").strip()
 
 
-def write_site(report: Union[Report, str, Path], out_dir: Union[str, Path], *,
-               page_size: int = PAGE_SIZE) -> Path:
+def write_site(
+    report: Union[Report, str, Path], out_dir: Union[str, Path], *, page_size: int = PAGE_SIZE
+) -> Path:
     """Write the web report of ``report`` (a :class:`Report` or its HDF5 file) to
     ``out_dir/site/``, all or nothing; returns the path of its ``index.html``.
 
@@ -255,10 +316,9 @@ def write_site(report: Union[Report, str, Path], out_dir: Union[str, Path], *,
     not writable.
     """
     if isinstance(report, Report):
-        return _write_site(report, out_dir, f"site written {timestamp()}", "the report",
-                           page_size)
+        return _write_site(report, out_dir, f"site written {timestamp()}", "the report", page_size)
     path = Path(report)
-    with open_report(path) as opened:   # layers read one feature at a time
+    with open_report(path) as opened:  # layers read one feature at a time
         mtime = _dt.datetime.fromtimestamp(path.stat().st_mtime).astimezone()
         date_line = f"report file dated {mtime:%Y-%m-%d %H:%M %Z}; site written {timestamp()}"
         return _write_site(opened, out_dir, date_line, f"report {path}", page_size)
