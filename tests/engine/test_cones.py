@@ -13,9 +13,12 @@ from torch import nn
 from deconvviz.engine.deconv.deconvnet import (
     RULES,
     Plan,
+    block_macs,
+    conv_macs,
     deconvolve,
     project_positions,
     project_recorded,
+    share_cones,
 )
 from deconvviz.engine.deconv.record import record_cone, record_whole
 from deconvviz.engine.net.graph import build_graph
@@ -178,6 +181,43 @@ def test_chunks_of_one_seed_agree_with_one_batch():
         )
         assert_close(many, one)
         assert_close(a2, a1)
+
+
+@pytest.mark.parametrize("name", ["vgg11", "resnet18", "googlenet"])
+def test_seeds_of_one_image_share_a_recording_and_equal_autograd(name):
+    """Seeds of one image at neighbouring positions (one position twice) record the union
+    of their cones once, a block of positions; each projection still equals autograd's."""
+    model, graph = zoo_model(name), zoo_graph(name)
+    x = _images(graph.input_size[0], n=2, seed=11)
+    node = _cone_nodes(graph)[1]
+    c, h, w = graph.node(node).shape
+    idx = torch.tensor([0, 0, 0, 1, 0, 1])
+    pos = torch.tensor([[1, 1], [1, 2], [2, 1], [h - 1, w - 1], [1, 1], [h - 1, w - 2]])
+    feat = torch.tensor([0, c - 1, c // 2, 1, 2, 3])
+    groups = share_cones(graph, node, idx, pos)
+    assert sorted(s for g in groups for s in g[3]) == list(range(6))
+    shared = [g for g in groups if len(g[3]) > 1]
+    assert shared and all(len({int(idx[s]) for s in g[3]}) == 1 for g in shared)
+    assert any(g[0] != (1, 1) for g in shared), "neighbours share a block of positions"
+    want = reference(model, x[idx], {node: feat.tolist()}, RULES, positions={node: pos})
+    for rule in RULES:
+        proj, act = project_positions(
+            graph, x, node, idx, feat, pos, rule=rule, how=Plan("cone", "cone")
+        )
+        assert_close(proj, want[rule][node][0], f"{name} {node} {rule}")
+        assert_close(act, want[rule][node][2], f"{name} {node} activation")
+
+
+@pytest.mark.parametrize("name", ["resnet18", "googlenet", "densenet121"])
+def test_a_block_costs_what_its_frames_cost(name):
+    """The closed form of a block's multiply-adds equals the sum over its frames."""
+    graph = zoo_graph(name)
+    for node in _cone_nodes(graph):
+        a, b, c, d = block_macs(graph, node)
+        for bh, bw in ((1, 1), (2, 3), (4, 1), (3, 5)):
+            frames = graph.frames(node, block=(bh, bw))
+            want = conv_macs(graph, frames)
+            assert a + b * (bh - 1) + c * (bw - 1) + d * (bh - 1) * (bw - 1) == want
 
 
 # ----------------------------------------------------------------------------- hand-set graphs

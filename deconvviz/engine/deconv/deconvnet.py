@@ -59,6 +59,8 @@ __all__ = [
     "Plan",
     "MAX_BYTES",
     "plan",
+    "block_macs",
+    "share_cones",
     "record_graph",
     "node_outputs",
     "project_recorded",
@@ -130,8 +132,90 @@ def conv_macs(graph: Graph, frames: Dict[str, "object"]) -> int:
     return total
 
 
-def plan(graph: Graph, node: str, mode: str, seeds: int, images: int) -> Plan:
-    """The cheapest way for ``seeds`` seeds of ``node`` on ``images`` distinct images."""
+def block_macs(graph: Graph, node: str) -> Tuple[int, int, int, int]:
+    """``(a, b, c, d)``: recording a ``(rows, columns)`` block of positions of ``node``
+    (the union of their cones) costs ``a + b*(rows-1) + c*(columns-1) +
+    d*(rows-1)*(columns-1)`` multiply-adds of convolutions (a frame's extent grows by
+    its jump per extra position, through windows and unions alike)."""
+    a = b = c = d = 0
+    for name, f in graph.frames(node).items():
+        n = graph.node(name)
+        if n.op == "conv":
+            w = graph.window_params(n)[0]
+            unit = n.shape[0] * graph.node(n.inputs[0]).shape[0] // n.params["groups"]
+            unit *= w[0] * w[1]
+            a += unit * f.n[0] * f.n[1]
+            b += unit * f.j[0] * f.n[1]
+            c += unit * f.n[0] * f.j[1]
+            d += unit * f.j[0] * f.j[1]
+    return a, b, c, d
+
+
+def share_cones(
+    graph: Graph, node: str, image_index: torch.Tensor, position: torch.Tensor
+) -> List[Tuple[Tuple[int, int], int, Tuple[int, int], List[int]]]:
+    """Seeds at known positions of ``node``, grouped so that seeds of one image whose cones
+    overlap share one recording: ``[(block, image, top-left, seeds), ...]``.
+
+    A group records the union of its seeds' cones, the cone of the block of positions
+    their positions span. Groups of one image merge, most saving first, while the union
+    costs fewer multiply-adds (:func:`block_macs`) than recording the two; seeds at one
+    position of one image always share. Deterministic (ties by seed order).
+    """
+    coef = block_macs(graph, node)
+
+    def cost(box):
+        h, w = box[2] - box[0], box[3] - box[1]
+        return coef[0] + coef[1] * h + coef[2] * w + coef[3] * h * w
+
+    groups = []
+    idx, pos = image_index.tolist(), position.tolist()
+    for image in sorted(set(idx)):
+        mine = [
+            [(p[0], p[1], p[0], p[1]), [s]] for s, (i, p) in enumerate(zip(idx, pos)) if i == image
+        ]
+        while len(mine) > 1:
+            best = None
+            for i in range(len(mine)):
+                for j in range(i + 1, len(mine)):
+                    a, b = mine[i][0], mine[j][0]
+                    box = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
+                    saving = cost(a) + cost(b) - cost(box)
+                    if saving > 0 and (best is None or saving > best[0]):
+                        best = (saving, i, j, box)
+            if best is None:
+                break
+            _, i, j, box = best
+            mine[i] = [box, mine[i][1] + mine[j][1]]
+            del mine[j]
+        for box, seeds in mine:
+            block = (box[2] - box[0] + 1, box[3] - box[1] + 1)
+            groups.append((block, image, (box[0], box[1]), sorted(seeds)))
+    return groups
+
+
+def _cone_macs(graph: Graph, node: GraphNode, idx: torch.Tensor, pos: torch.Tensor):
+    """Multiply-adds of recording the cones of seeds at ``pos`` as :func:`share_cones`
+    groups them; None where the node has no cone."""
+    if graph.frames(node.name) is None or idx.numel() == 0:
+        return None
+    a, b, c, d = block_macs(graph, node.name)
+    total = 0
+    for (h, w), *_ in share_cones(graph, node.name, idx, pos):
+        total += a + b * (h - 1) + c * (w - 1) + d * (h - 1) * (w - 1)
+    return total
+
+
+def plan(
+    graph: Graph,
+    node: str,
+    mode: str,
+    seeds: int,
+    images: int,
+    cone_macs: Optional[int] = None,
+) -> Plan:
+    """The cheapest way for ``seeds`` seeds of ``node`` on ``images`` distinct images
+    (``cone_macs``: what recording their cones costs, default ``seeds`` cones)."""
     cone = graph.frames(node) if mode != "map" else None
     if cone is None:
         return Plan()
@@ -139,7 +223,8 @@ def plan(graph: Graph, node: str, mode: str, seeds: int, images: int) -> Plan:
     cost = conv_macs(graph, cone)
     if cost >= whole:
         return Plan()
-    record = "cone" if mode == "position" and seeds * cost < images * whole else "whole"
+    cone_macs = seeds * cost if cone_macs is None else cone_macs
+    record = "cone" if mode == "position" and cone_macs < images * whole else "whole"
     if graph.whole_image_state(node) is not None:
         record = "whole"  # a gate's value or a norm's statistics: from the whole image
     return Plan(record, "cone")
@@ -271,7 +356,8 @@ def project_recorded(
                 _, act, pos = max_positions(out, r, f)
             else:
                 pos = pos_all[sl]
-                at = pos if rec.frames is None else torch.zeros_like(pos)
+                here = rec.origin(node.name)
+                at = pos if here is None else pos - here.index_select(0, r.to(here.device))
                 act = out[r, f, at[:, 0], at[:, 1]]
         w = Walk(graph, rec, r, pos, frames, rule, unpool)
         if mode != "map" and not flat and closed_form:
@@ -333,7 +419,9 @@ def project_positions(
     idx = image_index.to(torch.int64)
     pos = position.to(torch.int64)
     used, local = torch.unique(idx, return_inverse=True)
-    how = how or plan(graph, node.name, "position", idx.numel(), used.numel())
+    how = how or plan(
+        graph, node.name, "position", idx.numel(), used.numel(), _cone_macs(graph, node, idx, pos)
+    )
     elem = images.element_size()
     if how.record == "whole":
         # The distinct images in chunks whose recordings fit the budget.
@@ -364,33 +452,57 @@ def project_positions(
             proj[sel.to(p.device)], act[sel.to(a.device)] = p, a
         if proj is not None:
             return proj, act
-    walk_bytes, rec_bytes = _bytes(graph, node.name, graph.frames(node.name), elem, masks)
-    step = max(1, int(max_bytes) // (walk_bytes + rec_bytes))
-    parts, acts = [], []
-    for c0 in range(0, idx.numel(), step):
-        sl = slice(c0, c0 + step)
-        rec = record_cone(graph, images, node.name, idx[sl].to(images.device), pos[sl], masks)
-        rows = torch.arange(rec.batch)
-        proj, act, _ = project_recorded(
-            graph,
-            rec,
-            node.name,
-            rows,
-            feature[sl],
-            mode="position",
-            rule=rule,
-            unpool=unpool,
-            position=pos[sl],
-            max_bytes=max_bytes,
-            walk="cone",
-            windows=windows,
-        )
-        parts.append(proj)
-        acts.append(act)
-    if not parts:
+    if idx.numel() == 0:
         size = graph.info(node.name).rf_size if windows else graph.input_size
         return images.new_zeros((0, images.shape[1]) + tuple(size)), images.new_zeros(0)
-    return torch.cat(parts), torch.cat(acts)
+    # Seeds of one image with overlapping cones share a recording (a block of positions);
+    # groups of one block size are recorded together, in chunks under the budget.
+    walk_bytes, _ = _bytes(graph, node.name, graph.frames(node.name), elem, masks)
+    by_block: Dict[Tuple[int, int], list] = {}
+    for g in share_cones(graph, node.name, idx, pos):
+        by_block.setdefault(g[0], []).append(g)
+    proj = act = None
+    for block in sorted(by_block):
+        _, rec_bytes = _bytes(graph, node.name, graph.frames(node.name, block=block), elem, masks)
+        todo = by_block[block]
+        while todo:
+            take, used_bytes = 0, 0
+            while take < len(todo):
+                more = rec_bytes + walk_bytes * len(todo[take][3])
+                if take and used_bytes + more > max_bytes:
+                    break
+                take, used_bytes = take + 1, used_bytes + more
+            chunk, todo = todo[:take], todo[take:]
+            sel = torch.tensor([s for g in chunk for s in g[3]], dtype=torch.int64)
+            rows = torch.tensor([r for r, g in enumerate(chunk) for _ in g[3]], dtype=torch.int64)
+            rec = record_cone(
+                graph,
+                images,
+                node.name,
+                torch.tensor([g[1] for g in chunk], device=images.device),
+                torch.tensor([g[2] for g in chunk], dtype=torch.int64),
+                masks,
+                block=block,
+            )
+            p, a, _ = project_recorded(
+                graph,
+                rec,
+                node.name,
+                rows,
+                feature[sel],
+                mode="position",
+                rule=rule,
+                unpool=unpool,
+                position=pos[sel],
+                max_bytes=max_bytes,
+                walk="cone",
+                windows=windows,
+            )
+            if proj is None:
+                proj = p.new_zeros((idx.numel(),) + tuple(p.shape[1:]))
+                act = a.new_zeros(idx.numel())
+            proj[sel.to(p.device)], act[sel.to(a.device)] = p, a
+    return proj, act
 
 
 def _check(graph: Graph, images: torch.Tensor, seeds: Seeds, mode: str):
@@ -439,8 +551,9 @@ def deconvolve_many(
     checked = [_check(graph, images, s, mode) for s in seeds]
     masks = rule != "deconvnet"
     plans = []
-    for node, idx, _, _ in checked:
-        plans.append(plan(graph, node.name, mode, idx.numel(), torch.unique(idx).numel()))
+    for node, idx, _, pos in checked:
+        cost = _cone_macs(graph, node, idx, pos) if mode == "position" else None
+        plans.append(plan(graph, node.name, mode, idx.numel(), torch.unique(idx).numel(), cost))
     whole = [c for c, p in zip(checked, plans) if p.record == "whole"]
     rec = None
     if whole:

@@ -46,6 +46,7 @@ __all__ = [
     "shift",
     "inside",
     "zero_outside",
+    "fill_outside",
     "cut_per_seed",
     "cut_record",
     "avg_counts",
@@ -133,6 +134,32 @@ def zero_outside(t: torch.Tensor, keep: Optional[torch.Tensor]) -> torch.Tensor:
     return t if keep is None else t * keep.to(t.dtype)
 
 
+def fill_outside(
+    t: torch.Tensor,
+    origin: torch.Tensor,
+    extent: Tuple[int, int],
+    value: float = 0.0,
+) -> torch.Tensor:
+    """``t`` ``(S, ..., n_h, n_w)``, each row a window with top-left ``origin[s]``, set to
+    ``value`` **in place** where the window leaves a map ``extent``: a few slices per
+    row instead of a pass over the whole tensor (see :func:`zero_outside`)."""
+    n = t.shape[-2:]
+    o = origin.cpu()
+    top, left = (-o).clamp(min=0).unbind(1)
+    bottom, right = (torch.tensor(extent) - o).clamp(max=torch.tensor(tuple(n))).unbind(1)
+    edges = zip(top.tolist(), bottom.tolist(), left.tolist(), right.tolist())
+    for s, (a, b, lt, r) in enumerate(edges):
+        if a > 0:
+            t[s, ..., :a, :] = value
+        if b < n[0]:
+            t[s, ..., max(b, 0) :, :] = value
+        if lt > 0:
+            t[s, ..., :lt] = value
+        if r < n[1]:
+            t[s, ..., max(r, 0) :] = value
+    return t
+
+
 def cut_per_seed(
     t: torch.Tensor, rows: torch.Tensor, offset: torch.Tensor, size: Tuple[int, int]
 ) -> torch.Tensor:
@@ -158,6 +185,11 @@ def cut_record(
     t = records[name]
     kept = rec.frames.get(name) if rec.frames is not None else None
     if frame is None or (kept is None and frame.whole) or kept == frame:
+        rows = rows.to(t.device)
+        if rows.numel() == t.shape[0] and bool(
+            (rows == torch.arange(rows.numel(), device=t.device)).all()
+        ):
+            return t  # every row, in order: no copy (records are never written to)
         return t.index_select(0, rows)
     here = rec.origin(name)
     offset = origin if here is None else origin - here.index_select(0, rows.to(here.device))
@@ -252,10 +284,11 @@ def _window_op(
     extent = tuple(graph.node(node.inputs[0]).shape[1:])
     keep = inside(origin, need.n, (0, 0), extent)
     pool = node.op in ("maxpool", "adaptive_maxpool")
-    if pool and keep is not None:
-        x = torch.where(keep, x, torch.tensor(float("-inf"), dtype=x.dtype, device=x.device))
-    else:
-        x = zero_outside(x, keep)
+    if keep is not None:
+        # A copy (the window may be a view of a record other ops read) with the padding
+        # the whole pass sees filled in.
+        x = x.clone(memory_format=torch.channels_last if x.dim() == 4 else torch.preserve_format)
+        fill_outside(x, origin, extent, float("-inf") if pool else 0.0)
     x = channels_last(x)
     if node.op == "conv":
         if node.fx_node.op == "call_module":
@@ -270,15 +303,11 @@ def _window_op(
         value, local = F.max_pool2d(x, kernel, stride, 0, dilation, return_indices=True)
         # A window wholly in the padding gives -inf, which no op after may see (every
         # value kept is finite, so windows can be cut by products).
-        keep_out = inside(f.origin(position), f.n, (0, 0), tuple(node.shape[1:]))
-        if keep_out is not None:
-            value = torch.where(keep_out, value, torch.zeros((), dtype=value.dtype))
+        fill_outside(value, f.origin(position), tuple(node.shape[1:]))
+        # The flat index into the input plane: local + row * (W - n_w) + the window's start.
         nw = need.n[1]
-        sw = (
-            (origin[:, :1].view(-1, 1, 1, 1) + local // nw) * extent[1]
-            + origin[:, 1:].view(-1, 1, 1, 1)
-            + local % nw
-        )
+        sw = local.div(nw, rounding_mode="floor").mul_(extent[1] - nw).add_(local)
+        sw.add_((origin[:, 0] * extent[1] + origin[:, 1]).view(-1, 1, 1, 1).to(sw.device))
         return value, sw
     total = F.avg_pool2d(x, kernel, stride, 0, divisor_override=1)
     p = node.params
@@ -297,16 +326,19 @@ def record_cone(
     image_index: torch.Tensor,
     position: torch.Tensor,
     masks: bool = True,
+    block: Tuple[int, int] = (1, 1),
 ) -> GraphRecording:
     """Record, for S seeds at ``position`` ``(S, 2)`` of node ``seed`` on images
     ``images[image_index]``, the forward pass inside each seed's cone only.
 
     Row ``s`` of every record belongs to seed ``s``; ``outputs[seed]`` is
-    ``(S, C, 1, 1)``, each seed's own column. The node must have a cone
+    ``(S, C, 1, 1)``, each seed's own column (with ``block``, the union of the cones
+    of a ``(rows, columns)`` block of positions whose top-left is ``position[s]``:
+    ``(S, C, rows, columns)``, which seeds of one image share). The node must have a cone
     (``graph.frames(seed)`` not None) and no node below whose recorded state needs the
     whole image (:meth:`~deconvviz.engine.net.graph.Graph.whole_image_state`).
     """
-    frames = graph.frames(seed)
+    frames = graph.frames(seed, block=block)
     whole = graph.whole_image_state(seed)
     if frames is None or whole is not None:
         why = "no cone" if frames is None else f"{whole.label()} holds a value of the whole image"

@@ -61,8 +61,7 @@ from .record import (
     channels_last,
     constant_value,
     cut_record,
-    inside,
-    zero_outside,
+    fill_outside,
 )
 
 __all__ = ["Walk", "TRANSPOSES", "POINT_OPS", "reverse_walk", "point_walk"]
@@ -185,19 +184,22 @@ def _pool(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
     if node.op in ("maxpool", "adaptive_maxpool") and w.unpool == "switches":
         s, c, h, wd = g.shape
         sw = w.record(w.rec.switches, node.name)
-        origin = need.origin(w.position)
+        origin = need.origin(w.position).to(sw.device)
         width = w.extent(x)[1]
-        local = (
-            (sw // width - origin[:, :1].view(-1, 1, 1, 1)) * need.n[1]
-            + sw % width
-            - origin[:, 1:].view(-1, 1, 1, 1)
-        )
+        # The place in the window: flat - row * (W - n_w) - the window's start.
+        local = sw.div(width, rounding_mode="floor").mul_(need.n[1] - width).add_(sw)
+        local.sub_((origin[:, 0] * need.n[1] + origin[:, 1]).view(-1, 1, 1, 1))
         area = need.area()
-        local = local.clamp(0, area - 1)  # where the signal is zero, any place will do
-        out = g.new_zeros((s, c, area))
+        local.clamp_(0, area - 1)  # where the signal is zero, any place will do
+        # Channels last, (S, h*w, C): views of channels-last tensors, and the result is one.
+        out = g.new_zeros((s, area, c))
         # scatter_add sums values that share a switch (overlapping windows), deterministically.
-        out.scatter_add_(2, local.reshape(s, c, h * wd), g.reshape(s, c, h * wd))
-        return [(x, out.view(s, c, *need.n), need)]
+        out.scatter_add_(
+            1,
+            local.permute(0, 2, 3, 1).reshape(s, h * wd, c),
+            g.permute(0, 2, 3, 1).reshape(s, h * wd, c),
+        )
+        return [(x, out.view(s, need.n[0], need.n[1], c).permute(0, 3, 1, 2), need)]
     if node.op == "avgpool" and node.params["divisor_override"]:
         g = g / float(node.params["divisor_override"])
     elif node.op == "adaptive_avgpool":
@@ -382,11 +384,12 @@ TRANSPOSES: Dict[str, Transpose] = {
 
 
 def _settle(walk: Walk, name: str, g: torch.Tensor) -> torch.Tensor:
-    """Zero a node's gathered signal outside its map (the padding a whole pass crops)."""
+    """Zero a node's gathered signal outside its map (the padding a whole pass crops), in
+    place: a signal a window op sent is its own new tensor, or a sum the walk made."""
     f = walk.frame(name)
     if f is None or f.whole:
         return g
-    return zero_outside(g, inside(walk.origin(name), f.n, (0, 0), walk.extent(name)))
+    return fill_outside(g, walk.origin(name), walk.extent(name))
 
 
 def _add_window(

@@ -362,7 +362,11 @@ def union_frame(a: Frame, b: Frame) -> Optional[Frame]:
 
 
 def seed_frames(
-    order: Sequence, seed: str, reach: Callable[[object, Frame], Optional[list]], whole: bool
+    order: Sequence,
+    seed: str,
+    reach: Callable[[object, Frame], Optional[list]],
+    whole: bool,
+    block: Tuple[int, int] = (1, 1),
 ) -> Optional[Dict[str, Frame]]:
     """Frames of every node under ``seed`` (``order``: its ancestors in execution order).
 
@@ -382,7 +386,7 @@ def seed_frames(
     by_name = {n.name: n for n in order}
     if by_name[seed].shape is None or len(by_name[seed].shape) != 3:
         return None
-    frames: Dict[str, Frame] = {seed: Frame((0, 0), (1, 1), (1, 1))}
+    frames: Dict[str, Frame] = {seed: Frame((0, 0), (1, 1), tuple(block))}
     for n in reversed(order):
         f = frames.get(n.name)
         if f is None or n.op == "input":

@@ -401,12 +401,17 @@ class Graph:
             return None
         return [(ins[0], window_frame(frame, *window))]
 
-    def frames(self, seed: str, whole: bool = False) -> Optional[Dict[str, Frame]]:
-        """Per node under ``seed``, the window its seeds keep (the seed's cone, or with
-        ``whole`` every map whole); None where the cone does not exist (cached)."""
-        key = (seed, bool(whole))
+    def frames(
+        self, seed: str, whole: bool = False, block: Tuple[int, int] = (1, 1)
+    ) -> Optional[Dict[str, Frame]]:
+        """Per node under ``seed``, the window its seeds keep (the seed's cone, the union of
+        the cones of a ``block`` of positions, or with ``whole`` every map whole); None
+        where the cone does not exist (cached)."""
+        key = (seed, bool(whole), tuple(block))
         if key not in self._frames:
-            self._frames[key] = seed_frames(self.ancestors([seed]), seed, self._reach, whole)
+            self._frames[key] = seed_frames(
+                self.ancestors([seed]), seed, self._reach, whole, tuple(block)
+            )
         return self._frames[key]
 
     def whole_image_state(self, seed: str) -> Optional[GraphNode]:
