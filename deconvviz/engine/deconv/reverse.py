@@ -80,6 +80,8 @@ class Walk:
     rule: str
     unpool: str
     _origins: Dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    #: convs whose batch norm's scale goes back inside their transposed conv (see _batchnorm)
+    folded: Dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
 
     def frame(self, name: str) -> Optional[Frame]:
         return self.frames.get(name)
@@ -120,9 +122,12 @@ Transpose = Callable[[GraphNode, torch.Tensor, Walk], Sent]
 
 def _conv(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
     kernel, stride, padding, dilation = w.graph.window_params(node)
+    weight = op_weight(node.spec, w.graph.model).to(g.dtype)
+    if node.name in w.folded:
+        weight = weight * w.folded[node.name].to(g.dtype).view(-1, 1, 1, 1)
     full = F.conv_transpose2d(
         channels_last(g),
-        op_weight(node.spec, w.graph.model).to(g.dtype),
+        weight,
         stride=stride,
         dilation=dilation,
         groups=node.params["groups"],
@@ -253,6 +258,13 @@ def _bn_scale(node: GraphNode, model) -> torch.Tensor:
 
 def _batchnorm(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
     scale = _bn_scale(node, w.graph.model)
+    (x,) = node.inputs
+    below = w.graph.node(x)
+    if g.dim() == 4 and below.op == "conv" and len(below.fx_node.users) == 1:
+        # The norm is all the conv's output feeds: its scale goes into the transposed
+        # conv's weight (one pass over the signal fewer).
+        w.folded[x] = scale
+        return [(x, g, w.frame(node.name))]
     return [
         (
             node.inputs[0],
