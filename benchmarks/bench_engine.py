@@ -181,6 +181,38 @@ def report_seeds(graph, x, node, channels=8, k=4):
     return torch.tensor(idx), torch.tensor(feat), torch.tensor(pos)
 
 
+def floor(graph, loops, x, nodes, names, seeds, repeats):
+    """Per node, paired: the loop's forwards alone (no backward), deconvviz's forward of
+    each distinct image once (a whole recording, as the plan does where the cone covers
+    the image), and the whole deconvviz call; the rest of the call is its reverse walks."""
+    from deconvviz.engine.deconv.record import record_whole
+
+    for n, name in zip(nodes, names):
+        idx, feats, pos = seeds[n]
+        used = torch.unique(idx)
+        t_fwd, t_rec, t_all = [], [], []
+        for _ in range(repeats):
+            t = time.perf_counter()
+            with torch.no_grad():
+                for f in feats.unique():
+                    loops[name](x[idx[(feats == f).nonzero().view(-1)]])
+            t_fwd.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            record_whole(graph, x[used], [name], False)
+            t_rec.append(time.perf_counter() - t)
+            t = time.perf_counter()
+            deconvolve(graph.model, x, n, feats, idx, mode="position", position=pos, graph=graph)
+            t_all.append(time.perf_counter() - t)
+        med = statistics.median
+        print(
+            f"floor {name}: {used.numel()} distinct images; loop forwards alone "
+            f"{med(t_fwd):.2f} s, deconvviz forward of the distinct images {med(t_rec):.2f} s, "
+            f"deconvviz call {med(t_all):.2f} s (reverse walks and the rest "
+            f"{med(t_all) - med(t_rec):.2f} s); medians of {repeats}",
+            flush=True,
+        )
+
+
 def timed(fn):
     t = time.perf_counter()
     r = fn()
@@ -199,6 +231,12 @@ def main():
         "--captum",
         action="store_true",
         help="Captum per feature as the baseline instead of the autograd loop",
+    )
+    ap.add_argument(
+        "--floor",
+        action="store_true",
+        help="also time the floor's parts: one forward per distinct image (the recording) "
+        "and the loop's forwards alone",
     )
     ap.add_argument(
         "--rules",
@@ -257,6 +295,8 @@ def main():
         t_base.append(tb)
         t_ours.append(to)
         print(f"pair {r + 1}: baseline {tb:.2f} s, deconvviz {to:.2f} s", flush=True)
+    if args.floor and not args.captum and not args.rules:
+        floor(graph, loops, x, nodes, names, seeds, args.repeats)
     err = max(
         float((g - w).abs().max() / w.abs().max().clamp(min=1e-30)) for g, w in zip(got, want)
     )
