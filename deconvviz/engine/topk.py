@@ -372,7 +372,7 @@ def scan_topk(
                 if dtype != torch.float32:
                     x = x.to(dtype)
 
-                def reduce(node, value, _switches):
+                def reduce(node, value, _switches, offset=offset):  # this batch's, bound now
                     # At once, as made: a later in-place op must not see changed values.
                     for info in info_of.get(node.name, ()):
                         tops[layer_key(info)].add(
