@@ -115,9 +115,9 @@ def main(source, out, checkpoints, per_layer, seed, limit):
     ]
     title = (
         f"Feature evolution during training (Zeiler & Fergus Fig. 4): for each feature, the "
-        f"projection of its strongest activation, cut to its receptive field,\nover {scanned} images of "
-        f"{short_description(source)}, in the checkpoint of each epoch (rule deconvnet, "
-        f"unpool switches); act = that activation"
+        f"projection of its strongest activation, cut to its receptive field,\n"
+        f"over {scanned} images of {short_description(source)}, "
+        f"in the checkpoint of each epoch (rule deconvnet, unpool switches); act = that activation"
     )
     png = save_png(
         table_figure(

@@ -131,7 +131,7 @@ def main(model, source, out, count, seed, translate, scale, rotate, layers):
         data[f"{kind}/probability"] = curves.probability
         data[f"{kind}/predicted"] = curves.predicted
         data["true_class"] = curves.label
-    names = [f"#{i} {class_name(source, int(l))}" for i, l in zip(indices, labels)]
+    names = [f"#{i} {class_name(source, int(y))}" for i, y in zip(indices, labels)]
     layer_names = [fl.describe() for fl in feature_layers]
     title = (
         f"Invariance (Zeiler & Fergus Fig. 5): {len(indices)} images of "

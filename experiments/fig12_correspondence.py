@@ -113,7 +113,7 @@ def main(model, source, out, class_name, images, draws, seed, boxes, layers):
         regions = [(f"box {','.join(map(str, _parse_box(b)))}", _parse_box(b)) for b in boxes]
     else:
         regions = [(name, fraction_box(frac, size)) for name, frac in REGIONS]
-    for name, box in regions:
+    for _, box in regions:
         check_boxes([box], 1, size)
     feature_layers = resolve_feature_layers(
         model, [v for v in layers.split(",") if v.strip()], size

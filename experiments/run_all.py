@@ -161,7 +161,7 @@ def _train(data, folder, epochs, save_epochs, timings):
             standalone_mode=False,
         )
     except click.ClickException as exc:
-        raise click.ClickException(f"training for figure 7 failed: {exc.format_message()}")
+        raise click.ClickException(f"training for figure 7 failed: {exc.format_message()}") from exc
     timings.append(("train (deconvviz train)", time.perf_counter() - started))
 
 

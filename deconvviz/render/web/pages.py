@@ -250,7 +250,8 @@ def index_page(
         dead = f"; {s.dead} never fire{'s' if s.dead == 1 else ''}" if s.dead else ""
         sections.append(
             f'<section class="layer"><h2><a href="{href(s.slug + ".html")}">{esc(s.title)}</a>'
-            f'</h2><div class="meta"><code>{esc(s.path)}</code>{_op(s)} &middot; {s.features} features'
+            f'</h2><div class="meta"><code>{esc(s.path)}</code>{_op(s)} &middot; '
+            f"{s.features} features"
             f"{dead} &middot; receptive field {s.rf_size[0]}&times;{s.rf_size[1]} px &middot; "
             f"{s.output_size[0]}&times;{s.output_size[1]} positions &middot; {esc(shown)}</div>"
             f'<div class="strip">{"".join(thumbs) or "<em>no feature of this layer fires</em>"}'

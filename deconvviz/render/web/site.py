@@ -309,11 +309,11 @@ def write_site(
     ``out_dir/site/``, all or nothing; returns the path of its ``index.html``.
 
     From a file, each layer's projections and patches are read one feature at a time
-    (memory holds one feature's data and the kept images once). The site is built in a temporary folder beside the target
-    and swapped in only when complete: a failure or Ctrl-C leaves an earlier site
-    untouched. Raises :class:`~deconvviz.errors.DeconvvizError` (one line) for a
-    damaged, foreign or newer report file, or an output folder that is a file or
-    not writable.
+    (memory holds one feature's data and the kept images once). The site is built in a
+    temporary folder beside the target and swapped in only when complete: a failure or
+    Ctrl-C leaves an earlier site untouched. Raises
+    :class:`~deconvviz.errors.DeconvvizError` (one line) for a damaged, foreign or newer
+    report file, or an output folder that is a file or not writable.
     """
     if isinstance(report, Report):
         return _write_site(report, out_dir, f"site written {timestamp()}", "the report", page_size)
