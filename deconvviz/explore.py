@@ -21,7 +21,7 @@ from __future__ import annotations
 import difflib
 from dataclasses import replace
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
@@ -272,11 +272,11 @@ class Report:
         c = self.class_index(class_name)
         self.require_statistics()
         layers = [self.layer(node)] if node is not None else list(self.layers.values())
-        found = [
-            (float(lay.stats.auroc[f, c]), j, int(f))
-            for j, lay in enumerate(layers)
-            for f in lay.stats.detectors(c)
-        ]
+        found: List[Tuple[float, int, int]] = []
+        for j, lay in enumerate(layers):
+            s = lay.stats
+            assert s is not None  # require_statistics: every layer has them
+            found.extend((float(s.auroc[f, c]), j, int(f)) for f in s.detectors(c))
         found.sort(key=lambda t: (-t[0], t[1], t[2]))
         return [layers[j].at_row(f) for _, j, f in found]
 

@@ -141,8 +141,8 @@ class LayerReport:
     image_index: np.ndarray
     label: np.ndarray
     position: np.ndarray
-    projection: np.ndarray
-    patch: np.ndarray
+    projection: Optional[np.ndarray]
+    patch: Optional[np.ndarray]
     patch_box: np.ndarray
     patch_origin: np.ndarray
     node: str = ""
@@ -504,7 +504,7 @@ def layer_names(attrs: dict) -> List[str]:
 
 
 def read_report_h5(
-    path: Union[str, Path], layers: Optional[Sequence[int]] = None, images: bool = True
+    path: Union[str, Path], layers: Optional[Sequence[Union[int, str]]] = None, images: bool = True
 ) -> Report:
     """Read and check a report written by :class:`ReportWriter` (version 2) or by
     deconvviz 0.1 (version 1). ``layers``: read only these (default: all; ``[]``:
@@ -521,7 +521,7 @@ def read_report_h5(
 @contextlib.contextmanager
 def open_report(
     path: Union[str, Path],
-    layers: Optional[Sequence[int]] = None,
+    layers: Optional[Sequence[Union[int, str]]] = None,
     images: bool = True,
     lazy: bool = True,
 ) -> Iterator[Report]:
