@@ -28,8 +28,8 @@ import numpy as np
 from .errors import DeconvvizError
 from .render.feature_stats import class_name, label_caption, statistics_html
 from .render.notebook import feature_html, layer_html, report_html
-from .render.web.site import class_names, feature_tiles
-from .store.report import LayerReport, open_report
+from .render.web.site import feature_tiles
+from .store.report import LayerReport, class_names, open_report
 from .store.statistics import NO_CLASS_TEXT, FeatureStatistics, statistics_absent
 
 __all__ = ["Report", "ReportLayer", "Feature", "NOTEBOOK_FEATURES"]

@@ -73,6 +73,7 @@ from ..store.report import (
     LayerReport,
     Report,
     ReportWriter,
+    class_names,
     features_per_chunk,
     finished_layers,
     layer_names,
@@ -928,19 +929,11 @@ def _draw_layer(
     layer_figure(lr, title).savefig(tmp[lr.name], format="png")
     if bar is not None:
         bar.update(1)
-    classes = _class_names(attrs)
+    classes = class_names(attrs)
     for f, channel in enumerate(lr.feature_ids):
         write_png(feature_png(lr, f, classes), tmp[f"{lr.name}/feature{int(channel)}"])
         if bar is not None:
             bar.update(1)
-
-
-def _class_names(attrs: dict) -> List[str]:
-    try:
-        names = json.loads(attrs.get("class_names", "[]") or "[]")
-    except (TypeError, ValueError):
-        return []
-    return [str(n) for n in names] if isinstance(names, list) else []
 
 
 def _draw_all(report: Report, targets: Dict[str, Path], tmp: Dict[str, Path]) -> None:

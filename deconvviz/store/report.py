@@ -21,6 +21,7 @@ complete. Versions 1 and 2 read with ``LayerReport.stats = None``.
 from __future__ import annotations
 
 import contextlib
+import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
@@ -43,6 +44,7 @@ __all__ = [
     "write_report_h5",
     "read_report_h5",
     "layer_names",
+    "class_names",
     "features_per_chunk",
     "CHUNK_BYTES",
     "SEEDS_PER_CHUNK",
@@ -491,6 +493,15 @@ def _read_images(f, path: Path) -> Optional[ImageTable]:
     if table.pixels.shape[:1] != (m,) or table.label.shape != (m,) or len(table.path) != m:
         raise DeconvvizError(f"report {path} is damaged: the images datasets do not fit together")
     return table
+
+
+def class_names(attrs: dict) -> List[str]:
+    """The report's class names (its ``class_names`` JSON attribute), [] if absent."""
+    try:
+        names = json.loads(attrs.get("class_names", "[]") or "[]")
+    except (TypeError, ValueError):
+        return []
+    return [str(n) for n in names] if isinstance(names, list) else []
 
 
 def layer_names(attrs: dict) -> List[str]:

@@ -173,10 +173,13 @@ def _op(s: LayerSummary) -> str:
     return f" ({esc(s.op)})" if s.op else ""
 
 
-def _page(name: str, **values) -> str:
+def _page(name: str, *, title: str, root: str = "", **values) -> str:
+    """Page template ``name`` filled with ``values``, after the head every page shares
+    (``head.html``: ``title``, the generator stamp, the style sheet at ``root``)."""
     from ... import __version__
 
-    return template(name).substitute(site_version=esc(__version__), **values)
+    head = template("head.html").substitute(site_version=esc(__version__), title=title, root=root)
+    return template(name).substitute(head=head, **values)
 
 
 def index_page(
@@ -505,6 +508,7 @@ def feature_page(
     return _page(
         "feature.html",
         title=esc(f"{title} - deconvviz report"),
+        root="../",
         layer_title=esc(s.title),
         layer_href=up,
         feature=str(f),
