@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from ...errors import DeconvvizError
+from ..net.geometry import Frame
 from ..net.graph import Graph, GraphNode, build_graph, eval_mode
 from .projection import (
     MODES,
@@ -106,30 +107,39 @@ def graph_for(model: nn.Module, images: torch.Tensor, graph: Optional[Graph] = N
     """``graph`` (or a new one for ``model``) analysed at the images' size, after checks."""
     if images.ndim != 4:
         raise DeconvvizError(f"images must be (B, C, H, W); got shape {tuple(images.shape)}")
+    size = (int(images.shape[-2]), int(images.shape[-1]))
     if graph is None:
-        graph = build_graph(model, tuple(images.shape[-2:]), in_channels=images.shape[1])
+        graph = build_graph(model, size, in_channels=images.shape[1])
     elif graph.model is not model:
         raise DeconvvizError("the graph was built for another model")
     if images.shape[1] != graph.in_channels:
         raise DeconvvizError(
             f"images have {images.shape[1]} channels; the network takes {graph.in_channels}"
         )
-    return graph.at_size(tuple(images.shape[-2:]))
+    return graph.at_size(size)
 
 
 # ----------------------------------------------------------------------------- cost and memory
 
 
-def conv_macs(graph: Graph, frames: Dict[str, "object"]) -> int:
+def conv_macs(graph: Graph, frames: Dict[str, Frame]) -> int:
     """Multiply-adds of the convolutions on ``frames`` (one seed's cone, or whole maps)."""
     total = 0
     for name, f in frames.items():
         n = graph.node(name)
         if n.op == "conv":
             w = graph.window_params(n)[0]
-            c_in = graph.node(n.inputs[0]).shape[0]
-            total += f.area() * n.shape[0] * c_in // n.params["groups"] * w[0] * w[1]
+            parent, out = n.inputs[0], n.shape
+            x = graph.node(parent).shape if parent is not None else None
+            assert x is not None and out is not None  # a traced conv: both shapes known
+            total += f.area() * out[0] * x[0] // n.params["groups"] * w[0] * w[1]
     return total
+
+
+def _whole_frames(graph: Graph, node: str) -> Dict[str, Frame]:
+    frames = graph.frames(node, whole=True)
+    assert frames is not None  # whole maps always exist; only a cone may not
+    return frames
 
 
 def block_macs(graph: Graph, node: str) -> Tuple[int, int, int, int]:
@@ -219,7 +229,7 @@ def plan(
     cone = graph.frames(node) if mode != "map" else None
     if cone is None:
         return Plan()
-    whole = conv_macs(graph, graph.frames(node, whole=True))
+    whole = conv_macs(graph, _whole_frames(graph, node))
     cost = conv_macs(graph, cone)
     if cost >= whole:
         return Plan()
@@ -339,6 +349,7 @@ def project_recorded(
     pos_all = None if position is None else position.to(device).to(torch.int64)
     cone = walk == "cone" and mode != "map" and not flat
     frames = graph.frames(node.name, whole=not cone)
+    assert frames is not None  # a cone walk is planned only where the cone exists
     per_seed, _ = _bytes(graph, node.name, frames, out.element_size(), False)
     chunk = max(1, int(max_bytes) // per_seed)
     first = graph.nodes[0]
@@ -355,6 +366,7 @@ def project_recorded(
             if mode == "max":
                 _, act, pos = max_positions(out, r, f)
             else:
+                assert pos_all is not None  # mode "position" comes with positions
                 pos = pos_all[sl]
                 here = rec.origin(node.name)
                 at = pos if here is None else pos - here.index_select(0, r.to(here.device))
@@ -446,11 +458,11 @@ def project_positions(
                 walk=how.walk,
                 windows=windows,
             )
-            if proj is None:
+            if proj is None or act is None:
                 proj = p.new_zeros((idx.numel(),) + tuple(p.shape[1:]))
                 act = a.new_zeros(idx.numel())
             proj[sel.to(p.device)], act[sel.to(a.device)] = p, a
-        if proj is not None:
+        if proj is not None and act is not None:
             return proj, act
     if idx.numel() == 0:
         size = graph.info(node.name).rf_size if windows else graph.input_size
@@ -577,6 +589,7 @@ def deconvolve_many(
                 )
                 where = pos
             else:
+                assert rec is not None  # recorded above for every "whole" plan
                 rows = torch.searchsorted(used, idx)
                 proj, act, where = project_recorded(
                     graph,
