@@ -147,17 +147,15 @@ def block_macs(graph: Graph, node: str) -> Tuple[int, int, int, int]:
     (the union of their cones) costs ``a + b*(rows-1) + c*(columns-1) +
     d*(rows-1)*(columns-1)`` multiply-adds of convolutions (a frame's extent grows by
     its jump per extra position, through windows and unions alike)."""
-    a = b = c = d = 0
-    for name, f in graph.frames(node).items():
-        n = graph.node(name)
-        if n.op == "conv":
-            w = graph.window_params(n)[0]
-            unit = n.shape[0] * graph.node(n.inputs[0]).shape[0] // n.params["groups"]
-            unit *= w[0] * w[1]
-            a += unit * f.n[0] * f.n[1]
-            b += unit * f.j[0] * f.n[1]
-            c += unit * f.n[0] * f.j[1]
-            d += unit * f.j[0] * f.j[1]
+
+    def at(block: Tuple[int, int]) -> int:
+        frames = graph.frames(node, block=block)
+        assert frames is not None  # only nodes with a cone are grouped
+        return conv_macs(graph, frames)
+
+    a = at((1, 1))
+    b, c = at((2, 1)) - a, at((1, 2)) - a
+    d = at((2, 2)) - a - b - c
     return a, b, c, d
 
 
@@ -181,8 +179,8 @@ def share_cones(
     groups = []
     idx, pos = image_index.tolist(), position.tolist()
     for image in sorted(set(idx)):
-        mine = [
-            [(p[0], p[1], p[0], p[1]), [s]] for s, (i, p) in enumerate(zip(idx, pos)) if i == image
+        mine: List[Tuple[Tuple[int, int, int, int], List[int]]] = [
+            ((p[0], p[1], p[0], p[1]), [s]) for s, (i, p) in enumerate(zip(idx, pos)) if i == image
         ]
         while len(mine) > 1:
             best = None
@@ -196,7 +194,7 @@ def share_cones(
             if best is None:
                 break
             _, i, j, box = best
-            mine[i] = [box, mine[i][1] + mine[j][1]]
+            mine[i] = (box, mine[i][1] + mine[j][1])
             del mine[j]
         for box, seeds in mine:
             block = (box[2] - box[0] + 1, box[3] - box[1] + 1)
@@ -510,10 +508,11 @@ def project_positions(
                 walk="cone",
                 windows=windows,
             )
-            if proj is None:
+            if proj is None or act is None:
                 proj = p.new_zeros((idx.numel(),) + tuple(p.shape[1:]))
                 act = a.new_zeros(idx.numel())
             proj[sel.to(p.device)], act[sel.to(a.device)] = p, a
+    assert proj is not None and act is not None  # at least one seed, so one chunk
     return proj, act
 
 

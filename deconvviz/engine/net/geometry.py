@@ -396,7 +396,7 @@ def seed_frames(
     by_name = {n.name: n for n in order}
     if by_name[seed].shape is None or len(by_name[seed].shape) != 3:
         return None
-    frames: Dict[str, Frame] = {seed: Frame((0, 0), (1, 1), tuple(block))}
+    frames: Dict[str, Frame] = {seed: Frame((0, 0), (1, 1), (int(block[0]), int(block[1])))}
     for n in reversed(order):
         f = frames.get(n.name)
         if f is None or n.op == "input":
