@@ -62,6 +62,7 @@ __all__ = [
     "plan",
     "block_macs",
     "share_cones",
+    "BLOCKS",
     "record_graph",
     "node_outputs",
     "project_recorded",
@@ -159,47 +160,47 @@ def block_macs(graph: Graph, node: str) -> Tuple[int, int, int, int]:
     return a, b, c, d
 
 
+#: The block sizes :func:`share_cones` tries (square, in positions of the seed node).
+BLOCKS = (1, 2, 3, 4)
+
+
 def share_cones(
     graph: Graph, node: str, image_index: torch.Tensor, position: torch.Tensor
 ) -> List[Tuple[Tuple[int, int], int, Tuple[int, int], List[int]]]:
     """Seeds at known positions of ``node``, grouped so that seeds of one image whose cones
     overlap share one recording: ``[(block, image, top-left, seeds), ...]``.
 
-    A group records the union of its seeds' cones, the cone of the block of positions
-    their positions span. Groups of one image merge, most saving first, while the union
-    costs fewer multiply-adds (:func:`block_macs`) than recording the two; seeds at one
-    position of one image always share. Deterministic (ties by seed order).
+    A group records the union of the cones of a ``block`` of positions (one size for
+    all groups, so they record in one batch): each image's seeds are covered greedily
+    (first by row, then column) by blocks whose top-left is a seed, for each size of
+    :data:`BLOCKS`; the size whose blocks cost the fewest multiply-adds
+    (:func:`block_macs`) wins, the smaller on a tie. Seeds at one position of one image
+    always share. Deterministic.
     """
-    coef = block_macs(graph, node)
-
-    def cost(box):
-        h, w = box[2] - box[0], box[3] - box[1]
-        return coef[0] + coef[1] * h + coef[2] * w + coef[3] * h * w
-
-    groups = []
+    a, b, c, d = block_macs(graph, node)
     idx, pos = image_index.tolist(), position.tolist()
-    for image in sorted(set(idx)):
-        mine: List[Tuple[Tuple[int, int, int, int], List[int]]] = [
-            ((p[0], p[1], p[0], p[1]), [s]) for s, (i, p) in enumerate(zip(idx, pos)) if i == image
-        ]
-        while len(mine) > 1:
-            best = None
-            for i in range(len(mine)):
-                for j in range(i + 1, len(mine)):
-                    a, b = mine[i][0], mine[j][0]
-                    box = (min(a[0], b[0]), min(a[1], b[1]), max(a[2], b[2]), max(a[3], b[3]))
-                    saving = cost(a) + cost(b) - cost(box)
-                    if saving > 0 and (best is None or saving > best[0]):
-                        best = (saving, i, j, box)
-            if best is None:
-                break
-            _, i, j, box = best
-            mine[i] = (box, mine[i][1] + mine[j][1])
-            del mine[j]
-        for box, seeds in mine:
-            block = (box[2] - box[0] + 1, box[3] - box[1] + 1)
-            groups.append((block, image, (box[0], box[1]), sorted(seeds)))
-    return groups
+    order = sorted(range(len(idx)), key=lambda s: (idx[s], pos[s][0], pos[s][1], s))
+    best: Optional[Tuple[int, list]] = None
+    for size in BLOCKS:
+        groups = []
+        todo = list(order)
+        while todo:
+            first = todo[0]
+            (y, x), image = pos[first], idx[first]
+            mine = [
+                s
+                for s in todo
+                if idx[s] == image and y <= pos[s][0] < y + size and x <= pos[s][1] < x + size
+            ]
+            groups.append(((size, size), image, (y, x), sorted(mine)))
+            taken = set(mine)
+            todo = [s for s in todo if s not in taken]
+        k = size - 1
+        cost = len(groups) * (a + b * k + c * k + d * k * k)
+        if best is None or cost < best[0]:
+            best = (cost, groups)
+    assert best is not None
+    return best[1]
 
 
 def _cone_macs(graph: Graph, node: GraphNode, idx: torch.Tensor, pos: torch.Tensor):
