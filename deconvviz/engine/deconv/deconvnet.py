@@ -179,22 +179,19 @@ def share_cones(
     """
     a, b, c, d = block_macs(graph, node)
     idx, pos = image_index.tolist(), position.tolist()
-    order = sorted(range(len(idx)), key=lambda s: (idx[s], pos[s][0], pos[s][1], s))
+    per_image: Dict[int, List[int]] = {}
+    for s in sorted(range(len(idx)), key=lambda s: (idx[s], pos[s][0], pos[s][1], s)):
+        per_image.setdefault(idx[s], []).append(s)
     best: Optional[Tuple[int, list]] = None
     for size in BLOCKS:
         groups = []
-        todo = list(order)
-        while todo:
-            first = todo[0]
-            (y, x), image = pos[first], idx[first]
-            mine = [
-                s
-                for s in todo
-                if idx[s] == image and y <= pos[s][0] < y + size and x <= pos[s][1] < x + size
-            ]
-            groups.append(((size, size), image, (y, x), sorted(mine)))
-            taken = set(mine)
-            todo = [s for s in todo if s not in taken]
+        for image, todo in per_image.items():
+            while todo:
+                y, x = pos[todo[0]]
+                mine = [s for s in todo if y <= pos[s][0] < y + size and x <= pos[s][1] < x + size]
+                groups.append(((size, size), image, (y, x), sorted(mine)))
+                taken = set(mine)
+                todo = [s for s in todo if s not in taken]
         k = size - 1
         cost = len(groups) * (a + b * k + c * k + d * k * k)
         if best is None or cost < best[0]:
