@@ -36,7 +36,8 @@ import torch
 from torch import nn
 
 from ...errors import DeconvvizError
-from ..net.graph import Graph, GraphNode, build_graph, eval_mode
+from ..net.graph import Graph, GraphNode, eval_mode
+from ..net.network import graph_of
 from .projection import (
     MODES,
     RULES,
@@ -101,18 +102,17 @@ class Plan:
 
 
 def graph_for(model: nn.Module, images: torch.Tensor, graph: Optional[Graph] = None) -> Graph:
-    """``graph`` (or a new one for ``model``) analysed at the images' size, after checks."""
+    """``graph`` (or ``model``'s, traced once: :func:`~deconvviz.engine.net.network.graph_of`)
+    analysed at the images' size, after checks."""
     if images.ndim != 4:
         raise DeconvvizError(f"images must be (B, C, H, W); got shape {tuple(images.shape)}")
-    if graph is None:
-        graph = build_graph(model, tuple(images.shape[-2:]), in_channels=images.shape[1])
-    elif graph.model is not model:
-        raise DeconvvizError("the graph was built for another model")
+    size = tuple(images.shape[-2:])
+    graph = graph_of(model, size, None if graph is not None else images.shape[1], graph)
     if images.shape[1] != graph.in_channels:
         raise DeconvvizError(
             f"images have {images.shape[1]} channels; the network takes {graph.in_channels}"
         )
-    return graph.at_size(tuple(images.shape[-2:]))
+    return graph
 
 
 # ----------------------------------------------------------------------------- cost and memory
