@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from ...errors import DeconvvizError
+from ..net.geometry import window_origins
 from ..net.graph import Graph, GraphNode, eval_mode
 from ..net.network import graph_of
 from .projection import (
@@ -200,14 +201,7 @@ def _canvas(graph: Graph, node: GraphNode, pos: torch.Tensor, windows: bool):
     receptive-field window with ``windows``, else the whole image."""
     if windows:
         info = graph.info(node.name)
-        origin = torch.stack(
-            [
-                info.rf_start[0] + pos[:, 0] * info.rf_jump[0],
-                info.rf_start[1] + pos[:, 1] * info.rf_jump[1],
-            ],
-            dim=1,
-        )
-        return tuple(info.rf_size), origin
+        return tuple(info.rf_size), window_origins(info, pos)
     return tuple(graph.input_size), torch.zeros_like(pos)
 
 

@@ -43,6 +43,7 @@ __all__ = [
     "receptive_fields",
     "receptive_box",
     "boxes_for",
+    "window_origins",
     "windows_for",
     "cut_windows",
     "extract_patches",
@@ -428,9 +429,8 @@ def receptive_box(
 
 def boxes_for(info: "Field", positions: torch.Tensor) -> torch.Tensor:
     """Vectorised :func:`receptive_box`: positions ``(..., 2)`` -> boxes ``(..., 4)`` int64."""
-    pos = positions.to(torch.int64)
-    y0 = info.rf_start[0] + pos[..., 0] * info.rf_jump[0]
-    x0 = info.rf_start[1] + pos[..., 1] * info.rf_jump[1]
+    origin = window_origins(info, positions)
+    y0, x0 = origin[..., 0], origin[..., 1]
     H, W = info.image_size
     return torch.stack(
         [
@@ -443,6 +443,19 @@ def boxes_for(info: "Field", positions: torch.Tensor) -> torch.Tensor:
     )
 
 
+def window_origins(info: "Field", position: torch.Tensor) -> torch.Tensor:
+    """Unclipped top-left image pixel ``(..., 2)`` int64 of the ``rf_size`` window of each
+    output ``position`` ``(..., 2)``: ``rf_start + position * rf_jump``."""
+    pos = position.to(torch.int64)
+    return torch.stack(
+        [
+            info.rf_start[0] + pos[..., 0] * info.rf_jump[0],
+            info.rf_start[1] + pos[..., 1] * info.rf_jump[1],
+        ],
+        dim=-1,
+    )
+
+
 def windows_for(info: "Field", position: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Receptive-field windows of output ``position`` s ``(S, 2)``: ``(box (S, 4), origin (S, 2))``.
 
@@ -450,13 +463,7 @@ def windows_for(info: "Field", position: torch.Tensor) -> Tuple[torch.Tensor, to
     border; ``origin`` the unclipped top-left corner of the ``rf_size`` window.
     """
     pos = position.to(torch.int64).reshape(-1, 2)
-    origin = torch.stack(
-        [
-            info.rf_start[0] + pos[:, 0] * info.rf_jump[0],
-            info.rf_start[1] + pos[:, 1] * info.rf_jump[1],
-        ],
-        dim=1,
-    )
+    origin = window_origins(info, pos)
     # A graph node knows each position's exact box (also where no affine field exists:
     # then the window is the hull of all of them, rf_jump 0).
     box = info.boxes(pos) if hasattr(info, "boxes") else boxes_for(info, pos)
