@@ -231,6 +231,36 @@ def test_list_layers_of_a_network_without_numbered_layers_is_one_line():
         get_layer(CifarCNN(), 3)
 
 
+def test_a_model_is_traced_once(monkeypatch):
+    """deconvolve without a graph, list_layers and the scan's batch size read the model's one
+    traced graph: with torch.fx refusing to trace after the first call, calls at other image
+    sizes and layers give what a freshly traced twin gives."""
+    import copy
+
+    from torchvision.models.feature_extraction import NodePathTracer
+
+    from deconvviz.engine.topk import scan_batch_size
+
+    model = CifarCNN(hidden=8).double().eval()
+    twin = copy.deepcopy(model)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    first = deconvolve(model, x, 1, [0, 3], [0, 1])
+    want = [
+        deconvolve(twin, x[:, :, :24, :24], 2, [5, 1], [1, 0]).projections,
+        list_layers(copy.deepcopy(model), (24, 24)),
+        scan_batch_size(copy.deepcopy(model), (24, 24)),
+    ]
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("the network was traced again")
+
+    monkeypatch.setattr(NodePathTracer, "trace", refuse)
+    assert torch.equal(deconvolve(model, x, 1, [0, 3], [0, 1]).projections, first.projections)
+    assert torch.equal(deconvolve(model, x[:, :, :24, :24], 2, [5, 1], [1, 0]).projections, want[0])
+    assert list_layers(model, (24, 24)) == want[1]
+    assert scan_batch_size(model, (24, 24)) == want[2]
+
+
 def test_no_numbers_for_a_network_that_is_not_a_plain_stack():
     with pytest.raises(
         DeconvvizError,
