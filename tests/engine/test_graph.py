@@ -261,6 +261,22 @@ def test_a_model_is_traced_once(monkeypatch):
     assert scan_batch_size(model, (24, 24)) == want[2]
 
 
+def test_the_traced_graph_does_not_keep_its_model_alive():
+    import gc
+    import weakref
+
+    from deconvviz.engine.net.network import graph_of
+
+    model = CifarCNN(hidden=8)
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    deconvolve(model, x, 2, 0)
+    assert graph_of(model, (24, 24)).model is model
+    gone = weakref.ref(model)
+    del model
+    gc.collect()
+    assert gone() is None
+
+
 def test_no_numbers_for_a_network_that_is_not_a_plain_stack():
     with pytest.raises(
         DeconvvizError,

@@ -22,7 +22,8 @@ The graph's pieces live beside it: each node's kind and shape (:mod:`.nodes`,
 from __future__ import annotations
 
 import difflib
-from typing import Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+import weakref
+from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import fx, nn
@@ -81,7 +82,7 @@ class Graph:
         input_size: Tuple[int, int],
         in_channels: int,
     ):
-        self.model = model
+        self._model: Any = model  # or a weak reference (see :meth:`held_weakly`)
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.in_channels = int(in_channels)
         self._fx_graph, self._names, self._visible = fx_graph, names, visible
@@ -97,6 +98,22 @@ class Graph:
         self._geometry = receptive_fields(self.nodes, self.input_size, self._kernel, self._moved)
         self.blocks: Tuple[Block, ...] = stack_blocks(model, self.nodes)
         self.layers: Tuple[str, ...] = tuple(b.name for b in self.blocks)
+
+    @property
+    def model(self) -> nn.Module:
+        """The traced model (referenced, not copied)."""
+        model = self._model() if isinstance(self._model, weakref.ref) else self._model
+        if model is None:
+            raise DeconvvizError("the graph's model no longer exists")
+        return model
+
+    def held_weakly(self) -> "Graph":
+        """This graph, and its analyses at other sizes, holding the model by a weak reference
+        (a cache keyed by the model must not keep it alive)."""
+        ref = weakref.ref(self.model)
+        for g in self._sizes.values():
+            g._model = ref
+        return self
 
     def _kernel(self, node: GraphNode) -> Tuple[int, int]:
         return node.params["kernel"] or tuple(op_weight(node.spec, self.model).shape[-2:])
@@ -178,7 +195,7 @@ class Graph:
             g = Graph(
                 self.model, self._fx_graph, self._names, self._visible, size, self.in_channels
             )
-            g._sizes = self._sizes
+            g._sizes, g._model = self._sizes, self._model
             self._sizes[size] = g
         return self._sizes[size]
 

@@ -50,7 +50,7 @@ def graph_of(
         return graph.at_size(tuple(image_size))
     graph = _GRAPHS.get(model)
     if graph is None or in_channels is not None and graph.in_channels != in_channels:
-        graph = build_graph(model, tuple(image_size), in_channels)
+        graph = build_graph(model, tuple(image_size), in_channels).held_weakly()
         _GRAPHS[model] = graph
     return graph.at_size(tuple(image_size))
 
