@@ -36,7 +36,7 @@ import torch
 from torch import nn
 
 from ...errors import DeconvvizError
-from ..net.geometry import window_origins
+from ..net.geometry import Frame, window_origins
 from ..net.graph import Graph, GraphNode, eval_mode
 from ..net.network import graph_of
 from .projection import (
@@ -107,7 +107,7 @@ def graph_for(model: nn.Module, images: torch.Tensor, graph: Optional[Graph] = N
     analysed at the images' size, after checks."""
     if images.ndim != 4:
         raise DeconvvizError(f"images must be (B, C, H, W); got shape {tuple(images.shape)}")
-    size = tuple(images.shape[-2:])
+    size = (int(images.shape[-2]), int(images.shape[-1]))
     graph = graph_of(model, size, None if graph is not None else images.shape[1], graph)
     if images.shape[1] != graph.in_channels:
         raise DeconvvizError(
@@ -119,16 +119,24 @@ def graph_for(model: nn.Module, images: torch.Tensor, graph: Optional[Graph] = N
 # ----------------------------------------------------------------------------- cost and memory
 
 
-def conv_macs(graph: Graph, frames: Dict[str, "object"]) -> int:
+def conv_macs(graph: Graph, frames: Dict[str, Frame]) -> int:
     """Multiply-adds of the convolutions on ``frames`` (one seed's cone, or whole maps)."""
     total = 0
     for name, f in frames.items():
         n = graph.node(name)
         if n.op == "conv":
             w = graph.window_params(n)[0]
-            c_in = graph.node(n.inputs[0]).shape[0]
-            total += f.area() * n.shape[0] * c_in // n.params["groups"] * w[0] * w[1]
+            parent, out = n.inputs[0], n.shape
+            x = graph.node(parent).shape if parent is not None else None
+            assert x is not None and out is not None  # a traced conv: both shapes known
+            total += f.area() * out[0] * x[0] // n.params["groups"] * w[0] * w[1]
     return total
+
+
+def _whole_frames(graph: Graph, node: str) -> Dict[str, Frame]:
+    frames = graph.frames(node, whole=True)
+    assert frames is not None  # whole maps always exist; only a cone may not
+    return frames
 
 
 def plan(graph: Graph, node: str, mode: str, seeds: int, images: int) -> Plan:
@@ -136,7 +144,7 @@ def plan(graph: Graph, node: str, mode: str, seeds: int, images: int) -> Plan:
     cone = graph.frames(node) if mode != "map" else None
     if cone is None:
         return Plan()
-    whole = conv_macs(graph, graph.frames(node, whole=True))
+    whole = conv_macs(graph, _whole_frames(graph, node))
     cost = conv_macs(graph, cone)
     if cost >= whole:
         return Plan()
@@ -248,6 +256,7 @@ def project_recorded(
     pos_all = None if position is None else position.to(device).to(torch.int64)
     cone = walk == "cone" and mode != "map" and not flat
     frames = graph.frames(node.name, whole=not cone)
+    assert frames is not None  # a cone walk is planned only where the cone exists
     per_seed, _ = _bytes(graph, node.name, frames, out.element_size(), False)
     chunk = max(1, int(max_bytes) // per_seed)
     first = graph.nodes[0]
@@ -264,6 +273,7 @@ def project_recorded(
             if mode == "max":
                 _, act, pos = max_positions(out, r, f)
             else:
+                assert pos_all is not None  # mode "position" comes with positions
                 pos = pos_all[sl]
                 at = pos if rec.frames is None else torch.zeros_like(pos)
                 act = out[r, f, at[:, 0], at[:, 1]]
@@ -352,11 +362,11 @@ def project_positions(
                 walk=how.walk,
                 windows=windows,
             )
-            if proj is None:
+            if proj is None or act is None:
                 proj = p.new_zeros((idx.numel(),) + tuple(p.shape[1:]))
                 act = a.new_zeros(idx.numel())
             proj[sel.to(p.device)], act[sel.to(a.device)] = p, a
-        if proj is not None:
+        if proj is not None and act is not None:
             return proj, act
     walk_bytes, rec_bytes = _bytes(graph, node.name, graph.frames(node.name), elem, masks)
     step = max(1, int(max_bytes) // (walk_bytes + rec_bytes))
@@ -458,6 +468,7 @@ def deconvolve_many(
                 )
                 where = pos
             else:
+                assert rec is not None  # recorded above for every "whole" plan
                 rows = torch.searchsorted(used, idx)
                 proj, act, where = project_recorded(
                     graph,

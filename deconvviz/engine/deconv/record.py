@@ -332,7 +332,7 @@ def record_cone(
                 value = channels_last(cut_per_seed(images, image_index, rec.origin(n.name), f.n))
             elif REACH.get(n.op) == "pointwise":
 
-                def arg(a):
+                def arg(a, f=f):  # this node's frame, bound now (fx calls it at once)
                     name = graph.name_of(a)
                     if name in env:
                         xf = frames[name]

@@ -95,15 +95,15 @@ def list_layers(
     are named instead.
     """
     graph = stack_graph(model, input_size, graph)
-    stack = conv_stack(model)
     layers, size = [], graph.input_size
     for L, block in enumerate(graph.blocks, start=1):
         info = graph.info(block.name)
-        conv = stack[block.start]
+        conv = graph.node(block.conv).module
+        assert isinstance(conv, nn.Conv2d)  # a block starts at its conv
         layers.append(
             LayerInfo(
                 index=L,
-                path=graph.node(block.conv).fx_node.target,
+                path=str(graph.node(block.conv).fx_node.target),
                 start=block.start,
                 end=block.end,
                 in_channels=conv.in_channels,
