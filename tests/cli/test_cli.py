@@ -12,7 +12,7 @@ from deconvviz.cli import main
 from deconvviz.data.resolve import resolve_source
 from deconvviz.data.source import normalize
 from deconvviz.engine.deconv.deconvnet import deconvolve
-from deconvviz.store.projection import read_projection_h5
+from deconvviz.store.projection_h5 import read_projection_h5
 
 
 def run(*args):

@@ -107,8 +107,8 @@ def test_render_names_the_files_it_redraws(tmp_path):
 
 
 def test_an_unlabelled_image_is_captioned_unlabelled(tiny_checkpoint, tmp_path):
-    from deconvviz.figures import across_images_figure
-    from deconvviz.render.figures import class_name
+    from deconvviz.render.figure_parts import class_name
+    from deconvviz.runs.figures_run import across_images_figure
 
     rng = np.random.default_rng(1)
     Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "x.png")

@@ -15,10 +15,10 @@ import torch
 from click.testing import CliRunner
 from conftest import assert_close
 
-import deconvviz.runs.report as report_mod
+import deconvviz.runs.report_run as report_mod
 from deconvviz.cli import main
-from deconvviz.runs.report import partial_path, scan_state_path
-from deconvviz.store.report import read_report_h5
+from deconvviz.runs.report_run import partial_path, scan_state_path
+from deconvviz.store.report_h5 import read_report_h5
 
 
 @pytest.fixture
@@ -351,7 +351,7 @@ def test_the_readme_call_with_a_data_source_string(image_folder, tmp_path):
     ``--data`` is (the test split, preprocessed for the model)."""
     import deconvviz
     from deconvviz.data.resolve import resolve_source
-    from deconvviz.runs.report import build_report, write_report
+    from deconvviz.runs.report_run import build_report, write_report
 
     model = deconvviz.load_model()
     report = build_report(model, "builtin", [2], 4)

@@ -23,8 +23,8 @@ from deconvviz.engine.topk import TopK, empty_topk, finalize_topk, merge_topk, s
 from deconvviz.errors import DeconvvizError
 from deconvviz.models.checkpoint import load_model
 from deconvviz.render.report_png import PANEL_TITLE_HEIGHT, feature_png
-from deconvviz.runs.report import build_report, render_report, save_report, write_report
-from deconvviz.store.report import REPORT_FORMAT, REPORT_VERSION, read_report_h5
+from deconvviz.runs.report_run import build_report, render_report, save_report, write_report
+from deconvviz.store.report_h5 import REPORT_FORMAT, REPORT_VERSION, read_report_h5
 
 
 def _subset(n: int, dup: bool = False) -> ImageSource:
@@ -441,7 +441,7 @@ def test_interrupted_runs_leave_the_earlier_report_untouched(
     assert Path("report.h5") in before and len(before) == 1 + 1 + 32
 
     # Ctrl-C in the middle of the scan.
-    import deconvviz.runs.report as report_mod
+    import deconvviz.runs.report_run as report_mod
 
     calls = {"n": 0}
     real_read = ImageSource.read
@@ -659,9 +659,9 @@ def test_a_layer_is_projected_and_written_in_chunks_of_features(model, tmp_path,
     """With a chunk budget of a few features, each call projects at most that many
     features; the file holds the same numbers and bytes as a whole-layer write, and the
     PNGs drawn from the file being written equal those drawn from memory."""
-    import deconvviz.runs.report as report_mod
-    import deconvviz.store.report as store_report
-    from deconvviz.store.report import features_per_chunk
+    import deconvviz.runs.report_run as report_mod
+    import deconvviz.store.report_h5 as store_report
+    from deconvviz.store.report_h5 import features_per_chunk
 
     src = _subset(30)
     write_report(
@@ -727,7 +727,7 @@ def test_the_layer_grid_of_a_big_layer_stays_within_its_pixel_budget(tmp_path, m
     from PIL import Image
 
     import deconvviz.render.report_png as report_png
-    from deconvviz.store.report import LayerReport
+    from deconvviz.store.report_h5 import LayerReport
 
     rng = np.random.default_rng(0)
     F_, k, rf = 60, 4, (48, 48)
@@ -767,7 +767,7 @@ def test_the_layer_grid_of_a_big_layer_stays_within_its_pixel_budget(tmp_path, m
 
 
 def test_open_report_reads_one_feature_at_a_time_and_names_damage_in_one_line(model, tmp_path):
-    from deconvviz.store.report import open_report
+    from deconvviz.store.report_h5 import open_report
 
     src = _subset(30)
     write_report(model, src, tmp_path / "r", [1, 2], 3, batch_size=16, progress=False, png=False)

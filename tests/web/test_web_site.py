@@ -27,7 +27,7 @@ from deconvviz.render.web import site as site_mod
 from deconvviz.render.web import write_site
 from deconvviz.render.web.pages import json_script
 from deconvviz.render.web.site import feature_tiles
-from deconvviz.store.report import read_report_h5
+from deconvviz.store.report_h5 import read_report_h5
 
 FIXTURES = Path(__file__).resolve().parents[1] / "report" / "fixtures"
 
@@ -322,7 +322,7 @@ def test_bad_report_files_are_one_line_and_write_nothing(report_h5, tmp_path):
     with h5py.File(broken, "a") as f:
         del f["layer2/activation"]
     projection = tmp_path / "projection.h5"
-    from deconvviz.store.projection import PROJECTION_FORMAT
+    from deconvviz.store.projection_h5 import PROJECTION_FORMAT
 
     with h5py.File(projection, "w") as f:
         f.attrs["format"] = PROJECTION_FORMAT
