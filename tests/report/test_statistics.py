@@ -188,7 +188,7 @@ def test_statistics_do_not_depend_on_the_batch_size(planted, tmp_path):
 
 
 def test_old_formats_read_with_statistics_absent(planted, tmp_path):
-    v1 = "tests/report/fixtures/v1/report.h5"
+    v1 = "tests/store/fixtures/v1/report.h5"
     rep = Report(v1)
     assert not rep.has_statistics and rep.feature(1, 0).label is None
     with pytest.raises(DeconvvizError, match=r"format version 1\) holds no feature statistics"):
