@@ -415,7 +415,7 @@ def compare_projections(name, model, x_of, seeds, repeats, per_seed_features=Non
 
 
 def seeds_of_report(path, source, mean, std):
-    from deconvviz.store.report import read_report_h5
+    from deconvviz.store.report_h5 import read_report_h5
 
     rep = read_report_h5(path)
     seeds = {}
@@ -474,7 +474,7 @@ def vgg_seeds(args, model, source):
 
 def _vgg_child(args):
     """Child process: a VGG-16 report written to --child-out; prints JSON."""
-    from deconvviz.runs.report import write_report
+    from deconvviz.runs.report_run import write_report
 
     model = vgg16_model()
     source = resolve_source(args.vgg_data, split=None, image_size=(224, 224))

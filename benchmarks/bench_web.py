@@ -37,7 +37,7 @@ def synthetic(features_cap, images, k=9, seed=0):
     import torchvision
 
     from deconvviz.engine.topk import layer_infos
-    from deconvviz.store.report import ImageTable, LayerReport
+    from deconvviz.store.report_h5 import ImageTable, LayerReport
 
     rng = np.random.default_rng(seed)
     infos = layer_infos(torchvision.models.vgg16(), None, (224, 224))

@@ -52,7 +52,7 @@ _LAZY = {
     "receptive_box": "engine.net.geometry",
     "record": "engine.deconv.hooks",
     "to_display": "render.display",
-    "report": "runs.report",
+    "report": "runs.report_run",
     "Report": "explore",
 }
 

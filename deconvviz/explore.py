@@ -29,8 +29,8 @@ from .errors import DeconvvizError
 from .render.feature_stats import class_name, label_caption, statistics_html
 from .render.notebook import feature_html, layer_html, report_html
 from .render.web.site import feature_tiles
-from .store.report import LayerReport, class_names, open_report
-from .store.statistics import NO_CLASS_TEXT, FeatureStatistics, statistics_absent
+from .store.report_h5 import LayerReport, class_names, open_report
+from .store.statistics_h5 import NO_CLASS_TEXT, FeatureStatistics, statistics_absent
 
 __all__ = ["Report", "ReportLayer", "Feature", "NOTEBOOK_FEATURES"]
 
@@ -45,7 +45,7 @@ class Feature:
     top images and what it detects.
 
     ``activation (k,)``, ``image_index (k,)`` and ``labels (k,)`` of its top k images;
-    ``stats``: the layer's :class:`~deconvviz.store.statistics.FeatureStatistics` (None
+    ``stats``: the layer's :class:`~deconvviz.store.statistics_h5.FeatureStatistics` (None
     for a report written before statistics). ``label`` is the detected class's name,
     ``"no class"``, or None without statistics; ``auroc`` maps each class to its AUROC.
     """

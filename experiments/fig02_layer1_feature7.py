@@ -10,10 +10,10 @@ import click
 from _checkout import DATA, OUT
 
 from deconvviz.cli.common import projection_options
-from deconvviz.cli.experiment import experiment_command
-from deconvviz.figures import across_images_figure, seeded_indices
-from deconvviz.render.figures import save_png
-from deconvviz.store.figure import write_h5
+from deconvviz.cli.experiment_cmd import experiment_command
+from deconvviz.render.figure_parts import save_png
+from deconvviz.runs.figures_run import across_images_figure, seeded_indices
+from deconvviz.store.figure_h5 import write_h5
 
 LAYER, FEATURE = 1, 7
 NAME = "fig02_layer1_feature7"

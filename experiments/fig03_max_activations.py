@@ -12,12 +12,12 @@ import torch
 from _checkout import DATA, OUT
 
 from deconvviz import deconvolve, to_display
-from deconvviz.cli.experiment import experiment_command
+from deconvviz.cli.experiment_cmd import experiment_command
 from deconvviz.engine.topk import strongest_images
-from deconvviz.figures import load_images, seeded_indices
 from deconvviz.render.display import image_to_display, pairs_figure
-from deconvviz.render.figures import class_name, model_caption, save_png, short_description
-from deconvviz.store.figure import write_h5
+from deconvviz.render.figure_parts import class_name, model_caption, save_png, short_description
+from deconvviz.runs.figures_run import load_images, seeded_indices
+from deconvviz.store.figure_h5 import write_h5
 
 NAME = "fig03_max_activations"
 

@@ -14,11 +14,11 @@ import click
 import torch
 from _checkout import DATA, OUT
 
-from deconvviz.cli.experiment import experiment_command
-from deconvviz.render.figures import model_caption, save_png, short_description, table_figure
+from deconvviz.cli.experiment_cmd import experiment_command
+from deconvviz.render.figure_parts import model_caption, save_png, short_description, table_figure
 from deconvviz.render.report_png import layer_cell
-from deconvviz.runs.report import build_report
-from deconvviz.store.report import write_report_h5
+from deconvviz.runs.report_run import build_report
+from deconvviz.store.report_h5 import write_report_h5
 
 NAME = "fig06_top9"
 

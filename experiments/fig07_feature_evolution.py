@@ -17,13 +17,13 @@ import torch
 from _checkout import DATA, OUT
 
 from deconvviz import deconvolve, list_layers, load_model
-from deconvviz.cli.experiment import experiment_command
+from deconvviz.cli.experiment_cmd import experiment_command
 from deconvviz.engine.net.layers import get_layer
 from deconvviz.engine.topk import strongest_images
 from deconvviz.errors import DeconvvizError
-from deconvviz.figures import load_images, receptive_crops
-from deconvviz.render.figures import save_png, short_description, table_figure
-from deconvviz.store.figure import write_h5
+from deconvviz.render.figure_parts import save_png, short_description, table_figure
+from deconvviz.runs.figures_run import load_images, receptive_crops
+from deconvviz.store.figure_h5 import write_h5
 
 NAME = "fig07_feature_evolution"
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import click
 from _checkout import DATA, OUT
 
-from deconvviz.cli.experiment import experiment_command
-from deconvviz.figures import (
+from deconvviz.cli.experiment_cmd import experiment_command
+from deconvviz.runs.figures_run import (
     run_occlusion,
     seeded_indices,
 )

@@ -11,18 +11,18 @@ import click
 from _checkout import DATA, OUT
 
 from deconvviz import deconvolve, to_display
-from deconvviz.cli.experiment import experiment_command
+from deconvviz.cli.experiment_cmd import experiment_command
 from deconvviz.engine.analysis import cosine_similarity, strongest_features
-from deconvviz.figures import load_images, seeded_indices
 from deconvviz.render.display import image_to_display
-from deconvviz.render.figures import (
+from deconvviz.render.figure_parts import (
     class_name,
     model_caption,
     save_png,
     short_description,
     table_figure,
 )
-from deconvviz.store.figure import write_h5
+from deconvviz.runs.figures_run import load_images, seeded_indices
+from deconvviz.store.figure_h5 import write_h5
 
 NAME = "fig09_switches_vs_nearest"
 

@@ -18,7 +18,7 @@ import click
 import torch
 from _checkout import DATA, OUT
 
-from deconvviz.cli.experiment import experiment_command
+from deconvviz.cli.experiment_cmd import experiment_command
 from deconvviz.engine.features import resolve_feature_layers
 from deconvviz.engine.invariance import (
     IDENTITY,
@@ -29,11 +29,11 @@ from deconvviz.engine.invariance import (
     transform_images,
 )
 from deconvviz.engine.occlusion import fill_value
-from deconvviz.figures import load_images, seeded_indices
 from deconvviz.render.display import image_to_display
-from deconvviz.render.figures import class_name, model_caption, short_description
+from deconvviz.render.figure_parts import class_name, model_caption, short_description
 from deconvviz.render.paper import CurveRow, invariance_figure
-from deconvviz.store.figure import write_figure_files
+from deconvviz.runs.figures_run import load_images, seeded_indices
+from deconvviz.store.figure_h5 import write_figure_files
 
 NAME = "fig11_invariance"
 NAMES = {"translate": "vertical translation", "scale": "scale", "rotate": "rotation"}

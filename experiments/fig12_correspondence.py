@@ -22,7 +22,7 @@ import numpy as np
 import torch
 from _checkout import DATA, OUT
 
-from deconvviz.cli.experiment import experiment_command
+from deconvviz.cli.experiment_cmd import experiment_command
 from deconvviz.engine.correspondence import (
     check_boxes,
     correspondence,
@@ -33,11 +33,11 @@ from deconvviz.engine.correspondence import (
 from deconvviz.engine.features import resolve_feature_layers
 from deconvviz.engine.occlusion import fill_value
 from deconvviz.errors import DeconvvizError
-from deconvviz.figures import load_images
 from deconvviz.render.display import image_to_display
-from deconvviz.render.figures import model_caption, short_description
+from deconvviz.render.figure_parts import model_caption, short_description
 from deconvviz.render.paper import correspondence_figure
-from deconvviz.store.figure import write_figure_files
+from deconvviz.runs.figures_run import load_images
+from deconvviz.store.figure_h5 import write_figure_files
 
 NAME = "fig12_correspondence"
 # (name, box as fractions (y0, x0, y1, x1) of the image): 12x12 pixels on 32x32.

@@ -16,9 +16,9 @@ from pathlib import Path
 import click
 from _checkout import DATA, OUT
 
-from deconvviz.cli.experiment import experiment_command
+from deconvviz.cli.experiment_cmd import experiment_command
 from deconvviz.engine.net.layers import get_layer
-from deconvviz.figures import run_filters
+from deconvviz.runs.figures_run import run_filters
 
 NAME = "fig13_filters"
 

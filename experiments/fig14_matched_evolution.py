@@ -22,8 +22,8 @@ from fig07_feature_evolution import epoch_checkpoints
 
 from deconvviz import load_model
 from deconvviz.cli.common import LAYER
-from deconvviz.cli.experiment import experiment_command
-from deconvviz.runs.compare import compare_networks
+from deconvviz.cli.experiment_cmd import experiment_command
+from deconvviz.runs.compare_run import compare_networks
 
 NAME = "fig14_matched_evolution"
 

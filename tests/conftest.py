@@ -262,6 +262,61 @@ def assert_close(got: torch.Tensor, want: torch.Tensor, msg=None) -> None:
     assert err <= tol * max(scale, 1e-300), (msg, err, scale)
 
 
+def generated_source(n: int, dup: bool = False):
+    """An :class:`~deconvviz.data.source.ImageSource` of ``n`` generated images
+    (optionally followed by exact duplicates, for ties).
+
+    Made directly with ``synthetic_images``: generating the whole 2,000-image
+    builtin split would cost more than the tests themselves.
+    """
+    from deconvviz.data.builtin import BUILTIN_CLASSES, synthetic_images
+    from deconvviz.data.source import ImageSource
+
+    images, labels = synthetic_images(n, seed=1)
+    if dup:  # images 0..n-1 followed by the same images again: every value ties exactly
+        images, labels = torch.cat([images, images]), torch.cat([labels, labels])
+    return ImageSource(
+        description=f"generated[:{n}]",
+        kind="builtin",
+        split="test",
+        labels=labels,
+        class_names=BUILTIN_CLASSES,
+        images=images,
+    )
+
+
+def folder_bytes(folder: Path, suffix: str = "") -> dict:
+    """Every file under ``folder`` whose name ends in ``suffix``: ``{relative path: bytes}``."""
+    return {
+        p.relative_to(folder): p.read_bytes()
+        for p in sorted(folder.rglob(f"*{suffix}"))
+        if p.is_file()
+    }
+
+
+def assert_render_redraws(h5: Path, drawn: Path, out: Path, html: bool = False):
+    """``deconvviz render H5 --out OUT`` redraws from the file alone what was drawn when it
+    was written into ``drawn``: the same PNGs byte for byte (the same code draws the same
+    bytes), or with ``html`` the same web report (``site/``), where only the index's date line
+    may differ. Returns click's result (its output names what was written)."""
+    from click.testing import CliRunner
+
+    from deconvviz.cli import main
+
+    args = ["render", str(h5), "--out", str(out)] + (["--html"] if html else [])
+    r = CliRunner().invoke(main, args)
+    assert r.exit_code == 0, r.output
+    if html:
+        a, b = folder_bytes(drawn / "site"), folder_bytes(out / "site")
+        assert a and a.keys() == b.keys()
+        assert [p for p in a if a[p] != b[p]] == [Path("index.html")]  # its date line
+    else:
+        a, b = folder_bytes(drawn, ".png"), folder_bytes(out, ".png")
+        assert a and sorted(a) == sorted(b)
+        assert [p for p in a if a[p] != b[p]] == []
+    return r
+
+
 class _RunsCommand:
     """Unpickling this runs a shell command: what a malicious checkpoint does."""
 

@@ -1,6 +1,7 @@
-"""The house's rule: imports between the package's wings run one way (issue 8).
+"""The house's rules: imports between the package's wings run one way (issue 8), and no two
+modules share a name (issue 21).
 
-    cli -> runs, figures -> engine, store, render -> models, data -> errors, progress
+    cli -> runs -> engine, store, render -> models, data -> errors, progress
 
 ``engine`` never imports ``store``, ``render`` or ``cli``; ``render`` never imports
 ``models`` or ``engine``. Checked over every import statement (also those inside
@@ -28,10 +29,8 @@ ALLOWED = {
     "render": BASE | {"store", "data"},
     "runs": BASE | {"explore", "engine", "store", "render", "models", "data"},
     "explore": BASE | {"store", "render", "data"},
-    "figures": BASE | {"engine", "store", "render", "models", "data"},
     "api": BASE | {"models", "data"},
-    "cli": BASE
-    | {"runs", "explore", "figures", "engine", "store", "render", "models", "data", "api"},
+    "cli": BASE | {"runs", "explore", "engine", "store", "render", "models", "data", "api"},
 }
 
 
@@ -110,3 +109,28 @@ def test_the_checker_sees_a_wrong_way_import(tmp_path):
 def test_each_wing_says_what_lives_there(wing):
     doc = ast.get_docstring(ast.parse((PACKAGE / wing / "__init__.py").read_text()))
     assert doc and len(doc) > 80
+
+
+def _collisions(package: Path = PACKAGE):
+    """Module names (``__init__`` aside) that stand in more than one folder."""
+    where = {}
+    for path in sorted(package.rglob("*.py")):
+        if path.name != "__init__.py":
+            where.setdefault(path.stem, []).append(str(path.relative_to(package)))
+    return {name: paths for name, paths in where.items() if len(paths) > 1}
+
+
+def test_no_two_modules_share_a_name():
+    # A name says what a module is wherever it is read (a traceback, an import, a search):
+    # the engine keeps the idea's bare name, the other wings add their job to it
+    # (report_cmd, report_run, report_h5, occlusion_figure).
+    assert _collisions() == {}
+
+
+def test_the_name_check_sees_a_collision(tmp_path):
+    for wing in ("cli", "store"):
+        (tmp_path / wing).mkdir()
+        (tmp_path / wing / "__init__.py").write_text("")
+        (tmp_path / wing / "report.py").write_text("")
+    (tmp_path / "store" / "report_h5.py").write_text("")
+    assert _collisions(tmp_path) == {"report": ["cli/report.py", "store/report.py"]}

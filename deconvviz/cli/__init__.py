@@ -1,7 +1,7 @@
 """The ``deconvviz`` command line: a group of thin commands over the library.
 
-One module per command family registers its commands here; commands import the
-shared helpers of :mod:`deconvviz.cli.common`, never each other.
+One module per command family, named ``<family>_cmd``, registers its commands here;
+commands import the shared helpers of :mod:`deconvviz.cli.common`, never each other.
 """
 
 from __future__ import annotations
@@ -49,13 +49,13 @@ def main():
 
 
 # Each family module registers on the group; adding a family is one line here.
-from .compare import compare  # noqa: E402
-from .diagnostics import filters  # noqa: E402
-from .features import features  # noqa: E402
-from .model import evaluate, info, train  # noqa: E402
-from .occlusion import occlusion  # noqa: E402
-from .project import layers, project  # noqa: E402
-from .report import render, report  # noqa: E402
+from .compare_cmd import compare  # noqa: E402
+from .features_cmd import features  # noqa: E402
+from .filters_cmd import filters  # noqa: E402
+from .model_cmd import evaluate, info, train  # noqa: E402
+from .occlusion_cmd import occlusion  # noqa: E402
+from .project_cmd import layers, project  # noqa: E402
+from .report_cmd import render, report  # noqa: E402
 
 for _command in (
     train,

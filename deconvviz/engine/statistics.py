@@ -167,7 +167,7 @@ def feature_statistics(
     bins: int = HISTOGRAM_BINS,
 ) -> dict:
     """The statistics of one layer from its per-image maxima, as a dict of the fields of
-    :class:`deconvviz.store.statistics.FeatureStatistics` (which stores and reads them).
+    :class:`deconvviz.store.statistics_h5.FeatureStatistics` (which stores and reads them).
 
     ``maxima``: ``(F, N)`` (float16 as recorded; computed in float64 from those
     values); ``labels``: ``(N,)`` int, ``-1`` for unlabelled images (left out of the

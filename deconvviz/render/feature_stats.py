@@ -10,7 +10,7 @@ from typing import List, Sequence
 
 import numpy as np
 
-from ..store.statistics import NO_CLASS_TEXT, FeatureStatistics, label_text
+from ..store.statistics_h5 import NO_CLASS_TEXT, FeatureStatistics, label_text
 
 __all__ = ["statistics_html", "label_caption", "class_name"]
 

@@ -8,7 +8,7 @@ from typing import List, Optional, Sequence, Tuple
 import numpy as np
 import torch
 
-from ..store.report import LayerReport
+from ..store.report_h5 import LayerReport
 from .display import grid_image, image_to_display, to_display
 
 __all__ = [

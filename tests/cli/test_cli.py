@@ -1,6 +1,5 @@
 """The command line through click's CliRunner: outputs read back, errors pinned."""
 
-import h5py
 import numpy as np
 import pytest
 import torch
@@ -12,7 +11,7 @@ from deconvviz.cli import main
 from deconvviz.data.resolve import resolve_source
 from deconvviz.data.source import normalize
 from deconvviz.engine.deconv.deconvnet import deconvolve
-from deconvviz.store.projection import read_projection_h5
+from deconvviz.store.projection_h5 import read_projection_h5
 
 
 def run(*args):
@@ -257,26 +256,3 @@ def test_every_command_reads_the_test_split_by_default():
         assert (
             "--split [train|test] split to use where the source has several [default: test]" in flat
         ), (cmd, flat)
-
-
-def test_render_redraws_a_projection_file(tmp_path):
-    r = run("project", "--layer", "2", "--feature", "9", "--top", "3", "--out", tmp_path / "p")
-    assert r.exit_code == 0, r.output
-    stem = "layer2_feature9_max_deconvnet_switches"
-    with h5py.File(tmp_path / "p" / f"{stem}.h5") as f:
-        boxes = f["patch_box"][()]
-        assert boxes.shape == (3, 4) and (boxes[:, 2:] - boxes[:, :2] <= 16).all()
-    r = run("render", tmp_path / "p" / f"{stem}.h5", "--out", tmp_path / "again")
-    assert r.exit_code == 0, r.output
-    assert r.output.strip() == f"wrote {tmp_path / 'again' / (stem + '.png')}"
-    assert (tmp_path / "again" / f"{stem}.png").read_bytes() == (
-        tmp_path / "p" / f"{stem}.png"
-    ).read_bytes()
-    # A newer projection file is refused in one line.
-    with h5py.File(tmp_path / "p" / f"{stem}.h5", "a") as f:
-        f.attrs["format_version"] = 9
-    r = run("render", tmp_path / "p" / f"{stem}.h5", "--out", tmp_path / "x")
-    assert r.exit_code == 1 and r.output.strip().splitlines() == [
-        f"Error: projection file {tmp_path / 'p' / (stem + '.h5')} has format version 9; this "
-        "deconvviz reads versions 1..1"
-    ]

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 import h5py
+import numpy as np
 from click.testing import CliRunner
 from PIL import Image
 
@@ -59,3 +60,37 @@ def test_skip_unreadable_in_a_report(tiny_checkpoint, tmp_path):
         assert json.loads(f.attrs["skipped_files"]) == bad
         paths = [p.decode() for p in f["images/path"][()]]
     assert not set(paths) & set(bad)
+
+
+def run(*args):
+    return CliRunner().invoke(main, [str(a) for a in args])
+
+
+def test_project_skips_an_unreadable_image_file_when_asked(tiny_checkpoint, tmp_path):
+    rng = np.random.default_rng(2)
+    Image.fromarray(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)).save(tmp_path / "ok.png")
+    (tmp_path / "bad.png").write_bytes(b"not a png")
+    args = [
+        "project",
+        "--model",
+        tiny_checkpoint,
+        "--layer",
+        "1",
+        "--feature",
+        "0",
+        "--image",
+        tmp_path / "bad.png",
+        "--image",
+        tmp_path / "ok.png",
+        "--out",
+        tmp_path / "p",
+    ]
+    r = run(*args)
+    assert r.exit_code == 1 and r.output.startswith(
+        f"Error: cannot read image {tmp_path / 'bad.png'}"
+    )
+    r = run(*args, "--skip-unreadable")
+    assert r.exit_code == 0, r.output
+    with h5py.File(tmp_path / "p" / "layer1_feature0_max_deconvnet_switches.h5") as f:
+        assert [p.decode() for p in f["image_path"][()]] == [str(tmp_path / "ok.png")]
+        assert json.loads(f.attrs["skipped_files"]) == [str(tmp_path / "bad.png")]

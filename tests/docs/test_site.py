@@ -70,7 +70,7 @@ def test_cli_reference_is_generated_from_every_command(site):
 
 def test_api_reference_is_generated_from_the_docstrings(site):
     import deconvviz
-    from deconvviz.runs.report import build_report
+    from deconvviz.runs.report_run import build_report
 
     page = (site / "reference" / "index.html").read_text(encoding="utf-8")
     for name in deconvviz.__all__:
@@ -78,7 +78,7 @@ def test_api_reference_is_generated_from_the_docstrings(site):
             where = getattr(deconvviz, name).__module__
             assert f'id="{where}.{name}"' in page, (where, name)
     first_line = build_report.__doc__.strip().splitlines()[0]
-    assert 'id="deconvviz.runs.report.build_report"' in page
+    assert 'id="deconvviz.runs.report_run.build_report"' in page
     assert first_line.split("``")[0].strip()[:30] in page
 
 

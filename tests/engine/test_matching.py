@@ -15,7 +15,7 @@ from conftest import assert_close
 
 from deconvviz.cli import main
 from deconvviz.engine.matching import correlation_matrix, follow_back, match_features
-from deconvviz.store.compare import read_compare_h5
+from deconvviz.store.compare_h5 import read_compare_h5
 
 
 def test_correlation_matrix_is_pearson():
@@ -305,7 +305,7 @@ def test_compare_refuses_bad_input_in_one_line(pair, tmp_path):
 
 
 def test_ctrl_c_in_the_second_scan_keeps_the_first_report(pair, tmp_path, monkeypatch):
-    import deconvviz.runs.compare as compare_run
+    import deconvviz.runs.compare_run as compare_run
 
     folder, perm1, _ = pair
     out = tmp_path / "cmp"

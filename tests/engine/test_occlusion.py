@@ -250,7 +250,7 @@ def test_an_unlabelled_image_stays_unlabelled(tmp_path):
 def test_unlabelled_title(tiny_checkpoint):
     from deconvviz.engine.occlusion import occlusion_maps
     from deconvviz.models.checkpoint import load_model
-    from deconvviz.render.occlusion import occlusion_figure
+    from deconvviz.render.occlusion_figure import occlusion_figure
 
     model = load_model(tiny_checkpoint)
     x = torch.randn(2, 3, 32, 32)

@@ -16,7 +16,7 @@ from deconvviz.cli import main
 from deconvviz.data.builtin import synthetic_images
 from deconvviz.data.source import ImageSource
 from deconvviz.engine.net.layers import list_layers
-from deconvviz.runs.report import build_report
+from deconvviz.runs.report_run import build_report
 
 needs_cuda = pytest.mark.skipif(
     not torch.cuda.is_available(), reason="no CUDA device on this machine"

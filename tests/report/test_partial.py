@@ -13,12 +13,12 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import assert_close
+from conftest import assert_close, folder_bytes
 
-import deconvviz.runs.report as report_mod
+import deconvviz.runs.report_run as report_mod
 from deconvviz.cli import main
-from deconvviz.runs.report import partial_path, scan_state_path
-from deconvviz.store.report import read_report_h5
+from deconvviz.runs.report_run import partial_path, scan_state_path
+from deconvviz.store.report_h5 import read_report_h5
 
 
 @pytest.fixture
@@ -72,10 +72,6 @@ def _same(x, y) -> bool:
     return x.dtype == y.dtype and np.array_equal(x, y, equal_nan=x.dtype.kind == "f")
 
 
-def _files(folder: Path):
-    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
-
-
 def _failing_on(layer, exc):
     """project_seeds (the engine's public verb the report calls) raising ``exc`` when asked
     for ``layer``: Ctrl-C or a failure in the middle of that layer's projections."""
@@ -97,7 +93,7 @@ def test_ctrl_c_in_layer_2_keeps_layer_1_and_resume_finishes_the_same_report(
     out = tmp_path / "r"
     # An earlier complete report in the same folder (k = 2) must survive the interruption.
     assert _run(args(out, "--top", "2", "--feature", "0-1", "--png")).exit_code == 0
-    earlier = _files(out)
+    earlier = folder_bytes(out)
 
     monkeypatch.setattr(report_mod, "project_seeds", _failing_on(2, KeyboardInterrupt()))
     res = _run(args(out, "--feature", "0-3"))
@@ -108,7 +104,7 @@ def test_ctrl_c_in_layer_2_keeps_layer_1_and_resume_finishes_the_same_report(
         "(an earlier report.h5 is left as it was): run the same command with --resume to "
         "finish the report"
     ]
-    now = _files(out)
+    now = folder_bytes(out)
     assert now.pop(Path("report.h5.partial")) and now.pop(Path(".scan-state.pt"))
     for j in range(2):  # with every image's maxima of each layer
         assert now.pop(Path(f".scan-state.maxima{j}.f16"))
@@ -134,7 +130,7 @@ def test_ctrl_c_in_layer_2_keeps_layer_1_and_resume_finishes_the_same_report(
         assert _same(a[name], b[name]), name
     assert np.array_equal(a["layer1/projection"], kept)
     # The PNGs of both layers were drawn (from the finished file) and replaced the earlier.
-    pngs = {p: v for p, v in _files(out).items() if p.suffix == ".png"}
+    pngs = folder_bytes(out, ".png")
     assert len(pngs) == 2 + 4 + 4
     assert pngs[Path("layer1.png")] != earlier[Path("layer1.png")]
     assert pngs[Path("layer2/feature001.png")] != earlier[Path("layer2/feature001.png")]
@@ -177,7 +173,7 @@ def test_resume_refuses_an_unfinished_report_of_another_run(args, tmp_path, monk
     monkeypatch.setattr(report_mod, "project_seeds", _failing_on(2, KeyboardInterrupt()))
     assert _run(args(out)).exit_code == 1
     monkeypatch.undo()
-    before = _files(out)
+    before = folder_bytes(out)
     # The scan is the same (its state fits); the projections would use another rule.
     res = _run(args(out, "--resume", "--rule", "guided"))
     assert res.exit_code == 1
@@ -185,20 +181,20 @@ def test_resume_refuses_an_unfinished_report_of_another_run(args, tmp_path, monk
         f"Error: --resume: the unfinished report {partial_path(out)} is from another run "
         "(its rule differ); remove it or run without --resume"
     ]
-    assert _files(out) == before
+    assert folder_bytes(out) == before
 
 
 def test_resume_without_a_saved_state_is_one_line_and_overwrites_nothing(args, tmp_path):
     out = tmp_path / "r"
     assert _run(args(out)).exit_code == 0
-    before = _files(out)
+    before = folder_bytes(out)
     res = _run(args(out, "--resume"))
     assert res.exit_code == 1
     assert res.output.strip().splitlines() == [
         f"Error: --resume: nothing to resume in {out} (no saved scan state .scan-state.pt); "
         "run without --resume"
     ]
-    assert _files(out) == before
+    assert folder_bytes(out) == before
     fresh = tmp_path / "new" / "deeper"
     res = _run(args(fresh, "--resume"))
     assert res.exit_code == 1 and not (tmp_path / "new").exists()
@@ -296,7 +292,7 @@ def test_features_restrict_the_report_to_those_channels(args, tmp_path):
     # Kept images: only those of the chosen features.
     want = np.unique(np.concatenate([b.layers[L].image_index[ids].ravel() for L in (1, 2)]))
     assert np.array_equal(a.images.index, want)
-    # Its web report names the features by channel (the pages: tests/web/test_web_site.py).
+    # Its web report names the features by channel (the pages: tests/render/test_web_site.py).
     res = _run(["render", str(some / "report.h5"), "--html", "--out", str(tmp_path / "s")])
     assert res.exit_code == 0, res.output
     pages = sorted(p.name for p in (tmp_path / "s" / "site" / "layer2").glob("*.html"))
@@ -351,7 +347,7 @@ def test_the_readme_call_with_a_data_source_string(image_folder, tmp_path):
     ``--data`` is (the test split, preprocessed for the model)."""
     import deconvviz
     from deconvviz.data.resolve import resolve_source
-    from deconvviz.runs.report import build_report, write_report
+    from deconvviz.runs.report_run import build_report, write_report
 
     model = deconvviz.load_model()
     report = build_report(model, "builtin", [2], 4)

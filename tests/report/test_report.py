@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import h5py
@@ -10,11 +9,17 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
-from conftest import alexnet_like, reference_projection
+from conftest import (
+    alexnet_like,
+    assert_render_redraws,
+    folder_bytes,
+    generated_source,
+    reference_projection,
+)
 from torch import nn
 
 from deconvviz.cli import main
-from deconvviz.data.builtin import BUILTIN_CLASSES, synthetic_images
+from deconvviz.data.builtin import synthetic_images
 from deconvviz.data.source import ImageSource, normalize
 from deconvviz.engine.deconv.seeds import project_seeds
 from deconvviz.engine.net.geometry import extract_patches
@@ -22,28 +27,8 @@ from deconvviz.engine.net.layers import conv_stack, get_layer, list_layers
 from deconvviz.engine.topk import TopK, empty_topk, finalize_topk, merge_topk, scan_topk
 from deconvviz.errors import DeconvvizError
 from deconvviz.models.checkpoint import load_model
-from deconvviz.render.report_png import PANEL_TITLE_HEIGHT, feature_png
-from deconvviz.runs.report import build_report, render_report, save_report, write_report
-from deconvviz.store.report import REPORT_FORMAT, REPORT_VERSION, read_report_h5
-
-
-def _subset(n: int, dup: bool = False) -> ImageSource:
-    """``n`` generated images (optionally followed by exact duplicates, for ties).
-
-    Made directly with ``synthetic_images``: generating the whole 2,000-image
-    builtin split would cost more than the tests themselves.
-    """
-    images, labels = synthetic_images(n, seed=1)
-    if dup:  # images 0..n-1 followed by the same images again: every value ties exactly
-        images, labels = torch.cat([images, images]), torch.cat([labels, labels])
-    return ImageSource(
-        description=f"generated[:{n}]",
-        kind="builtin",
-        split="test",
-        labels=labels,
-        class_names=BUILTIN_CLASSES,
-        images=images,
-    )
+from deconvviz.runs.report_run import build_report, render_report, save_report, write_report
+from deconvviz.store.report_h5 import read_report_h5
 
 
 def _brute_force(model, source, layer, k):
@@ -83,7 +68,7 @@ def _check_against(top: TopK, expect, rtol=1e-5):
 
 
 def test_scan_topk_matches_brute_force(model):
-    src = _subset(150)
+    src = generated_source(150)
     tops = scan_topk(model, src, [1, 2], k=5, batch_size=32)  # several batches, last partial
     for L in (1, 2):
         _check_against(tops[L], _brute_force(model, src, L, 5))
@@ -96,7 +81,7 @@ def test_ties_go_to_the_smaller_image_index(model):
     stack = conv_stack(model)
     with torch.no_grad():
         stack[3].bias[7] = -1e6
-    src = _subset(40, dup=True)  # image i and i + 40 are identical
+    src = generated_source(40, dup=True)  # image i and i + 40 are identical
     tops = scan_topk(model, src, [2], k=6, batch_size=16)
     t = tops[2]
     assert t.image_index[7].tolist() == [0, 1, 2, 3, 4, 5]
@@ -113,7 +98,7 @@ def test_ties_go_to_the_smaller_image_index(model):
 
 
 def test_k_larger_than_the_data_set(model):
-    src = _subset(5)
+    src = generated_source(5)
     tops = scan_topk(model, src, [1], k=9, batch_size=2)
     t = tops[1]
     assert t.image_index.shape == (32, 9)
@@ -128,7 +113,7 @@ def test_k_larger_than_the_data_set(model):
 
 
 def test_merge_is_associative_and_sharded_scans_merge_exactly(model):
-    src = _subset(120, dup=True)  # with ties across shards
+    src = generated_source(120, dup=True)  # with ties across shards
     full = scan_topk(model, src, [1, 2], k=4, batch_size=20)
     shards = [scan_topk(model, src, [1, 2], k=4, batch_size=20, shard=(r, 3)) for r in range(3)]
     for L in (1, 2):
@@ -144,7 +129,7 @@ def test_merge_is_associative_and_sharded_scans_merge_exactly(model):
 
 
 def test_scan_rejects_bad_arguments_and_restores_the_model(model):
-    src = _subset(4)
+    src = generated_source(4)
     model.train()
     with pytest.raises(
         DeconvvizError, match=r"layer 3 is out of range: this network has layers 1\.\.2"
@@ -211,7 +196,7 @@ def test_boxes_on_a_strided_dilated_stack_contain_the_projection():
 
 
 def test_projections_equal_autograd_reference_and_the_scan(model):
-    src = _subset(60)
+    src = generated_source(60)
     rep = build_report(model, src, [1, 2], 3, batch_size=25, progress=False)
     mean, std = model.meta["normalization"]["mean"], model.meta["normalization"]["std"]
     stack = conv_stack(model)
@@ -253,61 +238,6 @@ def test_projections_equal_autograd_reference_and_the_scan(model):
                     rtol=1e-4,
                     atol=1e-4 * max(1e-6, float(ref.abs().max())),
                 )
-
-
-def test_hdf5_round_trip_and_render(model, tmp_path):
-    src = _subset(80)
-    rep = build_report(
-        model, src, [1, 2], 4, batch_size=30, progress=False, command_line="deconvviz report --test"
-    )
-    written = save_report(rep, tmp_path / "r", h5=True, png=False)
-    h5 = tmp_path / "r" / "report.h5"
-    assert h5 in written
-    with h5py.File(h5, "r") as f:
-        assert f.attrs["format"] == REPORT_FORMAT and f.attrs["format_version"] == REPORT_VERSION
-        assert f.attrs["num_images"] == 80 and f.attrs["command_line"] == "deconvviz report --test"
-        assert list(f.keys()) == ["images", "layer1", "layer2"]
-        assert f["layer2/activation"].dtype == np.float32
-        assert f["layer2/image_index"].dtype == np.int64
-        assert f["layer2/projection"].shape == (64, 4, 3, 16, 16)  # cut to the 16x16 field
-        assert f["images/pixels"].shape[1:] == (3, 32, 32)
-        assert f["layer2/patch"].shape == (64, 4, 3, 16, 16)
-    back = read_report_h5(h5)
-    for L, lr in rep.layers.items():
-        for name in (
-            "activation",
-            "image_index",
-            "label",
-            "position",
-            "projection",
-            "patch",
-            "patch_box",
-            "patch_origin",
-        ):
-            assert np.array_equal(getattr(back.layers[L], name), getattr(lr, name)), name
-        assert back.layers[L].rf_size == lr.rf_size
-    # Redraw from the file alone: same PNG pixels as drawn from the report in memory.
-    out = tmp_path / "rendered"
-    render_report(h5, out)
-    from PIL import Image
-
-    for L, f in ((1, 0), (2, 63)):
-        got = np.asarray(Image.open(out / f"layer{L}" / f"feature{f:03d}.png"))
-        assert np.array_equal(got, feature_png(rep.layers[L], f, list(BUILTIN_CLASSES)))
-    assert (out / "layer1.png").is_file() and (out / "layer2.png").is_file()
-    assert len(list((out / "layer2").glob("*.png"))) == 64
-    # The patch row of a feature PNG shows the stored patch pixels (4x nearest upscaling).
-    panel = np.asarray(Image.open(out / "layer2" / "feature005.png"))
-    patch = back.layers[2].patch[5, 0].transpose(1, 2, 0)
-    # second row, first tile (below the title; tiles are 64x64, 2-pixel gaps)
-    y, x = PANEL_TITLE_HEIGHT + 2 + 64 + 2, 2
-    box, origin = back.layers[2].patch_box[5, 0], back.layers[2].patch_origin[5, 0]
-    oy, ox = box[0] - origin[0], box[1] - origin[1]
-    inner = panel[
-        y + 4 * oy : y + 4 * (oy + box[2] - box[0]) : 4,
-        x + 4 * ox : x + 4 * (ox + box[3] - box[1]) : 4,
-    ]
-    assert np.array_equal(inner, patch[oy : oy + box[2] - box[0], ox : ox + box[3] - box[1]])
 
 
 def _run(args):
@@ -353,67 +283,11 @@ def test_cli_report_and_render(tiny_checkpoint, image_folder, tmp_path):
         src_images[lr.image_index[3, 0]][y0:y1, x0:x1],
     )
     assert len(rep.attrs["checkpoint_sha256"]) == 64
-    res = _run(["render", str(out / "report.h5"), "--out", str(tmp_path / "png")])
-    assert res.exit_code == 0, res.output
-    assert (tmp_path / "png" / "layer2.png").is_file()
+    assert_render_redraws(out / "report.h5", out, tmp_path / "png")
     # Checked before the data is read: the default source is never generated here.
     res = _run(["report", "--model", str(tiny_checkpoint), "--layer", "5", "--out", str(out)])
     assert res.exit_code != 0
     assert "Error: layer 5 is out of range: this network has layers 1..2" in res.output
-
-
-def test_render_rejects_damaged_and_foreign_files(tmp_path):
-    junk = tmp_path / "junk.h5"
-    junk.write_bytes(b"\x89HDF\r\n\x1a\n" + os.urandom(200))
-    foreign = tmp_path / "foreign.h5"
-    with h5py.File(foreign, "w") as f:
-        f.attrs["format"] = "keras"
-        f.create_dataset("x", data=[1, 2, 3])
-    newer = tmp_path / "newer.h5"
-    with h5py.File(newer, "w") as f:
-        f.attrs["format"] = REPORT_FORMAT
-        for a in (
-            "format_version",
-            "package_version",
-            "checkpoint_sha256",
-            "data_source",
-            "split",
-            "num_images",
-            "command_line",
-            "top_k",
-            "layers",
-        ):
-            f.attrs[a] = 99
-    cases = [
-        (junk, "is not a readable HDF5 file"),
-        (foreign, "is not a deconvviz report (format attribute 'keras'"),
-        (newer, "has format version 99; this deconvviz reads versions 1..3"),
-        (tmp_path / "missing.h5", "does not exist"),
-    ]
-    for path, message in cases:
-        res = _run(["render", str(path), "--out", str(tmp_path / "o")])
-        assert res.exit_code == 1, res.output
-        lines = res.output.strip().splitlines()
-        assert len(lines) == 1 and message in lines[0] and "Traceback" not in res.output
-    assert not (tmp_path / "o").exists() or not any((tmp_path / "o").iterdir())
-
-
-def test_damaged_layer_arrays_are_reported(model, tmp_path):
-    rep = build_report(model, _subset(10), [1], 2, progress=False)
-    save_report(rep, tmp_path, png=False)
-    with h5py.File(tmp_path / "report.h5", "a") as f:
-        del f["layer1/patch_box"]
-        f["layer1"].create_dataset("patch_box", data=np.zeros((3, 3), dtype=np.int64))
-    with pytest.raises(
-        DeconvvizError,
-        match=r"layer1/patch_box has shape \(3, 3\), "
-        r"expected \(32, 2, 4\)",
-    ):
-        read_report_h5(tmp_path / "report.h5")
-
-
-def _snapshot(folder: Path):
-    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def test_interrupted_runs_leave_the_earlier_report_untouched(
@@ -437,11 +311,11 @@ def test_interrupted_runs_leave_the_earlier_report_untouched(
         "--quiet",
     ]
     assert _run(base).exit_code == 0
-    before = _snapshot(out)
+    before = folder_bytes(out)
     assert Path("report.h5") in before and len(before) == 1 + 1 + 32
 
     # Ctrl-C in the middle of the scan.
-    import deconvviz.runs.report as report_mod
+    import deconvviz.runs.report_run as report_mod
 
     calls = {"n": 0}
     real_read = ImageSource.read
@@ -456,7 +330,7 @@ def test_interrupted_runs_leave_the_earlier_report_untouched(
     res = _run(base + ["--top", "3"])
     assert res.exit_code == 130
     monkeypatch.setattr(ImageSource, "read", real_read)
-    assert _snapshot(out) == before
+    assert folder_bytes(out) == before
 
     # Disk full while the PNGs are written (the HDF5 temp file is complete by then).
     written = {"n": 0}
@@ -473,7 +347,7 @@ def test_interrupted_runs_leave_the_earlier_report_untouched(
     assert res.exit_code == 1 and "No space left on device" in res.output
     assert "Traceback" not in res.output
     # No temp file left, nothing replaced; the finished scan and layer are kept for --resume.
-    after = _snapshot(out)
+    after = folder_bytes(out)
     assert after.pop(Path(".scan-state.pt"), None) is not None
     assert after.pop(Path(".scan-state.maxima0.f16"), None) is not None  # its image maxima
     assert after.pop(Path("report.h5.partial"), None) is not None
@@ -570,37 +444,8 @@ def test_batched_seed_projection_equals_autograd_on_a_strided_dilated_stack(rule
                 )
 
 
-FIXTURES = Path(__file__).resolve().parent / "fixtures"
-
-
-def test_a_version_1_report_reads_back_and_draws_as_before(tmp_path):
-    # fixtures/v1 was written by deconvviz 0.1.0 before the report format moved to version 2:
-    # whole-image projections, no stored images. It still reads, its projections cut to
-    # the patch windows, and its layer grid redraws byte for byte as 0.1.0 drew it.
-    path = FIXTURES / "v1" / "report.h5"
-    rep = read_report_h5(path)
-    assert rep.attrs["format_version"] == 1 and rep.images is None
-    lr = rep.layers[1]
-    assert lr.projection.shape == (2, 2, 3, 4, 4) and lr.patch.shape == (2, 2, 3, 4, 4)
-    with h5py.File(path, "r") as f:
-        full = f["layer1/projection"][()]
-    for fe in range(2):
-        for j in range(2):
-            y0, x0, y1, x1 = lr.patch_box[fe, j]
-            oy, ox = y0 - lr.patch_origin[fe, j, 0], x0 - lr.patch_origin[fe, j, 1]
-            assert np.array_equal(
-                lr.projection[fe, j, :, oy : oy + y1 - y0, ox : ox + x1 - x0],
-                full[fe, j, :, y0:y1, x0:x1],
-            )
-            assert np.abs(lr.projection[fe, j]).sum() == pytest.approx(np.abs(full[fe, j]).sum())
-    render_report(path, tmp_path / "drawn")
-    assert (tmp_path / "drawn" / "layer1.png").read_bytes() == (
-        FIXTURES / "v1" / "layer1.png"
-    ).read_bytes()
-
-
 def test_streamed_report_equals_the_in_memory_one_and_float16_halves_projections(model, tmp_path):
-    src = _subset(40)
+    src = generated_source(40)
     rep = build_report(
         model, src, [1, 2], 3, batch_size=16, progress=False, command_line="deconvviz report --test"
     )
@@ -659,11 +504,11 @@ def test_a_layer_is_projected_and_written_in_chunks_of_features(model, tmp_path,
     """With a chunk budget of a few features, each call projects at most that many
     features; the file holds the same numbers and bytes as a whole-layer write, and the
     PNGs drawn from the file being written equal those drawn from memory."""
-    import deconvviz.runs.report as report_mod
-    import deconvviz.store.report as store_report
-    from deconvviz.store.report import features_per_chunk
+    import deconvviz.runs.report_run as report_mod
+    import deconvviz.store.report_h5 as store_report
+    from deconvviz.store.report_h5 import features_per_chunk
 
-    src = _subset(30)
+    src = generated_source(30)
     write_report(
         model, src, tmp_path / "whole", [1, 2], 3, batch_size=16, progress=False, command_line="t"
     )
@@ -707,11 +552,7 @@ def test_a_layer_is_projected_and_written_in_chunks_of_features(model, tmp_path,
     # PNGs drawn while the file was written (read back per feature) equal a redraw.
     again = render_report(tmp_path / "chunked" / "report.h5", tmp_path / "redrawn")
     assert len(again) == len([p for p in chunked if p.suffix == ".png"])
-    for p in again:
-        assert (
-            p.read_bytes()
-            == (tmp_path / "chunked" / p.relative_to(tmp_path / "redrawn")).read_bytes()
-        ), p.name
+    assert folder_bytes(tmp_path / "redrawn", ".png") == folder_bytes(tmp_path / "chunked", ".png")
     rep = build_report(model, src, [1, 2], 3, batch_size=16, progress=False, command_line="t")
     save_report(rep, tmp_path / "mem", png=False)
     assert (tmp_path / "mem" / "report.h5").read_bytes() == (
@@ -727,7 +568,7 @@ def test_the_layer_grid_of_a_big_layer_stays_within_its_pixel_budget(tmp_path, m
     from PIL import Image
 
     import deconvviz.render.report_png as report_png
-    from deconvviz.store.report import LayerReport
+    from deconvviz.store.report_h5 import LayerReport
 
     rng = np.random.default_rng(0)
     F_, k, rf = 60, 4, (48, 48)
@@ -766,43 +607,6 @@ def test_the_layer_grid_of_a_big_layer_stays_within_its_pixel_budget(tmp_path, m
     np.testing.assert_allclose(small[0, 0], np.round(cell[:3, :3].mean(axis=(0, 1)) * 255))
 
 
-def test_open_report_reads_one_feature_at_a_time_and_names_damage_in_one_line(model, tmp_path):
-    from deconvviz.store.report import open_report
-
-    src = _subset(30)
-    write_report(model, src, tmp_path / "r", [1, 2], 3, batch_size=16, progress=False, png=False)
-    path = tmp_path / "r" / "report.h5"
-    whole = read_report_h5(path)
-    with open_report(path) as rep:
-        lr = rep.layers[2]
-        assert (
-            not isinstance(lr.projection, np.ndarray)
-            and lr.projection.shape == whole.layers[2].projection.shape
-        )
-        for f in (0, 17, 63):
-            assert np.array_equal(lr.projection[f], whole.layers[2].projection[f])
-            assert np.array_equal(lr.patch[f], whole.layers[2].patch[f])
-        assert np.array_equal(np.asarray(lr.patch), whole.layers[2].patch)
-    # An error of the caller's own work is not blamed on the file.
-    with pytest.raises(OSError, match="No space left"):
-        with open_report(path):
-            raise OSError(28, "No space left on device")
-    # Scribble over one stored chunk of layer 2's projections.
-    with h5py.File(path) as f:
-        info = f["layer2/projection"].id.get_chunk_info(5)
-    raw = bytearray(path.read_bytes())
-    raw[info.byte_offset : info.byte_offset + info.size] = b"\x00" * info.size
-    bad = tmp_path / "bad.h5"
-    bad.write_bytes(bytes(raw))
-    with open_report(bad) as rep:
-        rep.layers[2].projection[4]  # other chunks read fine
-        with pytest.raises(DeconvvizError, match=r"^report .*bad.h5 is damaged: "):
-            rep.layers[2].projection[5]
-    r = CliRunner().invoke(main, ["render", str(bad), "--html", "--out", str(tmp_path / "s")])
-    assert r.exit_code == 1 and "is damaged" in r.output and len(r.output.strip().splitlines()) == 1
-    assert not (tmp_path / "s" / "site").exists()
-
-
 def test_a_report_traces_the_network_once(model, monkeypatch):
     """A command traces the network once, at its boundary, and hands the graph down: with
     torch.fx refusing to trace after that, a report over two layers comes out the same bytes
@@ -815,7 +619,7 @@ def test_a_report_traces_the_network_once(model, monkeypatch):
     from deconvviz.engine.net.graph import build_graph
     from deconvviz.engine.net.network import graph_of
 
-    src = _subset(20)
+    src = generated_source(20)
     want = build_report(copy.deepcopy(model), src, [1, 2], 3, progress=False)
     untraced = copy.deepcopy(model)
     handed = build_graph(untraced, src.image_size)

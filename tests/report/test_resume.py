@@ -120,10 +120,10 @@ def test_resume_refuses_the_state_of_another_run(tiny_checkpoint, tmp_path):
     assert runner.invoke(main, _args(tiny_checkpoint, out)).exit_code == 0
     report = (out / "report.h5").read_bytes()
     # A state saved by a run with k = 3, then a --resume that asks for k = 4.
-    from deconvviz.runs.report import scan_state_path
+    from deconvviz.runs.report_run import scan_state_path
 
     state = scan_state_path(out)
-    import deconvviz.runs.report as report_mod
+    import deconvviz.runs.report_run as report_mod
 
     real_write = report_mod.ReportWriter.add_layer_chunks
 

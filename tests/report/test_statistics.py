@@ -21,8 +21,8 @@ from deconvviz.data.source import ImageSource
 from deconvviz.engine.statistics import auroc_and_p, feature_statistics, holm
 from deconvviz.errors import DeconvvizError
 from deconvviz.explore import Report
-from deconvviz.runs.report import write_report
-from deconvviz.store.report import read_report_h5
+from deconvviz.runs.report_run import write_report
+from deconvviz.store.report_h5 import read_report_h5
 
 CLASSES = ["grey", "red", "blue"]
 
@@ -188,7 +188,7 @@ def test_statistics_do_not_depend_on_the_batch_size(planted, tmp_path):
 
 
 def test_old_formats_read_with_statistics_absent(planted, tmp_path):
-    v1 = "tests/report/fixtures/v1/report.h5"
+    v1 = "tests/store/fixtures/v1/report.h5"
     rep = Report(v1)
     assert not rep.has_statistics and rep.feature(1, 0).label is None
     with pytest.raises(DeconvvizError, match=r"format version 1\) holds no feature statistics"):
@@ -259,9 +259,9 @@ def test_the_python_route_writes_and_opens_the_same_file(tmp_path):
     import inspect
 
     import deconvviz
-    import deconvviz.runs.report as report_module
+    import deconvviz.runs.report_run as report_module
 
-    # ``deconvviz.report`` is a plain function (runs/report.py's verb); no module has
+    # ``deconvviz.report`` is a plain function (runs/report_run.py's verb); no module has
     # that name any more, so ``import deconvviz.report`` fails.
     assert deconvviz.report is report_module.report and inspect.isfunction(deconvviz.report)
     with pytest.raises(ModuleNotFoundError):

@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import torch
 from click.testing import CliRunner
+from conftest import assert_render_redraws, folder_bytes
 from PIL import Image
 from web_helpers import DEAD, layer_json, make_report, source
 
@@ -27,9 +28,9 @@ from deconvviz.render.web import site as site_mod
 from deconvviz.render.web import write_site
 from deconvviz.render.web.pages import json_script
 from deconvviz.render.web.site import feature_tiles
-from deconvviz.store.report import read_report_h5
+from deconvviz.store.report_h5 import read_report_h5
 
-FIXTURES = Path(__file__).resolve().parents[1] / "report" / "fixtures"
+FIXTURES = Path(__file__).resolve().parents[1] / "store" / "fixtures"
 
 
 @pytest.fixture(scope="module")
@@ -39,10 +40,6 @@ def report_h5(tmp_path_factory):
 
 def _png(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path).convert("RGB"))
-
-
-def _snapshot(folder: Path):
-    return {p.relative_to(folder): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()}
 
 
 def test_site_layout_pixels_and_pages(report_h5):
@@ -167,12 +164,9 @@ def test_report_html_equals_render_html_and_bad_output_folders(tmp_path):
     page = (tmp_path / "a" / "site" / "layer1" / "feature000.html").read_text(encoding="utf-8")
     assert "cats &amp; &quot;dogs&quot;" in page or "Ünï cödé" in page
     assert re.search(r"it&#x27;s \d\d\.png", page)
-    res = runner.invoke(main, ["render", str(h5), "--html", "--out", str(tmp_path / "b")])
-    assert res.exit_code == 0, res.output
+    res = assert_render_redraws(h5, tmp_path / "a", tmp_path / "b", html=True)
     assert res.output.strip() == f"wrote {tmp_path / 'b' / 'site' / 'index.html'}"
-    a, b = _snapshot(tmp_path / "a" / "site"), _snapshot(tmp_path / "b" / "site")
-    assert a.keys() == b.keys() and len(a) > 2 * (32 + 64)
-    assert [p for p in a if a[p] != b[p]] == [Path("index.html")]  # only its date line differs
+    assert len(folder_bytes(tmp_path / "b" / "site")) > 2 * (32 + 64)
     # An output folder under a file, or whose site/ is a file: one line, nothing written.
     # (--out naming a file itself is click's usage error, exit 2, as for every --out.)
     (tmp_path / "file").write_text("x")
@@ -264,7 +258,7 @@ def test_names_from_the_file_are_escaped(tmp_path):
 def test_an_interrupted_site_leaves_the_earlier_one_untouched(report_h5, tmp_path, monkeypatch):
     out = tmp_path / "out"
     write_site(report_h5, out)
-    before = _snapshot(out)
+    before = folder_bytes(out)
     real = site_mod._png
     for failure in (OSError(28, "No space left on device"), KeyboardInterrupt()):
         calls = itertools.count(1)  # PNGs are written on several threads
@@ -278,7 +272,7 @@ def test_an_interrupted_site_leaves_the_earlier_one_untouched(report_h5, tmp_pat
         with pytest.raises(type(failure)):
             write_site(report_h5, out, page_size=10)
         assert next(calls) > 40
-        assert _snapshot(out) == before  # same files, no temporary folder left
+        assert folder_bytes(out) == before  # same files, no temporary folder left
         assert sorted(p.name for p in out.iterdir()) == ["site"]
     # A complete run replaces the site; so does the two-rename fallback where the system
     # cannot swap two folders in one step.
@@ -291,7 +285,7 @@ def test_an_interrupted_site_leaves_the_earlier_one_untouched(report_h5, tmp_pat
     write_site(report_h5, out, page_size=11)
     assert layer_json((out / "site" / "layer1.html").read_text(encoding="utf-8"))["pageSize"] == 11
     assert sorted(p.name for p in out.iterdir()) == ["site"]
-    after = _snapshot(out)
+    after = folder_bytes(out)
     assert after.keys() == before.keys()
 
 
@@ -322,7 +316,7 @@ def test_bad_report_files_are_one_line_and_write_nothing(report_h5, tmp_path):
     with h5py.File(broken, "a") as f:
         del f["layer2/activation"]
     projection = tmp_path / "projection.h5"
-    from deconvviz.store.projection import PROJECTION_FORMAT
+    from deconvviz.store.projection_h5 import PROJECTION_FORMAT
 
     with h5py.File(projection, "w") as f:
         f.attrs["format"] = PROJECTION_FORMAT
@@ -414,7 +408,7 @@ def test_graph_node_names_and_negative_activations(tmp_path):
 def test_report_html_failing_midway_leaves_the_earlier_report_and_site(tmp_path, monkeypatch):
     out = tmp_path / "rep"
     make_report(out, k=2, html=True)
-    before = _snapshot(out)
+    before = folder_bytes(out)
     assert Path("report.h5") in before and Path("site/index.html") in before
     real, calls = site_mod._png, itertools.count(1)
 
@@ -426,7 +420,7 @@ def test_report_html_failing_midway_leaves_the_earlier_report_and_site(tmp_path,
     monkeypatch.setattr(site_mod, "_png", failing)
     with pytest.raises(OSError, match="No space left"):
         make_report(out, k=3, html=True)
-    after = _snapshot(out)
+    after = folder_bytes(out)
     assert after.pop(Path(".scan-state.pt"), None) is not None  # kept for --resume
     for j in range(2):  # with each layer's per-image maxima
         assert after.pop(Path(f".scan-state.maxima{j}.f16"), None) is not None
@@ -516,9 +510,4 @@ def test_a_report_of_some_features_names_them_by_channel(report_h5, tmp_path):
     assert sorted(p.name for p in (out / "site" / "layer2").glob("*.html")) == [
         f"feature{f:03d}.html" for f in ids
     ]
-    res = runner.invoke(
-        main, ["render", str(out / "report.h5"), "--html", "--out", str(tmp_path / "again")]
-    )
-    assert res.exit_code == 0, res.output
-    a, b = _snapshot(out / "site"), _snapshot(tmp_path / "again" / "site")
-    assert a.keys() == b.keys() and [p for p in a if a[p] != b[p]] == [Path("index.html")]
+    assert_render_redraws(out / "report.h5", out, tmp_path / "again", html=True)

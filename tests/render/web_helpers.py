@@ -58,7 +58,7 @@ def source(
 
 def make_report(folder: Path, k: int = 3, html: bool = False, **kw) -> Path:
     """Write a two-layer report of the tiny model into ``folder``; returns report.h5."""
-    from deconvviz.runs.report import write_report
+    from deconvviz.runs.report_run import write_report
 
     Path(folder).mkdir(parents=True, exist_ok=True)
     model = tiny_model(folder)

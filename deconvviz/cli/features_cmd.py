@@ -105,7 +105,7 @@ def features(report_file, class_name, feature, layer, limit):
 def _one_feature(rep, ft) -> None:
     import numpy as np
 
-    from ..store.statistics import statistics_absent
+    from ..store.statistics_h5 import statistics_absent
 
     click.echo(f"{ft.layer.name} feature {ft.index}: {ft.describe().split(': ', 1)[1]}")
     acts = ", ".join(

@@ -10,7 +10,7 @@ images themselves, and every layer dataset chunked per feature and compressed;
 version 1 files (whole-image projections, no images) are still read, their
 projections cut to the same windows on reading. Version 3 adds to each layer its
 ``feature`` numbers (a report may keep some features of a layer only), its feature
-statistics over the whole scan (:mod:`deconvviz.store.statistics`, one row per kept
+statistics over the whole scan (:mod:`deconvviz.store.statistics_h5`, one row per kept
 feature) and a ``complete`` attribute set once the layer is fully written: a report is
 first written as ``report.h5.partial`` one finished layer at a time (flushed after
 each), a resumed run appends the missing layers, and the file is renamed to
@@ -30,7 +30,7 @@ import numpy as np
 
 from ..errors import DeconvvizError
 from .h5 import STAMPED, attr_value, h5py_module, open_checked, stamp
-from .statistics import FeatureStatistics, read_statistics, write_statistics
+from .statistics_h5 import FeatureStatistics, read_statistics, write_statistics
 
 __all__ = [
     "REPORT_FORMAT",
@@ -129,7 +129,7 @@ class LayerReport:
     (F, k, 2)`` int64, the window's unclipped top-left corner (see
     :func:`deconvviz.engine.net.geometry.extract_patches`). Window pixels outside
     the image are zero in both. ``stats``: the layer's
-    :class:`~deconvviz.store.statistics.FeatureStatistics` over the whole scan (None
+    :class:`~deconvviz.store.statistics_h5.FeatureStatistics` over the whole scan (None
     in files of format version 1 and 2).
     """
 

@@ -6,7 +6,7 @@ merged across ``torchrun`` ranks by :mod:`deconvviz.engine.distributed`). The
 kept seeds are then projected back to pixels with the deconvnet in batched
 passes (:mod:`deconvviz.engine.deconv.seeds`) and cut out beside the image patch under
 their receptive field (:mod:`deconvviz.engine.net.geometry`). The result is stored
-as one HDF5 file (:mod:`deconvviz.store.report`) and drawn as PNGs
+as one HDF5 file (:mod:`deconvviz.store.report_h5`) and drawn as PNGs
 (:mod:`deconvviz.render.report_png`); :func:`render_report` redraws the PNGs
 from the HDF5 file alone. The same pass records every image's maximum of every
 feature, from which each layer gets its feature statistics
@@ -63,7 +63,7 @@ from ..store.atomic import (
     output_folder,
 )
 from ..store.h5 import attr_value, h5py_module
-from ..store.report import (
+from ..store.report_h5 import (
     PROJECTION_DTYPES,
     REPORT_FILE,
     REPORT_FORMAT,
@@ -80,7 +80,7 @@ from ..store.report import (
     open_report,
     write_report_h5,
 )
-from ..store.statistics import FeatureStatistics, MaximaState
+from ..store.statistics_h5 import FeatureStatistics, MaximaState
 
 __all__ = [
     "build_report",
@@ -445,7 +445,7 @@ def _layer_parts(
 ) -> Iterator[Tuple[LayerReport, Iterator[Tuple[int, np.ndarray, np.ndarray]]]]:
     """Per layer: its report without projections and patches, and an iterator that
     projects and cuts them one chunk of features at a time (see
-    :func:`~deconvviz.store.report.features_per_chunk`), so memory holds one chunk."""
+    :func:`~deconvviz.store.report_h5.features_per_chunk`), so memory holds one chunk."""
     images = {int(i): torch.from_numpy(table.pixels[j]) for j, i in enumerate(table.index)}
     for info in scan.infos:
         key = layer_key(info)
@@ -615,7 +615,7 @@ def build_report(
     rank scans its share in one agreed stage, the lists are merged exactly, and
     rank 0 projects and returns the report while other ranks return ``None``.
     The returned :class:`Report` is what
-    :func:`~deconvviz.store.report.write_report_h5` stores and
+    :func:`~deconvviz.store.report_h5.write_report_h5` stores and
     :func:`render_report` draws. ``timings``, if given, receives the seconds spent
     in ``"scan"`` (including the merge across ranks) and ``"project"``
     (projections and patches), for benchmarks.

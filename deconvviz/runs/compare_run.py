@@ -1,7 +1,7 @@
 """``deconvviz compare``: which features of two (or more) networks at one node are the
 same feature, written as HDF5, PNG and a web page (issue 20).
 
-Each network is scanned once with its report (:func:`deconvviz.runs.report.write_report`,
+Each network is scanned once with its report (:func:`deconvviz.runs.report_run.write_report`,
 which records every image's maximum of every feature), or an existing report of it is
 used; the features are then matched by the correlation of those maxima over the same
 images with an optimal one-to-one assignment (:mod:`deconvviz.engine.matching`). With
@@ -23,13 +23,13 @@ from ..engine.matching import MIN_CORRELATION, follow_back
 from ..engine.net.network import graph_of, require_spatial, resolve_info
 from ..errors import DeconvvizError
 from ..explore import Report
-from ..render.compare import comparison_figure, comparison_page
+from ..render.compare_figure import comparison_figure, comparison_page
 from ..render.feature_stats import label_caption
 from ..render.web.pages import esc, href
 from ..store.atomic import atomic_paths, output_folder
-from ..store.compare import COMPARE_FILE, Comparison, write_compare_h5
-from ..store.report import REPORT_FILE
-from .report import ReportInterrupted, write_report
+from ..store.compare_h5 import COMPARE_FILE, Comparison, write_compare_h5
+from ..store.report_h5 import REPORT_FILE
+from .report_run import ReportInterrupted, write_report
 
 __all__ = ["compare_networks", "SHOWN"]
 

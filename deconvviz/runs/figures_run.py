@@ -1,7 +1,7 @@
 """Research figures and single projection runs: orchestration over engine, store and render.
 
 Each experiment script in ``experiments/`` is a short click command made with
-:func:`deconvviz.cli.experiment.experiment_command`; the work it shares with
+:func:`deconvviz.cli.experiment_cmd.experiment_command`; the work it shares with
 the others lives here: choosing images (seeded), projecting every feature of a
 layer or one feature over many images, cutting projections to receptive
 fields, the occlusion run, and the ``project`` command's PNG + HDF5 pair.
@@ -17,19 +17,25 @@ import numpy as np
 import torch
 from torch import nn
 
-from .data.source import ImageSource, normalize
-from .engine.deconv.deconvnet import deconvolve
-from .engine.net.geometry import receptive_box, windows_for
-from .engine.net.layers import get_layer
-from .engine.occlusion import occlusion_maps
-from .errors import DeconvvizError
-from .render.display import image_to_display, pairs_figure, save_figure, to_display
-from .render.figures import class_name, mode_text, model_caption, short_description, tiles_figure
-from .render.occlusion import occlusion_figure
-from .render.projection import projection_figure
-from .store.atomic import atomic_paths, check_writable_dir
-from .store.occlusion import write_occlusion_h5
-from .store.projection import write_projection_h5
+from ..data.source import ImageSource, normalize
+from ..engine.deconv.deconvnet import deconvolve
+from ..engine.net.geometry import receptive_box, windows_for
+from ..engine.net.layers import get_layer
+from ..engine.occlusion import occlusion_maps
+from ..errors import DeconvvizError
+from ..render.display import image_to_display, pairs_figure, save_figure, to_display
+from ..render.figure_parts import (
+    class_name,
+    mode_text,
+    model_caption,
+    short_description,
+    tiles_figure,
+)
+from ..render.occlusion_figure import occlusion_figure
+from ..render.projection_figure import projection_figure
+from ..store.atomic import atomic_paths, check_writable_dir
+from ..store.occlusion_h5 import write_occlusion_h5
+from ..store.projection_h5 import write_projection_h5
 
 __all__ = [
     "find_class_image",
@@ -297,7 +303,7 @@ def _captions(image_index, labels, activation, class_names) -> List[str]:
 
 def render_projection(data: Dict, png: Path) -> Path:
     """Redraw a projection file's PNG (read with
-    :func:`~deconvviz.store.projection.read_projection_h5`) to ``png``, atomically."""
+    :func:`~deconvviz.store.projection_h5.read_projection_h5`) to ``png``, atomically."""
     attrs = data["attrs"]
     classes = [c.decode() if isinstance(c, bytes) else str(c) for c in data["class_names"]]
     names = _captions(data["image_index"], data["label"], data["activation"], classes)
@@ -329,9 +335,9 @@ def run_filters(
     first), RMS under each, and (with ``source``) the features that never fire on it.
     Writes ``out_png`` and the same path with ``.h5`` atomically; returns
     ``([png, h5], LayerFilters, DeadFeatures or None)``."""
-    from .engine.filters import dead_features, layer_filters
-    from .render.paper import filter_tiles, filters_figure
-    from .store.figure import write_figure_files
+    from ..engine.filters import dead_features, layer_filters
+    from ..render.paper import filter_tiles, filters_figure
+    from ..store.figure_h5 import write_figure_files
 
     out_png = Path(out_png)
     filters = layer_filters(model, layer)

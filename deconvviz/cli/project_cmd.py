@@ -191,7 +191,7 @@ def project(
     from ..engine.deconv.deconvnet import deconvolve
     from ..engine.net.network import graph_of, resolve_info
     from ..engine.topk import strongest_images
-    from ..figures import save_projection
+    from ..runs.figures_run import save_projection
     from ..store.atomic import output_folder
 
     device = resolve_device(device)

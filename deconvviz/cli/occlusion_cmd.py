@@ -90,7 +90,7 @@ def occlusion(
     feature's total activation, the correct class's probability and the most
     probable class (Zeiler & Fergus, Figure 7)."""
     from ..data.resolve import resolve_source
-    from ..figures import run_occlusion
+    from ..runs.figures_run import run_occlusion
 
     model = checkpoint.load(resolve_device(device))
     source = resolve_source(

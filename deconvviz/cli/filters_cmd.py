@@ -74,7 +74,7 @@ def filters(
     --data, also list the features that never fire on that source."""
     from ..data.resolve import resolve_source
     from ..engine.net.layers import get_layer
-    from ..figures import run_filters
+    from ..runs.figures_run import run_filters
 
     device = resolve_device(device)
     model = checkpoint.load(device)

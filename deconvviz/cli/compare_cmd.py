@@ -113,10 +113,10 @@ def compare(
     """
     from ..data.resolve import resolve_source
     from ..errors import DeconvvizError
-    from ..runs.compare import compare_networks
-    from ..runs.report import ReportInterrupted
+    from ..runs.compare_run import compare_networks
+    from ..runs.report_run import ReportInterrupted
     from ..store.h5 import file_format
-    from ..store.report import REPORT_FORMAT
+    from ..store.report_h5 import REPORT_FORMAT
     from .common import ModelChoice
 
     if len(networks) < 2:
