@@ -15,10 +15,10 @@ cheapest of three ways, chosen by multiply-adds (:func:`plan`):
   where there are more images than the cones cost, e.g. shallow nodes of large
   images);
 * ``record="whole"``: each distinct image is recorded once, as far as the node
-  needs (:func:`~deconvviz.engine.deconv.record.record_whole`); always where a gate
-  or a normalisation with per-image statistics lies below the node, whose held
-  value depends on the whole image
-  (:meth:`~deconvviz.engine.net.graph.Graph.whole_image_state`);
+  needs (:func:`~deconvviz.engine.deconv.record.record_whole`). A cone recording
+  takes what holds a value of the whole image (a gate, a normalisation with per-image
+  statistics, and everything below it) from one whole pass of each image
+  (:func:`~deconvviz.engine.deconv.record.whole_part`);
 * ``walk="cone"`` or ``"whole"``: the reverse pass inside each seed's cone, or
   over whole maps (where the cone covers the image, for ``mode="map"``, and
   where no cone exists: a logit, a flatten below the seed).
@@ -37,6 +37,7 @@ from torch import nn
 
 from ...errors import DeconvvizError
 from ..net.graph import Graph, GraphNode, build_graph, eval_mode
+from ..net.ops import op_weight
 from .projection import (
     MODES,
     RULES,
@@ -47,7 +48,14 @@ from .projection import (
     max_positions,
     seed_maps,
 )
-from .record import GraphRecording, channels_last, paste, record_cone, record_whole
+from .record import (
+    GraphRecording,
+    channels_last,
+    paste,
+    record_cone,
+    record_whole,
+    whole_part,
+)
 from .reverse import Walk, point_walk, reverse_walk
 
 __all__ = [
@@ -59,6 +67,7 @@ __all__ = [
     "Plan",
     "MAX_BYTES",
     "plan",
+    "macs",
     "record_graph",
     "node_outputs",
     "project_recorded",
@@ -118,31 +127,48 @@ def graph_for(model: nn.Module, images: torch.Tensor, graph: Optional[Graph] = N
 # ----------------------------------------------------------------------------- cost and memory
 
 
-def conv_macs(graph: Graph, frames: Dict[str, "object"]) -> int:
-    """Multiply-adds of the convolutions on ``frames`` (one seed's cone, or whole maps)."""
+def macs(graph: Graph, frames: Dict[str, "object"], names: Optional[set] = None) -> int:
+    """Multiply-adds of the forward pass on ``frames`` (one seed's cone, or whole maps), of
+    the nodes in ``names`` (default: every node of ``frames``): a convolution's, a Linear
+    layer's on a channels-last map (ConvNeXt's pointwise layers, where most of its work
+    is), and one per output value of every other op (elementwise ops, pools, adds)."""
     total = 0
     for name, f in frames.items():
+        if names is not None and name not in names:
+            continue
         n = graph.node(name)
+        moved = graph.channels_last(name)
+        channels = n.shape[-1] if moved else n.shape[0]
+        area = (n.shape[0] * n.shape[1] if moved else f.area()) if f.whole else f.area()
         if n.op == "conv":
             w = graph.window_params(n)[0]
             c_in = graph.node(n.inputs[0]).shape[0]
-            total += f.area() * n.shape[0] * c_in // n.params["groups"] * w[0] * w[1]
+            total += area * channels * c_in // n.params["groups"] * w[0] * w[1]
+        elif n.op == "linear":
+            total += area * op_weight(n.spec, graph.model).numel()
+        else:
+            total += area * channels
     return total
 
 
 def plan(graph: Graph, node: str, mode: str, seeds: int, images: int) -> Plan:
-    """The cheapest way for ``seeds`` seeds of ``node`` on ``images`` distinct images."""
+    """The cheapest way for ``seeds`` seeds of ``node`` on ``images`` distinct images.
+
+    A cone recording runs what holds a value of the whole image (a gate, and every node
+    below it: :func:`~deconvviz.engine.deconv.record.whole_part`) once per image and the
+    rest once per seed inside its cone; a whole recording runs everything once per image."""
     cone = graph.frames(node) if mode != "map" else None
     if cone is None:
         return Plan()
-    whole = conv_macs(graph, graph.frames(node, whole=True))
-    cost = conv_macs(graph, cone)
+    whole_frames = graph.frames(node, whole=True)
+    whole = macs(graph, whole_frames)
+    cost = macs(graph, cone)
     if cost >= whole:
         return Plan()
-    record = "cone" if mode == "position" and seeds * cost < images * whole else "whole"
-    if graph.whole_image_state(node) is not None:
-        record = "whole"  # a gate's value or a norm's statistics: from the whole image
-    return Plan(record, "cone")
+    below = {n.name for n in whole_part(graph, node)}
+    above = set(cone) - below
+    by_cone = images * macs(graph, whole_frames, below) + seeds * macs(graph, cone, above)
+    return Plan("cone" if mode == "position" and by_cone < images * whole else "whole", "cone")
 
 
 def _bytes(graph: Graph, node: str, frames, elem: int, masks: bool) -> Tuple[int, int]:
@@ -369,7 +395,9 @@ def project_positions(
     parts, acts = [], []
     for c0 in range(0, idx.numel(), step):
         sl = slice(c0, c0 + step)
-        rec = record_cone(graph, images, node.name, idx[sl].to(images.device), pos[sl], masks)
+        rec = record_cone(
+            graph, images, node.name, idx[sl].to(images.device), pos[sl], masks, max_bytes
+        )
         rows = torch.arange(rec.batch)
         proj, act, _ = project_recorded(
             graph,
