@@ -23,7 +23,7 @@ from deconvviz.engine.deconv.deconvnet import (
     plan,
     project_positions,
 )
-from deconvviz.engine.deconv.record import whole_part
+from deconvviz.engine.deconv.record import record_cone, whole_part
 from deconvviz.engine.net.graph import build_graph
 from deconvviz.errors import DeconvvizError
 
@@ -214,6 +214,17 @@ def test_cone_recordings_take_held_values_from_one_whole_pass(name, node, held):
             assert_close(got[how], want[rule][node][0], f"{name} {node} {rule} {how}")
             assert_close(act, want[rule][node][2], f"{name} {node} activation")
         assert_close(got[Plan("cone", "cone")], got[Plan("whole", "whole")], f"{name} {rule}")
+    # The whole passes one image at a time (a budget of 1 byte) keep the same windows.
+    one = record_cone(graph, x, node, idx, pos, masks=True, max_bytes=1)
+    rec = record_cone(graph, x, node, idx, pos, masks=True)
+    for kind in ("outputs", "held", "masks", "switches"):
+        a, b = getattr(one, kind), getattr(rec, kind)
+        assert a.keys() == b.keys()
+        for key in a:
+            if a[key].is_floating_point():
+                assert_close(a[key], b[key], f"{name} {kind} {key}")
+            else:  # ReLU's mask, switches: the same comparisons on the same float64 values
+                assert torch.equal(a[key], b[key]), f"{name} {kind} {key}"
 
 
 class _Net(nn.Module):
