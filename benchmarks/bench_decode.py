@@ -13,7 +13,7 @@ from deconvviz.data.resolve import resolve_source
 
 src = sys.argv[1]
 res = {}
-for rep in range(2):
+for _ in range(2):  # the second round shows the noise
     for w in (0, 1, 2):
         d = tempfile.mkdtemp(prefix="dvc", dir="/tmp")
         os.environ["DECONVVIZ_CACHE"] = d

@@ -264,10 +264,10 @@ def main():
     def mmm(v):
         return f"{min(v):.2f}/{statistics.median(v):.2f}/{max(v):.2f} s"
 
+    base = "Captum per feature" if args.captum else "rules loop" if args.rules else "autograd loop"
     print(
         f"{args.net} {' '.join(map(str, args.nodes))} ({total} seeds, {args.images} images): "
-        f"{'Captum per feature' if args.captum else 'rules loop' if args.rules else 'autograd loop'}"
-        f" {mmm(t_base)}, "
+        f"{base} {mmm(t_base)}, "
         f"deconvviz {mmm(t_ours)} (min/median/max); ratio of medians "
         f"{statistics.median(t_base) / statistics.median(t_ours):.1f}x; "
         f"largest scaled difference {err:.1e}"

@@ -124,11 +124,9 @@ def main():
             t = time.perf_counter()
             index = write_site(a.report, out)
             dt = time.perf_counter() - t
-            files = sum(1 for p in index.parent.rglob("*") if p.is_file())
-            print(
-                f"write_site {a.report}: {dt:.2f} s, {files} files, "
-                f"{sum(p.stat().st_size for p in index.parent.rglob('*') if p.is_file()) / 1e6:.1f} MB"
-            )
+            written = [p for p in index.parent.rglob("*") if p.is_file()]
+            megabytes = sum(p.stat().st_size for p in written) / 1e6
+            print(f"write_site {a.report}: {dt:.2f} s, {len(written)} files, {megabytes:.1f} MB")
             return
         from deconvviz.render.web import SiteWriter
 
@@ -144,10 +142,11 @@ def main():
             dt = time.perf_counter() - t
             est = dt * F_all / lr.features
             total += est
+            per_feature = 1e3 * dt / lr.features
             print(
-                f"layer {lr.layer:2d}: {lr.features:3d} of {F_all} features, rf {lr.rf_size[0]:3d}: "
-                f"{dt:6.2f} s -> {est:6.1f} s for all {F_all} ({1e3 * dt / lr.features:.1f} ms "
-                "per feature)",
+                f"layer {lr.layer:2d}: {lr.features:3d} of {F_all} features, "
+                f"rf {lr.rf_size[0]:3d}: {dt:6.2f} s -> {est:6.1f} s for all {F_all} "
+                f"({per_feature:.1f} ms per feature)",
                 flush=True,
             )
         w.finish()

@@ -21,15 +21,15 @@ from __future__ import annotations
 import difflib
 from dataclasses import replace
 from pathlib import Path
-from typing import Dict, List, Optional, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
 from .errors import DeconvvizError
 from .render.feature_stats import class_name, label_caption, statistics_html
 from .render.notebook import feature_html, layer_html, report_html
-from .render.web.site import class_names, feature_tiles
-from .store.report import LayerReport, open_report
+from .render.web.site import feature_tiles
+from .store.report import LayerReport, class_names, open_report
 from .store.statistics import NO_CLASS_TEXT, FeatureStatistics, statistics_absent
 
 __all__ = ["Report", "ReportLayer", "Feature", "NOTEBOOK_FEATURES"]
@@ -272,11 +272,11 @@ class Report:
         c = self.class_index(class_name)
         self.require_statistics()
         layers = [self.layer(node)] if node is not None else list(self.layers.values())
-        found = [
-            (float(lay.stats.auroc[f, c]), j, int(f))
-            for j, lay in enumerate(layers)
-            for f in lay.stats.detectors(c)
-        ]
+        found: List[Tuple[float, int, int]] = []
+        for j, lay in enumerate(layers):
+            s = lay.stats
+            assert s is not None  # require_statistics: every layer has them
+            found.extend((float(s.auroc[f, c]), j, int(f)) for f in s.detectors(c))
         found.sort(key=lambda t: (-t[0], t[1], t[2]))
         return [layers[j].at_row(f) for _, j, f in found]
 

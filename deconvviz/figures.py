@@ -139,8 +139,8 @@ def across_images_figure(
     raw, x, labels = load_images(model, source, indices)
     proj = deconvolve(model, x, layer, feature, mode=mode, rule=rule, unpool=unpool)
     names = [
-        f"#{i} {class_name(source, int(l))}\nmax {float(a):.2f}"
-        for i, l, a in zip(indices, labels, proj.activation)
+        f"#{i} {class_name(source, int(y))}\nmax {float(a):.2f}"
+        for i, y, a in zip(indices, labels, proj.activation)
     ]
     title = (
         f"Layer {layer}, feature {feature} (0-based) for {len(indices)} images of "

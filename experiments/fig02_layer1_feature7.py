@@ -4,23 +4,17 @@ training images, each image beside its projection.
     python experiments/fig02_layer1_feature7.py [--data D] [--model M] [--out O]
 """
 
-import sys
 from pathlib import Path
 
 import click
+from _checkout import DATA, OUT
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))  # run from a checkout without installing
+from deconvviz.cli.common import projection_options
+from deconvviz.cli.experiment import experiment_command
+from deconvviz.figures import across_images_figure, seeded_indices
+from deconvviz.render.figures import save_png
+from deconvviz.store.figure import write_h5
 
-from deconvviz.cli.common import projection_options  # noqa: E402
-from deconvviz.cli.experiment import experiment_command  # noqa: E402
-from deconvviz.figures import across_images_figure, seeded_indices  # noqa: E402
-from deconvviz.render.figures import save_png  # noqa: E402
-from deconvviz.store.figure import write_h5  # noqa: E402
-
-DATA = str(REPO.parent / "shared" / "datasets" / "cifar10")
-OUT = str(REPO / "outputs" / "figures")
 LAYER, FEATURE = 1, 7
 NAME = "fig02_layer1_feature7"
 

@@ -5,26 +5,20 @@ projection.
     python experiments/fig03_max_activations.py [--data D] [--model M] [--out O]
 """
 
-import sys
 from pathlib import Path
 
 import click
 import torch
+from _checkout import DATA, OUT
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))  # run from a checkout without installing
+from deconvviz import deconvolve, to_display
+from deconvviz.cli.experiment import experiment_command
+from deconvviz.engine.topk import strongest_images
+from deconvviz.figures import load_images, seeded_indices
+from deconvviz.render.display import image_to_display, pairs_figure
+from deconvviz.render.figures import class_name, model_caption, save_png, short_description
+from deconvviz.store.figure import write_h5
 
-from deconvviz import deconvolve, to_display  # noqa: E402
-from deconvviz.cli.experiment import experiment_command  # noqa: E402
-from deconvviz.engine.topk import strongest_images  # noqa: E402
-from deconvviz.figures import load_images, seeded_indices  # noqa: E402
-from deconvviz.render.display import image_to_display, pairs_figure  # noqa: E402
-from deconvviz.render.figures import class_name, model_caption, save_png, short_description  # noqa: E402
-from deconvviz.store.figure import write_h5  # noqa: E402
-
-DATA = str(REPO.parent / "shared" / "datasets" / "cifar10")
-OUT = str(REPO / "outputs" / "figures")
 NAME = "fig03_max_activations"
 
 __all__ = ["main"]

@@ -4,12 +4,7 @@ of layer 2.
     python experiments/fig04_dog_layer2.py [--data D] [--model M] [--out O]
 """
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling script
-
-from fig01_dog_layer1 import dog_command  # noqa: E402
+from fig01_dog_layer1 import dog_command
 
 NAME = "fig04_dog_layer2"
 

@@ -4,12 +4,7 @@ training images, each image beside its projection.
     python experiments/fig05_layer2_feature9.py [--data D] [--model M] [--out O]
 """
 
-import sys
-from pathlib import Path
-
-sys.path.insert(0, str(Path(__file__).resolve().parent))  # the sibling script
-
-from fig02_layer1_feature7 import feature_command  # noqa: E402
+from fig02_layer1_feature7 import feature_command
 
 NAME = "fig05_layer2_feature9"
 

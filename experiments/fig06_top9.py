@@ -12,19 +12,14 @@ from pathlib import Path
 
 import click
 import torch
+from _checkout import DATA, OUT
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))  # run from a checkout without installing
+from deconvviz.cli.experiment import experiment_command
+from deconvviz.render.figures import model_caption, save_png, short_description, table_figure
+from deconvviz.render.report_png import layer_cell
+from deconvviz.runs.report import build_report
+from deconvviz.store.report import write_report_h5
 
-from deconvviz.cli.experiment import experiment_command  # noqa: E402
-from deconvviz.render.figures import model_caption, save_png, short_description, table_figure  # noqa: E402
-from deconvviz.render.report_png import layer_cell  # noqa: E402
-from deconvviz.runs.report import build_report  # noqa: E402
-from deconvviz.store.report import write_report_h5  # noqa: E402
-
-DATA = str(REPO.parent / "shared" / "datasets" / "cifar10")
-OUT = str(REPO / "outputs" / "figures")
 NAME = "fig06_top9"
 
 __all__ = ["main"]

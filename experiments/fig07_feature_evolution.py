@@ -10,27 +10,21 @@ ordered by N); ``experiments/run_all.py`` trains them first when there are none.
 """
 
 import re
-import sys
 from pathlib import Path
 
 import click
 import torch
+from _checkout import DATA, OUT
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))  # run from a checkout without installing
+from deconvviz import deconvolve, list_layers, load_model
+from deconvviz.cli.experiment import experiment_command
+from deconvviz.engine.net.layers import get_layer
+from deconvviz.engine.topk import strongest_images
+from deconvviz.errors import DeconvvizError
+from deconvviz.figures import load_images, receptive_crops
+from deconvviz.render.figures import save_png, short_description, table_figure
+from deconvviz.store.figure import write_h5
 
-from deconvviz import deconvolve, list_layers, load_model  # noqa: E402
-from deconvviz.cli.experiment import experiment_command  # noqa: E402
-from deconvviz.engine.net.layers import get_layer  # noqa: E402
-from deconvviz.engine.topk import strongest_images  # noqa: E402
-from deconvviz.errors import DeconvvizError  # noqa: E402
-from deconvviz.figures import load_images, receptive_crops  # noqa: E402
-from deconvviz.render.figures import save_png, short_description, table_figure  # noqa: E402
-from deconvviz.store.figure import write_h5  # noqa: E402
-
-DATA = str(REPO.parent / "shared" / "datasets" / "cifar10")
-OUT = str(REPO / "outputs" / "figures")
 NAME = "fig07_feature_evolution"
 
 __all__ = ["main", "epoch_checkpoints"]
@@ -115,9 +109,9 @@ def main(source, out, checkpoints, per_layer, seed, limit):
     ]
     title = (
         f"Feature evolution during training (Zeiler & Fergus Fig. 4): for each feature, the "
-        f"projection of its strongest activation, cut to its receptive field,\nover {scanned} images of "
-        f"{short_description(source)}, in the checkpoint of each epoch (rule deconvnet, "
-        f"unpool switches); act = that activation"
+        f"projection of its strongest activation, cut to its receptive field,\n"
+        f"over {scanned} images of {short_description(source)}, "
+        f"in the checkpoint of each epoch (rule deconvnet, unpool switches); act = that activation"
     )
     png = save_png(
         table_figure(

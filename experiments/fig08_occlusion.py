@@ -7,23 +7,17 @@ probability of the correct class and of the most probable class.
 The same as ``deconvviz occlusion --index ...``.
 """
 
-import sys
 from pathlib import Path
 
 import click
+from _checkout import DATA, OUT
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))  # run from a checkout without installing
-
-from deconvviz.cli.experiment import experiment_command  # noqa: E402
+from deconvviz.cli.experiment import experiment_command
 from deconvviz.figures import (
-    run_occlusion,  # noqa: E402
-    seeded_indices,  # noqa: E402
+    run_occlusion,
+    seeded_indices,
 )
 
-DATA = str(REPO.parent / "shared" / "datasets" / "cifar10")
-OUT = str(REPO / "outputs" / "figures")
 NAME = "fig08_occlusion"
 
 __all__ = ["main"]

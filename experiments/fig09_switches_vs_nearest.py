@@ -5,31 +5,25 @@ window (the source material's simplification), side by side.
     python experiments/fig09_switches_vs_nearest.py [--data D] [--model M] [--out O]
 """
 
-import sys
 from pathlib import Path
 
 import click
+from _checkout import DATA, OUT
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))  # run from a checkout without installing
-
-from deconvviz import deconvolve, to_display  # noqa: E402
-from deconvviz.cli.experiment import experiment_command  # noqa: E402
-from deconvviz.engine.analysis import cosine_similarity, strongest_features  # noqa: E402
-from deconvviz.figures import load_images, seeded_indices  # noqa: E402
-from deconvviz.render.display import image_to_display  # noqa: E402
+from deconvviz import deconvolve, to_display
+from deconvviz.cli.experiment import experiment_command
+from deconvviz.engine.analysis import cosine_similarity, strongest_features
+from deconvviz.figures import load_images, seeded_indices
+from deconvviz.render.display import image_to_display
 from deconvviz.render.figures import (
     class_name,
     model_caption,
     save_png,
     short_description,
     table_figure,
-)  # noqa: E402
-from deconvviz.store.figure import write_h5  # noqa: E402
+)
+from deconvviz.store.figure import write_h5
 
-DATA = str(REPO.parent / "shared" / "datasets" / "cifar10")
-OUT = str(REPO / "outputs" / "figures")
 NAME = "fig09_switches_vs_nearest"
 
 __all__ = ["main"]

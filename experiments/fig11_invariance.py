@@ -16,30 +16,25 @@ from pathlib import Path
 
 import click
 import torch
+from _checkout import DATA, OUT
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))  # run from a checkout without installing
-
-from deconvviz.cli.experiment import experiment_command  # noqa: E402
-from deconvviz.engine.features import resolve_feature_layers  # noqa: E402
+from deconvviz.cli.experiment import experiment_command
+from deconvviz.engine.features import resolve_feature_layers
 from deconvviz.engine.invariance import (
     IDENTITY,
     TRANSFORMS,
     UNITS,
-    amount_range,  # noqa: E402
+    amount_range,
     invariance_curves,
     transform_images,
 )
-from deconvviz.engine.occlusion import fill_value  # noqa: E402
-from deconvviz.figures import load_images, seeded_indices  # noqa: E402
-from deconvviz.render.display import image_to_display  # noqa: E402
-from deconvviz.render.figures import class_name, model_caption, short_description  # noqa: E402
-from deconvviz.render.paper import CurveRow, invariance_figure  # noqa: E402
-from deconvviz.store.figure import write_figure_files  # noqa: E402
+from deconvviz.engine.occlusion import fill_value
+from deconvviz.figures import load_images, seeded_indices
+from deconvviz.render.display import image_to_display
+from deconvviz.render.figures import class_name, model_caption, short_description
+from deconvviz.render.paper import CurveRow, invariance_figure
+from deconvviz.store.figure import write_figure_files
 
-DATA = str(REPO.parent / "shared" / "datasets" / "cifar10")
-OUT = str(REPO / "outputs" / "figures")
 NAME = "fig11_invariance"
 NAMES = {"translate": "vertical translation", "scale": "scale", "rotate": "rotation"}
 
@@ -131,7 +126,7 @@ def main(model, source, out, count, seed, translate, scale, rotate, layers):
         data[f"{kind}/probability"] = curves.probability
         data[f"{kind}/predicted"] = curves.predicted
         data["true_class"] = curves.label
-    names = [f"#{i} {class_name(source, int(l))}" for i, l in zip(indices, labels)]
+    names = [f"#{i} {class_name(source, int(y))}" for i, y in zip(indices, labels)]
     layer_names = [fl.describe() for fl in feature_layers]
     title = (
         f"Invariance (Zeiler & Fergus Fig. 5): {len(indices)} images of "

@@ -20,30 +20,25 @@ from pathlib import Path
 import click
 import numpy as np
 import torch
+from _checkout import DATA, OUT
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))  # run from a checkout without installing
-
-from deconvviz.cli.experiment import experiment_command  # noqa: E402
+from deconvviz.cli.experiment import experiment_command
 from deconvviz.engine.correspondence import (
     check_boxes,
     correspondence,
-    fraction_box,  # noqa: E402
+    fraction_box,
     mask_images,
     random_boxes,
 )
-from deconvviz.engine.features import resolve_feature_layers  # noqa: E402
-from deconvviz.engine.occlusion import fill_value  # noqa: E402
-from deconvviz.errors import DeconvvizError  # noqa: E402
-from deconvviz.figures import load_images  # noqa: E402
-from deconvviz.render.display import image_to_display  # noqa: E402
-from deconvviz.render.figures import model_caption, short_description  # noqa: E402
-from deconvviz.render.paper import correspondence_figure  # noqa: E402
-from deconvviz.store.figure import write_figure_files  # noqa: E402
+from deconvviz.engine.features import resolve_feature_layers
+from deconvviz.engine.occlusion import fill_value
+from deconvviz.errors import DeconvvizError
+from deconvviz.figures import load_images
+from deconvviz.render.display import image_to_display
+from deconvviz.render.figures import model_caption, short_description
+from deconvviz.render.paper import correspondence_figure
+from deconvviz.store.figure import write_figure_files
 
-DATA = str(REPO.parent / "shared" / "datasets" / "cifar10")
-OUT = str(REPO / "outputs" / "figures")
 NAME = "fig12_correspondence"
 # (name, box as fractions (y0, x0, y1, x1) of the image): 12x12 pixels on 32x32.
 REGIONS = (
@@ -113,7 +108,7 @@ def main(model, source, out, class_name, images, draws, seed, boxes, layers):
         regions = [(f"box {','.join(map(str, _parse_box(b)))}", _parse_box(b)) for b in boxes]
     else:
         regions = [(name, fraction_box(frac, size)) for name, frac in REGIONS]
-    for name, box in regions:
+    for _, box in regions:
         check_boxes([box], 1, size)
     feature_layers = resolve_feature_layers(
         model, [v for v in layers.split(",") if v.strip()], size

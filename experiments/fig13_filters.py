@@ -14,17 +14,12 @@ import sys
 from pathlib import Path
 
 import click
+from _checkout import DATA, OUT
 
-REPO = Path(__file__).resolve().parents[1]
-if str(REPO) not in sys.path:
-    sys.path.insert(0, str(REPO))  # run from a checkout without installing
+from deconvviz.cli.experiment import experiment_command
+from deconvviz.engine.net.layers import get_layer
+from deconvviz.figures import run_filters
 
-from deconvviz.cli.experiment import experiment_command  # noqa: E402
-from deconvviz.engine.net.layers import get_layer  # noqa: E402
-from deconvviz.figures import run_filters  # noqa: E402
-
-DATA = str(REPO.parent / "shared" / "datasets" / "cifar10")
-OUT = str(REPO / "outputs" / "figures")
 NAME = "fig13_filters"
 
 __all__ = ["main"]

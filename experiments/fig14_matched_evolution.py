@@ -17,22 +17,14 @@ import sys
 from pathlib import Path
 
 import click
+from _checkout import DATA, OUT
+from fig07_feature_evolution import epoch_checkpoints
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-for p in (str(REPO), str(HERE)):
-    if p not in sys.path:
-        sys.path.insert(0, p)  # run from a checkout without installing
+from deconvviz import load_model
+from deconvviz.cli.common import LAYER
+from deconvviz.cli.experiment import experiment_command
+from deconvviz.runs.compare import compare_networks
 
-from fig07_feature_evolution import epoch_checkpoints  # noqa: E402
-
-from deconvviz import load_model  # noqa: E402
-from deconvviz.cli.common import LAYER  # noqa: E402
-from deconvviz.cli.experiment import experiment_command  # noqa: E402
-from deconvviz.runs.compare import compare_networks  # noqa: E402
-
-DATA = str(REPO.parent / "shared" / "datasets" / "cifar10")
-OUT = str(REPO / "outputs" / "figures")
 NAME = "fig14_matched_evolution"
 
 __all__ = ["main"]

@@ -11,20 +11,12 @@ when there are none, they are trained first with
 
 import importlib
 import re
-import sys
 import time
 from pathlib import Path
 
 import click
+from _checkout import DATA, HERE, OUT, REPO
 
-HERE = Path(__file__).resolve().parent
-REPO = HERE.parent
-for p in (str(REPO), str(HERE)):
-    if p not in sys.path:
-        sys.path.insert(0, p)  # run from a checkout without installing; import the scripts
-
-DATA = str(REPO.parent / "shared" / "datasets" / "cifar10")
-OUT = str(REPO / "outputs" / "figures")
 CHECKPOINTS = str(REPO / "outputs" / "checkpoints")
 
 __all__ = ["main", "scripts"]
@@ -161,7 +153,7 @@ def _train(data, folder, epochs, save_epochs, timings):
             standalone_mode=False,
         )
     except click.ClickException as exc:
-        raise click.ClickException(f"training for figure 7 failed: {exc.format_message()}")
+        raise click.ClickException(f"training for figure 7 failed: {exc.format_message()}") from exc
     timings.append(("train (deconvviz train)", time.perf_counter() - started))
 
 

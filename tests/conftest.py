@@ -11,6 +11,9 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+# Fixtures of their own module, found by name like these (tests/browser_helpers.py).
+pytest_plugins = ["browser_helpers"]
+
 SHARED_CIFAR = Path(__file__).resolve().parents[1].parent / "shared" / "datasets" / "cifar10"
 
 
@@ -204,6 +207,23 @@ def tiny_checkpoint(tmp_path):
         test_accuracy=0.1,
     )
     return path
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory):
+    """A small ImageFolder tree (two classes, 40 generated 32x32 PNGs) for the
+    command-line tests: decoded once, then read from the decode cache."""
+    from PIL import Image
+
+    from deconvviz.data.builtin import synthetic_images
+
+    root = tmp_path_factory.mktemp("folder")
+    images, _ = synthetic_images(40, seed=2)
+    for i in range(40):
+        d = root / ("a" if i % 2 else "b")
+        d.mkdir(exist_ok=True)
+        Image.fromarray(images[i].permute(1, 2, 0).numpy()).save(d / f"{i:02d}.png")
+    return root
 
 
 @pytest.fixture

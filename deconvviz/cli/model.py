@@ -1,4 +1,5 @@
-"""The ``train, evaluate and info`` commands (registered on the ``deconvviz`` group in :mod:`deconvviz.cli`)."""
+"""The ``train``, ``evaluate`` and ``info`` commands (registered on the ``deconvviz`` group in
+:mod:`deconvviz.cli`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The ``layers and project`` commands (registered on the ``deconvviz`` group in :mod:`deconvviz.cli`)."""
+"""The ``layers`` and ``project`` commands (registered on the ``deconvviz`` group in
+:mod:`deconvviz.cli`)."""
 
 from __future__ import annotations
 

@@ -1,4 +1,5 @@
-"""The ``report`` and ``render`` commands (registered on the ``deconvviz`` group in :mod:`deconvviz.cli`)."""
+"""The ``report`` and ``render`` commands (registered on the ``deconvviz`` group in
+:mod:`deconvviz.cli`)."""
 
 from __future__ import annotations
 

@@ -10,6 +10,7 @@ from typing import Dict, Iterator, Union
 import torch
 
 from ..errors import DeconvvizError
+from .net.network import Layer
 from .topk import TopK, merge_topk
 
 __all__ = ["Ranks", "distributed_context", "gather_topk"]
@@ -103,7 +104,9 @@ def distributed_context(device: str = "cpu") -> Iterator[Ranks]:
             dist.destroy_process_group()
 
 
-def gather_topk(tops: Dict[int, TopK], device: Union[str, torch.device] = "cpu") -> Dict[int, TopK]:
+def gather_topk(
+    tops: Dict[Layer, TopK], device: Union[str, torch.device] = "cpu"
+) -> Dict[Layer, TopK]:
     """All-gather every rank's top-k lists and merge them (identical on every rank).
 
     Needs an initialised ``torch.distributed`` process group; all ranks must

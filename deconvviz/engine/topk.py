@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
@@ -24,7 +24,7 @@ from ..data.source import ImageSource
 from ..errors import DeconvvizError
 from ..progress import Progress
 from .net.graph import NodeInfo
-from .net.network import graph_of, layer_key, resolve_infos
+from .net.network import Layer, graph_of, layer_key, resolve_infos
 
 __all__ = [
     "TopK",
@@ -291,7 +291,7 @@ class _StreamingTopK:
 def scan_topk(
     model: nn.Module,
     source: ImageSource,
-    layers: Optional[Sequence[int]] = None,
+    layers: Optional[Sequence[Layer]] = None,
     k: int = 9,
     *,
     batch_size: Optional[int] = None,
@@ -302,8 +302,8 @@ def scan_topk(
     stop: Optional[int] = None,
     mean=None,
     std=None,
-    maxima: Optional[Dict[object, Callable]] = None,
-) -> Dict[int, TopK]:
+    maxima: Optional[Mapping[Layer, Callable]] = None,
+) -> Dict[Layer, TopK]:
     """One pass over ``source[start:stop]``: the top-``k`` images of every feature.
 
     For each image and feature, the activation is the maximum of the layer's
@@ -372,7 +372,7 @@ def scan_topk(
                 if dtype != torch.float32:
                     x = x.to(dtype)
 
-                def reduce(node, value, _switches):
+                def reduce(node, value, _switches, offset=offset):  # this batch's, bound now
                     # At once, as made: a later in-place op must not see changed values.
                     for info in info_of.get(node.name, ()):
                         tops[layer_key(info)].add(

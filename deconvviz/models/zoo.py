@@ -1,5 +1,6 @@
 """Every network ``--model`` names: deconvviz checkpoints, torchvision classifiers,
-timm's models (:mod:`.timm_models`) and the user's own code, resolved by one function, :func:`resolve_model`.
+timm's models (:mod:`.timm_models`) and the user's own code, resolved by one function,
+:func:`resolve_model`.
 
 Whatever the source, the model comes back in eval mode with ``model.meta``, the
 dict every command reads (``path``, ``sha256``, ``arch``, ``class_names``,
@@ -125,8 +126,9 @@ def resolve_model(
     interpolation, mean and std; every other torchvision or user model gets
     ImageNet's (mean 0.485, 0.456, 0.406, std 0.229, 0.224, 0.225, resize 256
     then centre crop 224); timm models get their data config's (input size,
-    ``crop_pct``, interpolation, mean, std), with or without weights. ``image_size`` (an int or ``(H, W)``) changes the crop
-    and scales the resize in proportion; ``mean``/``std`` replace the statistics.
+    ``crop_pct``, interpolation, mean, std), with or without weights. ``image_size`` (an
+    int or ``(H, W)``) changes the crop and scales the resize in proportion;
+    ``mean``/``std`` replace the statistics.
     A checkpoint's input size is fixed (its classifier depends on it); its
     ``mean``/``std`` may be replaced.
 

@@ -74,10 +74,11 @@ def statistics_html(stats: FeatureStatistics, f: int, classes: Sequence[str]) ->
         w = 0.0 if np.isnan(a) else 100.0 * a
         mine = c == int(stats.label[f])
         colour = "#0b5cad" if mine else "#9aa3ab"
+        name = _esc(class_name(classes, c))
         rows.append(
-            f'<tr class="auroc-row{" label" if mine else ""}" data-class="{_esc(class_name(classes, c))}">'
+            f'<tr class="auroc-row{" label" if mine else ""}" data-class="{name}">'
             f'<th style="text-align:left;font-weight:{700 if mine else 400};padding:1px 8px 1px 0;'
-            f'white-space:nowrap">{_esc(class_name(classes, c))}</th>'
+            f'white-space:nowrap">{name}</th>'
             f'<td style="width:220px;padding:1px 0"><div style="position:relative;height:12px;'
             f'background:#f4f6f8;border:1px solid #d9dde1"><div class="bar" style="width:{w:.1f}%;'
             f'height:100%;background:{colour}"></div><div style="position:absolute;left:50%;'

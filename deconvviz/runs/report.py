@@ -24,7 +24,7 @@ import json
 import time
 from dataclasses import replace
 from pathlib import Path
-from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 import torch
@@ -37,7 +37,7 @@ from ..engine.deconv.deconvnet import RULES
 from ..engine.deconv.seeds import project_seeds
 from ..engine.distributed import Ranks, gather_topk
 from ..engine.net.geometry import extract_patches, windows_for
-from ..engine.net.network import layer_key, require_spatial, spatial
+from ..engine.net.network import Layer, layer_key, require_spatial, spatial
 from ..engine.statistics import MaximaRecorder, feature_statistics, gather_maxima
 from ..engine.topk import (
     TopK,
@@ -73,6 +73,7 @@ from ..store.report import (
     LayerReport,
     Report,
     ReportWriter,
+    class_names,
     features_per_chunk,
     finished_layers,
     layer_names,
@@ -195,7 +196,7 @@ class _ScanState:
     def __init__(self, path: Path, identity: dict):
         self.path, self.identity = path, identity
 
-    def load(self, k_features: Dict[int, int], k: int):
+    def load(self, k_features: Dict[Layer, int], k: int):
         """``(tops, next image)`` from the saved file, checked against this run."""
         try:
             state = read_torch_file(self.path, "a deconvviz scan state")
@@ -231,7 +232,7 @@ class _ScanState:
                 )
         return tops, start
 
-    def save(self, tops: Dict[int, TopK], next_image: int) -> None:
+    def save(self, tops: Dict[Layer, TopK], next_image: int) -> None:
         state = {
             "identity": self.identity,
             "next": int(next_image),
@@ -322,7 +323,7 @@ def _scan(
         maxima = {layer_key(i): MaximaRecorder(i.features, n) for i in infos}
         kept = None if state is None else MaximaState(state.path.with_suffix(""), len(infos))
         start = 0
-        if state is not None and resume:
+        if state is not None and kept is not None and resume:  # made together
             tops, start = state.load({layer_key(i): i.features for i in infos}, k)
             kept.load([m.values.numpy() for m in maxima.values()])
             if start < n:
@@ -361,7 +362,8 @@ def _scan(
                     if s0 == 0 and state is None
                     else {L: merge_topk(tops[L], part[L], k) for L in tops}
                 )
-                if state is not None:  # the maxima first: the state says where they end
+                if state is not None and kept is not None:
+                    # The maxima first: the state says where they end.
                     kept.save([m.values.numpy() for m in maxima.values()], s0, min(n, s0 + step))
                     state.save(tops, min(n, s0 + step))
     if world > 1:
@@ -554,8 +556,9 @@ def _as_source(
     ``model`` expects and, for image folders, decoding only the first ``limit`` files."""
     if isinstance(source, ImageSource):
         return source
-    if isinstance(getattr(source, "source", None), ImageSource):
-        return source.source
+    inner = getattr(source, "source", None)
+    if isinstance(inner, ImageSource):
+        return inner
     if source is not None and not isinstance(source, (str, Path)):
         raise DeconvvizError(
             f"source must be an ImageSource or a data-source string like "
@@ -877,6 +880,7 @@ def _finish(
                         for lr in lrs:
                             _draw_layer(lr, rep.attrs, tmp, bar)
                 if html:
+                    assert site_tmp is not None  # atomic_folder's, with html
                     t_html = time.perf_counter()
                     site = SiteWriter(
                         site_tmp, rep.attrs, rep.images, f"report written {timestamp()}"
@@ -897,7 +901,7 @@ def _group_name(key) -> str:
     return f"layer{key}" if isinstance(key, int) else str(key)
 
 
-def _paths(out_dir: Path, layers: Sequence[Tuple[str, Sequence[int]]]) -> Dict[str, Path]:
+def _paths(out_dir: Path, layers: Sequence[Tuple[str, Iterable[int]]]) -> Dict[str, Path]:
     """``layers``: (group name, channel numbers kept) of each layer."""
     paths = {"h5": out_dir / REPORT_FILE}
     for name, features in layers:
@@ -925,19 +929,11 @@ def _draw_layer(
     layer_figure(lr, title).savefig(tmp[lr.name], format="png")
     if bar is not None:
         bar.update(1)
-    classes = _class_names(attrs)
+    classes = class_names(attrs)
     for f, channel in enumerate(lr.feature_ids):
         write_png(feature_png(lr, f, classes), tmp[f"{lr.name}/feature{int(channel)}"])
         if bar is not None:
             bar.update(1)
-
-
-def _class_names(attrs: dict) -> List[str]:
-    try:
-        names = json.loads(attrs.get("class_names", "[]") or "[]")
-    except (TypeError, ValueError):
-        return []
-    return [str(n) for n in names] if isinstance(names, list) else []
 
 
 def _draw_all(report: Report, targets: Dict[str, Path], tmp: Dict[str, Path]) -> None:

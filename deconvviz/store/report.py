@@ -21,6 +21,7 @@ complete. Versions 1 and 2 read with ``LayerReport.stats = None``.
 from __future__ import annotations
 
 import contextlib
+import json
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
@@ -43,6 +44,7 @@ __all__ = [
     "write_report_h5",
     "read_report_h5",
     "layer_names",
+    "class_names",
     "features_per_chunk",
     "CHUNK_BYTES",
     "SEEDS_PER_CHUNK",
@@ -141,8 +143,8 @@ class LayerReport:
     image_index: np.ndarray
     label: np.ndarray
     position: np.ndarray
-    projection: np.ndarray
-    patch: np.ndarray
+    projection: Optional[np.ndarray]
+    patch: Optional[np.ndarray]
     patch_box: np.ndarray
     patch_origin: np.ndarray
     node: str = ""
@@ -493,6 +495,15 @@ def _read_images(f, path: Path) -> Optional[ImageTable]:
     return table
 
 
+def class_names(attrs: dict) -> List[str]:
+    """The report's class names (its ``class_names`` JSON attribute), [] if absent."""
+    try:
+        names = json.loads(attrs.get("class_names", "[]") or "[]")
+    except (TypeError, ValueError):
+        return []
+    return [str(n) for n in names] if isinstance(names, list) else []
+
+
 def layer_names(attrs: dict) -> List[str]:
     """The layer groups of a report, in order, from its root attributes (``layer2``, or a
     graph node's name); pass one to :func:`read_report_h5` ``layers=`` to read it alone."""
@@ -504,7 +515,7 @@ def layer_names(attrs: dict) -> List[str]:
 
 
 def read_report_h5(
-    path: Union[str, Path], layers: Optional[Sequence[int]] = None, images: bool = True
+    path: Union[str, Path], layers: Optional[Sequence[Union[int, str]]] = None, images: bool = True
 ) -> Report:
     """Read and check a report written by :class:`ReportWriter` (version 2) or by
     deconvviz 0.1 (version 1). ``layers``: read only these (default: all; ``[]``:
@@ -521,7 +532,7 @@ def read_report_h5(
 @contextlib.contextmanager
 def open_report(
     path: Union[str, Path],
-    layers: Optional[Sequence[int]] = None,
+    layers: Optional[Sequence[Union[int, str]]] = None,
     images: bool = True,
     lazy: bool = True,
 ) -> Iterator[Report]:

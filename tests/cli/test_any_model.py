@@ -267,8 +267,8 @@ def test_project_report_render_and_occlusion_on_a_node(user_net, photos, tmp_pat
     [
         (
             ["project", "--model", "usernet:make", *MODEL, "--layer", "relu_3", "--feature", "0"],
-            "Error: Invalid value for --layer: no node named 'relu_3' in Res (closest: relu_2, relu_1, "
-            "relu; see 'deconvviz layers --all')",
+            "Error: Invalid value for --layer: no node named 'relu_3' in Res "
+            "(closest: relu_2, relu_1, relu; see 'deconvviz layers --all')",
         ),
         (
             [
@@ -281,13 +281,13 @@ def test_project_report_render_and_occlusion_on_a_node(user_net, photos, tmp_pat
                 "--feature",
                 "0",
             ],
-            "Error: node 'act' (Softmax) has no deconvnet rule, so 'head' cannot be projected through "
-            "it (rules exist for: Conv2d",
+            "Error: node 'act' (Softmax) has no deconvnet rule, so 'head' cannot be projected "
+            "through it (rules exist for: Conv2d",
         ),
         (
             ["report", "--model", "usernet:make", *MODEL, "--layer", "head"],
-            "Error: node 'head' (Linear) has no spatial output (one value per channel), so it has no "
-            "image patches for a report; choose a node with a (C, H, W) output",
+            "Error: node 'head' (Linear) has no spatial output (one value per channel), so it "
+            "has no image patches for a report; choose a node with a (C, H, W) output",
         ),
         (
             ["layers", "--model", "usernet:untraceable", *MODEL],
@@ -295,8 +295,8 @@ def test_project_report_render_and_occlusion_on_a_node(user_net, photos, tmp_pat
         ),
         (
             ["project", "--model", "usernet:make", *MODEL, "--layer", "2", "--feature", "0"],
-            "Error: Invalid value for --layer: layer 2: numbered layers exist only for a plain conv "
-            "stack, which Res is not; name a node instead",
+            "Error: Invalid value for --layer: layer 2: numbered layers exist only for a plain "
+            "conv stack, which Res is not; name a node instead",
         ),
     ],
 )

@@ -95,14 +95,14 @@ def test_train_is_deterministic(tmp_path):
         (
             ["project", "--model", "{ckpt}", "--layer", "3", "--feature", "0"],
             2,
-            "Error: Invalid value for --layer: layer 3 is out of range: this network has layers 1..2 "
-            "(see 'deconvviz layers')",
+            "Error: Invalid value for --layer: layer 3 is out of range: "
+            "this network has layers 1..2 (see 'deconvviz layers')",
         ),
         (
             ["project", "--model", "{ckpt}", "--layer", "1", "--feature", "32"],
             2,
-            "Error: Invalid value for --feature: feature 32 is out of range: layer 1 has features 0..31 "
-            "(see 'deconvviz layers')",
+            "Error: Invalid value for --feature: feature 32 is out of range: "
+            "layer 1 has features 0..31 (see 'deconvviz layers')",
         ),
         (
             ["project", "--model", "{ckpt}", "--layer", "1", "--feature", "0", "--index", "5000"],

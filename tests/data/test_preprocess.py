@@ -38,7 +38,8 @@ PHOTOS = {  # name: what it exercises
 }
 needs_imagenet = pytest.mark.skipif(
     not SHARED_IMAGENET.is_dir(),
-    reason=f"the ImageNet samples at {SHARED_IMAGENET} are not here (they sit beside the repo in CI)",
+    reason=f"the ImageNet samples at {SHARED_IMAGENET} are not here "
+    "(they sit beside the repo in CI)",
 )
 
 

@@ -102,7 +102,6 @@ def test_cone_recording_equals_the_whole_recording_inside_each_cone(name):
 
 
 def test_cone_recording_matches_in_float32():
-    model = zoo_model("resnet18")
     graph = zoo_graph("resnet18")
     x = _images(64, seed=5)
     node = "layer1.1.relu_1"

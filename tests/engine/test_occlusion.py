@@ -11,6 +11,7 @@ from PIL import Image
 
 from deconvviz import DeconvvizError, load_model
 from deconvviz.cli import main as cli
+from deconvviz.data.cifar import CIFAR10_CLASSES as CLASSES
 from deconvviz.engine.occlusion import fill_value, occlude, occluder_positions, occlusion_maps
 
 
@@ -31,9 +32,6 @@ def _loop_reference(model, image, label, layer_end, feature, size, ys, xs, fill)
             prob[i, j] = float(p[label])
             pred[i, j] = int(p.argmax())
     return act, prob, pred
-
-
-from deconvviz.data.cifar import CIFAR10_CLASSES as CLASSES
 
 
 @pytest.fixture

@@ -14,8 +14,9 @@ import torch
 from click.testing import CliRunner
 from PIL import Image
 
-EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 from deconvviz.data.cifar import CIFAR10_CLASSES as CLASSES
+
+EXPERIMENTS = Path(__file__).resolve().parents[2] / "experiments"
 
 
 def script(name):
@@ -369,7 +370,8 @@ def test_run_all_trains_the_checkpoints_and_times_each_script(tree, ckpt, tmp_pa
         "total",
     ):
         assert any(
-            l.strip().startswith(line) and l.strip().endswith("s") for l in r.output.splitlines()
+            row.strip().startswith(line) and row.strip().endswith("s")
+            for row in r.output.splitlines()
         ), line
     with h5py.File(tmp_path / "figs" / "fig07_feature_evolution.h5") as f:
         assert list(f["epoch"][:]) == [1, 2]
@@ -545,6 +547,6 @@ def test_run_all_runs_the_new_figures(tree, ckpt, tmp_path):
         "fig13_filters.png",
     ]
     assert any(
-        l.strip().startswith("fig11_invariance") and l.strip().endswith("s")
-        for l in r.output.splitlines()
+        row.strip().startswith("fig11_invariance") and row.strip().endswith("s")
+        for row in r.output.splitlines()
     )

@@ -14,7 +14,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 from conftest import assert_close
-from report_helpers import image_folder  # noqa: F401 - a fixture
 
 import deconvviz.runs.report as report_mod
 from deconvviz.cli import main

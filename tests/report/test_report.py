@@ -11,7 +11,6 @@ import pytest
 import torch
 from click.testing import CliRunner
 from conftest import alexnet_like, reference_projection
-from report_helpers import image_folder  # noqa: F401 - a fixture
 from torch import nn
 
 from deconvviz.cli import main
@@ -665,7 +664,7 @@ def test_a_layer_is_projected_and_written_in_chunks_of_features(model, tmp_path,
     from deconvviz.store.report import features_per_chunk
 
     src = _subset(30)
-    whole = write_report(
+    write_report(
         model, src, tmp_path / "whole", [1, 2], 3, batch_size=16, progress=False, command_line="t"
     )
     info2 = get_layer(model, 2)

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from browser_helpers import browser, needs_browser  # noqa: F401 - a fixture
+from browser_helpers import needs_browser
 from web_helpers import DEAD, make_report
 
 from deconvviz.render.web import write_site

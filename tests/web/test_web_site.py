@@ -225,7 +225,7 @@ def test_names_from_the_file_are_escaped(tmp_path):
         def handle_starttag(self, tag, attrs):
             if tag == "script":
                 self.scripts.append(dict(attrs))
-            for name, value in attrs:
+            for name, _value in attrs:
                 assert not name.startswith("on"), (tag, name)  # no injected handlers
 
         def handle_data(self, data):

@@ -5,9 +5,11 @@ Headless Chromium through Selenium, pages opened from disk; skips where no brows
 
 from __future__ import annotations
 
+import json
+
 import numpy as np
 import pytest
-from browser_helpers import browser, needs_browser  # noqa: F401 - a fixture
+from browser_helpers import needs_browser
 from click.testing import CliRunner
 from test_web_browser import _all_images_load, _errors, _open, _tiles, _wait
 from web_helpers import make_report, source
@@ -30,10 +32,7 @@ def site(tmp_path_factory):
 
 def _labels(rep, L):
     s = rep.layers[L].stats
-    names = rep.attrs["class_names"]
-    import json
-
-    names = json.loads(names)
+    names = json.loads(rep.attrs["class_names"])
     return s, [class_name(names, int(c)) if c >= 0 else "" for c in s.label]
 
 
@@ -104,7 +103,9 @@ def test_the_feature_page_draws_auroc_bars_and_the_histogram(browser, site):
         "r.querySelector('td.auroc').textContent, r.classList.contains('label')])"
     )
     assert len(rows) == s.classes
+    classes = json.loads(rep.attrs["class_names"])
     for c, (cls, bar, track, text, mine) in enumerate(rows):
+        assert cls == class_name(classes, c)  # one row per class, in class order
         assert text == f"{s.auroc[f, c]:.3f}"
         assert abs(bar - (track - 2) * s.auroc[f, c]) <= 1.0  # bar length = AUROC
         assert mine == (c == s.label[f])

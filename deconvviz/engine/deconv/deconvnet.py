@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from ...errors import DeconvvizError
+from ..net.geometry import Frame
 from ..net.graph import Graph, GraphNode, build_graph, eval_mode
 from ..net.ops import op_weight
 from .projection import (
@@ -113,21 +114,22 @@ def graph_for(model: nn.Module, images: torch.Tensor, graph: Optional[Graph] = N
     """``graph`` (or a new one for ``model``) analysed at the images' size, after checks."""
     if images.ndim != 4:
         raise DeconvvizError(f"images must be (B, C, H, W); got shape {tuple(images.shape)}")
+    size = (int(images.shape[-2]), int(images.shape[-1]))
     if graph is None:
-        graph = build_graph(model, tuple(images.shape[-2:]), in_channels=images.shape[1])
+        graph = build_graph(model, size, in_channels=images.shape[1])
     elif graph.model is not model:
         raise DeconvvizError("the graph was built for another model")
     if images.shape[1] != graph.in_channels:
         raise DeconvvizError(
             f"images have {images.shape[1]} channels; the network takes {graph.in_channels}"
         )
-    return graph.at_size(tuple(images.shape[-2:]))
+    return graph.at_size(size)
 
 
 # ----------------------------------------------------------------------------- cost and memory
 
 
-def macs(graph: Graph, frames: Dict[str, "object"], names: Optional[set] = None) -> int:
+def macs(graph: Graph, frames: Dict[str, Frame], names: Optional[set] = None) -> int:
     """Multiply-adds of the forward pass on ``frames`` (one seed's cone, or whole maps), of
     the nodes in ``names`` (default: every node of ``frames``): a convolution's, a Linear
     layer's on a channels-last map (ConvNeXt's pointwise layers, where most of its work
@@ -136,19 +138,28 @@ def macs(graph: Graph, frames: Dict[str, "object"], names: Optional[set] = None)
     for name, f in frames.items():
         if names is not None and name not in names:
             continue
-        n = graph.node(name)
+        n, shape = graph.node(name), graph.node(name).shape
+        assert shape is not None  # a node with a frame has a map
         moved = graph.channels_last(name)
-        channels = n.shape[-1] if moved else n.shape[0]
-        area = (n.shape[0] * n.shape[1] if moved else f.area()) if f.whole else f.area()
+        channels = shape[-1] if moved else shape[0]
+        area = shape[0] * shape[1] if f.whole and moved else f.area()
         if n.op == "conv":
             w = graph.window_params(n)[0]
-            c_in = graph.node(n.inputs[0]).shape[0]
-            total += area * channels * c_in // n.params["groups"] * w[0] * w[1]
+            parent = n.inputs[0]
+            x = graph.node(parent).shape if parent is not None else None
+            assert x is not None  # a traced conv: its input's shape is known
+            total += area * channels * x[0] // n.params["groups"] * w[0] * w[1]
         elif n.op == "linear":
             total += area * op_weight(n.spec, graph.model).numel()
         else:
             total += area * channels
     return total
+
+
+def _whole_frames(graph: Graph, node: str) -> Dict[str, Frame]:
+    frames = graph.frames(node, whole=True)
+    assert frames is not None  # whole maps always exist; only a cone may not
+    return frames
 
 
 def plan(graph: Graph, node: str, mode: str, seeds: int, images: int) -> Plan:
@@ -160,7 +171,7 @@ def plan(graph: Graph, node: str, mode: str, seeds: int, images: int) -> Plan:
     cone = graph.frames(node) if mode != "map" else None
     if cone is None:
         return Plan()
-    whole_frames = graph.frames(node, whole=True)
+    whole_frames = _whole_frames(graph, node)
     whole = macs(graph, whole_frames)
     cost = macs(graph, cone)
     if cost >= whole:
@@ -280,6 +291,7 @@ def project_recorded(
     pos_all = None if position is None else position.to(device).to(torch.int64)
     cone = walk == "cone" and mode != "map" and not flat
     frames = graph.frames(node.name, whole=not cone)
+    assert frames is not None  # a cone walk is planned only where the cone exists
     per_seed, _ = _bytes(graph, node.name, frames, out.element_size(), False)
     chunk = max(1, int(max_bytes) // per_seed)
     first = graph.nodes[0]
@@ -296,6 +308,7 @@ def project_recorded(
             if mode == "max":
                 _, act, pos = max_positions(out, r, f)
             else:
+                assert pos_all is not None  # mode "position" comes with positions
                 pos = pos_all[sl]
                 at = pos if rec.frames is None else torch.zeros_like(pos)
                 act = out[r, f, at[:, 0], at[:, 1]]
@@ -384,11 +397,11 @@ def project_positions(
                 walk=how.walk,
                 windows=windows,
             )
-            if proj is None:
+            if proj is None or act is None:
                 proj = p.new_zeros((idx.numel(),) + tuple(p.shape[1:]))
                 act = a.new_zeros(idx.numel())
             proj[sel.to(p.device)], act[sel.to(a.device)] = p, a
-        if proj is not None:
+        if proj is not None and act is not None:
             return proj, act
     walk_bytes, rec_bytes = _bytes(graph, node.name, graph.frames(node.name), elem, masks)
     step = max(1, int(max_bytes) // (walk_bytes + rec_bytes))
@@ -492,6 +505,7 @@ def deconvolve_many(
                 )
                 where = pos
             else:
+                assert rec is not None  # recorded above for every "whole" plan
                 rows = torch.searchsorted(used, idx)
                 proj, act, where = project_recorded(
                     graph,

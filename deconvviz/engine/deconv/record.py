@@ -441,7 +441,7 @@ def record_cone(
             elif graph.window_params(n) is None:
                 # pointwise, and permutes and Linear layers of a channels-last block
 
-                def arg(a, f=f):
+                def arg(a, f=f):  # this node's frame, bound now (fx calls it at once)
                     name = graph.name_of(a)
                     if name in env:
                         return _move(graph, name, env[name], frames[name], f)

@@ -45,6 +45,7 @@ only the zeros outside it.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
@@ -558,7 +559,7 @@ def point_walk(
     rule = walk.rule
     while True:
         if n.op in ("relu", "relu6", "nonlinear"):
-            v = _by_rule(rule, v, lambda: _at(walk, walk.rec.masks, n.name, channel, y, x))
+            v = _by_rule(rule, v, partial(_at, walk, walk.rec.masks, n.name, channel, y, x))
         elif n.op == "gate" and walk.rec.held[n.name].shape[-2:] == (1, 1):
             held = walk.rec.held[n.name]
             c = channel if held.shape[1] > 1 else torch.zeros_like(channel)

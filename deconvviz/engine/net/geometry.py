@@ -74,11 +74,14 @@ class Geometry:
 
     def hull(self) -> Tuple[Tuple[int, int], Tuple[int, int]]:
         """Per axis, the ``(lo, hi)`` covering every position's box."""
-        return tuple((min(lo), max(hi)) for lo, hi in zip(self.lo, self.hi))
+        (lo0, lo1), (hi0, hi1) = self.lo, self.hi
+        return (min(lo0), max(hi0)), (min(lo1), max(hi1))
 
 
-def _axes(lo, hi, affine) -> Geometry:
-    return Geometry(tuple(tuple(v) for v in lo), tuple(tuple(v) for v in hi), tuple(affine))
+def _axes(lo: Sequence[Sequence[int]], hi: Sequence[Sequence[int]], affine: Sequence) -> Geometry:
+    return Geometry(
+        (tuple(lo[0]), tuple(lo[1])), (tuple(hi[0]), tuple(hi[1])), (affine[0], affine[1])
+    )
 
 
 def input_geometry(size: Tuple[int, int]) -> Geometry:
@@ -153,14 +156,15 @@ def union_geometry(parents: Sequence[Geometry], out_size: Tuple[int, int]) -> Ge
             lo.append(min(g.lo[a][i if len(g.lo[a]) == n else 0] for g in parents))
             hi.append(max(g.hi[a][i if len(g.hi[a]) == n else 0] for g in parents))
         affs = [g.affine[a] for g in parents]
+        known = [f for f in affs if f is not None]
         aff = None
         if (
-            all(f is not None for f in affs)
-            and len({f[1] for f in affs}) == 1
+            len(known) == len(affs)
+            and len({f[1] for f in known}) == 1
             and all(len(g.lo[a]) == n for g in parents)
         ):
-            start = min(f[0] for f in affs)
-            aff = (start, affs[0][1], max(f[0] + f[2] for f in affs) - start)
+            start = min(f[0] for f in known)
+            aff = (start, known[0][1], max(f[0] + f[2] for f in known) - start)
         axes.append((lo, hi, aff))
     return _axes(*zip(*axes))
 
@@ -170,11 +174,13 @@ def concat_geometry(parents: Sequence[Geometry], axis: int) -> Geometry:
     other = 1 - axis
     n = len(parents[0].lo[other])
     merged = union_geometry(parents, (n, n))  # only its ``other`` axis is used
-    lo, hi, aff = [None, None], [None, None], [None, None]
-    lo[axis] = [v for g in parents for v in g.lo[axis]]
-    hi[axis] = [v for g in parents for v in g.hi[axis]]
-    lo[other], hi[other], aff[other] = merged.lo[other], merged.hi[other], merged.affine[other]
-    return _axes(lo, hi, aff)
+    stacked = (
+        [v for g in parents for v in g.lo[axis]],
+        [v for g in parents for v in g.hi[axis]],
+        None,
+    )
+    kept = (merged.lo[other], merged.hi[other], merged.affine[other])
+    return _axes(*zip(*((stacked, kept) if axis == 0 else (kept, stacked))))
 
 
 def hull_geometry(parents: Sequence[Geometry], out_size: Tuple[int, int]) -> Geometry:
@@ -343,12 +349,16 @@ class Frame:
         return self.n[0] * self.n[1]
 
 
+def _per_axis(value: Callable[[int], int]) -> Tuple[int, int]:
+    return value(0), value(1)
+
+
 def window_frame(out: Frame, kernel, stride, padding, dilation) -> Frame:
     """The input window a conv or pool reads for an output window ``out``."""
     return Frame(
-        tuple(out.a[i] * stride[i] - padding[i] for i in range(2)),
-        tuple(out.j[i] * stride[i] for i in range(2)),
-        tuple((out.n[i] - 1) * stride[i] + dilation[i] * (kernel[i] - 1) + 1 for i in range(2)),
+        _per_axis(lambda i: out.a[i] * stride[i] - padding[i]),
+        _per_axis(lambda i: out.j[i] * stride[i]),
+        _per_axis(lambda i: (out.n[i] - 1) * stride[i] + dilation[i] * (kernel[i] - 1) + 1),
     )
 
 
@@ -356,9 +366,9 @@ def union_frame(a: Frame, b: Frame) -> Optional[Frame]:
     """The smallest frame holding both (``None`` when they move differently with the seed)."""
     if a.j != b.j:
         return None
-    lo = tuple(min(a.a[i], b.a[i]) for i in range(2))
-    hi = tuple(max(a.a[i] + a.n[i], b.a[i] + b.n[i]) for i in range(2))
-    return Frame(lo, a.j, tuple(hi[i] - lo[i] for i in range(2)))
+    lo = _per_axis(lambda i: min(a.a[i], b.a[i]))
+    hi = _per_axis(lambda i: max(a.a[i] + a.n[i], b.a[i] + b.n[i]))
+    return Frame(lo, a.j, _per_axis(lambda i: hi[i] - lo[i]))
 
 
 def seed_frames(

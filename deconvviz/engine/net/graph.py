@@ -442,7 +442,7 @@ class Graph:
             if n.fx_node.op == "call_module":
                 calls.setdefault(n.fx_node.target, []).append(n)
         chain = []
-        for i, m in enumerate(stack):
+        for i in range(len(stack)):
             found = calls.get(f"{prefix}{i}", [])
             if len(found) != 1:
                 return ()

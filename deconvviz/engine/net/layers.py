@@ -158,6 +158,7 @@ def list_layers(model: nn.Module, input_size: Optional[Tuple[int, int]] = None) 
             h = _out_len(h, kh, sh, ph, dh, ceil)
             w = _out_len(w, kw, sw, pw, dw, ceil)
         conv = stack[ci]
+        assert isinstance(conv, nn.Conv2d)  # conv_idx holds only Conv2d positions
         layers.append(
             LayerInfo(
                 index=n + 1,
@@ -168,9 +169,9 @@ def list_layers(model: nn.Module, input_size: Optional[Tuple[int, int]] = None) 
                 features=conv.out_channels,
                 input_size=in_size,
                 output_size=(h, w),
-                rf_size=tuple(rf),
-                rf_jump=tuple(jump),
-                rf_start=tuple(start),
+                rf_size=(rf[0], rf[1]),
+                rf_jump=(jump[0], jump[1]),
+                rf_start=(start[0], start[1]),
                 image_size=(int(input_size[0]), int(input_size[1])),
             )
         )

@@ -173,10 +173,13 @@ def _op(s: LayerSummary) -> str:
     return f" ({esc(s.op)})" if s.op else ""
 
 
-def _page(name: str, **values) -> str:
+def _page(name: str, *, title: str, root: str = "", **values) -> str:
+    """Page template ``name`` filled with ``values``, after the head every page shares
+    (``head.html``: ``title``, the generator stamp, the style sheet at ``root``)."""
     from ... import __version__
 
-    return template(name).substitute(site_version=esc(__version__), **values)
+    head = template("head.html").substitute(site_version=esc(__version__), title=title, root=root)
+    return template(name).substitute(head=head, **values)
 
 
 def index_page(
@@ -250,7 +253,8 @@ def index_page(
         dead = f"; {s.dead} never fire{'s' if s.dead == 1 else ''}" if s.dead else ""
         sections.append(
             f'<section class="layer"><h2><a href="{href(s.slug + ".html")}">{esc(s.title)}</a>'
-            f'</h2><div class="meta"><code>{esc(s.path)}</code>{_op(s)} &middot; {s.features} features'
+            f'</h2><div class="meta"><code>{esc(s.path)}</code>{_op(s)} &middot; '
+            f"{s.features} features"
             f"{dead} &middot; receptive field {s.rf_size[0]}&times;{s.rf_size[1]} px &middot; "
             f"{s.output_size[0]}&times;{s.output_size[1]} positions &middot; {esc(shown)}</div>"
             f'<div class="strip">{"".join(thumbs) or "<em>no feature of this layer fires</em>"}'
@@ -504,6 +508,7 @@ def feature_page(
     return _page(
         "feature.html",
         title=esc(f"{title} - deconvviz report"),
+        root="../",
         layer_title=esc(s.title),
         layer_href=up,
         feature=str(f),

@@ -24,7 +24,6 @@ time, into a temporary folder that replaces ``OUT/site`` only when complete.
 from __future__ import annotations
 
 import datetime as _dt
-import json
 import os
 import re
 from concurrent.futures import ThreadPoolExecutor
@@ -36,7 +35,7 @@ import numpy as np
 
 from ...errors import DeconvvizError
 from ...store.atomic import atomic_folder, check_writable_dir
-from ...store.report import ImageTable, LayerReport, Report, open_report
+from ...store.report import ImageTable, LayerReport, Report, class_names, open_report
 from ..display import to_display_uint8
 from ..feature_stats import class_name, statistics_html
 from .pages import LayerSummary, Tile, display_size, feature_page, href, index_page, layer_page
@@ -49,7 +48,6 @@ __all__ = [
     "write_site",
     "timestamp",
     "feature_tiles",
-    "class_names",
 ]
 
 SITE_DIR = "site"
@@ -106,15 +104,6 @@ def _parallel(fn, items: List, workers: int) -> List:
         raise
     pool.shutdown(wait=True)
     return out
-
-
-def class_names(attrs: dict) -> List[str]:
-    """The report's class names (its ``class_names`` JSON attribute), [] if absent."""
-    try:
-        names = json.loads(attrs.get("class_names", "[]") or "[]")
-    except (TypeError, ValueError):
-        return []
-    return [str(n) for n in names] if isinstance(names, list) else []
 
 
 class SiteWriter:
@@ -309,11 +298,11 @@ def write_site(
     ``out_dir/site/``, all or nothing; returns the path of its ``index.html``.
 
     From a file, each layer's projections and patches are read one feature at a time
-    (memory holds one feature's data and the kept images once). The site is built in a temporary folder beside the target
-    and swapped in only when complete: a failure or Ctrl-C leaves an earlier site
-    untouched. Raises :class:`~deconvviz.errors.DeconvvizError` (one line) for a
-    damaged, foreign or newer report file, or an output folder that is a file or
-    not writable.
+    (memory holds one feature's data and the kept images once). The site is built in a
+    temporary folder beside the target and swapped in only when complete: a failure or
+    Ctrl-C leaves an earlier site untouched. Raises
+    :class:`~deconvviz.errors.DeconvvizError` (one line) for a damaged, foreign or newer
+    report file, or an output folder that is a file or not writable.
     """
     if isinstance(report, Report):
         return _write_site(report, out_dir, f"site written {timestamp()}", "the report", page_size)

@@ -1,6 +1,8 @@
 """The browser every browser test of the web report drives (headless Chromium through
-Selenium; the tests skip, saying why, where none is installed). A module of its own, not a
-conftest: a second ``conftest`` module would shadow the top-level one the tests import from."""
+Selenium; the tests skip, saying why, where none is installed). A plugin that
+``tests/conftest.py`` names in ``pytest_plugins``, so the ``browser`` fixture is found by name
+like a conftest's (a second ``conftest`` module would shadow the top-level one the tests import
+from; a fixture imported into a test module is shadowed by the parameter that asks for it)."""
 
 from __future__ import annotations
 
