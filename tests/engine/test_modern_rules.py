@@ -73,8 +73,13 @@ def _strongest(graph, x, node, pos):
 
 def _plans(graph, node):
     plans = [Plan("whole", "whole")]
-    if graph.frames(node) is not None:
-        plans += [Plan("whole", "cone"), Plan("cone", "cone")]
+    frames = graph.frames(node)
+    if frames is not None:
+        plans.append(Plan("whole", "cone"))
+        cone = frames[graph.nodes[0].name].n
+        if all(n <= 2 * s for n, s in zip(cone, graph.input_size)):
+            # (a deep node's cone, many times the image, records far slower than the image)
+            plans.append(Plan("cone", "cone"))
     return plans
 
 

@@ -15,6 +15,11 @@ whole image:
   the padding the whole pass sees: ``0`` before a convolution or average pool,
   ``-inf`` before a max pool, and an average pool divides by the count of the
   whole pass (``count_include_pad``, ``ceil_mode``, ``divisor_override``);
+* a gate (squeeze-and-excitation: its squeeze averages its whole input) or a
+  normalisation with per-image statistics (GroupNorm, InstanceNorm) holds a value of
+  the whole image: it and every node below it (:func:`whole_part`) run over whole
+  images, once per distinct image, and each seed keeps its window of their outputs and
+  records; a LayerNorm over each position's channels (ConvNeXt's) is pointwise;
 * switches are the whole pass's flat indices into each pool's input plane, and
   every record keeps its frame, so the reverse walk reads a cone recording as it
   reads a whole one (:func:`cut_record`).
