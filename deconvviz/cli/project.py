@@ -51,7 +51,7 @@ def layers(checkpoint, all_nodes):
     if graph.layers and not all_nodes:
         rows = [
             (str(i.index), i.path, str(i.features), _size(i.output_size), _field(i), "yes")
-            for i in list_layers(model, size)
+            for i in list_layers(model, size, graph)
         ]
         head = ("layer", "module")
         foot = "features count from 0; layers from 1; --all lists every node by name"
@@ -189,7 +189,7 @@ def project(
     from ..data.resolve import resolve_source
     from ..data.source import normalize
     from ..engine.deconv.deconvnet import deconvolve
-    from ..engine.net.network import resolve_info
+    from ..engine.net.network import graph_of, resolve_info
     from ..engine.topk import strongest_images
     from ..figures import save_projection
     from ..store.atomic import output_folder
@@ -198,7 +198,7 @@ def project(
     model = checkpoint.load(device)
     size = Preprocessing.from_meta(model.meta).size
     try:
-        info = resolve_info(model, layer, size)
+        info = resolve_info(graph_of(model, size), layer)
     except NotProjectable:
         raise  # the layer exists; the network refuses it: one line, exit 1
     except DeconvvizError as exc:

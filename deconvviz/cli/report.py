@@ -190,7 +190,7 @@ def report(
     from ..data.preprocess import Preprocessing
     from ..data.resolve import resolve_source
     from ..engine.distributed import distributed_context
-    from ..engine.net.network import require_spatial, resolve_info
+    from ..engine.net.network import graph_of, require_spatial, resolve_info
     from ..runs.report import ReportInterrupted, check_features, write_report
     from ..store.atomic import output_folder
 
@@ -211,9 +211,10 @@ def report(
                 model = checkpoint.load(ranks.device)
                 size = Preprocessing.from_meta(model.meta).size
                 # Before reading (maybe decoding) the data: fail fast.
-                infos = [resolve_info(model, L, size) for L in layers]
+                graph = graph_of(model, size)
+                infos = [resolve_info(graph, L) for L in layers]
                 for info in infos:
-                    require_spatial(model, info)
+                    require_spatial(graph, info)
                 check_features(infos, chosen)
                 if ranks.writer:  # rank 0 decodes (and caches) the images first ...
                     source = resolve_source(

@@ -20,12 +20,13 @@ from __future__ import annotations
 
 import contextlib
 from dataclasses import dataclass
-from typing import Dict, Iterator, List, Sequence, Tuple, Union
+from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import nn
 
 from ..errors import DeconvvizError
+from .net.graph import Graph
 from .net.layers import conv_stack, get_layer
 from .net.network import graph_of
 
@@ -103,19 +104,26 @@ def last_linear(model: nn.Module) -> nn.Linear:
 
 
 def resolve_feature_layers(
-    model: nn.Module, specs: Sequence[LayerSpec], image_size: Tuple[int, int]
+    model: nn.Module,
+    specs: Sequence[LayerSpec],
+    image_size: Tuple[int, int],
+    graph: Optional[Graph] = None,
 ) -> List[FeatureLayer]:
     """Parse ``specs`` and check each against ``model`` (one-line error for a layer
-    that does not exist); duplicates are dropped, the order kept."""
+    that does not exist); duplicates are dropped, the order kept. ``graph``: the
+    model's traced graph where the caller holds it."""
     if isinstance(specs, (str, int, FeatureLayer)):
         specs = [specs]
     layers: List[FeatureLayer] = []
     for spec in specs:
         fl = parse_feature_layer(spec)
+        if fl.kind != "classifier" and graph is None:
+            graph = graph_of(model, image_size)
         if fl.kind == "conv":
-            get_layer(model, fl.index, image_size)
+            get_layer(model, fl.index, image_size, graph)
         elif fl.kind == "node":
-            graph_of(model, image_size).info(fl.name)  # one line, with the closest names
+            # one line, with the closest names
+            graph.at_size(image_size).info(fl.name)
         else:
             last_linear(model)
         if fl not in layers:
@@ -127,7 +135,7 @@ def resolve_feature_layers(
 
 @contextlib.contextmanager
 def _captured(
-    model: nn.Module, layers: Sequence[FeatureLayer], image_size: Tuple[int, int]
+    model: nn.Module, layers: Sequence[FeatureLayer], graph: Optional[Graph]
 ) -> Iterator[Dict[FeatureLayer, torch.Tensor]]:
     """Hooks that store each layer's flattened feature vector ``(B, D)`` of the last
     forward pass; every handle is removed on exit."""
@@ -137,7 +145,7 @@ def _captured(
             if fl.kind == "node":
                 continue  # read from the traced graph, see extract_features
             if fl.kind == "conv":
-                module = conv_stack(model)[get_layer(model, fl.index, image_size).end - 1]
+                module = conv_stack(model)[get_layer(model, fl.index, graph=graph).end - 1]
 
                 def hook(mod, inputs, output, fl=fl):
                     store[fl] = output.detach().flatten(1).clone()
@@ -164,7 +172,11 @@ def extract_features(
     if x.ndim != 4:
         raise DeconvvizError(f"images must be (B, C, H, W); got shape {tuple(x.shape)}")
     size = (int(x.shape[-2]), int(x.shape[-1]))
-    layers = resolve_feature_layers(model, layers, size)
+    specs = [layers] if isinstance(layers, (str, int, FeatureLayer)) else list(layers)
+    # The traced graph, made once, where a layer is named by number or node.
+    traced = {parse_feature_layer(s).kind for s in specs} - {"classifier"}
+    graph = graph_of(model, size) if traced else None
+    layers = resolve_feature_layers(model, specs, size, graph)
     p = next(model.parameters(), None)
     device, dtype = (p.device, p.dtype) if p is not None else (x.device, x.dtype)
     feats: Dict[FeatureLayer, List[torch.Tensor]] = {fl: [] for fl in layers}
@@ -172,7 +184,7 @@ def extract_features(
     was_training = model.training
     model.eval()
     try:
-        with _captured(model, layers, size) as store, torch.no_grad():
+        with _captured(model, layers, graph) as store, torch.no_grad():
             for s in range(0, x.shape[0], batch_size):
                 store.clear()
                 xb = x[s : s + batch_size].to(device=device, dtype=dtype)
@@ -180,7 +192,7 @@ def extract_features(
                 logits.append(out.detach().to("cpu", torch.float64))
                 nodes = [fl for fl in layers if fl.kind == "node"]
                 if nodes:
-                    got = graph_of(model, size).execute(xb, [fl.name for fl in nodes])
+                    got = graph.execute(xb, [fl.name for fl in nodes])
                     for fl in nodes:
                         store[fl] = got[fl.name].detach().flatten(1).clone()
                 for fl in layers:

@@ -20,6 +20,7 @@ from ..data.source import ImageSource
 from ..errors import DeconvvizError
 from ..models.constraints import filter_rms
 from .net.layers import conv_stack, get_layer
+from .net.network import graph_of
 from .topk import finalize_topk, scan_topk
 
 __all__ = ["LayerFilters", "layer_filters", "DeadFeatures", "dead_features", "filter_rms"]
@@ -72,14 +73,22 @@ def dead_features(
     """Features of ``layer`` that never fire on ``source`` (its first ``limit`` images,
     or all), from one streaming pass of the report's scan
     (:func:`~deconvviz.engine.topk.scan_topk` with ``k = 1``)."""
-    get_layer(model, layer, source.image_size)
+    graph = graph_of(model, source.image_size)
+    get_layer(model, layer, graph=graph)
     stop = len(source) if limit is None else min(int(limit), len(source))
     if stop < 1:
         raise DeconvvizError(f"{source.description} has no images to scan")
     top = finalize_topk(
-        scan_topk(model, source, [layer], k=1, stop=stop, batch_size=batch_size, device=device)[
-            layer
-        ],
+        scan_topk(
+            model,
+            source,
+            [layer],
+            k=1,
+            stop=stop,
+            batch_size=batch_size,
+            device=device,
+            graph=graph,
+        )[layer],
         stop,
     )
     best = top.activation[:, 0]

@@ -149,7 +149,8 @@ def occlusion_maps(
     if images.ndim != 4:
         raise DeconvvizError(f"images must be (B, C, H, W); got shape {tuple(images.shape)}")
     b, c, h, w = images.shape
-    info = resolve_info(model, layer, (h, w))
+    graph = graph_of(model, (h, w))
+    info = resolve_info(graph, layer)
     ys = occluder_positions(h, size, stride)
     xs = occluder_positions(w, size, stride)
     norm = (getattr(model, "meta", None) or {}).get("normalization") or {
@@ -165,7 +166,6 @@ def occlusion_maps(
     if labels.numel() != b:
         raise DeconvvizError(f"{labels.numel()} labels for {b} images")
     captured = {}
-    graph = graph_of(model, (h, w))
 
     last = graph.output_name()
 

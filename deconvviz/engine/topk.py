@@ -23,7 +23,7 @@ from torch import nn
 from ..data.source import ImageSource
 from ..errors import DeconvvizError
 from ..progress import Progress
-from .net.graph import NodeInfo
+from .net.graph import Graph, NodeInfo
 from .net.network import Layer, graph_of, layer_key, resolve_infos
 
 __all__ = [
@@ -145,9 +145,12 @@ def normalization_of(model: nn.Module, mean=None, std=None):
     return list(norm["mean"]), list(norm["std"])
 
 
-def layer_infos(model: nn.Module, layers, image_size: Tuple[int, int]) -> list:
-    """Infos of ``layers`` (numbers or node names; see :func:`.network.resolve_infos`)."""
-    return resolve_infos(model, layers, image_size)
+def layer_infos(
+    model: nn.Module, layers, image_size: Tuple[int, int], graph: Optional[Graph] = None
+) -> list:
+    """Infos of ``layers`` (numbers or node names; see :func:`.network.resolve_infos`);
+    ``graph``: the model's traced graph where the caller holds it."""
+    return resolve_infos(graph_of(model, image_size, graph=graph), layers)
 
 
 #: Bytes of the largest activation tensor of one scan batch that :func:`scan_batch_size`
@@ -165,12 +168,14 @@ def scan_batch_size(
     image_size: Tuple[int, int],
     layers: Optional[Sequence] = None,
     budget: int = SCAN_BATCH_BYTES,
+    graph: Optional[Graph] = None,
 ) -> int:
     """Images per scan batch for ``model`` at ``image_size``: as many as keep the
     largest output of the nodes ``layers`` need (every node by default) within
     ``budget`` bytes (at least 1, at most :data:`MAX_SCAN_BATCH`). 128 for the
-    bundled CNN at 32x32; 1 for VGG-16 at 224x224."""
-    graph = graph_of(model, image_size)
+    bundled CNN at 32x32; 1 for VGG-16 at 224x224. ``graph``: the model's traced graph
+    where the caller holds it."""
+    graph = graph_of(model, image_size, graph=graph)
     elem = torch.finfo(model_dtype(model)).bits // 8
     nodes = graph.nodes if not layers else graph.ancestors([graph.node(n).name for n in layers])
     largest = max(
@@ -181,10 +186,14 @@ def scan_batch_size(
 
 
 def batch_size_for(
-    model: nn.Module, infos, image_size: Tuple[int, int], budget: int = SCAN_BATCH_BYTES
+    model: nn.Module,
+    infos,
+    image_size: Tuple[int, int],
+    budget: int = SCAN_BATCH_BYTES,
+    graph: Optional[Graph] = None,
 ) -> int:
     """:func:`scan_batch_size` for the layers ``infos``."""
-    return scan_batch_size(model, image_size, [i.name for i in infos], budget)
+    return scan_batch_size(model, image_size, [i.name for i in infos], budget, graph)
 
 
 def _scan_memory_format(device) -> torch.memory_format:
@@ -303,6 +312,7 @@ def scan_topk(
     mean=None,
     std=None,
     maxima: Optional[Mapping[Layer, Callable]] = None,
+    graph: Optional[Graph] = None,
 ) -> Dict[Layer, TopK]:
     """One pass over ``source[start:stop]``: the top-``k`` images of every feature.
 
@@ -320,18 +330,19 @@ def scan_topk(
     ``maxima``: ``{layer: callable}`` (e.g. a
     :class:`~deconvviz.engine.statistics.MaximaRecorder`) called with every batch's
     per-image maxima ``(F, n)`` float32 and the batch's first image index, in the
-    same pass.
+    same pass. ``graph``: the model's traced graph where the caller holds it (a
+    command makes it once and hands it down).
     """
     if k < 1:
         raise DeconvvizError(f"top k must be at least 1, got {k}")
     if batch_size is not None and batch_size < 1:
         raise DeconvvizError(f"batch size must be at least 1, got {batch_size}")
     mean, std = normalization_of(model, mean, std)
-    infos = layer_infos(model, layers, source.image_size)
-    graph = graph_of(model, source.image_size)
+    graph = graph_of(model, source.image_size, graph=graph)
+    infos = resolve_infos(graph, layers)
     names = [i.name for i in infos]
     if batch_size is None:
-        batch_size = batch_size_for(model, infos, source.image_size)
+        batch_size = batch_size_for(model, infos, source.image_size, graph=graph)
     info_of: Dict[str, list] = {}
     for i in infos:
         info_of.setdefault(i.name, []).append(i)

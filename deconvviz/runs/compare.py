@@ -20,7 +20,7 @@ from torch import nn
 
 from ..data.source import ImageSource
 from ..engine.matching import MIN_CORRELATION, follow_back
-from ..engine.net.network import require_spatial, resolve_info
+from ..engine.net.network import graph_of, require_spatial, resolve_info
 from ..errors import DeconvvizError
 from ..explore import Report
 from ..render.compare import comparison_figure, comparison_page
@@ -40,7 +40,8 @@ _TILES = 4  # top images shown per feature and network
 
 def _check_node(label: str, model: nn.Module, layer, source: ImageSource) -> None:
     try:
-        require_spatial(model, resolve_info(model, layer, source.image_size))
+        graph = graph_of(model, source.image_size)
+        require_spatial(graph, resolve_info(graph, layer))
     except DeconvvizError as exc:
         raise DeconvvizError(f"network {label}: {exc}") from None
 

@@ -37,7 +37,7 @@ from ..engine.deconv.deconvnet import RULES
 from ..engine.deconv.seeds import project_seeds
 from ..engine.distributed import Ranks, gather_topk
 from ..engine.net.geometry import extract_patches, windows_for
-from ..engine.net.network import Layer, layer_key, require_spatial, spatial
+from ..engine.net.network import Layer, graph_of, layer_key, require_spatial, spatial
 from ..engine.statistics import MaximaRecorder, feature_statistics, gather_maxima
 from ..engine.topk import (
     TopK,
@@ -110,8 +110,9 @@ class ReportInterrupted(KeyboardInterrupt):
 
 class _Scan:
     """What the scan found (on the rank that writes): layers, top-k lists, kept images,
-    every image's maxima (``maxima``: ``{layer: MaximaRecorder}``, all channels) and the
-    source's ``labels`` and ``classes`` (for the feature statistics)."""
+    every image's maxima (``maxima``: ``{layer: MaximaRecorder}``, all channels), the
+    source's ``labels`` and ``classes`` (for the feature statistics) and the network's
+    traced ``graph`` (made once for the whole run)."""
 
     def __init__(
         self,
@@ -126,8 +127,10 @@ class _Scan:
         maxima=None,
         labels=None,
         classes=0,
+        graph=None,
     ):
         self.infos, self.tops, self.n = infos, tops, n
+        self.graph = graph
         self.mean, self.std, self.world = mean, std, world
         self.k = k
         #: The features kept of every layer (sorted channel numbers), None: all.
@@ -155,6 +158,7 @@ class _Scan:
             self.maxima,
             self.labels,
             self.classes,
+            self.graph,
         )
 
 
@@ -280,18 +284,19 @@ def _scan(
     n = len(source) if limit is None else min(len(source), int(limit))
     if n < 1:
         raise DeconvvizError(f"{source.description} has no images to scan")
-    infos = layer_infos(model, layers, source.image_size)
+    graph = graph_of(model, source.image_size)  # traced once for the whole run
+    infos = layer_infos(model, layers, source.image_size, graph)
     if layers:
         for info in infos:
-            require_spatial(model, info)
+            require_spatial(graph, info)
     else:  # by default, the nodes that have image patches
-        infos = [i for i in infos if spatial(model, i)]
+        infos = [i for i in infos if spatial(graph, i)]
     features = check_features(infos, features)
     if k > n:
         notice(f"top {k} is more than the {n} images scanned; each feature keeps all {n}")
         k = n
     if batch_size is None:
-        batch_size = batch_size_for(model, infos, source.image_size)
+        batch_size = batch_size_for(model, infos, source.image_size, graph=graph)
     ranks = ranks if ranks is not None else Ranks(0, 1, str(device))
     rank, world = ranks.rank, ranks.world
     t0 = time.perf_counter()
@@ -356,6 +361,7 @@ def _scan(
                     mean=mean,
                     std=std,
                     maxima=maxima,
+                    graph=graph,
                 )
                 tops = (
                     part
@@ -386,6 +392,7 @@ def _scan(
         maxima,
         source.labels[:n],
         len(source.class_names),
+        graph,
     ).selected()
 
 
@@ -521,6 +528,7 @@ def _chunks(model, info, key, top: TopK, table: ImageTable, images, *, rule, dev
                 std=scan.std,
                 windows=True,
                 first_feature=int(ids[f0]),
+                graph=scan.graph,
             )
             flat_idx = part.image_index.reshape(-1)
             rows = np.searchsorted(table.index, flat_idx.numpy())

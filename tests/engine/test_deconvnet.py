@@ -196,7 +196,7 @@ def test_shares_the_conv_weight_tensor(monkeypatch):
 
 def test_unsupported_module_is_named():
     # The sequential engine names what it cannot invert ...
-    from deconvviz.engine.net.layers import check_supported
+    from deconvviz.engine.deconv.hooks import check_supported
 
     m = nn.Sequential(nn.Conv2d(3, 4, 3), nn.BatchNorm2d(4), nn.ReLU())
     with pytest.raises(DeconvvizError, match=r"module 1 \(BatchNorm2d\) is not supported"):

@@ -19,9 +19,9 @@ from torchvision.models.feature_extraction import get_graph_node_names
 
 from deconvviz.engine.deconv import deconvnet
 from deconvviz.engine.deconv.deconvnet import RULES, deconvolve, record_graph
-from deconvviz.engine.net.geometry import boxes_for
+from deconvviz.engine.net.geometry import boxes_for, receptive_box
 from deconvviz.engine.net.graph import build_graph
-from deconvviz.engine.net.layers import list_layers
+from deconvviz.engine.net.layers import conv_stack, get_layer, list_layers
 from deconvviz.errors import DeconvvizError
 from deconvviz.models.architectures import CifarCNN
 
@@ -62,28 +62,219 @@ LEGACY = [
 ]
 
 
-@pytest.mark.parametrize("make,size", [c[1:] for c in LEGACY], ids=[c[0] for c in LEGACY])
-def test_layer_numbers_and_fields_match_list_layers(make, size):
-    model = make()
-    graph = build_graph(model, (size, size))
-    layers = list_layers(model, (size, size))
-    assert len(graph.layers) == len(layers) > 0
-    prefix = "features." if hasattr(model, "features") else ""
-    for L, old in enumerate(layers, start=1):
-        info = graph.info(L)
-        assert graph.node(L).name == f"{prefix}{old.end - 1}"
-        assert info.index == L and info.describe() == f"layer {L} ({info.name})"
-        assert (info.features, info.output_size, info.rf_size, info.rf_jump, info.rf_start) == (
-            old.features,
-            old.output_size,
-            old.rf_size,
-            old.rf_jump,
-            old.rf_start,
+class _SumPool(nn.Module):
+    """A max pool's windows summed: every input of a window reaches its output."""
+
+    def __init__(self, pool: nn.MaxPool2d):
+        super().__init__()
+        assert pool.dilation in (1, (1, 1))
+        self.pool = pool
+
+    def forward(self, x):
+        p = self.pool
+        return F.avg_pool2d(
+            x, p.kernel_size, p.stride, p.padding, p.ceil_mode, True, divisor_override=1
         )
+
+
+def _support_box(grad):
+    """``(y0, x0, y1, x1)`` of the pixels where ``grad`` ``(C, H, W)`` is not zero."""
+    support = grad.abs().sum(0).nonzero()
+    return (
+        int(support[:, 0].min()),
+        int(support[:, 1].min()),
+        int(support[:, 0].max()) + 1,
+        int(support[:, 1].max()) + 1,
+    )
+
+
+def _support_stack(stack: nn.Sequential) -> nn.Sequential:
+    """An independent stand-in of a plain stack for supports, float64: every conv's weight
+    ones and no bias, every max pool a sum pool, pointwise modules dropped."""
+    mods = []
+    for m in stack:
+        if isinstance(m, nn.Conv2d):
+            c = nn.Conv2d(
+                m.in_channels,
+                m.out_channels,
+                m.kernel_size,
+                m.stride,
+                m.padding,
+                m.dilation,
+                m.groups,
+                bias=False,
+            )
+            nn.init.ones_(c.weight)
+            mods.append(c.double())
+        elif isinstance(m, nn.MaxPool2d):
+            mods.append(_SumPool(m))
+        else:
+            assert isinstance(m, (nn.ReLU, nn.BatchNorm2d, nn.Dropout)), m
+            mods.append(nn.Identity())
+    return nn.Sequential(*mods)
+
+
+@pytest.mark.parametrize("make,size", [c[1:] for c in LEGACY], ids=[c[0] for c in LEGACY])
+def test_list_layers_receptive_fields_are_the_support_of_the_gradient(make, size):
+    """Each layer's sizes, and each position's receptive field clipped at the border (what
+    a report's patches cut), against autograd in float64 on a stand-in of the stack where
+    nothing cancels: the bounding box of where one position's gradient reaches the image.
+    Layer L names the node that ends its block, in the graph as in ``list_layers``."""
+    model = make()
+    stack = conv_stack(model)
+    layers = list_layers(model, (size, size))
+    graph = build_graph(model, (size, size))
+    twin = _support_stack(stack)
+    prefix = "features." if stack is not model else ""
+    assert len(layers) == len(graph.layers) == sum(isinstance(m, nn.Conv2d) for m in stack)
+    x = torch.ones(1, stack[0].in_channels, size, size, dtype=torch.float64, requires_grad=True)
+    for L, info in enumerate(layers, start=1):
+        assert graph.node(L).name == info.name == f"{prefix}{info.end - 1}"
+        assert info.index == L and info.path == f"{prefix}{info.start}"
+        assert isinstance(stack[info.start], nn.Conv2d)
+        assert tuple(twin[: info.start](x).shape[-2:]) == info.input_size
+        out = twin[: info.end](x)
+        assert (out.shape[1], tuple(out.shape[-2:])) == (info.features, info.output_size)
+        node = graph.info(L)
+        h, w = info.output_size
+        (grad,) = torch.autograd.grad(out.sum(), x, retain_graph=True)
+        read = _support_box(grad[0])  # what the layer reads of the image at all
+        for pos in {(0, 0), (h // 2, w // 3), (h - 1, w - 1)}:
+            (grad,) = torch.autograd.grad(out[0, :, pos[0], pos[1]].sum(), x, retain_graph=True)
+            want = _support_box(grad[0])
+            assert node.box(pos) == want, (L, pos)
+            # The field from stride and offset, clipped at the border, holds the support;
+            # it is wider only by image rows no unit reads (AlexNet's 11x11/4 conv on 67 px).
+            y0, x0, y1, x1 = receptive_box(info, pos)
+            assert (
+                max(y0, read[0]),
+                max(x0, read[1]),
+                min(y1, read[2]),
+                min(x1, read[3]),
+            ) == want, (L, pos)
     if prefix:
         assert graph.node("2").name == graph.node(2).name
     else:  # a bare Sequential's node "2" is its module 2: a name wins over a number string
         assert graph.node("2").name == "2"
+
+
+# (index, path, start, end, features, input_size, output_size, rf_size, rf_jump, rf_start),
+# as list_layers gave them before it read the graph; by hand for VGG-11: a 3x3 pad-1 conv
+# widens the field by 2 jumps and moves its start back 1 jump, a 2x2/2 pool widens it by 1
+# jump and doubles the jump.
+BEFORE = {
+    "bundled CNN, 32 px": (
+        lambda: CifarCNN(),
+        32,
+        [
+            (1, "features.0", 0, 3, 32, (32, 32), (16, 16), (6, 6), (2, 2), (-2, -2)),
+            (2, "features.3", 3, 6, 64, (16, 16), (8, 8), (16, 16), (4, 4), (-6, -6)),
+        ],
+    ),
+    "AlexNet, 224 px": (
+        lambda: torchvision.models.alexnet(),
+        224,
+        [
+            (1, "features.0", 0, 3, 64, (224, 224), (27, 27), (19, 19), (8, 8), (-2, -2)),
+            (2, "features.3", 3, 6, 192, (27, 27), (13, 13), (67, 67), (16, 16), (-18, -18)),
+            (3, "features.6", 6, 8, 384, (13, 13), (13, 13), (99, 99), (16, 16), (-34, -34)),
+            (4, "features.8", 8, 10, 256, (13, 13), (13, 13), (131, 131), (16, 16), (-50, -50)),
+            (5, "features.10", 10, 13, 256, (13, 13), (6, 6), (195, 195), (32, 32), (-66, -66)),
+        ],
+    ),
+    "VGG-11, 224 px": (
+        lambda: torchvision.models.vgg11(),
+        224,
+        [
+            (1, "features.0", 0, 3, 64, (224, 224), (112, 112), (4, 4), (2, 2), (-1, -1)),
+            (2, "features.3", 3, 6, 128, (112, 112), (56, 56), (10, 10), (4, 4), (-3, -3)),
+            (3, "features.6", 6, 8, 256, (56, 56), (56, 56), (18, 18), (4, 4), (-7, -7)),
+            (4, "features.8", 8, 11, 256, (56, 56), (28, 28), (30, 30), (8, 8), (-11, -11)),
+            (5, "features.11", 11, 13, 512, (28, 28), (28, 28), (46, 46), (8, 8), (-19, -19)),
+            (6, "features.13", 13, 16, 512, (28, 28), (14, 14), (70, 70), (16, 16), (-27, -27)),
+            (7, "features.16", 16, 18, 512, (14, 14), (14, 14), (102, 102), (16, 16), (-43, -43)),
+            (8, "features.18", 18, 21, 512, (14, 14), (7, 7), (150, 150), (32, 32), (-59, -59)),
+        ],
+    ),
+}
+
+
+@pytest.mark.parametrize("name", list(BEFORE))
+def test_list_layers_values_as_before(name):
+    make, size, want = BEFORE[name]
+    got = [
+        (
+            i.index,
+            i.path,
+            i.start,
+            i.end,
+            i.features,
+            i.input_size,
+            i.output_size,
+            i.rf_size,
+            i.rf_jump,
+            i.rf_start,
+        )
+        for i in list_layers(make(), (size, size))
+    ]
+    assert got == want
+
+
+def test_list_layers_of_a_network_without_numbered_layers_is_one_line():
+    with pytest.raises(DeconvvizError, match=r"^ResNet has no 'features' sequence; numbered"):
+        list_layers(zoo_model("resnet18"))
+    with pytest.raises(DeconvvizError, match=r"^the model's conv stack has no Conv2d layer$"):
+        list_layers(nn.Sequential(nn.ReLU(), nn.MaxPool2d(2)))
+    with pytest.raises(
+        DeconvvizError, match=r"^layer 3 is out of range: this network has layers 1\.\.2 "
+    ):
+        get_layer(CifarCNN(), 3)
+
+
+def test_a_model_is_traced_once(monkeypatch):
+    """deconvolve without a graph, list_layers and the scan's batch size read the model's one
+    traced graph: with torch.fx refusing to trace after the first call, calls at other image
+    sizes and layers give what a freshly traced twin gives."""
+    import copy
+
+    from torchvision.models.feature_extraction import NodePathTracer
+
+    from deconvviz.engine.topk import scan_batch_size
+
+    model = CifarCNN(hidden=8).double().eval()
+    twin = copy.deepcopy(model)
+    x = torch.rand(2, 3, 32, 32, generator=torch.Generator().manual_seed(0), dtype=torch.float64)
+    first = deconvolve(model, x, 1, [0, 3], [0, 1])
+    want = [
+        deconvolve(twin, x[:, :, :24, :24], 2, [5, 1], [1, 0]).projections,
+        list_layers(copy.deepcopy(model), (24, 24)),
+        scan_batch_size(copy.deepcopy(model), (24, 24)),
+    ]
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("the network was traced again")
+
+    monkeypatch.setattr(NodePathTracer, "trace", refuse)
+    assert torch.equal(deconvolve(model, x, 1, [0, 3], [0, 1]).projections, first.projections)
+    assert torch.equal(deconvolve(model, x[:, :, :24, :24], 2, [5, 1], [1, 0]).projections, want[0])
+    assert list_layers(model, (24, 24)) == want[1]
+    assert scan_batch_size(model, (24, 24)) == want[2]
+
+
+def test_the_traced_graph_does_not_keep_its_model_alive():
+    import gc
+    import weakref
+
+    from deconvviz.engine.net.network import graph_of
+
+    model = CifarCNN(hidden=8)
+    x = torch.rand(1, 3, 32, 32, generator=torch.Generator().manual_seed(0))
+    deconvolve(model, x, 2, 0)
+    assert graph_of(model, (24, 24)).model is model
+    gone = weakref.ref(model)
+    del model
+    gc.collect()
+    assert gone() is None
 
 
 def test_no_numbers_for_a_network_that_is_not_a_plain_stack():
@@ -97,7 +288,7 @@ def test_no_numbers_for_a_network_that_is_not_a_plain_stack():
 
 # ----------------------------------------------------------------------------- receptive fields
 
-# VGG's and AlexNet's plain stacks are checked against list_layers above.
+# Plain stacks (VGG, AlexNet) are checked through list_layers above.
 SUPPORT = ["resnet18", "bottleneck", "googlenet", "densenet121", "mobilenet_v2", "squeezenet"]
 
 

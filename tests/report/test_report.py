@@ -801,3 +801,43 @@ def test_open_report_reads_one_feature_at_a_time_and_names_damage_in_one_line(mo
     r = CliRunner().invoke(main, ["render", str(bad), "--html", "--out", str(tmp_path / "s")])
     assert r.exit_code == 1 and "is damaged" in r.output and len(r.output.strip().splitlines()) == 1
     assert not (tmp_path / "s" / "site").exists()
+
+
+def test_a_report_traces_the_network_once(model, monkeypatch):
+    """A command traces the network once, at its boundary, and hands the graph down: with
+    torch.fx refusing to trace after that, a report over two layers comes out the same bytes
+    as from a model traced afresh, and a graph handed to the scan and the projections of a
+    model never traced serves them alone."""
+    import copy
+
+    from torchvision.models.feature_extraction import NodePathTracer
+
+    from deconvviz.engine.net.graph import build_graph
+    from deconvviz.engine.net.network import graph_of
+
+    src = _subset(20)
+    want = build_report(copy.deepcopy(model), src, [1, 2], 3, progress=False)
+    untraced = copy.deepcopy(model)
+    handed = build_graph(untraced, src.image_size)
+    graph_of(model, src.image_size)  # the boundary's one trace
+
+    def refuse(self, *args, **kwargs):
+        raise AssertionError("the network was traced again")
+
+    monkeypatch.setattr(NodePathTracer, "trace", refuse)
+    got = build_report(model, src, [1, 2], 3, progress=False)
+    assert list(got.layers) == list(want.layers) == [1, 2]
+    fields = ("activation", "image_index", "position", "projection", "patch", "patch_box")
+    for L, lr in want.layers.items():
+        for name in fields:
+            assert np.array_equal(getattr(got.layers[L], name), getattr(lr, name)), (L, name)
+
+    tops = scan_topk(untraced, src, [1, 2], k=3, graph=handed)
+    images = {i: src.read(i, i + 1)[0] for i in range(len(src))}
+    projections, _ = project_seeds(untraced, images, tops, graph=handed, windows=True)
+    for L, lr in want.layers.items():
+        top = finalize_topk(tops[L], len(src))
+        assert torch.equal(top.image_index, torch.from_numpy(lr.image_index))
+        assert np.array_equal(projections[L].numpy(), lr.projection.astype(np.float32))
+    with pytest.raises(DeconvvizError, match=r"^the graph was built for another model$"):
+        scan_topk(model, src, [1], k=3, graph=handed)

@@ -36,9 +36,10 @@ import torch
 from torch import nn
 
 from ...errors import DeconvvizError
-from ..net.geometry import Frame
-from ..net.graph import Graph, GraphNode, build_graph, eval_mode
-from ..net.ops import op_weight
+from ..net.geometry import Frame, window_origins
+from ..net.graph import Graph, GraphNode, eval_mode
+from ..net.network import graph_of
+from ..net.run import op_weight
 from .projection import (
     MODES,
     RULES,
@@ -111,19 +112,17 @@ class Plan:
 
 
 def graph_for(model: nn.Module, images: torch.Tensor, graph: Optional[Graph] = None) -> Graph:
-    """``graph`` (or a new one for ``model``) analysed at the images' size, after checks."""
+    """``graph`` (or ``model``'s, traced once: :func:`~deconvviz.engine.net.network.graph_of`)
+    analysed at the images' size, after checks."""
     if images.ndim != 4:
         raise DeconvvizError(f"images must be (B, C, H, W); got shape {tuple(images.shape)}")
     size = (int(images.shape[-2]), int(images.shape[-1]))
-    if graph is None:
-        graph = build_graph(model, size, in_channels=images.shape[1])
-    elif graph.model is not model:
-        raise DeconvvizError("the graph was built for another model")
+    graph = graph_of(model, size, None if graph is not None else images.shape[1], graph)
     if images.shape[1] != graph.in_channels:
         raise DeconvvizError(
             f"images have {images.shape[1]} channels; the network takes {graph.in_channels}"
         )
-    return graph.at_size(size)
+    return graph
 
 
 # ----------------------------------------------------------------------------- cost and memory
@@ -237,14 +236,7 @@ def _canvas(graph: Graph, node: GraphNode, pos: torch.Tensor, windows: bool):
     receptive-field window with ``windows``, else the whole image."""
     if windows:
         info = graph.info(node.name)
-        origin = torch.stack(
-            [
-                info.rf_start[0] + pos[:, 0] * info.rf_jump[0],
-                info.rf_start[1] + pos[:, 1] * info.rf_jump[1],
-            ],
-            dim=1,
-        )
-        return tuple(info.rf_size), origin
+        return tuple(info.rf_size), window_origins(info, pos)
     return tuple(graph.input_size), torch.zeros_like(pos)
 
 

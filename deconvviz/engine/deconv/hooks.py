@@ -15,9 +15,36 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..net.layers import check_supported, conv_stack, list_layers
+from ...errors import DeconvvizError
+from ..net.layers import conv_stack, stack_graph
 
-__all__ = ["Recording", "BlockRecord", "record"]
+__all__ = ["Recording", "BlockRecord", "record", "SUPPORTED_MODULES", "check_supported"]
+
+#: What the hook recorder records (the deconvnet itself goes back through many more ops,
+#: on the traced graph).
+SUPPORTED_MODULES = (nn.Conv2d, nn.ReLU, nn.MaxPool2d)
+
+
+def check_supported(model: nn.Module, stop: Optional[int] = None) -> None:
+    """Raise a clear error for any module in ``stack[:stop]`` the hook recorder cannot record."""
+    stack = conv_stack(model)
+    prefix = "features." if stack is not model else ""
+    for i, m in enumerate(list(stack)[:stop]):
+        if not isinstance(m, SUPPORTED_MODULES):
+            raise DeconvvizError(
+                f"module {prefix}{i} ({type(m).__name__}) is not supported by the "
+                "deconvnet (only Conv2d, ReLU and MaxPool2d)"
+            )
+        if isinstance(m, nn.Conv2d) and m.padding_mode != "zeros":
+            raise DeconvvizError(
+                f"module {prefix}{i} (Conv2d) uses padding_mode="
+                f"{m.padding_mode!r}; the deconvnet supports zero padding only"
+            )
+        if isinstance(m, nn.Conv2d) and isinstance(m.padding, str):
+            raise DeconvvizError(
+                f"module {prefix}{i} (Conv2d) uses padding={m.padding!r}; give "
+                "the padding as numbers"
+            )
 
 
 @dataclass
@@ -80,14 +107,12 @@ def record(
     stack = conv_stack(model)
     modules = list(stack)[:stop]
     check_supported(model, len(modules))
-    layer_of_end = {}
-    for info in list_layers(model):
-        if info.end <= len(modules):
-            layer_of_end[info.end - 1] = info.index
-    block_of = {}
-    for info in list_layers(model):
-        for i in range(info.start, min(info.end, len(modules))):
-            block_of[i] = info.index
+    layer_of_end, block_of = {}, {}
+    for index, block in enumerate(stack_graph(model).blocks, start=1):
+        if block.end <= len(modules):
+            layer_of_end[block.end - 1] = index
+        for i in range(block.start, min(block.end, len(modules))):
+            block_of[i] = index
     rec = Recording()
     was_training = model.training
 

@@ -42,7 +42,8 @@ from torch import fx
 from ...errors import DeconvvizError
 from ..net.geometry import Frame, window_frame
 from ..net.graph import Graph, GraphNode, eval_mode
-from ..net.ops import _SIGNATURES, _bind, fetch_attr, op_weight, run_node, run_recorded
+from ..net.ops import _SIGNATURES, _bind
+from ..net.run import fetch_attr, op_weight, run_node, run_recorded
 
 __all__ = [
     "GraphRecording",
@@ -197,7 +198,7 @@ def avg_counts(
 
 
 def _keep(rec: GraphRecording, node: GraphNode, kept: Optional[torch.Tensor]) -> None:
-    """File what :func:`~deconvviz.engine.net.ops.run_recorded` kept for ``node``'s rule."""
+    """File what :func:`~deconvviz.engine.net.run.run_recorded` kept for ``node``'s rule."""
     if kept is None:
         return
     if node.op in ("maxpool", "adaptive_maxpool"):

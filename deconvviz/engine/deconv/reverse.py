@@ -55,7 +55,8 @@ import torchvision
 from ...errors import DeconvvizError
 from ..net.geometry import Frame, window_frame
 from ..net.graph import Graph, GraphNode
-from ..net.ops import fetch_attr, op_weight, split_sizes
+from ..net.ops import split_sizes
+from ..net.run import fetch_attr, op_weight
 from .record import (
     GraphRecording,
     avg_counts,

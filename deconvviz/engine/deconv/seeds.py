@@ -9,6 +9,7 @@ from torch import nn
 
 from ...data.source import ImageSource, normalize
 from ...errors import DeconvvizError
+from ..net.graph import Graph
 from ..net.network import Layer, graph_of
 from ..topk import TopK, model_dtype, normalization_of
 from .deconvnet import project_positions
@@ -34,6 +35,7 @@ def project_seeds(
     images_per_pass: Optional[int] = None,
     windows: bool = False,
     first_feature: int = 0,
+    graph: Optional[Graph] = None,
 ) -> Tuple[Dict[Layer, torch.Tensor], Dict[Layer, torch.Tensor]]:
     """Deconvnet projections of every kept seed of several layers, in batched passes.
 
@@ -50,7 +52,8 @@ def project_seeds(
     ``(F, k, 3, rf_h, rf_w)`` (unclipped top-left ``rf_start + position *
     rf_jump``, zero outside the image), made without a full-image projection.
     ``first_feature``: row ``f`` of every :class:`TopK` is feature ``first_feature
-    + f`` (a chunk of a layer's features).
+    + f`` (a chunk of a layer's features). ``graph``: the model's traced graph where
+    the caller holds it (a command makes it once and hands it down).
     """
     mean, std = normalization_of(model, mean, std)
     if rule not in RULES:
@@ -60,8 +63,8 @@ def project_seeds(
     shape = tuple(some.shape) if some is not None else (3, 0, 0)
     per_pass = images_per_pass or IMAGES_PER_PASS
     projections, activations = {}, {}
+    graph = graph_of(model, shape[1:], graph=graph)
     for L, top in tops.items():
-        graph = graph_of(model, shape[1:])
         node = graph.check_seed(L)
         info = graph.info(node.name)
         F_, k = top.image_index.shape
@@ -98,6 +101,7 @@ def project_topk(
     mean=None,
     std=None,
     images: Optional[Dict[int, torch.Tensor]] = None,
+    graph: Optional[Graph] = None,
 ) -> torch.Tensor:
     """Projections ``(F, k, 3, H, W)`` float32 of one layer's kept seeds (see
     :func:`project_seeds`). ``images`` may map image index to its ``uint8 (3, H, W)``
@@ -106,6 +110,6 @@ def project_topk(
         wanted = sorted({int(i) for i in top.image_index.reshape(-1).tolist()})
         pix = source.read_indices(wanted)
         images = {i: pix[j] for j, i in enumerate(wanted)}
-    return project_seeds(model, images, {layer: top}, rule=rule, device=device, mean=mean, std=std)[
-        0
-    ][layer]
+    return project_seeds(
+        model, images, {layer: top}, rule=rule, device=device, mean=mean, std=std, graph=graph
+    )[0][layer]

@@ -16,11 +16,17 @@ Per spatial axis, a node's geometry holds two things:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Callable, Dict, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 
-from .layers import LayerInfo
+if TYPE_CHECKING:
+    from .layers import LayerInfo
+    from .nodes import NodeInfo
+
+    #: A layer's or a node's description: what the boxes below read (rf_start, rf_jump,
+    #: rf_size, image_size).
+    Field = Union[LayerInfo, NodeInfo]
 
 __all__ = [
     "Geometry",
@@ -37,6 +43,7 @@ __all__ = [
     "receptive_fields",
     "receptive_box",
     "boxes_for",
+    "window_origins",
     "windows_for",
     "cut_windows",
     "extract_patches",
@@ -415,7 +422,7 @@ def seed_frames(
 
 
 def receptive_box(
-    info: LayerInfo, position: Tuple[int, int], image_size: Optional[Tuple[int, int]] = None
+    info: "Field", position: Tuple[int, int], image_size: Optional[Tuple[int, int]] = None
 ) -> Tuple[int, int, int, int]:
     """Input-pixel box ``(y0, x0, y1, x1)`` (end exclusive) under output unit ``position``.
 
@@ -430,11 +437,10 @@ def receptive_box(
     return max(0, y0), max(0, x0), min(H, y1), min(W, x1)
 
 
-def boxes_for(info: LayerInfo, positions: torch.Tensor) -> torch.Tensor:
+def boxes_for(info: "Field", positions: torch.Tensor) -> torch.Tensor:
     """Vectorised :func:`receptive_box`: positions ``(..., 2)`` -> boxes ``(..., 4)`` int64."""
-    pos = positions.to(torch.int64)
-    y0 = info.rf_start[0] + pos[..., 0] * info.rf_jump[0]
-    x0 = info.rf_start[1] + pos[..., 1] * info.rf_jump[1]
+    origin = window_origins(info, positions)
+    y0, x0 = origin[..., 0], origin[..., 1]
     H, W = info.image_size
     return torch.stack(
         [
@@ -447,20 +453,27 @@ def boxes_for(info: LayerInfo, positions: torch.Tensor) -> torch.Tensor:
     )
 
 
-def windows_for(info: LayerInfo, position: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def window_origins(info: "Field", position: torch.Tensor) -> torch.Tensor:
+    """Unclipped top-left image pixel ``(..., 2)`` int64 of the ``rf_size`` window of each
+    output ``position`` ``(..., 2)``: ``rf_start + position * rf_jump``."""
+    pos = position.to(torch.int64)
+    return torch.stack(
+        [
+            info.rf_start[0] + pos[..., 0] * info.rf_jump[0],
+            info.rf_start[1] + pos[..., 1] * info.rf_jump[1],
+        ],
+        dim=-1,
+    )
+
+
+def windows_for(info: "Field", position: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Receptive-field windows of output ``position`` s ``(S, 2)``: ``(box (S, 4), origin (S, 2))``.
 
     ``box`` is ``(y0, x0, y1, x1)`` in image pixels, end exclusive, clipped at the
     border; ``origin`` the unclipped top-left corner of the ``rf_size`` window.
     """
     pos = position.to(torch.int64).reshape(-1, 2)
-    origin = torch.stack(
-        [
-            info.rf_start[0] + pos[:, 0] * info.rf_jump[0],
-            info.rf_start[1] + pos[:, 1] * info.rf_jump[1],
-        ],
-        dim=1,
-    )
+    origin = window_origins(info, pos)
     # A graph node knows each position's exact box (also where no affine field exists:
     # then the window is the hull of all of them, rf_jump 0).
     box = info.boxes(pos) if hasattr(info, "boxes") else boxes_for(info, pos)
@@ -487,7 +500,7 @@ def cut_windows(
 
 
 def extract_patches(
-    info: LayerInfo, images: torch.Tensor, position: torch.Tensor
+    info: "Field", images: torch.Tensor, position: torch.Tensor
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Image patches under the receptive fields of output ``position`` s.
 

@@ -14,24 +14,29 @@ the boundary and handed along.
 (``model.features`` or the model itself an ``nn.Sequential``; our CIFAR CNN,
 AlexNet, VGG), integer layer ``L`` names the output of the L-th ``Conv2d``'s
 block (after its ReLU and pooling, up to the next conv), exactly as
-:mod:`.layers` numbers them, so ``layer=2`` keeps working.
+:mod:`.stack` finds them, so ``layer=2`` keeps working; :mod:`.layers` lists them.
+The graph's pieces live beside it: each node's kind and shape (:mod:`.nodes`,
+:mod:`.ops`), running it (:mod:`.run`), receptive fields and cones (:mod:`.geometry`).
 """
 
 from __future__ import annotations
 
 import difflib
-from dataclasses import dataclass, field
+import weakref
 from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import torch
 from torch import fx, nn
 
 from ...errors import DeconvvizError, NotProjectable
-from .geometry import Frame, Geometry, receptive_fields, seed_frames, window_frame
-from .layers import conv_stack
-from .ops import REACH, WHOLE_IMAGE_OPS, OpSpec, classify, op_weight, run_node, run_recorded
-from .trace import eval_mode, one_line, trace
+from .geometry import Frame, receptive_fields, seed_frames, window_frame
+from .nodes import LISTED_OPS, RULE_OPS, SEED_OPS, GraphNode, NodeInfo, analyse
+from .ops import REACH, WHOLE_IMAGE_OPS
+from .run import execute, op_weight
+from .stack import Block, stack_blocks
+from .trace import eval_mode, trace
 
+# GraphNode, NodeInfo and the op lists are the graph's vocabulary: importable from here.
 __all__ = [
     "GraphNode",
     "NodeInfo",
@@ -42,156 +47,6 @@ __all__ = [
     "LISTED_OPS",
     "RULE_OPS",
 ]
-
-#: Ops a seed may sit on (any node whose output is ``(B, C, H, W)`` or ``(B, C)``).
-SEED_OPS = (
-    "conv",
-    "relu",
-    "relu6",
-    "nonlinear",
-    "gate",
-    "norm",
-    "maxpool",
-    "adaptive_maxpool",
-    "avgpool",
-    "adaptive_avgpool",
-    "batchnorm",
-    "add",
-    "scale",
-    "cat",
-    "reshape",
-    "permute",
-    "narrow",
-    "mean",
-    "linear",
-    "dropout",
-    "identity",
-)
-#: Ops listed by default (the nodes worth projecting); ``layers --all`` lists every node.
-LISTED_OPS = (
-    "conv",
-    "relu",
-    "relu6",
-    "nonlinear",
-    "gate",
-    "maxpool",
-    "adaptive_maxpool",
-    "avgpool",
-    "adaptive_avgpool",
-    "add",
-    "cat",
-    "linear",
-)
-#: What the deconvnet goes back through, for messages.
-RULE_OPS = (
-    "Conv2d (any groups, stride, dilation, zero padding), ReLU, ReLU6 and elementwise "
-    "nonlinearities (SiLU, GELU, Hardswish, Mish, ELU, LeakyReLU, PReLU, Softplus, "
-    "Hardtanh, Sigmoid, Tanh; module, function or in-place), gates (x * sigmoid(s), "
-    "x * hardsigmoid(s), SqueezeExcitation), LayerNorm/LayerNorm2d/GroupNorm/"
-    "InstanceNorm (statistics held), max pools (unpooled), batch norm (eval), add, "
-    "products with a constant (layer scale), cat, chunk/split, average and adaptive "
-    "pools, flatten/view/reshape, permute, mean, Linear, dropout, identity"
-)
-
-
-@dataclass(frozen=True)
-class GraphNode:
-    """One traced node.
-
-    ``name``: torchvision's node name; ``index``: position in execution order;
-    ``op``: its kind (``conv``, ``relu``, ``maxpool``, ``add``, ``cat``,
-    ``linear``, ..., ``input``, ``constant`` for nodes that carry no image
-    signal, ``unsupported``); ``what``: the module class or function
-    (``"Conv2d"``, ``"F.relu"``); ``inputs``: node names the op's transpose
-    sends signal to, in its own order (``None`` for a constant operand);
-    ``parents``: the distinct ones; ``hidden``: a step inside a torchvision
-    sequence module (``Conv2dNormActivation``), named by its module path and not
-    among torchvision's node names; ``shape``: the output shape of one image,
-    ``(C, H, W)`` or ``(C,)`` (``None`` when not a tensor or when the node cannot
-    run at this input size, ``error`` then says why); ``spec``: the op in normal
-    form (:class:`~deconvviz.engine.net.ops.OpSpec`).
-    """
-
-    name: str
-    index: int
-    op: str
-    what: str
-    inputs: Tuple[Optional[str], ...]
-    parents: Tuple[str, ...]
-    shape: Optional[Tuple[int, ...]]
-    spec: OpSpec = field(repr=False)
-    fx_node: fx.Node = field(repr=False)
-    error: str = ""
-    hidden: bool = False
-
-    @property
-    def module(self) -> Optional[nn.Module]:
-        return self.spec.module
-
-    @property
-    def params(self) -> Dict[str, Any]:
-        return self.spec.params
-
-    @property
-    def spatial(self) -> bool:
-        return self.shape is not None and len(self.shape) == 3
-
-    @property
-    def seedable(self) -> bool:
-        return self.op in SEED_OPS and self.shape is not None and len(self.shape) in (1, 3)
-
-    def label(self) -> str:
-        return f"node '{self.name}' ({self.what})"
-
-
-@dataclass(frozen=True)
-class NodeInfo:
-    """A seedable node's size and receptive field, shaped like
-    :class:`~deconvviz.engine.net.layers.LayerInfo`.
-
-    ``index``: the legacy layer number (``None`` for other nodes); ``features``:
-    channels; ``output_size``: ``(h, w)`` (``(1, 1)`` for a ``(B, C)`` output);
-    the receptive field of position ``(i, j)`` starts at
-    ``(rf_start[0] + i * rf_jump[0], ...)`` and spans ``rf_size`` (unclipped, as
-    :func:`~deconvviz.engine.net.geometry.receptive_box` reads it). Where no such
-    affine field exists (``exact`` False: uneven adaptive pools, merges of
-    different strides), ``rf_jump`` is 0 and the window covers every position's
-    box. :meth:`box` and :meth:`boxes` give each position's exact clipped box.
-    """
-
-    name: str
-    op: str
-    what: str
-    index: Optional[int]
-    path: str
-    features: int
-    output_size: Tuple[int, int]
-    image_size: Tuple[int, int]
-    rf_size: Tuple[int, int]
-    rf_jump: Tuple[int, int]
-    rf_start: Tuple[int, int]
-    exact: bool
-    geometry: Geometry = field(repr=False)
-
-    def describe(self) -> str:
-        if self.index is not None:
-            return f"layer {self.index} ({self.name})"
-        return f"node '{self.name}' ({self.what})"
-
-    def box(self, position: Tuple[int, int]) -> Tuple[int, int, int, int]:
-        """Exact input box ``(y0, x0, y1, x1)`` (end exclusive, clipped) of output ``position``."""
-        return self.geometry.box(int(position[0]), int(position[1]))
-
-    def boxes(self, positions: torch.Tensor) -> torch.Tensor:
-        """Vectorised :meth:`box`: positions ``(..., 2)`` -> boxes ``(..., 4)`` int64."""
-        pos = torch.as_tensor(positions, dtype=torch.int64)
-        lo = [torch.tensor(v, dtype=torch.int64) for v in self.geometry.lo]
-        hi = [torch.tensor(v, dtype=torch.int64) for v in self.geometry.hi]
-        y0, y1 = lo[0][pos[..., 0]], hi[0][pos[..., 0]]
-        x0, x1 = lo[1][pos[..., 1]], hi[1][pos[..., 1]]
-        box = torch.stack([y0, x0, y1, x1], dim=-1)
-        empty = ((y0 >= y1) | (x0 >= x1)).unsqueeze(-1)
-        return box.masked_fill(empty, 0)
 
 
 def _first_conv_channels(model: nn.Module) -> int:
@@ -213,7 +68,8 @@ class Graph:
     Build it with :func:`build_graph`. ``nodes``: every node in execution order
     (the model's return value is the last tensor node); ``input_size``:
     ``(H, W)``; ``in_channels``; ``layers``: node names of legacy layers 1, 2, ...
-    (empty unless the model is a plain conv stack). The model is referenced, not
+    (empty unless the model is a plain conv stack); ``blocks``: their
+    :class:`~deconvviz.engine.net.stack.Block` s. The model is referenced, not
     copied: its current weights are used whenever the graph runs.
     """
 
@@ -226,122 +82,38 @@ class Graph:
         input_size: Tuple[int, int],
         in_channels: int,
     ):
-        self.model = model
+        self._model: Any = model  # or a weak reference (see :meth:`held_weakly`)
         self.input_size = (int(input_size[0]), int(input_size[1]))
         self.in_channels = int(in_channels)
         self._fx_graph, self._names, self._visible = fx_graph, names, visible
         self._sizes: Dict[Tuple[int, int], "Graph"] = {self.input_size: self}
         self._frames: Dict[Tuple[str, bool], Optional[Dict[str, Frame]]] = {}
-        self.nodes: Tuple[GraphNode, ...] = self._analyse()
+        self.nodes, self._depends = analyse(
+            model, fx_graph, names, visible, self.input_size, self.in_channels
+        )
         self._by_name = {n.name: n for n in self.nodes}
         self._by_fx = {n.fx_node: n for n in self.nodes}
         self._moved: Dict[str, Optional[Tuple[int, int]]] = {}
         self._blockers: Optional[Dict[str, Optional[GraphNode]]] = None
         self._geometry = receptive_fields(self.nodes, self.input_size, self._kernel, self._moved)
-        self.layers: Tuple[str, ...] = self._legacy_layers()
+        self.blocks: Tuple[Block, ...] = stack_blocks(model, self.nodes)
+        self.layers: Tuple[str, ...] = tuple(b.name for b in self.blocks)
 
-    # ------------------------------------------------------------------ analysis
-    def _param_dtype(self):
-        p = next(iter(self.model.parameters()), None)
-        return (p.dtype, p.device) if p is not None else (torch.float32, torch.device("cpu"))
+    @property
+    def model(self) -> nn.Module:
+        """The traced model (referenced, not copied)."""
+        model = self._model() if isinstance(self._model, weakref.ref) else self._model
+        if model is None:
+            raise DeconvvizError("the graph's model no longer exists")
+        return model
 
-    def _analyse(self) -> Tuple[GraphNode, ...]:
-        """Classify every node and run one shape pass (batch 1, zeros) at ``input_size``."""
-        dtype, device = self._param_dtype()
-        x = torch.zeros((1, self.in_channels) + self.input_size, dtype=dtype, device=device)
-        env: Dict[fx.Node, Any] = {}
-        depends: Dict[fx.Node, bool] = {}
-        failed: Dict[fx.Node, str] = {}
-        out: List[GraphNode] = []
-        placeholders = 0
-
-        def signal(a) -> bool:
-            if not isinstance(a, fx.Node):
-                return False
-            if a in failed:
-                return depends.get(a, False)
-            v = env.get(a)
-            # chunk/split give a tuple of tensors, which their getitem nodes pick from
-            return depends.get(a, False) and (
-                isinstance(v, torch.Tensor)
-                or isinstance(v, (tuple, list))
-                and any(isinstance(t, torch.Tensor) for t in v)
-            )
-
-        self._depends = depends
-        with torch.no_grad(), eval_mode(self.model):
-            for node in self._fx_graph.nodes:
-                if node.op == "output":
-                    continue
-                ins = node.all_input_nodes
-                depends[node] = (
-                    node.op == "placeholder"
-                    and placeholders == 0
-                    or any(depends.get(a, False) for a in ins)
-                )
-                spec = classify(node, self.model, signal)
-                error = next((failed[a] for a in ins if a in failed), "")
-                if not error:
-                    try:
-                        if node.op == "placeholder":
-                            value = (
-                                x if placeholders == 0 else (node.args[0] if node.args else None)
-                            )
-                            placeholders += 1
-                        else:
-                            args, kwargs = fx.node.map_arg(
-                                (node.args, node.kwargs), lambda a: env[a]
-                            )
-                            value = run_node(node, spec, self.model, args, kwargs)
-                        env[node] = value
-                    except Exception as exc:
-                        error = (
-                            f"node '{self._names[node]}' fails on a {self.input_size[0]}x"
-                            f"{self.input_size[1]} image ({one_line(exc)})"
-                        )
-                if error:
-                    failed[node] = error
-                value = env.get(node)
-                shape = tuple(value.shape[1:]) if isinstance(value, torch.Tensor) else None
-                op = spec.op
-                if op not in ("input", "constant") and not depends[node]:
-                    op = "constant"
-                if not error and op != "constant" and not isinstance(value, torch.Tensor):
-                    # Sizes and other numbers carry no signal; a tuple of tensors (chunk,
-                    # split) would, and has no rule.
-                    carries = isinstance(value, (tuple, list)) and any(
-                        isinstance(v, torch.Tensor) for v in value
-                    )
-                    # chunk/split's pieces go back through the nodes that pick them (narrow).
-                    op = op if op == "split" else "unsupported" if carries else "constant"
-                inputs = tuple(
-                    self._names[a] if isinstance(a, fx.Node) else None for a in spec.inputs
-                )
-                parents = tuple(dict.fromkeys(n for n in inputs if n is not None))
-                if op == "unsupported" and not parents:
-                    # No rule, so no transpose: its signal inputs still are what it depends
-                    # on, for the nodes above it (which 'layers' lists as blocked by it).
-                    parents = tuple(
-                        dict.fromkeys(
-                            self._names[a] for a in ins if depends.get(a) and a in self._names
-                        )
-                    )
-                out.append(
-                    GraphNode(
-                        self._names[node],
-                        len(out),
-                        op,
-                        spec.what,
-                        inputs,
-                        parents,
-                        shape,
-                        spec,
-                        node,
-                        error,
-                        hidden=self._names[node] not in self._visible,
-                    )
-                )
-        return tuple(out)
+    def held_weakly(self) -> "Graph":
+        """This graph, and its analyses at other sizes, holding the model by a weak reference
+        (a cache keyed by the model must not keep it alive)."""
+        ref = weakref.ref(self.model)
+        for g in self._sizes.values():
+            g._model = ref
+        return self
 
     def _kernel(self, node: GraphNode) -> Tuple[int, int]:
         return node.params["kernel"] or tuple(op_weight(node.spec, self.model).shape[-2:])
@@ -431,35 +203,6 @@ class Graph:
         pass of each image, the rest inside the cone."""
         return next((n for n in self.ancestors([seed]) if self.holds_whole_image(n.name)), None)
 
-    def _legacy_layers(self) -> Tuple[str, ...]:
-        try:
-            stack = conv_stack(self.model)
-        except DeconvvizError:
-            return ()
-        prefix = "features." if stack is not self.model else ""
-        calls: Dict[str, List[GraphNode]] = {}
-        for n in self.nodes:
-            if n.fx_node.op == "call_module":
-                calls.setdefault(n.fx_node.target, []).append(n)
-        chain = []
-        for i in range(len(stack)):
-            found = calls.get(f"{prefix}{i}", [])
-            if len(found) != 1:
-                return ()
-            chain.append(found[0])
-        for a, b in zip(chain, chain[1:]):
-            if b.parents != (a.name,):
-                return ()
-        convs = [i for i, n in enumerate(chain) if isinstance(n.module, nn.Conv2d)]
-        layers = []
-        for k, ci in enumerate(convs):
-            end = convs[k + 1] if k + 1 < len(convs) else len(chain)
-            last = ci
-            while last + 1 < end and chain[last + 1].spatial:
-                last += 1
-            layers.append(chain[last].name)
-        return tuple(layers)
-
     # ------------------------------------------------------------------ lookup
     def at_size(self, size: Tuple[int, int]) -> "Graph":
         """The same traced model analysed at another input size ``(H, W)`` (cached)."""
@@ -468,7 +211,7 @@ class Graph:
             g = Graph(
                 self.model, self._fx_graph, self._names, self._visible, size, self.in_channels
             )
-            g._sizes = self._sizes
+            g._sizes, g._model = self._sizes, self._model
             self._sizes[size] = g
         return self._sizes[size]
 
@@ -659,50 +402,9 @@ class Graph:
         switches: bool = False,
         slopes: bool = False,
     ) -> Dict[str, torch.Tensor]:
-        """Run only the nodes ``targets`` need, on ``x`` ``(B, C, H, W)``; return their outputs.
-
-        ``visit(node, value, kept)`` sees every signal node's output as it is
-        made; with ``switches=True``, ``kept`` is what the op's rule needs
-        (:func:`~deconvviz.engine.net.ops.run_recorded`: a max pool's argmax indices,
-        a gate's value, a normalisation's factor, with ``slopes`` a nonlinearity's
-        slope), else None. Values are freed after their last use. Call it inside
-        :func:`eval_mode` and ``torch.no_grad()``.
-        """
-        wanted = set(targets)
-        needed, todo = set(), [self._by_name[t].fx_node for t in targets]
-        while todo:
-            n = todo.pop()
-            if n not in needed:
-                needed.add(n)
-                todo.extend(n.all_input_nodes)
-        order = [n for n in self.nodes if n.fx_node in needed]
-        last_use: Dict[fx.Node, int] = {}
-        for i, n in enumerate(order):
-            for a in n.fx_node.all_input_nodes:
-                last_use[a] = i
-        env: Dict[fx.Node, Any] = {}
-        first_placeholder = True
-        result: Dict[str, torch.Tensor] = {}
-        for i, n in enumerate(order):
-            fxn, idx = n.fx_node, None
-            if fxn.op == "placeholder":
-                value = x if first_placeholder else (fxn.args[0] if fxn.args else None)
-                first_placeholder = False
-            else:
-                args, kwargs = fx.node.map_arg((fxn.args, fxn.kwargs), lambda a: env[a])
-                if switches:
-                    value, idx = run_recorded(fxn, n.spec, self.model, args, kwargs, slopes)
-                else:
-                    value = run_node(fxn, n.spec, self.model, args, kwargs)
-            env[fxn] = value
-            if visit is not None and n.op not in ("constant",) and isinstance(value, torch.Tensor):
-                visit(n, value, idx)
-            if n.name in wanted:
-                result[n.name] = value
-            for a in fxn.all_input_nodes:
-                if last_use.get(a) == i:
-                    env.pop(a, None)
-        return result
+        """Run only the nodes ``targets`` need, on ``x`` ``(B, C, H, W)``; return their outputs
+        (:func:`~deconvviz.engine.net.run.execute`)."""
+        return execute(self, x, targets, visit, switches, slopes)
 
 
 def build_graph(

@@ -1,8 +1,10 @@
 """A model's traced network, made once and handed down, and the layers a command names.
 
 :func:`graph_of` traces a model once (per model, cached weakly) and analyses it at
-an image size; every layer a command names resolves on it to a
-:class:`~deconvviz.engine.net.graph.NodeInfo`, whether it was given as a node name
+an image size: a command calls it at its boundary and hands the
+:class:`~deconvviz.engine.net.graph.Graph` down. Every layer a command names resolves
+on that graph to a :class:`~deconvviz.engine.net.graph.NodeInfo`, whether it was given
+as a node name
 (``"layer2.1.relu_1"``) or, on a plain conv stack, as a block number (a name for
 the node that ends the block). :func:`layer_key` is how reports and files name it:
 as the user did.
@@ -33,11 +35,22 @@ Layer = Union[int, str]
 _GRAPHS: "weakref.WeakKeyDictionary[nn.Module, Graph]" = weakref.WeakKeyDictionary()
 
 
-def graph_of(model: nn.Module, image_size: Tuple[int, int]) -> Graph:
-    """The model's traced :class:`Graph` at ``image_size`` (traced once per model)."""
+def graph_of(
+    model: nn.Module,
+    image_size: Tuple[int, int],
+    in_channels: Optional[int] = None,
+    graph: Optional[Graph] = None,
+) -> Graph:
+    """The model's traced :class:`Graph` at ``image_size`` ``(H, W)``: ``graph`` where the
+    caller hands one down (checked to be ``model``'s), else traced once per model and
+    input channels (``in_channels`` by default the first ``Conv2d``'s)."""
+    if graph is not None:
+        if graph.model is not model:
+            raise DeconvvizError("the graph was built for another model")
+        return graph.at_size(tuple(image_size))
     graph = _GRAPHS.get(model)
-    if graph is None:
-        graph = build_graph(model, tuple(image_size))
+    if graph is None or in_channels is not None and graph.in_channels != in_channels:
+        graph = build_graph(model, tuple(image_size), in_channels).held_weakly()
         _GRAPHS[model] = graph
     return graph.at_size(tuple(image_size))
 
@@ -52,11 +65,10 @@ def _number(layer: Layer) -> Optional[int]:
     return None
 
 
-def resolve_info(model: nn.Module, layer: Layer, image_size: Tuple[int, int]) -> NodeInfo:
-    """The :class:`NodeInfo` of a block number or node name, after checking that every op
-    below it has a deconvnet rule. ``index`` is the block number where the layer was given
-    as one, else None."""
-    graph = graph_of(model, image_size)
+def resolve_info(graph: Graph, layer: Layer) -> NodeInfo:
+    """The :class:`NodeInfo` of a block number or node name on ``graph``, after checking that
+    every op below it has a deconvnet rule. ``index`` is the block number where the layer
+    was given as one, else None."""
     number = _number(layer)
     if number is not None and graph.layers:
         return graph.info(graph.check_seed(number).name)
@@ -64,16 +76,13 @@ def resolve_info(model: nn.Module, layer: Layer, image_size: Tuple[int, int]) ->
     return dataclasses.replace(graph.info(graph.check_seed(layer).name), index=None)
 
 
-def resolve_infos(
-    model: nn.Module, layers: Optional[Sequence[Layer]], image_size: Tuple[int, int]
-) -> List[NodeInfo]:
+def resolve_infos(graph: Graph, layers: Optional[Sequence[Layer]]) -> List[NodeInfo]:
     """Infos of ``layers`` (in the order given, duplicates dropped; block numbers sorted);
     by default every block of a plain stack, or every node worth projecting of any other
     network."""
     if not layers:
-        graph = graph_of(model, image_size)
         if graph.layers:
-            return [resolve_info(model, i + 1, image_size) for i in range(len(graph.layers))]
+            return [resolve_info(graph, i + 1) for i in range(len(graph.layers))]
         infos = [
             dataclasses.replace(i, index=None) for i in graph.infos() if not graph.why_not(i.name)
         ]
@@ -87,12 +96,13 @@ def resolve_infos(
                 else "none of its nodes gives a feature map"
             )
             raise NotProjectable(
-                f"{type(model).__name__} has no node to project (see 'deconvviz layers'): {why}"
+                f"{type(graph.model).__name__} has no node to project "
+                f"(see 'deconvviz layers'): {why}"
             )
         return infos
     out, seen = [], set()
     for layer in layers:
-        info = resolve_info(model, layer, image_size)
+        info = resolve_info(graph, layer)
         if layer_key(info) not in seen:
             seen.add(layer_key(info))
             out.append(info)
@@ -101,15 +111,15 @@ def resolve_infos(
     return out
 
 
-def spatial(model: nn.Module, info: NodeInfo) -> bool:
+def spatial(graph: Graph, info: NodeInfo) -> bool:
     """Whether the layer's output has positions ``(C, H, W)`` (a logit or a flattened
     vector has one value per channel and no image patch of its own)."""
-    return graph_of(model, info.image_size).node(info.name).spatial
+    return graph.node(info.name).spatial
 
 
-def require_spatial(model: nn.Module, info: NodeInfo) -> None:
+def require_spatial(graph: Graph, info: NodeInfo) -> None:
     """One line for a layer without positions where image patches are asked for."""
-    if not spatial(model, info):
+    if not spatial(graph, info):
         raise DeconvvizError(
             f"{info.describe()} has no spatial output (one value per "
             "channel), so it has no image patches for a report; choose a node "
