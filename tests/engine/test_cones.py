@@ -14,8 +14,8 @@ from deconvviz.engine.deconv.deconvnet import (
     RULES,
     Plan,
     block_macs,
-    conv_macs,
     deconvolve,
+    macs,
     project_positions,
     project_recorded,
     share_cones,
@@ -215,7 +215,7 @@ def test_a_block_costs_what_its_frames_cost(name):
         a, b, c, d = block_macs(graph, node)
         for bh, bw in ((1, 1), (2, 3), (4, 1), (3, 5)):
             frames = graph.frames(node, block=(bh, bw))
-            want = conv_macs(graph, frames)
+            want = macs(graph, frames)
             assert a + b * (bh - 1) + c * (bw - 1) + d * (bh - 1) * (bw - 1) == want
 
 

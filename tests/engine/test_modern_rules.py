@@ -23,7 +23,7 @@ from deconvviz.engine.deconv.deconvnet import (
     plan,
     project_positions,
 )
-from deconvviz.engine.deconv.record import record_cone
+from deconvviz.engine.deconv.record import record_cone, whole_part
 from deconvviz.engine.net.graph import build_graph
 from deconvviz.errors import DeconvvizError
 
@@ -73,9 +73,12 @@ def _strongest(graph, x, node, pos):
 
 def _plans(graph, node):
     plans = [Plan("whole", "whole")]
-    if graph.frames(node) is not None:
+    frames = graph.frames(node)
+    if frames is not None:
         plans.append(Plan("whole", "cone"))
-        if graph.whole_image_state(node) is None:
+        cone = frames[graph.nodes[0].name].n
+        if all(n <= 2 * s for n, s in zip(cone, graph.input_size)):
+            # (a deep node's cone, many times the image, records far slower than the image)
             plans.append(Plan("cone", "cone"))
     return plans
 
@@ -84,7 +87,8 @@ def _plans(graph, node):
 def test_every_rule_equals_the_modern_reference_at_image_corners(name):
     """Seeds in the image corners (where cones leave the map), every rule, every way the
     engine can go (whole recording and walk, the walk in each seed's cone, the recording
-    in the cone where nothing held needs the whole image) = autograd with the rules."""
+    in the cone, with what holds a value of the whole image from a whole pass) = autograd
+    with the rules."""
     model, graph = modern_model(name), _graph(name)
     x = _images(graph.input_size[0])
     nodes = _nodes(graph)
@@ -171,32 +175,61 @@ def test_receptive_fields_are_the_support_of_the_gradient(name, exact):
             assert (y0, x0, y1, x1) == (b0, c0, b1, c1), f"{name} {node}"
 
 
-@pytest.mark.parametrize("name", ["tv_efficientnet_b0", "tv_convnext_tiny", "timm_resnet50"])
-def test_held_values_make_the_recording_whole_image(name):
-    """A gate's value and a norm's statistics depend on the whole image: a seed above one is
-    recorded over whole images (its reverse pass still in its cone), and a cone recording
-    of it is refused in one line naming the node; a ReLU network keeps cone recordings."""
-    graph = _graph(name)
-    node = _nodes(graph)[-1]
-    held = graph.whole_image_state(node)
-    chosen = plan(graph, node, "position", 1, 10**6)
-    if name == "timm_resnet50":
-        assert held is None
-        assert (
-            chosen == Plan("cone", "cone") or graph.frames(node) is None or chosen.record == "whole"
-        )
-        return
-    assert held is not None and held.op in ("gate", "norm")
-    assert chosen.record == "whole"
-    x = _images(graph.input_size[0], n=1)
-    if graph.frames(node) is not None:
-        with pytest.raises(
-            DeconvvizError,
-            match=rf"^node '{node}' cannot be recorded inside "
-            rf"its cone \(node '{held.name}' \({held.what}\) holds a value of "
-            r"the whole image\); record whole images$",
-        ):
-            record_cone(graph, x, node, torch.tensor([0]), torch.tensor([[0, 0]]))
+@pytest.mark.parametrize(
+    "name,node,held",
+    [
+        ("tv_efficientnet_b0", "features.2.0.block.1", "features.1.0.block.1"),
+        ("tv_efficientnet_b0", "features.3.0.block.2", "features.3.0.block.2"),
+        ("timm_efficientnet_b0", "blocks.1.0.bn1.act", "blocks.0.0.se.mul"),
+        ("tv_convnext_tiny", "features.1.1.add", None),
+        ("timm_convnext_atto", "stages.0.blocks.1.add", None),
+    ],
+)
+def test_cone_recordings_take_held_values_from_one_whole_pass(name, node, held):
+    """A gate's value needs its whole input (the squeeze's global average): the gate and
+    every node below it run over whole images, once per image, the rest inside each seed's
+    cone. ConvNeXt's LayerNorms normalise each position's channels, so its cone recordings
+    need no whole pass. Seeds in all four corners (where the cones leave the map) and the
+    middle, the cone-recorded projections = the whole-image ones = the reference, every
+    rule; the plan records cones for several seeds on one image."""
+    model, graph = modern_model(name), _graph(name)
+    lower = [n.name for n in whole_part(graph, node)]
+    if held is None:
+        assert lower == [] and graph.whole_image_state(node) is None
+        assert any(graph.node(n.name).op == "norm" for n in graph.ancestors([node]))
+    else:
+        assert graph.whole_image_state(node) is not None
+        assert held in lower and graph.node(held).op == "gate"
+        assert node == held or node not in lower
+    if node not in lower:  # else the cone recording is a whole one, cut
+        assert plan(graph, node, "position", 4, 1) == Plan("cone", "cone")
+    x = _images(graph.input_size[0], n=2, seed=3)
+    c, h, w = graph.node(node).shape
+    pos = torch.tensor([[0, 0], [0, w - 1], [h - 1, 0], [h - 1, w - 1], [h // 2, w // 2]])
+    idx = torch.tensor([0, 1, 1, 0, 1])
+    out = node_outputs(graph, x, [node])[node]
+    feats = [int(out[i, :, y, x_].argmax()) for i, (y, x_) in zip(idx.tolist(), pos.tolist())]
+    want = modern_reference(model, x[idx], {node: feats}, RULES, positions={node: pos})
+    for rule in RULES:
+        got = {}
+        for how in (Plan("cone", "cone"), Plan("whole", "cone"), Plan("whole", "whole")):
+            got[how], act = project_positions(
+                graph, x, node, idx, torch.tensor(feats), pos, rule=rule, how=how
+            )
+            assert_close(got[how], want[rule][node][0], f"{name} {node} {rule} {how}")
+            assert_close(act, want[rule][node][2], f"{name} {node} activation")
+        assert_close(got[Plan("cone", "cone")], got[Plan("whole", "whole")], f"{name} {rule}")
+    # The whole passes one image at a time (a budget of 1 byte) keep the same windows.
+    one = record_cone(graph, x, node, idx, pos, masks=True, max_bytes=1)
+    rec = record_cone(graph, x, node, idx, pos, masks=True)
+    for kind in ("outputs", "held", "masks", "switches"):
+        a, b = getattr(one, kind), getattr(rec, kind)
+        assert a.keys() == b.keys()
+        for key in a:
+            if a[key].is_floating_point():
+                assert_close(a[key], b[key], f"{name} {kind} {key}")
+            else:  # ReLU's mask, switches: the same comparisons on the same float64 values
+                assert torch.equal(a[key], b[key]), f"{name} {kind} {key}"
 
 
 class _Net(nn.Module):

@@ -15,10 +15,10 @@ cheapest of three ways, chosen by multiply-adds (:func:`plan`):
   where there are more images than the cones cost, e.g. shallow nodes of large
   images);
 * ``record="whole"``: each distinct image is recorded once, as far as the node
-  needs (:func:`~deconvviz.engine.deconv.record.record_whole`); always where a gate
-  or a normalisation with per-image statistics lies below the node, whose held
-  value depends on the whole image
-  (:meth:`~deconvviz.engine.net.graph.Graph.whole_image_state`);
+  needs (:func:`~deconvviz.engine.deconv.record.record_whole`). A cone recording
+  takes what holds a value of the whole image (a gate, a normalisation with per-image
+  statistics, and everything below it) from one whole pass of each image
+  (:func:`~deconvviz.engine.deconv.record.whole_part`);
 * ``walk="cone"`` or ``"whole"``: the reverse pass inside each seed's cone, or
   over whole maps (where the cone covers the image, for ``mode="map"``, and
   where no cone exists: a logit, a flatten below the seed).
@@ -39,6 +39,7 @@ from ...errors import DeconvvizError
 from ..net.geometry import Frame, window_origins
 from ..net.graph import Graph, GraphNode, eval_mode
 from ..net.network import graph_of
+from ..net.run import op_weight
 from .projection import (
     MODES,
     RULES,
@@ -49,7 +50,14 @@ from .projection import (
     max_positions,
     seed_maps,
 )
-from .record import GraphRecording, channels_last, paste, record_cone, record_whole
+from .record import (
+    GraphRecording,
+    channels_last,
+    paste,
+    record_cone,
+    record_whole,
+    whole_part,
+)
 from .reverse import Walk, point_walk, reverse_walk
 
 __all__ = [
@@ -61,6 +69,7 @@ __all__ = [
     "Plan",
     "MAX_BYTES",
     "plan",
+    "macs",
     "block_macs",
     "share_cones",
     "BLOCKS",
@@ -122,17 +131,30 @@ def graph_for(model: nn.Module, images: torch.Tensor, graph: Optional[Graph] = N
 # ----------------------------------------------------------------------------- cost and memory
 
 
-def conv_macs(graph: Graph, frames: Dict[str, Frame]) -> int:
-    """Multiply-adds of the convolutions on ``frames`` (one seed's cone, or whole maps)."""
+def macs(graph: Graph, frames: Dict[str, Frame], names: Optional[set] = None) -> int:
+    """Multiply-adds of the forward pass on ``frames`` (one seed's cone, or whole maps), of
+    the nodes in ``names`` (default: every node of ``frames``): a convolution's, a Linear
+    layer's on a channels-last map (ConvNeXt's pointwise layers, where most of its work
+    is), and one per output value of every other op (elementwise ops, pools, adds)."""
     total = 0
     for name, f in frames.items():
-        n = graph.node(name)
+        if names is not None and name not in names:
+            continue
+        n, shape = graph.node(name), graph.node(name).shape
+        assert shape is not None  # a node with a frame has a map
+        moved = graph.channels_last(name)
+        channels = shape[-1] if moved else shape[0]
+        area = shape[0] * shape[1] if f.whole and moved else f.area()
         if n.op == "conv":
             w = graph.window_params(n)[0]
-            parent, out = n.inputs[0], n.shape
+            parent = n.inputs[0]
             x = graph.node(parent).shape if parent is not None else None
-            assert x is not None and out is not None  # a traced conv: both shapes known
-            total += f.area() * out[0] * x[0] // n.params["groups"] * w[0] * w[1]
+            assert x is not None  # a traced conv: its input's shape is known
+            total += area * channels * x[0] // n.params["groups"] * w[0] * w[1]
+        elif n.op == "linear":
+            total += area * op_weight(n.spec, graph.model).numel()
+        else:
+            total += area * channels
     return total
 
 
@@ -142,16 +164,17 @@ def _whole_frames(graph: Graph, node: str) -> Dict[str, Frame]:
     return frames
 
 
-def block_macs(graph: Graph, node: str) -> Tuple[int, int, int, int]:
+def block_macs(graph: Graph, node: str, names: Optional[set] = None) -> Tuple[int, int, int, int]:
     """``(a, b, c, d)``: recording a ``(rows, columns)`` block of positions of ``node``
     (the union of their cones) costs ``a + b*(rows-1) + c*(columns-1) +
-    d*(rows-1)*(columns-1)`` multiply-adds of convolutions (a frame's extent grows by
-    its jump per extra position, through windows and unions alike)."""
+    d*(rows-1)*(columns-1)`` multiply-adds (:func:`macs`, of the nodes in ``names``, default
+    all: a frame's extent grows by its jump per extra position, through windows and unions
+    alike)."""
 
     def at(block: Tuple[int, int]) -> int:
         frames = graph.frames(node, block=block)
         assert frames is not None  # only nodes with a cone are grouped
-        return conv_macs(graph, frames)
+        return macs(graph, frames, names)
 
     a = at((1, 1))
     b, c = at((2, 1)) - a, at((1, 2)) - a
@@ -201,10 +224,13 @@ def share_cones(
 
 def _cone_macs(graph: Graph, node: GraphNode, idx: torch.Tensor, pos: torch.Tensor):
     """Multiply-adds of recording the cones of seeds at ``pos`` as :func:`share_cones`
-    groups them; None where the node has no cone."""
-    if graph.frames(node.name) is None or idx.numel() == 0:
+    groups them (the nodes above :func:`whole_part` only: those below run once per image);
+    None where the node has no cone."""
+    cone = graph.frames(node.name)
+    if cone is None or idx.numel() == 0:
         return None
-    a, b, c, d = block_macs(graph, node.name)
+    below = {n.name for n in whole_part(graph, node.name)}
+    a, b, c, d = block_macs(graph, node.name, set(cone) - below)
     total = 0
     for (h, w), *_ in share_cones(graph, node.name, idx, pos):
         total += a + b * (h - 1) + c * (w - 1) + d * (h - 1) * (w - 1)
@@ -220,19 +246,26 @@ def plan(
     cone_macs: Optional[int] = None,
 ) -> Plan:
     """The cheapest way for ``seeds`` seeds of ``node`` on ``images`` distinct images
-    (``cone_macs``: what recording their cones costs, default ``seeds`` cones)."""
+    (``cone_macs``: what recording their cones above :func:`whole_part` costs, default
+    ``seeds`` cones).
+
+    A cone recording runs what holds a value of the whole image (a gate, and every node
+    below it: :func:`~deconvviz.engine.deconv.record.whole_part`) once per image and the
+    rest once per seed inside its cone; a whole recording runs everything once per image."""
     cone = graph.frames(node) if mode != "map" else None
     if cone is None:
         return Plan()
-    whole = conv_macs(graph, _whole_frames(graph, node))
-    cost = conv_macs(graph, cone)
+    whole_frames = _whole_frames(graph, node)
+    whole = macs(graph, whole_frames)
+    cost = macs(graph, cone)
     if cost >= whole:
         return Plan()
-    cone_macs = seeds * cost if cone_macs is None else cone_macs
-    record = "cone" if mode == "position" and cone_macs < images * whole else "whole"
-    if graph.whole_image_state(node) is not None:
-        record = "whole"  # a gate's value or a norm's statistics: from the whole image
-    return Plan(record, "cone")
+    below = {n.name for n in whole_part(graph, node)}
+    above = set(cone) - below
+    if cone_macs is None:
+        cone_macs = seeds * macs(graph, cone, above)
+    by_cone = images * macs(graph, whole_frames, below) + cone_macs
+    return Plan("cone" if mode == "position" and by_cone < images * whole else "whole", "cone")
 
 
 def _bytes(graph: Graph, node: str, frames, elem: int, masks: bool) -> Tuple[int, int]:
@@ -483,6 +516,7 @@ def project_positions(
                 torch.tensor([g[2] for g in chunk], dtype=torch.int64),
                 masks,
                 block=block,
+                max_bytes=max_bytes,
             )
             p, a, _ = project_recorded(
                 graph,

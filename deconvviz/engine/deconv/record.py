@@ -15,6 +15,11 @@ whole image:
   the padding the whole pass sees: ``0`` before a convolution or average pool,
   ``-inf`` before a max pool, and an average pool divides by the count of the
   whole pass (``count_include_pad``, ``ceil_mode``, ``divisor_override``);
+* a gate (squeeze-and-excitation: its squeeze averages its whole input) or a
+  normalisation with per-image statistics (GroupNorm, InstanceNorm) holds a value of
+  the whole image: it and every node below it (:func:`whole_part`) run over whole
+  images, once per distinct image, and each seed keeps its window of their outputs and
+  records; a LayerNorm over each position's channels (ConvNeXt's) is pointwise;
 * switches are the whole pass's flat indices into each pool's input plane, and
   every record keeps its frame, so the reverse walk reads a cone recording as it
   reads a whole one (:func:`cut_record`).
@@ -28,7 +33,7 @@ float64; in float32 a max pool may break a near-tie the other way).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Dict, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 import torch
 import torch.nn.functional as F
@@ -37,13 +42,14 @@ from torch import fx
 from ...errors import DeconvvizError
 from ..net.geometry import Frame, window_frame
 from ..net.graph import Graph, GraphNode, eval_mode
-from ..net.ops import _SIGNATURES, REACH, _bind
+from ..net.ops import _SIGNATURES, _bind
 from ..net.run import fetch_attr, op_weight, run_node, run_recorded
 
 __all__ = [
     "GraphRecording",
     "record_whole",
     "record_cone",
+    "whole_part",
     "shift",
     "inside",
     "zero_outside",
@@ -320,6 +326,105 @@ def _window_op(
     return total / counts.to(total.dtype), None
 
 
+def _cut_node(
+    graph: Graph, name: str, t: torch.Tensor, rows: torch.Tensor, origin: torch.Tensor, f: Frame
+) -> torch.Tensor:
+    """Row ``rows[s]`` of a whole-image value or record of node ``name`` inside seed ``s``'s
+    window ``f`` (top-left ``origin[s]``); a value per channel ``(R, C, 1, 1)`` of a larger
+    map (a gate's) is per seed as it is."""
+    spatial = tuple(graph.node(name).shape[1:])
+    if t.dim() == 4 and t.shape[-1] * t.shape[-2] == 1 and spatial != (1, 1):
+        return t.index_select(0, rows)
+    if graph.channels_last(name):
+        return cut_per_seed(t.permute(0, 3, 1, 2), rows, origin, f.n).permute(0, 2, 3, 1)
+    return cut_per_seed(t, rows, origin, f.n)
+
+
+def _move(graph: Graph, name: str, t: torch.Tensor, have: Frame, want: Frame) -> torch.Tensor:
+    """Node ``name``'s window ``t`` on frame ``have`` as the window ``want`` (a shift; a
+    channels-last ``(S, H, W, C)`` map shifts its dims 1 and 2)."""
+    offset = tuple(want.a[k] - have.a[k] for k in range(2))
+    if graph.channels_last(name):
+        return shift(t.permute(0, 3, 1, 2), offset, want.n).permute(0, 2, 3, 1)
+    return shift(t, offset, want.n)
+
+
+def whole_part(graph: Graph, seed: str) -> List[GraphNode]:
+    """The nodes under ``seed`` a cone recording takes from whole-image passes: every node
+    that :meth:`~deconvviz.engine.net.graph.Graph.holds_whole_image` (a gate's value needs
+    the global average of its whole input) and every node below one, in execution order."""
+    held = [n.name for n in graph.ancestors([seed]) if graph.holds_whole_image(n.name)]
+    return graph.ancestors(held) if held else []
+
+
+def _record_whole_part(
+    graph: Graph,
+    images: torch.Tensor,
+    seed: str,
+    image_index: torch.Tensor,
+    rec: GraphRecording,
+    lower: List[GraphNode],
+    order: List[GraphNode],
+    env: Dict[str, torch.Tensor],
+    masks: bool,
+    max_bytes: int,
+) -> None:
+    """Run ``lower`` over each seed's whole image, once per distinct image, and keep each
+    seed's window of what the cone needs: the records of ``lower`` (switches, slopes, held
+    values) into ``rec`` and the outputs the nodes above read (or the seed's) into ``env``."""
+    names = {n.name for n in lower}
+    wanted = {p for n in order if n.name not in names for p in n.parents if p in names}
+    if seed in names:
+        wanted.add(seed)
+    targets = [n.name for n in lower if n.name in wanted]
+    used, local = torch.unique(image_index.cpu(), return_inverse=True)
+    widest = max(int(torch.Size(n.shape).numel()) for n in lower if n.shape is not None)
+    step = max(1, int(max_bytes) // (4 * widest * images.element_size()))
+    s = int(image_index.shape[0])
+    kept: Dict[str, torch.Tensor] = {}
+    values: Dict[str, torch.Tensor] = {}
+
+    def put(store: Dict[str, torch.Tensor], name: str, cut: torch.Tensor, sel, whole) -> None:
+        if whole:
+            store[name] = cut
+            return
+        if name not in store:
+            store[name] = cut.new_empty((s,) + tuple(cut.shape[1:]))
+        store[name][sel.to(cut.device)] = cut
+
+    def visitor(sel: torch.Tensor, rows: torch.Tensor, whole: bool):
+        pos = rec.position.index_select(0, sel.to(rec.position.device))
+
+        def visit(node: GraphNode, value: torch.Tensor, k: Optional[torch.Tensor]) -> None:
+            if node.name not in names:
+                return
+            f = rec.frames[node.name]
+            origin = f.origin(pos)
+            if k is not None:
+                put(kept, node.name, _cut_node(graph, node.name, k, rows, origin, f), sel, whole)
+            if node.name in wanted:
+                cut = _cut_node(graph, node.name, value, rows, origin, f)
+                put(values, node.name, cut, sel, whole)
+
+        return visit
+
+    for c0 in range(0, used.numel(), step):
+        sel = ((local >= c0) & (local < c0 + step)).nonzero().view(-1)
+        rows = (local[sel] - c0).to(images.device)
+        chunk = used[c0 : c0 + step].to(images.device)
+        graph.execute(
+            channels_last(images.index_select(0, chunk)),
+            targets,
+            visitor(sel, rows, c0 == 0 and step >= used.numel()),
+            switches=True,
+            slopes=masks,
+        )
+    for n in lower:
+        _keep(rec, n, kept.get(n.name))
+    for name, v in values.items():
+        env[name] = channels_last(v) if v.dim() == 4 and not graph.channels_last(name) else v
+
+
 def record_cone(
     graph: Graph,
     images: torch.Tensor,
@@ -328,6 +433,7 @@ def record_cone(
     position: torch.Tensor,
     masks: bool = True,
     block: Tuple[int, int] = (1, 1),
+    max_bytes: int = 256 * 2**20,
 ) -> GraphRecording:
     """Record, for S seeds at ``position`` ``(S, 2)`` of node ``seed`` on images
     ``images[image_index]``, the forward pass inside each seed's cone only.
@@ -336,39 +442,47 @@ def record_cone(
     ``(S, C, 1, 1)``, each seed's own column (with ``block``, the union of the cones
     of a ``(rows, columns)`` block of positions whose top-left is ``position[s]``:
     ``(S, C, rows, columns)``, which seeds of one image share). The node must have a cone
-    (``graph.frames(seed)`` not None) and no node below whose recorded state needs the
-    whole image (:meth:`~deconvviz.engine.net.graph.Graph.whole_image_state`).
+    (``graph.frames(seed)`` not None). A gate, or a normalisation with per-image
+    statistics, below the seed holds a value of the whole image: that node and every
+    node below it (:func:`whole_part`) run over whole images, once per distinct image
+    (in passes of at most ``max_bytes``), and each seed keeps its window of their
+    records and outputs; the nodes above run inside the cone.
     """
     frames = graph.frames(seed, block=block)
-    whole = graph.whole_image_state(seed)
-    if frames is None or whole is not None:
-        why = "no cone" if frames is None else f"{whole.label()} holds a value of the whole image"
+    if frames is None:
         raise DeconvvizError(
-            f"node '{seed}' cannot be recorded inside its cone ({why}); record whole images"
+            f"node '{seed}' cannot be recorded inside its cone (no cone); record whole images"
         )
     order = graph.ancestors([seed])
     pos = position.to(torch.int64).to(images.device)
     rec = GraphRecording(
         {}, {}, {}, {n.name: n.shape for n in order}, int(pos.shape[0]), frames=frames, position=pos
     )
+    env: Dict[str, torch.Tensor] = {}
+    lower = whole_part(graph, seed)
+    below = {n.name for n in lower}
+    above = [n for n in order if n.name not in below]
     last_use: Dict[str, int] = {}
-    for i, n in enumerate(order):
+    for i, n in enumerate(above):
         for x in n.parents:
             last_use[x] = i
-    env: Dict[str, torch.Tensor] = {}
     with torch.no_grad(), eval_mode(graph.model):
-        for i, n in enumerate(order):
+        if lower:
+            _record_whole_part(
+                graph, images, seed, image_index, rec, lower, order, env, masks, max_bytes
+            )
+        for i, n in enumerate(above):
             f = frames[n.name]
             switches = None
             if n.op == "input":
                 value = channels_last(cut_per_seed(images, image_index, rec.origin(n.name), f.n))
-            elif REACH.get(n.op) == "pointwise":
+            elif graph.window_params(n) is None:
+                # pointwise, and permutes and Linear layers of a channels-last block
 
                 def arg(a, f=f):  # this node's frame, bound now (fx calls it at once)
                     name = graph.name_of(a)
                     if name in env:
-                        xf = frames[name]
-                        return shift(env[name], tuple(f.a[k] - xf.a[k] for k in range(2)), f.n)
+                        return _move(graph, name, env[name], frames[name], f)
                     return constant_value(graph, a)
 
                 fxn = n.fx_node

@@ -186,11 +186,27 @@ class Graph:
             )
         return self._frames[key]
 
+    def holds_whole_image(self, name: str) -> bool:
+        """Whether node ``name`` holds a value that depends on the whole image: a gate's (a
+        global average inside it), a normalisation's per-image statistics (GroupNorm,
+        InstanceNorm, a LayerNorm over rows or columns). A LayerNorm over the channels at
+        each position (torchvision's LayerNorm2d, ConvNeXt's LayerNorm on its channels-last
+        block) is pointwise: its statistics are those of its own position."""
+        n = self._by_name[name]
+        if n.op not in WHOLE_IMAGE_OPS:
+            return False
+        p = n.params
+        if n.op == "norm" and p["stats"] == "channels":
+            return not (n.spatial and name not in self._moved)
+        if n.op == "norm" and p["stats"] == "last" and p["dims"] == 1:
+            return not self.channels_last(name)
+        return True
+
     def whole_image_state(self, seed: str) -> Optional[GraphNode]:
-        """The first node under ``seed`` whose recorded state (a gate's value, a
-        normalisation's statistics) depends on the whole image, or None: a seed's forward
-        pass is then recorded over whole images, its reverse pass still in its cone."""
-        return next((n for n in self.ancestors([seed]) if n.op in WHOLE_IMAGE_OPS), None)
+        """The first node under ``seed`` that :meth:`holds_whole_image`, or None: a seed's
+        cone recording takes that node's value (and everything below it) from a whole-image
+        pass of each image, the rest inside the cone."""
+        return next((n for n in self.ancestors([seed]) if self.holds_whole_image(n.name)), None)
 
     # ------------------------------------------------------------------ lookup
     def at_size(self, size: Tuple[int, int]) -> "Graph":

@@ -87,10 +87,12 @@ REACH = {
     "adaptive_avgpool": "adaptive",
 }
 
-#: Ops whose recorded state depends on the whole image, not only on the seed's cone: a
-#: gate's value (a global average inside it) and a normalisation's per-image statistics.
-#: The reverse pass holds that state, so its window still follows the gradient's support
-#: (``REACH``), but their forward recording is always over whole images.
+#: Ops whose recorded state may depend on the whole image, not only on the seed's cone: a
+#: gate's value (a global average inside it) and a normalisation's per-image statistics
+#: (not a LayerNorm over each position's channels:
+#: :meth:`~deconvviz.engine.net.graph.Graph.holds_whole_image`). The reverse pass holds that
+#: state, so its window still follows the gradient's support (``REACH``); a cone recording
+#: takes it from a whole-image pass.
 WHOLE_IMAGE_OPS = ("gate", "norm")
 
 
