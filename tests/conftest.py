@@ -258,7 +258,7 @@ def assert_close(got: torch.Tensor, want: torch.Tensor, msg=None) -> None:
     assert got.shape == want.shape and got.dtype == want.dtype, (msg, got.shape, want.shape)
     tol = 1e-12 if want.dtype == torch.float64 else 1e-5
     scale = float(want.abs().max()) if want.numel() else 0.0
-    err = float((got - want).abs().max()) if want.numel() else 0.0
+    err = float((got - want).detach().abs().max()) if want.numel() else 0.0
     assert err <= tol * max(scale, 1e-300), (msg, err, scale)
 
 
