@@ -202,12 +202,6 @@ class Graph:
             return not self.channels_last(name)
         return True
 
-    def whole_image_state(self, seed: str) -> Optional[GraphNode]:
-        """The first node under ``seed`` that :meth:`holds_whole_image`, or None: a seed's
-        cone recording takes that node's value (and everything below it) from a whole-image
-        pass of each image, the rest inside the cone."""
-        return next((n for n in self.ancestors([seed]) if self.holds_whole_image(n.name)), None)
-
     # ------------------------------------------------------------------ lookup
     def at_size(self, size: Tuple[int, int]) -> "Graph":
         """The same traced model analysed at another input size ``(H, W)`` (cached)."""

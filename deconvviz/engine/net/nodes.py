@@ -16,36 +16,15 @@ import torch
 from torch import fx, nn
 
 from .geometry import Geometry
-from .ops import OpSpec, classify
+from .ops import OPS, OpSpec, classify
 from .run import run_node
 from .trace import eval_mode, one_line
 
 __all__ = ["GraphNode", "NodeInfo", "analyse", "SEED_OPS", "LISTED_OPS", "RULE_OPS"]
 
-#: Ops a seed may sit on (any node whose output is ``(B, C, H, W)`` or ``(B, C)``).
-SEED_OPS = (
-    "conv",
-    "relu",
-    "relu6",
-    "nonlinear",
-    "gate",
-    "norm",
-    "maxpool",
-    "adaptive_maxpool",
-    "avgpool",
-    "adaptive_avgpool",
-    "batchnorm",
-    "add",
-    "scale",
-    "cat",
-    "reshape",
-    "permute",
-    "narrow",
-    "mean",
-    "linear",
-    "dropout",
-    "identity",
-)
+#: Ops a seed may sit on (any node whose output is ``(B, C, H, W)`` or ``(B, C)``): every op
+#: with a rule but the bookkeeping kinds and ``split``, whose output is a tuple of maps.
+SEED_OPS = tuple(op for op in OPS if op not in ("input", "constant", "split", "unsupported"))
 #: Ops listed by default (the nodes worth projecting); ``layers --all`` lists every node.
 LISTED_OPS = (
     "conv",
