@@ -394,7 +394,7 @@ def scan_topk(
                             info,
                         )
 
-                graph.execute(x, names, visit=reduce)
+                graph.execute(x, names, visit=reduce, reuse=True)
                 if device.type == "cuda":  # the pixel buffer is refilled next batch
                     torch.cuda.current_stream(device).synchronize()
                 if progress is not None:

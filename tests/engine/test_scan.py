@@ -1,6 +1,8 @@
 """The fast scan: batch size chosen for the model, buffers reused, the threshold merge
 equal to the general exact merge (ties included), and the default memory format's values."""
 
+import copy
+
 import pytest
 import torch
 import torchvision
@@ -119,3 +121,49 @@ def test_read_into_a_buffer_checks_it():
     assert got.data_ptr() == buf.data_ptr() and torch.equal(got, images[1:4])
     with pytest.raises(ValueError, match="read buffer"):
         src.read(0, 4, out=buf)
+
+
+class _SharedConv(torch.nn.Module):
+    """A conv whose output feeds a ReLU *and* a later add: the ReLU must not overwrite it."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 4, 3, padding=1)
+        self.conv2 = torch.nn.Conv2d(4, 4, 3, padding=1)
+        self.relu = torch.nn.ReLU(inplace=True)
+
+    def forward(self, x):
+        y = self.conv(x)
+        a = torch.relu(y)
+        z = self.relu(self.conv2(a))
+        return z + y
+
+
+@pytest.mark.parametrize("name", ["shared", "resnet18"])
+def test_a_scan_overwriting_values_gives_the_networks_outputs(name):
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    from deconvviz.engine.net.graph import build_graph, eval_mode
+
+    torch.manual_seed(0)
+    model = _SharedConv() if name == "shared" else torchvision.models.resnet18()
+    graph = build_graph(model, (32, 32), 3)
+    names = [n.name for n in graph.listed() if n.shape is not None and n.op != "input"]
+    x = torch.randn(2, 3, 32, 32)
+    seen = {}
+
+    def visit(node, value, _kept):
+        seen[node.name] = value.clone()  # as made, before any later op overwrites it
+
+    with eval_mode(model), torch.inference_mode():
+        # only the last node is a target: every other value may be overwritten once seen
+        got = graph.execute(x.clone(), names[-1:], visit=visit, reuse=True)
+        # the network's own forward, every ReLU out of place so each node keeps its value
+        plain = copy.deepcopy(model)
+        for m in plain.modules():
+            if isinstance(m, torch.nn.ReLU):
+                m.inplace = False
+        want = create_feature_extractor(plain, names)(x)
+    torch.testing.assert_close(got[names[-1]], want[names[-1]], rtol=1e-5, atol=1e-5)
+    for n in names:
+        torch.testing.assert_close(seen[n], want[n], rtol=1e-5, atol=1e-5, msg=n)

@@ -191,6 +191,7 @@ def execute(
     visit: Optional[Callable[["GraphNode", torch.Tensor, Optional[torch.Tensor]], None]] = None,
     switches: bool = False,
     slopes: bool = False,
+    reuse: bool = False,
 ) -> Dict[str, torch.Tensor]:
     """Run only the nodes ``targets`` need, on ``x`` ``(B, C, H, W)``; return their outputs.
 
@@ -198,8 +199,12 @@ def execute(
     made; with ``switches=True``, ``kept`` is what the op's rule needs
     (:func:`run_recorded`: a max pool's argmax indices,
     a gate's value, a normalisation's factor, with ``slopes`` a nonlinearity's
-    slope), else None. Values are freed after their last use. Call it inside
-    :func:`~deconvviz.engine.net.trace.eval_mode` and ``torch.no_grad()``.
+    slope), else None. Values are freed after their last use. With ``reuse`` (and
+    without ``switches``) a ReLU overwrites its input where nothing else reads it
+    and it is no target, as the network's own ``ReLU(inplace=True)`` does (same
+    values, no fresh block per batch): ``visit`` must then be done with a value when
+    it returns. Call it inside :func:`~deconvviz.engine.net.trace.eval_mode` and
+    ``torch.no_grad()``.
     """
     wanted = set(targets)
     needed, todo = set(), [graph.node(t).fx_node for t in targets]
@@ -213,6 +218,7 @@ def execute(
     for i, n in enumerate(order):
         for a in n.fx_node.all_input_nodes:
             last_use[a] = i
+    in_place = _in_place_relus(order, wanted) if reuse and not switches else set()
     env: Dict[fx.Node, Any] = {}
     first_placeholder = True
     result: Dict[str, torch.Tensor] = {}
@@ -223,7 +229,9 @@ def execute(
             first_placeholder = False
         else:
             args, kwargs = fx.node.map_arg((fxn.args, fxn.kwargs), lambda a: env[a])
-            if switches:
+            if i in in_place:
+                value = torch.relu_(args[0] if args else kwargs["input"])
+            elif switches:
                 value, idx = run_recorded(fxn, n.spec, graph.model, args, kwargs, slopes)
             else:
                 value = run_node(fxn, n.spec, graph.model, args, kwargs)
@@ -236,3 +244,25 @@ def execute(
             if last_use.get(a) == i:
                 env.pop(a, None)
     return result
+
+
+# Ops whose output is a fresh tensor (never a view of their input, a parameter or the image).
+_FRESH_OPS = frozenset(
+    {"conv", "linear", "batchnorm", "maxpool", "avgpool", "adaptive_maxpool", "adaptive_avgpool"}
+)
+
+
+def _in_place_relus(order: Sequence["GraphNode"], wanted) -> set:
+    """Positions in ``order`` of the ReLUs that may overwrite their input: it is made fresh by
+    its node, read by nothing else (so no view of it exists either) and no target."""
+    made = {n.fx_node: n for n in order}
+    out = set()
+    for i, n in enumerate(order):
+        inputs = n.fx_node.all_input_nodes
+        if n.op != "relu" or len(inputs) != 1:
+            continue
+        src = made.get(inputs[0])
+        if src is not None and src.op in _FRESH_OPS and src.name not in wanted:
+            if len(src.fx_node.users) == 1:
+                out.add(i)
+    return out
