@@ -211,22 +211,36 @@ def share_cones(
     per_image: Dict[int, List[int]] = {}
     for s in sorted(range(len(idx)), key=lambda s: (idx[s], pos[s][0], pos[s][1], s)):
         per_image.setdefault(idx[s], []).append(s)
-    best: Optional[Tuple[int, list]] = None
-    for size in BLOCKS:
+
+    def cover(size: int, image: int, todo: List[int]) -> list:
         groups = []
-        for image, todo in per_image.items():
-            while todo:
-                y, x = pos[todo[0]]
-                mine = [s for s in todo if y <= pos[s][0] < y + size and x <= pos[s][1] < x + size]
-                groups.append(((size, size), image, (y, x), sorted(mine)))
-                taken = set(mine)
-                todo = [s for s in todo if s not in taken]
+        while todo:
+            y, x = pos[todo[0]]
+            mine = [s for s in todo if y <= pos[s][0] < y + size and x <= pos[s][1] < x + size]
+            groups.append(((size, size), image, (y, x), sorted(mine)))
+            taken = set(mine)
+            todo = [s for s in todo if s not in taken]
+        return groups
+
+    # An image with one seed is one group of every size: only the others need covering
+    # to count the groups of each size (the cost is a count times a block's).
+    shared = [(image, todo) for image, todo in per_image.items() if len(todo) > 1]
+    best: Optional[Tuple[int, int]] = None
+    for size in BLOCKS:
+        count = len(per_image) - len(shared) + sum(len(cover(size, *it)) for it in shared)
         k = size - 1
-        cost = len(groups) * (a + b * k + c * k + d * k * k)
+        cost = count * (a + b * k + c * k + d * k * k)
         if best is None or cost < best[0]:
-            best = (cost, groups)
+            best = (cost, size)
     assert best is not None
-    return best[1]
+    size = best[1]
+    groups = []
+    for image, todo in per_image.items():
+        if len(todo) == 1:
+            groups.append(((size, size), image, tuple(pos[todo[0]]), todo))
+        else:
+            groups += cover(size, image, todo)
+    return groups
 
 
 def _cone_macs(graph: Graph, node: GraphNode, idx: torch.Tensor, pos: torch.Tensor):
