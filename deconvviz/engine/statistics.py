@@ -85,6 +85,13 @@ def _ranks_and_ties(x: np.ndarray):
     """Midranks (1-based) of each row of ``x (f, n)`` and each row's tie term
     ``sum(t^3 - t)`` over its groups of equal values."""
     f, n = x.shape
+    if x.dtype == np.float16 and not np.isnan(x).any():
+        # Sort 16-bit keys in the values' order (-0 as +0) instead: numpy sorts those by
+        # radix, some 15x faster than float64, and the ranks are the same.
+        bits = (x + np.float16(0)).view(np.uint16)
+        x = np.where(bits & 0x8000, ~bits, bits | 0x8000)
+    else:
+        x = x.astype(np.float64, copy=False)
     order = np.argsort(x, axis=1, kind="stable")
     xs = np.take_along_axis(x, order, 1)
     new = np.ones((f, n), dtype=bool)
@@ -124,7 +131,7 @@ def auroc_and_p(maxima: np.ndarray, labels: np.ndarray, num_classes: int):
     if n < 2 or not valid.any():
         return auroc, p
     for f0 in range(0, F_, _CHUNK):
-        x = np.asarray(maxima[f0 : f0 + _CHUNK], dtype=np.float64)[:, keep]
+        x = np.asarray(maxima[f0 : f0 + _CHUNK])[:, keep]
         ranks, ties = _ranks_and_ties(x)
         # Rank sums per class by counting (a one-hot product would hold N x C floats:
         # 0.4 GB for 50,000 ImageNet images); exact, the sums are multiples of 1/2.

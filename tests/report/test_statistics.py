@@ -109,6 +109,22 @@ def test_auroc_and_p_match_scipy_and_a_brute_force_count():
     assert (auroc[5, :3] == 0.5).all()
 
 
+def test_float16_maxima_rank_as_their_float64_values():
+    """The recorded float16 maxima rank by 16-bit keys: the same numbers, to the bit, as
+    their float64 values (ties, -0 equal to +0, -inf first)."""
+    rng = np.random.default_rng(1)
+    x = (np.round(rng.normal(size=(5, 400)) * 4) / 4).astype(np.float16)
+    x[0, :50] = -0.0
+    x[1, :7] = -np.inf
+    x[2] = np.float16(2.5)
+    x[3, ::3] = 0.0
+    labels = rng.integers(-1, 4, 400)
+    got = auroc_and_p(x, labels, 4)
+    want = auroc_and_p(x.astype(np.float64), labels, 4)
+    for g, w in zip(got, want):
+        assert np.array_equal(g, w, equal_nan=True)
+
+
 def test_holm_on_a_textbook_case():
     # Sorted 0.005, 0.01, 0.03, 0.04 times 4, 3, 2, 1: 0.02, 0.03, 0.06, then max(0.04, 0.06).
     p = np.array([[0.01, 0.04, 0.03, 0.005], [0.5, np.nan, 0.2, 0.9]])
