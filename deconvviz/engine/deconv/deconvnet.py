@@ -398,6 +398,7 @@ def project_recorded(
     first = graph.nodes[0]
     channels = graph.in_channels
     projections, activations, positions = [], [], []
+    weights: Dict = {}  # the convs' weights as the walks use them, made once for all chunks
     for c0 in range(0, rows.numel(), chunk):
         sl = slice(c0, c0 + chunk)
         r, f = rows[sl], feat[sl]
@@ -414,7 +415,7 @@ def project_recorded(
                 here = rec.origin(node.name)
                 at = pos if here is None else pos - here.index_select(0, r.to(here.device))
                 act = out[r, f, at[:, 0], at[:, 1]]
-        w = Walk(graph, rec, r, pos, frames, rule, unpool)
+        w = Walk(graph, rec, r, pos, frames, rule, unpool, weights=weights)
         if mode != "map" and not flat and closed_form:
             start, signal = point_walk(w, node.name, f, act)
         elif mode != "map" and not flat and cone:

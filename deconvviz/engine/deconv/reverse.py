@@ -84,6 +84,20 @@ class Walk:
     _origins: Dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     #: convs whose batch norm's scale goes back inside their transposed conv (see _batchnorm)
     folded: Dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    #: each conv's weight as its transpose uses it (batch norm folded in), shared by the walks
+    #: of one projection's chunks
+    weights: Dict[Tuple[str, torch.dtype], torch.Tensor] = field(default_factory=dict, repr=False)
+    #: whether the signal the current op goes back through is the walk's own to overwrite
+    mine: bool = False
+
+    def conv_weight(self, node: GraphNode, dtype: torch.dtype) -> torch.Tensor:
+        key = (node.name, dtype)
+        if key not in self.weights:
+            weight = op_weight(node.spec, self.graph.model).to(dtype)
+            if node.name in self.folded:
+                weight = weight * self.folded[node.name].to(dtype).view(-1, 1, 1, 1)
+            self.weights[key] = weight
+        return self.weights[key]
 
     def frame(self, name: str) -> Optional[Frame]:
         return self.frames.get(name)
@@ -122,28 +136,83 @@ Sent = List[Tuple[Optional[str], torch.Tensor, Optional[Frame]]]
 Transpose = Callable[[GraphNode, torch.Tensor, Walk], Sent]
 
 
+def _crop(need: Frame, target: Optional[Frame], stride, dilation):
+    """``(padding, output_padding)`` that cut a transposed conv's output on frame ``need``
+    down to the input's frame ``target`` (the padding a whole pass drops, the part of a
+    window outside the cone), or None where ``target`` is not inside ``need`` that way."""
+    if target is None or target.j != need.j:
+        return None
+    pad, extra = [], []
+    for i in range(2):
+        left = target.a[i] - need.a[i]
+        right = need.a[i] + need.n[i] - target.a[i] - target.n[i]
+        if left < 0 or right < 0 or not 0 <= left - right < max(stride[i], dilation[i]):
+            return None
+        pad.append(left)
+        extra.append(left - right)
+    return tuple(pad), tuple(extra)
+
+
 def _conv(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
     kernel, stride, padding, dilation = w.graph.window_params(node)
-    weight = op_weight(node.spec, w.graph.model).to(g.dtype)
-    if node.name in w.folded:
-        weight = weight * w.folded[node.name].to(g.dtype).view(-1, 1, 1, 1)
-    full = F.conv_transpose2d(
+    weight = w.conv_weight(node, g.dtype)
+    (parent,) = node.inputs
+    need = window_frame(w.frame(node.name), kernel, stride, padding, dilation)
+    target = w.frame(parent)
+    crop = _crop(need, target, stride, dilation)
+    groups = node.params["groups"]
+    phases = stride[0] * stride[1]
+    if groups == 1 and tuple(dilation) == (1, 1) and 1 < phases and weight.shape[1] * phases <= 64:
+        out = _by_phases(channels_last(g), weight, stride)
+        if crop is None:
+            return [(parent, out, need)]
+        (top, left), n = crop[0], target.n
+        return [(parent, out[..., top : top + n[0], left : left + n[1]], target)]
+    if crop is None:
+        out = F.conv_transpose2d(
+            channels_last(g), weight, stride=stride, dilation=dilation, groups=groups
+        )
+        return [(parent, out, need)]
+    # The transposed conv computes only the input's frame (no padded copy to cut down).
+    out = F.conv_transpose2d(
         channels_last(g),
         weight,
         stride=stride,
+        padding=crop[0],
+        output_padding=crop[1],
         dilation=dilation,
-        groups=node.params["groups"],
+        groups=groups,
     )
-    return [
-        (node.inputs[0], full, window_frame(w.frame(node.name), kernel, stride, padding, dilation))
-    ]
+    return [(parent, out, target)]
 
 
-def _by_rule(rule: str, g: torch.Tensor, slope) -> torch.Tensor:
+def _by_phases(g: torch.Tensor, weight: torch.Tensor, stride) -> torch.Tensor:
+    """``conv_transpose2d(g, weight, stride)`` as one convolution: output row ``q * s + p``
+    (phase ``p``) sums ``g[q - m] * weight[p + s * m]``, a plain convolution with the taps of
+    phase ``p``; the phases are stacked as output channels and interleaved after. The same
+    sums; several times faster where the transposed conv has few output channels (an
+    image's 3 below a strided stem), which the library's transposed kernel handles poorly."""
+    c_out, c_in, kh, kw = weight.shape
+    sy, sx = stride
+    my, mx = -(-kh // sy), -(-kw // sx)
+    stacked = weight.new_zeros((c_in, sy, sx, c_out, my, mx))
+    for py in range(sy):
+        for px in range(sx):
+            taps = weight[:, :, py::sy, px::sx].transpose(0, 1)
+            stacked[:, py, px, :, : taps.shape[2], : taps.shape[3]] = taps
+    stacked = stacked.flip(-2, -1).reshape(c_in * sy * sx, c_out, my, mx)
+    r = F.conv2d(g, stacked, padding=(my - 1, mx - 1))
+    s, _, h, w = r.shape
+    out = r.view(s, c_in, sy, sx, h, w).permute(0, 1, 4, 2, 5, 3).reshape(s, c_in, h * sy, w * sx)
+    return out[:, :, : (g.shape[2] - 1) * sy + kh, : (g.shape[3] - 1) * sx + kw]
+
+
+def _by_rule(rule: str, g: torch.Tensor, slope, inplace: bool = False) -> torch.Tensor:
     """An elementwise nonlinearity's rule on signal ``g`` (``slope``: φ'(x), a callable
-    giving it where the rule needs it; for ReLU the bool mask)."""
+    giving it where the rule needs it; for ReLU the bool mask); ``inplace``: ``g`` may be
+    overwritten."""
     if rule == "deconvnet":
-        return g.clamp(min=0)
+        return g.clamp_(min=0) if inplace else g.clamp(min=0)
     s = slope()
     if rule == "gradient":
         return g * s
@@ -151,7 +220,7 @@ def _by_rule(rule: str, g: torch.Tensor, slope) -> torch.Tensor:
 
 
 def _rectify(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
-    out = _by_rule(w.rule, g, lambda: w.record(w.rec.masks, node.name))
+    out = _by_rule(w.rule, g, lambda: w.record(w.rec.masks, node.name), w.mine)
     return [(node.inputs[0], out, w.frame(node.name))]
 
 
@@ -267,13 +336,8 @@ def _batchnorm(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
         # conv's weight (one pass over the signal fewer).
         w.folded[x] = scale
         return [(x, g, w.frame(node.name))]
-    return [
-        (
-            node.inputs[0],
-            g * scale.to(g.dtype).view((1, -1) + (1,) * (g.dim() - 2)),
-            w.frame(node.name),
-        )
-    ]
+    scale = scale.to(g.dtype).view((1, -1) + (1,) * (g.dim() - 2))
+    return [(node.inputs[0], g.mul_(scale) if w.mine else g * scale, w.frame(node.name))]
 
 
 def _unbroadcast(g: torch.Tensor, shape: Tuple[int, ...]) -> torch.Tensor:
@@ -419,9 +483,11 @@ def _add_window(
     if parent not in owned:
         base = pending.get(parent)
         pending[parent] = (
-            sent.new_zeros((sent.shape[0], sent.shape[1]) + tuple(target.n)).contiguous(
-                memory_format=torch.channels_last
-            )
+            torch.zeros(
+                (sent.shape[0], sent.shape[1]) + tuple(target.n),
+                dtype=sent.dtype,
+                device=sent.device,
+            ).contiguous(memory_format=torch.channels_last)
             if base is None
             else base.clone()
         )
@@ -438,6 +504,10 @@ def _add_window(
     ]
 
 
+def _storage(t: torch.Tensor) -> int:
+    return t.untyped_storage().data_ptr()
+
+
 def reverse_walk(walk: Walk, start: str, signal: torch.Tensor) -> torch.Tensor:
     """Send ``signal`` ``(S, ...)`` on node ``start``'s frame back to the input.
 
@@ -447,7 +517,9 @@ def reverse_walk(walk: Walk, start: str, signal: torch.Tensor) -> torch.Tensor:
     """
     graph = walk.graph
     pending: Dict[str, torch.Tensor] = {start: signal}
-    owned = set()  # pending signals this walk made, so it may add into them in place
+    # Pending signals no one else holds (an op's new tensor, a sum the walk made): the walk
+    # may add into them, and the next op overwrite them, in place.
+    owned = set()
     spread = {start}  # nodes a window op sent signal to: it may lie in their padding
     for n in reversed(graph.ancestors([start])):
         g = pending.pop(n.name, None)
@@ -460,7 +532,11 @@ def reverse_walk(walk: Walk, start: str, signal: torch.Tensor) -> torch.Tensor:
         rule_fn = TRANSPOSES.get(n.op)
         if rule_fn is None:
             raise DeconvvizError(f"{n.label()} has no deconvnet rule")
-        for parent, sent, sent_frame in rule_fn(n, g, walk):
+        walk.mine = n.name in owned
+        sent_all = rule_fn(n, g, walk)
+        walk.mine = False
+        storages = [_storage(t) for _, t, _ in sent_all]
+        for (parent, sent, sent_frame), at in zip(sent_all, storages):
             if parent is None:
                 continue
             target = walk.frame(parent)
@@ -469,7 +545,11 @@ def reverse_walk(walk: Walk, start: str, signal: torch.Tensor) -> torch.Tensor:
             if sent_frame is not None and target is not None and sent_frame != target:
                 _add_window(pending, owned, parent, sent, sent_frame, target)
             elif parent not in pending:
-                pending[parent] = sent  # shared with other parents (add): never written
+                pending[parent] = sent
+                # Its own if no other parent got the same memory, and it is not the
+                # signal's (or the signal was the walk's own).
+                if storages.count(at) == 1 and (at != _storage(g) or n.name in owned):
+                    owned.add(parent)
             elif parent in owned:
                 pending[parent] += sent
             else:
