@@ -20,7 +20,7 @@ from deconvviz.engine.deconv.deconvnet import (
     project_recorded,
     share_cones,
 )
-from deconvviz.engine.deconv.record import record_cone, record_whole
+from deconvviz.engine.deconv.record import fill_outside, record_cone, record_whole
 from deconvviz.engine.net.graph import build_graph
 
 PLANS = [Plan("whole", "whole"), Plan("whole", "cone"), Plan("cone", "cone")]
@@ -309,3 +309,28 @@ def test_a_seed_without_a_cone_takes_the_whole_walk():
     )
     want = reference(model, x, {logit: [3, 7]}, "deconvnet")[logit]
     assert_close(proj, want[0])
+
+
+@pytest.mark.parametrize("shape", [(60, 2, 5, 4), (3, 64, 20, 24)])
+def test_fill_outside_sets_exactly_the_positions_off_the_map(shape):
+    """Each row is a window at its own top-left; what lies off an ``extent`` map takes the
+    value, the rest is untouched (many small rows and a few large ones alike)."""
+    gen = torch.Generator().manual_seed(4)
+    t = torch.randn(shape, generator=gen).contiguous(memory_format=torch.channels_last)
+    extent = (7, 9)
+    origin = torch.stack(
+        [
+            torch.randint(-shape[2], extent[0] + 1, (shape[0],), generator=gen),
+            torch.randint(-shape[3], extent[1] + 1, (shape[0],), generator=gen),
+        ],
+        1,
+    )
+    want = t.clone()
+    for s in range(shape[0]):
+        for i in range(shape[2]):
+            for j in range(shape[3]):
+                y, x = int(origin[s, 0]) + i, int(origin[s, 1]) + j
+                if not (0 <= y < extent[0] and 0 <= x < extent[1]):
+                    want[s, :, i, j] = float("-inf")
+    got = fill_outside(t.clone(), origin, extent, float("-inf"))
+    assert torch.equal(got, want)
