@@ -649,3 +649,26 @@ def test_conv_transposes_share_the_conv_weights(monkeypatch):
     monkeypatch.setattr(F, "conv_transpose2d", spy)
     deconvnet.project(model, torch.randn(1, 3, 32, 32), "features.5", 0, mode="map")
     assert seen == [model.features[3].weight.data_ptr(), model.features[0].weight.data_ptr()]
+
+
+def test_a_network_without_torchvision_modules_is_traced_without_torchvision():
+    """torchvision is imported only by networks that use it (it costs over a second): the
+    bundled CNN traces, with the same node names, in a process that never imports it."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, deconvviz\n"
+        "from deconvviz.engine.net.network import graph_of\n"
+        "g = graph_of(deconvviz.load_model(None), (32, 32))\n"
+        "print(' '.join(n.name for n in g.nodes), 'torchvision' in sys.modules)\n"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, check=True
+    ).stdout.split()
+    assert out[-1] == "False"
+    from torchvision.models.feature_extraction import get_graph_node_names
+
+    from deconvviz.models.checkpoint import load_model
+
+    assert out[1:-1] == get_graph_node_names(load_model(None))[1][1:]

@@ -50,13 +50,13 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-import torchvision
 
 from ...errors import DeconvvizError
 from ..net.geometry import Frame, window_frame
 from ..net.graph import Graph, GraphNode
 from ..net.ops import split_sizes
 from ..net.run import fetch_attr, op_weight
+from ..net.trace import is_torchvision
 from .record import (
     GraphRecording,
     avg_counts,
@@ -321,7 +321,7 @@ def _bn_scale(node: GraphNode, model) -> torch.Tensor:
         p = node.params
         scale = (fetch_attr(model, p["running_var"]) + p["eps"]).rsqrt()
         return scale * fetch_attr(model, p["weight"]) if p["weight"] is not None else scale
-    if isinstance(m, torchvision.ops.FrozenBatchNorm2d):
+    if is_torchvision(m, "ops.FrozenBatchNorm2d"):
         return m.weight * (m.running_var + m.eps).rsqrt()
     scale = (m.running_var + m.eps).rsqrt()
     return scale * m.weight if m.weight is not None else scale

@@ -15,8 +15,9 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import torch
 import torch.nn.functional as F
-import torchvision
 from torch import fx, nn
+
+from .trace import is_torchvision, torchvision_class
 
 __all__ = [
     "OpSpec",
@@ -350,7 +351,6 @@ _MODULES: Dict[type, str] = {
     nn.AdaptiveAvgPool2d: "adaptive_avgpool",
     nn.BatchNorm2d: "batchnorm",
     nn.BatchNorm1d: "batchnorm",
-    torchvision.ops.FrozenBatchNorm2d: "batchnorm",
     nn.Linear: "linear",
     nn.Flatten: "reshape",
     nn.Dropout: "dropout",
@@ -359,16 +359,29 @@ _MODULES: Dict[type, str] = {
     nn.AlphaDropout: "dropout",
     nn.FeatureAlphaDropout: "dropout",
     nn.Identity: "identity",
-    torchvision.ops.StochasticDepth: "dropout",
     nn.LayerNorm: "norm",
     nn.GroupNorm: "norm",
     nn.InstanceNorm1d: "norm",
     nn.InstanceNorm2d: "norm",
-    torchvision.models.convnext.LayerNorm2d: "norm",
-    torchvision.ops.SqueezeExcitation: "gate",
-    torchvision.ops.Permute: "permute",
 }
 _MODULES.update({m: "nonlinear" for m in _NONLINEAR_MODULES})
+# torchvision's, by path: looked up only once torchvision is imported (trace.torchvision_class).
+_TORCHVISION_MODULES: Dict[str, str] = {
+    "ops.FrozenBatchNorm2d": "batchnorm",
+    "ops.StochasticDepth": "dropout",
+    "models.convnext.LayerNorm2d": "norm",
+    "ops.SqueezeExcitation": "gate",
+    "ops.Permute": "permute",
+}
+
+
+def _module_kind(m: nn.Module) -> Optional[str]:
+    kind = _MODULES.get(type(m))
+    if kind is None:
+        for path, k in _TORCHVISION_MODULES.items():
+            if type(m) is torchvision_class(path):
+                return k
+    return kind
 
 
 def _bind(names, args, kwargs) -> Dict[str, Any]:
@@ -411,7 +424,7 @@ def _unsupported(what: str, reason: str = "", module=None) -> OpSpec:
 
 def _from_module(node: fx.Node, m: nn.Module) -> OpSpec:
     what = type(m).__name__
-    kind = _MODULES.get(type(m))
+    kind = _module_kind(m)
     x = node.args[0] if node.args else None
     if kind is None or not isinstance(x, fx.Node):
         return _unsupported(what, module=m)
@@ -446,7 +459,7 @@ def _from_module(node: fx.Node, m: nn.Module) -> OpSpec:
             return _unsupported(what, "return_indices=True", m)
         return OpSpec(kind, what, (x,), {"output_size": m.output_size}, m)
     if kind == "batchnorm":
-        if not isinstance(m, torchvision.ops.FrozenBatchNorm2d) and m.running_var is None:
+        if not is_torchvision(m, "ops.FrozenBatchNorm2d") and m.running_var is None:
             return _unsupported(
                 what,
                 "no running statistics (track_running_stats=False), so it "
@@ -466,7 +479,7 @@ def _from_module(node: fx.Node, m: nn.Module) -> OpSpec:
 def _norm_module(what: str, x: fx.Node, m: nn.Module) -> OpSpec:
     """LayerNorm (last dims), torchvision's LayerNorm2d (channels), GroupNorm, InstanceNorm."""
     weight = ("module", "weight")
-    if isinstance(m, torchvision.models.convnext.LayerNorm2d):
+    if is_torchvision(m, "models.convnext.LayerNorm2d"):
         params = {"stats": "channels", "eps": m.eps}
     elif isinstance(m, nn.LayerNorm):
         params = {"stats": "last", "dims": len(m.normalized_shape), "eps": m.eps}

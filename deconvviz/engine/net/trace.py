@@ -2,7 +2,8 @@
 
 torchvision's ``NodePathTracer`` with its defaults (``math`` and
 ``torchvision.ops`` wrapped, every ``torchvision.ops`` module a leaf), so node
-names equal ``get_graph_node_names``'s; then torchvision's sequence modules
+names equal ``get_graph_node_names``'s (its naming is repeated here: torchvision is
+imported only by networks that use it); then torchvision's sequence modules
 (``Conv2dNormActivation``) are opened up into their steps. :func:`eval_mode`
 puts a model in eval mode and restores every submodule's own flag.
 """
@@ -11,16 +12,32 @@ from __future__ import annotations
 
 import contextlib
 import math
+import re
+import sys
 from typing import Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
-import torchvision
 from torch import fx, nn
-from torchvision.models.feature_extraction import NodePathTracer
 
 from ...errors import DeconvvizError
 from ...models.timm_models import fx_leaf_modules
 
-__all__ = ["trace", "eval_mode", "one_line"]
+__all__ = ["trace", "eval_mode", "one_line", "torchvision_class", "is_torchvision"]
+
+
+def torchvision_class(path: str) -> Optional[type]:
+    """The class ``torchvision.<path>`` (``"ops.FrozenBatchNorm2d"``) where torchvision is
+    imported, else None: no network holds one of its modules before, and importing it
+    costs over a second of CPU (it imports ``torch._dynamo``)."""
+    obj = sys.modules.get("torchvision")
+    for part in path.split("."):
+        obj = getattr(obj, part, None) if obj is not None else None
+    return obj if isinstance(obj, type) else None
+
+
+def is_torchvision(m: object, path: str) -> bool:
+    """Whether ``m`` is an instance of ``torchvision.<path>`` (:func:`torchvision_class`)."""
+    cls = torchvision_class(path)
+    return cls is not None and isinstance(m, cls)
 
 
 @contextlib.contextmanager
@@ -39,11 +56,57 @@ def eval_mode(model: nn.Module) -> Iterator[nn.Module]:
 
 def _leaf_modules() -> List[type]:
     # torchvision's feature extraction treats its own ops' modules as leaves.
+    ops = sys.modules.get("torchvision.ops")
     return [
         c
-        for c in vars(torchvision.ops).values()
+        for c in (vars(ops).values() if ops is not None else ())
         if isinstance(c, type) and issubclass(c, nn.Module)
     ]
+
+
+class _NodePathTracer(fx.Tracer):
+    """torchvision's ``NodePathTracer`` (``models/feature_extraction.py``), the same names:
+    a node is named by its module path and op, a repeat within its module gets ``_1``,
+    ``_2``, ... (tests check the names against ``get_graph_node_names``). Ours, so that
+    a network without torchvision modules is traced without importing torchvision."""
+
+    def __init__(self, leaf_modules: Sequence[type], **kwargs):
+        super().__init__(**kwargs)
+        self.leaf_modules = tuple(leaf_modules)
+        self.current_module_qualname = ""
+        self.node_to_qualname: Dict[fx.Node, str] = {}
+
+    def is_leaf_module(self, m: nn.Module, module_qualname: str) -> bool:
+        return isinstance(m, self.leaf_modules) or super().is_leaf_module(m, module_qualname)
+
+    def call_module(self, m, forward, args, kwargs):
+        old = self.current_module_qualname
+        try:
+            qualname = self.path_of_module(m)
+            self.current_module_qualname = qualname
+            if not self.is_leaf_module(m, qualname):
+                return forward(*args, **kwargs)
+            return self.create_proxy("call_module", qualname, args, kwargs)
+        finally:
+            self.current_module_qualname = old
+
+    def create_proxy(self, kind, target, args, kwargs, name=None, type_expr=None, *_):
+        proxy = super().create_proxy(kind, target, args, kwargs, name, type_expr)
+        self.node_to_qualname[proxy.node] = self._qualname(proxy.node)
+        return proxy
+
+    def _qualname(self, node: fx.Node) -> str:
+        name = self.current_module_qualname
+        if node.op != "call_module":
+            name = f"{name}.{node}" if name else str(node)
+        if re.match(r".+_[0-9]+$", name) is not None:
+            name = name.rsplit("_", 1)[0]  # torch.fx's global suffix; ours is per module
+        for existing in reversed(self.node_to_qualname.values()):
+            if re.match(rf"{name}(_[0-9]+)?$", existing) is not None:
+                postfix = existing.replace(name, "")
+                name += f"_{int(postfix[1:]) + 1 if postfix else 1}"
+                break
+        return name
 
 
 def one_line(text: str) -> str:
@@ -67,8 +130,10 @@ def trace(
     """
     if leaf_modules is None:
         leaf_modules = fx_leaf_modules(model)
-    tracer = NodePathTracer(
-        autowrap_modules=(math, torchvision.ops), leaf_modules=_leaf_modules() + list(leaf_modules)
+    ops = sys.modules.get("torchvision.ops")
+    tracer = _NodePathTracer(
+        _leaf_modules() + list(leaf_modules),
+        autowrap_modules=(math,) if ops is None else (math, ops),
     )
     try:
         with eval_mode(model):
