@@ -38,7 +38,9 @@ STATISTICS_ENCODING = "deconvviz-feature-statistics"
 STATISTICS_VERSION = 1
 TEST = "mann-whitney-u, one-sided greater, normal approximation with tie and continuity correction"
 NO_CLASS_TEXT = "no class"
-_COMPRESSION = {"compression": "gzip", "compression_opts": 4, "shuffle": True}
+# Level 1: the maxima (F x N float16, the largest arrays of a report) compress as well
+# as at level 4 (1% larger) in two thirds of the time.
+_COMPRESSION = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
 
 
 @dataclass
