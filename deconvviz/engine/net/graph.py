@@ -1,8 +1,8 @@
 """Any CNN as a graph: its nodes, named as torchvision names them, with shapes and receptive fields.
 
 :func:`build_graph` traces a model once with :mod:`torch.fx`, exactly as
-torchvision's ``models.feature_extraction`` does (its ``NodePathTracer``, the
-same leaf modules), so node names are the ones ``get_graph_node_names`` lists
+torchvision's ``models.feature_extraction`` does (its ``NodePathTracer``'s naming,
+the same leaf modules: :mod:`.trace`), so node names are the ones ``get_graph_node_names`` lists
 and ``create_feature_extractor`` takes: ``features.28``, ``layer3.1.relu_1``,
 ``inception4a.branch2.1.conv``. Every use of a reused module and every
 functional or in-place ReLU is its own node. One forward pass at the given
