@@ -264,9 +264,11 @@ def plan(
         return Plan()
     whole_frames = _whole_frames(graph, node)
     whole = macs(graph, whole_frames)
+    hybrid = graph.frames(node, hybrid=True)
+    walk = "cone" if hybrid is not None and macs(graph, hybrid) < whole else "whole"
     cost = macs(graph, cone)
     if cost >= whole:
-        return Plan()
+        return Plan("whole", walk)
     below = {n.name for n in whole_part(graph, node)}
     above = set(cone) - below
     if cone_macs is None:
@@ -376,7 +378,8 @@ def project_recorded(
         position = torch.zeros((rows.numel(), 2), dtype=torch.int64)
     pos_all = None if position is None else position.to(device).to(torch.int64)
     cone = walk == "cone" and mode != "map" and not flat
-    frames = graph.frames(node.name, whole=not cone)
+    # A walk over whole recordings takes the whole map wherever the cone is as large.
+    frames = graph.frames(node.name, whole=not cone, hybrid=cone and rec.frames is None)
     assert frames is not None  # a cone walk is planned only where the cone exists
     per_seed, _ = _bytes(graph, node.name, frames, out.element_size(), False)
     # _bytes counts three signals of the widest node per seed: one is the widest signal.

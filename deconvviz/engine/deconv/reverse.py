@@ -56,7 +56,7 @@ from ...errors import DeconvvizError
 from ..net.geometry import Frame, window_frame
 from ..net.graph import Graph, GraphNode
 from ..net.ops import split_sizes
-from ..net.run import fetch_attr, op_weight
+from ..net.run import fetch_attr, norm_weight, op_weight
 from .record import (
     GraphRecording,
     avg_counts,
@@ -240,7 +240,12 @@ def _gate(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
 
 
 def _norm(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
-    return [(node.inputs[0], g * _held(w, node.name).to(g.dtype), w.frame(node.name))]
+    held = _held(w, node.name).to(g.dtype)
+    out = g.mul_(held) if w.mine else g * held
+    weight = norm_weight(node.spec, w.graph.model, g.dim())
+    if weight is not None:
+        out.mul_(weight.to(g.dtype))
+    return [(node.inputs[0], out, w.frame(node.name))]
 
 
 def _sum_pool_transpose(g: torch.Tensor, kernel, stride, dilation) -> torch.Tensor:
@@ -471,6 +476,7 @@ def _settle(walk: Walk, name: str, g: torch.Tensor) -> torch.Tensor:
 
 
 def _add_window(
+    walk: Walk,
     pending: Dict[str, torch.Tensor],
     owned: set,
     parent: str,
@@ -479,7 +485,9 @@ def _add_window(
     target: Frame,
 ) -> None:
     """Add ``sent`` (on ``sent_frame``) into ``parent``'s signal on its frame ``target``,
-    in place where the walk owns that signal (no padded copy of ``sent``)."""
+    in place where the walk owns that signal (no padded copy of ``sent``). Frames that
+    move alike with the seed overlap alike for every seed (one slice); a seed's window
+    onto a whole map lands at that seed's own place."""
     if parent not in owned:
         base = pending.get(parent)
         pending[parent] = (
@@ -493,15 +501,21 @@ def _add_window(
         )
         owned.add(parent)
     acc = pending[parent]
-    # The part of each window that lies on the other (the same for every seed).
-    lo = [max(0, sent_frame.a[i] - target.a[i]) for i in range(2)]
-    hi = [min(target.n[i], sent_frame.a[i] - target.a[i] + sent_frame.n[i]) for i in range(2)]
-    if lo[0] >= hi[0] or lo[1] >= hi[1]:
-        return
-    so = [lo[i] - (sent_frame.a[i] - target.a[i]) for i in range(2)]
-    acc[..., lo[0] : hi[0], lo[1] : hi[1]] += sent[
-        ..., so[0] : so[0] + hi[0] - lo[0], so[1] : so[1] + hi[1] - lo[1]
-    ]
+    if sent_frame.j == target.j:
+        shifts = [(slice(None), (sent_frame.a[0] - target.a[0], sent_frame.a[1] - target.a[1]))]
+    else:
+        d = (sent_frame.origin(walk.position) - target.origin(walk.position)).tolist()
+        shifts = [(s, (dy, dx)) for s, (dy, dx) in enumerate(d)]
+    for rows, d in shifts:
+        # The part of the window that lies on the other.
+        lo = [max(0, d[i]) for i in range(2)]
+        hi = [min(target.n[i], d[i] + sent_frame.n[i]) for i in range(2)]
+        if lo[0] >= hi[0] or lo[1] >= hi[1]:
+            continue
+        so = [lo[i] - d[i] for i in range(2)]
+        acc[rows, ..., lo[0] : hi[0], lo[1] : hi[1]] += sent[
+            rows, ..., so[0] : so[0] + hi[0] - lo[0], so[1] : so[1] + hi[1] - lo[1]
+        ]
 
 
 def _storage(t: torch.Tensor) -> int:
@@ -543,7 +557,7 @@ def reverse_walk(walk: Walk, start: str, signal: torch.Tensor) -> torch.Tensor:
             if sent_frame is not None and sent_frame is not walk.frame(n.name):
                 spread.add(parent)
             if sent_frame is not None and target is not None and sent_frame != target:
-                _add_window(pending, owned, parent, sent, sent_frame, target)
+                _add_window(walk, pending, owned, parent, sent, sent_frame, target)
             elif parent not in pending:
                 pending[parent] = sent
                 # Its own if no other parent got the same memory, and it is not the
@@ -633,7 +647,12 @@ def _at(
     if here is not None:
         here = here.index_select(0, rows)
         y, x = y - here[:, 0], x - here[:, 1]
-    return records[name][rows, channel, y, x]
+    t = records[name]
+    # A record in the shape of its statistics (a norm's) has size 1 where it is the same.
+    c, y, x = (
+        i if t.shape[d] > 1 else torch.zeros_like(i) for d, i in ((1, channel), (2, y), (3, x))
+    )
+    return t[rows, c, y, x]
 
 
 def point_walk(
@@ -660,8 +679,16 @@ def point_walk(
             held = walk.rec.held[n.name]
             c = channel if held.shape[1] > 1 else torch.zeros_like(channel)
             v = v * held[walk.rows.to(held.device), c, 0, 0].to(v.dtype)
-        elif n.op == "norm" and walk.rec.held[n.name].dim() == 4:
+        elif (
+            n.op == "norm"
+            and walk.rec.held[n.name].dim() == 4
+            and not walk.graph.channels_last(n.name)
+        ):
             v = v * _at(walk, walk.rec.held, n.name, channel, y, x).to(v.dtype)
+            weight = norm_weight(n.spec, walk.graph.model, 4)
+            if weight is not None:
+                c, h, wd = walk.rec.shapes[n.name]
+                v = v * weight.expand(1, c, h, wd)[0, channel, y, x].to(v.dtype)
         elif (
             n.op in ("maxpool", "adaptive_maxpool")
             and walk.unpool == "switches"
