@@ -89,13 +89,6 @@ Layer = Union[int, str]
 #: pass, holds at most this much at its peak (an estimate from the frames' sizes).
 MAX_BYTES = 256 * 2**20
 
-#: The largest signal (bytes) a chunk of seeds of a reverse pass holds at once. The
-#: allocator serves blocks above 32 MiB with fresh memory from the kernel (glibc's ceiling
-#: for reusing freed blocks), and every new one costs page faults, the system time that
-#: otherwise doubles a reverse pass over whole maps; chunks of a few seeds under this size
-#: reuse the same memory from one transposed conv to the next.
-SIGNAL_BYTES = 16 * 2**20
-
 
 @dataclass
 class Seeds:
@@ -382,8 +375,7 @@ def project_recorded(
     frames = graph.frames(node.name, whole=not cone, hybrid=cone and rec.frames is None)
     assert frames is not None  # a cone walk is planned only where the cone exists
     per_seed, _ = _bytes(graph, node.name, frames, out.element_size(), False)
-    # _bytes counts three signals of the widest node per seed: one is the widest signal.
-    chunk = max(1, min(int(max_bytes) // per_seed, SIGNAL_BYTES // (per_seed // 3)))
+    chunk = max(1, int(max_bytes) // per_seed)
     first = graph.nodes[0]
     channels = graph.in_channels
     projections, activations, positions = [], [], []
