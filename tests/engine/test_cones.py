@@ -10,6 +10,7 @@ from conftest import alexnet_like, assert_close
 from graph_reference import ZOO, one_thread, reference, zoo_graph, zoo_model  # noqa: F401
 from torch import nn
 
+from deconvviz.engine.deconv import reverse
 from deconvviz.engine.deconv.deconvnet import (
     RULES,
     Plan,
@@ -73,6 +74,37 @@ def test_every_plan_equals_autograd_for_every_rule_at_image_corners(name):
                 )
                 assert_close(proj, grads, f"{name} {node} {rule} {how}")
                 assert_close(act, want[rule][node][2], f"{name} {node} activation")
+
+
+@pytest.mark.parametrize("name", ["alexnet", "vgg11_bn", "bottleneck", "mobilenet_v2"])
+def test_a_walk_over_whole_recordings_keeps_whole_maps_where_the_cone_outgrows_them(name):
+    """The deepest nodes' cones outgrow the maps below them: a walk over a whole recording
+    keeps those maps whole (and everything below) and adds each seed's window into them at
+    that seed's own place. Less work than the cone's windows and than the whole maps, and
+    autograd's projection for every rule, at the corners and the middle, in float64."""
+    model, graph = zoo_model(name), zoo_graph(name)
+    node = [
+        n.name
+        for n in graph.nodes
+        if not n.hidden and graph.frames(n.name) is not None and n.op in ("relu", "relu6", "add")
+    ][-1]
+    frames = graph.frames(node, hybrid=True)
+    assert sum(not f.whole for f in frames.values()) >= 2
+    assert any(f.whole for f in frames.values())
+    hybrid = macs(graph, frames)
+    assert hybrid < macs(graph, graph.frames(node))
+    assert hybrid < macs(graph, graph.frames(node, whole=True))
+    c, h, w = graph.node(node).shape
+    pos = torch.tensor([[0, 0], [h - 1, w - 1], [h // 2, w // 2]])
+    feats = [0, c // 2, c - 1]
+    x = _images(graph.input_size[0], n=3, seed=13)
+    want = reference(model, x, {node: feats}, RULES, positions={node: pos})
+    for rule in RULES:
+        proj, act = project_positions(
+            graph, x, node, torch.arange(3), torch.tensor(feats), pos, rule=rule, how=PLANS[1]
+        )
+        assert_close(proj, want[rule][node][0], f"{name} {node} {rule}")
+        assert_close(act, want[rule][node][2], f"{name} {node} activation")
 
 
 @pytest.mark.parametrize("name", ["resnet18", "googlenet", "densenet121", "mobilenet_v2"])
@@ -180,6 +212,26 @@ def test_chunks_of_one_seed_agree_with_one_batch():
         )
         assert_close(many, one)
         assert_close(a2, a1)
+
+
+@pytest.mark.parametrize("cap", [1, 200_000, 1_000_000])
+def test_a_walk_goes_on_in_groups_of_seeds_where_its_signals_grow(cap, monkeypatch):
+    """Past ``SIGNAL_BYTES`` (per group of seeds) a reverse pass splits its seeds into groups
+    and goes on with each: from the start (1 byte), or partway down (the signals of 5 seeds
+    outgrow 200 kB or 1 MB on the way to the 64x64 image); the same projections, every plan."""
+    graph = zoo_graph("bottleneck")
+    x = _images(64, n=3, seed=7)
+    node = _cone_nodes(graph)[-1]
+    h, w = graph.node(node).shape[1:]
+    idx = torch.tensor([0, 2, 1, 2, 0])
+    feat = torch.tensor([1, 7, 3, 0, 5])
+    pos = torch.tensor([[0, 0], [h - 1, w - 1], [h // 2, 1], [1, w // 2], [h - 1, 0]])
+    whole = {how: project_positions(graph, x, node, idx, feat, pos, how=how) for how in PLANS}
+    monkeypatch.setattr(reverse, "SIGNAL_BYTES", cap)
+    for how in PLANS:
+        proj, act = project_positions(graph, x, node, idx, feat, pos, how=how)
+        assert_close(proj, whole[how][0], f"{how} {cap}")
+        assert_close(act, whole[how][1])
 
 
 @pytest.mark.parametrize("name", ["vgg11", "resnet18", "googlenet"])

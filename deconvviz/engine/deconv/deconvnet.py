@@ -89,13 +89,6 @@ Layer = Union[int, str]
 #: pass, holds at most this much at its peak (an estimate from the frames' sizes).
 MAX_BYTES = 256 * 2**20
 
-#: The largest signal (bytes) a chunk of seeds of a reverse pass holds at once. The
-#: allocator serves blocks above 32 MiB with fresh memory from the kernel (glibc's ceiling
-#: for reusing freed blocks), and every new one costs page faults, the system time that
-#: otherwise doubles a reverse pass over whole maps; chunks of a few seeds under this size
-#: reuse the same memory from one transposed conv to the next.
-SIGNAL_BYTES = 16 * 2**20
-
 
 @dataclass
 class Seeds:
@@ -278,9 +271,11 @@ def plan(
         return Plan()
     whole_frames = _whole_frames(graph, node)
     whole = macs(graph, whole_frames)
+    hybrid = graph.frames(node, hybrid=True)
+    walk = "cone" if hybrid is not None and macs(graph, hybrid) < whole else "whole"
     cost = macs(graph, cone)
     if cost >= whole:
-        return Plan()
+        return Plan("whole", walk)
     below = {n.name for n in whole_part(graph, node)}
     above = set(cone) - below
     if cone_macs is None:
@@ -390,11 +385,11 @@ def project_recorded(
         position = torch.zeros((rows.numel(), 2), dtype=torch.int64)
     pos_all = None if position is None else position.to(device).to(torch.int64)
     cone = walk == "cone" and mode != "map" and not flat
-    frames = graph.frames(node.name, whole=not cone)
+    # A walk over whole recordings takes the whole map wherever the cone is as large.
+    frames = graph.frames(node.name, whole=not cone, hybrid=cone and rec.frames is None)
     assert frames is not None  # a cone walk is planned only where the cone exists
     per_seed, _ = _bytes(graph, node.name, frames, out.element_size(), False)
-    # _bytes counts three signals of the widest node per seed: one is the widest signal.
-    chunk = max(1, min(int(max_bytes) // per_seed, SIGNAL_BYTES // (per_seed // 3)))
+    chunk = max(1, int(max_bytes) // per_seed)
     first = graph.nodes[0]
     channels = graph.in_channels
     projections, activations, positions = [], [], []

@@ -55,7 +55,7 @@ from ...errors import DeconvvizError
 from ..net.geometry import Frame, window_frame
 from ..net.graph import Graph, GraphNode
 from ..net.ops import split_sizes
-from ..net.run import fetch_attr, op_weight
+from ..net.run import fetch_attr, norm_weight, op_weight
 from ..net.trace import is_torchvision
 from .record import (
     GraphRecording,
@@ -66,7 +66,7 @@ from .record import (
     fill_outside,
 )
 
-__all__ = ["Walk", "TRANSPOSES", "POINT_OPS", "reverse_walk", "point_walk"]
+__all__ = ["Walk", "TRANSPOSES", "POINT_OPS", "SIGNAL_BYTES", "reverse_walk", "point_walk"]
 
 
 @dataclass
@@ -89,6 +89,20 @@ class Walk:
     weights: Dict[Tuple[str, torch.dtype], torch.Tensor] = field(default_factory=dict, repr=False)
     #: whether the signal the current op goes back through is the walk's own to overwrite
     mine: bool = False
+
+    def part(self, seeds: slice) -> "Walk":
+        """The same walk for a group of its seeds (weights and folds shared)."""
+        return Walk(
+            self.graph,
+            self.rec,
+            self.rows[seeds],
+            self.position[seeds],
+            self.frames,
+            self.rule,
+            self.unpool,
+            folded=self.folded,
+            weights=self.weights,
+        )
 
     def conv_weight(self, node: GraphNode, dtype: torch.dtype) -> torch.Tensor:
         key = (node.name, dtype)
@@ -240,7 +254,12 @@ def _gate(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
 
 
 def _norm(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
-    return [(node.inputs[0], g * _held(w, node.name).to(g.dtype), w.frame(node.name))]
+    held = _held(w, node.name).to(g.dtype)
+    out = g.mul_(held) if w.mine else g * held
+    weight = norm_weight(node.spec, w.graph.model, g.dim())
+    if weight is not None:
+        out.mul_(weight.to(g.dtype))
+    return [(node.inputs[0], out, w.frame(node.name))]
 
 
 def _sum_pool_transpose(g: torch.Tensor, kernel, stride, dilation) -> torch.Tensor:
@@ -471,6 +490,7 @@ def _settle(walk: Walk, name: str, g: torch.Tensor) -> torch.Tensor:
 
 
 def _add_window(
+    walk: Walk,
     pending: Dict[str, torch.Tensor],
     owned: set,
     parent: str,
@@ -479,7 +499,9 @@ def _add_window(
     target: Frame,
 ) -> None:
     """Add ``sent`` (on ``sent_frame``) into ``parent``'s signal on its frame ``target``,
-    in place where the walk owns that signal (no padded copy of ``sent``)."""
+    in place where the walk owns that signal (no padded copy of ``sent``). Frames that
+    move alike with the seed overlap alike for every seed (one slice); a seed's window
+    onto a whole map lands at that seed's own place."""
     if parent not in owned:
         base = pending.get(parent)
         pending[parent] = (
@@ -493,19 +515,51 @@ def _add_window(
         )
         owned.add(parent)
     acc = pending[parent]
-    # The part of each window that lies on the other (the same for every seed).
-    lo = [max(0, sent_frame.a[i] - target.a[i]) for i in range(2)]
-    hi = [min(target.n[i], sent_frame.a[i] - target.a[i] + sent_frame.n[i]) for i in range(2)]
-    if lo[0] >= hi[0] or lo[1] >= hi[1]:
-        return
-    so = [lo[i] - (sent_frame.a[i] - target.a[i]) for i in range(2)]
-    acc[..., lo[0] : hi[0], lo[1] : hi[1]] += sent[
-        ..., so[0] : so[0] + hi[0] - lo[0], so[1] : so[1] + hi[1] - lo[1]
-    ]
+    if sent_frame.j == target.j:
+        shifts = [(slice(None), (sent_frame.a[0] - target.a[0], sent_frame.a[1] - target.a[1]))]
+    else:
+        d = (sent_frame.origin(walk.position) - target.origin(walk.position)).tolist()
+        shifts = [(s, (dy, dx)) for s, (dy, dx) in enumerate(d)]
+    for rows, d in shifts:
+        # The part of the window that lies on the other.
+        lo = [max(0, d[i]) for i in range(2)]
+        hi = [min(target.n[i], d[i] + sent_frame.n[i]) for i in range(2)]
+        if lo[0] >= hi[0] or lo[1] >= hi[1]:
+            continue
+        so = [lo[i] - d[i] for i in range(2)]
+        acc[rows, ..., lo[0] : hi[0], lo[1] : hi[1]] += sent[
+            rows, ..., so[0] : so[0] + hi[0] - lo[0], so[1] : so[1] + hi[1] - lo[1]
+        ]
 
 
 def _storage(t: torch.Tensor) -> int:
     return t.untyped_storage().data_ptr()
+
+
+#: The largest signal (bytes) a reverse pass holds for its seeds at once: where the signals
+#: grow past it (going down towards the image, maps grow), the walk goes on in groups of
+#: fewer seeds. The allocator serves blocks above 32 MiB with fresh memory from the kernel
+#: (glibc's ceiling for reusing freed blocks) and every new one costs page faults, the
+#: system time that otherwise doubles a reverse pass over whole maps; above the split, many
+#: seeds in one batch keep the deep layers' products large (a small matrix product costs
+#: twice as much per row).
+SIGNAL_BYTES = 16 * 2**20
+
+
+def _signal_bytes(walk: Walk, order: List[GraphNode], elem: int) -> List[int]:
+    """For each step of ``order``, the bytes of one seed's signal of that node."""
+    sizes = []
+    for n in order:
+        shape = walk.rec.shapes.get(n.name) or n.shape
+        f = walk.frame(n.name)
+        if shape is None:
+            sizes.append(0)
+        elif f is not None:
+            channels = shape[-1] if walk.graph.channels_last(n.name) else shape[0]
+            sizes.append(channels * f.area() * elem)
+        else:
+            sizes.append(int(torch.Size(shape).numel()) * elem)
+    return sizes
 
 
 def reverse_walk(walk: Walk, start: str, signal: torch.Tensor) -> torch.Tensor:
@@ -513,18 +567,49 @@ def reverse_walk(walk: Walk, start: str, signal: torch.Tensor) -> torch.Tensor:
 
     Returns the input's signal on its frame: ``(S, C, H, W)`` for whole frames,
     each seed's window of the image otherwise (top-left ``walk.origin(input)``).
-    Only the start node's ancestors are visited, each once, in reverse order.
+    Only the start node's ancestors are visited, each once, in reverse order;
+    where the signals outgrow :data:`SIGNAL_BYTES` the seeds go on in groups.
     """
-    graph = walk.graph
-    pending: Dict[str, torch.Tensor] = {start: signal}
+    order = list(reversed(walk.graph.ancestors([start])))
+    sizes = _signal_bytes(walk, order, signal.element_size())
     # Pending signals no one else holds (an op's new tensor, a sum the walk made): the walk
     # may add into them, and the next op overwrite them, in place.
-    owned = set()
-    spread = {start}  # nodes a window op sent signal to: it may lie in their padding
-    for n in reversed(graph.ancestors([start])):
-        g = pending.pop(n.name, None)
-        if g is None:
+    return _walk_on(walk, order, sizes, 0, {start: signal}, set(), {start}, signal)
+
+
+def _walk_on(
+    walk: Walk,
+    order: List[GraphNode],
+    sizes: List[int],
+    step: int,
+    pending: Dict[str, torch.Tensor],
+    owned: set,
+    spread: set,  # nodes a window op sent signal to: it may lie in their padding
+    signal: torch.Tensor,
+) -> torch.Tensor:
+    for i in range(step, len(order)):
+        n = order[i]
+        if n.name not in pending:
             continue
+        seeds = walk.rows.numel()
+        if seeds > 1 and seeds * sizes[i] > SIGNAL_BYTES:
+            group = max(1, SIGNAL_BYTES // sizes[i])
+            return torch.cat(
+                [
+                    _walk_on(
+                        walk.part(slice(a, a + group)),
+                        order,
+                        sizes,
+                        i,
+                        {k: t[a : a + group] for k, t in pending.items()},
+                        set(owned),
+                        set(spread),
+                        signal[a : a + group],
+                    )
+                    for a in range(0, seeds, group)
+                ]
+            )
+        g = pending.pop(n.name)
         if n.name in spread:
             g = _settle(walk, n.name, g)
         if n.op == "input":
@@ -543,7 +628,7 @@ def reverse_walk(walk: Walk, start: str, signal: torch.Tensor) -> torch.Tensor:
             if sent_frame is not None and sent_frame is not walk.frame(n.name):
                 spread.add(parent)
             if sent_frame is not None and target is not None and sent_frame != target:
-                _add_window(pending, owned, parent, sent, sent_frame, target)
+                _add_window(walk, pending, owned, parent, sent, sent_frame, target)
             elif parent not in pending:
                 pending[parent] = sent
                 # Its own if no other parent got the same memory, and it is not the
@@ -555,7 +640,7 @@ def reverse_walk(walk: Walk, start: str, signal: torch.Tensor) -> torch.Tensor:
             else:
                 pending[parent] = pending[parent] + sent
                 owned.add(parent)
-    first = graph.nodes[0]
+    first = walk.graph.nodes[0]
     f = walk.frame(first.name)
     shape = tuple(walk.rec.shapes.get(first.name) or first.shape)
     if f is not None:
@@ -633,7 +718,12 @@ def _at(
     if here is not None:
         here = here.index_select(0, rows)
         y, x = y - here[:, 0], x - here[:, 1]
-    return records[name][rows, channel, y, x]
+    t = records[name]
+    # A record in the shape of its statistics (a norm's) has size 1 where it is the same.
+    c, y, x = (
+        i if t.shape[d] > 1 else torch.zeros_like(i) for d, i in ((1, channel), (2, y), (3, x))
+    )
+    return t[rows, c, y, x]
 
 
 def point_walk(
@@ -660,8 +750,16 @@ def point_walk(
             held = walk.rec.held[n.name]
             c = channel if held.shape[1] > 1 else torch.zeros_like(channel)
             v = v * held[walk.rows.to(held.device), c, 0, 0].to(v.dtype)
-        elif n.op == "norm" and walk.rec.held[n.name].dim() == 4:
+        elif (
+            n.op == "norm"
+            and walk.rec.held[n.name].dim() == 4
+            and not walk.graph.channels_last(n.name)
+        ):
             v = v * _at(walk, walk.rec.held, n.name, channel, y, x).to(v.dtype)
+            weight = norm_weight(n.spec, walk.graph.model, 4)
+            if weight is not None:
+                c, h, wd = walk.rec.shapes[n.name]
+                v = v * weight.expand(1, c, h, wd)[0, channel, y, x].to(v.dtype)
         elif (
             n.op in ("maxpool", "adaptive_maxpool")
             and walk.unpool == "switches"
