@@ -51,6 +51,7 @@ from .projection import (
     seed_maps,
 )
 from .record import (
+    SIGNAL_BYTES,
     GraphRecording,
     channels_last,
     paste,
@@ -88,13 +89,6 @@ Layer = Union[int, str]
 #: The one memory budget (bytes): a chunk of rows of a recording, or of seeds of a reverse
 #: pass, holds at most this much at its peak (an estimate from the frames' sizes).
 MAX_BYTES = 256 * 2**20
-
-#: The largest signal (bytes) a chunk of seeds of a reverse pass holds at once. The
-#: allocator serves blocks above 32 MiB with fresh memory from the kernel (glibc's ceiling
-#: for reusing freed blocks), and every new one costs page faults, the system time that
-#: otherwise doubles a reverse pass over whole maps; chunks of a few seeds under this size
-#: reuse the same memory from one transposed conv to the next.
-SIGNAL_BYTES = 16 * 2**20
 
 
 @dataclass

@@ -400,10 +400,11 @@ class Graph:
         visit: Optional[Callable[[GraphNode, torch.Tensor, Optional[torch.Tensor]], None]] = None,
         switches: bool = False,
         slopes: bool = False,
+        folds: Optional[Dict[nn.Module, tuple]] = None,
     ) -> Dict[str, torch.Tensor]:
         """Run only the nodes ``targets`` need, on ``x`` ``(B, C, H, W)``; return their outputs
         (:func:`~deconvviz.engine.net.run.execute`)."""
-        return execute(self, x, targets, visit, switches, slopes)
+        return execute(self, x, targets, visit, switches, slopes, folds)
 
 
 def build_graph(
