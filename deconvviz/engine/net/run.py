@@ -252,8 +252,9 @@ def execute(
     :func:`~deconvviz.engine.net.trace.eval_mode` and ``torch.no_grad()``.
 
     A plain ``Conv2d`` whose only consumer is a plain eval batch norm, and that is not a
-    target, runs with the norm folded in (one pass over the map instead of two, the same
-    affine map up to rounding); ``visit`` does not see its output, only the norm's. The
+    target and has no max pool after it, runs with the norm folded in (one pass over the
+    map instead of two, the same affine map up to rounding, so every max pool sees the
+    values the network computes); ``visit`` does not see its output, only the norm's. The
     folded weights are kept in ``folds`` (pass one dict to the passes of one recording, so
     they are made once; the default, a fresh one).
     """
@@ -266,6 +267,12 @@ def execute(
             needed.add(n)
             todo.extend(n.all_input_nodes)
     order = [n for n in graph.nodes if n.fx_node in needed]
+    # Nodes with a max pool after them: folding rounds differently, and a max pool could
+    # then break a float32 near-tie the other way (another switch, a visible difference).
+    pooled: set = set()
+    for n in reversed(order):
+        if n.op in ("maxpool", "adaptive_maxpool") or any(u in pooled for u in n.fx_node.users):
+            pooled.add(n.fx_node)
     # Batch norms folded into their conv: {norm's fx node: (conv module, conv's input)}.
     folded: Dict[fx.Node, Tuple[nn.Module, fx.Node]] = {}
     skipped = set()  # the convs folded in
@@ -275,6 +282,7 @@ def execute(
             n.op == "conv"
             and n.fx_node.op == "call_module"
             and n.name not in wanted
+            and n.fx_node not in pooled
             and len(users) == 1
             and users[0].op == "call_module"
             and len(n.fx_node.all_input_nodes) == 1
