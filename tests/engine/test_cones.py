@@ -75,6 +75,37 @@ def test_every_plan_equals_autograd_for_every_rule_at_image_corners(name):
                 assert_close(act, want[rule][node][2], f"{name} {node} activation")
 
 
+@pytest.mark.parametrize("name", ["alexnet", "vgg11_bn", "bottleneck", "mobilenet_v2"])
+def test_a_walk_over_whole_recordings_keeps_whole_maps_where_the_cone_outgrows_them(name):
+    """The deepest nodes' cones outgrow the maps below them: a walk over a whole recording
+    keeps those maps whole (and everything below) and adds each seed's window into them at
+    that seed's own place. Less work than the cone's windows and than the whole maps, and
+    autograd's projection for every rule, at the corners and the middle, in float64."""
+    model, graph = zoo_model(name), zoo_graph(name)
+    node = [
+        n.name
+        for n in graph.nodes
+        if not n.hidden and graph.frames(n.name) is not None and n.op in ("relu", "relu6", "add")
+    ][-1]
+    frames = graph.frames(node, hybrid=True)
+    assert sum(not f.whole for f in frames.values()) >= 2
+    assert any(f.whole for f in frames.values())
+    hybrid = macs(graph, frames)
+    assert hybrid < macs(graph, graph.frames(node))
+    assert hybrid < macs(graph, graph.frames(node, whole=True))
+    c, h, w = graph.node(node).shape
+    pos = torch.tensor([[0, 0], [h - 1, w - 1], [h // 2, w // 2]])
+    feats = [0, c // 2, c - 1]
+    x = _images(graph.input_size[0], n=3, seed=13)
+    want = reference(model, x, {node: feats}, RULES, positions={node: pos})
+    for rule in RULES:
+        proj, act = project_positions(
+            graph, x, node, torch.arange(3), torch.tensor(feats), pos, rule=rule, how=PLANS[1]
+        )
+        assert_close(proj, want[rule][node][0], f"{name} {node} {rule}")
+        assert_close(act, want[rule][node][2], f"{name} {node} activation")
+
+
 @pytest.mark.parametrize("name", ["resnet18", "googlenet", "densenet121", "mobilenet_v2"])
 def test_cone_recording_equals_the_whole_recording_inside_each_cone(name):
     """Every switch, mask and output a cone recording keeps is the whole recording's value

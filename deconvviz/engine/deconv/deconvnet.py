@@ -258,9 +258,11 @@ def plan(
         return Plan()
     whole_frames = _whole_frames(graph, node)
     whole = macs(graph, whole_frames)
+    hybrid = graph.frames(node, hybrid=True)
+    walk = "cone" if hybrid is not None and macs(graph, hybrid) < whole else "whole"
     cost = macs(graph, cone)
     if cost >= whole:
-        return Plan()
+        return Plan("whole", walk)
     below = {n.name for n in whole_part(graph, node)}
     above = set(cone) - below
     if cone_macs is None:
@@ -370,7 +372,8 @@ def project_recorded(
         position = torch.zeros((rows.numel(), 2), dtype=torch.int64)
     pos_all = None if position is None else position.to(device).to(torch.int64)
     cone = walk == "cone" and mode != "map" and not flat
-    frames = graph.frames(node.name, whole=not cone)
+    # A walk over whole recordings takes the whole map wherever the cone is as large.
+    frames = graph.frames(node.name, whole=not cone, hybrid=cone and rec.frames is None)
     assert frames is not None  # a cone walk is planned only where the cone exists
     per_seed, _ = _bytes(graph, node.name, frames, out.element_size(), False)
     # _bytes counts three signals of the widest node per seed: one is the widest signal.
@@ -378,6 +381,7 @@ def project_recorded(
     first = graph.nodes[0]
     channels = graph.in_channels
     projections, activations, positions = [], [], []
+    weights: Dict = {}  # the convs' weights as the walks use them, made once for all chunks
     for c0 in range(0, rows.numel(), chunk):
         sl = slice(c0, c0 + chunk)
         r, f = rows[sl], feat[sl]
@@ -394,7 +398,7 @@ def project_recorded(
                 here = rec.origin(node.name)
                 at = pos if here is None else pos - here.index_select(0, r.to(here.device))
                 act = out[r, f, at[:, 0], at[:, 1]]
-        w = Walk(graph, rec, r, pos, frames, rule, unpool)
+        w = Walk(graph, rec, r, pos, frames, rule, unpool, weights=weights)
         if mode != "map" and not flat and closed_form:
             start, signal = point_walk(w, node.name, f, act)
         elif mode != "map" and not flat and cone:

@@ -56,7 +56,7 @@ from ...errors import DeconvvizError
 from ..net.geometry import Frame, window_frame
 from ..net.graph import Graph, GraphNode
 from ..net.ops import split_sizes
-from ..net.run import fetch_attr, op_weight
+from ..net.run import fetch_attr, norm_weight, op_weight
 from .record import (
     GraphRecording,
     avg_counts,
@@ -84,6 +84,20 @@ class Walk:
     _origins: Dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
     #: convs whose batch norm's scale goes back inside their transposed conv (see _batchnorm)
     folded: Dict[str, torch.Tensor] = field(default_factory=dict, repr=False)
+    #: each conv's weight as its transpose uses it (batch norm folded in), shared by the walks
+    #: of one projection's chunks
+    weights: Dict[Tuple[str, torch.dtype], torch.Tensor] = field(default_factory=dict, repr=False)
+    #: whether the signal the current op goes back through is the walk's own to overwrite
+    mine: bool = False
+
+    def conv_weight(self, node: GraphNode, dtype: torch.dtype) -> torch.Tensor:
+        key = (node.name, dtype)
+        if key not in self.weights:
+            weight = op_weight(node.spec, self.graph.model).to(dtype)
+            if node.name in self.folded:
+                weight = weight * self.folded[node.name].to(dtype).view(-1, 1, 1, 1)
+            self.weights[key] = weight
+        return self.weights[key]
 
     def frame(self, name: str) -> Optional[Frame]:
         return self.frames.get(name)
@@ -122,28 +136,83 @@ Sent = List[Tuple[Optional[str], torch.Tensor, Optional[Frame]]]
 Transpose = Callable[[GraphNode, torch.Tensor, Walk], Sent]
 
 
+def _crop(need: Frame, target: Optional[Frame], stride, dilation):
+    """``(padding, output_padding)`` that cut a transposed conv's output on frame ``need``
+    down to the input's frame ``target`` (the padding a whole pass drops, the part of a
+    window outside the cone), or None where ``target`` is not inside ``need`` that way."""
+    if target is None or target.j != need.j:
+        return None
+    pad, extra = [], []
+    for i in range(2):
+        left = target.a[i] - need.a[i]
+        right = need.a[i] + need.n[i] - target.a[i] - target.n[i]
+        if left < 0 or right < 0 or not 0 <= left - right < max(stride[i], dilation[i]):
+            return None
+        pad.append(left)
+        extra.append(left - right)
+    return tuple(pad), tuple(extra)
+
+
 def _conv(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
     kernel, stride, padding, dilation = w.graph.window_params(node)
-    weight = op_weight(node.spec, w.graph.model).to(g.dtype)
-    if node.name in w.folded:
-        weight = weight * w.folded[node.name].to(g.dtype).view(-1, 1, 1, 1)
-    full = F.conv_transpose2d(
+    weight = w.conv_weight(node, g.dtype)
+    (parent,) = node.inputs
+    need = window_frame(w.frame(node.name), kernel, stride, padding, dilation)
+    target = w.frame(parent)
+    crop = _crop(need, target, stride, dilation)
+    groups = node.params["groups"]
+    phases = stride[0] * stride[1]
+    if groups == 1 and tuple(dilation) == (1, 1) and 1 < phases and weight.shape[1] * phases <= 64:
+        out = _by_phases(channels_last(g), weight, stride)
+        if crop is None:
+            return [(parent, out, need)]
+        (top, left), n = crop[0], target.n
+        return [(parent, out[..., top : top + n[0], left : left + n[1]], target)]
+    if crop is None:
+        out = F.conv_transpose2d(
+            channels_last(g), weight, stride=stride, dilation=dilation, groups=groups
+        )
+        return [(parent, out, need)]
+    # The transposed conv computes only the input's frame (no padded copy to cut down).
+    out = F.conv_transpose2d(
         channels_last(g),
         weight,
         stride=stride,
+        padding=crop[0],
+        output_padding=crop[1],
         dilation=dilation,
-        groups=node.params["groups"],
+        groups=groups,
     )
-    return [
-        (node.inputs[0], full, window_frame(w.frame(node.name), kernel, stride, padding, dilation))
-    ]
+    return [(parent, out, target)]
 
 
-def _by_rule(rule: str, g: torch.Tensor, slope) -> torch.Tensor:
+def _by_phases(g: torch.Tensor, weight: torch.Tensor, stride) -> torch.Tensor:
+    """``conv_transpose2d(g, weight, stride)`` as one convolution: output row ``q * s + p``
+    (phase ``p``) sums ``g[q - m] * weight[p + s * m]``, a plain convolution with the taps of
+    phase ``p``; the phases are stacked as output channels and interleaved after. The same
+    sums; several times faster where the transposed conv has few output channels (an
+    image's 3 below a strided stem), which the library's transposed kernel handles poorly."""
+    c_out, c_in, kh, kw = weight.shape
+    sy, sx = stride
+    my, mx = -(-kh // sy), -(-kw // sx)
+    stacked = weight.new_zeros((c_in, sy, sx, c_out, my, mx))
+    for py in range(sy):
+        for px in range(sx):
+            taps = weight[:, :, py::sy, px::sx].transpose(0, 1)
+            stacked[:, py, px, :, : taps.shape[2], : taps.shape[3]] = taps
+    stacked = stacked.flip(-2, -1).reshape(c_in * sy * sx, c_out, my, mx)
+    r = F.conv2d(g, stacked, padding=(my - 1, mx - 1))
+    s, _, h, w = r.shape
+    out = r.view(s, c_in, sy, sx, h, w).permute(0, 1, 4, 2, 5, 3).reshape(s, c_in, h * sy, w * sx)
+    return out[:, :, : (g.shape[2] - 1) * sy + kh, : (g.shape[3] - 1) * sx + kw]
+
+
+def _by_rule(rule: str, g: torch.Tensor, slope, inplace: bool = False) -> torch.Tensor:
     """An elementwise nonlinearity's rule on signal ``g`` (``slope``: φ'(x), a callable
-    giving it where the rule needs it; for ReLU the bool mask)."""
+    giving it where the rule needs it; for ReLU the bool mask); ``inplace``: ``g`` may be
+    overwritten."""
     if rule == "deconvnet":
-        return g.clamp(min=0)
+        return g.clamp_(min=0) if inplace else g.clamp(min=0)
     s = slope()
     if rule == "gradient":
         return g * s
@@ -151,7 +220,7 @@ def _by_rule(rule: str, g: torch.Tensor, slope) -> torch.Tensor:
 
 
 def _rectify(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
-    out = _by_rule(w.rule, g, lambda: w.record(w.rec.masks, node.name))
+    out = _by_rule(w.rule, g, lambda: w.record(w.rec.masks, node.name), w.mine)
     return [(node.inputs[0], out, w.frame(node.name))]
 
 
@@ -171,7 +240,12 @@ def _gate(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
 
 
 def _norm(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
-    return [(node.inputs[0], g * _held(w, node.name).to(g.dtype), w.frame(node.name))]
+    held = _held(w, node.name).to(g.dtype)
+    out = g.mul_(held) if w.mine else g * held
+    weight = norm_weight(node.spec, w.graph.model, g.dim())
+    if weight is not None:
+        out.mul_(weight.to(g.dtype))
+    return [(node.inputs[0], out, w.frame(node.name))]
 
 
 def _sum_pool_transpose(g: torch.Tensor, kernel, stride, dilation) -> torch.Tensor:
@@ -267,13 +341,8 @@ def _batchnorm(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
         # conv's weight (one pass over the signal fewer).
         w.folded[x] = scale
         return [(x, g, w.frame(node.name))]
-    return [
-        (
-            node.inputs[0],
-            g * scale.to(g.dtype).view((1, -1) + (1,) * (g.dim() - 2)),
-            w.frame(node.name),
-        )
-    ]
+    scale = scale.to(g.dtype).view((1, -1) + (1,) * (g.dim() - 2))
+    return [(node.inputs[0], g.mul_(scale) if w.mine else g * scale, w.frame(node.name))]
 
 
 def _unbroadcast(g: torch.Tensor, shape: Tuple[int, ...]) -> torch.Tensor:
@@ -407,6 +476,7 @@ def _settle(walk: Walk, name: str, g: torch.Tensor) -> torch.Tensor:
 
 
 def _add_window(
+    walk: Walk,
     pending: Dict[str, torch.Tensor],
     owned: set,
     parent: str,
@@ -415,27 +485,41 @@ def _add_window(
     target: Frame,
 ) -> None:
     """Add ``sent`` (on ``sent_frame``) into ``parent``'s signal on its frame ``target``,
-    in place where the walk owns that signal (no padded copy of ``sent``)."""
+    in place where the walk owns that signal (no padded copy of ``sent``). Frames that
+    move alike with the seed overlap alike for every seed (one slice); a seed's window
+    onto a whole map lands at that seed's own place."""
     if parent not in owned:
         base = pending.get(parent)
         pending[parent] = (
-            sent.new_zeros((sent.shape[0], sent.shape[1]) + tuple(target.n)).contiguous(
-                memory_format=torch.channels_last
-            )
+            torch.zeros(
+                (sent.shape[0], sent.shape[1]) + tuple(target.n),
+                dtype=sent.dtype,
+                device=sent.device,
+            ).contiguous(memory_format=torch.channels_last)
             if base is None
             else base.clone()
         )
         owned.add(parent)
     acc = pending[parent]
-    # The part of each window that lies on the other (the same for every seed).
-    lo = [max(0, sent_frame.a[i] - target.a[i]) for i in range(2)]
-    hi = [min(target.n[i], sent_frame.a[i] - target.a[i] + sent_frame.n[i]) for i in range(2)]
-    if lo[0] >= hi[0] or lo[1] >= hi[1]:
-        return
-    so = [lo[i] - (sent_frame.a[i] - target.a[i]) for i in range(2)]
-    acc[..., lo[0] : hi[0], lo[1] : hi[1]] += sent[
-        ..., so[0] : so[0] + hi[0] - lo[0], so[1] : so[1] + hi[1] - lo[1]
-    ]
+    if sent_frame.j == target.j:
+        shifts = [(slice(None), (sent_frame.a[0] - target.a[0], sent_frame.a[1] - target.a[1]))]
+    else:
+        d = (sent_frame.origin(walk.position) - target.origin(walk.position)).tolist()
+        shifts = [(s, (dy, dx)) for s, (dy, dx) in enumerate(d)]
+    for rows, d in shifts:
+        # The part of the window that lies on the other.
+        lo = [max(0, d[i]) for i in range(2)]
+        hi = [min(target.n[i], d[i] + sent_frame.n[i]) for i in range(2)]
+        if lo[0] >= hi[0] or lo[1] >= hi[1]:
+            continue
+        so = [lo[i] - d[i] for i in range(2)]
+        acc[rows, ..., lo[0] : hi[0], lo[1] : hi[1]] += sent[
+            rows, ..., so[0] : so[0] + hi[0] - lo[0], so[1] : so[1] + hi[1] - lo[1]
+        ]
+
+
+def _storage(t: torch.Tensor) -> int:
+    return t.untyped_storage().data_ptr()
 
 
 def reverse_walk(walk: Walk, start: str, signal: torch.Tensor) -> torch.Tensor:
@@ -447,7 +531,9 @@ def reverse_walk(walk: Walk, start: str, signal: torch.Tensor) -> torch.Tensor:
     """
     graph = walk.graph
     pending: Dict[str, torch.Tensor] = {start: signal}
-    owned = set()  # pending signals this walk made, so it may add into them in place
+    # Pending signals no one else holds (an op's new tensor, a sum the walk made): the walk
+    # may add into them, and the next op overwrite them, in place.
+    owned = set()
     spread = {start}  # nodes a window op sent signal to: it may lie in their padding
     for n in reversed(graph.ancestors([start])):
         g = pending.pop(n.name, None)
@@ -460,16 +546,24 @@ def reverse_walk(walk: Walk, start: str, signal: torch.Tensor) -> torch.Tensor:
         rule_fn = TRANSPOSES.get(n.op)
         if rule_fn is None:
             raise DeconvvizError(f"{n.label()} has no deconvnet rule")
-        for parent, sent, sent_frame in rule_fn(n, g, walk):
+        walk.mine = n.name in owned
+        sent_all = rule_fn(n, g, walk)
+        walk.mine = False
+        storages = [_storage(t) for _, t, _ in sent_all]
+        for (parent, sent, sent_frame), at in zip(sent_all, storages):
             if parent is None:
                 continue
             target = walk.frame(parent)
             if sent_frame is not None and sent_frame is not walk.frame(n.name):
                 spread.add(parent)
             if sent_frame is not None and target is not None and sent_frame != target:
-                _add_window(pending, owned, parent, sent, sent_frame, target)
+                _add_window(walk, pending, owned, parent, sent, sent_frame, target)
             elif parent not in pending:
-                pending[parent] = sent  # shared with other parents (add): never written
+                pending[parent] = sent
+                # Its own if no other parent got the same memory, and it is not the
+                # signal's (or the signal was the walk's own).
+                if storages.count(at) == 1 and (at != _storage(g) or n.name in owned):
+                    owned.add(parent)
             elif parent in owned:
                 pending[parent] += sent
             else:
@@ -553,7 +647,12 @@ def _at(
     if here is not None:
         here = here.index_select(0, rows)
         y, x = y - here[:, 0], x - here[:, 1]
-    return records[name][rows, channel, y, x]
+    t = records[name]
+    # A record in the shape of its statistics (a norm's) has size 1 where it is the same.
+    c, y, x = (
+        i if t.shape[d] > 1 else torch.zeros_like(i) for d, i in ((1, channel), (2, y), (3, x))
+    )
+    return t[rows, c, y, x]
 
 
 def point_walk(
@@ -580,8 +679,16 @@ def point_walk(
             held = walk.rec.held[n.name]
             c = channel if held.shape[1] > 1 else torch.zeros_like(channel)
             v = v * held[walk.rows.to(held.device), c, 0, 0].to(v.dtype)
-        elif n.op == "norm" and walk.rec.held[n.name].dim() == 4:
+        elif (
+            n.op == "norm"
+            and walk.rec.held[n.name].dim() == 4
+            and not walk.graph.channels_last(n.name)
+        ):
             v = v * _at(walk, walk.rec.held, n.name, channel, y, x).to(v.dtype)
+            weight = norm_weight(n.spec, walk.graph.model, 4)
+            if weight is not None:
+                c, h, wd = walk.rec.shapes[n.name]
+                v = v * weight.expand(1, c, h, wd)[0, channel, y, x].to(v.dtype)
         elif (
             n.op in ("maxpool", "adaptive_maxpool")
             and walk.unpool == "switches"

@@ -384,6 +384,7 @@ def seed_frames(
     reach: Callable[[object, Frame], Optional[list]],
     whole: bool,
     block: Tuple[int, int] = (1, 1),
+    hybrid: bool = False,
 ) -> Optional[Dict[str, Frame]]:
     """Frames of every node under ``seed`` (``order``: its ancestors in execution order).
 
@@ -393,6 +394,12 @@ def seed_frames(
     ``None`` where an op's window is not a fixed shift of the seed's position:
     flatten, linear, a spatial concatenation, an uneven adaptive pool). ``None``
     when the cone does not exist; the caller then takes the whole image.
+
+    ``hybrid`` (a walk over whole recordings): a node whose window is at least as large
+    as its map keeps the whole map instead, and so does everything below it (a window's
+    signal is added into a whole map at each seed's place; the reverse never cuts a
+    whole map into windows): never more work than the whole maps, and less than the
+    cone where its windows outgrow the maps.
     """
     if whole:
         return {
@@ -404,9 +411,16 @@ def seed_frames(
     if by_name[seed].shape is None or len(by_name[seed].shape) != 3:
         return None
     frames: Dict[str, Frame] = {seed: Frame((0, 0), (1, 1), (int(block[0]), int(block[1])))}
+    made_whole: set = set()
     for n in reversed(order):
         f = frames.get(n.name)
-        if f is None or n.op == "input":
+        if f is None:
+            continue
+        if hybrid and n.name != seed:
+            size = tuple(n.shape[1:])
+            if n.name in made_whole or f.n[0] * f.n[1] >= size[0] * size[1]:
+                f = frames[n.name] = Frame((0, 0), (0, 0), size)
+        if n.op == "input":
             continue
         needs = reach(n, f)
         if needs is None:
@@ -415,7 +429,14 @@ def seed_frames(
             shape = by_name[x].shape
             if shape is None or len(shape) != 3:
                 return None
+            if hybrid and (f.whole or x in made_whole):
+                made_whole.add(x)
+                frames[x] = fx_
+                continue
             merged = fx_ if x not in frames else union_frame(frames[x], fx_)
+            if merged is None and hybrid:
+                made_whole.add(x)
+                merged = fx_
             if merged is None:
                 return None
             frames[x] = merged

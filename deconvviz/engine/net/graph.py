@@ -174,15 +174,20 @@ class Graph:
         return [(ins[0], window_frame(frame, *window))]
 
     def frames(
-        self, seed: str, whole: bool = False, block: Tuple[int, int] = (1, 1)
+        self,
+        seed: str,
+        whole: bool = False,
+        block: Tuple[int, int] = (1, 1),
+        hybrid: bool = False,
     ) -> Optional[Dict[str, Frame]]:
         """Per node under ``seed``, the window its seeds keep (the seed's cone, the union of
-        the cones of a ``block`` of positions, or with ``whole`` every map whole); None
-        where the cone does not exist (cached)."""
-        key = (seed, bool(whole), tuple(block))
+        the cones of a ``block`` of positions, or with ``whole`` every map whole; ``hybrid``:
+        the whole map where the cone's window is as large, see
+        :func:`~.geometry.seed_frames`); None where the cone does not exist (cached)."""
+        key = (seed, bool(whole), tuple(block), bool(hybrid))
         if key not in self._frames:
             self._frames[key] = seed_frames(
-                self.ancestors([seed]), seed, self._reach, whole, tuple(block)
+                self.ancestors([seed]), seed, self._reach, whole, tuple(block), bool(hybrid)
             )
         return self._frames[key]
 

@@ -29,6 +29,7 @@ __all__ = [
     "run_recorded",
     "run_pool_with_switches",
     "norm_factor",
+    "norm_weight",
     "fetch_attr",
     "op_weight",
     "execute",
@@ -134,34 +135,40 @@ def run_recorded(
     return value, None
 
 
-def norm_factor(spec: OpSpec, x: torch.Tensor, root: nn.Module) -> torch.Tensor:
-    """What a normalisation multiplies ``x`` by once its statistics are held:
-    ``weight / sqrt(var + eps)``, of ``x``'s shape (statistics over the last dims for
-    LayerNorm, over channels for LayerNorm2d, per image and group for GroupNorm and
-    InstanceNorm)."""
+def norm_weight(spec: OpSpec, root: nn.Module, ndim: int) -> Optional[torch.Tensor]:
+    """A normalisation's weight as it multiplies an ``ndim``-d map of the node's layout (per
+    channel ``(1, C, 1, ...)`` for statistics over channels or groups; the normalised shape
+    for LayerNorm's last dims), or None without one."""
     p = spec.params
     where, name = p["weight"] if p["weight"] is not None else (None, None)
-    weight = (
-        None
-        if where is None
-        else (getattr(spec.module, name) if where == "module" else fetch_attr(root, name))
-    )
+    if where is None:
+        return None
+    weight = getattr(spec.module, name) if where == "module" else fetch_attr(root, name)
+    if weight is None or p["stats"] == "last":
+        return weight
+    return weight.view((1, -1) + (1,) * (ndim - 2))
+
+
+def norm_factor(spec: OpSpec, x: torch.Tensor, root: nn.Module) -> torch.Tensor:
+    """What a normalisation multiplies ``x`` by once its statistics are held, before its
+    weight (:func:`norm_weight`): ``1 / sqrt(var + eps)`` in the shape of the statistics
+    (``(B, ..., 1)`` over LayerNorm's last dims, ``(B, 1, H, W)`` over the channels of
+    LayerNorm2d, ``(B, C, 1, 1)`` per image and group for GroupNorm and InstanceNorm),
+    which broadcasts over ``x`` (a fraction of its size)."""
+    p = spec.params
     eps = p["eps"]
     if p["stats"] == "last":
         dims = tuple(range(-p["dims"], 0))
         factor = (x.var(dims, unbiased=False, keepdim=True) + eps).rsqrt()
-        factor = factor * weight if weight is not None else factor
+    elif p["stats"] == "channels":
+        factor = (x.var(1, unbiased=False, keepdim=True) + eps).rsqrt()
     else:
-        if p["stats"] == "channels":
-            factor = (x.var(1, unbiased=False, keepdim=True) + eps).rsqrt()
-        else:
-            groups = p["groups"] or x.shape[1]
-            flat = x.reshape(x.shape[0], groups, -1)
-            factor = (flat.var(-1, unbiased=False, keepdim=True) + eps).rsqrt()
-            factor = factor.expand_as(flat).reshape(x.shape)
-        if weight is not None:
-            factor = factor * weight.view((1, -1) + (1,) * (x.dim() - 2))
-    return factor.expand(x.shape).to(x.dtype).contiguous()
+        groups = p["groups"] or x.shape[1]
+        flat = x.reshape(x.shape[0], groups, -1)
+        factor = (flat.var(-1, unbiased=False) + eps).rsqrt()  # (B, groups)
+        factor = factor.repeat_interleave(x.shape[1] // groups, dim=1)
+        factor = factor.view(x.shape[:2] + (1,) * (x.dim() - 2))
+    return factor.to(x.dtype).contiguous()
 
 
 def run_pool_with_switches(spec: OpSpec, x: torch.Tensor):
