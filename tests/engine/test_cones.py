@@ -10,6 +10,7 @@ from conftest import alexnet_like, assert_close
 from graph_reference import ZOO, one_thread, reference, zoo_graph, zoo_model  # noqa: F401
 from torch import nn
 
+from deconvviz.engine.deconv import reverse
 from deconvviz.engine.deconv.deconvnet import (
     RULES,
     Plan,
@@ -211,6 +212,26 @@ def test_chunks_of_one_seed_agree_with_one_batch():
         )
         assert_close(many, one)
         assert_close(a2, a1)
+
+
+@pytest.mark.parametrize("cap", [1, 200_000, 1_000_000])
+def test_a_walk_goes_on_in_groups_of_seeds_where_its_signals_grow(cap, monkeypatch):
+    """Past ``SIGNAL_BYTES`` (per group of seeds) a reverse pass splits its seeds into groups
+    and goes on with each: from the start (1 byte), or partway down (the signals of 5 seeds
+    outgrow 200 kB or 1 MB on the way to the 64x64 image); the same projections, every plan."""
+    graph = zoo_graph("bottleneck")
+    x = _images(64, n=3, seed=7)
+    node = _cone_nodes(graph)[-1]
+    h, w = graph.node(node).shape[1:]
+    idx = torch.tensor([0, 2, 1, 2, 0])
+    feat = torch.tensor([1, 7, 3, 0, 5])
+    pos = torch.tensor([[0, 0], [h - 1, w - 1], [h // 2, 1], [1, w // 2], [h - 1, 0]])
+    whole = {how: project_positions(graph, x, node, idx, feat, pos, how=how) for how in PLANS}
+    monkeypatch.setattr(reverse, "SIGNAL_BYTES", cap)
+    for how in PLANS:
+        proj, act = project_positions(graph, x, node, idx, feat, pos, how=how)
+        assert_close(proj, whole[how][0], f"{how} {cap}")
+        assert_close(act, whole[how][1])
 
 
 @pytest.mark.parametrize("name", ["vgg11", "resnet18", "googlenet"])

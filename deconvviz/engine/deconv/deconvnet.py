@@ -376,8 +376,7 @@ def project_recorded(
     frames = graph.frames(node.name, whole=not cone, hybrid=cone and rec.frames is None)
     assert frames is not None  # a cone walk is planned only where the cone exists
     per_seed, _ = _bytes(graph, node.name, frames, out.element_size(), False)
-    # _bytes counts three signals of the widest node per seed: one is the widest signal.
-    chunk = max(1, min(int(max_bytes) // per_seed, SIGNAL_BYTES // (per_seed // 3)))
+    chunk = max(1, int(max_bytes) // per_seed)
     first = graph.nodes[0]
     channels = graph.in_channels
     projections, activations, positions = [], [], []

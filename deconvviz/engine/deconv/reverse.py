@@ -66,7 +66,7 @@ from .record import (
     fill_outside,
 )
 
-__all__ = ["Walk", "TRANSPOSES", "POINT_OPS", "reverse_walk", "point_walk"]
+__all__ = ["Walk", "TRANSPOSES", "POINT_OPS", "SIGNAL_BYTES", "reverse_walk", "point_walk"]
 
 
 @dataclass
@@ -89,6 +89,20 @@ class Walk:
     weights: Dict[Tuple[str, torch.dtype], torch.Tensor] = field(default_factory=dict, repr=False)
     #: whether the signal the current op goes back through is the walk's own to overwrite
     mine: bool = False
+
+    def part(self, seeds: slice) -> "Walk":
+        """The same walk for a group of its seeds (weights and folds shared)."""
+        return Walk(
+            self.graph,
+            self.rec,
+            self.rows[seeds],
+            self.position[seeds],
+            self.frames,
+            self.rule,
+            self.unpool,
+            folded=self.folded,
+            weights=self.weights,
+        )
 
     def conv_weight(self, node: GraphNode, dtype: torch.dtype) -> torch.Tensor:
         key = (node.name, dtype)
@@ -522,23 +536,80 @@ def _storage(t: torch.Tensor) -> int:
     return t.untyped_storage().data_ptr()
 
 
+#: The largest signal (bytes) a reverse pass holds for its seeds at once: where the signals
+#: grow past it (going down towards the image, maps grow), the walk goes on in groups of
+#: fewer seeds. The allocator serves blocks above 32 MiB with fresh memory from the kernel
+#: (glibc's ceiling for reusing freed blocks) and every new one costs page faults, the
+#: system time that otherwise doubles a reverse pass over whole maps; above the split, many
+#: seeds in one batch keep the deep layers' products large (a small matrix product costs
+#: twice as much per row).
+SIGNAL_BYTES = 16 * 2**20
+
+
+def _signal_bytes(walk: Walk, order: List[GraphNode], elem: int) -> List[int]:
+    """For each step of ``order``, the bytes of one seed's signal of that node."""
+    sizes = []
+    for n in order:
+        shape = walk.rec.shapes.get(n.name) or n.shape
+        f = walk.frame(n.name)
+        if shape is None:
+            sizes.append(0)
+        elif f is not None:
+            channels = shape[-1] if walk.graph.channels_last(n.name) else shape[0]
+            sizes.append(channels * f.area() * elem)
+        else:
+            sizes.append(int(torch.Size(shape).numel()) * elem)
+    return sizes
+
+
 def reverse_walk(walk: Walk, start: str, signal: torch.Tensor) -> torch.Tensor:
     """Send ``signal`` ``(S, ...)`` on node ``start``'s frame back to the input.
 
     Returns the input's signal on its frame: ``(S, C, H, W)`` for whole frames,
     each seed's window of the image otherwise (top-left ``walk.origin(input)``).
-    Only the start node's ancestors are visited, each once, in reverse order.
+    Only the start node's ancestors are visited, each once, in reverse order;
+    where the signals outgrow :data:`SIGNAL_BYTES` the seeds go on in groups.
     """
-    graph = walk.graph
-    pending: Dict[str, torch.Tensor] = {start: signal}
+    order = list(reversed(walk.graph.ancestors([start])))
+    sizes = _signal_bytes(walk, order, signal.element_size())
     # Pending signals no one else holds (an op's new tensor, a sum the walk made): the walk
     # may add into them, and the next op overwrite them, in place.
-    owned = set()
-    spread = {start}  # nodes a window op sent signal to: it may lie in their padding
-    for n in reversed(graph.ancestors([start])):
-        g = pending.pop(n.name, None)
-        if g is None:
+    return _walk_on(walk, order, sizes, 0, {start: signal}, set(), {start}, signal)
+
+
+def _walk_on(
+    walk: Walk,
+    order: List[GraphNode],
+    sizes: List[int],
+    step: int,
+    pending: Dict[str, torch.Tensor],
+    owned: set,
+    spread: set,  # nodes a window op sent signal to: it may lie in their padding
+    signal: torch.Tensor,
+) -> torch.Tensor:
+    for i in range(step, len(order)):
+        n = order[i]
+        if n.name not in pending:
             continue
+        seeds = walk.rows.numel()
+        if seeds > 1 and seeds * sizes[i] > SIGNAL_BYTES:
+            group = max(1, SIGNAL_BYTES // sizes[i])
+            return torch.cat(
+                [
+                    _walk_on(
+                        walk.part(slice(a, a + group)),
+                        order,
+                        sizes,
+                        i,
+                        {k: t[a : a + group] for k, t in pending.items()},
+                        set(owned),
+                        set(spread),
+                        signal[a : a + group],
+                    )
+                    for a in range(0, seeds, group)
+                ]
+            )
+        g = pending.pop(n.name)
         if n.name in spread:
             g = _settle(walk, n.name, g)
         if n.op == "input":
@@ -569,7 +640,7 @@ def reverse_walk(walk: Walk, start: str, signal: torch.Tensor) -> torch.Tensor:
             else:
                 pending[parent] = pending[parent] + sent
                 owned.add(parent)
-    first = graph.nodes[0]
+    first = walk.graph.nodes[0]
     f = walk.frame(first.name)
     shape = tuple(walk.rec.shapes.get(first.name) or first.shape)
     if f is not None:

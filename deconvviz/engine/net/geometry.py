@@ -455,9 +455,7 @@ def receptive_box(
     padding and dilation of every layer below, clipped at the image border.
     """
     H, W = image_size if image_size is not None else info.image_size
-    y, x = int(position[0]), int(position[1])
-    y0 = info.rf_start[0] + y * info.rf_jump[0]
-    x0 = info.rf_start[1] + x * info.rf_jump[1]
+    y0, x0 = window_origins(info, torch.tensor([int(position[0]), int(position[1])])).tolist()
     y1, x1 = y0 + info.rf_size[0], x0 + info.rf_size[1]
     return max(0, y0), max(0, x0), min(H, y1), min(W, x1)
 
