@@ -51,7 +51,6 @@ from .projection import (
     seed_maps,
 )
 from .record import (
-    SIGNAL_BYTES,
     GraphRecording,
     channels_last,
     paste,

@@ -64,12 +64,14 @@ __all__ = [
 ]
 
 
-#: The largest signal (bytes) a chunk of a pass holds at once: a chunk of seeds of a reverse
-#: pass, a chunk of images of a whole-image recording. The allocator serves blocks above
-#: 32 MiB with fresh memory from the kernel (glibc's ceiling for reusing freed blocks), and
-#: every new one costs page faults, the system time that otherwise doubles a reverse pass
-#: over whole maps (and a whole EfficientNet-B0 forward of 15 images); chunks under this
-#: size reuse the same memory from one op to the next.
+#: The largest signal (bytes) a pass holds at once: a whole-image recording runs as many
+#: images at a time as keep its widest map under it; where a reverse pass's signals grow
+#: past it (going down towards the image, maps grow), the walk goes on in groups of fewer
+#: seeds. The allocator serves blocks above 32 MiB with fresh memory from the kernel
+#: (glibc's ceiling for reusing freed blocks) and every new one costs page faults, the
+#: system time that otherwise doubles a reverse pass over whole maps (and a whole
+#: EfficientNet-B0 forward of 15 images); above the split, many seeds in one batch keep the
+#: deep layers' products large (a small matrix product costs twice as much per row).
 SIGNAL_BYTES = 16 * 2**20
 
 

@@ -58,6 +58,7 @@ from ..net.graph import Graph, GraphNode
 from ..net.ops import split_sizes
 from ..net.run import fetch_attr, norm_weight, op_weight
 from .record import (
+    SIGNAL_BYTES,
     GraphRecording,
     avg_counts,
     channels_last,
@@ -534,16 +535,6 @@ def _add_window(
 
 def _storage(t: torch.Tensor) -> int:
     return t.untyped_storage().data_ptr()
-
-
-#: The largest signal (bytes) a reverse pass holds for its seeds at once: where the signals
-#: grow past it (going down towards the image, maps grow), the walk goes on in groups of
-#: fewer seeds. The allocator serves blocks above 32 MiB with fresh memory from the kernel
-#: (glibc's ceiling for reusing freed blocks) and every new one costs page faults, the
-#: system time that otherwise doubles a reverse pass over whole maps; above the split, many
-#: seeds in one batch keep the deep layers' products large (a small matrix product costs
-#: twice as much per row).
-SIGNAL_BYTES = 16 * 2**20
 
 
 def _signal_bytes(walk: Walk, order: List[GraphNode], elem: int) -> List[int]:
