@@ -295,7 +295,7 @@ def main():
         t_base.append(tb)
         t_ours.append(to)
         print(f"pair {r + 1}: baseline {tb:.2f} s, deconvviz {to:.2f} s", flush=True)
-    if args.floor and not args.captum and not args.rules:
+    if args.floor and not args.captum:
         floor(graph, loops, x, nodes, names, seeds, args.repeats)
     err = max(
         float((g - w).abs().max() / w.abs().max().clamp(min=1e-30)) for g, w in zip(got, want)

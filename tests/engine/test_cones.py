@@ -10,7 +10,7 @@ from conftest import alexnet_like, assert_close
 from graph_reference import ZOO, one_thread, reference, zoo_graph, zoo_model  # noqa: F401
 from torch import nn
 
-from deconvviz.engine.deconv import reverse
+from deconvviz.engine.deconv import record
 from deconvviz.engine.deconv.deconvnet import (
     RULES,
     Plan,
@@ -227,7 +227,7 @@ def test_a_walk_goes_on_in_groups_of_seeds_where_its_signals_grow(cap, monkeypat
     feat = torch.tensor([1, 7, 3, 0, 5])
     pos = torch.tensor([[0, 0], [h - 1, w - 1], [h // 2, 1], [1, w // 2], [h - 1, 0]])
     whole = {how: project_positions(graph, x, node, idx, feat, pos, how=how) for how in PLANS}
-    monkeypatch.setattr(reverse, "SIGNAL_BYTES", cap)
+    monkeypatch.setattr(record, "SIGNAL_BYTES", cap)
     for how in PLANS:
         proj, act = project_positions(graph, x, node, idx, feat, pos, how=how)
         assert_close(proj, whole[how][0], f"{how} {cap}")

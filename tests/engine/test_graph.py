@@ -2,6 +2,8 @@
 the gradient's support, one-line errors, the model left as found, and today's literal
 deconvnet cases run through the graph engine."""
 
+from collections import OrderedDict
+
 import pytest
 import torch
 import torch.nn.functional as F
@@ -608,6 +610,40 @@ def test_node_outputs_equal_torchvisions_feature_extractor():
     assert list(ours) == list(nodes)
     for n in nodes:  # channels-last convolutions round differently: equal to 1e-12
         torch.testing.assert_close(ours[n], theirs[n], rtol=1e-12, atol=1e-12)
+
+
+class _StdConv(nn.Conv2d):
+    """A conv with its own forward (weight standardisation, as timm's StdConv2d)."""
+
+    def forward(self, x):
+        w = self.weight
+        w = (w - w.mean((1, 2, 3), keepdim=True)) / w.std((1, 2, 3), keepdim=True)
+        return self._conv_forward(x, w, self.bias)
+
+
+def test_batch_norms_fold_into_plain_convs_only():
+    """A conv and the batch norm after it run as one folded conv (the same numbers), but a
+    conv with its own forward (traced through), a norm with a hook, and a conv whose output
+    is asked for run as the network runs them."""
+    torch.manual_seed(0)
+    model = nn.Sequential(OrderedDict(
+        conv1=nn.Conv2d(3, 4, 3, bias=False), bn1=nn.BatchNorm2d(4), relu1=nn.ReLU(),
+        conv2=_StdConv(4, 5, 3), bn2=nn.BatchNorm2d(5), relu2=nn.ReLU(),
+        conv3=nn.Conv2d(5, 6, 3), bn3=nn.BatchNorm2d(6), relu3=nn.ReLU(),
+    )).double().eval()  # fmt: skip
+    with torch.no_grad():
+        for bn in (model.bn1, model.bn2, model.bn3):
+            bn.running_mean.normal_()
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.normal_()
+            bn.bias.normal_()
+    model.bn3.register_forward_hook(lambda m, i, o: 2 * o)
+    graph = build_graph(model, (16, 16))
+    x = torch.randn(2, 3, 16, 16, dtype=torch.float64)
+    ours = deconvnet.node_outputs(graph, x, ["conv1", "relu3"])
+    with torch.no_grad():
+        assert_close(ours["relu3"], model(x), "folded, own forward, hooked")
+        assert_close(ours["conv1"], model.conv1(x), "a conv asked for")
 
 
 def test_recording_stops_at_the_seed_node():

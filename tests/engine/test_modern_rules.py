@@ -16,6 +16,7 @@ from graph_reference import one_thread  # noqa: F401
 from modern_reference import MODERN_ZOO, RULES, modern_model, modern_reference, modern_size
 from torch import nn
 
+from deconvviz.engine.deconv import record
 from deconvviz.engine.deconv.deconvnet import (
     Plan,
     deconvolve,
@@ -231,6 +232,39 @@ def test_cone_recordings_take_held_values_from_one_whole_pass(name, node, held):
                 assert_close(a[key], b[key], f"{name} {kind} {key}")
             else:  # ReLU's mask, switches: the same comparisons on the same float64 values
                 assert torch.equal(a[key], b[key]), f"{name} {kind} {key}"
+
+
+def test_whole_recordings_in_passes_of_few_images_with_norms_folded_equal_the_reference(
+    monkeypatch,
+):
+    """A whole recording runs its images in passes whose widest map stays under
+    ``SIGNAL_BYTES`` (here one image per pass), every batch norm folded into the conv
+    before it: each plan, every rule = the reference. The folded weights are made per
+    recording: after the model's statistics and weights change, the projections follow."""
+    monkeypatch.setattr(record, "SIGNAL_BYTES", 1)
+    model = copy.deepcopy(modern_model("tv_efficientnet_b0"))
+    graph = build_graph(model, (64, 64))
+    x = _images(64, n=3, seed=5)
+    idx = torch.tensor([0, 2, 1, 2])
+    for step in ("as trained", "changed"):
+        if step == "changed":
+            with torch.no_grad():
+                model.features[0][1].running_var.mul_(3.0)
+                model.features[1][0].block[0][1].running_mean.add_(0.5)
+                model.features[2][0].block[0][0].weight.mul_(-1.0)
+        for node in ("features.2.0.block.1", "features.3.0.block.2"):
+            c, h, w = graph.node(node).shape
+            pos = torch.tensor([[0, 0], [h - 1, w - 1], [h // 2, 1], [1, w // 2]])
+            out = node_outputs(graph, x, [node])[node]
+            feats = [int(out[i, :, r, q].argmax()) for i, (r, q) in zip(idx.tolist(), pos.tolist())]
+            want = modern_reference(model, x[idx], {node: feats}, RULES, positions={node: pos})
+            for rule in RULES:
+                for how in (Plan("whole", "whole"), Plan("whole", "cone"), Plan("cone", "cone")):
+                    got, act = project_positions(
+                        graph, x, node, idx, torch.tensor(feats), pos, rule=rule, how=how
+                    )
+                    assert_close(got, want[rule][node][0], f"{step} {node} {rule} {how}")
+                    assert_close(act, want[rule][node][2], f"{step} {node} activation")
 
 
 class _Net(nn.Module):

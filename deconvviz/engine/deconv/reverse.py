@@ -57,6 +57,7 @@ from ..net.graph import Graph, GraphNode
 from ..net.ops import split_sizes
 from ..net.run import fetch_attr, norm_weight, op_weight
 from ..net.trace import is_torchvision
+from . import record
 from .record import (
     GraphRecording,
     avg_counts,
@@ -66,7 +67,7 @@ from .record import (
     fill_outside,
 )
 
-__all__ = ["Walk", "TRANSPOSES", "POINT_OPS", "SIGNAL_BYTES", "reverse_walk", "point_walk"]
+__all__ = ["Walk", "TRANSPOSES", "POINT_OPS", "reverse_walk", "point_walk"]
 
 
 @dataclass
@@ -536,16 +537,6 @@ def _storage(t: torch.Tensor) -> int:
     return t.untyped_storage().data_ptr()
 
 
-#: The largest signal (bytes) a reverse pass holds for its seeds at once: where the signals
-#: grow past it (going down towards the image, maps grow), the walk goes on in groups of
-#: fewer seeds. The allocator serves blocks above 32 MiB with fresh memory from the kernel
-#: (glibc's ceiling for reusing freed blocks) and every new one costs page faults, the
-#: system time that otherwise doubles a reverse pass over whole maps; above the split, many
-#: seeds in one batch keep the deep layers' products large (a small matrix product costs
-#: twice as much per row).
-SIGNAL_BYTES = 16 * 2**20
-
-
 def _signal_bytes(walk: Walk, order: List[GraphNode], elem: int) -> List[int]:
     """For each step of ``order``, the bytes of one seed's signal of that node."""
     sizes = []
@@ -568,7 +559,7 @@ def reverse_walk(walk: Walk, start: str, signal: torch.Tensor) -> torch.Tensor:
     Returns the input's signal on its frame: ``(S, C, H, W)`` for whole frames,
     each seed's window of the image otherwise (top-left ``walk.origin(input)``).
     Only the start node's ancestors are visited, each once, in reverse order;
-    where the signals outgrow :data:`SIGNAL_BYTES` the seeds go on in groups.
+    where the signals outgrow :data:`~.record.SIGNAL_BYTES` the seeds go on in groups.
     """
     order = list(reversed(walk.graph.ancestors([start])))
     sizes = _signal_bytes(walk, order, signal.element_size())
@@ -592,8 +583,9 @@ def _walk_on(
         if n.name not in pending:
             continue
         seeds = walk.rows.numel()
-        if seeds > 1 and seeds * sizes[i] > SIGNAL_BYTES:
-            group = max(1, SIGNAL_BYTES // sizes[i])
+        cap = record.SIGNAL_BYTES
+        if seeds > 1 and seeds * sizes[i] > cap:
+            group = max(1, cap // sizes[i])
             return torch.cat(
                 [
                     _walk_on(

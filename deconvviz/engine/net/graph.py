@@ -406,10 +406,11 @@ class Graph:
         switches: bool = False,
         slopes: bool = False,
         reuse: bool = False,
+        folds: Optional[Dict[nn.Module, tuple]] = None,
     ) -> Dict[str, torch.Tensor]:
         """Run only the nodes ``targets`` need, on ``x`` ``(B, C, H, W)``; return their outputs
         (:func:`~deconvviz.engine.net.run.execute`)."""
-        return execute(self, x, targets, visit, switches, slopes, reuse)
+        return execute(self, x, targets, visit, switches, slopes, reuse, folds)
 
 
 def build_graph(
