@@ -17,7 +17,8 @@ import torch
 import torch.nn.functional as F
 from torch import fx, nn
 from torch.nn.modules.module import _global_forward_hooks, _global_forward_pre_hooks
-from torchvision.ops import FrozenBatchNorm2d
+
+from .trace import torchvision_class
 
 if TYPE_CHECKING:
     from .graph import Graph
@@ -193,10 +194,12 @@ def op_weight(spec: OpSpec, root: nn.Module) -> torch.Tensor:
     return getattr(spec.module, name) if where == "module" else fetch_attr(root, name)
 
 
-def _plain(m: nn.Module, cls: type) -> bool:
-    """``m`` runs ``cls.forward`` as it is: no subclass's or instance's own forward, no hook."""
+def _plain(m: nn.Module, cls: Optional[type]) -> bool:
+    """``m`` runs ``cls.forward`` as it is: no subclass's or instance's own forward, no hook
+    (``cls`` None: a torchvision class while torchvision is not imported)."""
     return (
-        isinstance(m, cls)
+        cls is not None
+        and isinstance(m, cls)
         and type(m).forward is cls.forward
         and "forward" not in vars(m)
         and not m._forward_hooks
@@ -212,7 +215,7 @@ def _foldable(conv: "GraphNode", bn: "GraphNode") -> bool:
         bn.op == "batchnorm"
         and _plain(c, nn.Conv2d)
         and c.padding_mode == "zeros"
-        and (_plain(b, nn.BatchNorm2d) or _plain(b, FrozenBatchNorm2d))
+        and (_plain(b, nn.BatchNorm2d) or _plain(b, torchvision_class("ops.FrozenBatchNorm2d")))
         and not b.training
         and getattr(b, "running_var", None) is not None
         and getattr(b, "running_mean", None) is not None
