@@ -12,6 +12,7 @@ from conftest import TINY_INPUT, alexnet_like, assert_close, tiny_model
 from graph_reference import (
     ZOO,
     extractor,
+    reference,
     rule_patches,
     zoo_graph,  # noqa: F401
     zoo_model,
@@ -644,6 +645,34 @@ def test_batch_norms_fold_into_plain_convs_only():
     with torch.no_grad():
         assert_close(ours["relu3"], model(x), "folded, own forward, hooked")
         assert_close(ours["conv1"], model.conv1(x), "a conv asked for")
+
+
+def test_frozen_batch_norms_fold_and_go_back_by_their_scale():
+    """torchvision's FrozenBatchNorm2d (detection backbones) folds into its conv going up and
+    goes back by its scale: node outputs equal the network's, projections autograd's, for
+    every rule (float64)."""
+    torch.manual_seed(1)
+    frozen = torchvision.ops.FrozenBatchNorm2d
+    model = nn.Sequential(OrderedDict(
+        conv1=nn.Conv2d(3, 4, 3), bn1=frozen(4), relu1=nn.ReLU(),
+        pool=nn.MaxPool2d(2), conv2=nn.Conv2d(4, 5, 3, bias=False), bn2=frozen(5),
+        relu2=nn.ReLU(),
+    )).double().eval()  # fmt: skip
+    with torch.no_grad():
+        for bn in (model.bn1, model.bn2):
+            bn.running_mean.normal_()
+            bn.running_var.uniform_(0.5, 2.0)
+            bn.weight.normal_()
+            bn.bias.normal_()
+    graph = build_graph(model, (16, 16))
+    x = torch.randn(3, 3, 16, 16, dtype=torch.float64)
+    with torch.no_grad():
+        assert_close(deconvnet.node_outputs(graph, x, ["relu2"])["relu2"], model(x))
+    feats = [0, 2, 4]
+    want = reference(model, x, {"relu2": feats}, RULES)
+    for rule in RULES:
+        got = deconvolve(model, x, "relu2", torch.tensor(feats), rule=rule, graph=graph)
+        assert_close(got.projections, want[rule]["relu2"][0], rule)
 
 
 def test_recording_stops_at_the_seed_node():

@@ -55,8 +55,7 @@ from ...errors import DeconvvizError
 from ..net.geometry import Frame, window_frame
 from ..net.graph import Graph, GraphNode
 from ..net.ops import split_sizes
-from ..net.run import fetch_attr, norm_weight, op_weight
-from ..net.trace import is_torchvision
+from ..net.run import bn_scale, fetch_attr, norm_weight, op_weight
 from . import record
 from .record import (
     GraphRecording,
@@ -341,10 +340,7 @@ def _bn_scale(node: GraphNode, model) -> torch.Tensor:
         p = node.params
         scale = (fetch_attr(model, p["running_var"]) + p["eps"]).rsqrt()
         return scale * fetch_attr(model, p["weight"]) if p["weight"] is not None else scale
-    if is_torchvision(m, "ops.FrozenBatchNorm2d"):
-        return m.weight * (m.running_var + m.eps).rsqrt()
-    scale = (m.running_var + m.eps).rsqrt()
-    return scale * m.weight if m.weight is not None else scale
+    return bn_scale(m)
 
 
 def _batchnorm(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:

@@ -29,6 +29,7 @@ __all__ = [
     "run_node",
     "run_recorded",
     "run_pool_with_switches",
+    "bn_scale",
     "norm_factor",
     "norm_weight",
     "fetch_attr",
@@ -224,18 +225,24 @@ def _foldable(conv: "GraphNode", bn: "GraphNode") -> bool:
     )
 
 
+def bn_scale(bn: nn.Module) -> torch.Tensor:
+    """An eval batch norm's per-channel scale, ``weight / sqrt(running_var + eps)`` (what it
+    multiplies a map by; the folded conv's and the reverse pass's one formula)."""
+    scale = (bn.running_var + bn.eps).rsqrt()
+    return scale * bn.weight if bn.weight is not None else scale
+
+
 def _folded_conv(
     conv: nn.Conv2d, bn: nn.Module, x: torch.Tensor, folds: Dict[nn.Module, tuple]
 ) -> torch.Tensor:
     """``bn(conv(x))`` as one convolution: weight ``w * s``, bias ``(b - mean) * s + beta``,
     ``s = gamma / sqrt(var + eps)`` (made once per ``folds``, one recording's store)."""
     if bn not in folds:
-        w, b, gamma, beta, mean, var = (
+        w, b, beta, mean = (
             t.detach().to(x) if t is not None else None
-            for t in (conv.weight, conv.bias, bn.weight, bn.bias, bn.running_mean, bn.running_var)
+            for t in (conv.weight, conv.bias, bn.bias, bn.running_mean)
         )
-        scale = (var + bn.eps).rsqrt()
-        scale = scale * gamma if gamma is not None else scale
+        scale = bn_scale(bn).detach().to(x)
         bias = (b - mean if b is not None else -mean) * scale
         bias = bias + beta if beta is not None else bias
         weight = (w * scale.view(-1, 1, 1, 1)).contiguous(memory_format=torch.channels_last)
