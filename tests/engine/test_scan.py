@@ -166,4 +166,11 @@ def test_a_scan_overwriting_values_gives_the_networks_outputs(name):
         want = create_feature_extractor(plain, names)(x)
     torch.testing.assert_close(got[names[-1]], want[names[-1]], rtol=1e-5, atol=1e-5)
     for n in names:
+        if n not in seen:
+            # a conv run with its batch norm folded in: only the norm's value is made
+            users = list(graph.node(n).fx_node.users)
+            assert graph.node(n).op == "conv" and len(users) == 1, n
+            assert graph.node_of(users[0]).op == "batchnorm", n
+            continue
         torch.testing.assert_close(seen[n], want[n], rtol=1e-5, atol=1e-5, msg=n)
+    assert len(seen) > len(names) // 2
