@@ -140,11 +140,8 @@ def macs(graph: Graph, frames: Dict[str, Frame], names: Optional[set] = None) ->
     for name, f in frames.items():
         if names is not None and name not in names:
             continue
-        n, shape = graph.node(name), graph.node(name).shape
-        assert shape is not None  # a node with a frame has a map
-        moved = graph.channels_last(name)
-        channels = shape[-1] if moved else shape[0]
-        area = shape[0] * shape[1] if f.whole and moved else f.area()
+        n = graph.node(name)
+        channels, area = graph.map_size(name, f)
         if n.op == "conv":
             w = graph.window_params(n)[0]
             parent = n.inputs[0]
@@ -236,19 +233,20 @@ def share_cones(
     return groups
 
 
-def _cone_macs(graph: Graph, node: GraphNode, idx: torch.Tensor, pos: torch.Tensor):
-    """Multiply-adds of recording the cones of seeds at ``pos`` as :func:`share_cones`
-    groups them (the nodes above :func:`whole_part` only: those below run once per image);
-    None where the node has no cone."""
+def _cone_groups(graph: Graph, node: GraphNode, idx: torch.Tensor, pos: torch.Tensor):
+    """``(groups, multiply-adds)``: the seeds at ``pos`` as :func:`share_cones` groups them,
+    and what recording their cones costs (the nodes above :func:`whole_part` only: those
+    below run once per image); ``(None, None)`` where the node has no cone."""
     cone = graph.frames(node.name)
     if cone is None or idx.numel() == 0:
-        return None
+        return None, None
     below = {n.name for n in whole_part(graph, node.name)}
     a, b, c, d = block_macs(graph, node.name, set(cone) - below)
+    groups = share_cones(graph, node.name, idx, pos)
     total = 0
-    for (h, w), *_ in share_cones(graph, node.name, idx, pos):
+    for (h, w), *_ in groups:
         total += a + b * (h - 1) + c * (w - 1) + d * (h - 1) * (w - 1)
-    return total
+    return groups, total
 
 
 def plan(
@@ -290,9 +288,8 @@ def _bytes(graph: Graph, node: str, frames, elem: int, masks: bool) -> Tuple[int
     for n in graph.ancestors([node]):
         if n.shape is None:
             continue
-        f = frames.get(n.name) if frames else None
-        channels = n.shape[-1] if graph.channels_last(n.name) else n.shape[0]
-        size = channels * f.area() if f is not None else int(torch.Size(n.shape).numel())
+        channels, positions = graph.map_size(n.name, frames.get(n.name) if frames else None)
+        size = channels * positions
         widest = max(widest, size)
         if n.op in ("maxpool", "adaptive_maxpool"):
             kept += size * 8
@@ -442,6 +439,15 @@ def project_recorded(
     return torch.cat(projections), torch.cat(activations), torch.cat(positions)
 
 
+def _place(proj, act, sel: torch.Tensor, p: torch.Tensor, a: torch.Tensor, n: int):
+    """Chunk ``p``, ``a`` into rows ``sel`` of the ``n`` seeds' results (made on first use)."""
+    if proj is None or act is None:
+        proj = p.new_zeros((n,) + tuple(p.shape[1:]))
+        act = a.new_zeros(n)
+    proj[sel.to(p.device)], act[sel.to(a.device)] = p, a
+    return proj, act
+
+
 @torch.no_grad()
 def project_positions(
     graph: Graph,
@@ -456,6 +462,7 @@ def project_positions(
     windows: bool = False,
     max_bytes: int = MAX_BYTES,
     how: Optional[Plan] = None,
+    groups: Optional[list] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor]:
     """Project S seeds at known positions of node ``layer``: ``(projections, activation (S,))``.
 
@@ -464,15 +471,16 @@ def project_positions(
     each seed's cone, whichever costs fewer multiply-adds (``how`` forces a
     :class:`Plan`), in chunks under ``max_bytes``; projections as
     :func:`project_recorded` returns them (``windows``: receptive-field windows).
+    ``groups``: the seeds' :func:`share_cones` groups, where the caller has made them.
     """
     node = graph.check_seed(layer)
     masks = rule != "deconvnet"
     idx = image_index.to(torch.int64)
     pos = position.to(torch.int64)
     used, local = torch.unique(idx, return_inverse=True)
-    how = how or plan(
-        graph, node.name, "position", idx.numel(), used.numel(), _cone_macs(graph, node, idx, pos)
-    )
+    if how is None:
+        groups, cost = _cone_groups(graph, node, idx, pos)
+        how = plan(graph, node.name, "position", idx.numel(), used.numel(), cost)
     elem = images.element_size()
     if how.record == "whole":
         # The distinct images in chunks whose recordings fit the budget.
@@ -497,10 +505,7 @@ def project_positions(
                 walk=how.walk,
                 windows=windows,
             )
-            if proj is None or act is None:
-                proj = p.new_zeros((idx.numel(),) + tuple(p.shape[1:]))
-                act = a.new_zeros(idx.numel())
-            proj[sel.to(p.device)], act[sel.to(a.device)] = p, a
+            proj, act = _place(proj, act, sel, p, a, idx.numel())
         if proj is not None and act is not None:
             return proj, act
     if idx.numel() == 0:
@@ -510,7 +515,7 @@ def project_positions(
     # groups of one block size are recorded together, in chunks under the budget.
     walk_bytes, _ = _bytes(graph, node.name, graph.frames(node.name), elem, masks)
     by_block: Dict[Tuple[int, int], list] = {}
-    for g in share_cones(graph, node.name, idx, pos):
+    for g in groups if groups is not None else share_cones(graph, node.name, idx, pos):
         by_block.setdefault(g[0], []).append(g)
     proj = act = None
     for block in sorted(by_block):
@@ -550,10 +555,7 @@ def project_positions(
                 walk="cone",
                 windows=windows,
             )
-            if proj is None or act is None:
-                proj = p.new_zeros((idx.numel(),) + tuple(p.shape[1:]))
-                act = a.new_zeros(idx.numel())
-            proj[sel.to(p.device)], act[sel.to(a.device)] = p, a
+            proj, act = _place(proj, act, sel, p, a, idx.numel())
     assert proj is not None and act is not None  # at least one seed, so one chunk
     return proj, act
 
@@ -603,10 +605,11 @@ def deconvolve_many(
     graph = graph_for(model, images, graph)
     checked = [_check(graph, images, s, mode) for s in seeds]
     masks = rule != "deconvnet"
-    plans = []
+    plans, grouped = [], []
     for node, idx, _, pos in checked:
-        cost = _cone_macs(graph, node, idx, pos) if mode == "position" else None
+        groups, cost = _cone_groups(graph, node, idx, pos) if mode == "position" else (None, None)
         plans.append(plan(graph, node.name, mode, idx.numel(), torch.unique(idx).numel(), cost))
+        grouped.append(groups)
     whole = [c for c, p in zip(checked, plans) if p.record == "whole"]
     rec = None
     if whole:
@@ -614,7 +617,7 @@ def deconvolve_many(
         rec = record_whole(graph, images[used.to(images.device)], [c[0].name for c in whole], masks)
     results = []
     with torch.no_grad():
-        for s, (node, idx, feat, pos), how in zip(seeds, checked, plans):
+        for s, (node, idx, feat, pos), how, groups in zip(seeds, checked, plans, grouped):
             if how.record == "cone":
                 proj, act = project_positions(
                     graph,
@@ -627,6 +630,7 @@ def deconvolve_many(
                     unpool=unpool,
                     max_bytes=max_bytes,
                     how=how,
+                    groups=groups,
                 )
                 where = pos
             else:

@@ -502,11 +502,12 @@ def _add_window(
     if parent not in owned:
         base = pending.get(parent)
         pending[parent] = (
-            torch.zeros(
+            torch.empty(
                 (sent.shape[0], sent.shape[1]) + tuple(target.n),
                 dtype=sent.dtype,
                 device=sent.device,
-            ).contiguous(memory_format=torch.channels_last)
+                memory_format=torch.channels_last,
+            ).zero_()
             if base is None
             else base.clone()
         )
@@ -537,15 +538,11 @@ def _signal_bytes(walk: Walk, order: List[GraphNode], elem: int) -> List[int]:
     """For each step of ``order``, the bytes of one seed's signal of that node."""
     sizes = []
     for n in order:
-        shape = walk.rec.shapes.get(n.name) or n.shape
-        f = walk.frame(n.name)
-        if shape is None:
+        if n.shape is None:
             sizes.append(0)
-        elif f is not None:
-            channels = shape[-1] if walk.graph.channels_last(n.name) else shape[0]
-            sizes.append(channels * f.area() * elem)
         else:
-            sizes.append(int(torch.Size(shape).numel()) * elem)
+            channels, positions = walk.graph.map_size(n.name, walk.frame(n.name))
+            sizes.append(channels * positions * elem)
     return sizes
 
 

@@ -16,7 +16,7 @@ Per spatial axis, a node's geometry holds two things:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Tuple, Union
 
 import torch
 
@@ -385,6 +385,7 @@ def seed_frames(
     whole: bool,
     block: Tuple[int, int] = (1, 1),
     hybrid: bool = False,
+    spatial: Callable[[Any], Tuple[int, int]] = lambda n: tuple(n.shape[1:]),
 ) -> Optional[Dict[str, Frame]]:
     """Frames of every node under ``seed`` (``order``: its ancestors in execution order).
 
@@ -393,7 +394,8 @@ def seed_frames(
     consumers read (``reach(node, frame)`` -> ``[(input, frame), ...]``, or
     ``None`` where an op's window is not a fixed shift of the seed's position:
     flatten, linear, a spatial concatenation, an uneven adaptive pool). ``None``
-    when the cone does not exist; the caller then takes the whole image.
+    when the cone does not exist; the caller then takes the whole image. ``spatial(node)``:
+    its map's ``(rows, columns)`` (a channels-last map's are its first two dims).
 
     ``hybrid`` (a walk over whole recordings): a node whose window is at least as large
     as its map keeps the whole map instead, and so does everything below it (a window's
@@ -403,7 +405,7 @@ def seed_frames(
     """
     if whole:
         return {
-            n.name: Frame((0, 0), (0, 0), tuple(n.shape[1:]))
+            n.name: Frame((0, 0), (0, 0), spatial(n))
             for n in order
             if n.shape is not None and len(n.shape) == 3
         }
@@ -417,7 +419,7 @@ def seed_frames(
         if f is None:
             continue
         if hybrid and n.name != seed:
-            size = tuple(n.shape[1:])
+            size = spatial(n)
             if n.name in made_whole or f.n[0] * f.n[1] >= size[0] * size[1]:
                 f = frames[n.name] = Frame((0, 0), (0, 0), size)
         if n.op == "input":

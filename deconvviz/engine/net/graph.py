@@ -137,6 +137,19 @@ class Graph:
         block, between its permutes): its records are cut to a window on dims 1 and 2."""
         return self._moved.get(name) == (0, 1) and len(self._by_name[name].shape) == 3
 
+    def map_size(self, name: str, frame: Optional[Frame] = None) -> Tuple[int, int]:
+        """``(channels, positions)`` of one image's output of node ``name`` on ``frame`` (the
+        whole map by default): a channels-last ``(H, W, C)`` map's channels are its last
+        dim; a map without rows and columns is one position."""
+        shape = self._by_name[name].shape
+        channels = shape[-1] if self.channels_last(name) else shape[0]
+        if frame is None or frame.whole:
+            return channels, int(torch.Size(shape).numel()) // max(channels, 1)
+        return channels, frame.area()
+
+    def _spatial(self, node: GraphNode) -> Tuple[int, int]:
+        return tuple(node.shape[:2] if self.channels_last(node.name) else node.shape[1:])
+
     def _reach(self, node: GraphNode, frame: Frame):
         """What ``frame`` of ``node``'s output reads of each input (see ``REACH``), or None."""
         kind = REACH.get(node.op)
@@ -187,7 +200,13 @@ class Graph:
         key = (seed, bool(whole), tuple(block), bool(hybrid))
         if key not in self._frames:
             self._frames[key] = seed_frames(
-                self.ancestors([seed]), seed, self._reach, whole, tuple(block), bool(hybrid)
+                self.ancestors([seed]),
+                seed,
+                self._reach,
+                whole,
+                tuple(block),
+                bool(hybrid),
+                self._spatial,
             )
         return self._frames[key]
 
