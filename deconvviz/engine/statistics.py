@@ -81,17 +81,47 @@ def gather_maxima(values: torch.Tensor, device="cpu") -> torch.Tensor:
     return full.cpu().to(torch.float16)
 
 
+def _sort_keys(x: np.ndarray) -> Optional[np.ndarray]:
+    """``uint16`` keys in the order of the float16 values ``x`` (-0 as +0), or None where
+    ``x`` is not float16 or holds a NaN (integer operations: float16 arithmetic is slow)."""
+    if x.dtype != np.float16:
+        return None
+    bits = x.view(np.uint16)
+    if ((bits & 0x7FFF) > 0x7C00).any():  # NaN
+        return None
+    bits = np.where(bits == 0x8000, np.uint16(0), bits)
+    return np.where(bits & 0x8000, ~bits, bits | 0x8000)
+
+
+def _key_values(keys: np.ndarray) -> np.ndarray:
+    """The float64 values of :func:`_sort_keys`' keys (its inverse)."""
+    bits = np.where(keys & 0x8000, keys & 0x7FFF, ~keys).astype(np.uint16)
+    return bits.view(np.float16).astype(np.float64)
+
+
+def _sorted_quantiles(xs: np.ndarray, levels: Sequence[float]) -> np.ndarray:
+    """``(F, Q)`` quantiles of each sorted row of ``xs (F, N)``, N >= 1, as
+    :func:`numpy.quantile`'s default (linear) method computes them, its lerp included."""
+    n = xs.shape[1]
+    virtual = (n - 1) * np.asarray(levels, dtype=np.float64)
+    prev = np.floor(virtual)
+    g = virtual - prev
+    prev = prev.astype(np.intp)
+    a, b = xs[:, prev], xs[:, np.minimum(prev + 1, n - 1)]
+    diff = b - a
+    out = a + diff * g
+    np.subtract(b, diff * (1 - g), out=out, where=g >= 0.5)
+    return out
+
+
 def _ranks_and_ties(x: np.ndarray):
     """Midranks (1-based) of each row of ``x (f, n)`` and each row's tie term
     ``sum(t^3 - t)`` over its groups of equal values."""
     f, n = x.shape
-    if x.dtype == np.float16 and not np.isnan(x).any():
-        # Sort 16-bit keys in the values' order (-0 as +0) instead: numpy sorts those by
-        # radix, some 15x faster than float64, and the ranks are the same.
-        bits = (x + np.float16(0)).view(np.uint16)
-        x = np.where(bits & 0x8000, ~bits, bits | 0x8000)
-    else:
-        x = x.astype(np.float64, copy=False)
+    keys = _sort_keys(x)
+    # Sort 16-bit keys where there are (numpy sorts those by radix, some 15x faster than
+    # float64), else the float64 values; the ranks are the same.
+    x = keys if keys is not None else x.astype(np.float64, copy=False)
     order = np.argsort(x, axis=1, kind="stable")
     xs = np.take_along_axis(x, order, 1)
     new = np.ones((f, n), dtype=bool)
@@ -116,8 +146,6 @@ def auroc_and_p(maxima: np.ndarray, labels: np.ndarray, num_classes: int):
     with tie and continuity correction. NaN where the class has no image or every
     labelled image is of it; p is 1 where every value of the feature is equal.
     """
-    from scipy.special import ndtr
-
     labels = np.asarray(labels, dtype=np.int64)
     keep = (labels >= 0) & (labels < num_classes)
     lab = labels[keep]
@@ -130,18 +158,25 @@ def auroc_and_p(maxima: np.ndarray, labels: np.ndarray, num_classes: int):
     valid = (n1 > 0) & (n2 > 0)
     if n < 2 or not valid.any():
         return auroc, p
+    cls = (np.arange(_CHUNK, dtype=np.int64) * num_classes)[:, None] + lab
     for f0 in range(0, F_, _CHUNK):
         x = np.asarray(maxima[f0 : f0 + _CHUNK])[:, keep]
         ranks, ties = _ranks_and_ties(x)
+        f = x.shape[0]
         # Rank sums per class by counting (a one-hot product would hold N x C floats:
         # 0.4 GB for 50,000 ImageNet images); exact, the sums are multiples of 1/2.
-        sums = np.stack([np.bincount(lab, weights=r, minlength=num_classes) for r in ranks])
+        sums = np.bincount(
+            cls[:f].ravel(), weights=ranks.ravel(), minlength=f * num_classes
+        ).reshape(f, num_classes)
         u = sums - n1 * (n1 + 1) / 2.0  # (f, C)
         with np.errstate(invalid="ignore", divide="ignore"):
             a = u / (n1 * n2)
             var = n1 * n2 / 12.0 * ((n + 1) - ties[:, None] / (n * (n - 1.0)))
             z = (u - n1 * n2 / 2.0 - 0.5) / np.sqrt(var)
-            pv = np.where(var > 0, ndtr(-z), 1.0)  # the upper tail, without cancellation
+            # The upper tail without cancellation: Phi(-z) (torch's, not scipy's: importing
+            # scipy.special costs a report 0.2 s).
+            upper = torch.special.ndtr(torch.from_numpy(-z)).numpy()
+            pv = np.where(var > 0, upper, 1.0)
         auroc[f0 : f0 + _CHUNK] = np.where(valid, a, np.nan)
         p[f0 : f0 + _CHUNK] = np.where(valid, pv, np.nan)
     return auroc, p
@@ -185,17 +220,27 @@ def feature_statistics(
     F_, N = m16.shape
     C = int(num_classes)
     x = m16.astype(np.float64)
+    keys = _sort_keys(m16) if N and F_ else None
+    # Each row in order by sorting its 16-bit keys (a radix sort): the quantiles are then
+    # read off, instead of selected from the float64 values (2-3x the time).
+    xs = None if keys is None else _key_values(np.sort(keys, axis=1, kind="stable"))
     if N:
         firing = (x > 0).mean(axis=1)
         mean = x.mean(axis=1)
-        q = np.quantile(x, list(quantiles), axis=1).T if F_ else np.zeros((0, len(quantiles)))
+        if xs is not None:
+            q = _sorted_quantiles(xs, quantiles)
+        else:
+            q = np.quantile(x, list(quantiles), axis=1).T if F_ else np.zeros((0, len(quantiles)))
     else:
         firing, mean = np.zeros(F_), np.zeros(F_)
         q = np.zeros((F_, len(quantiles)))
     hist = np.zeros((F_, bins), dtype=np.int64)
     edges = np.zeros((F_, bins + 1), dtype=np.float64)
     for f in range(F_):
-        lo, hi = (float(x[f].min()), float(x[f].max())) if N else (0.0, 0.0)
+        if xs is not None:
+            lo, hi = float(xs[f, 0]), float(xs[f, -1])
+        else:
+            lo, hi = (float(x[f].min()), float(x[f].max())) if N else (0.0, 0.0)
         if hi <= lo:
             hi = lo + 1.0
         hist[f], edges[f] = np.histogram(x[f], bins=bins, range=(lo, hi))

@@ -222,7 +222,9 @@ class MaximaState:
                 continue
             disk = np.memmap(path, dtype=np.float16, mode="r+", shape=values.shape)
             disk[:, start:stop] = values[:, start:stop]
-            disk.flush()
+            # No flush (msync): it waited for the disk at every save. The pages reach the
+            # file as written pages do (the state is not fsync'ed either), and a resumed run,
+            # after Ctrl-C or a crash, reads them back.
             del disk
         self._written = True
 

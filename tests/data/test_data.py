@@ -90,6 +90,32 @@ def test_imagefolder_order_labels_and_cache(tmp_path, monkeypatch):
     assert again.fingerprint == src.fingerprint
 
 
+def test_the_decode_cache_notices_changed_added_and_removed_files(tmp_path):
+    root = tmp_path / "tree"
+    arrays = _image_tree(root)
+    first = resolve_source(str(root))
+    assert np.array_equal(first.read(1, 2)[0].permute(1, 2, 0).numpy(), arrays[("cat", 1)])
+    rng = np.random.default_rng(7)
+    # Rewritten in place: the same name, so the folder's entries do not change.
+    changed = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    entries = sorted(p.name for p in (root / "cat").iterdir())
+    Image.fromarray(changed).save(root / "cat" / "01.png")
+    assert sorted(p.name for p in (root / "cat").iterdir()) == entries
+    again = resolve_source(str(root))
+    assert np.array_equal(again.read(1, 2)[0].permute(1, 2, 0).numpy(), changed)
+    assert again.fingerprint != first.fingerprint
+    added = rng.integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    Image.fromarray(added).save(root / "dog" / "03.png")
+    more = resolve_source(str(root))
+    assert len(more) == 7 and more.labels.tolist() == [0, 0, 0, 1, 1, 1, 1]
+    assert np.array_equal(more.read(6, 7)[0].permute(1, 2, 0).numpy(), added)
+    (root / "cat" / "00.png").unlink()
+    fewer = resolve_source(str(root))
+    assert len(fewer) == 6 and fewer.labels.tolist() == [0, 0, 1, 1, 1, 1]
+    assert np.array_equal(fewer.read(0, 1)[0].permute(1, 2, 0).numpy(), changed)
+    assert np.array_equal(fewer.read(2, 3)[0].permute(1, 2, 0).numpy(), arrays[("dog", 0)])
+
+
 def test_train_test_parent_folder(tmp_path):
     _image_tree(tmp_path / "d" / "train", per=2)
     _image_tree(tmp_path / "d" / "test", per=1)

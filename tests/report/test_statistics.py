@@ -18,7 +18,7 @@ from torch import nn
 
 from deconvviz.cli import main
 from deconvviz.data.source import ImageSource
-from deconvviz.engine.statistics import auroc_and_p, feature_statistics, holm
+from deconvviz.engine.statistics import QUANTILES, auroc_and_p, feature_statistics, holm
 from deconvviz.errors import DeconvvizError
 from deconvviz.explore import Report
 from deconvviz.runs.report_run import write_report
@@ -123,6 +123,20 @@ def test_float16_maxima_rank_as_their_float64_values():
     want = auroc_and_p(x.astype(np.float64), labels, 4)
     for g, w in zip(got, want):
         assert np.array_equal(g, w, equal_nan=True)
+
+
+def test_quantiles_read_off_sorted_keys_equal_numpys():
+    """The quantiles of float16 maxima (read off their sorted 16-bit keys) are
+    numpy.quantile's of the float64 values, to the bit: ties, -0, negatives, one image."""
+    rng = np.random.default_rng(2)
+    for n in (1, 2, 5, 400):
+        x = (np.round(rng.normal(size=(4, n)) * 4) / 4).astype(np.float16)
+        x[0, : n // 2] = -0.0
+        x[1] = -np.abs(x[1]) - 1
+        x[2, -1] = np.float16(60000.0)
+        got = feature_statistics(x, rng.integers(0, 3, n), 3)["quantiles"]
+        want = np.quantile(x.astype(np.float64), QUANTILES, axis=1).T
+        assert np.array_equal(got, want)
 
 
 def test_holm_on_a_textbook_case():
