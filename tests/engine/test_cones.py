@@ -206,12 +206,24 @@ def test_chunks_of_one_seed_agree_with_one_batch():
     feat = torch.tensor([1, 7, 3, 0, 5])
     pos = torch.tensor([[0, 0], [h - 1, w - 1], [h // 2, 1], [1, w // 2], [h - 1, 0]])
     for how in PLANS[1:]:
-        one, a1 = project_positions(graph, x, node, idx, feat, pos, rule="gradient", how=how)
-        many, a2 = project_positions(
-            graph, x, node, idx, feat, pos, rule="gradient", how=how, max_bytes=1
-        )
-        assert_close(many, one)
-        assert_close(a2, a1)
+        for windows in (False, True):  # chunks land in their rows of one result, whole or cut
+            one, a1 = project_positions(
+                graph, x, node, idx, feat, pos, rule="gradient", how=how, windows=windows
+            )
+            many, a2 = project_positions(
+                graph,
+                x,
+                node,
+                idx,
+                feat,
+                pos,
+                rule="gradient",
+                how=how,
+                max_bytes=1,
+                windows=windows,
+            )
+            assert_close(many, one)
+            assert_close(a2, a1)
 
 
 @pytest.mark.parametrize("cap", [1, 200_000, 1_000_000])

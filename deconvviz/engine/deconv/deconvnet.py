@@ -51,6 +51,7 @@ from .projection import (
     seed_maps,
 )
 from .record import (
+    SIGNAL_BYTES,
     GraphRecording,
     channels_last,
     paste,
@@ -177,6 +178,21 @@ def block_macs(graph: Graph, node: str, names: Optional[set] = None) -> Tuple[in
     b, c = at((2, 1)) - a, at((1, 2)) - a
     d = at((2, 2)) - a - b - c
     return a, b, c, d
+
+
+#: Seeds that a chunk of cone recordings holds at least, whatever its bytes: below some 64,
+#: the ops' fixed cost per chunk shows (ResNet-50's shallow seeds, some MiB each, ran 1.5x
+#: the CPU time in chunks of 16 MiB).
+CHUNK_SEEDS = 64
+
+
+def _chunk_bytes(per_seed: int, max_bytes: int) -> int:
+    """What one chunk of cone recordings and walks holds at most: :data:`SIGNAL_BYTES`, or
+    :data:`CHUNK_SEEDS` seeds where those are more, within ``max_bytes``. Chunks past
+    ``SIGNAL_BYTES`` of many small seeds cost more per seed (fresh pages for their
+    tensors, caches overrun): CIFAR-10's 864 report seeds took 25% more CPU time in one
+    chunk per node than in chunks of 16 MiB."""
+    return min(int(max_bytes), max(SIGNAL_BYTES, CHUNK_SEEDS * int(per_seed)))
 
 
 #: The block sizes :func:`share_cones` tries (square, in positions of the seed node).
@@ -356,6 +372,8 @@ def project_recorded(
     walk: str = "whole",
     windows: bool = False,
     closed_form: bool = True,
+    into: Optional[torch.Tensor] = None,
+    into_rows: Optional[torch.Tensor] = None,
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Seed and project S seeds of node ``layer`` from a recording.
 
@@ -371,6 +389,9 @@ def project_recorded(
     position * rf_jump``, zero outside the image) instead of the whole image.
     One-value seeds take the closed form of :func:`~.reverse.point_walk`
     down to the first conv (``closed_form=False``: the plain walk; the same result).
+    ``into``: a zeroed ``(N, C_in, H, W)`` tensor (windows: ``rf_h, rf_w``) whose rows
+    ``into_rows`` ``(S,)`` (distinct) receive the projections, returned in their place:
+    the chunks of several calls land in one tensor without copies.
     """
     node = graph.node(layer)
     out = rec.outputs[node.name]
@@ -389,7 +410,14 @@ def project_recorded(
     chunk = max(1, int(max_bytes) // per_seed)
     first = graph.nodes[0]
     channels = graph.in_channels
-    projections, activations, positions = [], [], []
+    activations, positions = [], []
+    single = into is None and rows.numel() <= chunk  # its result is the one chunk's, uncopied
+    if into is None and not single:
+        size = graph.info(node.name).rf_size if windows and not flat else graph.input_size
+        into = out4.new_zeros((rows.numel(), channels) + tuple(size))
+    if into_rows is None:
+        into_rows = torch.arange(rows.numel())
+    result = into
     weights: Dict = {}  # the convs' weights as the walks use them, made once for all chunks
     for c0 in range(0, rows.numel(), chunk):
         sl = slice(c0, c0 + chunk)
@@ -421,31 +449,40 @@ def project_recorded(
         g = reverse_walk(w, start, signal)
         size, canvas = _canvas(graph, node, pos.cpu(), windows)
         f_in = frames.get(first.name)
-        if f_in is None or f_in.whole:
-            if windows:
-                g = paste(g, torch.zeros_like(canvas), canvas, size)
+        whole_in = f_in is None or f_in.whole
+        here = None if single else into_rows[sl]
+        if whole_in and not windows:  # the whole image already
+            if single:
+                result = g
+            else:
+                assert result is not None and here is not None
+                result[here.to(result.device)] = g
         else:
-            g = paste(g, f_in.origin(pos.cpu()), canvas, size)
-        projections.append(g)
+            origin = torch.zeros_like(canvas) if whole_in else f_in.origin(pos.cpu())
+            result = paste(g, origin, canvas, size, out=result, rows=here)
         activations.append(act)
         positions.append(pos)
-    if not projections:
+    if not activations:
         size = graph.info(node.name).rf_size if windows and not flat else graph.input_size
         return (
-            out.new_zeros((0, channels) + tuple(size)),
-            out.new_zeros(0),
+            out4.new_zeros((0, channels) + tuple(size)) if result is None else result,
+            out4.new_zeros(0),
             torch.zeros((0, 2), dtype=torch.int64),
         )
-    return torch.cat(projections), torch.cat(activations), torch.cat(positions)
+    assert result is not None  # at least one chunk
+    return result, _join(activations), _join(positions)
 
 
-def _place(proj, act, sel: torch.Tensor, p: torch.Tensor, a: torch.Tensor, n: int):
-    """Chunk ``p``, ``a`` into rows ``sel`` of the ``n`` seeds' results (made on first use)."""
-    if proj is None or act is None:
-        proj = p.new_zeros((n,) + tuple(p.shape[1:]))
-        act = a.new_zeros(n)
-    proj[sel.to(p.device)], act[sel.to(a.device)] = p, a
-    return proj, act
+def _join(parts: List[torch.Tensor]) -> torch.Tensor:
+    return parts[0] if len(parts) == 1 else torch.cat(parts)
+
+
+def _place(act, sel: torch.Tensor, a: torch.Tensor, n: int) -> torch.Tensor:
+    """Chunk ``a`` into rows ``sel`` of the ``n`` seeds' activations (made on first use)."""
+    if act is None:
+        act = a.new_empty(n)  # every row is some chunk's
+    act[sel.to(a.device)] = a
+    return act
 
 
 @torch.no_grad()
@@ -482,16 +519,21 @@ def project_positions(
         groups, cost = _cone_groups(graph, node, idx, pos)
         how = plan(graph, node.name, "position", idx.numel(), used.numel(), cost)
     elem = images.element_size()
+    size = graph.info(node.name).rf_size if windows else graph.input_size
+    if idx.numel() == 0:
+        return images.new_zeros((0, images.shape[1]) + tuple(size)), images.new_zeros(0)
+    # Every chunk's projections land in their rows of one zeroed result.
+    proj = images.new_zeros((idx.numel(), images.shape[1]) + tuple(size))
+    act = None
     if how.record == "whole":
         # The distinct images in chunks whose recordings fit the budget.
         _, per_image = _bytes(graph, node.name, graph.frames(node.name, whole=True), elem, masks)
         step = max(1, int(max_bytes) // per_image)
-        proj = act = None
         for c0 in range(0, used.numel(), step):
             sel = ((local >= c0) & (local < c0 + step)).nonzero().view(-1)
             chunk = used[c0 : c0 + step].to(images.device)
             rec = record_whole(graph, images[chunk], [node.name], masks)
-            p, a, _ = project_recorded(
+            _, a, _ = project_recorded(
                 graph,
                 rec,
                 node.name,
@@ -504,28 +546,27 @@ def project_positions(
                 max_bytes=max_bytes,
                 walk=how.walk,
                 windows=windows,
+                into=proj,
+                into_rows=sel,
             )
-            proj, act = _place(proj, act, sel, p, a, idx.numel())
-        if proj is not None and act is not None:
-            return proj, act
-    if idx.numel() == 0:
-        size = graph.info(node.name).rf_size if windows else graph.input_size
-        return images.new_zeros((0, images.shape[1]) + tuple(size)), images.new_zeros(0)
+            act = _place(act, sel, a, idx.numel())
+        assert act is not None  # at least one seed, so one chunk
+        return proj, act
     # Seeds of one image with overlapping cones share a recording (a block of positions);
     # groups of one block size are recorded together, in chunks under the budget.
     walk_bytes, _ = _bytes(graph, node.name, graph.frames(node.name), elem, masks)
     by_block: Dict[Tuple[int, int], list] = {}
     for g in groups if groups is not None else share_cones(graph, node.name, idx, pos):
         by_block.setdefault(g[0], []).append(g)
-    proj = act = None
     for block in sorted(by_block):
         _, rec_bytes = _bytes(graph, node.name, graph.frames(node.name, block=block), elem, masks)
+        cap = _chunk_bytes(rec_bytes + walk_bytes, max_bytes)
         todo = by_block[block]
         while todo:
             take, used_bytes = 0, 0
             while take < len(todo):
                 more = rec_bytes + walk_bytes * len(todo[take][3])
-                if take and used_bytes + more > max_bytes:
+                if take and used_bytes + more > cap:
                     break
                 take, used_bytes = take + 1, used_bytes + more
             chunk, todo = todo[:take], todo[take:]
@@ -541,7 +582,7 @@ def project_positions(
                 block=block,
                 max_bytes=max_bytes,
             )
-            p, a, _ = project_recorded(
+            _, a, _ = project_recorded(
                 graph,
                 rec,
                 node.name,
@@ -554,9 +595,11 @@ def project_positions(
                 max_bytes=max_bytes,
                 walk="cone",
                 windows=windows,
+                into=proj,
+                into_rows=sel,
             )
-            proj, act = _place(proj, act, sel, p, a, idx.numel())
-    assert proj is not None and act is not None  # at least one seed, so one chunk
+            act = _place(act, sel, a, idx.numel())
+    assert act is not None  # at least one seed, so one chunk
     return proj, act
 
 

@@ -558,34 +558,43 @@ def paste(
     origin: torch.Tensor,
     canvas_origin: torch.Tensor,
     canvas_size: Tuple[int, int],
+    out: Optional[torch.Tensor] = None,
+    rows: Optional[torch.Tensor] = None,
 ) -> torch.Tensor:
     """Each window ``(S, C, n_h, n_w)`` (top-left ``origin[s]``) on a zero canvas
     ``(S, C, *canvas_size)`` whose top-left is ``canvas_origin[s]``; what falls off
-    the canvas is dropped (it is zero: outside the image, or outside the window)."""
+    the canvas is dropped (it is zero: outside the image, or outside the window).
+    ``out``: a zeroed ``(N, C, *canvas_size)`` tensor to add the canvases into, at its
+    rows ``rows`` (distinct; default ``0 .. S-1``), so that chunks of seeds land in
+    one result without copies; it is returned."""
     s, c, nh, nw = windows.shape
     off = (origin - canvas_origin).to(windows.device)
-    if s and bool((off == off[:1]).all()):
-        return shift(windows, tuple(-int(v) for v in off[0]), canvas_size)
-    out = windows.new_zeros((s, canvas_size[0], canvas_size[1], c))
-    if s == 0:
-        return out.permute(0, 3, 1, 2)
     dev = windows.device
+    same = s > 0 and bool((off == off[:1]).all())
+    if out is None and same:
+        return shift(windows, tuple(-int(v) for v in off[0]), canvas_size)
+    if out is None:
+        out = windows.new_zeros((s, c) + tuple(canvas_size))
+    rows = torch.arange(s, device=dev) if rows is None else rows.to(dev)
+    if s == 0:
+        return out
+    if same:
+        return out.index_add_(0, rows, shift(windows, tuple(-int(v) for v in off[0]), canvas_size))
     ys = off[:, :1] + torch.arange(nh, device=dev)
     xs = off[:, 1:] + torch.arange(nw, device=dev)
-    keep = (
-        ((ys >= 0) & (ys < canvas_size[0]))[:, :, None]
-        & ((xs >= 0) & (xs < canvas_size[1]))[:, None, :]
-    ).unsqueeze(-1)
-    vals = windows.permute(0, 2, 3, 1) * keep.to(windows.dtype)
-    rows = torch.arange(s, device=dev)[:, None, None]
+    keep = ((ys >= 0) & (ys < canvas_size[0]))[:, :, None] & ((xs >= 0) & (xs < canvas_size[1]))[
+        :, None, :
+    ]
+    vals = windows * keep.unsqueeze(1).to(windows.dtype)
     # Accumulate: clamped rows of an off-canvas (zero) part add 0 where they land.
     out.index_put_(
         (
-            rows,
-            ys.clamp(0, canvas_size[0] - 1)[:, :, None],
-            xs.clamp(0, canvas_size[1] - 1)[:, None, :],
+            rows.view(-1, 1, 1, 1),
+            torch.arange(c, device=dev).view(1, -1, 1, 1),
+            ys.clamp(0, canvas_size[0] - 1).view(s, 1, nh, 1),
+            xs.clamp(0, canvas_size[1] - 1).view(s, 1, 1, nw),
         ),
         vals,
         accumulate=True,
     )
-    return out.permute(0, 3, 1, 2)
+    return out
