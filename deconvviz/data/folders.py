@@ -209,6 +209,7 @@ def folder_source(
     workers: int = 0,
     skip_unreadable: bool = False,
     limit: Optional[int] = None,
+    _key: Optional[str] = None,
 ) -> ImageSource:
     if not paths:
         raise DeconvvizError(f"no images found in {description}")
@@ -218,11 +219,8 @@ def folder_source(
         limit = int(limit)
         # The first ``limit`` files: read from the whole folder's cache where an earlier
         # run made one, else only they are decoded (and cached for the next run).
-        whole = (
-            use_cache
-            and _cached_meta(_cache_key(paths, labels, size, resize_size, interpolation))
-            is not None
-        )
+        key = _cache_key(paths, labels, size, resize_size, interpolation) if use_cache else None
+        whole = key is not None and _cached_meta(key) is not None
         source = folder_source(
             paths if whole else paths[:limit],
             labels if whole else labels[:limit],
@@ -237,11 +235,12 @@ def folder_source(
             workers=workers,
             skip_unreadable=None,
             limit=None,
+            _key=key if whole else None,  # the whole folder's, already made
         )
         return _first_files(source, limit, skip_unreadable)
     label_t = torch.as_tensor(labels, dtype=torch.int64)
     if use_cache:
-        key = _cache_key(paths, labels, size, resize_size, interpolation)
+        key = _key or _cache_key(paths, labels, size, resize_size, interpolation)
         target = cache_dir() / f"{key}.npy"
         meta_file = cache_dir() / f"{key}.json"
         meta = _cached_meta(key)
