@@ -22,7 +22,6 @@ from __future__ import annotations
 import contextlib
 import json
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import replace
 from pathlib import Path
 from typing import Dict, Iterable, Iterator, List, Optional, Sequence, Tuple, Union
@@ -448,13 +447,6 @@ def _layer_parts(
     projects and cuts them one chunk of features at a time (see
     :func:`~deconvviz.store.report_h5.features_per_chunk`), so memory holds one chunk."""
     images = {int(i): torch.from_numpy(table.pixels[j]) for j, i in enumerate(table.index)}
-    # A layer's feature statistics (numpy) are computed on a second thread while its seeds
-    # are projected and written (torch and HDF5): the writer stores them after the chunks.
-    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="deconvviz-statistics") as pool:
-        yield from _layer_parts_with(model, scan, table, images, pool, rule=rule, device=device)
-
-
-def _layer_parts_with(model, scan: _Scan, table: ImageTable, images, pool, *, rule, device):
     for info in scan.infos:
         key = layer_key(info)
         top = scan.tops[key]
@@ -480,36 +472,31 @@ def _layer_parts_with(model, scan: _Scan, table: ImageTable, images, pool, *, ru
             patch_origin=origin.reshape(F_, kk, 2).numpy(),
             feature=None if scan.features is None else np.asarray(scan.features, np.int64),
         )
-        stats = None
         if scan.maxima is not None:  # feature statistics (issue 20), one row per kept feature
             values = scan.maxima[key].values.numpy()
-            stats = pool.submit(
-                feature_statistics,
-                values if scan.features is None else values[head.feature_ids],
-                scan.labels.numpy(),
-                scan.classes,
-                head.label,
+            head.stats = FeatureStatistics(
+                **feature_statistics(
+                    values if scan.features is None else values[head.feature_ids],
+                    scan.labels.numpy(),
+                    scan.classes,
+                    head.label,
+                )
             )
-        chunks = _chunks(
-            model,
-            info,
-            key,
-            top,
-            table,
-            images,
-            rule=rule,
-            device=device,
-            scan=scan,
-            ids=head.feature_ids,
+        yield (
+            head,
+            _chunks(
+                model,
+                info,
+                key,
+                top,
+                table,
+                images,
+                rule=rule,
+                device=device,
+                scan=scan,
+                ids=head.feature_ids,
+            ),
         )
-        yield head, _then_statistics(chunks, head, stats)
-
-
-def _then_statistics(chunks: Iterator, head: LayerReport, stats: Optional[Future]) -> Iterator:
-    """``chunks``, then ``head.stats`` from ``stats`` (when they are exhausted)."""
-    yield from chunks
-    if stats is not None:
-        head.stats = FeatureStatistics(**stats.result())
 
 
 def _runs(ids: np.ndarray) -> List[Tuple[int, int]]:
