@@ -99,15 +99,17 @@ def _key_values(keys: np.ndarray) -> np.ndarray:
     return bits.view(np.float16).astype(np.float64)
 
 
-def _sorted_quantiles(xs: np.ndarray, levels: Sequence[float]) -> np.ndarray:
-    """``(F, Q)`` quantiles of each sorted row of ``xs (F, N)``, N >= 1, as
-    :func:`numpy.quantile`'s default (linear) method computes them, its lerp included."""
-    n = xs.shape[1]
+def _sorted_quantiles(keys: np.ndarray, levels: Sequence[float]) -> np.ndarray:
+    """``(F, Q)`` quantiles of the values of each sorted row of :func:`_sort_keys`' keys
+    ``(F, N)``, N >= 1, as :func:`numpy.quantile`'s default (linear) method computes them,
+    its lerp included; only the keys it reads become float64."""
+    n = keys.shape[1]
     virtual = (n - 1) * np.asarray(levels, dtype=np.float64)
     prev = np.floor(virtual)
     g = virtual - prev
     prev = prev.astype(np.intp)
-    a, b = xs[:, prev], xs[:, np.minimum(prev + 1, n - 1)]
+    a = _key_values(keys[:, prev])
+    b = _key_values(keys[:, np.minimum(prev + 1, n - 1)])
     diff = b - a
     out = a + diff * g
     np.subtract(b, diff * (1 - g), out=out, where=g >= 0.5)
@@ -223,12 +225,13 @@ def feature_statistics(
     keys = _sort_keys(m16) if N and F_ else None
     # Each row in order by sorting its 16-bit keys (a radix sort): the quantiles are then
     # read off, instead of selected from the float64 values (2-3x the time).
-    xs = None if keys is None else _key_values(np.sort(keys, axis=1, kind="stable"))
+    ks = None if keys is None else np.sort(keys, axis=1, kind="stable")
+    del keys
     if N:
         firing = (x > 0).mean(axis=1)
         mean = x.mean(axis=1)
-        if xs is not None:
-            q = _sorted_quantiles(xs, quantiles)
+        if ks is not None:
+            q = _sorted_quantiles(ks, quantiles)
         else:
             q = np.quantile(x, list(quantiles), axis=1).T if F_ else np.zeros((0, len(quantiles)))
     else:
@@ -237,8 +240,8 @@ def feature_statistics(
     hist = np.zeros((F_, bins), dtype=np.int64)
     edges = np.zeros((F_, bins + 1), dtype=np.float64)
     for f in range(F_):
-        if xs is not None:
-            lo, hi = float(xs[f, 0]), float(xs[f, -1])
+        if ks is not None:
+            lo, hi = (float(v) for v in _key_values(ks[f, [0, -1]]))
         else:
             lo, hi = (float(x[f].min()), float(x[f].max())) if N else (0.0, 0.0)
         if hi <= lo:
