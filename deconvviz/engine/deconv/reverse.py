@@ -387,15 +387,22 @@ def _scale(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
     return [(x, out, f)]
 
 
+def _regrouped_shape(node: GraphNode, x: str, g: torch.Tensor, w: Walk) -> Tuple[int, ...]:
+    """The shape of input ``x``'s signal for ``node``'s signal ``g``: on a window (a channel
+    shuffle's regrouping, a piece cut along the channels) its map is the window's."""
+    shape = w.shape(x, g)
+    return shape[:-2] + tuple(g.shape[-2:]) if w.window(node.name) else shape
+
+
 def _narrow(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
     """A piece of chunk()/split(): back to its place in the whole, zeros elsewhere."""
     p, (x,) = node.params, node.inputs
-    shape = w.shape(x, g)
+    shape = _regrouped_shape(node, x, g, w)
     dim = p["dim"] % len(shape)
     sizes = split_sizes(shape[dim], p["how"])
     out = g.new_zeros(shape)
     out.narrow(dim, sum(sizes[: p["index"]]), sizes[p["index"]]).copy_(g)
-    return [(x, out, None)]
+    return [(x, out, w.window(node.name))]
 
 
 def _cat(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
@@ -409,7 +416,7 @@ def _cat(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
 
 def _reshape(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
     (x,) = node.inputs
-    return [(x, g.reshape(w.shape(x, g)), None)]
+    return [(x, g.reshape(_regrouped_shape(node, x, g, w)), w.window(node.name))]
 
 
 def _permute(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
@@ -503,10 +510,10 @@ def _add_window(
         base = pending.get(parent)
         pending[parent] = (
             torch.empty(
-                (sent.shape[0], sent.shape[1]) + tuple(target.n),
+                tuple(sent.shape[:-2]) + tuple(target.n),
                 dtype=sent.dtype,
                 device=sent.device,
-                memory_format=torch.channels_last,
+                memory_format=torch.channels_last if sent.dim() == 4 else torch.contiguous_format,
             ).zero_()
             if base is None
             else base.clone()
