@@ -25,6 +25,11 @@ Usage::
         --captum
     python benchmarks/bench_engine.py --net efficientnet_b0 --rules \
         --nodes features.2.0.block.1 features.3.0.block.1
+    python benchmarks/bench_engine.py --net shufflenet_v2_x1_0 \
+        --nodes stage2.1.branch2.7 stage2.3.branch2.7
+
+Any torchvision classification network by name (``--net``); ReLU networks (ShuffleNet-V2
+included) against the autograd loop, the others with ``--rules``.
 """
 
 from __future__ import annotations
