@@ -1,6 +1,6 @@
 """Modern CNNs (issue 19) on the one engine: elementwise nonlinearities, gates, per-image
 normalisations, layer scale, permutes, channel shuffle and chunk go back by the rules of
-``deconvviz.engine.deconv.reverse``, proved in float64 against the independent reference
+``deconvviz.engine.deconv.transposes``, proved in float64 against the independent reference
 ``modern_reference`` (autograd on the traced model, every nonlinearity's backward replaced by
 the rule, gates and statistics detached) for every rule, at several nodes of the nine networks
 of the issue (random weights, 64-96 px); cropped (each seed's cone) = whole-image; receptive

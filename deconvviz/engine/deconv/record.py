@@ -42,8 +42,9 @@ from torch import fx
 from ...errors import DeconvvizError
 from ..net.geometry import Frame, window_frame
 from ..net.graph import Graph, GraphNode, eval_mode
-from ..net.ops import _SIGNATURES, _bind, split_sizes
+from ..net.ops import split_sizes
 from ..net.run import fetch_attr, op_weight, run_node, run_recorded
+from ..net.targets import SIGNATURES, bind_args
 
 __all__ = [
     "SIGNAL_BYTES",
@@ -354,7 +355,7 @@ def _window_op(
         if node.fx_node.op == "call_module":
             bias = node.module.bias
         else:
-            b = _bind(_SIGNATURES["conv"], node.fx_node.args, node.fx_node.kwargs).get("bias")
+            b = bind_args(SIGNATURES["conv"], node.fx_node.args, node.fx_node.kwargs).get("bias")
             bias = fetch_attr(graph.model, b.target) if isinstance(b, fx.Node) else b
         return F.conv2d(
             x, op_weight(node.spec, graph.model), bias, stride, 0, dilation, node.params["groups"]
