@@ -25,6 +25,8 @@ Usage::
         --captum
     python benchmarks/bench_engine.py --net efficientnet_b0 --rules \
         --nodes features.2.0.block.1 features.3.0.block.1
+    python benchmarks/bench_engine.py --net densenet121 --bound \
+        --nodes features.denseblock1.denselayer6.relu2 features.denseblock2.denselayer12.relu2
     python benchmarks/bench_engine.py --net shufflenet_v2_x1_0 \
         --nodes stage2.1.branch2.7 stage2.3.branch2.7
 
@@ -218,6 +220,45 @@ def floor(graph, loops, x, nodes, names, seeds, repeats):
         )
 
 
+def bound(graph, nodes, names, seeds):
+    """Multiply-adds, no timing: the loop's (per seed, a forward to the node and a backward
+    to the input through every conv and Linear) against the least any engine must do (each
+    distinct image's forward to the node, or the seeds' shared cones where that is cheaper,
+    plus one reverse pass per seed through the convs and Linears of its cone, a whole map
+    where the cone covers it). Their ratio caps what deconvviz can gain at equal efficiency."""
+    from deconvviz.engine.deconv.deconvnet import _cone_groups, _whole_frames, macs
+    from deconvviz.engine.deconv.record import whole_part
+
+    total_loop = total_floor = 0
+    for n, name in zip(nodes, names):
+        idx, _, pos = seeds[n]
+        whole = _whole_frames(graph, name)
+        cone = graph.frames(name, hybrid=True) or whole
+        weighted = {k for k in whole if graph.node(k).op in ("conv", "linear")}
+        fwd, back = macs(graph, whole), macs(graph, whole, weighted)
+        reverse = macs(graph, cone, weighted & set(cone))
+        images, count = torch.unique(idx).numel(), idx.numel()
+        record = images * fwd
+        if graph.frames(name) is not None:
+            _, above = _cone_groups(graph, graph.node(name), idx, pos)
+            below = {m.name for m in whole_part(graph, name)}
+            record = min(record, images * macs(graph, whole, below) + above)
+        cost_loop, cost_floor = count * (fwd + back), record + count * reverse
+        total_loop += cost_loop
+        total_floor += cost_floor
+        print(
+            f"bound {name}: {images} distinct images, {count} seeds; loop {cost_loop / 1e9:.1f} G "
+            f"multiply-adds; floor {cost_floor / 1e9:.1f} G (recording {record / 1e9:.1f} G, "
+            f"reverse passes {count * reverse / 1e9:.1f} G); at most {cost_loop / cost_floor:.2f}x",
+            flush=True,
+        )
+    print(
+        f"bound, all nodes: loop {total_loop / 1e9:.1f} G, floor {total_floor / 1e9:.1f} G: "
+        f"at most {total_loop / total_floor:.2f}x at equal efficiency",
+        flush=True,
+    )
+
+
 def timed(fn):
     t = time.perf_counter()
     r = fn()
@@ -244,6 +285,12 @@ def main():
         "and the loop's forwards alone",
     )
     ap.add_argument(
+        "--bound",
+        action="store_true",
+        help="print only the multiply-add bound of the ratio (loop against the least any "
+        "engine must compute), no timing",
+    )
+    ap.add_argument(
         "--rules",
         action="store_true",
         help="the autograd loop with every nonlinearity's rule, gates and norm "
@@ -261,6 +308,9 @@ def main():
     names = [graph.node(n).name for n in nodes]
     seeds = {n: report_seeds(graph, x, graph.node(n).name) for n in nodes}
     total = sum(s[0].numel() for s in seeds.values())
+    if args.bound:
+        bound(graph, nodes, names, seeds)
+        return
     if args.rules:
         loops = {name: rules_loop_model(model, name) for name in names}
     else:

@@ -278,9 +278,12 @@ def _add(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
 def _scale(node: GraphNode, g: torch.Tensor, w: Walk) -> Sent:
     p, f, (x,) = node.params, w.frame(node.name), node.inputs
     if p["factor"] is not None:
-        return [(x, g * p["factor"], f)]
+        return [(x, g.mul_(p["factor"]) if w.mine else g * p["factor"], f)]
     t = constant_value(w.graph, p["tensor"]).to(g.dtype)  # layer scale: a parameter
-    out = g / t if p["divide"] else g * t
+    if w.mine and torch.broadcast_shapes(g.shape, t.shape) == g.shape:
+        out = g.div_(t) if p["divide"] else g.mul_(t)
+    else:
+        out = g / t if p["divide"] else g * t
     if f is None or f.whole:
         out = _unbroadcast(out, w.shape(x, g))
     return [(x, out, f)]

@@ -123,6 +123,14 @@ def run_recorded(
             y = run_node(node, spec, root, (x,) + tuple(args[1:]), kwargs)
             (slope,) = torch.autograd.grad(y, x, torch.ones_like(y))
         return y.detach(), slope
+    if op == "norm" and node.op == "call_module" and spec.params["stats"] == "last":
+        m = spec.module
+        if _plain(m, nn.LayerNorm) and len(args) == 1 and not kwargs:
+            # The statistics the forward itself used, in the same call (no second pass).
+            value, _, rstd = torch.native_layer_norm(
+                args[0], m.normalized_shape, m.weight, m.bias, m.eps
+            )
+            return value, rstd.to(value.dtype)
     value = run_node(node, spec, root, args, kwargs)
     if op == "gate":
         held = spec.params["held"]
