@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 
-__all__ = ["DeconvvizError", "NotProjectable", "notice"]
+__all__ = ["DeconvvizError", "NotProjectable", "notice", "first_line"]
 
 
 class DeconvvizError(ValueError):
@@ -23,3 +23,10 @@ class NotProjectable(DeconvvizError):
 def notice(message: str) -> None:
     """Print a one-line notice (not an error) to standard error."""
     print(f"deconvviz: {message}", file=sys.stderr, flush=True)
+
+
+def first_line(exc: BaseException) -> str:
+    """An exception's message cut to its first line (its type's name where it has none),
+    for a one-line error in our own words that quotes what went wrong."""
+    text = str(exc).strip()
+    return text.splitlines()[0].strip() if text else type(exc).__name__

@@ -134,3 +134,72 @@ def test_the_name_check_sees_a_collision(tmp_path):
         (tmp_path / wing / "report.py").write_text("")
     (tmp_path / "store" / "report_h5.py").write_text("")
     assert _collisions(tmp_path) == {"report": ["cli/report.py", "store/report.py"]}
+
+
+def _module_of(parts, package: Path):
+    """The module file that ``parts`` (or its ``__init__``) names, as parts, or None."""
+    if (package.joinpath(*parts).with_suffix(".py")).exists():
+        return tuple(parts)
+    if (package.joinpath(*parts) / "__init__.py").exists():
+        return tuple(parts) + ("__init__",)
+    return None
+
+
+def _circles(package: Path = PACKAGE):
+    """Strongly connected sets of modules (more than one) in the graph of every import
+    statement, lazy and type-checking ones included: modules that import each other in a
+    loop, directly or around."""
+    edges = {}
+    for path in sorted(package.rglob("*.py")):
+        me = path.relative_to(package).with_suffix("").parts
+        out = edges.setdefault(me, set())
+        for _, target, names in _imports(path, package):
+            if not target and set(names) <= {"__version__"}:
+                continue  # the root's constant, set before it imports anything
+            # ``from .pkg import module`` names a module; otherwise the target itself.
+            subs = [_module_of(target + (n,), package) for n in names]
+            found = [s for s in subs if s is not None] or [_module_of(target, package)]
+            out.update(t for t in found if t is not None and t != me)
+    index, low, stack, on, result = {}, {}, [], set(), []
+
+    def visit(v):  # Tarjan's strongly connected components
+        index[v] = low[v] = len(index)
+        stack.append(v)
+        on.add(v)
+        for w in sorted(edges.get(v, ())):
+            if w not in index:
+                visit(w)
+                low[v] = min(low[v], low[w])
+            elif w in on:
+                low[v] = min(low[v], index[w])
+        if low[v] == index[v]:
+            group = []
+            while True:
+                w = stack.pop()
+                on.discard(w)
+                group.append("/".join(w) + ".py")
+                if w == v:
+                    break
+            if len(group) > 1:
+                result.append(sorted(group))
+
+    for v in sorted(edges):
+        if v not in index:
+            visit(v)
+    return sorted(result)
+
+
+def test_no_import_circle():
+    # One idea has one home below the ideas that use it: no two modules need each other,
+    # not even for a type annotation.
+    assert _circles() == []
+
+
+def test_the_circle_check_sees_a_circle(tmp_path):
+    (tmp_path / "net").mkdir()
+    (tmp_path / "net" / "graph.py").write_text("from .run import execute\n")
+    (tmp_path / "net" / "run.py").write_text(
+        "from typing import TYPE_CHECKING\nif TYPE_CHECKING:\n    from .graph import Graph\n"
+    )
+    (tmp_path / "net" / "ops.py").write_text("from . import run\n")
+    assert _circles(tmp_path) == [["net/graph.py", "net/run.py"]]

@@ -26,6 +26,7 @@ import torch
 from torch import nn
 
 from ..errors import DeconvvizError
+from .net.execute import execute
 from .net.graph import Graph
 from .net.layers import conv_stack, get_layer
 from .net.network import graph_of
@@ -192,7 +193,7 @@ def extract_features(
                 logits.append(out.detach().to("cpu", torch.float64))
                 nodes = [fl for fl in layers if fl.kind == "node"]
                 if nodes:
-                    got = graph.execute(xb, [fl.name for fl in nodes])
+                    got = execute(graph, xb, [fl.name for fl in nodes])
                     for fl in nodes:
                         store[fl] = got[fl.name].detach().flatten(1).clone()
                 for fl in layers:

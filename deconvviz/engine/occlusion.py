@@ -29,6 +29,7 @@ import torch
 from torch import nn
 
 from ..errors import DeconvvizError
+from .net.execute import execute
 from .net.network import graph_of, resolve_info
 
 __all__ = ["OcclusionMaps", "occlusion_maps", "occluder_positions", "fill_value", "occlude"]
@@ -171,7 +172,7 @@ def occlusion_maps(
 
     def run(x):
         # One pass gives the node and the logits where the model returns one node.
-        got = graph.execute(x, [info.name] + ([last] if last else []))
+        got = execute(graph, x, [info.name] + ([last] if last else []))
         out = got[info.name]
         captured["out"] = out.reshape(out.shape[0], out.shape[1], *out.shape[2:4] or (1, 1))
         return got[last] if last else model(x)

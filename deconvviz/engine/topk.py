@@ -23,6 +23,7 @@ from torch import nn
 from ..data.source import ImageSource
 from ..errors import DeconvvizError
 from ..progress import Progress
+from .net.execute import execute
 from .net.graph import Graph, NodeInfo
 from .net.network import Layer, graph_of, layer_key, resolve_infos
 
@@ -394,7 +395,7 @@ def scan_topk(
                             info,
                         )
 
-                graph.execute(x, names, visit=reduce, reuse=True)
+                execute(graph, x, names, visit=reduce, reuse=True)
                 if device.type == "cuda":  # the pixel buffer is refilled next batch
                     torch.cuda.current_stream(device).synchronize()
                 if progress is not None:

@@ -24,7 +24,7 @@ import torch
 from torch import nn
 
 from ..data.preprocess import INTERPOLATIONS, Preprocessing, default_resize_size, image_size_pair
-from ..errors import DeconvvizError, notice
+from ..errors import DeconvvizError, first_line, notice
 from .checkpoint import file_sha256
 from .weights import class_count_to_fit, load_state, read_state_file, state_sha256
 
@@ -150,15 +150,10 @@ def read_weights_file(path: Path) -> dict:
             return dict(load_file(str(path), device="cpu"))
         except Exception as exc:
             raise DeconvvizError(
-                f"cannot read weights file {path} as safetensors: {_first_line(exc)}"
+                f"cannot read weights file {path} as safetensors: {first_line(exc)}"
             ) from None
     with torch.serialization.safe_globals([argparse.Namespace]):
         return read_state_file(path)
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0].strip() if text else type(exc).__name__
 
 
 def _create(timm, name: str, seed: int, **kwargs) -> nn.Module:
@@ -167,7 +162,7 @@ def _create(timm, name: str, seed: int, **kwargs) -> nn.Module:
         try:
             return timm.create_model(name, **kwargs)
         except (TypeError, ValueError, RuntimeError, AssertionError, KeyError) as exc:
-            raise DeconvvizError(f"cannot build timm:{name}: {_first_line(exc)}") from None
+            raise DeconvvizError(f"cannot build timm:{name}: {first_line(exc)}") from None
 
 
 def _hub_reachable(url: str) -> bool:
@@ -218,7 +213,7 @@ def _pretrained(timm, name: str, seed: int, progress: bool) -> Tuple[nn.Module, 
         except Exception as exc:  # safetensors, torch.load and load_state_dict raise their own
             raise DeconvvizError(
                 f"cannot read timm's weights {found} for timm:{name} "
-                f"({_first_line(exc)}); delete it, or fetch {url} again and "
+                f"({first_line(exc)}); delete it, or fetch {url} again and "
                 "save it there"
             ) from None
         return model, found
@@ -233,7 +228,7 @@ def _pretrained(timm, name: str, seed: int, progress: bool) -> Tuple[nn.Module, 
         model = timm.create_model(name, pretrained=True)
     except Exception as exc:
         raise DeconvvizError(
-            f"cannot download the weights of timm:{name} ({_first_line(exc)}); {fail}"
+            f"cannot download the weights of timm:{name} ({first_line(exc)}); {fail}"
         ) from None
     return model, _cached_hub_file(cfg) or local
 

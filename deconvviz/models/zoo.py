@@ -1,5 +1,6 @@
 """Every network ``--model`` names: deconvviz checkpoints, torchvision classifiers,
-timm's models (:mod:`.timm_models`) and the user's own code, resolved by one function,
+timm's models (:mod:`.timm_models`; torchvision's are built by :mod:`.torchvision_models`)
+and the user's own code, resolved by one function,
 :func:`resolve_model`.
 
 Whatever the source, the model comes back in eval mode with ``model.meta``, the
@@ -11,7 +12,6 @@ preprocessing that :class:`deconvviz.data.preprocess.Preprocessing` reads back.
 
 from __future__ import annotations
 
-import difflib
 import importlib
 import os
 import re
@@ -26,20 +26,24 @@ from .. import __version__
 from ..data.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
-    INTERPOLATIONS,
     Preprocessing,
     default_resize_size,
     image_size_pair,
 )
-from ..errors import DeconvvizError, notice
+from ..errors import DeconvvizError, first_line
 from .checkpoint import file_sha256, load_model
 from .timm_models import TIMM_PREFIX, build_timm, timm_preprocessing
+from .torchvision_models import (
+    DEFAULT_IMAGE_SIZE,
+    RANDOM_INIT_SEED,
+    TORCHVISION_PREFIX,
+    build_torchvision,
+    torchvision_models,
+)
 from .weights import (
-    class_count_to_fit,
     load_state,
     read_state_file,
     state_sha256,
-    torchvision_state_dict,
 )
 
 __all__ = [
@@ -50,14 +54,7 @@ __all__ = [
     "RANDOM_INIT_SEED",
 ]
 
-TORCHVISION_PREFIX = "torchvision:"
-RANDOM_INIT_SEED = 0
-DEFAULT_IMAGE_SIZE = 224
 _MODULE_SPEC = re.compile(r"^[A-Za-z_]\w*(\.[A-Za-z_]\w*)*:[A-Za-z_]\w*$")
-# torchvision's pretrained GoogLeNet and Inception-v3 take inputs normalised with
-# ImageNet statistics and re-normalise them inside; their files hold the auxiliary
-# heads, which the pretrained models then drop. Built the same way for every source.
-_AUX_HEADS = {"googlenet": ("aux1", "aux2"), "inception_v3": ("AuxLogits",)}
 
 Size = Union[None, int, Sequence[int]]
 
@@ -76,13 +73,6 @@ def model_kind(spec: Optional[str]) -> str:
     if _MODULE_SPEC.match(spec) and not os.path.exists(spec):
         return "module"
     return "checkpoint"
-
-
-def torchvision_models() -> List[str]:
-    """Names of the classification models in ``torchvision.models`` (``torchvision:NAME``)."""
-    import torchvision.models as tvm
-
-    return sorted(tvm.list_models(module=tvm))
 
 
 def resolve_model(
@@ -147,9 +137,11 @@ def resolve_model(
     if kind == "checkpoint":
         return _checkpoint(spec, weights, device, image_size, mean, std)
     if kind == "torchvision":
-        return _torchvision(
-            str(spec)[len(TORCHVISION_PREFIX) :], weights, device, image_size, mean, std, progress
+        name = str(spec)[len(TORCHVISION_PREFIX) :]
+        model, meta, pre, categories, trained = build_torchvision(
+            name, weights, image_size, mean, std, progress
         )
+        return _finish(model, meta, pre, device, categories, trained_size=trained)
     if kind == "timm":
         name = str(spec)[len(TIMM_PREFIX) :]
         model, meta = build_timm(name, weights, RANDOM_INIT_SEED, progress)
@@ -188,161 +180,6 @@ def _checkpoint(spec, weights, device, image_size, mean, std) -> nn.Module:
     return model
 
 
-# --------------------------------------------------------------------------- torchvision
-
-
-def _torchvision(name, weights, device, image_size, mean, std, progress) -> nn.Module:
-    import torchvision.models as tvm
-
-    names = torchvision_models()
-    if name not in names:
-        close = difflib.get_close_matches(name, names, n=5, cutoff=0.5)
-        hint = f"; closest: {', '.join(close)}" if close else ""
-        raise DeconvvizError(
-            f"unknown torchvision model {name!r}{hint} (any of the "
-            f"{len(names)} classification models of torchvision.models)"
-        )
-    enum = tvm.get_model_weights(name)
-    default = enum.DEFAULT
-    arch = f"{TORCHVISION_PREFIX}{name}"
-    tv_weights, weights_file = _weights_choice(arch, enum, weights)
-
-    if tv_weights is not None:
-        t = tv_weights.transforms()
-        crop = image_size_pair(t.crop_size)
-        resize = int(t.resize_size[0])
-        interpolation = getattr(t.interpolation, "value", "bilinear")
-        base_mean, base_std = t.mean, t.std
-        if image_size is not None and image_size_pair(image_size) != crop:
-            size = image_size_pair(image_size)
-            resize = default_resize_size(size, resize, max(crop))
-        else:
-            size = crop
-    else:
-        size = image_size_pair(DEFAULT_IMAGE_SIZE if image_size is None else image_size)
-        resize = default_resize_size(size)
-        interpolation, base_mean, base_std = "bilinear", IMAGENET_MEAN, IMAGENET_STD
-    if interpolation not in INTERPOLATIONS:
-        interpolation = "bilinear"
-    pre = Preprocessing(
-        size=size,
-        resize_size=resize,
-        interpolation=interpolation,
-        mean=base_mean if mean is None else mean,
-        std=base_std if std is None else std,
-    )
-
-    kwargs = {}
-    if name in _AUX_HEADS:
-        kwargs.update(
-            transform_input=True,
-            aux_logits=True,
-            init_weights=tv_weights is None and weights_file is None,
-        )
-    if name.startswith("vit_"):
-        kwargs["image_size"] = tv_weights.meta["min_size"][0] if tv_weights else size[0]
-    elif name.startswith("maxvit"):
-        kwargs["input_size"] = tuple(tv_weights.meta["min_size"]) if tv_weights else size
-    if tv_weights is not None:
-        kwargs["num_classes"] = len(tv_weights.meta["categories"])
-
-    meta = {"arch": arch, "model": arch}
-    if tv_weights is not None:
-        state, path = torchvision_state_dict(arch, tv_weights, progress)
-        model = _build(name, kwargs)
-        load_state(model, state, arch, f"torchvision's weights file {path}")
-        meta.update(
-            weights=tv_weights.name if hasattr(tv_weights, "name") else str(tv_weights),
-            path=str(path),
-            sha256=file_sha256(path),
-        )
-    elif weights_file is not None:
-        state = read_state_file(weights_file)
-        model = _build(name, kwargs)
-        classes = class_count_to_fit(model, state)
-        if classes is not None:
-            model = _build(name, dict(kwargs, num_classes=classes))
-        load_state(model, state, arch, f"weights file {weights_file}")
-        meta.update(
-            weights=str(weights_file), path=str(weights_file), sha256=file_sha256(weights_file)
-        )
-    else:
-        model = _build(name, kwargs)
-        notice(
-            f"{arch} has random weights (seed {RANDOM_INIT_SEED}; no --weights given): its "
-            "projections show the architecture, not learned features"
-        )
-        meta.update(
-            weights=None, path=arch, sha256=state_sha256(model), random_init_seed=RANDOM_INIT_SEED
-        )
-    for attr in _AUX_HEADS.get(name, ()):
-        setattr(model, attr, None)
-    if name in _AUX_HEADS:
-        model.aux_logits = False
-
-    categories = (
-        list(tv_weights.meta["categories"])
-        if tv_weights is not None
-        else list(default.meta.get("categories") or [])
-    )
-    return _finish(
-        model,
-        meta,
-        pre,
-        device,
-        categories,
-        trained_size=(
-            image_size_pair(tv_weights.transforms().crop_size) if tv_weights is not None else None
-        ),
-    )
-
-
-def _weights_choice(arch: str, enum, weights):
-    """``(torchvision weights or None, local file or None)``."""
-    if weights is None or str(weights) == "":
-        return None, None
-    text = str(weights)
-    if os.path.isfile(text):
-        return None, Path(text)
-    members = dict(enum.__members__)
-    key = text.split(".", 1)[1] if text.startswith(enum.__name__ + ".") else text
-    for member, value in members.items():
-        if member.upper() == key.upper():
-            return value, None
-    known = ", ".join(members)
-    if os.sep in text or "/" in text or os.path.splitext(text)[1]:
-        raise DeconvvizError(
-            f"weights file {text} does not exist (or give one of {arch}'s "
-            f"torchvision weights: {known})"
-        )
-    raise DeconvvizError(
-        f"{arch} has no weights {text!r}; its torchvision weights are {known} "
-        "(or give a local state-dict file)"
-    )
-
-
-def _build(name: str, kwargs: dict) -> nn.Module:
-    import warnings
-
-    import torchvision.models as tvm
-
-    with torch.random.fork_rng(devices=[]), warnings.catch_warnings():
-        warnings.simplefilter("ignore", UserWarning)  # e.g. "weights of the aux heads not trained"
-        torch.manual_seed(RANDOM_INIT_SEED)
-        try:
-            return tvm.get_model(name, weights=None, **kwargs)
-        except (TypeError, ValueError, RuntimeError) as exc:
-            sized = [kwargs[k] for k in ("image_size", "input_size") if k in kwargs]
-            if sized:
-                h, w = image_size_pair(sized[0])
-                raise DeconvvizError(
-                    f"cannot build torchvision:{name} for {h}x{w} images: "
-                    f"{_first_line(exc).rstrip('.')}; choose another image "
-                    "size"
-                ) from None
-            raise DeconvvizError(f"cannot build torchvision:{name}: {_first_line(exc)}") from None
-
-
 # --------------------------------------------------------------------------- user code
 
 
@@ -362,9 +199,7 @@ def _user_module(spec, weights, device, image_size, mean, std) -> nn.Module:
         try:
             model = func()
         except Exception as exc:
-            raise DeconvvizError(
-                f"{spec} raised {type(exc).__name__}: {_first_line(exc)}"
-            ) from None
+            raise DeconvvizError(f"{spec} raised {type(exc).__name__}: {first_line(exc)}") from None
     if not isinstance(model, nn.Module):
         raise DeconvvizError(
             f"{spec} returned a {type(model).__module__}.{type(model).__name__}"
@@ -405,7 +240,7 @@ def _import(modname: str, spec: str):
         return importlib.import_module(modname)
     except Exception as exc:
         raise DeconvvizError(
-            f"cannot import {modname} for --model {spec}: {type(exc).__name__}: {_first_line(exc)}"
+            f"cannot import {modname} for --model {spec}: {type(exc).__name__}: {first_line(exc)}"
         ) from None
     finally:
         if added and cwd in sys.path:
@@ -413,11 +248,6 @@ def _import(modname: str, spec: str):
 
 
 # --------------------------------------------------------------------------- finishing
-
-
-def _first_line(exc: BaseException) -> str:
-    text = str(exc).strip()
-    return text.splitlines()[0].strip() if text else type(exc).__name__
 
 
 def _imagenet_categories() -> List[str]:
@@ -455,7 +285,7 @@ def _finish(
         )
         raise DeconvvizError(
             f"{meta['arch']} does not run on 3x{h}x{w} images{hint}: "
-            f"{type(exc).__name__}: {_first_line(exc).rstrip('.')}; choose "
+            f"{type(exc).__name__}: {first_line(exc).rstrip('.')}; choose "
             "another image size"
         ) from None
     if isinstance(out, torch.Tensor) and out.dim() == 2:
@@ -500,7 +330,7 @@ def _materialize_lazy(model: nn.Module, spec: str, size) -> None:
             raise DeconvvizError(
                 f"{spec} has lazy layers, and a {size[0]}x{size[1]} image to "
                 f"set their shapes raised {type(exc).__name__}: "
-                f"{_first_line(exc)} (give --image-size)"
+                f"{first_line(exc)} (give --image-size)"
             ) from None
         finally:
             model.train(was_training)

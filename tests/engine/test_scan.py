@@ -9,6 +9,7 @@ import torchvision
 
 from deconvviz.data.builtin import BUILTIN_CLASSES, synthetic_images
 from deconvviz.data.source import ImageSource
+from deconvviz.engine.net.execute import execute
 from deconvviz.engine.net.layers import get_layer
 from deconvviz.engine.topk import (
     TopK,
@@ -157,7 +158,7 @@ def test_a_scan_overwriting_values_gives_the_networks_outputs(name):
 
     with eval_mode(model), torch.inference_mode():
         # only the last node is a target: every other value may be overwritten once seen
-        got = graph.execute(x.clone(), names[-1:], visit=visit, reuse=True)
+        got = execute(graph, x.clone(), names[-1:], visit=visit, reuse=True)
         # the network's own forward, every ReLU out of place so each node keeps its value
         plain = copy.deepcopy(model)
         for m in plain.modules():

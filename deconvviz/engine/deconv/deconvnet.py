@@ -36,6 +36,7 @@ import torch
 from torch import nn
 
 from ...errors import DeconvvizError
+from ..net.execute import execute
 from ..net.geometry import Frame, window_origins
 from ..net.graph import Graph, GraphNode, eval_mode
 from ..net.network import graph_of
@@ -325,7 +326,7 @@ def node_outputs(
         if graph.node(name).error:
             raise DeconvvizError(graph.node(name).error)
     with torch.no_grad(), eval_mode(graph.model):
-        return graph.execute(channels_last(images), names)
+        return execute(graph, channels_last(images), names)
 
 
 # ----------------------------------------------------------------------------- projecting

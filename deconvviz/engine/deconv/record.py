@@ -40,6 +40,7 @@ import torch.nn.functional as F
 from torch import fx
 
 from ...errors import DeconvvizError
+from ..net.execute import execute
 from ..net.geometry import Frame, window_frame
 from ..net.graph import Graph, GraphNode, eval_mode
 from ..net.ops import split_sizes
@@ -295,7 +296,7 @@ def record_whole(
     with torch.no_grad(), eval_mode(graph.model):
         for c0 in range(0, int(images.shape[0]), step):
             x = channels_last(images[c0 : c0 + step])
-            out = graph.execute(x, targets, visit, switches=True, slopes=masks, folds=folds)
+            out = execute(graph, x, targets, visit, switches=True, slopes=masks, folds=folds)
             for name, v in out.items():
                 outputs.setdefault(name, []).append(v)
     for n in lower:
@@ -479,7 +480,8 @@ def _record_whole_part(
         sel = ((local >= c0) & (local < c0 + step)).nonzero().view(-1)
         rows = (local[sel] - c0).to(images.device)
         chunk = used[c0 : c0 + step].to(images.device)
-        graph.execute(
+        execute(
+            graph,
             channels_last(images[chunk]),  # not index_select: see cut_record
             targets,
             visitor(sel, rows, c0 == 0 and step >= used.numel()),

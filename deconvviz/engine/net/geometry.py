@@ -16,17 +16,27 @@ Per spatial axis, a node's geometry holds two things:
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Callable, Dict, Optional, Sequence, Tuple, Union
+from typing import Any, Callable, Dict, Optional, Protocol, Sequence, Tuple
 
 import torch
 
-if TYPE_CHECKING:
-    from .layers import LayerInfo
-    from .nodes import NodeInfo
 
-    #: A layer's or a node's description: what the boxes below read (rf_start, rf_jump,
-    #: rf_size, image_size).
-    Field = Union[LayerInfo, NodeInfo]
+class Field(Protocol):
+    """What the boxes below read of a layer's or a node's description
+    (:class:`~deconvviz.engine.net.layers.LayerInfo`,
+    :class:`~deconvviz.engine.net.nodes.NodeInfo`)."""
+
+    @property
+    def rf_start(self) -> Tuple[int, int]: ...
+    @property
+    def rf_jump(self) -> Tuple[int, int]: ...
+    @property
+    def rf_size(self) -> Tuple[int, int]: ...
+    @property
+    def image_size(self) -> Tuple[int, int]: ...
+    @property
+    def output_size(self) -> Tuple[int, int]: ...
+
 
 __all__ = [
     "Geometry",
@@ -447,7 +457,7 @@ def seed_frames(
 
 
 def receptive_box(
-    info: "Field", position: Tuple[int, int], image_size: Optional[Tuple[int, int]] = None
+    info: Field, position: Tuple[int, int], image_size: Optional[Tuple[int, int]] = None
 ) -> Tuple[int, int, int, int]:
     """Input-pixel box ``(y0, x0, y1, x1)`` (end exclusive) under output unit ``position``.
 
@@ -460,7 +470,7 @@ def receptive_box(
     return max(0, y0), max(0, x0), min(H, y1), min(W, x1)
 
 
-def boxes_for(info: "Field", positions: torch.Tensor) -> torch.Tensor:
+def boxes_for(info: Field, positions: torch.Tensor) -> torch.Tensor:
     """Vectorised :func:`receptive_box`: positions ``(..., 2)`` -> boxes ``(..., 4)`` int64."""
     origin = window_origins(info, positions)
     y0, x0 = origin[..., 0], origin[..., 1]
@@ -476,7 +486,7 @@ def boxes_for(info: "Field", positions: torch.Tensor) -> torch.Tensor:
     )
 
 
-def window_origins(info: "Field", position: torch.Tensor) -> torch.Tensor:
+def window_origins(info: Field, position: torch.Tensor) -> torch.Tensor:
     """Unclipped top-left image pixel ``(..., 2)`` int64 of the ``rf_size`` window of each
     output ``position`` ``(..., 2)``: ``rf_start + position * rf_jump``."""
     pos = position.to(torch.int64)
@@ -489,7 +499,7 @@ def window_origins(info: "Field", position: torch.Tensor) -> torch.Tensor:
     )
 
 
-def windows_for(info: "Field", position: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
+def windows_for(info: Field, position: torch.Tensor) -> Tuple[torch.Tensor, torch.Tensor]:
     """Receptive-field windows of output ``position`` s ``(S, 2)``: ``(box (S, 4), origin (S, 2))``.
 
     ``box`` is ``(y0, x0, y1, x1)`` in image pixels, end exclusive, clipped at the
@@ -499,7 +509,8 @@ def windows_for(info: "Field", position: torch.Tensor) -> Tuple[torch.Tensor, to
     origin = window_origins(info, pos)
     # A graph node knows each position's exact box (also where no affine field exists:
     # then the window is the hull of all of them, rf_jump 0).
-    box = info.boxes(pos) if hasattr(info, "boxes") else boxes_for(info, pos)
+    exact = getattr(info, "boxes", None)
+    box = exact(pos) if exact is not None else boxes_for(info, pos)
     return box, origin
 
 
@@ -523,7 +534,7 @@ def cut_windows(
 
 
 def extract_patches(
-    info: "Field", images: torch.Tensor, position: torch.Tensor
+    info: Field, images: torch.Tensor, position: torch.Tensor
 ) -> Tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """Image patches under the receptive fields of output ``position`` s.
 

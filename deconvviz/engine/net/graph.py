@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import difflib
 import weakref
-from typing import Any, Callable, Dict, Iterable, List, Optional, Sequence, Tuple, Union
+from typing import Any, Dict, Iterable, List, Optional, Tuple, Union
 
 import torch
 from torch import fx, nn
@@ -32,7 +32,7 @@ from ...errors import DeconvvizError, NotProjectable
 from .geometry import Frame, receptive_fields, seed_frames, window_frame
 from .nodes import LISTED_OPS, RULE_OPS, SEED_OPS, GraphNode, NodeInfo, analyse
 from .ops import REACH, WHOLE_IMAGE_OPS
-from .run import execute, op_weight
+from .run import op_weight
 from .stack import Block, stack_blocks
 from .trace import eval_mode, trace
 
@@ -453,21 +453,6 @@ class Graph:
             for n in self.listed(all_nodes)
             if n.seedable and not n.error and n.name in self._geometry and n.name not in self._moved
         ]
-
-    # ------------------------------------------------------------------ running
-    def execute(
-        self,
-        x: torch.Tensor,
-        targets: Sequence[str],
-        visit: Optional[Callable[[GraphNode, torch.Tensor, Optional[torch.Tensor]], None]] = None,
-        switches: bool = False,
-        slopes: bool = False,
-        reuse: bool = False,
-        folds: Optional[Dict[nn.Module, tuple]] = None,
-    ) -> Dict[str, torch.Tensor]:
-        """Run only the nodes ``targets`` need, on ``x`` ``(B, C, H, W)``; return their outputs
-        (:func:`~deconvviz.engine.net.run.execute`)."""
-        return execute(self, x, targets, visit, switches, slopes, reuse, folds)
 
 
 def build_graph(
