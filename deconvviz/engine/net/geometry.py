@@ -417,7 +417,8 @@ def seed_frames(
     cone where its windows outgrow the maps.
     """
     if whole:
-        return {n.name: Frame((0, 0), (0, 0), spatial(n)) for n in order if spatial(n)}
+        maps = {n.name: spatial(n) for n in order}
+        return {name: Frame((0, 0), (0, 0), m) for name, m in maps.items() if m is not None}
     by_name = {n.name: n for n in order}
     if by_name[seed].shape is None or len(by_name[seed].shape) != 3:
         return None
@@ -429,6 +430,7 @@ def seed_frames(
             continue
         if hybrid and n.name != seed:
             size = spatial(n)
+            assert size is not None  # a node with a frame has a map
             if n.name in made_whole or f.n[0] * f.n[1] >= size[0] * size[1]:
                 f = frames[n.name] = Frame((0, 0), (0, 0), size)
         if n.op == "input":
