@@ -27,6 +27,11 @@ Usage::
         --nodes features.2.0.block.1 features.3.0.block.1
     python benchmarks/bench_engine.py --net densenet121 --bound \
         --nodes features.denseblock1.denselayer6.relu2 features.denseblock2.denselayer12.relu2
+    python benchmarks/bench_engine.py --net shufflenet_v2_x1_0 \
+        --nodes stage2.1.branch2.7 stage2.3.branch2.7
+
+Any torchvision classification network by name (``--net``); ReLU networks (ShuffleNet-V2
+included) against the autograd loop, the others with ``--rules``.
 """
 
 from __future__ import annotations

@@ -3,15 +3,18 @@
 Two wings, imports running one way (``deconv`` -> ``net``):
 
 * :mod:`.net`: the traced network, made once at the boundary and handed down:
-  tracing (:mod:`.net.trace`), each op's kind and parameters (:mod:`.net.ops`),
+  tracing (:mod:`.net.trace`), the op kinds (:mod:`.net.ops`), the torch functions,
+  methods and modules each covers (:mod:`.net.targets`), each node's op and parameters
+  (:mod:`.net.classify`),
   each node's shape (:mod:`.net.nodes`), running nodes (:mod:`.net.run`), the
   graph with torchvision's node names and block numbers (:mod:`.net.graph`,
   :mod:`.net.network`; plain stacks' blocks in :mod:`.net.stack`, listed by
   :mod:`.net.layers`), and every receptive field, cone, window and patch
   (:mod:`.net.geometry`);
 * :mod:`.deconv`: the deconvnet on it: the recorded forward pass over whole
-  images or seeds' cones (:mod:`.deconv.record`), the reverse walk with one
-  transpose per op (:mod:`.deconv.reverse`), the seeds and their one check
+  images or seeds' cones (:mod:`.deconv.record`), the reverse walk
+  (:mod:`.deconv.reverse`, its state :mod:`.deconv.walk`) with one transpose per op
+  (:mod:`.deconv.transposes`), the seeds and their one check
   (:mod:`.deconv.projection`), the public ``project``/``deconvolve``
   (:mod:`.deconv.deconvnet`), reports' seeds (:mod:`.deconv.seeds`) and the
   hook recorder ``record`` (:mod:`.deconv.hooks`).

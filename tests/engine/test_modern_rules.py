@@ -1,6 +1,6 @@
 """Modern CNNs (issue 19) on the one engine: elementwise nonlinearities, gates, per-image
 normalisations, layer scale, permutes, channel shuffle and chunk go back by the rules of
-``deconvviz.engine.deconv.reverse``, proved in float64 against the independent reference
+``deconvviz.engine.deconv.transposes``, proved in float64 against the independent reference
 ``modern_reference`` (autograd on the traced model, every nonlinearity's backward replaced by
 the rule, gates and statistics detached) for every rule, at several nodes of the nine networks
 of the issue (random weights, 64-96 px); cropped (each seed's cone) = whole-image; receptive
@@ -314,3 +314,59 @@ def test_a_signal_times_its_own_sigmoid_is_refused_in_one_line():
         r"deconvnet rule \(rules exist for: ",
     ):
         deconvolve(_SelfGate().eval(), torch.randn(1, 3, 8, 8), "mul", 0)
+
+
+@pytest.mark.parametrize(
+    "node", ["stage2.1.branch2.7", "stage2.3.cat", "stage3.3.cat", "stage4.2.branch2.2"]
+)
+def test_shufflenet_seeds_past_channel_shuffles_take_their_cones(node):
+    """ShuffleNet-V2's channel shuffle (``view(B, 2, C/2, H, W)``, ``transpose(1, 2)``,
+    ``view(B, C, H, W)``) and its ``chunk(2, dim=1)`` regroup channels and keep each
+    position in its place: a seed past them has a cone through every one of them, records
+    inside it (a shallow seed records a window smaller than the image) and walks back in
+    it. Seeds in all four corners and the middle: every plan, every rule = the autograd
+    reference; the cone recording keeps the whole recording's values in each window."""
+    model, graph = modern_model("tv_shufflenet_v2"), _graph("tv_shufflenet_v2")
+    frames = graph.frames(node)
+    assert frames is not None
+    shuffles = [n for n in graph.ancestors([node]) if n.op in ("reshape", "permute", "narrow")]
+    assert len(shuffles) >= 4 and all(not frames[n.name].whole for n in shuffles)
+    assert any(len(n.shape) == 4 for n in shuffles)  # the (2, C/2, H, W) view has its frame
+    x = _images(graph.input_size[0], n=2, seed=6)
+    c, h, w = graph.node(node).shape
+    pos = torch.tensor([[0, 0], [0, w - 1], [h - 1, 0], [h - 1, w - 1], [h // 2, w // 2]])
+    idx = torch.tensor([0, 1, 0, 1, 1])
+    assert plan(graph, node, "position", 5, 2).walk == "cone"
+    if node.startswith("stage2"):
+        assert all(n < s for n, s in zip(frames["x"].n, graph.input_size))
+    if node == "stage2.1.branch2.7":  # its cone costs less than the image
+        assert plan(graph, node, "position", 5, 2) == Plan("cone", "cone")
+    out = node_outputs(graph, x, [node])[node]
+    feats = [int(out[i, :, y, x_].argmax()) for i, (y, x_) in zip(idx.tolist(), pos.tolist())]
+    want = modern_reference(model, x[idx], {node: feats}, RULES, positions={node: pos})
+    for rule in RULES:
+        grads, _, act = want[rule][node]
+        assert grads.abs().max() > 0
+        for how in (Plan("cone", "cone"), Plan("whole", "cone"), Plan("whole", "whole")):
+            got, got_act = project_positions(
+                graph, x, node, idx, torch.tensor(feats), pos, rule=rule, how=how
+            )
+            assert_close(got, grads, f"{node} {rule} {how}")
+            assert_close(got_act, act, f"{node} activation")
+    whole = record.record_whole(graph, x, [node], masks=True)
+    cone = record_cone(graph, x, node, idx, pos, masks=True)
+    checked = 0
+    for kind in ("masks", "switches"):
+        for name, kept in getattr(cone, kind).items():
+            full, origin = getattr(whole, kind)[name], cone.origin(name)
+            assert tuple(kept.shape[-2:]) == frames[name].n
+            (fh, fw), (H, W) = frames[name].n, full.shape[-2:]
+            for s in range(idx.numel()):
+                oy, ox = int(origin[s, 0]), int(origin[s, 1])
+                y0, x0, y1, x1 = max(oy, 0), max(ox, 0), min(oy + fh, H), min(ox + fw, W)
+                got = kept[s, :, y0 - oy : y1 - oy, x0 - ox : x1 - ox]
+                assert torch.equal(got, full[idx[s], :, y0:y1, x0:x1]), name
+                checked += 1
+    assert checked > 0
+    at = whole.outputs[node][idx, :, pos[:, 0], pos[:, 1]]
+    assert_close(cone.outputs[node][:, :, 0, 0], at, node)

@@ -43,8 +43,9 @@ from ...errors import DeconvvizError
 from ..net.execute import execute
 from ..net.geometry import Frame, window_frame
 from ..net.graph import Graph, GraphNode, eval_mode
-from ..net.ops import _SIGNATURES, _bind
+from ..net.ops import split_sizes
 from ..net.run import fetch_attr, op_weight, run_node, run_recorded
+from ..net.targets import SIGNATURES, bind_args
 
 __all__ = [
     "SIGNAL_BYTES",
@@ -62,6 +63,7 @@ __all__ = [
     "channels_last",
     "paste",
     "constant_value",
+    "regroup",
 ]
 
 
@@ -354,7 +356,7 @@ def _window_op(
         if node.fx_node.op == "call_module":
             bias = node.module.bias
         else:
-            b = _bind(_SIGNATURES["conv"], node.fx_node.args, node.fx_node.kwargs).get("bias")
+            b = bind_args(SIGNATURES["conv"], node.fx_node.args, node.fx_node.kwargs).get("bias")
             bias = fetch_attr(graph.model, b.target) if isinstance(b, fx.Node) else b
         return F.conv2d(
             x, op_weight(node.spec, graph.model), bias, stride, 0, dilation, node.params["groups"]
@@ -391,6 +393,19 @@ def _cut_node(
     if graph.channels_last(name):
         return cut_per_seed(t.permute(0, 3, 1, 2), rows, origin, f.n).permute(0, 2, 3, 1)
     return cut_per_seed(t, rows, origin, f.n)
+
+
+def regroup(node: GraphNode, x: torch.Tensor) -> torch.Tensor:
+    """A reshape of the channels or a piece of a chunk along them (channel shuffle:
+    :meth:`~deconvviz.engine.net.graph.Graph.frames` passes only those) on a window ``x``
+    ``(S, ..., h, w)``: the network's per-image shape with the window's map. The network
+    computes the view's sizes off the whole map (``x.size()``), so it is not run as traced."""
+    if node.op == "reshape":
+        return x.reshape((x.shape[0],) + tuple(node.shape[:-2]) + tuple(x.shape[-2:]))
+    p = node.params
+    dim = p["dim"] % x.dim()
+    sizes = split_sizes(x.shape[dim], p["how"])
+    return x.narrow(dim, sum(sizes[: p["index"]]), sizes[p["index"]])
 
 
 def _move(graph: Graph, name: str, t: torch.Tensor, have: Frame, want: Frame) -> torch.Tensor:
@@ -531,6 +546,9 @@ def record_cone(
             switches = None
             if n.op == "input":
                 value = channels_last(cut_per_seed(images, image_index, rec.origin(n.name), f.n))
+            elif n.op in ("reshape", "narrow"):
+                x = n.inputs[0]
+                value = regroup(n, _move(graph, x, env[x], frames[x], f))
             elif graph.window_params(n) is None:
                 # pointwise, and permutes and Linear layers of a channels-last block
 

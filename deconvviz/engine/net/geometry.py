@@ -395,7 +395,9 @@ def seed_frames(
     whole: bool,
     block: Tuple[int, int] = (1, 1),
     hybrid: bool = False,
-    spatial: Callable[[Any], Tuple[int, int]] = lambda n: tuple(n.shape[1:]),
+    spatial: Callable[[Any], Optional[Tuple[int, int]]] = lambda n: (
+        tuple(n.shape[1:]) if n.shape is not None and len(n.shape) == 3 else None
+    ),
 ) -> Optional[Dict[str, Frame]]:
     """Frames of every node under ``seed`` (``order``: its ancestors in execution order).
 
@@ -405,7 +407,8 @@ def seed_frames(
     ``None`` where an op's window is not a fixed shift of the seed's position:
     flatten, linear, a spatial concatenation, an uneven adaptive pool). ``None``
     when the cone does not exist; the caller then takes the whole image. ``spatial(node)``:
-    its map's ``(rows, columns)`` (a channels-last map's are its first two dims).
+    its map's ``(rows, columns)`` (a channels-last map's are its first two dims, a channel
+    shuffle's ``(g, C/g, H, W)`` its last two), None where it has no map a frame can cut.
 
     ``hybrid`` (a walk over whole recordings): a node whose window is at least as large
     as its map keeps the whole map instead, and so does everything below it (a window's
@@ -414,11 +417,8 @@ def seed_frames(
     cone where its windows outgrow the maps.
     """
     if whole:
-        return {
-            n.name: Frame((0, 0), (0, 0), spatial(n))
-            for n in order
-            if n.shape is not None and len(n.shape) == 3
-        }
+        maps = {n.name: spatial(n) for n in order}
+        return {name: Frame((0, 0), (0, 0), m) for name, m in maps.items() if m is not None}
     by_name = {n.name: n for n in order}
     if by_name[seed].shape is None or len(by_name[seed].shape) != 3:
         return None
@@ -430,6 +430,7 @@ def seed_frames(
             continue
         if hybrid and n.name != seed:
             size = spatial(n)
+            assert size is not None  # a node with a frame has a map
             if n.name in made_whole or f.n[0] * f.n[1] >= size[0] * size[1]:
                 f = frames[n.name] = Frame((0, 0), (0, 0), size)
         if n.op == "input":
@@ -438,8 +439,7 @@ def seed_frames(
         if needs is None:
             return None
         for x, fx_ in needs:
-            shape = by_name[x].shape
-            if shape is None or len(shape) != 3:
+            if spatial(by_name[x]) is None:
                 return None
             if hybrid and (f.whole or x in made_whole):
                 made_whole.add(x)

@@ -137,23 +137,61 @@ class Graph:
         block, between its permutes): its records are cut to a window on dims 1 and 2."""
         return self._moved.get(name) == (0, 1) and len(self._by_name[name].shape) == 3
 
+    def regrouped(self, name: str) -> bool:
+        """Whether node ``name`` holds its map as the last two dims of a per-image shape
+        ``(..., H, W)`` of more than three dims (a channel shuffle's ``(g, C/g, H, W)``
+        between its views): its channels are regrouped, each position keeps its place."""
+        shape = self._by_name[name].shape
+        return (
+            shape is not None
+            and len(shape) > 3
+            and self._moved.get(name) == (len(shape) - 2, len(shape) - 1)
+        )
+
     def map_size(self, name: str, frame: Optional[Frame] = None) -> Tuple[int, int]:
         """``(channels, positions)`` of one image's output of node ``name`` on ``frame`` (the
         whole map by default): a channels-last ``(H, W, C)`` map's channels are its last
-        dim; a map without rows and columns is one position."""
-        shape = self._by_name[name].shape
-        channels = shape[-1] if self.channels_last(name) else shape[0]
+        dim, a regrouped ``(g, C/g, H, W)`` map's all but its last two (:meth:`regrouped`);
+        a map without rows and columns is one position."""
+        node = self._by_name[name]
+        numel = int(torch.Size(node.shape).numel())
+        rows = self._spatial(node)
+        channels = numel // (rows[0] * rows[1]) if rows is not None else node.shape[0]
         if frame is None or frame.whole:
-            return channels, int(torch.Size(shape).numel()) // max(channels, 1)
+            return channels, numel // max(channels, 1)
         return channels, frame.area()
 
-    def _spatial(self, node: GraphNode) -> Tuple[int, int]:
-        return tuple(node.shape[:2] if self.channels_last(node.name) else node.shape[1:])
+    def _spatial(self, node: GraphNode) -> Optional[Tuple[int, int]]:
+        """The ``(rows, columns)`` of ``node``'s map, where a frame can cut it; else None."""
+        if self.channels_last(node.name):
+            return tuple(node.shape[:2])
+        if node.spatial or self.regrouped(node.name):
+            return tuple(node.shape[-2:])
+        return None
+
+    def _keeps_places(self, node: GraphNode, x: str) -> bool:
+        """Whether ``node`` (a reshape, a permute or a piece of a chunk) only regroups or
+        cuts the channels of its input ``x``: both hold their maps as their last two dims,
+        of one size, and a piece is cut along another dim (channel shuffle:
+        ``view(B, g, C/g, H, W)``, ``transpose(1, 2)``, ``view(B, C, H, W)``, ``chunk(2,
+        dim=1)``). Row-major, each position's channels then stay at that position."""
+        below = self._by_name[x]
+        trailing = [
+            n.spatial and n.name not in self._moved or self.regrouped(n.name) for n in (node, below)
+        ]
+        if not all(trailing) or tuple(node.shape[-2:]) != tuple(below.shape[-2:]):
+            return False
+        if node.op == "narrow":
+            return 0 < node.params["dim"] % (len(below.shape) + 1) < len(below.shape) - 1
+        return True
 
     def _reach(self, node: GraphNode, frame: Frame):
         """What ``frame`` of ``node``'s output reads of each input (see ``REACH``), or None."""
         kind = REACH.get(node.op)
         ins = [x for x in node.inputs if x is not None]
+        if node.op in ("reshape", "permute", "narrow") and len(ins) == 1:
+            if self._keeps_places(node, ins[0]):
+                return [(ins[0], frame)]
         if node.op in ("permute", "linear") and node.spatial:
             # A permute into a channels-last block and back, a Linear on its channels: the
             # same rows and columns, in other dims.

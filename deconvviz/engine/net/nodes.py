@@ -1,7 +1,7 @@
 """The nodes of a traced network: what each one is, its shape, and what a seed on it can see.
 
 :func:`analyse` classifies every node of a :mod:`torch.fx` trace
-(:func:`~deconvviz.engine.net.ops.classify`) and runs one shape pass at an input
+(:func:`~deconvviz.engine.net.classify.classify`) and runs one shape pass at an input
 size, which gives each :class:`GraphNode`; a seedable node's size and receptive
 field are described by a :class:`NodeInfo` (:meth:`Graph.info
 <deconvviz.engine.net.graph.Graph.info>`).
@@ -15,8 +15,9 @@ from typing import Any, Dict, List, Optional, Set, Tuple
 import torch
 from torch import fx, nn
 
+from .classify import classify
 from .geometry import Geometry
-from .ops import OPS, OpSpec, classify
+from .ops import OPS, OpSpec
 from .run import run_node
 from .trace import eval_mode, one_line
 
