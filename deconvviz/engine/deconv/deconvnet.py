@@ -459,7 +459,9 @@ def project_recorded(
                 assert result is not None and here is not None
                 result[here.to(result.device)] = g
         else:
-            origin = torch.zeros_like(canvas) if whole_in else f_in.origin(pos.cpu())
+            origin = (
+                torch.zeros_like(canvas) if f_in is None or f_in.whole else f_in.origin(pos.cpu())
+            )
             result = paste(g, origin, canvas, size, out=result, rows=here)
         activations.append(act)
         positions.append(pos)
