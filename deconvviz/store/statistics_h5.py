@@ -38,9 +38,10 @@ STATISTICS_ENCODING = "deconvviz-feature-statistics"
 STATISTICS_VERSION = 1
 TEST = "mann-whitney-u, one-sided greater, normal approximation with tie and continuity correction"
 NO_CLASS_TEXT = "no class"
-# Level 1: the maxima (F x N float16, the largest arrays of a report) compress as well
-# as at level 4 (1% larger) in two thirds of the time.
-_COMPRESSION = {"compression": "gzip", "compression_opts": 1, "shuffle": True}
+# The maxima (F x N float16, the largest arrays of a report) are stored as they are, one
+# contiguous row per feature: their low bits are noise, so gzip (level 1, shuffled) saved
+# only a quarter of their size (CIFAR-10 train: 7.4 MB instead of 9.6 MB) and cost 0.11 s
+# of a 6 s report.
 
 
 @dataclass
@@ -124,8 +125,7 @@ def write_statistics(layer_group, stats: FeatureStatistics) -> None:
         value = np.asarray(getattr(stats, name))
         if name == "maxima":
             value = np.ascontiguousarray(value, dtype=np.float16)
-            kw = dict(_COMPRESSION, chunks=(1, min(value.shape[1], 2**20))) if value.size else {}
-            g.create_dataset(name, data=value, track_times=False, **kw)
+            g.create_dataset(name, data=value, track_times=False)
         else:
             dtype = np.int64 if name in _INT else np.float64
             g.create_dataset(name, data=np.ascontiguousarray(value, dtype=dtype), track_times=False)

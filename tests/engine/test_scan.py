@@ -19,6 +19,7 @@ from deconvviz.engine.topk import (
     scan_batch_size,
     scan_topk,
 )
+from deconvviz.errors import DeconvvizError
 from deconvviz.models.architectures import CifarCNN
 
 
@@ -98,7 +99,9 @@ def test_scan_reuses_one_read_buffer_and_agrees_with_float64(monkeypatch):
     model = CifarCNN(hidden=8)
     model.meta = {"normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}
     tops = scan_topk(model, src, [1, 2], k=3, batch_size=16)
-    assert len(buffers) == 4 and None not in buffers and len(set(buffers)) == 1
+    # One buffer per batch running at once (one per CPU thread), each refilled.
+    assert len(buffers) == 4 and None not in buffers
+    assert len(set(buffers)) <= min(2, torch.get_num_threads())
     # The same scan in float64, one batch: same images, same positions.
     ref = scan_topk(model.double(), src, [1, 2], k=3, batch_size=50)
     for L in (1, 2):
@@ -175,3 +178,85 @@ def test_a_scan_overwriting_values_gives_the_networks_outputs(name):
             continue
         torch.testing.assert_close(seen[n], want[n], rtol=1e-5, atol=1e-5, msg=n)
     assert len(seen) > len(names) // 2
+
+
+def _source(images, labels):
+    return ImageSource(
+        description="gen",
+        kind="builtin",
+        split="test",
+        labels=labels,
+        class_names=BUILTIN_CLASSES,
+        images=images,
+    )
+
+
+def test_a_scan_on_lanes_equals_the_scan_on_one_thread():
+    """Batches run side by side on one thread each (one lane per CPU thread): the same
+    top-k, positions and per-image maxima as one thread running every batch in turn."""
+    from deconvviz.engine.statistics import MaximaRecorder
+
+    images, labels = synthetic_images(90, seed=5)
+    images[40:50] = images[10:20]  # repeated images: equal activations to break by index
+    src = _source(images, labels)
+    torch.manual_seed(1)
+    model = CifarCNN(hidden=8)
+    model.meta = {"normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}
+    threads = torch.get_num_threads()
+    got = {}
+    try:
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            rec = {L: MaximaRecorder(n, len(src)) for L, n in ((1, 32), (2, 64))}
+            got[t] = (scan_topk(model, src, [1, 2], k=12, batch_size=8, maxima=rec), rec)
+            assert torch.get_num_threads() == t  # the caller's thread count is kept
+    finally:
+        torch.set_num_threads(threads)
+    for L in (1, 2):
+        one, two = got[1][0][L], got[2][0][L]
+        assert torch.equal(one.activation, two.activation)
+        assert torch.equal(one.image_index, two.image_index)
+        assert torch.equal(one.position, two.position)
+        assert torch.equal(got[1][1][L].values, got[2][1][L].values)
+    # the ties: an image and its copy rank by index, the copy after the original
+    top = got[2][0][1]
+    for f in range(top.activation.shape[0]):
+        idx = top.image_index[f].tolist()
+        for j, i in enumerate(idx):
+            if 40 <= i < 50:
+                assert i - 30 in idx[:j], (f, idx)
+
+
+class _Overflow(torch.nn.Module):
+    """One conv whose huge weights turn any non-black pixel into +inf."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = torch.nn.Conv2d(3, 2, 3, padding=1, bias=False)
+        torch.nn.init.constant_(self.conv.weight, 3e38)
+        self.relu = torch.nn.ReLU()
+
+    def forward(self, x):
+        return self.relu(self.conv(x))
+
+
+def test_non_finite_activations_name_the_first_bad_batch():
+    """Batches 2 and 3 of 8 overflow, one on each of two lanes; whichever lane meets its
+    bad batch first, the error names batch 2, as one batch after another would."""
+    images = torch.zeros((32, 3, 32, 32), dtype=torch.uint8)
+    images[9, :, 5:8, 5:8] = 255  # batch 2 (images 8..11), the second of lane 0
+    images[13, :, 7:10, 7:10] = 255  # batch 3 (images 12..15), the second of lane 1
+    src = _source(images, torch.zeros(32, dtype=torch.long))
+    model = _Overflow()
+    model.meta = {"normalization": {"mean": [0.0] * 3, "std": [1.0] * 3}}
+    threads = torch.get_num_threads()
+    try:
+        for t in (1, 2):
+            torch.set_num_threads(t)
+            with pytest.raises(DeconvvizError) as err:
+                scan_topk(model, src, ["relu"], k=2, batch_size=4)
+            assert "gives non-finite activations on images 8..11;" in str(err.value)
+            assert str(err.value).endswith("the checkpoint or the data is damaged")
+            assert torch.get_num_threads() == t
+    finally:
+        torch.set_num_threads(threads)
