@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import math
 import threading
-from concurrent import futures
 from dataclasses import dataclass
 from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
@@ -25,6 +24,7 @@ from torch import nn
 from ..data.source import ImageSource
 from ..errors import DeconvvizError
 from ..progress import Progress
+from .lanes import lanes_for, on_lanes
 from .net.execute import execute
 from .net.graph import Graph, NodeInfo
 from .net.network import Layer, graph_of, layer_key, resolve_infos
@@ -356,7 +356,8 @@ def scan_topk(
     mine = [
         (b, offset) for b, offset in enumerate(range(start, stop, batch_size)) if b % world == rank
     ]
-    lanes = _lanes(device, len(mine))
+    # Lanes where each has at least two batches (see engine.lanes).
+    lanes = lanes_for(device, len(mine) // 2)
 
     def new_tops() -> Dict[Layer, _StreamingTopK]:
         return {
@@ -379,7 +380,7 @@ def scan_topk(
         model_dtype(model),
         (mean, std),
         progress,
-        single_thread=lanes > 1,
+        keep_errors=lanes > 1,
     )
     was_training = model.training
     model.eval()
@@ -387,7 +388,9 @@ def scan_topk(
         if lanes == 1:
             scan.run(shares[0], tops[0])
         else:
-            scan.run_lanes(shares, tops)
+            on_lanes(lambda job: scan.run(*job), list(zip(shares, tops)), lanes, scan.halt)
+            if scan.errors:
+                raise scan.errors[min(scan.errors)]
     finally:
         model.train(was_training)
     merged = {L: t.top for L, t in tops[0].items()}
@@ -396,41 +399,10 @@ def scan_topk(
     return merged
 
 
-def _lanes(device: torch.device, batches: int) -> int:
-    """How many batches a CPU scan runs at once, each on one thread: one per intra-op
-    thread (``torch.get_num_threads()``), where there are at least two batches each.
-
-    A batch's operations run faster on one core each, side by side, than on all
-    cores one batch after another (no wait at the end of every operation, and one
-    batch's bookkeeping overlaps the other's convolutions): the CIFAR-10 scan of 50,000
-    images on 2 cores in about 10% less time. oneDNN computes the same bytes for a
-    batch on one thread as on two (``tests/engine/test_scan.py`` checks the scan
-    against the network's own forward pass).
-    """
-    if device.type != "cpu":
-        return 1
-    import os
-
-    if os.environ.get("XLANES"):
-        return int(os.environ["XLANES"])
-    return max(1, min(torch.get_num_threads(), batches // 2))
-
-
-_POOL: Optional[futures.ThreadPoolExecutor] = None
-
-
-def _lane_pool(lanes: int) -> futures.ThreadPoolExecutor:
-    """The scan's lane threads, kept for the process: a report scans in segments, and
-    fresh threads each time would each fault in their own memory again."""
-    global _POOL
-    if _POOL is None or _POOL._max_workers < lanes:
-        _POOL = futures.ThreadPoolExecutor(lanes, thread_name_prefix="deconvviz-scan")
-    return _POOL
-
-
 class _BatchScan:
-    """The forward passes of a scan, batch by batch, into running top-k lists; on one
-    thread (:meth:`run`) or on several lanes at once (:meth:`run_lanes`)."""
+    """The forward passes of a scan, batch by batch, into running top-k lists: :meth:`run`
+    scans one share of the batches (one lane's). With ``keep_errors`` (lanes) an error is
+    kept in ``errors`` by batch number and the other lanes finish the batches before it."""
 
     def __init__(
         self,
@@ -444,14 +416,14 @@ class _BatchScan:
         dtype: torch.dtype,
         norm,
         progress: Optional[Progress],
-        single_thread: bool = False,
+        keep_errors: bool = False,
     ):
         self.graph, self.source, self.stop = graph, source, stop
         self.info_of, self.names = info_of, names
         self.batch_size, self.device, self.dtype = batch_size, device, dtype
         self.mean, self.std = norm
         self.progress = progress
-        self.single_thread = single_thread
+        self.keep_errors = keep_errors
         self.lock = threading.Lock()
         # The first batch that failed (a lane stops at it; the others finish the
         # batches before it, so the error is the one a one-thread scan meets first).
@@ -484,34 +456,16 @@ class _BatchScan:
                     with self.lock:
                         self.errors[b] = exc
                         self.failed_at = min(self.failed_at, b)
-                    if not self.single_thread:
+                    if not self.keep_errors:
                         raise
                     return
                 if self.progress is not None:
                     with self.lock:
                         self.progress.update(n)
 
-    def run_lanes(self, shares: Sequence[Sequence[Tuple[int, int]]], tops: Sequence[Dict]) -> None:
-        """:meth:`run` on one thread per share, each with one intra-op thread; the
-        caller's thread count is restored after. Ctrl-C stops every lane after its
-        current batch."""
-        threads = torch.get_num_threads()
-        pool = _lane_pool(len(shares))
-        lanes = [pool.submit(self._lane, share, t) for share, t in zip(shares, tops)]
-        try:
-            futures.wait(lanes)
-        except BaseException:
-            self.failed_at = -1  # every lane stops before its next batch
-            futures.wait(lanes)
-            raise
-        finally:
-            torch.set_num_threads(threads)
-        if self.errors:
-            raise self.errors[min(self.errors)]
-
-    def _lane(self, share, tops) -> None:
-        torch.set_num_threads(1)
-        self.run(share, tops)
+    def halt(self) -> None:
+        """Every lane stops before its next batch (Ctrl-C)."""
+        self.failed_at = -1
 
     def _batch(self, offset: int, pix, inp, m, s, tops) -> int:
         images = self.source.read(offset, min(self.stop, offset + self.batch_size), out=pix)
