@@ -214,27 +214,32 @@ def share_cones(
     always share. Deterministic.
     """
     a, b, c, d = block_macs(graph, node)
-    idx, pos = image_index.tolist(), position.tolist()
+    idx, pos = image_index.tolist(), [tuple(p) for p in position.tolist()]
     per_image: Dict[int, List[int]] = {}
-    for s in sorted(range(len(idx)), key=lambda s: (idx[s], pos[s][0], pos[s][1], s)):
+    for s in sorted(range(len(idx)), key=lambda s: (idx[s], pos[s], s)):
         per_image.setdefault(idx[s], []).append(s)
 
     def cover(size: int, image: int, todo: List[int]) -> list:
         groups = []
         while todo:
             y, x = pos[todo[0]]
-            mine = [s for s in todo if y <= pos[s][0] < y + size and x <= pos[s][1] < x + size]
+            mine, rest = [], []
+            for s in todo:  # one pass: the block's seeds, and the rest in their order
+                py, px = pos[s]
+                (mine if y <= py < y + size and x <= px < x + size else rest).append(s)
             groups.append(((size, size), image, (y, x), sorted(mine)))
-            taken = set(mine)
-            todo = [s for s in todo if s not in taken]
+            todo = rest
         return groups
 
     # An image with one seed is one group of every size: only the others need covering
-    # to count the groups of each size (the cost is a count times a block's).
+    # to count the groups of each size (the cost is a count times a block's). Each
+    # size's cover is kept for the winner's groups.
     shared = [(image, todo) for image, todo in per_image.items() if len(todo) > 1]
+    covers: Dict[int, Dict[int, list]] = {}
     best: Optional[Tuple[int, int]] = None
     for size in BLOCKS:
-        count = len(per_image) - len(shared) + sum(len(cover(size, *it)) for it in shared)
+        covers[size] = {image: cover(size, image, todo) for image, todo in shared}
+        count = len(per_image) - len(shared) + sum(len(v) for v in covers[size].values())
         k = size - 1
         cost = count * (a + b * k + c * k + d * k * k)
         if best is None or cost < best[0]:
@@ -244,9 +249,9 @@ def share_cones(
     groups = []
     for image, todo in per_image.items():
         if len(todo) == 1:
-            groups.append(((size, size), image, tuple(pos[todo[0]]), todo))
+            groups.append(((size, size), image, pos[todo[0]], todo))
         else:
-            groups += cover(size, image, todo)
+            groups += covers[size][image]
     return groups
 
 
