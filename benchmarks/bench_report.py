@@ -415,7 +415,7 @@ def compare_projections(name, model, x_of, seeds, repeats, per_seed_features=Non
 
 
 def seeds_of_report(path, source, mean, std):
-    from deconvviz.store.report_h5 import read_report_h5
+    from deconvviz.store.report_read import read_report_h5
 
     rep = read_report_h5(path)
     seeds = {}

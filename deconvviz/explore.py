@@ -29,7 +29,8 @@ from .errors import DeconvvizError
 from .render.feature_stats import class_name, label_caption, statistics_html
 from .render.notebook import feature_html, layer_html, report_html
 from .render.web.site import feature_tiles
-from .store.report_h5 import LayerReport, class_names, open_report
+from .store.report_h5 import LayerReport, class_names
+from .store.report_read import open_report
 from .store.statistics_h5 import NO_CLASS_TEXT, FeatureStatistics, statistics_absent
 
 __all__ = ["Report", "ReportLayer", "Feature", "NOTEBOOK_FEATURES"]

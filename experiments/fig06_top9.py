@@ -18,7 +18,7 @@ from deconvviz.cli.experiment_cmd import experiment_command
 from deconvviz.render.figure_parts import model_caption, save_png, short_description, table_figure
 from deconvviz.render.report_png import layer_cell
 from deconvviz.runs.report_run import build_report
-from deconvviz.store.report_h5 import write_report_h5
+from deconvviz.store.report_write import write_report_h5
 
 NAME = "fig06_top9"
 

@@ -114,7 +114,7 @@ def compare(
     from ..data.resolve import resolve_source
     from ..errors import DeconvvizError
     from ..runs.compare_run import compare_networks
-    from ..runs.report_run import ReportInterrupted
+    from ..runs.report_partial import ReportInterrupted
     from ..store.h5 import file_format
     from ..store.report_h5 import REPORT_FORMAT
     from .common import ModelChoice

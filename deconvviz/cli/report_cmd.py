@@ -191,7 +191,9 @@ def report(
     from ..data.resolve import resolve_source
     from ..engine.distributed import distributed_context
     from ..engine.net.network import graph_of, require_spatial, resolve_info
-    from ..runs.report_run import ReportInterrupted, check_features, write_report
+    from ..runs.report_partial import ReportInterrupted
+    from ..runs.report_run import write_report
+    from ..runs.report_scan import check_features
     from ..store.atomic import output_folder
 
     chosen = sorted({f for r in features for f in r}) if features else None
@@ -280,11 +282,12 @@ def render(report_file, out, html):
     (report.h5) or a projection file of 'deconvviz project'; with --html, a report's
     web report instead."""
     from ..runs.figures_run import render_projection
-    from ..runs.report_run import render_report
+    from ..runs.report_render import render_report
     from ..store.atomic import check_writable_dir
     from ..store.h5 import file_format
     from ..store.projection_h5 import PROJECTION_FORMAT, read_projection_h5
-    from ..store.report_h5 import REPORT_FORMAT, open_report
+    from ..store.report_h5 import REPORT_FORMAT
+    from ..store.report_read import open_report
 
     path = Path(report_file)
     out_dir = Path(out) if out else (path.parent if str(path.parent) else Path("."))

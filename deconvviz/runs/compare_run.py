@@ -29,7 +29,8 @@ from ..render.web.pages import esc, href
 from ..store.atomic import atomic_paths, output_folder
 from ..store.compare_h5 import COMPARE_FILE, Comparison, write_compare_h5
 from ..store.report_h5 import REPORT_FILE
-from .report_run import ReportInterrupted, write_report
+from .report_partial import ReportInterrupted
+from .report_run import write_report
 
 __all__ = ["compare_networks", "SHOWN"]
 

@@ -16,7 +16,7 @@ import deconvviz
 from deconvviz.cli import main
 from deconvviz.data.builtin import synthetic_images
 from deconvviz.data.source import normalize
-from deconvviz.store.report_h5 import read_report_h5
+from deconvviz.store.report_read import read_report_h5
 
 NET = textwrap.dedent('''
     import torch

@@ -141,7 +141,7 @@ def test_fig06_top9(tree, ckpt, tmp_path):
     )
     w, h = png_size(tmp_path / "fig06_top9.png")
     assert w > 600 and h > 200
-    from deconvviz.store.report_h5 import read_report_h5
+    from deconvviz.store.report_read import read_report_h5
 
     report = read_report_h5(tmp_path / "fig06_top9.h5")
     assert sorted(report.layers) == [1, 2] and report.layers[2].k == 4

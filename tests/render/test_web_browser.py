@@ -13,7 +13,7 @@ from browser_helpers import needs_browser
 from web_helpers import DEAD, make_report
 
 from deconvviz.render.web import write_site
-from deconvviz.store.report_h5 import read_report_h5
+from deconvviz.store.report_read import read_report_h5
 
 PAGE = 24  # tiles per page of the test site: layer 2's 64 features make 3 pages
 

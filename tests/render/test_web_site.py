@@ -28,7 +28,7 @@ from deconvviz.render.web import site as site_mod
 from deconvviz.render.web import write_site
 from deconvviz.render.web.pages import json_script
 from deconvviz.render.web.site import feature_tiles
-from deconvviz.store.report_h5 import read_report_h5
+from deconvviz.store.report_read import read_report_h5
 
 FIXTURES = Path(__file__).resolve().parents[1] / "store" / "fixtures"
 

@@ -16,7 +16,7 @@ from web_helpers import make_report, source
 
 from deconvviz.render.feature_stats import class_name
 from deconvviz.render.web import write_site
-from deconvviz.store.report_h5 import read_report_h5
+from deconvviz.store.report_read import read_report_h5
 
 pytestmark = needs_browser
 PAGE = 100  # every feature of layer 2 on one page

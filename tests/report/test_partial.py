@@ -15,10 +15,11 @@ import torch
 from click.testing import CliRunner
 from conftest import assert_close, folder_bytes
 
-import deconvviz.runs.report_run as report_mod
+import deconvviz.runs.report_layers as report_layers
 from deconvviz.cli import main
-from deconvviz.runs.report_run import partial_path, scan_state_path
-from deconvviz.store.report_h5 import read_report_h5
+from deconvviz.runs.report_partial import partial_path
+from deconvviz.runs.report_scan import scan_state_path
+from deconvviz.store.report_read import read_report_h5
 
 
 @pytest.fixture
@@ -75,7 +76,7 @@ def _same(x, y) -> bool:
 def _failing_on(layer, exc):
     """project_seeds (the engine's public verb the report calls) raising ``exc`` when asked
     for ``layer``: Ctrl-C or a failure in the middle of that layer's projections."""
-    real = report_mod.project_seeds
+    real = report_layers.project_seeds
 
     def project(model, images, tops, **kw):
         if layer in tops:
@@ -95,7 +96,7 @@ def test_ctrl_c_in_layer_2_keeps_layer_1_and_resume_finishes_the_same_report(
     assert _run(args(out, "--top", "2", "--feature", "0-1", "--png")).exit_code == 0
     earlier = folder_bytes(out)
 
-    monkeypatch.setattr(report_mod, "project_seeds", _failing_on(2, KeyboardInterrupt()))
+    monkeypatch.setattr(report_layers, "project_seeds", _failing_on(2, KeyboardInterrupt()))
     res = _run(args(out, "--feature", "0-3"))
     partial = partial_path(out)
     assert res.exit_code == 1
@@ -116,7 +117,7 @@ def test_ctrl_c_in_layer_2_keeps_layer_1_and_resume_finishes_the_same_report(
     # The resumed run projects layer 2 only: asking for layer 1 again would fail.
     monkeypatch.undo()
     monkeypatch.setattr(
-        report_mod, "project_seeds", _failing_on(1, AssertionError("layer 1 projected again"))
+        report_layers, "project_seeds", _failing_on(1, AssertionError("layer 1 projected again"))
     )
     res = _run(args(out, "--resume", "--png", "--feature", "0-3"))
     assert res.exit_code == 0, res.output
@@ -138,7 +139,7 @@ def test_ctrl_c_in_layer_2_keeps_layer_1_and_resume_finishes_the_same_report(
 
 def test_ctrl_c_before_any_layer_is_finished_keeps_the_scan(args, tmp_path, monkeypatch):
     out = tmp_path / "r"
-    monkeypatch.setattr(report_mod, "project_seeds", _failing_on(1, KeyboardInterrupt()))
+    monkeypatch.setattr(report_layers, "project_seeds", _failing_on(1, KeyboardInterrupt()))
     res = _run(args(out))
     assert res.exit_code == 1
     assert res.output.strip().splitlines() == [
@@ -153,7 +154,7 @@ def test_a_damaged_unfinished_report_is_projected_again(args, tmp_path, monkeypa
     says so in a notice and projects every layer again, to the same report."""
     whole, out = tmp_path / "whole", tmp_path / "r"
     assert _run(args(whole)).exit_code == 0
-    monkeypatch.setattr(report_mod, "project_seeds", _failing_on(2, KeyboardInterrupt()))
+    monkeypatch.setattr(report_layers, "project_seeds", _failing_on(2, KeyboardInterrupt()))
     assert _run(args(out)).exit_code == 1
     monkeypatch.undo()
     partial = partial_path(out)
@@ -170,7 +171,7 @@ def test_a_damaged_unfinished_report_is_projected_again(args, tmp_path, monkeypa
 
 def test_resume_refuses_an_unfinished_report_of_another_run(args, tmp_path, monkeypatch):
     out = tmp_path / "r"
-    monkeypatch.setattr(report_mod, "project_seeds", _failing_on(2, KeyboardInterrupt()))
+    monkeypatch.setattr(report_layers, "project_seeds", _failing_on(2, KeyboardInterrupt()))
     assert _run(args(out)).exit_code == 1
     monkeypatch.undo()
     before = folder_bytes(out)

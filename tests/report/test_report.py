@@ -27,8 +27,9 @@ from deconvviz.engine.net.layers import conv_stack, get_layer, list_layers
 from deconvviz.engine.topk import TopK, empty_topk, finalize_topk, merge_topk, scan_topk
 from deconvviz.errors import DeconvvizError
 from deconvviz.models.checkpoint import load_model
-from deconvviz.runs.report_run import build_report, render_report, save_report, write_report
-from deconvviz.store.report_h5 import read_report_h5
+from deconvviz.runs.report_render import render_report, save_report
+from deconvviz.runs.report_run import build_report, write_report
+from deconvviz.store.report_read import read_report_h5
 
 
 def _brute_force(model, source, layer, k):
@@ -315,7 +316,7 @@ def test_interrupted_runs_leave_the_earlier_report_untouched(
     assert Path("report.h5") in before and len(before) == 1 + 1 + 32
 
     # Ctrl-C in the middle of the scan.
-    import deconvviz.runs.report_run as report_mod
+    import deconvviz.runs.report_render as report_render
 
     calls = {"n": 0}
     real_read = ImageSource.read
@@ -334,7 +335,7 @@ def test_interrupted_runs_leave_the_earlier_report_untouched(
 
     # Disk full while the PNGs are written (the HDF5 temp file is complete by then).
     written = {"n": 0}
-    real_png = report_mod.write_png
+    real_png = report_render.write_png
 
     def full_disk(array, path):
         written["n"] += 1
@@ -342,7 +343,7 @@ def test_interrupted_runs_leave_the_earlier_report_untouched(
             raise OSError(28, "No space left on device", str(path))
         real_png(array, path)
 
-    monkeypatch.setattr(report_mod, "write_png", full_disk)
+    monkeypatch.setattr(report_render, "write_png", full_disk)
     res = _run(base + ["--top", "3"])
     assert res.exit_code == 1 and "No space left on device" in res.output
     assert "Traceback" not in res.output
@@ -352,7 +353,7 @@ def test_interrupted_runs_leave_the_earlier_report_untouched(
     assert after.pop(Path(".scan-state.maxima0.f16"), None) is not None  # its image maxima
     assert after.pop(Path("report.h5.partial"), None) is not None
     assert after == before
-    monkeypatch.setattr(report_mod, "write_png", real_png)
+    monkeypatch.setattr(report_render, "write_png", real_png)
     res = _run(base + ["--top", "3", "--resume"])
     assert res.exit_code == 0, res.output
     assert not (out / ".scan-state.pt").exists()
@@ -504,7 +505,7 @@ def test_a_layer_is_projected_and_written_in_chunks_of_features(model, tmp_path,
     """With a chunk budget of a few features, each call projects at most that many
     features; the file holds the same numbers and bytes as a whole-layer write, and the
     PNGs drawn from the file being written equal those drawn from memory."""
-    import deconvviz.runs.report_run as report_mod
+    import deconvviz.runs.report_layers as report_layers
     import deconvviz.store.report_h5 as store_report
     from deconvviz.store.report_h5 import features_per_chunk
 
@@ -517,13 +518,13 @@ def test_a_layer_is_projected_and_written_in_chunks_of_features(model, tmp_path,
     monkeypatch.setattr(store_report, "CHUNK_BYTES", 5 * per_feature)
     assert features_per_chunk(3, 3, info2.rf_size) == 5
     sizes = []
-    real = report_mod.project_seeds
+    real = report_layers.project_seeds
 
     def spy(model_, images, tops, **kw):
         sizes.extend(int(t.image_index.shape[0]) for t in tops.values())
         return real(model_, images, tops, **kw)
 
-    monkeypatch.setattr(report_mod, "project_seeds", spy)
+    monkeypatch.setattr(report_layers, "project_seeds", spy)
     chunked = write_report(
         model, src, tmp_path / "chunked", [1, 2], 3, batch_size=16, progress=False, command_line="t"
     )

@@ -120,21 +120,21 @@ def test_resume_refuses_the_state_of_another_run(tiny_checkpoint, tmp_path):
     assert runner.invoke(main, _args(tiny_checkpoint, out)).exit_code == 0
     report = (out / "report.h5").read_bytes()
     # A state saved by a run with k = 3, then a --resume that asks for k = 4.
-    from deconvviz.runs.report_run import scan_state_path
+    from deconvviz.runs.report_scan import scan_state_path
 
     state = scan_state_path(out)
-    import deconvviz.runs.report_run as report_mod
+    from deconvviz.store.report_write import ReportWriter
 
-    real_write = report_mod.ReportWriter.add_layer_chunks
+    real_write = ReportWriter.add_layer_chunks
 
     def fail(self, *args, **kwargs):
         raise OSError(28, "No space left on device", str(self.path))
 
-    report_mod.ReportWriter.add_layer_chunks = fail
+    ReportWriter.add_layer_chunks = fail
     try:
         res = runner.invoke(main, _args(tiny_checkpoint, out))
     finally:
-        report_mod.ReportWriter.add_layer_chunks = real_write
+        ReportWriter.add_layer_chunks = real_write
     assert res.exit_code == 1 and state.is_file()
     saved = state.read_bytes()
     args = _args(tiny_checkpoint, out, "--resume")

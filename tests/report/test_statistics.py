@@ -22,7 +22,7 @@ from deconvviz.engine.statistics import QUANTILES, auroc_and_p, feature_statisti
 from deconvviz.errors import DeconvvizError
 from deconvviz.explore import Report
 from deconvviz.runs.report_run import write_report
-from deconvviz.store.report_h5 import read_report_h5
+from deconvviz.store.report_read import read_report_h5
 
 CLASSES = ["grey", "red", "blue"]
 

@@ -1,6 +1,7 @@
-"""The report file (store/report_h5.py): written and read back array for array, redrawn from
-the file alone, a version-1 file of deconvviz 0.1.0 read and drawn as then, damaged, foreign
-and newer files refused in one line, and a layer read one feature at a time."""
+"""The report file (store/report_h5.py, report_write.py, report_read.py): written and read
+back array for array, redrawn from the file alone, a version-1 file of deconvviz 0.1.0 read
+and drawn as then, damaged, foreign and newer files refused in one line, and a layer read
+one feature at a time."""
 
 from __future__ import annotations
 
@@ -18,8 +19,10 @@ from deconvviz.data.builtin import BUILTIN_CLASSES
 from deconvviz.errors import DeconvvizError
 from deconvviz.models.checkpoint import load_model
 from deconvviz.render.report_png import PANEL_TITLE_HEIGHT, feature_png
-from deconvviz.runs.report_run import build_report, render_report, save_report, write_report
-from deconvviz.store.report_h5 import REPORT_FORMAT, REPORT_VERSION, read_report_h5
+from deconvviz.runs.report_render import render_report, save_report
+from deconvviz.runs.report_run import build_report, write_report
+from deconvviz.store.report_h5 import REPORT_FORMAT, REPORT_VERSION
+from deconvviz.store.report_read import read_report_h5
 
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
 
@@ -165,7 +168,7 @@ def test_a_version_1_report_reads_back_and_draws_as_before(tmp_path):
 
 
 def test_open_report_reads_one_feature_at_a_time_and_names_damage_in_one_line(model, tmp_path):
-    from deconvviz.store.report_h5 import open_report
+    from deconvviz.store.report_read import open_report
 
     src = generated_source(30)
     write_report(model, src, tmp_path / "r", [1, 2], 3, batch_size=16, progress=False, png=False)

@@ -35,7 +35,8 @@ import numpy as np
 
 from ...errors import DeconvvizError
 from ...store.atomic import atomic_folder, check_writable_dir
-from ...store.report_h5 import ImageTable, LayerReport, Report, class_names, open_report
+from ...store.report_h5 import ImageTable, LayerReport, Report, class_names
+from ...store.report_read import open_report
 from ..display import to_display_uint8
 from ..feature_stats import class_name, statistics_html
 from .pages import LayerSummary, Tile, display_size, feature_page, href, index_page, layer_page
