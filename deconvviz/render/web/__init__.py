@@ -2,7 +2,8 @@
 report, written from its HDF5 file or streamed as a report is computed.
 
 :mod:`.site` writes the PNGs and pages (:class:`SiteWriter`, :func:`write_site`);
-:mod:`.pages` fills the HTML templates in ``templates/`` with escaped values; the
+:mod:`.index_page`, :mod:`.layer_page` and :mod:`.feature_page` fill the HTML templates in
+``templates/``, with the escaping, sizes and layer summaries of :mod:`.pages`; the
 pages' stylesheet and scripts live in ``static/`` (plain CSS and JavaScript, no
 framework, nothing fetched from the internet).
 """

@@ -39,7 +39,10 @@ from ...store.report_h5 import ImageTable, LayerReport, Report, class_names
 from ...store.report_read import open_report
 from ..display import to_display_uint8
 from ..feature_stats import class_name, statistics_html
-from .pages import LayerSummary, Tile, display_size, feature_page, href, index_page, layer_page
+from .feature_page import Tile, feature_page
+from .index_page import index_page
+from .layer_page import layer_page
+from .pages import LayerSummary, display_size, href
 
 __all__ = [
     "SITE_DIR",
