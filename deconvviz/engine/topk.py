@@ -219,7 +219,7 @@ class MaxTail:
     on the few planes whose position it needs: the values are those of the layer's own
     map, to the bit (a maximum is exact), and the positions too (the tail runs on those
     planes as in the network). The bundled CNN's layer 2 thus skips its last ReLU and
-    pool (a quarter of the scan's non-conv time)."""
+    pool."""
 
     def __init__(self, graph: Graph, nodes: Sequence[GraphNode]):
         self.graph, self.nodes = graph, list(nodes)
