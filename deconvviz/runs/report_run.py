@@ -8,8 +8,8 @@ deconvnet and cut out beside the image patch under their receptive field
 (:mod:`deconvviz.store.report_h5`), with each layer's feature statistics, and drawn as
 PNGs and a web report (:mod:`.report_render`). :func:`build_report` builds it in memory,
 :func:`write_report` streams it to disk layer by layer and resumes an interrupted run
-(:mod:`.report_partial`);
-:func:`report` is the notebook's verb, ``deconvviz.report(model, data, ...)``.
+(:mod:`.report_partial`); :func:`report` is the notebook's verb,
+``deconvviz.report(model, data, ...)``.
 
 When the source has fewer than ``k`` images, the report keeps ``min(k, N)``
 columns (every image, ranked): files never hold padding entries.
@@ -33,23 +33,13 @@ from ..errors import DeconvvizError, notice
 from ..progress import Progress
 from ..render.web import site_path
 from ..store.atomic import check_folder_target, output_folder
-from ..store.report_h5 import (
-    PROJECTION_DTYPES,
-    REPORT_FILE,
-    REPORT_FORMAT,
-    REPORT_VERSION,
-    Report,
-)
+from ..store.report_h5 import PROJECTION_DTYPES, REPORT_FILE, REPORT_FORMAT, REPORT_VERSION, Report
 from .report_layers import kept_images, layer_parts, layer_reports, with_progress
 from .report_partial import ReportInterrupted, kept_message, open_partial, partial_path
 from .report_render import finish_report
 from .report_scan import Scan, remove_scan_state, run_scan, scan_state_path, source_for
 
-__all__ = [
-    "build_report",
-    "write_report",
-    "report",
-]
+__all__ = ["build_report", "write_report", "report"]
 
 
 def _attrs(model, source, scan: Scan, rule: str, command_line: str) -> dict:
