@@ -202,6 +202,27 @@ def project_positions(
     # Every chunk's projections land in their rows of one zeroed result.
     proj = images.new_zeros((idx.numel(), images.shape[1]) + tuple(size))
     act = None
+
+    def back(rec: GraphRecording, rows: torch.Tensor, sel: torch.Tensor, walk: str):
+        """Seeds ``sel`` (rows ``rows`` of ``rec``) projected into their rows of ``proj``:
+        their activations."""
+        return project_recorded(
+            graph,
+            rec,
+            node.name,
+            rows,
+            feature[sel],
+            mode="position",
+            rule=rule,
+            unpool=unpool,
+            position=pos[sel],
+            max_bytes=max_bytes,
+            walk=walk,
+            windows=windows,
+            into=proj,
+            into_rows=sel,
+        )[1]
+
     if how.record == "whole":
         # The distinct images in chunks whose recordings fit the budget.
         _, per_image = pass_bytes(
@@ -212,23 +233,7 @@ def project_positions(
             sel = ((local >= c0) & (local < c0 + step)).nonzero().view(-1)
             chunk = used[c0 : c0 + step].to(images.device)
             rec = record_whole(graph, images[chunk], [node.name], masks)
-            _, a, _ = project_recorded(
-                graph,
-                rec,
-                node.name,
-                local[sel] - c0,
-                feature[sel],
-                mode="position",
-                rule=rule,
-                unpool=unpool,
-                position=pos[sel],
-                max_bytes=max_bytes,
-                walk=how.walk,
-                windows=windows,
-                into=proj,
-                into_rows=sel,
-            )
-            act = _place(act, sel, a, idx.numel())
+            act = _place(act, sel, back(rec, local[sel] - c0, sel, how.walk), idx.numel())
         assert act is not None  # at least one seed, so one chunk
         return proj, act
     # Seeds of one image with overlapping cones share a recording (a block of positions);
@@ -263,22 +268,6 @@ def project_positions(
                 block=block,
                 max_bytes=max_bytes,
             )
-            _, a, _ = project_recorded(
-                graph,
-                rec,
-                node.name,
-                rows,
-                feature[sel],
-                mode="position",
-                rule=rule,
-                unpool=unpool,
-                position=pos[sel],
-                max_bytes=max_bytes,
-                walk="cone",
-                windows=windows,
-                into=proj,
-                into_rows=sel,
-            )
-            act = _place(act, sel, a, idx.numel())
+            act = _place(act, sel, back(rec, rows, sel, "cone"), idx.numel())
     assert act is not None  # at least one seed, so one chunk
     return proj, act
