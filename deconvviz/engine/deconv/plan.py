@@ -76,6 +76,8 @@ def macs(graph: Graph, frames: Dict[str, Frame], names: Optional[set] = None) ->
 
 
 def whole_frames(graph: Graph, node: str) -> Dict[str, Frame]:
+    """The whole maps of every node under ``node``
+    (:meth:`~deconvviz.engine.net.graph.Graph.frames` with ``whole``)."""
     frames = graph.frames(node, whole=True)
     assert frames is not None  # whole maps always exist; only a cone may not
     return frames

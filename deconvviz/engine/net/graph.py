@@ -17,7 +17,7 @@ block (after its ReLU and pooling, up to the next conv), exactly as
 :mod:`.stack` finds them, so ``layer=2`` keeps working; :mod:`.layers` lists them.
 The graph's pieces live beside it: each node's kind and shape (:mod:`.nodes`,
 :mod:`.ops`), running it (:mod:`.run`), receptive fields (:mod:`.geometry`) and the cones
-:class:`Graph` follows (:mod:`.geometry.maps`).
+:class:`Graph` follows (:mod:`.maps`).
 """
 
 from __future__ import annotations
@@ -30,7 +30,7 @@ from torch import fx, nn
 
 from ...errors import DeconvvizError, NotProjectable
 from .geometry.fields import receptive_fields
-from .geometry.maps import Maps
+from .maps import Maps
 from .nodes import LISTED_OPS, RULE_OPS, SEED_OPS, GraphNode, NodeInfo, analyse
 from .stack import Block, stack_blocks
 from .trace import eval_mode, trace

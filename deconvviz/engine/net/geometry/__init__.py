@@ -4,9 +4,6 @@
   exact box, and its affine field where one exists): :func:`~.fields.receptive_fields`;
 * :mod:`.frames`: the window of each node's output a seed's cone keeps
   (:class:`~.frames.Frame`, :func:`~.frames.seed_frames`);
-* :mod:`.maps`: where each node of a traced graph holds its map and what a window of it
-  reads, so the frames of a seed's cone (:class:`~.maps.Maps`, mixed into the
-  :class:`~deconvviz.engine.net.graph.Graph`);
 * :mod:`.patches`: receptive-field boxes, windows and image patches of output
   positions (:func:`~.patches.receptive_box`, :func:`~.patches.extract_patches`).
 

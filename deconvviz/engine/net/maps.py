@@ -5,8 +5,8 @@ seed's window down the graph: a conv's or pool's window (:meth:`Maps.window_para
 where each node's rows and columns are (channels-last blocks, channel shuffles:
 :meth:`Maps.channels_last`, :meth:`Maps.regrouped`, :meth:`Maps.map_size`), what a
 window of each op's output reads of its inputs, and so the frames of a seed's cone
-(:meth:`Maps.frames`, through :func:`~.frames.seed_frames`); and which nodes hold a value
-of the whole image, which no cone can cut (:meth:`Maps.holds_whole_image`).
+(:meth:`Maps.frames`, through :func:`~.geometry.frames.seed_frames`); and which nodes hold
+a value of the whole image, which no cone can cut (:meth:`Maps.holds_whole_image`).
 """
 
 from __future__ import annotations
@@ -16,10 +16,10 @@ from typing import TYPE_CHECKING, Dict, Iterable, List, Optional, Tuple
 import torch
 from torch import fx, nn
 
-from ..nodes import GraphNode
-from ..ops import REACH, WHOLE_IMAGE_OPS
-from ..run import op_weight
-from .frames import Frame, seed_frames, window_frame
+from .geometry.frames import Frame, seed_frames, window_frame
+from .nodes import GraphNode
+from .ops import REACH, WHOLE_IMAGE_OPS
+from .run import op_weight
 
 __all__ = ["Maps"]
 
@@ -160,7 +160,7 @@ class Maps:
         """Per node under ``seed``, the window its seeds keep (the seed's cone, the union of
         the cones of a ``block`` of positions, or with ``whole`` every map whole; ``hybrid``:
         the whole map where the cone's window is as large, see
-        :func:`~.frames.seed_frames`); None where the cone does not exist (cached)."""
+        :func:`~.geometry.frames.seed_frames`); None where the cone does not exist (cached)."""
         key = (seed, bool(whole), tuple(block), bool(hybrid))
         if key not in self._frames:
             self._frames[key] = seed_frames(
