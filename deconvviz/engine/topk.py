@@ -18,16 +18,18 @@ import threading
 from dataclasses import dataclass
 from typing import Callable, Dict, Mapping, Optional, Sequence, Tuple, Union
 
+import numpy as np
 import torch
-from torch import nn
+from torch import fx, nn
 
 from ..data.source import ImageSource
 from ..errors import DeconvvizError
 from ..progress import Progress
 from .lanes import lanes_for, on_lanes
 from .net.execute import execute
-from .net.graph import Graph, NodeInfo
+from .net.graph import Graph, GraphNode, NodeInfo
 from .net.network import Layer, graph_of, layer_key, resolve_infos
+from .net.run import run_node
 
 __all__ = [
     "TopK",
@@ -207,6 +209,73 @@ def _scan_memory_format(device) -> torch.memory_format:
     return torch.channels_last
 
 
+class MaxTail:
+    """The nodes at the end of a layer that leave each channel's maximum over positions to
+    one computation from the node before them: ReLUs (elementwise and monotone:
+    ``max(relu(x)) = relu(max(x))``) and max pools whose windows cover every input
+    position (a maximum of maxima over windows that cover the map is the map's maximum).
+
+    A scan takes the maximum of the node the tail starts from and skips the tail, except
+    on the few planes whose position it needs: the values are those of the layer's own
+    map, to the bit (a maximum is exact), and the positions too (the tail runs on those
+    planes as in the network). The bundled CNN's layer 2 thus skips its last ReLU and
+    pool."""
+
+    def __init__(self, graph: Graph, nodes: Sequence[GraphNode]):
+        self.graph, self.nodes = graph, list(nodes)
+
+    @classmethod
+    def of(cls, graph: Graph, name: str, needed: set) -> Tuple[str, Optional["MaxTail"]]:
+        """``(source, tail)`` of node ``name``: the node the scan runs instead, and the tail
+        between (None where there is none). Nodes in ``needed`` (other layers' ancestors)
+        run anyway, so the tail stops at them."""
+        tail, node = [], graph.node(name)
+        while node.name not in needed and _keeps_max(graph, node):
+            parent = graph.node(node.parents[0])
+            if parent.op in ("input", "constant") or not parent.shape or len(parent.shape) != 3:
+                break
+            tail.append(node)
+            node = parent
+        return node.name, (cls(graph, tail[::-1]) if tail else None)
+
+    def values(self, maxima: torch.Tensor) -> torch.Tensor:
+        """The layer's maxima from the source's (any shape): its ReLUs applied."""
+        for n in self.nodes:
+            if n.op != "maxpool":
+                maxima = run_node(n.fx_node, n.spec, self.graph.model, (maxima,), {})
+        return maxima
+
+    def planes(self, x: torch.Tensor) -> torch.Tensor:
+        """The layer's maps ``(P, 1, h, w)`` from the source's planes ``(P, 1, H, W)``."""
+        for n in self.nodes:
+            args, kwargs = fx.node.map_arg((n.fx_node.args, n.fx_node.kwargs), lambda _, x=x: x)
+            x = run_node(n.fx_node, n.spec, self.graph.model, args, kwargs)
+        return x
+
+
+def _keeps_max(graph: Graph, node: GraphNode) -> bool:
+    """Whether ``node`` passes each channel's maximum over positions on (see
+    :class:`MaxTail`)."""
+    if len(node.parents) != 1 or len(node.fx_node.all_input_nodes) != 1 or not node.shape:
+        return False
+    if node.op in ("relu", "relu6"):
+        return True
+    params = graph.window_params(node) if node.op == "maxpool" else None
+    if params is None:
+        return False
+    kernel, stride, padding, dilation = params
+    n_in, n_out = graph.node(node.parents[0]).shape[1:], node.shape[1:]
+    for i in range(2):
+        seen = {
+            o * stride[i] - padding[i] + j * dilation[i]
+            for o in range(n_out[i])
+            for j in range(kernel[i])
+        }
+        if not seen.issuperset(range(n_in[i])):
+            return False
+    return True
+
+
 class _StreamingTopK:
     """The running top-k of one layer, merged batch by batch without re-sorting.
 
@@ -219,10 +288,12 @@ class _StreamingTopK:
     all candidates exactly (the test against brute force checks it).
     """
 
-    def __init__(self, top: TopK, maxima=None):
+    def __init__(self, top: TopK, maxima=None, tail: Optional["MaxTail"] = None):
         self.top = top
         self.last_index = int(top.image_index.max()) if top.image_index.numel() else -1
         self.maxima = maxima  # called with every batch's (F, n) maxima (engine.statistics)
+        # With a tail, ``add`` is given the output of the node the tail starts from.
+        self.tail = tail
 
     def add(self, block_out: torch.Tensor, offset: int, info: NodeInfo) -> None:
         n, c, h, w = block_out.shape
@@ -232,12 +303,15 @@ class _StreamingTopK:
         else:
             planes = None
             val = block_out.reshape(n, c, h * w).amax(dim=2)
-        if not bool(torch.isfinite(val).all()):
+        if self.tail is not None:
+            val = self.tail.values(val)
+        val = val.float().t().cpu()  # (F, n)
+        v = val.numpy()
+        if not np.isfinite(v).all():
             raise DeconvvizError(
                 f"{info.describe()} gives non-finite activations on images "
                 f"{offset}..{offset + n - 1}; the checkpoint or the data is damaged"
             )
-        val = val.float().t().cpu()  # (F, n)
         if self.maxima is not None:
             self.maxima(val, offset)
         top = self.top
@@ -254,48 +328,54 @@ class _StreamingTopK:
             self.last_index = max(self.last_index, offset + n - 1)
             return
         self.last_index = offset + n - 1
-        hit = val > top.activation[:, k - 1 : k]  # (F, n)
-        rows = hit.any(dim=1).nonzero().view(-1)
-        if rows.numel() == 0:
+        # The few hits of a batch merge in numpy: on arrays this small its calls cost a
+        # fraction of torch's, and the sorts are the same stable ones.
+        act = top.activation.numpy()
+        hit = v > act[:, k - 1 : k]  # (F, n)
+        rows = np.flatnonzero(hit.any(axis=1))
+        if rows.size == 0:
             return
+        r = np.arange(rows.size)[:, None]
         # The batch's own best (at most k) of each hit feature: value descending, ties
         # to the earlier image (stable sort); entries that cannot enter are -inf.
-        cand = torch.where(hit[rows], val[rows], torch.tensor(float("-inf")))
-        kk = min(k, n)
-        b_val, b_col = torch.sort(cand, dim=1, descending=True, stable=True)
-        b_val, b_col = b_val[:, :kk], b_col[:, :kk]
+        cand = np.where(hit[rows], v[rows], np.float32(-np.inf))
+        b_col = np.argsort(-cand, axis=1, kind="stable")[:, : min(k, n)]
         # Kept entries first: a stable sort keeps them ahead of equal newcomers.
-        m_val = torch.cat([top.activation[rows], b_val], dim=1)
-        order = torch.sort(m_val, dim=1, descending=True, stable=True).indices[:, :k]
-        new_act = m_val.gather(1, order)
+        m_val = np.concatenate([act[rows], cand[r, b_col]], axis=1)
+        order = np.argsort(-m_val, axis=1, kind="stable")[:, :k]
         is_new = order >= k
-        col = torch.where(is_new, b_col.gather(1, (order - k).clamp(min=0)), 0)
-        new_idx = torch.where(
-            is_new, col + offset, top.image_index[rows].gather(1, order.clamp(max=k - 1))
-        )
-        new_pos = (
-            top.position[rows]
-            .gather(1, order.clamp(max=k - 1).unsqueeze(-1).expand(-1, -1, 2))
-            .clone()
-        )
-        r_new, j_new = is_new.nonzero(as_tuple=True)
-        if r_new.numel():
+        col = np.where(is_new, b_col[r, np.clip(order - k, 0, None)], 0)
+        kept_at = np.minimum(order, k - 1)
+        index = top.image_index.numpy()
+        position = top.position.numpy()
+        new_idx = np.where(is_new, col + offset, index[rows[:, None], kept_at])
+        new_pos = position[rows[:, None], kept_at]
+        r_new, j_new = np.nonzero(is_new)
+        if r_new.size:
             new_pos[r_new, j_new] = self._positions(
-                block_out, planes, col[r_new, j_new], rows[r_new]
-            )
-        top.activation[rows] = new_act
-        top.image_index[rows] = new_idx
-        top.position[rows] = new_pos
+                block_out,
+                planes,
+                torch.from_numpy(col[r_new, j_new]),
+                torch.from_numpy(rows[r_new]),
+            ).numpy()
+        act[rows] = m_val[r, order]
+        index[rows] = new_idx
+        position[rows] = new_pos
 
-    @staticmethod
-    def _positions(block_out, planes, image, feature) -> torch.Tensor:
-        """(row, col) of the first row-major maximum of planes ``(image, feature)``."""
-        w = block_out.shape[-1]
+    def _positions(self, block_out, planes, image, feature) -> torch.Tensor:
+        """(row, col) of the first row-major maximum of planes ``(image, feature)`` (of the
+        layer's map: through the tail where there is one)."""
+        h, w = block_out.shape[-2:]
         dev = block_out.device
         if planes is not None:
             flat = planes[image.to(dev), :, feature.to(dev)]  # (..., h*w)
         else:
             flat = block_out[image.to(dev), feature.to(dev)].flatten(-2)
+        if self.tail is not None:
+            shape = flat.shape[:-1]
+            maps = self.tail.planes(flat.reshape(-1, 1, h, w))
+            w = maps.shape[-1]
+            flat = maps.reshape(shape + (-1,))
         where = flat.argmax(dim=-1).cpu()
         return torch.stack([where // w, where % w], dim=-1)
 
@@ -343,12 +423,18 @@ def scan_topk(
     mean, std = normalization_of(model, mean, std)
     graph = graph_of(model, source.image_size, graph=graph)
     infos = resolve_infos(graph, layers)
-    names = [i.name for i in infos]
     if batch_size is None:
         batch_size = batch_size_for(model, infos, source.image_size, graph=graph)
+    # Each layer's maxima from the node its tail starts from (MaxTail), where no other
+    # layer needs the tail's nodes.
+    tails: Dict[Layer, Optional[MaxTail]] = {}
     info_of: Dict[str, list] = {}
     for i in infos:
-        info_of.setdefault(i.name, []).append(i)
+        others = [j.name for j in infos if j.name != i.name]
+        needed = {n.name for n in graph.ancestors(others)}
+        source_node, tails[layer_key(i)] = MaxTail.of(graph, i.name, needed)
+        info_of.setdefault(source_node, []).append(i)
+    names = list(info_of)
     maxima = maxima or {}
     stop = len(source) if stop is None else min(int(stop), len(source))
     rank, world = shard if shard is not None else (0, 1)
@@ -361,7 +447,9 @@ def scan_topk(
 
     def new_tops() -> Dict[Layer, _StreamingTopK]:
         return {
-            layer_key(i): _StreamingTopK(empty_topk(i.features, k), maxima.get(layer_key(i)))
+            layer_key(i): _StreamingTopK(
+                empty_topk(i.features, k), maxima.get(layer_key(i)), tails[layer_key(i)]
+            )
             for i in infos
         }
 

@@ -260,3 +260,70 @@ def test_non_finite_activations_name_the_first_bad_batch():
             assert torch.get_num_threads() == t
     finally:
         torch.set_num_threads(threads)
+
+
+class _Tails(torch.nn.Module):
+    """Layers whose ends pass each channel's maximum on (a ReLU, a ReLU6, a pool covering
+    its map) and one that does not (a pool that leaves two rows out)."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv1 = torch.nn.Conv2d(3, 6, 3, padding=1)
+        self.pool1 = torch.nn.MaxPool2d(3, 2, padding=1)  # 32 -> 16, every row covered
+        self.conv2 = torch.nn.Conv2d(6, 8, 3)  # 16 -> 14
+        self.pool2 = torch.nn.MaxPool2d(3, 3)  # 14 -> 4: rows 12 and 13 in no window
+        self.conv3 = torch.nn.Conv2d(8, 5, 1)
+
+    def forward(self, x):
+        a = self.pool1(torch.relu(self.conv1(x)))
+        b = torch.nn.functional.relu6(self.conv2(a))
+        return torch.nn.functional.relu(self.conv3(self.pool2(b)))
+
+
+def _brute_topk(model, images, node, k):
+    """Each feature's top k of ``node``'s map: (activation, image, first row-major position),
+    ranked by activation, then image index, from the network's own forward pass."""
+    from torchvision.models.feature_extraction import create_feature_extractor
+
+    out = create_feature_extractor(model, [node])(images)[node]  # (N, F, h, w)
+    n, f, h, w = out.shape
+    val, where = out.reshape(n, f, h * w).max(dim=2)  # first maximum
+    order = torch.argsort(-val.t(), dim=1, stable=True)[:, :k]  # ties to the lower index
+    act = val.t().gather(1, order)
+    pos = where.t().gather(1, order)
+    return act, order, torch.stack([pos // w, pos % w], dim=-1)
+
+
+@pytest.mark.parametrize("node", ["pool1", "relu6", "pool2", "relu_1"])
+def test_a_layer_scanned_before_its_relus_and_pools_gives_its_own_maxima(node):
+    """The scan takes a layer's maxima before its last ReLUs and covering pools and runs
+    them only where it needs a position: the top k, positions and maxima are the layer's
+    own (float64, against the network's forward pass)."""
+    from deconvviz.engine.net.graph import build_graph
+    from deconvviz.engine.statistics import MaximaRecorder
+    from deconvviz.engine.topk import MaxTail
+
+    torch.manual_seed(3)
+    model = _Tails().double().eval()
+    model.meta = {"normalization": {"mean": [0.5] * 3, "std": [0.25] * 3}}
+    images, labels = synthetic_images(40, seed=7)
+    src = _source(images, labels)
+    graph = build_graph(model, (32, 32), 3)
+    source, tail = MaxTail.of(graph, node, set())
+    expect = {"pool1": "conv1", "relu6": "conv2", "pool2": "pool2", "relu_1": "conv3"}
+    assert source == expect[node]  # the uncovered pool is scanned as it is
+    assert (tail is None) == (node == "pool2")
+    features = graph.node(node).shape[0]
+    rec = {node: MaximaRecorder(features, len(src))}
+    top = scan_topk(model, src, [node], k=6, batch_size=8, maxima=rec)[node]
+    x = (images.double() / 255.0 - 0.5) / 0.25
+    with torch.no_grad():
+        act, idx, pos = _brute_topk(model, x, node, 6)
+        from torchvision.models.feature_extraction import create_feature_extractor
+
+        out = create_feature_extractor(model, [node])(x)[node]
+    assert torch.equal(top.image_index, idx)
+    assert torch.equal(top.position, pos)
+    torch.testing.assert_close(top.activation, act.float(), rtol=1e-6, atol=0)
+    want = out.amax(dim=(2, 3)).t().float().to(torch.float16)  # as the scan rounds
+    assert torch.equal(rec[node].values, want)
