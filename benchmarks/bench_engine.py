@@ -226,13 +226,13 @@ def bound(graph, nodes, names, seeds):
     distinct image's forward to the node, or the seeds' shared cones where that is cheaper,
     plus one reverse pass per seed through the convs and Linears of its cone, a whole map
     where the cone covers it). Their ratio caps what deconvviz can gain at equal efficiency."""
-    from deconvviz.engine.deconv.deconvnet import _cone_groups, _whole_frames, macs
-    from deconvviz.engine.deconv.record import whole_part
+    from deconvviz.engine.deconv.cone import whole_part
+    from deconvviz.engine.deconv.plan import cone_groups, macs, whole_frames
 
     total_loop = total_floor = 0
     for n, name in zip(nodes, names):
         idx, _, pos = seeds[n]
-        whole = _whole_frames(graph, name)
+        whole = whole_frames(graph, name)
         cone = graph.frames(name, hybrid=True) or whole
         weighted = {k for k in whole if graph.node(k).op in ("conv", "linear")}
         fwd, back = macs(graph, whole), macs(graph, whole, weighted)
@@ -240,7 +240,7 @@ def bound(graph, nodes, names, seeds):
         images, count = torch.unique(idx).numel(), idx.numel()
         record = images * fwd
         if graph.frames(name) is not None:
-            _, above = _cone_groups(graph, graph.node(name), idx, pos)
+            _, above = cone_groups(graph, graph.node(name), idx, pos)
             below = {m.name for m in whole_part(graph, name)}
             record = min(record, images * macs(graph, whole, below) + above)
         cost_loop, cost_floor = count * (fwd + back), record + count * reverse

@@ -49,7 +49,7 @@ _LAZY = {
     "deconvolve": "engine.deconv.deconvnet",
     "Projection": "engine.deconv.deconvnet",
     "list_layers": "engine.net.layers",
-    "receptive_box": "engine.net.geometry",
+    "receptive_box": "engine.net.geometry.patches",
     "record": "engine.deconv.hooks",
     "to_display": "render.display",
     "report": "runs.report_run",

@@ -5,10 +5,10 @@ Two wings, imports running one way (``deconv`` -> ``net``):
 * :mod:`.net`: the traced network, made once at the boundary and handed down:
   tracing (:mod:`.net.trace`), the op kinds (:mod:`.net.ops`), the torch functions,
   methods and modules each covers (:mod:`.net.targets`), each node's op and parameters
-  (:mod:`.net.classify`),
+  (:mod:`.net.classify`, a module call's :mod:`.net.module_calls`),
   each node's shape (:mod:`.net.nodes`), running nodes (:mod:`.net.run`), the
-  graph with torchvision's node names and block numbers (:mod:`.net.graph`,
-  :mod:`.net.network`; plain stacks' blocks in :mod:`.net.stack`, listed by
+  graph with torchvision's node names and block numbers (:mod:`.net.graph`, its cones
+  :mod:`.net.maps`, :mod:`.net.network`; plain stacks' blocks in :mod:`.net.stack`, listed by
   :mod:`.net.layers`), and every receptive field, cone, window and patch
   (:mod:`.net.geometry`);
 * :mod:`.deconv`: the deconvnet on it: the recorded forward pass over whole

@@ -11,17 +11,12 @@ from graph_reference import ZOO, one_thread, reference, zoo_graph, zoo_model  # 
 from torch import nn
 
 from deconvviz.engine.deconv import record
-from deconvviz.engine.deconv.deconvnet import (
-    RULES,
-    Plan,
-    block_macs,
-    deconvolve,
-    macs,
-    project_positions,
-    project_recorded,
-    share_cones,
-)
-from deconvviz.engine.deconv.record import fill_outside, record_cone, record_whole
+from deconvviz.engine.deconv.cone import record_cone
+from deconvviz.engine.deconv.deconvnet import RULES, deconvolve
+from deconvviz.engine.deconv.plan import Plan, block_macs, macs, share_cones
+from deconvviz.engine.deconv.projecting import project_positions, project_recorded
+from deconvviz.engine.deconv.record import record_whole
+from deconvviz.engine.deconv.windows import fill_outside
 from deconvviz.engine.net.graph import build_graph
 
 PLANS = [Plan("whole", "whole"), Plan("whole", "cone"), Plan("cone", "cone")]

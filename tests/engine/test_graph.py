@@ -22,7 +22,7 @@ from torchvision.models.feature_extraction import get_graph_node_names
 
 from deconvviz.engine.deconv import deconvnet
 from deconvviz.engine.deconv.deconvnet import RULES, deconvolve, record_graph
-from deconvviz.engine.net.geometry import boxes_for, receptive_box
+from deconvviz.engine.net.geometry.patches import boxes_for, receptive_box
 from deconvviz.engine.net.graph import build_graph
 from deconvviz.engine.net.layers import conv_stack, get_layer, list_layers
 from deconvviz.errors import DeconvvizError

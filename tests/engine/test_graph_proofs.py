@@ -253,7 +253,8 @@ def test_relu6_rule_is_the_clamps_gradient_support():
 def test_closed_form_for_one_value_seeds_equals_the_plain_walk(name):
     """Grouped (ResNeXt), depthwise (MobileNet), ceil-mode pools (GoogLeNet), strided and
     overlapping pools (AlexNet): the point walk and filter stamp give the plain walk's result."""
-    from deconvviz.engine.deconv.deconvnet import project_recorded, record_graph
+    from deconvviz.engine.deconv.deconvnet import record_graph
+    from deconvviz.engine.deconv.projecting import project_recorded
 
     model, graph = _setup(name)
     kinds = {"conv", "relu", "relu6", "maxpool", "batchnorm", "add", "cat"} & set(

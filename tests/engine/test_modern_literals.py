@@ -15,8 +15,9 @@ import torchvision
 from conftest import assert_close
 from torch import nn
 
-from deconvviz.engine.deconv.deconvnet import Plan, project_positions
-from deconvviz.engine.deconv.record import whole_part
+from deconvviz.engine.deconv.cone import whole_part
+from deconvviz.engine.deconv.plan import Plan
+from deconvviz.engine.deconv.projecting import project_positions
 from deconvviz.engine.net.graph import build_graph
 
 RULES = ("deconvnet", "guided", "gradient")

@@ -17,14 +17,10 @@ from modern_reference import MODERN_ZOO, RULES, modern_model, modern_reference, 
 from torch import nn
 
 from deconvviz.engine.deconv import record
-from deconvviz.engine.deconv.deconvnet import (
-    Plan,
-    deconvolve,
-    node_outputs,
-    plan,
-    project_positions,
-)
-from deconvviz.engine.deconv.record import record_cone, whole_part
+from deconvviz.engine.deconv.cone import record_cone, whole_part
+from deconvviz.engine.deconv.deconvnet import deconvolve, node_outputs
+from deconvviz.engine.deconv.plan import Plan, plan
+from deconvviz.engine.deconv.projecting import project_positions
 from deconvviz.engine.net.graph import build_graph
 from deconvviz.errors import DeconvvizError
 

@@ -22,7 +22,7 @@ from deconvviz.cli import main
 from deconvviz.data.builtin import synthetic_images
 from deconvviz.data.source import ImageSource, normalize
 from deconvviz.engine.deconv.seeds import project_seeds
-from deconvviz.engine.net.geometry import extract_patches
+from deconvviz.engine.net.geometry.patches import extract_patches
 from deconvviz.engine.net.layers import conv_stack, get_layer, list_layers
 from deconvviz.engine.topk import TopK, empty_topk, finalize_topk, merge_topk, scan_topk
 from deconvviz.errors import DeconvvizError

@@ -7,7 +7,8 @@ times). Each op goes back through its own rule, its transpose in
 :data:`~.transposes.TRANSPOSES`. :func:`point_walk` takes the first steps of seeds that
 are one value each in closed form.
 
-**Windows.** Every signal lives on its node's frame (:class:`~deconvviz.engine.net.geometry.Frame`):
+**Windows.** Every signal lives on its node's frame
+(:class:`~deconvviz.engine.net.geometry.frames.Frame`):
 the whole map, or each seed's window of its cone. A spatial rule answers with
 the frame its signal covers (a convolution's or pool's the input window its
 output window reads), and the walk shifts it onto the input's frame and zeroes
@@ -24,13 +25,13 @@ from typing import Dict, List, Tuple
 import torch
 
 from ...errors import DeconvvizError
-from ..net.geometry import Frame
+from ..net.geometry.frames import Frame
 from ..net.graph import GraphNode
 from ..net.run import norm_weight, op_weight
 from . import record
-from .record import fill_outside
 from .transposes import TRANSPOSES, batchnorm_scale, by_rule
 from .walk import Walk
+from .windows import fill_outside
 
 # Walk and TRANSPOSES are the walk's vocabulary: importable from here.
 __all__ = ["Walk", "TRANSPOSES", "POINT_OPS", "reverse_walk", "point_walk"]

@@ -12,7 +12,7 @@ from ...errors import DeconvvizError
 from ..net.graph import Graph
 from ..net.network import Layer, graph_of
 from ..topk import TopK, model_dtype, normalization_of
-from .deconvnet import project_positions
+from .projecting import project_positions
 from .projection import RULES
 
 __all__ = ["project_seeds", "project_topk"]
@@ -44,7 +44,7 @@ def project_seeds(
     Seed ``(f, j)`` of layer ``L`` is feature ``f`` at ``tops[L].position[f, j]`` of
     image ``tops[L].image_index[f, j]``, projected with that image's own switches.
     Per layer, the seeds of each chunk of ``images_per_pass`` distinct images (64
-    by default) go through :func:`~deconvviz.engine.deconv.deconvnet.project_positions`:
+    by default) go through :func:`~deconvviz.engine.deconv.projecting.project_positions`:
     each image recorded once, or each seed's receptive-field cone only where
     that costs less, and every seed back inside its cone.
     Returns ``({L: projections (F, k, 3, H, W) float32}, {L: seeded activation (F, k)})``.

@@ -39,12 +39,13 @@ import torch
 import torch.nn.functional as F
 
 from ...errors import DeconvvizError
-from ..net.geometry import Frame, window_frame
+from ..net.geometry.frames import Frame, window_frame
 from ..net.graph import GraphNode
 from ..net.ops import split_sizes
 from ..net.run import bn_scale, fetch_attr, norm_weight, op_weight
-from .record import avg_counts, channels_last, constant_value
+from .record import channels_last, constant_value
 from .walk import Sent, Transpose, Walk
+from .windows import avg_counts
 
 __all__ = ["TRANSPOSES", "by_rule", "batchnorm_scale"]
 

@@ -13,7 +13,7 @@ from typing import Callable, Dict, List, Optional, Tuple
 
 import torch
 
-from ..net.geometry import Frame
+from ..net.geometry.frames import Frame
 from ..net.graph import Graph, GraphNode
 from ..net.run import op_weight
 from .record import GraphRecording, cut_record

@@ -4,17 +4,18 @@ A node of the :mod:`torch.fx` graph is a module call (``call_module``), a functi
 (``call_function``) or a tensor method (``call_method``). :func:`classify` names
 its **op** (the kind the deconvnet has a rule for, :data:`~.ops.OPS`) and its parameters in
 one normal form (:class:`~.ops.OpSpec`), whether the network wrote ``nn.MaxPool2d``,
-``F.max_pool2d`` or ``torch.max_pool2d`` (:mod:`.targets`). Running a node is :mod:`.run`'s
-job.
+``F.max_pool2d`` or ``torch.max_pool2d`` (:mod:`.targets`); a module call's op comes from the
+module (:mod:`.module_calls`). Running a node is :mod:`.run`'s job.
 """
 
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Optional
 
 import torch
 from torch import fx, nn
 
+from .module_calls import classify_module, conv_padding, pool_params, unsupported
 from .ops import OpSpec
 from .targets import (
     FUNCTIONS,
@@ -27,141 +28,35 @@ from .targets import (
     bind_args,
     describe_target,
     is_number,
-    module_kind,
 )
-from .trace import is_torchvision
 
 __all__ = ["classify"]
-
-
-def _window_params(kind: str, p: Dict[str, Any]) -> Dict[str, Any]:
-    k = as_pair(p["kernel_size"])
-    stride = p.get("stride")
-    s = (
-        k
-        if stride is None or (isinstance(stride, (tuple, list)) and len(stride) == 0)
-        else as_pair(stride)
-    )
-    return {
-        "kernel": k,
-        "stride": s,
-        "padding": as_pair(p.get("padding", 0)),
-        "dilation": as_pair(p.get("dilation", 1)),
-        "ceil_mode": bool(p.get("ceil_mode", False)),
-    }
-
-
-def _conv_padding(padding, kernel, dilation) -> Tuple[Optional[Tuple[int, int]], str]:
-    """Left/top padding of a conv (``'same'`` pads the extra pixel on the right)."""
-    if isinstance(padding, str):
-        if padding == "valid":
-            return (0, 0), ""
-        if padding == "same":
-            return tuple(d * (k - 1) // 2 for k, d in zip(kernel, dilation)), ""
-        return None, f"padding={padding!r}"
-    return as_pair(padding), ""
-
-
-def _unsupported(what: str, reason: str = "", module=None) -> OpSpec:
-    return OpSpec("unsupported", what, module=module, reason=reason)
-
-
-def _from_module(node: fx.Node, m: nn.Module) -> OpSpec:
-    what = type(m).__name__
-    kind = module_kind(m)
-    x = node.args[0] if node.args else None
-    if kind is None or not isinstance(x, fx.Node):
-        return _unsupported(what, module=m)
-    if kind == "conv":
-        if m.padding_mode != "zeros":
-            return _unsupported(what, f"padding_mode={m.padding_mode!r} (zero padding only)", m)
-        k, d = as_pair(m.kernel_size), as_pair(m.dilation)
-        pad, bad = _conv_padding(m.padding, k, d)
-        if pad is None:
-            return _unsupported(what, bad, m)
-        params = {
-            "kernel": k,
-            "stride": as_pair(m.stride),
-            "padding": pad,
-            "dilation": d,
-            "groups": m.groups,
-            "weight": ("module", "weight"),
-        }
-        return OpSpec("conv", what, (x,), params, m)
-    if kind == "maxpool":
-        if m.return_indices:
-            return _unsupported(what, "return_indices=True", m)
-        return OpSpec(kind, what, (x,), _window_params(kind, vars(m)), m)
-    if kind == "avgpool":
-        params = _window_params(kind, vars(m))
-        params.update(
-            count_include_pad=bool(m.count_include_pad), divisor_override=m.divisor_override
-        )
-        return OpSpec(kind, what, (x,), params, m)
-    if kind in ("adaptive_avgpool", "adaptive_maxpool"):
-        if getattr(m, "return_indices", False):
-            return _unsupported(what, "return_indices=True", m)
-        return OpSpec(kind, what, (x,), {"output_size": m.output_size}, m)
-    if kind == "batchnorm":
-        if not is_torchvision(m, "ops.FrozenBatchNorm2d") and m.running_var is None:
-            return _unsupported(
-                what,
-                "no running statistics (track_running_stats=False), so it "
-                "is not linear in eval mode",
-                m,
-            )
-        return OpSpec(kind, what, (x,), {}, m)
-    if kind == "linear":
-        return OpSpec(kind, what, (x,), {"weight": ("module", "weight")}, m)
-    if kind == "norm":
-        return _norm_module(what, x, m)
-    if kind == "permute":
-        return OpSpec(kind, what, (x,), {"dims": tuple(int(d) for d in m.dims)}, m)
-    return OpSpec(kind, what, (x,), {}, m)
-
-
-def _norm_module(what: str, x: fx.Node, m: nn.Module) -> OpSpec:
-    """LayerNorm (last dims), torchvision's LayerNorm2d (channels), GroupNorm, InstanceNorm."""
-    weight = ("module", "weight")
-    if is_torchvision(m, "models.convnext.LayerNorm2d"):
-        params = {"stats": "channels", "eps": m.eps}
-    elif isinstance(m, nn.LayerNorm):
-        params = {"stats": "last", "dims": len(m.normalized_shape), "eps": m.eps}
-    elif isinstance(m, nn.GroupNorm):
-        params = {"stats": "groups", "groups": m.num_groups, "eps": m.eps}
-    elif not m.training and m.track_running_stats and m.running_var is not None:
-        # With running statistics in eval, an instance norm is a batch norm.
-        return OpSpec("batchnorm", what, (x,), {}, m)
-    else:
-        params = {"stats": "groups", "groups": None, "eps": m.eps}
-    params["weight"] = weight
-    return OpSpec("norm", what, (x,), params, m)
 
 
 def _norm_function(node: fx.Node, kind: str, what: str, x: fx.Node) -> OpSpec:
     p = bind_args(SIGNATURES[kind], node.args, node.kwargs)
     w = p.get("weight")
     if w is not None and not (isinstance(w, fx.Node) and w.op == "get_attr"):
-        return _unsupported(what, "a weight that is not a parameter of the model")
+        return unsupported(what, "a weight that is not a parameter of the model")
     eps = p.get("eps", 1e-5)
     if not is_number(eps):
-        return _unsupported(what, "a computed eps")
+        return unsupported(what, "a computed eps")
     params = {"weight": None if w is None else ("attr", w.target), "eps": float(eps)}
     if kind == "layer_norm":
         shape = p.get("normalized_shape")
         if not isinstance(shape, (list, tuple, torch.Size, int)) or any(
             isinstance(v, fx.Node) for v in (shape if isinstance(shape, (list, tuple)) else [shape])
         ):
-            return _unsupported(what, "a computed normalized_shape")
+            return unsupported(what, "a computed normalized_shape")
         dims = 1 if isinstance(shape, int) else len(shape)
         params.update(stats="last", dims=dims)
     elif kind == "group_norm":
         if not isinstance(p.get("num_groups"), int):
-            return _unsupported(what, "a computed num_groups")
+            return unsupported(what, "a computed num_groups")
         params.update(stats="groups", groups=p["num_groups"])
     else:
         if p.get("use_input_stats", True) is not True:
-            return _unsupported(what, "running statistics in a functional instance_norm")
+            return unsupported(what, "running statistics in a functional instance_norm")
         params.update(stats="groups", groups=None)
     return OpSpec("norm", what, (x,), params)
 
@@ -171,16 +66,16 @@ def _batchnorm_function(node: fx.Node, what: str, x: fx.Node) -> OpSpec:
     the running variance, weight and eps."""
     p = bind_args(SIGNATURES["batch_norm"], node.args, node.kwargs)
     if p.get("training", False) is not False:
-        return _unsupported(what, "batch norm with batch statistics (training=True)")
+        return unsupported(what, "batch norm with batch statistics (training=True)")
     nodes = {k: p.get(k) for k in ("running_var", "weight")}
     if nodes["running_var"] is None or any(
         v is not None and not (isinstance(v, fx.Node) and v.op == "get_attr")
         for v in nodes.values()
     ):
-        return _unsupported(what, "statistics or weights that are not buffers of the model")
+        return unsupported(what, "statistics or weights that are not buffers of the model")
     eps = p.get("eps", 1e-5)
     if not is_number(eps):
-        return _unsupported(what, "a computed eps")
+        return unsupported(what, "a computed eps")
     return OpSpec(
         "batchnorm",
         what,
@@ -223,7 +118,7 @@ def _narrow(node: fx.Node, what: str, signal) -> OpSpec:
         and isinstance(index, int)
         and source.target in ("chunk", "split", torch.chunk, torch.split)
     ):
-        return _unsupported(what, "indexing other than a piece of chunk() or split()")
+        return unsupported(what, "indexing other than a piece of chunk() or split()")
     if source.target in ("chunk", torch.chunk):
         p = bind_args(("input", "chunks", "dim"), source.args, source.kwargs)
         how = ("chunk", p.get("chunks"))
@@ -240,7 +135,7 @@ def _narrow(node: fx.Node, what: str, signal) -> OpSpec:
             for v in ([how[1]] if not isinstance(how[1], (list, tuple)) else how[1])
         )
     ):
-        return _unsupported(what, "a piece of a computed split")
+        return unsupported(what, "a piece of a computed split")
     return OpSpec("narrow", what, (x,), {"dim": dim, "index": index, "how": how})
 
 
@@ -258,7 +153,7 @@ def _arith(node: fx.Node, what: str, signal: Callable[[Any], bool], root: nn.Mod
         args.append(node.kwargs["other"])
     alpha = node.kwargs.get("alpha", 1)
     if len(args) != 2 or not is_number(alpha):
-        return _unsupported(what, "arguments it cannot read")
+        return unsupported(what, "arguments it cannot read")
     a, b = args
     sa, sb = signal(a), signal(b)
     if name in ("add", "sub"):
@@ -280,16 +175,16 @@ def _arith(node: fx.Node, what: str, signal: Callable[[Any], bool], root: nn.Mod
             if source is None:
                 continue
             if source is x:
-                return _unsupported(
+                return unsupported(
                     what, "a signal times its own sigmoid (SiLU written out; use nn.SiLU or F.silu)"
                 )
             return OpSpec("gate", what, (x,), {"held": gate})
-        return _unsupported(
+        return unsupported(
             what,
             "a product of two signals that is not a gate (a sigmoid "
             "or hard sigmoid of another signal)",
         )
-    return _unsupported(what, "a product or quotient of tensors (not linear in the image)")
+    return unsupported(what, "a product or quotient of tensors (not linear in the image)")
 
 
 def classify(node: fx.Node, root: nn.Module, signal: Callable[[Any], bool]) -> OpSpec:
@@ -313,14 +208,14 @@ def classify(node: fx.Node, root: nn.Module, signal: Callable[[Any], bool]) -> O
     if not any(signal(a) for a in flat):
         return OpSpec("constant", describe_target(node))
     if node.op == "call_module":
-        return _from_module(node, root.get_submodule(node.target))
+        return classify_module(node, root.get_submodule(node.target))
     if node.op == "call_function":
         kind = FUNCTIONS.get(node.target)
     else:
         kind = METHODS.get(node.target)
     what = describe_target(node)
     if kind is None:
-        return _unsupported(what)
+        return unsupported(what)
     if kind in ("add", "scale"):
         return _arith(node, what, signal, root)
     if kind == "narrow":
@@ -332,13 +227,13 @@ def classify(node: fx.Node, root: nn.Module, signal: Callable[[Any], bool]) -> O
         p = bind_args(SIGNATURES["cat"], node.args, node.kwargs)
         tensors = p.get("tensors")
         if not isinstance(tensors, (list, tuple)):
-            return _unsupported(what, "a concatenation of a computed list")
+            return unsupported(what, "a concatenation of a computed list")
         ins = tuple(t if signal(t) else None for t in tensors)
         if any(t is None for t in ins):
-            return _unsupported(what, "a concatenation with a constant tensor")
+            return unsupported(what, "a concatenation with a constant tensor")
         return OpSpec("cat", what, ins, {"dim": int(p.get("dim", 0))})
     if not isinstance(x, fx.Node) or not signal(x):
-        return _unsupported(what, "signal in an argument other than the first")
+        return unsupported(what, "signal in an argument other than the first")
     if kind in ("relu", "relu6", "reshape", "identity", "nonlinear"):
         return OpSpec(kind, what, (x,))
     if kind == "norm":
@@ -348,16 +243,16 @@ def classify(node: fx.Node, root: nn.Module, signal: Callable[[Any], bool]) -> O
     if kind == "dropout":
         p = bind_args(SIGNATURES["dropout"], node.args, node.kwargs)
         if p.get("training", True) is not False:
-            return _unsupported(what, "dropout that stays random in eval mode (training=True)")
+            return unsupported(what, "dropout that stays random in eval mode (training=True)")
         return OpSpec(kind, what, (x,))
     if kind in ("maxpool", "avgpool"):
         p = bind_args(SIGNATURES[kind], node.args, node.kwargs)
         consts = [v for k_, v in p.items() if k_ != "input"]
         if any(isinstance(v, fx.Node) for v in consts):
-            return _unsupported(what, "a computed kernel size")
+            return unsupported(what, "a computed kernel size")
         if p.get("return_indices"):
-            return _unsupported(what, "return_indices=True")
-        params = _window_params(kind, p)
+            return unsupported(what, "return_indices=True")
+        params = pool_params(kind, p)
         if kind == "avgpool":
             params.update(
                 count_include_pad=bool(p.get("count_include_pad", True)),
@@ -367,12 +262,12 @@ def classify(node: fx.Node, root: nn.Module, signal: Callable[[Any], bool]) -> O
     if kind in ("adaptive_avgpool", "adaptive_maxpool"):
         p = bind_args(SIGNATURES["adaptive"], node.args, node.kwargs)
         if isinstance(p.get("output_size"), fx.Node) or p.get("return_indices"):
-            return _unsupported(what, "a computed output size or return_indices=True")
+            return unsupported(what, "a computed output size or return_indices=True")
         return OpSpec(kind, what, (x,), {"output_size": p["output_size"]})
     if kind == "mean":
         p = bind_args(SIGNATURES["mean"], node.args, node.kwargs)
         if "dtype" in p:
-            return _unsupported(what, "a dtype argument")
+            return unsupported(what, "a dtype argument")
         dim = p.get("dim")
         dim = None if dim is None else tuple(dim) if isinstance(dim, (list, tuple)) else (dim,)
         return OpSpec(kind, what, (x,), {"dim": dim, "keepdim": bool(p.get("keepdim", False))})
@@ -389,13 +284,13 @@ def classify(node: fx.Node, root: nn.Module, signal: Callable[[Any], bool]) -> O
         p = bind_args(SIGNATURES[kind], node.args, node.kwargs)
         w = p.get("weight")
         if not (isinstance(w, fx.Node) and w.op == "get_attr"):
-            return _unsupported(what, "a weight that is not a parameter of the model")
+            return unsupported(what, "a weight that is not a parameter of the model")
         if kind == "linear":
             return OpSpec(kind, what, (x,), {"weight": ("attr", w.target)})
         k = None  # from the weight's shape, filled in by the graph
-        pad, bad = _conv_padding(p.get("padding", 0), (1, 1), (1, 1))
+        pad, bad = conv_padding(p.get("padding", 0), (1, 1), (1, 1))
         if isinstance(p.get("padding"), str) or pad is None:
-            return _unsupported(what, "string padding in a functional conv")
+            return unsupported(what, "string padding in a functional conv")
         return OpSpec(
             kind,
             what,
@@ -409,4 +304,4 @@ def classify(node: fx.Node, root: nn.Module, signal: Callable[[Any], bool]) -> O
                 "weight": ("attr", w.target),
             },
         )
-    return _unsupported(what)
+    return unsupported(what)

@@ -16,7 +16,7 @@ import torch
 from torch import fx, nn
 
 from .classify import classify
-from .geometry import Geometry
+from .geometry.fields import Geometry
 from .ops import OPS, OpSpec
 from .run import run_node
 from .trace import eval_mode, one_line
@@ -112,7 +112,7 @@ class NodeInfo:
     channels; ``output_size``: ``(h, w)`` (``(1, 1)`` for a ``(B, C)`` output);
     the receptive field of position ``(i, j)`` starts at
     ``(rf_start[0] + i * rf_jump[0], ...)`` and spans ``rf_size`` (unclipped, as
-    :func:`~deconvviz.engine.net.geometry.receptive_box` reads it). Where no such
+    :func:`~deconvviz.engine.net.geometry.patches.receptive_box` reads it). Where no such
     affine field exists (``exact`` False: uneven adaptive pools, merges of
     different strides), ``rf_jump`` is 0 and the window covers every position's
     box. :meth:`box` and :meth:`boxes` give each position's exact clipped box.

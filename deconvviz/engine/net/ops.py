@@ -56,7 +56,7 @@ OPS = (
 SPATIAL_WINDOW_OPS = ("conv", "maxpool", "avgpool")
 
 #: What one output position of an op reads of its inputs, for the seed's cone
-#: (:func:`~deconvviz.engine.net.geometry.seed_frames`): ``"pointwise"`` the same
+#: (:func:`~deconvviz.engine.net.geometry.frames.seed_frames`): ``"pointwise"`` the same
 #: position of every input, ``"window"`` a kernel window, ``"adaptive"`` a window
 #: where the input size is a multiple of the output's; an op not listed reads
 #: everything, so a seed above it takes the whole image. A new elementwise op is
