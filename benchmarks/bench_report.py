@@ -207,7 +207,7 @@ def bench_sweep(args, res, source):
     """Scan (in-process, layers 1+2, k=9) and plain forward over the first N images."""
     import numpy as np
 
-    from deconvviz.engine.topk import scan_topk
+    from deconvviz.engine.scan import scan_topk
     from deconvviz.models.checkpoint import load_model
 
     model = load_model(None)
@@ -451,7 +451,8 @@ def vgg16_model(seed: int = 0):
 
 
 def vgg_seeds(args, model, source):
-    from deconvviz.engine.topk import finalize_topk, scan_topk
+    from deconvviz.engine.scan import scan_topk
+    from deconvviz.engine.topk import finalize_topk
 
     n = min(args.vgg_scan, len(source))
     t0 = time.perf_counter()

@@ -1,6 +1,6 @@
 """What the per-feature statistics (issue 20) cost a report.
 
-1. The scan: :func:`deconvviz.engine.topk.scan_topk` of the bundled network over the
+1. The scan: :func:`deconvviz.engine.scan.scan_topk` of the bundled network over the
    builtin test split (2,000 images, both layers, k = 9) with and without recording
    every image's maxima (:class:`~deconvviz.engine.statistics.MaximaRecorder`), in
    paired runs (the machine is noisy): min / median / max seconds of each.
@@ -37,8 +37,8 @@ def bench_scan(repeats: int) -> None:
     import torch
 
     from deconvviz import load_data, load_model
+    from deconvviz.engine.scan import layer_infos, scan_topk
     from deconvviz.engine.statistics import MaximaRecorder
-    from deconvviz.engine.topk import layer_infos, scan_topk
 
     torch.set_num_threads(max(1, torch.get_num_threads()))
     model = load_model(progress=False)

@@ -36,7 +36,7 @@ def _smooth(rng, shape, dtype):
 def synthetic(features_cap, images, k=9, seed=0):
     import torchvision
 
-    from deconvviz.engine.topk import layer_infos
+    from deconvviz.engine.scan import layer_infos
     from deconvviz.store.report_h5 import ImageTable, LayerReport
 
     rng = np.random.default_rng(seed)

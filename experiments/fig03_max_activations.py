@@ -13,7 +13,7 @@ from _checkout import DATA, OUT
 
 from deconvviz import deconvolve, to_display
 from deconvviz.cli.experiment_cmd import experiment_command
-from deconvviz.engine.topk import strongest_images
+from deconvviz.engine.scan import strongest_images
 from deconvviz.render.display import image_to_display, pairs_figure
 from deconvviz.render.figure_parts import class_name, model_caption, save_png, short_description
 from deconvviz.runs.figures_run import load_images, seeded_indices

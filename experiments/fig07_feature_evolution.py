@@ -19,7 +19,7 @@ from _checkout import DATA, OUT
 from deconvviz import deconvolve, list_layers, load_model
 from deconvviz.cli.experiment_cmd import experiment_command
 from deconvviz.engine.net.layers import get_layer
-from deconvviz.engine.topk import strongest_images
+from deconvviz.engine.scan import strongest_images
 from deconvviz.errors import DeconvvizError
 from deconvviz.render.figure_parts import save_png, short_description, table_figure
 from deconvviz.runs.figures_run import load_images, receptive_crops

@@ -190,7 +190,7 @@ def project(
     from ..data.source import normalize
     from ..engine.deconv.deconvnet import deconvolve
     from ..engine.net.network import graph_of, resolve_info
-    from ..engine.topk import strongest_images
+    from ..engine.scan import strongest_images
     from ..runs.figures_run import save_projection
     from ..store.atomic import output_folder
 

@@ -21,7 +21,8 @@ from ..errors import DeconvvizError
 from ..models.constraints import filter_rms
 from .net.layers import conv_stack, get_layer
 from .net.network import graph_of
-from .topk import finalize_topk, scan_topk
+from .scan import scan_topk
+from .topk import finalize_topk
 
 __all__ = ["LayerFilters", "layer_filters", "DeadFeatures", "dead_features", "filter_rms"]
 
@@ -72,7 +73,7 @@ def dead_features(
 ) -> DeadFeatures:
     """Features of ``layer`` that never fire on ``source`` (its first ``limit`` images,
     or all), from one streaming pass of the report's scan
-    (:func:`~deconvviz.engine.topk.scan_topk` with ``k = 1``)."""
+    (:func:`~deconvviz.engine.scan.scan_topk` with ``k = 1``)."""
     graph = graph_of(model, source.image_size)
     get_layer(model, layer, graph=graph)
     stop = len(source) if limit is None else min(int(limit), len(source))

@@ -23,17 +23,9 @@ from ..data.source import ImageSource
 from ..engine.deconv.deconvnet import RULES
 from ..engine.distributed import Ranks, gather_topk
 from ..engine.net.network import Layer, graph_of, layer_key, require_spatial, spatial
+from ..engine.scan import batch_size_for, layer_infos, normalization_of, scan_topk
 from ..engine.statistics import MaximaRecorder, gather_maxima
-from ..engine.topk import (
-    TopK,
-    batch_size_for,
-    empty_topk,
-    finalize_topk,
-    layer_infos,
-    merge_topk,
-    normalization_of,
-    scan_topk,
-)
+from ..engine.topk import TopK, empty_topk, finalize_topk, merge_topk
 from ..errors import DeconvvizError, notice
 from ..models.torchfile import TorchFileError, read_torch_file
 from ..progress import Progress

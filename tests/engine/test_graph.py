@@ -242,7 +242,7 @@ def test_a_model_is_traced_once(monkeypatch):
 
     from torchvision.models.feature_extraction import NodePathTracer
 
-    from deconvviz.engine.topk import scan_batch_size
+    from deconvviz.engine.scan import scan_batch_size
 
     model = CifarCNN(hidden=8).double().eval()
     twin = copy.deepcopy(model)

@@ -11,14 +11,8 @@ from deconvviz.data.builtin import BUILTIN_CLASSES, synthetic_images
 from deconvviz.data.source import ImageSource
 from deconvviz.engine.net.execute import execute
 from deconvviz.engine.net.layers import get_layer
-from deconvviz.engine.topk import (
-    TopK,
-    _StreamingTopK,
-    empty_topk,
-    merge_topk,
-    scan_batch_size,
-    scan_topk,
-)
+from deconvviz.engine.scan import scan_batch_size, scan_topk
+from deconvviz.engine.topk import StreamingTopK, TopK, empty_topk, merge_topk
 from deconvviz.errors import DeconvvizError
 from deconvviz.models.architectures import CifarCNN
 
@@ -60,7 +54,7 @@ def test_threshold_merge_equals_the_general_merge_with_ties(channels_last):
         batches.append(out)
     offsets = [0, 7, 14, 16, 23, 30]
     for k in (1, 4, 9):
-        fast = _StreamingTopK(empty_topk(5, k))
+        fast = StreamingTopK(empty_topk(5, k))
         for out, offset in zip(batches, offsets):
             fast.add(out, offset, info)
         want = _merge_all(list(zip(batches, offsets)), k)
@@ -68,7 +62,7 @@ def test_threshold_merge_equals_the_general_merge_with_ties(channels_last):
         assert torch.equal(fast.top.position, want.position)
         assert torch.equal(fast.top.activation, want.activation)
         # Candidates that arrive out of order take the general merge and agree too.
-        back = _StreamingTopK(empty_topk(5, k))
+        back = StreamingTopK(empty_topk(5, k))
         for out, offset in reversed(list(zip(batches, offsets))):
             back.add(out, offset, info)
         assert torch.equal(back.top.image_index, want.image_index)

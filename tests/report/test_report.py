@@ -24,7 +24,8 @@ from deconvviz.data.source import ImageSource, normalize
 from deconvviz.engine.deconv.seeds import project_seeds
 from deconvviz.engine.net.geometry.patches import extract_patches
 from deconvviz.engine.net.layers import conv_stack, get_layer, list_layers
-from deconvviz.engine.topk import TopK, empty_topk, finalize_topk, merge_topk, scan_topk
+from deconvviz.engine.scan import scan_topk
+from deconvviz.engine.topk import TopK, empty_topk, finalize_topk, merge_topk
 from deconvviz.errors import DeconvvizError
 from deconvviz.models.checkpoint import load_model
 from deconvviz.runs.report_render import render_report, save_report

@@ -11,7 +11,8 @@ from ...data.source import ImageSource, normalize
 from ...errors import DeconvvizError
 from ..net.graph import Graph
 from ..net.network import Layer, graph_of
-from ..topk import TopK, model_dtype, normalization_of
+from ..scan import model_dtype, normalization_of
+from ..topk import TopK
 from .projecting import project_positions
 from .projection import RULES
 
