@@ -17,6 +17,17 @@ from deconvviz.errors import DeconvvizError
 from deconvviz.models.architectures import CifarCNN
 
 
+def _source(images, labels):
+    return ImageSource(
+        description="gen",
+        kind="builtin",
+        split="test",
+        labels=labels,
+        class_names=BUILTIN_CLASSES,
+        images=images,
+    )
+
+
 def test_batch_size_is_chosen_for_the_model_and_image_size():
     assert scan_batch_size(CifarCNN(), (32, 32)) == 128  # conv 1: 32x32x32 floats
     assert scan_batch_size(CifarCNN(), (32, 32), budget=10**12) == 512
@@ -71,14 +82,7 @@ def test_threshold_merge_equals_the_general_merge_with_ties(channels_last):
 
 def test_scan_reuses_one_read_buffer_and_agrees_with_float64(monkeypatch):
     images, labels = synthetic_images(50, seed=3)
-    src = ImageSource(
-        description="gen",
-        kind="builtin",
-        split="test",
-        labels=labels,
-        class_names=BUILTIN_CLASSES,
-        images=images,
-    )
+    src = _source(images, labels)
     buffers = []
     real_read = ImageSource.read
 
@@ -106,14 +110,7 @@ def test_scan_reuses_one_read_buffer_and_agrees_with_float64(monkeypatch):
 
 def test_read_into_a_buffer_checks_it():
     images, labels = synthetic_images(4, seed=3)
-    src = ImageSource(
-        description="gen",
-        kind="builtin",
-        split="test",
-        labels=labels,
-        class_names=BUILTIN_CLASSES,
-        images=images,
-    )
+    src = _source(images, labels)
     buf = torch.zeros((3, 3, 32, 32), dtype=torch.uint8)
     got = src.read(1, 4, out=buf)
     assert got.data_ptr() == buf.data_ptr() and torch.equal(got, images[1:4])
@@ -172,17 +169,6 @@ def test_a_scan_overwriting_values_gives_the_networks_outputs(name):
             continue
         torch.testing.assert_close(seen[n], want[n], rtol=1e-5, atol=1e-5, msg=n)
     assert len(seen) > len(names) // 2
-
-
-def _source(images, labels):
-    return ImageSource(
-        description="gen",
-        kind="builtin",
-        split="test",
-        labels=labels,
-        class_names=BUILTIN_CLASSES,
-        images=images,
-    )
 
 
 def test_a_scan_on_lanes_equals_the_scan_on_one_thread():
