@@ -1,10 +1,10 @@
-"""Folders and files of images, and the decode cache.
+"""Folders and files of images as sources.
 
 ImageFolder trees (``root/<class>/<image>``, in torchvision's order), folders of
 loose images and lists of image files become sources. Decoding JPEGs costs more
-than a forward pass over them, so a decoded folder is cached as one ``uint8``
-array file (see :func:`cache_dir`) and read back in batches without decoding
-again. Unreadable files are stopped at, or with ``skip_unreadable`` left out.
+than a forward pass over them, so a decoded folder is cached (:mod:`.cache`) and read
+back in batches without decoding again. Unreadable files are stopped at, or with
+``skip_unreadable`` left out.
 """
 
 from __future__ import annotations
@@ -13,7 +13,6 @@ import functools
 import hashlib
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import List, Optional, Sequence, Tuple
 
@@ -21,9 +20,9 @@ import numpy as np
 import torch
 
 from ..errors import DeconvvizError, notice
-from ..progress import Progress
+from .cache import cache_dir, cache_key, cached_meta, decode_to_cache
 from .decode import decode_files
-from .preprocess import DRAFT_GAP, check_resize, decode_image, image_size_pair
+from .preprocess import check_resize, decode_image, image_size_pair
 from .source import ImageSource
 
 __all__ = [
@@ -36,17 +35,6 @@ __all__ = [
 ]
 
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".ppm", ".bmp", ".pgm", ".tif", ".tiff", ".webp")
-# 2: images of another size are resized (shorter side) and centre-cropped, JPEGs drafted
-_CACHE_VERSION = 3  # 3: transparent pixels composited on mid-grey
-
-
-def cache_dir() -> Path:
-    """Folder for decoded-image caches: ``$DECONVVIZ_CACHE`` or ``~/.cache/deconvviz``."""
-    env = os.environ.get("DECONVVIZ_CACHE")
-    if env:
-        return Path(env)
-    base = os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache")
-    return Path(base) / "deconvviz"
 
 
 def is_image(path: Path) -> bool:
@@ -90,116 +78,6 @@ def _decode(
     return decode_image(path, size, resize_size, interpolation, draft=True)
 
 
-def _cache_key(
-    paths: Sequence[str],
-    labels: Sequence[int],
-    size: Tuple[int, int],
-    resize_size: int,
-    interpolation: str,
-) -> str:
-    """The decode cache's name: the preprocessing, and every file's absolute path, size,
-    modification time (ns) and label, so a changed, added, removed or relabelled file
-    makes another cache."""
-    h = hashlib.sha256(
-        f"v{_CACHE_VERSION}:{size[0]}x{size[1]}:{resize_size}:{interpolation}:"
-        f"draft{DRAFT_GAP}".encode()
-    )
-    # Per folder (the files come folder by folder): its absolute path once (abspath(p) is
-    # it joined with the file name) and the files stat'ed relative to it, opened (a
-    # one-name lookup each): CIFAR-10's 50,000 files in a quarter less time than by path,
-    # and no getcwd per file.
-    # (the folder and name split and joined by hand: os.path's checks cost a quarter of the
-    # time over 50,000 files; the same strings)
-    lines = []
-    stat, sep = os.stat, os.sep
-    head = fd = prefix = None
-    try:
-        for p, lab in zip(paths, labels):
-            cut = p.rfind(sep) + 1
-            h_, tail = p[:cut], p[cut:]
-            if h_ != head:
-                if fd is not None:
-                    os.close(fd)
-                    fd = None
-                head, folder = h_, os.path.abspath(h_ or ".")
-                prefix = folder if folder.endswith(sep) else folder + sep
-                fd = os.open(head or ".", os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-            try:
-                st = stat(tail, dir_fd=fd)
-            except OSError as exc:  # named by its whole path, as a stat by path would
-                raise OSError(exc.errno, exc.strerror, p) from None
-            lines.append(f"{prefix}{tail}\0{st.st_size}\0{st.st_mtime_ns}\0{lab}\n")
-    finally:
-        if fd is not None:
-            os.close(fd)
-    h.update("".join(lines).encode())
-    return h.hexdigest()[:32]
-
-
-def _decode_to_cache(
-    paths: Sequence[str],
-    size: Tuple[int, int],
-    target: Path,
-    progress: bool,
-    resize_size: Optional[int] = None,
-    interpolation: str = "bilinear",
-    workers: int = 0,
-) -> dict:
-    """Decode images in order into ``target`` (``.npy``, uint8), written atomically;
-    ``workers`` > 0 decodes in that many processes (same pixels). An unreadable file
-    is stored as zeros and listed in the returned ``"unreadable"`` (index, message)."""
-    target.parent.mkdir(parents=True, exist_ok=True)
-    shape = (len(paths), 3, size[0], size[1])
-    fd, tmp = tempfile.mkstemp(prefix=".decode-", suffix=".npy", dir=str(target.parent))
-    stats = {"converted": 0, "resized": 0, "upscaled": 0, "transparent": 0}
-    h = hashlib.sha256()
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.lib.format.write_array_header_1_0(
-                f, {"descr": "|u1", "fortran_order": False, "shape": shape}
-            )
-            chunk = []
-            total = len(paths)
-            with Progress(total, "decoding images (once)", enabled=progress, delay=2.0) as bar:
-                decode = functools.partial(
-                    _decode, size=size, resize_size=resize_size, interpolation=interpolation
-                )
-                unreadable = []
-                for i, (pixels, info, error) in enumerate(decode_files(paths, decode, workers)):
-                    if error is not None:
-                        unreadable.append([i, error])
-                        pixels = np.zeros(shape[1:], dtype=np.uint8)
-                    else:
-                        for key in stats:
-                            stats[key] += int(info[key])
-                    chunk.append(pixels)
-                    if len(chunk) == 2048 or i == total - 1:
-                        block = np.ascontiguousarray(np.stack(chunk))
-                        f.write(block.tobytes())
-                        h.update(block.tobytes())
-                        chunk = []
-                    bar.update(1)
-        os.replace(tmp, target)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-        raise
-    stats["pixels_sha256"] = h.hexdigest()
-    stats["unreadable"] = unreadable
-    return stats
-
-
-def _cached_meta(key: str) -> Optional[dict]:
-    """The metadata of the decode cache ``key`` if its array and metadata are there."""
-    target, meta_file = cache_dir() / f"{key}.npy", cache_dir() / f"{key}.json"
-    if not (target.is_file() and meta_file.is_file()):
-        return None
-    try:
-        return json.loads(meta_file.read_text())
-    except (OSError, ValueError):
-        return None
-
-
 def folder_source(
     paths: List[str],
     labels: List[int],
@@ -225,8 +103,8 @@ def folder_source(
         limit = int(limit)
         # The first ``limit`` files: read from the whole folder's cache where an earlier
         # run made one, else only they are decoded (and cached for the next run).
-        key = _cache_key(paths, labels, size, resize_size, interpolation) if use_cache else None
-        whole = key is not None and _cached_meta(key) is not None
+        key = cache_key(paths, labels, size, resize_size, interpolation) if use_cache else None
+        whole = key is not None and cached_meta(key) is not None
         source = folder_source(
             paths if whole else paths[:limit],
             labels if whole else labels[:limit],
@@ -246,20 +124,20 @@ def folder_source(
         return _first_files(source, limit, skip_unreadable)
     label_t = torch.as_tensor(labels, dtype=torch.int64)
     if use_cache:
-        key = _key or _cache_key(paths, labels, size, resize_size, interpolation)
+        key = _key or cache_key(paths, labels, size, resize_size, interpolation)
         target = cache_dir() / f"{key}.npy"
         meta_file = cache_dir() / f"{key}.json"
-        meta = _cached_meta(key)
+        meta = cached_meta(key)
         if meta is None:
             try:
-                stats = _decode_to_cache(
-                    paths,
-                    size,
+                decode = functools.partial(
+                    _decode, size=size, resize_size=resize_size, interpolation=interpolation
+                )
+                stats = decode_to_cache(
+                    decode_files(paths, decode, workers),
+                    (len(paths), 3) + tuple(size),
                     target,
                     progress=True,
-                    resize_size=resize_size,
-                    interpolation=interpolation,
-                    workers=workers,
                 )
             except OSError as exc:  # unwritable cache: fall back to decoding in memory
                 notice(f"cannot write the decoded-image cache ({exc}); decoding in memory")
