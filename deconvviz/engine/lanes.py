@@ -49,19 +49,14 @@ def _pool(lanes: int) -> futures.ThreadPoolExecutor:
         return _POOL
 
 
-def on_lanes(
-    fn: Callable[[T], R],
-    items: Sequence[T],
-    lanes: int,
-    interrupt: Optional[Callable[[], None]] = None,
-) -> List[R]:
+def on_lanes(fn: Callable[[T], R], items: Sequence[T], lanes: int) -> List[R]:
     """``[fn(item) for item in items]``, with up to ``lanes`` items at once, each on one
     intra-op thread; items start in order.
 
     The caller's grad and inference modes hold in the lanes, and its thread count is
     restored after. Where items fail, the error of the first failed item is raised once
-    the items started before it have finished; later items do not start. Ctrl-C calls
-    ``interrupt`` (to stop work in progress), waits for the running items and is raised.
+    the items started before it have finished; later items do not start. Ctrl-C waits
+    for the running items and is raised (no item starts after it).
     """
     items = list(items)
     lanes = min(int(lanes), len(items))
@@ -95,8 +90,6 @@ def on_lanes(
         futures.wait(jobs)
     except BaseException:
         failed.set()
-        if interrupt is not None:
-            interrupt()
         futures.wait(jobs)
         raise
     finally:

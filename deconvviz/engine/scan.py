@@ -187,44 +187,39 @@ def scan_topk(
             for i in infos
         }
 
-    # Each lane scans every ``lanes``-th of this process's batches into its own top-k, in
-    # the order of the source; the lanes' lists merge exactly (disjoint images).
-    shares = [mine[j::lanes] for j in range(lanes)]
-    tops = [new_tops() for _ in shares]
     scan = _BatchScan(
         graph,
         source,
         stop,
         info_of,
         names,
+        max(0, min(batch_size, stop - start)),
         batch_size,
         device,
         model_dtype(model),
         (mean, std),
         progress,
-        keep_errors=lanes > 1,
+        new_tops,
     )
     was_training = model.training
     model.eval()
     try:
-        if lanes == 1:
-            scan.run(shares[0], tops[0])
-        else:
-            on_lanes(lambda job: scan.run(*job), list(zip(shares, tops)), lanes, scan.halt)
-            if scan.errors:
-                raise scan.errors[min(scan.errors)]
+        # Batches in the source's order, each lane taking the next (so each lane's list
+        # sees its batches in order); the lanes' lists merge exactly (disjoint images).
+        with torch.inference_mode():
+            on_lanes(scan.batch, mine, lanes)
     finally:
         model.train(was_training)
-    merged = {L: t.top for L, t in tops[0].items()}
-    for lane in tops[1:]:
+    lists = list(scan.lanes.values()) or [new_tops()]
+    merged = {L: t.top for L, t in lists[0].items()}
+    for lane in lists[1:]:
         merged = {L: merge_topk(merged[L], lane[L].top, k) for L in merged}
     return merged
 
 
 class _BatchScan:
-    """The forward passes of a scan, batch by batch, into running top-k lists: :meth:`run`
-    scans one share of the batches (one lane's). With ``keep_errors`` (lanes) an error is
-    kept in ``errors`` by batch number and the other lanes finish the batches before it."""
+    """The forward passes of a scan, one batch per call of :meth:`batch`, into the running
+    top-k lists of the lane (thread) that runs it; each lane fills its own buffers."""
 
     def __init__(
         self,
@@ -233,61 +228,49 @@ class _BatchScan:
         stop: int,
         info_of: Dict[str, list],
         names: Sequence[str],
+        rows: int,
         batch_size: int,
         device: torch.device,
         dtype: torch.dtype,
         norm,
         progress: Optional[Progress],
-        keep_errors: bool = False,
+        new_tops: Callable[[], Dict[Layer, StreamingTopK]],
     ):
         self.graph, self.source, self.stop = graph, source, stop
         self.info_of, self.names = info_of, names
-        self.batch_size, self.device, self.dtype = batch_size, device, dtype
+        self.rows, self.batch_size, self.device, self.dtype = rows, batch_size, device, dtype
         self.mean, self.std = norm
         self.progress = progress
-        self.keep_errors = keep_errors
+        self.new_tops = new_tops
         self.lock = threading.Lock()
-        # The first batch that failed (a lane stops at it; the others finish the
-        # batches before it, so the error is the one a one-thread scan meets first).
-        self.failed_at = math.inf
-        self.errors: Dict[int, BaseException] = {}
+        self.lanes: Dict[int, Dict[Layer, StreamingTopK]] = {}  # by thread: its lists
+        self._buffers: Dict[int, tuple] = {}
 
-    def run(self, share: Sequence[Tuple[int, int]], tops: Dict[Layer, StreamingTopK]) -> None:
-        """Scan the batches ``share`` (``(number, first image)``, ascending) into ``tops``."""
-        device, fmt = self.device, _scan_memory_format(self.device)
-        with torch.inference_mode():
-            rows = max((min(self.batch_size, self.stop - o) for _, o in share), default=0)
-            # One pixel buffer and one input buffer for the whole scan (pinned for a
-            # non-blocking copy to the GPU), instead of fresh ones per batch.
-            pix = torch.empty(
-                (rows,) + tuple(self.source.shape),
-                dtype=torch.uint8,
-                pin_memory=device.type == "cuda",
+    def _lane(self) -> Tuple[tuple, Dict[Layer, StreamingTopK]]:
+        """This thread's buffers and lists, made on its first batch: one pixel buffer and
+        one input buffer for the whole scan (pinned for a non-blocking copy to the GPU),
+        instead of fresh ones per batch."""
+        me = threading.get_ident()
+        if me not in self._buffers:
+            device, shape = self.device, (self.rows,) + tuple(self.source.shape)
+            pix = torch.empty(shape, dtype=torch.uint8, pin_memory=device.type == "cuda")
+            inp = torch.empty(shape, dtype=torch.float32, device=device).contiguous(
+                memory_format=_scan_memory_format(device)
             )
-            inp = torch.empty(
-                (rows,) + tuple(self.source.shape), dtype=torch.float32, device=device
-            ).contiguous(memory_format=fmt)
             m = torch.as_tensor(self.mean, dtype=torch.float32, device=device).view(1, -1, 1, 1)
             s = torch.as_tensor(self.std, dtype=torch.float32, device=device).view(1, -1, 1, 1)
-            for b, offset in share:
-                if b > self.failed_at:
-                    return
-                try:
-                    n = self._batch(offset, pix, inp, m, s, tops)
-                except BaseException as exc:  # kept for the caller, by batch
-                    with self.lock:
-                        self.errors[b] = exc
-                        self.failed_at = min(self.failed_at, b)
-                    if not self.keep_errors:
-                        raise
-                    return
-                if self.progress is not None:
-                    with self.lock:
-                        self.progress.update(n)
+            with self.lock:
+                self._buffers[me] = (pix, inp, m, s)
+                self.lanes[me] = self.new_tops()
+        return self._buffers[me], self.lanes[me]
 
-    def halt(self) -> None:
-        """Every lane stops before its next batch (Ctrl-C)."""
-        self.failed_at = -1
+    def batch(self, item: Tuple[int, int]) -> None:
+        """Scan batch ``item`` (``(number, first image)``) into this lane's lists."""
+        (pix, inp, m, s), tops = self._lane()
+        n = self._batch(item[1], pix, inp, m, s, tops)
+        if self.progress is not None:
+            with self.lock:
+                self.progress.update(n)
 
     def _batch(self, offset: int, pix, inp, m, s, tops) -> int:
         images = self.source.read(offset, min(self.stop, offset + self.batch_size), out=pix)
