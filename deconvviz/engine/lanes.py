@@ -2,12 +2,13 @@
 one piece of work at a time on one intra-op thread.
 
 PyTorch's own parallelism splits every operation over all threads and waits for all of
-them at its end. For the many small operations of a scan batch or of a chunk of seeds that
-wait costs more than it gains: on 2 cores, two batches (or chunks) side by side on one
-thread each finish sooner than the same two one after another on two threads each, and
-one lane's Python bookkeeping overlaps the other's arithmetic. oneDNN computes the same
-bytes for an operation on one thread as on several (the tests compare the two), so where a
-piece of work runs does not change its result.
+them at its end. For the operations of a scan batch that wait costs more than it gains: on
+2 cores, two batches side by side on one thread each finish sooner than the same two one
+after another on two threads each, and one lane's bookkeeping overlaps the other's
+arithmetic. (Not so for the chunks of a projection: their operations are small, and two
+lanes' Python between them contends for the interpreter; measured slower.) oneDNN computes
+the same bytes for an operation on one thread as on several (the tests compare the two),
+so where a piece of work runs does not change its result.
 
 :func:`lanes_for` says how many lanes a device and an amount of work take;
 :func:`on_lanes` runs the pieces, keeps their order, and raises the error of the first
@@ -40,8 +41,8 @@ def lanes_for(device: Union[str, torch.device], pieces: int) -> int:
 
 
 def _pool(lanes: int) -> futures.ThreadPoolExecutor:
-    """The lane threads, kept for the process: a report scans and projects in many
-    rounds, and fresh threads each time would each fault in their own memory again."""
+    """The lane threads, kept for the process: a report scans in segments, and fresh
+    threads each time would each fault in their own memory again."""
     global _POOL
     with _POOL_LOCK:
         if _POOL is None or _POOL._max_workers < lanes:
