@@ -135,7 +135,8 @@ def scan_topk(
 
     For each image and feature, the activation is the maximum of the layer's
     block output (after ReLU and pool) over positions, at the first maximum in
-    row-major order. Memory holds one batch plus ``features x k`` per layer.
+    row-major order. Memory holds one batch per lane (on the CPU one per intra-op
+    thread, :mod:`.lanes`) plus ``features x k`` per layer and lane.
     ``batch_size``: images per forward pass (default :func:`scan_batch_size`).
     ``shard=(rank, world)`` scans only batches ``rank, rank + world, ...`` (batch
     boundaries are those of the unsharded scan, so every image is computed in
@@ -143,7 +144,7 @@ def scan_topk(
     Returns ``{layer: TopK}`` with unfilled slots where fewer than ``k`` images
     were seen (see :func:`finalize_topk`). No switches are recorded: the scan
     runs the plain stack, in channels-last memory format, under
-    ``torch.inference_mode``, reading every batch into the same buffers.
+    ``torch.inference_mode``, each lane reading its batches into the same buffers.
     ``maxima``: ``{layer: callable}`` (e.g. a
     :class:`~deconvviz.engine.statistics.MaximaRecorder`) called with every batch's
     per-image maxima ``(F, n)`` float32 and the batch's first image index, in the
